@@ -1,0 +1,146 @@
+"""Log-space kernels shared by every engine.
+
+One kernel per convention lives here: ``log(1 - e^x)``, the top-down tail sum,
+the ``x log x - x + 1`` divergence term.  Nothing else in the package may
+re-implement them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+__all__ = [
+    "logsumexp",
+    "log1mexp",
+    "log_cdf_levels",
+    "kl_terms",
+    "log_bon_kl_bound",
+]
+
+_LOG_HALF = -np.log(2.0)
+
+
+def log1mexp(x):
+    """Return ``log(1 - exp(x))`` for ``x <= 0`` without cancellation.
+
+    Uses ``log(-expm1(x))`` for ``x > -log 2`` and ``log1p(-exp(x))`` below
+    (Mächler 2012).  ``log1mexp(0) = -inf`` and ``log1mexp(-inf) = 0``.
+
+    Examples
+    --------
+    >>> float(log1mexp(np.log(0.25)))   # log(0.75)
+    -0.2876820724517809
+    """
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore"):
+        out = np.where(
+            x > _LOG_HALF,
+            np.log(-np.expm1(np.minimum(x, 0.0))),
+            np.log1p(-np.exp(np.minimum(x, _LOG_HALF))),
+        )
+    return out[()] if out.ndim == 0 else out
+
+
+def log_cdf_levels(logq):
+    """Log CDF, log left-limit CDF and log survival of an ordered level law.
+
+    Parameters
+    ----------
+    logq : (L,) array
+        Log-masses of reward levels sorted by increasing reward; they sum to 1.
+
+    Returns
+    -------
+    logF, logFminus, logS : (L,) arrays
+        ``log P(r <= v_j)``, ``log P(r < v_j)`` and ``log P(r > v_j)``.
+
+    Notes
+    -----
+    The survival ``S_j = sum_{k>j} q_k`` is summed from the top (never
+    ``1 - cumsum``) and ``F_j`` from the bottom; ``log F_j`` is taken from
+    whichever side is accurate: ``log1p(-S_j)`` when ``S_j < 1/2`` and the
+    bottom-up sum otherwise.  Both partial sums are exact log-space
+    accumulations (``np.logaddexp.accumulate``).
+
+    Examples
+    --------
+    >>> F, Fm, S = log_cdf_levels(np.log([0.5, 0.3, 0.2]))
+    >>> np.exp(F).round(12).tolist(), np.exp(S).round(12).tolist()
+    ([0.5, 0.8, 1.0], [0.5, 0.2, 0.0])
+    """
+    logq = np.asarray(logq, dtype=float)
+    up = np.logaddexp.accumulate(logq)                     # log sum_{k<=j} q_k
+    down_incl = np.logaddexp.accumulate(logq[::-1])[::-1]  # log sum_{k>=j} q_k
+    logS = np.concatenate([down_incl[1:], [-np.inf]])
+    with np.errstate(divide="ignore"):
+        from_top = np.log1p(-np.exp(logS))
+    logF = np.where(logS < _LOG_HALF, from_top, up)
+    logF[-1] = 0.0
+    logFminus = np.concatenate([[-np.inf], logF[:-1]])
+    return logF, logFminus, logS
+
+
+def kl_terms(loga, logb):
+    """Return the terms ``b h(log(a/b))`` of ``KL(a||b)``, ``h(t) = e^t (t-1) + 1``.
+
+    When ``a`` and ``b`` both sum to one, ``KL(a||b) = sum_j b_j h(t_j)`` with
+    ``t_j = log(a_j / b_j)``; in that form every term is non-negative, so a
+    small divergence keeps full relative accuracy (the usual
+    ``sum a log(a/b)`` cancels).  For ``|t| < 0.1`` the Taylor series
+    ``h(t) = sum_{k>=2} (k-1) t^k / k!`` replaces the closed form, which is
+    evaluated as ``a (t - 1) + b`` so that ``e^t`` never overflows.
+    Conventions: ``a = 0`` gives ``b``; ``b = 0 < a`` gives ``+inf``;
+    ``a = b = 0`` gives 0.
+
+    Examples
+    --------
+    >>> round(float(kl_terms(np.log(0.2), np.log(0.1))), 12)   # 0.2 log 2 - 0.1
+    0.038629436112
+    """
+    loga, logb = np.broadcast_arrays(np.asarray(loga, dtype=float), np.asarray(logb, dtype=float))
+    both_zero = np.isneginf(loga) & np.isneginf(logb)
+    with np.errstate(invalid="ignore"):
+        t = np.where(both_zero, 0.0, loga - logb)
+    small = np.abs(t) < 0.1
+    ts = np.where(small, t, 0.0)
+    series = np.zeros_like(ts)
+    for c in reversed(_H_COEF):
+        series = (series + c) * ts
+    series = series * ts * np.exp(logb)
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = np.exp(loga)
+        b = np.exp(logb)
+        direct = np.where(np.isneginf(loga), b, a * (t - 1.0) + b)
+    out = np.where(small, series, direct)
+    out = np.where(both_zero, 0.0, out)
+    out = np.where(np.isneginf(logb) & ~np.isneginf(loga), np.inf, out)
+    return out[()] if out.ndim == 0 else out
+
+
+# (k - 1)/k! for k = 2..11: truncation below 1e-18 relative when |t| < 0.1.
+_H_COEF = [(k - 1) / float(np.prod(np.arange(1, k + 1))) for k in range(2, 12)]
+
+
+def log_bon_kl_bound(log_n):
+    """Return ``log n - (n - 1)/n`` as a function of ``log n``, accurately.
+
+    For small ``x = log n`` the two terms cancel to ``x^2/2 - x^3/6 + ...``;
+    a series is used there.
+
+    Examples
+    --------
+    >>> float(log_bon_kl_bound(np.log(2.0)))   # log 2 - 1/2
+    0.1931471805599453
+    """
+    x = np.asarray(log_n, dtype=float)
+    small = np.abs(x) < 1e-2
+    xs = np.where(small, x, 0.0)
+    # x + expm1(-x) = sum_{k>=2} (-1)^k x^k / k!
+    series = np.zeros_like(xs)
+    for k in range(9, 1, -1):
+        series = (series + (-1.0) ** k / float(np.prod(np.arange(1, k + 1)))) * xs
+    series = series * xs
+    direct = x + np.expm1(-np.where(small, 1.0, x))
+    out = np.where(small, series, direct)
+    return out[()] if out.ndim == 0 else out

@@ -1,0 +1,245 @@
+"""The reference model: outcomes' log-probabilities, rewards, and reward levels."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from ._logspace import log_cdf_levels, logsumexp
+
+__all__ = ["Reference"]
+
+#: Tolerance on ``|sum(p) - 1|`` below which a law is accepted as normalised
+#: (and rescaled exactly); anything further off needs ``normalize=True``.
+SUM_TOL = 1e-9
+
+
+def _as_1d(x, name):
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers") from exc
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    return a
+
+
+def _validate_logprobs(lp, name, normalize):
+    if np.isnan(lp).any():
+        raise ValueError(f"{name} contains NaN")
+    if np.isposinf(lp).any():
+        raise ValueError(f"{name} contains +inf")
+    if np.isneginf(lp).all():
+        raise ValueError(f"{name}: every outcome has probability zero")
+    total = logsumexp(lp)
+    if not normalize and abs(np.expm1(total)) > SUM_TOL:
+        raise ValueError(
+            f"{name} sum to {np.exp(total):.12g}, not 1; pass normalize=True to rescale"
+        )
+    return lp - total
+
+
+class Reference:
+    """A reference model ``p`` over a finite outcome set with a reward ``r``.
+
+    Parameters
+    ----------
+    rewards : (K,) array_like
+        Finite real rewards ``r(y)``.
+    probs : (K,) array_like, optional
+        Probabilities ``p(y) >= 0``.  Exactly one of ``probs`` / ``logprobs``.
+    logprobs : (K,) array_like, optional
+        Natural-log probabilities (``-inf`` allowed for impossible outcomes).
+    normalize : bool, default False
+        Rescale ``p`` to sum to one.  Without it a law whose sum differs from 1
+        by more than ``1e-9`` is rejected (smaller differences are rounding
+        and are removed exactly).
+
+    Notes
+    -----
+    Outcomes with ``p(y) = 0`` are kept (so that policies align with the
+    input) but are never generated and carry no reward level.  Rewards are
+    grouped into distinct *levels* ``v_1 < ... < v_L`` with masses ``q_j``;
+    every policy in this library (tilted, best-of-N, soft best-of-N) has a
+    density ratio to ``p`` that depends on ``y`` only through ``r(y)``, so the
+    engines work on levels.  Internally rewards are standardised to
+    ``u = (r - r_max) / (r_max - r_min)`` in ``[-1, 0]``, which keeps
+    rewards of any finite scale (``1e-300`` to ``1e300``) exact.
+
+    Examples
+    --------
+    >>> ref = Reference(rewards=[0, 1, 2], probs=[0.5, 0.3, 0.2])
+    >>> ref.size, ref.r_max, round(ref.mean_reward, 12)
+    (3, 2.0, 0.7)
+    >>> Reference.from_samples([1.0, 1.0, 3.0]).level_values.tolist()
+    [1.0, 3.0]
+    """
+
+    def __init__(self, rewards, probs=None, *, logprobs=None, normalize=False):
+        r = _as_1d(rewards, "rewards")
+        if not np.isfinite(r).all():
+            raise ValueError("rewards must be finite (found NaN or inf)")
+        if (probs is None) == (logprobs is None):
+            raise ValueError("give exactly one of probs= or logprobs=")
+        if probs is not None:
+            p = _as_1d(probs, "probs")
+            if np.isnan(p).any():
+                raise ValueError("probs contains NaN")
+            if not np.isfinite(p).all():
+                raise ValueError("probs contains inf")
+            if (p < 0).any():
+                raise ValueError("probs contains negative values")
+            with np.errstate(divide="ignore"):
+                lp = np.log(p)
+            name = "probs"
+        else:
+            lp = _as_1d(logprobs, "logprobs")
+            name = "logprobs"
+        if lp.shape != r.shape:
+            raise ValueError(
+                f"rewards and {name} have different lengths ({r.size} and {lp.size})"
+            )
+        self.rewards = r
+        self.logprobs = _validate_logprobs(lp, name, normalize)
+        self._build_levels()
+
+    # ------------------------------------------------------------------ build
+    def _build_levels(self):
+        support = np.flatnonzero(~np.isneginf(self.logprobs))
+        rs = self.rewards[support]
+        order = np.argsort(rs, kind="stable")
+        sorted_r = rs[order]
+        lp_sorted = self.logprobs[support][order]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_r[1:] != sorted_r[:-1]]))
+        self.level_values = sorted_r[starts]
+        # log-space segment sums: shift each segment by its own max.
+        seg_max = np.maximum.reduceat(lp_sorted, starts)
+        seg_id = np.repeat(np.arange(starts.size), np.diff(np.append(starts, lp_sorted.size)))
+        seg_sum = np.add.reduceat(np.exp(lp_sorted - seg_max[seg_id]), starts)
+        self.level_logq = seg_max + np.log(seg_sum)
+        self.level_index = np.full(self.rewards.size, -1, dtype=np.intp)
+        self.level_index[support[order]] = seg_id
+        v = self.level_values
+        # u = (v - v_top) / (v_top - v_bottom) computed without overflow.
+        half = v / 2 - v[-1] / 2
+        self._half_range = float(-half[0])
+        self.level_u = half / self._half_range if self._half_range > 0 else np.zeros_like(v)
+
+    # ------------------------------------------------------------ properties
+    @classmethod
+    def from_samples(cls, rewards, weights=None):
+        """Empirical law of reward samples (equal weights unless ``weights``).
+
+        >>> Reference.from_samples([0.0, 1.0, 1.0, 2.0]).level_logq.round(6).tolist()
+        [-1.386294, -0.693147, -1.386294]
+        """
+        r = _as_1d(rewards, "rewards")
+        if weights is None:
+            return cls(r, logprobs=np.full(r.size, -np.log(r.size)))
+        return cls(r, probs=weights, normalize=True)
+
+    @property
+    def size(self) -> int:
+        """Number of outcomes K (including zero-probability ones)."""
+        return int(self.rewards.size)
+
+    @property
+    def probs(self):
+        """Probabilities ``p(y)``."""
+        return np.exp(self.logprobs)
+
+    @property
+    def n_levels(self) -> int:
+        """Number of distinct reward values on the support."""
+        return int(self.level_values.size)
+
+    @property
+    def r_max(self) -> float:
+        """Largest reward on the support."""
+        return float(self.level_values[-1])
+
+    @property
+    def r_min(self) -> float:
+        """Smallest reward on the support."""
+        return float(self.level_values[0])
+
+    @property
+    def log_p_argmax(self) -> float:
+        """``log p(A)``, ``A = argmax r`` (a set: ties are kept)."""
+        return float(self.level_logq[-1])
+
+    @property
+    def kl_max(self) -> float:
+        """``-log p(A)``: the largest KL any reward-maximising policy needs."""
+        return float(-self.level_logq[-1])
+
+    @property
+    def is_constant(self) -> bool:
+        """True when the reward takes one value on the support."""
+        return self.n_levels == 1
+
+    @cached_property
+    def mean_u(self) -> float:
+        """Mean of the standardised reward under ``p``."""
+        return float(np.exp(self.level_logq) @ self.level_u)
+
+    @property
+    def mean_reward(self) -> float:
+        """``E_p r``."""
+        return self.to_reward(self.mean_u)
+
+    @cached_property
+    def level_log_cdf(self):
+        """``(log F, log F^-, log S)`` at the levels (see :func:`log_cdf_levels`)."""
+        return log_cdf_levels(self.level_logq)
+
+    # ------------------------------------------------------------- units
+    @property
+    def reward_scale(self) -> float:
+        """``r_max - r_min`` (may be ``inf`` only for rewards near float max)."""
+        return 2.0 * self._half_range
+
+    def to_reward(self, u):
+        """Map standardised rewards ``u`` in ``[-1, 0]`` back to reward units."""
+        u = np.asarray(u, dtype=float)
+        out = self.level_values[-1] + (2.0 * u) * self._half_range
+        return float(out) if out.ndim == 0 else out
+
+    def lam_to_u(self, lam):
+        """Inverse temperature in reward units to standardised units."""
+        lam = np.asarray(lam, dtype=float)
+        with np.errstate(over="ignore"):
+            out = (lam * 2.0) * self._half_range
+        return float(out) if out.ndim == 0 else out
+
+    def lam_from_u(self, lam_u):
+        """Inverse temperature in standardised units to reward units."""
+        lam_u = np.asarray(lam_u, dtype=float)
+        if self._half_range == 0:
+            out = np.where(lam_u == 0, 0.0, np.inf)
+        else:
+            out = (lam_u / 2.0) / self._half_range
+        return float(out) if np.ndim(out) == 0 else out
+
+    def to_outcomes(self, level_logprobs):
+        """Lift a level law to outcomes: ``log p(y) + log(phi_j / q_j)``."""
+        level_logprobs = np.asarray(level_logprobs, dtype=float)
+        ratio = level_logprobs - self.level_logq
+        out = np.full(self.size, -np.inf)
+        on = self.level_index >= 0
+        out[on] = self.logprobs[on] + ratio[self.level_index[on]]
+        return out
+
+    def sample(self, size, rng=None):
+        """Draw outcome indices from ``p``."""
+        rng = np.random.default_rng(rng)
+        return rng.choice(self.size, size=size, p=self.probs / self.probs.sum())
+
+    def __repr__(self):
+        return (
+            f"Reference(K={self.size}, levels={self.n_levels}, "
+            f"r in [{self.r_min:.6g}, {self.r_max:.6g}], p(argmax)={np.exp(self.log_p_argmax):.4g})"
+        )

@@ -1,0 +1,502 @@
+"""Optimal KL-constrained RL: the exponentially tilted policy and its frontier.
+
+SPEC §2.  With ``Lambda(lam) = log E_p e^{lam r}``,
+
+    phi_lam(y) = p(y) exp(lam r(y) - Lambda(lam)),
+    KL(phi_lam || p) = lam Lambda'(lam) - Lambda(lam) =: D(lam),
+    E_{phi_lam} r = Lambda'(lam).
+
+All computations run on reward levels in standardised units ``u`` (see
+:class:`~klfrontier.reference.Reference`); ``lam_u = lam (r_max - r_min)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._logspace import kl_terms
+from .policy import Policy
+from .reference import Reference
+
+__all__ = [
+    "tilted",
+    "frontier",
+    "Frontier",
+    "cgf",
+    "tilt_stats",
+    "solve_lam_for_kl",
+    "solve_lam_for_reward",
+    "ConvergenceError",
+]
+
+
+class ConvergenceError(RuntimeError):
+    """A solver did not converge; ``.partial`` holds its best result."""
+
+    def __init__(self, message, partial=None):
+        super().__init__(message)
+        self.partial = partial
+
+
+# Rows of the (budgets x levels) work matrix processed at once.
+_CHUNK_ELEMENTS = 2**22
+
+
+@dataclass
+class TiltStats:
+    """Exact statistics of ``phi_lam`` at a batch of ``lam`` (standardised units).
+
+    ``cgf`` is ``Lambda_u(lam_u)``; ``mean``, ``var``, ``k3`` are the first
+    three cumulants of ``u`` under ``phi``; ``kl`` is ``D(lam)``.
+    """
+
+    lam_u: np.ndarray
+    cgf: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    k3: np.ndarray
+    kl: np.ndarray
+
+
+def _centres(lam_u, mu):
+    """Centre for each row: the p-mean for small |lam|, the active end otherwise.
+
+    Centring at the bulk of the tilted law keeps ``lam (u - c)`` and the
+    CGF small, so ``D = lam E(u - c) - Lambda_c`` loses no relative accuracy.
+    """
+    spread = max(-mu, 1.0 + mu, 1e-300)
+    c = np.where(np.abs(lam_u) * spread <= 1.0, mu, np.where(lam_u > 0, 0.0, -1.0))
+    return c
+
+
+def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
+    """Cumulants and KL of the tilted law at standardised inverse temperatures.
+
+    Parameters
+    ----------
+    ref : Reference
+    lam_u : array_like
+        Finite inverse temperatures in standardised units (any sign).
+    accurate : bool
+        Re-evaluate the KL of ill-conditioned rows in the non-negative
+        ``sum q h(t)`` form (see :func:`~klfrontier._logspace.kl_terms`).
+
+    Notes
+    -----
+    Per row: ``x_j = lam (u_j - c)``, ``Lambda_c = log sum_j q_j e^{x_j}``
+    (as ``log1p(sum q expm1(x))`` when ``|lam| <= 0.1``), ``phi_j = q_j
+    e^{x_j - Lambda_c}``, raw moments of ``u - c`` by one matrix product,
+    ``D = lam m_1 - Lambda_c``.
+    """
+    lam_u = np.atleast_1d(np.asarray(lam_u, dtype=float))
+    tiny = np.abs(lam_u) <= _SERIES_LAM
+    if tiny.any():
+        full = TiltStats(lam_u, *(np.empty(lam_u.size) for _ in range(5)))
+        ser = _series_stats(ref, lam_u[tiny])
+        rest = tilt_stats(ref, lam_u[~tiny], accurate=accurate) if (~tiny).any() else None
+        for k in ("cgf", "mean", "var", "k3", "kl"):
+            getattr(full, k)[tiny] = getattr(ser, k)
+            if rest is not None:
+                getattr(full, k)[~tiny] = getattr(rest, k)
+        return full
+    u, logq = ref.level_u, ref.level_logq
+    mu = ref.mean_u
+    L = u.size
+    c_all = _centres(lam_u, mu)
+    out = {k: np.empty(lam_u.size) for k in ("cgf", "mean", "var", "k3", "kl")}
+    rows = max(1, _CHUNK_ELEMENTS // max(L, 1))
+    q = np.exp(logq)
+    for centre in np.unique(c_all):
+        idx_c = np.flatnonzero(c_all == centre)
+        uc = u - centre
+        powers = np.stack([uc, uc * uc, uc * uc * uc], axis=1)  # (L, 3)
+        for s in range(0, idx_c.size, rows):
+            idx = idx_c[s:s + rows]
+            lam = lam_u[idx][:, None]
+            x = lam * uc[None, :]
+            a = x + logq[None, :]
+            amax = a.max(axis=1, keepdims=True)
+            w = np.exp(a - amax)
+            tot = w.sum(axis=1, keepdims=True)
+            lam_c = amax + np.log(tot)
+            small = np.abs(lam[:, 0]) <= 0.1
+            if small.any():
+                # log1p keeps Lambda_c ~ lam^2 var / 2 to full relative accuracy.
+                lam_c[small, 0] = np.log1p(np.expm1(x[small]) @ q)
+            m = (w @ powers) / tot                     # raw moments of u - c
+            m1, m2, m3 = m[:, 0], m[:, 1], m[:, 2]
+            lc = lam_c[:, 0]
+            kl = lam[:, 0] * m1 - lc
+            var = np.maximum(m2 - m1 * m1, 0.0)
+            if accurate:
+                scale = np.abs(lam[:, 0]) * np.sqrt(m2) + np.abs(lc)
+                bad = ~(np.abs(kl) * 1e4 > scale)
+                if bad.any():
+                    logphi = a[bad] - lam_c[bad]
+                    kl[bad] = kl_terms(logphi, logq[None, :]).sum(axis=1)
+                    d = uc[None, :] - m1[bad, None]
+                    var[bad] = (np.exp(logphi) * d * d).sum(axis=1)
+            out["cgf"][idx] = lc + lam[:, 0] * centre
+            out["mean"][idx] = centre + m1
+            out["var"][idx] = var
+            out["k3"][idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+            out["kl"][idx] = np.maximum(kl, 0.0)
+    return TiltStats(lam_u=lam_u, **out)
+
+
+# Below this |lam_u| the cumulant series (truncated after kappa_6) is exact
+# to ~1e-15 and, unlike the direct sums, keeps D ~ lam^2 var / 2 exact.
+_SERIES_LAM = 1e-3
+
+
+def _series_stats(ref: Reference, lam_u) -> TiltStats:
+    """Tilt statistics from the cumulants of ``u`` under ``p`` (small ``|lam|``).
+
+    ``Lambda(l) = mu l + sum_k kappa_k l^k / k!``, so
+    ``D(l) = sum_{k>=2} (k-1) kappa_k l^k / k!`` with no cancellation.
+    """
+    mu, k = ref.mean_u, _cumulants_u(ref)
+    fact = np.array([1.0, 1.0, 2.0, 6.0, 24.0, 120.0, 720.0])
+    l = np.asarray(lam_u, dtype=float)
+    ks = range(2, 7)
+    cgf_ = mu * l + sum(k[j] * l**j / fact[j] for j in ks)
+    mean = mu + sum(k[j] * l**(j - 1) / fact[j - 1] for j in ks)
+    var = sum(k[j] * l**(j - 2) / fact[j - 2] for j in ks)
+    k3 = sum(k[j] * l**(j - 3) / fact[j - 3] for j in range(3, 7))
+    kl = sum((j - 1) * k[j] * l**j / fact[j] for j in ks)
+    return TiltStats(lam_u=l, cgf=cgf_, mean=mean, var=var, k3=k3, kl=kl)
+
+
+def _cumulants_u(ref: Reference):
+    """Cumulants kappa_2..kappa_6 of the standardised reward under ``p``."""
+    cached = ref.__dict__.get("_cumulants_u")
+    if cached is not None:
+        return cached
+    q = np.exp(ref.level_logq)
+    d = ref.level_u - ref.mean_u
+    m = {j: float(q @ d**j) for j in range(2, 7)}
+    k = {2: m[2], 3: m[3], 4: m[4] - 3 * m[2] ** 2, 5: m[5] - 10 * m[3] * m[2],
+         6: m[6] - 15 * m[4] * m[2] - 10 * m[3] ** 2 + 30 * m[2] ** 3}
+    ref.__dict__["_cumulants_u"] = k
+    return k
+
+
+def cgf(ref: Reference, t):
+    """Cumulant generating function ``Lambda(t) = log E_p e^{t r(Y)}``.
+
+    Examples
+    --------
+    >>> ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
+    >>> round(float(cgf(ref, 1.0)), 12)    # log((1 + e)/2)
+    0.620114506958
+    """
+    t = np.asarray(t, dtype=float)
+    if not np.isfinite(t).all():
+        raise ValueError("t must be finite")
+    if ref.is_constant:
+        out = t * ref.r_max
+    else:
+        st = tilt_stats(ref, ref.lam_to_u(t.ravel()))
+        # Lambda(t) = t r_max + Lambda_u(t (r_max - r_min))
+        out = (t.ravel() * ref.r_max + st.cgf).reshape(t.shape)
+    return float(out) if out.ndim == 0 else out
+
+
+# --------------------------------------------------------------------- solvers
+def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=60):
+    """Solve ``g(lam_u) = target`` for ``lam_u > 0``, g increasing from 0.
+
+    ``kind='kl'``: g = D; ``kind='reward'``: g = mean - mu.  Works in
+    (log lam, log g) coordinates, where g is close to linear at both ends:
+    a bracketing grid gives a cubic-Hermite start, then safeguarded Halley
+    steps on exact evaluations of only the unconverged rows.
+    """
+    target = np.asarray(target, dtype=float)
+    mu = ref.mean_u
+
+    def g_and_slopes(st):
+        lam = st.lam_u
+        if kind == "kl":
+            g = st.kl
+            d1 = lam * lam * st.var                        # dD/dl, l = log lam
+            d2 = 2 * lam * lam * st.var + lam ** 3 * st.k3  # d2D/dl2
+        else:
+            g = st.mean - mu
+            d1 = lam * st.var
+            d2 = lam * st.var + lam * lam * st.k3
+        return g, d1, d2
+
+    # grid in log lam_u: start where g is tiny, double until above all targets.
+    sig = np.sqrt(max(tilt_stats(ref, [0.0]).var[0], 1e-300))
+    tmin = float(target.min())
+    lo = np.log(max((np.sqrt(2 * tmin) if kind == "kl" else tmin) / sig, 1e-300)) - 1.0
+    hi = lo + 2.0
+    nodes = [np.linspace(lo, hi, 5)]
+    st = tilt_stats(ref, np.exp(nodes[0]), accurate=False)
+    gs = [g_and_slopes(st)]
+    while gs[-1][0][-1] < target.max():
+        if hi > 745:  # every non-top level is below e^-745 relative: saturated in floats
+            break
+        new = np.linspace(hi, hi + 2.0, 6)[1:]
+        hi = hi + 2.0
+        st = tilt_stats(ref, np.exp(new), accurate=False)
+        nodes.append(new)
+        gs.append(g_and_slopes(st))
+    ell = np.concatenate(nodes)
+    g = np.concatenate([x[0] for x in gs])
+    d1 = np.concatenate([x[1] for x in gs])
+    with np.errstate(divide="ignore"):
+        lg = np.log(np.maximum(g, 1e-320))
+    slope = d1 / np.maximum(g, 1e-320)             # d log g / d log lam
+    lt = np.log(target)
+    k = np.clip(np.searchsorted(lg, lt), 1, lg.size - 1)
+    # cubic Hermite inverse interpolation of l(log g) between bracketing nodes
+    x0, x1 = lg[k - 1], lg[k]
+    y0, y1 = ell[k - 1], ell[k]
+    s0 = 1 / np.maximum(slope[k - 1], 1e-300)
+    s1 = 1 / np.maximum(slope[k], 1e-300)
+    h = np.where(x1 > x0, x1 - x0, 1.0)
+    tt = np.clip((lt - x0) / h, 0.0, 1.0)
+    h00, h10 = 2 * tt**3 - 3 * tt**2 + 1, tt**3 - 2 * tt**2 + tt
+    h01, h11 = -2 * tt**3 + 3 * tt**2, tt**3 - tt**2
+    l_cur = h00 * y0 + h10 * h * s0 + h01 * y1 + h11 * h * s1
+    l_lo, l_hi = y0.copy(), y1.copy()
+    l_cur = np.clip(l_cur, l_lo, l_hi)
+    result = np.empty_like(target)
+    active = np.arange(target.size)
+    for _ in range(max_iter):
+        st = tilt_stats(ref, np.exp(l_cur[active]), accurate=True)
+        gv, dg1, dg2 = g_and_slopes(st)
+        f = np.log(np.maximum(gv, 1e-320)) - lt[active]
+        f1 = dg1 / np.maximum(gv, 1e-320)
+        f2 = dg2 / np.maximum(gv, 1e-320) - f1 * f1
+        # bracket update
+        above = f > 0
+        l_hi[active] = np.where(above, np.minimum(l_hi[active], l_cur[active]), l_hi[active])
+        l_lo[active] = np.where(~above, np.maximum(l_lo[active], l_cur[active]), l_lo[active])
+        newton = -f / np.maximum(f1, 1e-300)
+        denom = 1 + 0.5 * newton * f2 / np.maximum(f1, 1e-300)
+        step = np.where(np.abs(denom) > 0.5, newton / np.where(denom == 0, 1, denom), newton)
+        cand = l_cur[active] + step
+        done = (np.abs(step) < tol) | (np.abs(f) < 1e-15)
+        # converged rows keep their last Halley step (error cubic in the step)
+        result[active[done]] = cand[done]
+        outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
+        l_cur[active] = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
+        active = active[~done]
+        if active.size == 0:
+            return np.exp(result)
+    partial = np.exp(l_cur)
+    raise ConvergenceError(f"lambda solver ({kind}) did not converge for {active.size} targets",
+                           partial=partial)
+
+
+def solve_lam_for_kl(ref: Reference, kl):
+    """``lam`` (reward units) with ``D(lam) = kl``; ``inf`` when saturated.
+
+    Examples
+    --------
+    >>> ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
+    >>> lam = solve_lam_for_kl(ref, 0.1)
+    >>> round(float(tilted(ref, lam=lam).kl), 12)
+    0.1
+    """
+    kl = np.asarray(kl, dtype=float)
+    flat = kl.ravel()
+    out = np.zeros(flat.size)
+    if not ref.is_constant:
+        sat = flat >= ref.kl_max
+        out[sat] = np.inf
+        mid = (flat > 0) & ~sat
+        if mid.any():
+            out[mid] = ref.lam_from_u(_solve_increasing(ref, flat[mid], "kl"))
+    out = out.reshape(kl.shape)
+    return float(out) if out.ndim == 0 else out
+
+
+def solve_lam_for_reward(ref: Reference, reward):
+    """``lam >= 0`` (reward units) with ``Lambda'(lam) = reward``.
+
+    ``reward`` must lie in ``[E_p r, r_max]``; ``r_max`` gives ``inf``.
+    """
+    reward = np.asarray(reward, dtype=float)
+    flat = reward.ravel()
+    if ref.is_constant:
+        out = np.zeros(flat.size)
+    else:
+        x = (flat - ref.r_max) / ref.reward_scale    # standardised target
+        gap = x - ref.mean_u
+        if np.any(gap < -1e-12 * max(1.0, abs(ref.mean_u))) or np.any(x > 1e-15):
+            raise ValueError("reward must lie in [E_p r, r_max] for lam >= 0")
+        out = np.zeros(flat.size)
+        top = x >= 0
+        out[top] = np.inf
+        mid = (gap > 0) & ~top
+        if mid.any():
+            out[mid] = ref.lam_from_u(_solve_increasing(ref, gap[mid], "reward"))
+    out = out.reshape(reward.shape)
+    return float(out) if out.ndim == 0 else out
+
+
+# ------------------------------------------------------------------- policies
+def _check_one_of(**kw):
+    given = [k for k, v in kw.items() if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {', '.join(k + '=' for k in kw)} (got {given or 'none'})")
+    name = given[0]
+    val = float(kw[name]) if np.ndim(kw[name]) == 0 else None
+    if val is None:
+        raise ValueError(f"{name} must be a scalar")
+    if np.isnan(val):
+        raise ValueError(f"{name} is NaN")
+    return name, val
+
+
+def _saturated_policy(ref: Reference, kl_budget):
+    lev = np.full(ref.n_levels, -np.inf)
+    lev[-1] = 0.0
+    return Policy(ref, "tilted", lev, kl=ref.kl_max, reward=ref.r_max,
+                  params={"lam": np.inf, "saturated": True, "kl_budget": kl_budget})
+
+
+def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
+    """Optimal KL-constrained policy ``phi_lam(y) = p(y) e^{lam r(y) - Lambda(lam)}``.
+
+    Give exactly one of
+
+    * ``kl``: the budget Δ; solves ``D(lam) = Δ``.  For ``Δ >= -log p(A)`` the
+      optimum is ``p(. | A)`` (``saturated=True``, ``lam=inf``; the budget is
+      not used up);
+    * ``beta``: the KL-regularised form ``max E r - beta KL``, ``lam = 1/beta``;
+    * ``lam``: the inverse temperature itself (``inf`` allowed).
+
+    Returns
+    -------
+    Policy
+        ``method="tilted"``, with ``lam``, ``saturated``, ``kl_budget`` and
+        ``regularized_value`` (``beta Lambda(1/beta)`` when ``lam > 0``).
+
+    Notes
+    -----
+    ``KL = lam Lambda'(lam) - Lambda(lam)``, reward ``Lambda'(lam)``; a constant
+    reward returns ``p`` with ``lam = 0``.
+
+    Examples
+    --------
+    >>> ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
+    >>> pol = tilted(ref, kl=0.1)
+    >>> round(pol.kl, 12), round(pol.reward, 6), round(pol.lam, 6)
+    (0.1, 1.059857, 0.546514)
+    >>> tilted(ref, kl=5.0).saturated
+    True
+    """
+    name, val = _check_one_of(kl=kl, beta=beta, lam=lam)
+    if name == "kl":
+        if val < 0:
+            raise ValueError("kl must be >= 0")
+        if np.isinf(val) or (not ref.is_constant and val >= ref.kl_max):
+            return _saturated_policy(ref, val)
+        lam_val = float(solve_lam_for_kl(ref, val))
+        budget = val
+    elif name == "beta":
+        if not val > 0:
+            raise ValueError("beta must be > 0")
+        lam_val = 1.0 / val
+        budget = None
+    else:
+        if val < 0:
+            raise ValueError("lam must be >= 0 (negative lam lowers the reward)")
+        lam_val = val
+        budget = None
+    if ref.is_constant or lam_val == 0:
+        return Policy(ref, "tilted", ref.level_logq.copy(), kl=0.0, reward=ref.mean_reward,
+                      params={"lam": 0.0, "saturated": False, "kl_budget": budget})
+    lam_u = ref.lam_to_u(lam_val)
+    if not np.isfinite(lam_u) or lam_u > 1e300:
+        return _saturated_policy(ref, budget)
+    st = tilt_stats(ref, [lam_u])
+    lev = ref.level_logq + lam_u * ref.level_u - st.cgf[0]
+    params = {"lam": lam_val, "saturated": False, "kl_budget": budget}
+    if lam_val > 0:
+        # beta Lambda(1/beta) = r_max + Lambda_u(lam_u) / lam
+        params["regularized_value"] = ref.r_max + st.cgf[0] / lam_val
+    return Policy(ref, "tilted", lev, kl=float(st.kl[0]), reward=ref.to_reward(st.mean[0]),
+                  params=params)
+
+
+@dataclass
+class Frontier:
+    """The reward-KL frontier ``R*(Δ)`` sampled at budgets ``kl``.
+
+    Attributes
+    ----------
+    kl : ndarray
+        Requested budgets Δ.
+    kl_used : ndarray
+        ``min(Δ, -log p(A))``: the KL the optimal policy actually spends.
+    reward : ndarray
+        ``R*(Δ) = Lambda'(lam_Δ)``.
+    lam : ndarray
+        ``lam_Δ`` (``inf`` where saturated); ``dR*/dΔ = 1/lam_Δ``.
+    saturated : ndarray of bool
+    """
+
+    kl: np.ndarray
+    kl_used: np.ndarray
+    reward: np.ndarray
+    lam: np.ndarray
+    saturated: np.ndarray
+
+    @property
+    def slope(self):
+        """``dR*/dΔ = 1/lam`` (0 where saturated, ``inf`` at Δ = 0)."""
+        with np.errstate(divide="ignore"):
+            return np.where(self.saturated, 0.0, 1.0 / self.lam)
+
+    def as_dict(self):
+        return {k: getattr(self, k).tolist() for k in ("kl", "kl_used", "reward", "lam", "saturated")}
+
+
+def frontier(ref: Reference, kl) -> Frontier:
+    """Reward-KL frontier ``R*(Δ)`` at many budgets at once.
+
+    Parameters
+    ----------
+    ref : Reference
+    kl : array_like
+        Budgets Δ >= 0 (any shape; flattened).
+
+    Examples
+    --------
+    >>> ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
+    >>> fr = frontier(ref, [0.0, 0.1, 10.0])
+    >>> fr.reward.round(6).tolist(), fr.saturated.tolist()
+    ([0.7, 1.059857, 2.0], [False, False, True])
+    """
+    budgets = np.asarray(kl, dtype=float).ravel()
+    if budgets.size == 0:
+        raise ValueError("kl is empty")
+    if np.isnan(budgets).any():
+        raise ValueError("kl contains NaN")
+    if (budgets < 0).any():
+        raise ValueError("kl must be >= 0")
+    n = budgets.size
+    lam = np.zeros(n)
+    reward = np.full(n, ref.mean_reward)
+    used = np.zeros(n)
+    sat = np.zeros(n, dtype=bool)
+    if not ref.is_constant:
+        sat = budgets >= ref.kl_max
+        lam[sat] = np.inf
+        reward[sat] = ref.r_max
+        used[sat] = ref.kl_max
+        mid = (budgets > 0) & ~sat
+        if mid.any():
+            lam_u = _solve_increasing(ref, budgets[mid], "kl")
+            st = tilt_stats(ref, lam_u)
+            lam[mid] = ref.lam_from_u(lam_u)
+            reward[mid] = ref.to_reward(st.mean)
+            used[mid] = st.kl
+    return Frontier(kl=budgets, kl_used=used, reward=reward, lam=lam, saturated=sat)
