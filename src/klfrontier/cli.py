@@ -1,0 +1,266 @@
+"""Command line interface: a thin layer over the public API (no mathematics here)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Reward-KL geometry of language-model alignment: the optimal KL-constrained "
+    "policy, exact best-of-N and soft best-of-N, and their asymptotics.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+BUILTIN = {
+    "three-letter": ([0.0, 1.0, float(np.sqrt(2.0))], [0.5, 0.3, 0.2]),
+    "bernoulli": ([0.0, 1.0], [0.7, 0.3]),
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _friendly(fn):
+    """Turn library errors into one clear line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, CLIError, FileNotFoundError, ImportError, KeyError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _read_table(path: Path, reward_col: str, prob_col: str):
+    """Read (rewards, probs) from a CSV (header row) or JSON file."""
+    if not path.exists():
+        raise CLIError(f"{path}: no such file")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        if isinstance(data, dict):
+            if reward_col not in data or prob_col not in data:
+                raise CLIError(f"{path}: JSON object needs keys {reward_col!r} and {prob_col!r}")
+            return data[reward_col], data[prob_col]
+        if isinstance(data, list) and all(isinstance(x, dict) for x in data):
+            try:
+                return [x[reward_col] for x in data], [x[prob_col] for x in data]
+            except KeyError as exc:
+                raise CLIError(f"{path}: a record lacks key {exc.args[0]!r}") from None
+        raise CLIError(f"{path}: expected an object of two lists or a list of records")
+    import csv
+
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or reward_col not in reader.fieldnames or prob_col not in reader.fieldnames:
+            raise CLIError(f"{path}: CSV header must contain {reward_col!r} and {prob_col!r} "
+                           f"(found {reader.fieldnames})")
+        rewards, probs = [], []
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                rewards.append(float(row[reward_col]))
+                probs.append(float(row[prob_col]))
+            except (TypeError, ValueError):
+                raise CLIError(f"{path}:{lineno}: not a number in {reward_col!r}/{prob_col!r}") from None
+    return rewards, probs
+
+
+def load_reference(source: Optional[str], rewards: Optional[str], probs: Optional[str],
+                   reward_col: str = "reward", prob_col: str = "prob", normalize: bool = False):
+    """Build a Reference from inline lists, a CSV/JSON file or a built-in name."""
+    from . import Reference
+
+    if rewards is not None or probs is not None:
+        if source is not None:
+            raise CLIError("give either --ref or --rewards/--probs, not both")
+        if rewards is None or probs is None:
+            raise CLIError("--rewards and --probs go together")
+        return Reference(_floats(rewards, "--rewards"), probs=_floats(probs, "--probs"),
+                         normalize=normalize)
+    source = source or "three-letter"
+    if source in BUILTIN:
+        r, p = BUILTIN[source]
+        return Reference(r, probs=p)
+    path = Path(source)
+    if path.suffix.lower() in (".csv", ".json", ".tsv") or path.exists():
+        r, p = _read_table(path, reward_col, prob_col)
+        return Reference(r, probs=p, normalize=normalize)
+    try:
+        from .instances import load
+    except ImportError:  # pragma: no cover - instances always ship
+        load = None
+    if load is not None:
+        try:
+            return load(source).ref
+        except KeyError:
+            pass
+    raise CLIError(f"unknown reference {source!r}: give a CSV/JSON file or one of "
+                   f"{', '.join(sorted(BUILTIN))}")
+
+
+RefOpt = typer.Option(None, "--ref", "-r", help="Built-in instance name or a CSV/JSON file with reward and prob columns.")
+RewardsOpt = typer.Option(None, "--rewards", help="Inline rewards, comma separated.")
+ProbsOpt = typer.Option(None, "--probs", help="Inline probabilities, comma separated.")
+NormOpt = typer.Option(False, "--normalize", help="Rescale probabilities to sum to one.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON to stdout instead of a table.")
+
+
+def _print_table(title: str, columns: list[str], rows: list[list], as_json: bool, payload: dict):
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right")
+    for row in rows:
+        table.add_row(*[_fmt(x) for x in row])
+    console.print(table)
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.bool_):
+        return bool(x)
+    raise TypeError(type(x))
+
+
+def _fmt(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else ""
+    if isinstance(x, (float, np.floating)):
+        if np.isinf(x):
+            return "∞"
+        return f"{x:.6g}"
+    return str(x)
+
+
+@app.command()
+@_friendly
+def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
+             probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             kl: Optional[str] = typer.Option(None, "--kl", help="Budgets (nats), comma separated."),
+             kl_max: Optional[float] = typer.Option(None, help="Largest budget for an even grid (default: -log p(A))."),
+             points: int = typer.Option(11, help="Grid size when --kl is not given."),
+             as_json: bool = JsonOpt):
+    """The reward-KL frontier R*(Δ) of the optimal KL-constrained policy."""
+    from . import frontier as _frontier
+
+    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    if points < 2:
+        raise CLIError("--points must be >= 2")
+    budgets = (_floats(kl, "--kl") if kl is not None
+               else np.linspace(0.0, kl_max if kl_max is not None else reference.kl_max * 1.05, points))
+    fr = _frontier(reference, budgets)
+    rows = [[d, u, r, l, s] for d, u, r, l, s in zip(fr.kl, fr.kl_used, fr.reward, fr.lam, fr.saturated)]
+    _print_table(f"Frontier R*(Δ) — {reference!r}", ["KL budget Δ", "KL used", "R*(Δ)", "λ", "saturated"],
+                 rows, as_json, fr.as_dict())
+
+
+@app.command()
+@_friendly
+def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
+        probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+        n: Optional[str] = typer.Option(None, "--n", help="Values of N (real >= 1), comma separated."),
+        log_n: Optional[str] = typer.Option(None, "--log-n", help="Values of log N instead of N."),
+        as_json: bool = JsonOpt):
+    """Exact best-of-N: KL (vs the usual log N - (N-1)/N), reward, win rate, and the λ dictionary."""
+    from . import best_of_n, bon_kl_estimate, frontier as _frontier
+
+    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    if n is not None and log_n is not None:
+        raise CLIError("give --n or --log-n, not both")
+    if log_n is not None:
+        specs = [{"log_n": v} for v in _floats(log_n, "--log-n")]
+    else:
+        specs = [{"n": v} for v in (_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])]
+    rows, payload = [], []
+    for spec in specs:
+        b = best_of_n(reference, **spec)
+        est = bon_kl_estimate(reference, **spec)
+        star = float(_frontier(reference, [b.kl]).reward[0])
+        rows.append([b.n, b.kl, b.kl_bound, est, b.reward, star, b.win_rate, b.lam_same_kl, b.lam_same_reward])
+        payload.append({**b.summary(), "kl_estimate_beirami": est, "frontier_reward_at_kl": star})
+    _print_table(f"Best-of-N — {reference!r}",
+                 ["N", "KL exact", "log N-(N-1)/N", "Beirami D̂", "reward", "R*(KL)", "win rate",
+                  "λ same KL", "λ same reward"], rows, as_json, {"best_of_n": payload})
+
+
+@app.command("soft-bon")
+@_friendly
+def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
+             probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             n: str = typer.Option("1,2,4,8,16,64", "--n", help="Values of N, comma separated."),
+             lam: float = typer.Option(1.0, "--lam", help="Inverse temperature θ of the weights e^{θ r}."),
+             as_json: bool = JsonOpt):
+    """Exact soft best-of-N (sampling ∝ e^{θ r} among N draws)."""
+    from . import frontier as _frontier
+    from .soft_bon import soft_best_of_n
+
+    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    rows, payload = [], []
+    for nv in _floats(n, "--n"):
+        s = soft_best_of_n(reference, n=nv, lam=lam)
+        star = float(_frontier(reference, [s.kl]).reward[0])
+        rows.append([nv, s.kl, s.reward, star, s.win_rate])
+        payload.append({**s.summary(), "frontier_reward_at_kl": star})
+    _print_table(f"Soft best-of-N, θ = {lam:g} — {reference!r}",
+                 ["N", "KL", "reward", "R*(KL)", "win rate"], rows, as_json, {"soft_best_of_n": payload})
+
+
+@app.command()
+@_friendly
+def demo(as_json: bool = JsonOpt):
+    """A small end-to-end run on the built-in three-letter reference (SPEC §6 example)."""
+    from . import Reference, best_of_n, frontier as _frontier, tilted
+    from .soft_bon import soft_best_of_n
+
+    r, p = BUILTIN["three-letter"]
+    reference = Reference(r, probs=p)
+    rows, payload = [], []
+    for n_ in (2, 4, 16, 64, 256):
+        b = best_of_n(reference, n=n_)
+        s = soft_best_of_n(reference, n=n_, lam=4.0)
+        opt = tilted(reference, kl=b.kl)
+        rows.append([n_, b.kl, b.kl_bound, b.reward, opt.reward, opt.reward - b.reward, s.kl, s.reward,
+                     float(_frontier(reference, [s.kl]).reward[0])])
+        payload.append({"n": n_, "bon": b.summary(), "tilted_same_kl": opt.summary(),
+                        "soft_bon_lam4": s.summary()})
+    _print_table("klfrontier demo — p = (0.5, 0.3, 0.2), r = (0, 1, √2)",
+                 ["N", "BoN KL", "log N-(N-1)/N", "BoN reward", "R*(same KL)", "gap",
+                  "soft KL (θ=4)", "soft reward", "R*(soft KL)"], rows, as_json, {"demo": payload})
+
+
+def main():  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
