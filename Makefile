@@ -1,8 +1,10 @@
-# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv on a fresh machine.
+# Two commands for a newcomer: `make demo` and `make test`.  Each creates .venv
+# on a fresh machine and installs what it needs.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+OUT ?= out/demo
 
 .PHONY: demo test bench venv clean
 
@@ -11,20 +13,22 @@ $(VENV)/.base:
 	$(PIP) install --quiet --upgrade pip
 	touch $@
 
+# Everything the demo and the whole suite need: the library, real data, plots, tests.
 $(VENV)/.installed: $(VENV)/.base pyproject.toml
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,data,plot]"
 	touch $@
 
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/klfrontier demo
+	$(VENV)/bin/klfrontier demo --out $(OUT)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_single.py
+	@if [ -f benchmarks/bench_sequences.py ]; then $(PY) benchmarks/bench_sequences.py; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist
+	rm -rf $(VENV) .pytest_cache build dist out
