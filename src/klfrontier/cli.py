@@ -22,12 +22,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-BUILTIN = {
-    "three-letter": ([0.0, 1.0, float(np.sqrt(2.0))], [0.5, 0.3, 0.2]),
-    "bernoulli": ([0.0, 1.0], [0.7, 0.3]),
-}
-
-
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
@@ -102,28 +96,20 @@ def load_reference(source: Optional[str], rewards: Optional[str], probs: Optiona
             raise CLIError("--rewards and --probs go together")
         return Reference(_floats(rewards, "--rewards"), probs=_floats(probs, "--probs"),
                          normalize=normalize)
+    from .instances import available, load
+
     source = source or "three-letter"
-    if source in BUILTIN:
-        r, p = BUILTIN[source]
-        return Reference(r, probs=p)
     path = Path(source)
-    if path.suffix.lower() in (".csv", ".json", ".tsv") or path.exists():
+    if source not in available() and (path.suffix.lower() in (".csv", ".json") or path.exists()):
         r, p = _read_table(path, reward_col, prob_col)
         return Reference(r, probs=p, normalize=normalize)
-    try:
-        from .instances import load
-    except ImportError:  # pragma: no cover - instances always ship
-        load = None
-    if load is not None:
-        try:
-            return load(source).ref
-        except KeyError:
-            pass
-    raise CLIError(f"unknown reference {source!r}: give a CSV/JSON file or one of "
-                   f"{', '.join(sorted(BUILTIN))}")
+    if source not in available():
+        raise CLIError(f"unknown reference {source!r}: give a CSV/JSON file or one of "
+                       f"{', '.join(available())}")
+    return load(source).ref
 
 
-RefOpt = typer.Option(None, "--ref", "-r", help="Built-in instance name or a CSV/JSON file with reward and prob columns.")
+RefOpt = typer.Option(None, "--ref", "-r", help="Instance name (see `klfrontier instances`) or a CSV/JSON file with reward and prob columns.")
 RewardsOpt = typer.Option(None, "--rewards", help="Inline rewards, comma separated.")
 ProbsOpt = typer.Option(None, "--probs", help="Inline probabilities, comma separated.")
 NormOpt = typer.Option(False, "--normalize", help="Rescale probabilities to sum to one.")
@@ -239,11 +225,10 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 @_friendly
 def demo(as_json: bool = JsonOpt):
     """A small end-to-end run on the built-in three-letter reference (SPEC §6 example)."""
-    from . import Reference, best_of_n, frontier as _frontier, tilted
+    from . import best_of_n, frontier as _frontier, tilted
     from .soft_bon import soft_best_of_n
 
-    r, p = BUILTIN["three-letter"]
-    reference = Reference(r, probs=p)
+    reference = load_reference("three-letter", None, None)
     rows, payload = [], []
     for n_ in (2, 4, 16, 64, 256):
         b = best_of_n(reference, n=n_)
