@@ -60,13 +60,21 @@ def _resolve_log_n(n, log_n, *, allow_array=False):
 
 def _times_n(log_n, x):
     """``N x`` for ``x <= 0`` as ``-exp(log N + log(-x))`` (no overflow of N)."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):   # N x = -inf is the right limit
         return -np.exp(log_n + np.log(-x))
 
 
-def _bon_level_logd(logq, logF, log_n):
+def _log_ratio_cdf(logq, logF):
+    """``c_j = log(F^-_j / F_j) = log(1 - q_j / F_j)``; ``-inf`` at the bottom level."""
+    return log1mexp(np.minimum(logq - logF, 0.0))
+
+
+def _bon_level_logd(logq, logF, log_n, c=None):
     """Log-law of the BoN winner's level for scalar ``log_n`` (ascending levels)."""
-    c = log1mexp(np.minimum(logq - logF, 0.0))           # log(F^-/F), -inf at the bottom
+    if log_n == 0:
+        return np.array(logq, dtype=float)   # N = 1 is p, exactly
+    if c is None:
+        c = _log_ratio_cdf(logq, logF)
     return _times_n(log_n, logF) + log1mexp(_times_n(log_n, c))
 
 
@@ -170,10 +178,9 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
-    c = log1mexp(np.minimum(logq - logF, 0.0))
+    c = _log_ratio_cdf(logq, logF)
     with np.errstate(divide="ignore"):
         log_neg_logF = np.log(-logF)      # decreasing in j; -inf at the top
-        log_neg_c = np.log(-c)
     win_w = np.exp(logFm) + 0.5 * np.exp(logq)
     kl = np.empty(ln.size)
     rw = np.empty(ln.size)
@@ -181,15 +188,16 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     for i, x in enumerate(ln):
         # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
         if x > 0:
-            nm1 = np.expm1(x)
-            thresh = np.log((_PRUNE + x) / nm1)   # prune where log(-log F_j) > thresh
+            log_nm1 = x + np.log(-np.expm1(-x))      # log(N - 1) without overflow
+            thresh = np.log(_PRUNE + x) - log_nm1    # prune where log(-log F_j) > thresh
             j0 = int(np.searchsorted(-log_neg_logF, -thresh, side="left"))
         else:
             j0 = 0
         sl = slice(j0, None)
-        lev = -np.exp(x + log_neg_logF[sl]) + log1mexp(-np.exp(x + log_neg_c[sl]))
+        lev = _bon_level_logd(logq[sl], logF[sl], x, c[sl])
         d = np.exp(lev)
-        kl[i] = np.sum(kl_terms(lev, logq[sl]))
+        # In the sum q h(t) form a level with d = 0 contributes q: add the pruned mass.
+        kl[i] = np.sum(kl_terms(lev, logq[sl])) + (np.exp(logF[j0 - 1]) if j0 > 0 else 0.0)
         rw[i] = d @ u[sl]
         win[i] = d @ win_w[sl]
     return BoNCurve(log_n=ln, kl=kl, reward=ref.to_reward(rw), win_rate=win,
