@@ -20,3 +20,14 @@ def test_curve_matches_single_calls_over_huge_n_range(seed):
         assert cur.reward[i] == pytest.approx(b.reward, rel=1e-12)
         assert cur.win_rate[i] == pytest.approx(b.win_rate, rel=1e-12)
     assert cur.kl[-1] == pytest.approx(ref.kl_max, rel=1e-14)   # saturates to -log p(A)
+
+
+def test_tails_below_float_range_are_exact():
+    # p = (1 - e^-800, e^-800), r = (0, 1), N = e^800: the top level wins with
+    # probability 1 - (1 - e^-800)^N -> 1 - e^-1 (closed form; error ~e^-800).
+    ref = Reference([0.0, 1.0], logprobs=[0.0, -800.0], normalize=True)
+    b = best_of_n(ref, log_n=800.0)
+    np.testing.assert_allclose(b.level_probs, [np.exp(-1), -np.expm1(-1)], rtol=1e-13)
+    kl = np.exp(-1) * -1.0 + -np.expm1(-1) * (np.log(-np.expm1(-1)) + 800.0)
+    assert b.kl == pytest.approx(kl, rel=1e-13)
+    assert bon_curve(ref, log_n=[800.0]).kl[0] == pytest.approx(kl, rel=1e-13)

@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 __all__ = [
     "logsumexp",
     "log1mexp",
+    "log_neg_log1mexp",
     "log_cdf_levels",
     "kl_terms",
     "log_bon_kl_bound",
@@ -39,6 +40,31 @@ def log1mexp(x):
             np.log(-np.expm1(np.minimum(x, 0.0))),
             np.log1p(-np.exp(np.minimum(x, _LOG_HALF))),
         )
+    return out[()] if out.ndim == 0 else out
+
+
+def log_neg_log1mexp(a):
+    """Return ``log(-log(1 - e^a))`` for ``a <= 0``, accurate for ``a -> -inf``.
+
+    For tiny ``x = e^a``, ``-log(1 - x) = x (1 + x/2 + ...)``, so the result is
+    ``a + log1p(x/2 + x^2/3)``: it stays exact when ``e^a`` underflows (tails
+    like ``e^{-10^4}`` in sequence-level best-of-N).  ``a = 0`` gives ``+inf``
+    and ``a = -inf`` gives ``-inf``.
+
+    Examples
+    --------
+    >>> float(log_neg_log1mexp(-800.0))
+    -800.0
+    >>> round(float(log_neg_log1mexp(np.log(0.5))), 12)   # log(log 2)
+    -0.366512920582
+    """
+    a = np.asarray(a, dtype=float)
+    tiny = a < -20.0
+    with np.errstate(divide="ignore", over="ignore"):
+        x = np.exp(np.where(tiny, a, -20.0))
+        series = a + np.log1p(x * (0.5 + x / 3.0))
+        direct = np.log(-log1mexp(np.where(tiny, -1.0, np.minimum(a, 0.0))))
+    out = np.where(tiny, series, direct)
     return out[()] if out.ndim == 0 else out
 
 
@@ -74,7 +100,9 @@ def log_cdf_levels(logq):
     down_incl = np.logaddexp.accumulate(logq[::-1])[::-1]  # log sum_{k>=j} q_k
     logS = np.concatenate([down_incl[1:], [-np.inf]])
     with np.errstate(divide="ignore"):
-        from_top = np.log1p(-np.exp(logS))
+        # rounding can put log S_0 a hair above 0 when q_0 is tiny; that branch is
+        # discarded below (S >= 1/2), but it must not raise an invalid-value warning.
+        from_top = np.log1p(-np.exp(np.minimum(logS, 0.0)))
     logF = np.where(logS < _LOG_HALF, from_top, up)
     logF[-1] = 0.0
     logFminus = np.concatenate([[-np.inf], logF[:-1]])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._logspace import kl_terms, log1mexp, log_bon_kl_bound
+from ._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_neg_log1mexp
 from .policy import Policy, level_win_rate
 from .reference import Reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
@@ -64,18 +64,36 @@ def _times_n(log_n, x):
         return -np.exp(log_n + np.log(-x))
 
 
-def _log_ratio_cdf(logq, logF):
-    """``c_j = log(F^-_j / F_j) = log(1 - q_j / F_j)``; ``-inf`` at the bottom level."""
-    return log1mexp(np.minimum(logq - logF, 0.0))
+def _bon_tail_logs(ref: Reference):
+    """``log(-log F_j)`` and ``log(-log(F^-_j / F_j))`` at the levels, tail-exact.
+
+    ``-log F_j = -log(1 - S_j)`` is taken from the survival ``S_j`` (summed
+    from the top) where ``S_j < 1/2``, so levels whose tails lie far below
+    ``e^{-745}`` keep their exact contribution ``N S_j`` for astronomically
+    large N; ``-log(F^-_j/F_j) = -log(1 - q_j/F_j)``.  ``+inf`` at the bottom
+    level for the second, ``-inf`` at the top for the first.
+    """
+    cached = ref.__dict__.get("_bon_tail_logs")
+    if cached is None:
+        logF, _, logS = ref.level_log_cdf
+        with np.errstate(divide="ignore"):
+            lnl_f = np.where(logS < -np.log(2.0), log_neg_log1mexp(np.minimum(logS, 0.0)),
+                             np.log(-logF))
+        lnl_c = log_neg_log1mexp(np.minimum(ref.level_logq - logF, 0.0))
+        cached = ref.__dict__["_bon_tail_logs"] = (lnl_f, lnl_c)
+    return cached
 
 
-def _bon_level_logd(logq, logF, log_n, c=None):
-    """Log-law of the BoN winner's level for scalar ``log_n`` (ascending levels)."""
+def _bon_level_logd(logq, lnl_f, lnl_c, log_n):
+    """Log-law of the BoN winner's level: ``-N A_j + log(1 - e^{-N C_j})``.
+
+    ``A_j = -log F_j``, ``C_j = -log(F^-_j/F_j)`` given as their logs
+    (:func:`_bon_tail_logs`), so ``N`` never appears outside an exponent.
+    """
     if log_n == 0:
         return np.array(logq, dtype=float)   # N = 1 is p, exactly
-    if c is None:
-        c = _log_ratio_cdf(logq, logF)
-    return _times_n(log_n, logF) + log1mexp(_times_n(log_n, c))
+    with np.errstate(over="ignore"):
+        return -np.exp(log_n + lnl_f) + log1mexp(-np.exp(log_n + lnl_c))
 
 
 def bon_kl_bound(n=None, *, log_n=None):
@@ -126,8 +144,7 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     (1.5279, 0.559751, 0.636294)
     """
     ln = float(_resolve_log_n(n, log_n))
-    logF, _, _ = ref.level_log_cdf
-    lev = _bon_level_logd(ref.level_logq, logF, ln)
+    lev = _bon_level_logd(ref.level_logq, *_bon_tail_logs(ref), ln)
     kl = float(np.sum(kl_terms(lev, ref.level_logq)))
     reward = ref.to_reward(np.exp(lev) @ ref.level_u)
     lam_kl = float(solve_lam_for_kl(ref, kl)) if kl > 0 else 0.0
@@ -169,6 +186,15 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     matter (``log N + (N-1) log F_j > -60``) are visited, so large N cost
     little.
 
+    Notes
+    -----
+    For ``0.1 <= log N <= 600`` the sums run blocked over (N x levels) tiles
+    that stay in cache, with ``log d_j = -N A_j + log(1 - e^{-N C_j})``,
+    ``A = -log F``, ``C = -log(F^-/F)`` and ``KL = sum_j d_j log(d_j / q_j)``
+    (pruned levels add ``d log(d/q) ~ 0``); three transcendental functions
+    per (N, level).  Other N (near 1, where the ``q h(t)`` form avoids
+    cancellation, or beyond float range) take the per-N log-space path.
+
     Examples
     --------
     >>> ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
@@ -178,30 +204,122 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
-    c = _log_ratio_cdf(logq, logF)
-    with np.errstate(divide="ignore"):
-        log_neg_logF = np.log(-logF)      # decreasing in j; -inf at the top
-    win_w = np.exp(logFm) + 0.5 * np.exp(logq)
-    kl = np.empty(ln.size)
-    rw = np.empty(ln.size)
-    win = np.empty(ln.size)
-    for i, x in enumerate(ln):
-        # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
-        if x > 0:
-            log_nm1 = x + np.log(-np.expm1(-x))      # log(N - 1) without overflow
-            thresh = np.log(_PRUNE + x) - log_nm1    # prune where log(-log F_j) > thresh
-            j0 = int(np.searchsorted(-log_neg_logF, -thresh, side="left"))
-        else:
-            j0 = 0
-        sl = slice(j0, None)
-        lev = _bon_level_logd(logq[sl], logF[sl], x, c[sl])
+    lnl_f, lnl_c = _bon_tail_logs(ref)
+    log_neg_logF = lnl_f                  # decreasing in j; -inf at the top
+    j0 = np.zeros(ln.size, dtype=np.intp)
+    pos = ln > 0
+    # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
+    log_nm1 = ln[pos] + np.log(-np.expm1(-ln[pos]))            # log(N - 1) without overflow
+    thresh = np.log(_PRUNE + ln[pos]) - log_nm1                # prune where log(-log F_j) > thresh
+    j0[pos] = np.searchsorted(-log_neg_logF, -thresh, side="left")
+    kl = np.full(ln.size, np.nan)
+    rw = np.full(ln.size, np.nan)
+    win = np.full(ln.size, np.nan)
+    win_w = None
+    fast = np.flatnonzero((ln >= _FAST_LOG_N_MIN) & (ln <= _FAST_LOG_N_MAX) & (j0 < logq.size))
+    if fast.size:
+        jmin = int(j0[fast].min())
+        q = np.exp(logq[jmin:])
+        win_w = np.exp(logFm) + 0.5 * np.exp(logq) if jmin == 0 else None
+        ww = (np.exp(logFm[jmin:]) + 0.5 * q) if win_w is None else win_w
+        rl = logq[jmin:] - logF[jmin:]                         # log(q/F) <= 0
+        with np.errstate(divide="ignore", over="ignore"):
+            big = rl >= _LOG_HALF
+            C = -np.log1p(-np.exp(np.where(big, _LOG_HALF, rl)))
+            C[big] = logF[jmin:][big] - logFm[jmin:][big]      # -log(F^-/F): inf at the bottom
+        if np.all(C > 1e-280):                                 # no level mass lost to underflow
+            sums = _bon_sums_blocked(np.exp(ln[fast]), j0[fast] - jmin, -logF[jmin:], C,
+                                     logq[jmin:], np.column_stack([u[jmin:], ww, np.ones(q.size)]))
+            # sum q h(t) = sum d t + sum q - sum d: keeps KL exact when the
+            # level masses sum to 1 only up to rounding (pruned d are ~0).
+            sums[0] += np.sum(np.exp(logq)) - sums[4]
+            # the sums above carry a rounding error ~ eps (sum |d log(d/q)| + sum q
+            # + sum d): rows whose KL is not >> that (N near 1, or one dominant
+            # level) take the exact q h(t) path below.
+            ok = sums[3] + 2.0 <= _MAX_CANCEL * sums[0]
+            kl[fast[ok]], rw[fast[ok]], win[fast[ok]] = sums[:3, ok]
+    if win_w is None:
+        win_w = np.exp(logFm) + 0.5 * np.exp(logq)
+    for i in np.flatnonzero(~(np.isfinite(kl) & np.isfinite(rw) & np.isfinite(win))):
+        x, j = ln[i], int(j0[i])
+        if x == 0:                                    # N = 1 is p, exactly
+            q1 = np.exp(logq)
+            kl[i], rw[i], win[i] = 0.0, q1 @ u, q1 @ win_w
+            continue
+        sl = slice(j, None)
+        lev = _bon_level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)
         d = np.exp(lev)
         # In the sum q h(t) form a level with d = 0 contributes q: add the pruned mass.
-        kl[i] = np.sum(kl_terms(lev, logq[sl])) + (np.exp(logF[j0 - 1]) if j0 > 0 else 0.0)
+        kl[i] = np.sum(kl_terms(lev, logq[sl])) + (np.exp(logF[j - 1]) if j > 0 else 0.0)
         rw[i] = d @ u[sl]
         win[i] = d @ win_w[sl]
     return BoNCurve(log_n=ln, kl=kl, reward=ref.to_reward(rw), win_rate=win,
                     kl_bound=np.asarray(log_bon_kl_bound(ln), dtype=float))
+
+
+# bon_curve's blocked path: log N range (below: cancellation in sum d log(d/q)
+# would cost > 1e-14 relative; above: N overflows) and tile size in elements.
+_FAST_LOG_N_MIN = 0.1
+_FAST_LOG_N_MAX = 600.0
+_LOG_HALF = -np.log(2.0)
+_TILE = 1 << 15
+_MAX_CANCEL = 1e3
+
+
+def _bon_sums_blocked(N, j0, A, C, logq, uw):
+    """``sum_j d_j log(d_j/q_j)``, ``sum_j d_j u_j``, ``sum_j d_j w_j`` over ``j >= j0``.
+
+    ``uw`` holds ``u`` and ``w`` as its first two columns; row 3 of the output
+    is ``sum_j |d_j log(d_j/q_j)|`` (the scale of the KL sum's rounding
+    error), rows 4... the sums ``d @ uw[:, 2:]``.
+
+    ``log d_j = -N A_j + log(1 - e^{-N C_j})``.  Rows are sorted by ``j0``
+    so that the rows active on a block of levels are a prefix; a row may
+    also cover a few of its pruned levels, which only adds exact (tiny) terms.
+    """
+    order = np.argsort(j0, kind="stable")
+    j0s = j0[order]
+    Ns = N[order][:, None]
+    R, L = Ns.shape[0], A.size
+    kl = np.zeros(R)
+    kl_abs = np.zeros(R)
+    sums = np.zeros((R, uw.shape[1]))
+    s = int(j0s[0])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        while s < L:
+            k = int(np.searchsorted(j0s, s, side="right"))
+            e = min(L, s + max(256, _TILE // k))
+            k = int(np.searchsorted(j0s, e - 1, side="right"))
+            Nk = Ns[:k]
+            y = np.multiply(Nk, C[s:e])
+            np.negative(y, out=y)
+            np.expm1(y, out=y)
+            np.negative(y, out=y)
+            np.log(y, out=y)                                   # log(1 - e^{-N C})
+            # where N C > log 2, log(-expm1(-N C)) is only absolutely accurate:
+            # redo those (few) columns with log1p(-e^{-N C}) (Maechler 2012)
+            cols = np.flatnonzero(C[s:e] > -_LOG_HALF / Nk[-1, 0]) + s
+            if cols.size:
+                nc = Nk * C[cols]
+                y[:, cols - s] = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)),
+                                          y[:, cols - s])
+            z = np.multiply(Nk, A[s:e])
+            y -= z                                             # log d
+            np.exp(y, out=z)                                   # d
+            y -= logq[s:e]                                     # t = log(d/q)
+            sums[:k] += z @ uw[s:e]
+            y *= z
+            kl[:k] += y.sum(axis=1)
+            np.abs(y, out=y)
+            kl_abs[:k] += y.sum(axis=1)
+            s = e
+    out = np.empty((3 + uw.shape[1], R))
+    out[0, order] = kl
+    out[3, order] = kl_abs
+    out[1, order] = sums[:, 0]
+    out[2, order] = sums[:, 1]
+    out[4:, order] = sums[:, 2:].T
+    return out
 
 
 def bon_kl_estimator(eps, n=None, *, log_n=None):

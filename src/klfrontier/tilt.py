@@ -40,6 +40,8 @@ class ConvergenceError(RuntimeError):
         self.partial = partial
 
 
+_EPS = float(np.finfo(float).eps)
+
 # Rows of the (budgets x levels) work matrix processed at once.
 _CHUNK_ELEMENTS = 2**22
 
@@ -69,6 +71,98 @@ def _centres(lam_u, mu):
     spread = max(-mu, 1.0 + mu, 1e-300)
     c = np.where(np.abs(lam_u) * spread <= 1.0, mu, np.where(lam_u > 0, 0.0, -1.0))
     return c
+
+
+# Elements of one (rows x levels) tile of the work matrix: small enough to stay
+# in cache, large enough that numpy's per-call overhead does not show.
+_TILE_ELEMENTS = 2**16
+
+
+def _level_q(ref: Reference):
+    """``q = exp(level_logq)``, ``min(level_logq)``, ``log sum q``, cached on ``ref``."""
+    cached = ref.__dict__.get("_level_q")
+    if cached is None:
+        q = np.exp(ref.level_logq)
+        cached = (q, float(ref.level_logq.min()), float(np.log(q.sum())))
+        ref.__dict__["_level_q"] = cached
+    return cached
+
+
+def _tilt_sums(ref: Reference, lam, centre, centred):
+    """``Lambda_c`` and raw moments ``E_phi (u - c)^k``, k = 1..4, for rows ``lam``.
+
+    One pass over (rows x levels) tiles: ``X = lam (u - c)``, then
+    ``e^X`` (or ``expm1(X)`` when ``centred``: ``c`` is the p-mean and
+    ``|X| <= 1``, so ``Lambda_c = log1p(sum q expm1(X))`` keeps its relative
+    accuracy), and one matrix product with the tile's ``q (u - c)^k`` columns.
+    ``lam (u - c) <= 0`` off-centre (``c`` is the active end), so nothing
+    overflows; a row whose partition sum would underflow is redone with a
+    per-row shift.
+    """
+    u, logq = ref.level_u, ref.level_logq
+    q, logq_min, log_sum_q = _level_q(ref)
+    lam = np.asarray(lam, dtype=float)
+    R, L = lam.size, u.size
+    lam_col = lam[:, None]
+    # off-centre, weights e^{lam (u-c)} q need q > 0 in floats: else put log q in the exponent
+    use_q = centred or logq_min > -300.0
+    S = np.zeros((R, 5))
+    base = np.zeros(5)
+    cols = max(256, _TILE_ELEMENTS // max(R, 1))
+    P = np.empty((5, min(cols, L)))
+    for s in range(0, L, cols):
+        e = min(L, s + cols)
+        w = e - s
+        Pt = P[:, :w]
+        uc = u[s:e] - centre
+        if use_q:
+            Pt[0] = q[s:e]
+        else:
+            Pt[0] = 1.0
+        np.multiply(Pt[0], uc, out=Pt[1])
+        np.multiply(Pt[1], uc, out=Pt[2])
+        np.multiply(Pt[2], uc, out=Pt[3])
+        np.multiply(Pt[3], uc, out=Pt[4])
+        X = np.multiply(lam_col, uc)
+        if centred:
+            np.expm1(X, out=X)
+            base += Pt.sum(axis=1)
+        else:
+            if not use_q:
+                X += logq[s:e]
+            np.exp(X, out=X)
+        S += X @ Pt.T
+    if centred:
+        # normalise by sum q (= 1 up to rounding, which would swamp a tiny Lambda_c)
+        Z = base[0] + S[:, 0]
+        lam_c = np.log1p(S[:, 0] / base[0])
+        m = (base[1:] + S[:, 1:]) / Z[:, None]
+        return lam_c, m
+    Z = S[:, 0]
+    low = ~(Z > 1e-280)
+    with np.errstate(divide="ignore"):
+        lam_c = np.log(Z) - log_sum_q
+    # Z ~ sum q (p(A) ~ 1): log Z keeps only absolute accuracy, ~1e-10 relative
+    # in D = lam m1 - Lambda_c.  X <= 0 here, so sum q expm1(X) has same-sign
+    # terms and full relative accuracy.
+    near = np.flatnonzero(~low & (np.abs(lam_c) < 0.5))
+    if near.size:
+        acc = np.zeros(near.size)
+        for s in range(0, L, cols):
+            e = min(L, s + cols)
+            acc += np.expm1(lam[near, None] * (u[s:e] - centre)) @ q[s:e]
+        lam_c[near] = np.log1p(acc / np.exp(log_sum_q))
+    m = S[:, 1:] / np.where(low, 1.0, Z)[:, None]
+    if low.any():
+        # partition sum below the normal range: shift each row by its max exponent
+        uc = u - centre
+        a = lam[low, None] * uc[None, :] + logq[None, :]
+        amax = a.max(axis=1, keepdims=True)
+        wts = np.exp(a - amax)
+        tot = wts.sum(axis=1)
+        lam_c[low] = amax[:, 0] + np.log(tot) - log_sum_q
+        m[low] = (wts @ np.stack([uc, uc ** 2, uc ** 3, uc ** 4], axis=1)) / tot[:, None]
+    return lam_c, m
 
 
 def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
@@ -103,46 +197,31 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
         return full
     u, logq = ref.level_u, ref.level_logq
     mu = ref.mean_u
-    L = u.size
+    spread = max(-mu, 1.0 + mu, 1e-300)
     c_all = _centres(lam_u, mu)
     out = {k: np.empty(lam_u.size) for k in ("cgf", "mean", "var", "k3", "kl")}
-    rows = max(1, _CHUNK_ELEMENTS // max(L, 1))
-    q = np.exp(logq)
     for centre in np.unique(c_all):
-        idx_c = np.flatnonzero(c_all == centre)
-        uc = u - centre
-        powers = np.stack([uc, uc * uc, uc * uc * uc], axis=1)  # (L, 3)
-        for s in range(0, idx_c.size, rows):
-            idx = idx_c[s:s + rows]
-            lam = lam_u[idx][:, None]
-            x = lam * uc[None, :]
-            a = x + logq[None, :]
-            amax = a.max(axis=1, keepdims=True)
-            w = np.exp(a - amax)
-            tot = w.sum(axis=1, keepdims=True)
-            lam_c = amax + np.log(tot)
-            small = np.abs(lam[:, 0]) <= 0.1
-            if small.any():
-                # log1p keeps Lambda_c ~ lam^2 var / 2 to full relative accuracy.
-                lam_c[small, 0] = np.log1p(np.expm1(x[small]) @ q)
-            m = (w @ powers) / tot                     # raw moments of u - c
-            m1, m2, m3 = m[:, 0], m[:, 1], m[:, 2]
-            lc = lam_c[:, 0]
-            kl = lam[:, 0] * m1 - lc
-            var = np.maximum(m2 - m1 * m1, 0.0)
-            if accurate:
-                scale = np.abs(lam[:, 0]) * np.sqrt(m2) + np.abs(lc)
-                bad = ~(np.abs(kl) * 1e4 > scale)
-                if bad.any():
-                    logphi = a[bad] - lam_c[bad]
-                    kl[bad] = kl_terms(logphi, logq[None, :]).sum(axis=1)
-                    d = uc[None, :] - m1[bad, None]
-                    var[bad] = (np.exp(logphi) * d * d).sum(axis=1)
-            out["cgf"][idx] = lc + lam[:, 0] * centre
-            out["mean"][idx] = centre + m1
-            out["var"][idx] = var
-            out["k3"][idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
-            out["kl"][idx] = np.maximum(kl, 0.0)
+        idx = np.flatnonzero(c_all == centre)
+        lam = lam_u[idx]
+        centred = bool(np.all(np.abs(lam) * spread <= 1.0))
+        lc, m = _tilt_sums(ref, lam, centre, centred)
+        m1, m2, m3 = m[:, 0], m[:, 1], m[:, 2]
+        kl = lam * m1 - lc
+        var = np.maximum(m2 - m1 * m1, 0.0)
+        if accurate:
+            scale = np.abs(lam) * np.sqrt(m2) + np.abs(lc)
+            bad = ~(np.abs(kl) * 1e4 > scale)
+            if bad.any():
+                uc = u - centre
+                logphi = lam[bad, None] * uc[None, :] + logq[None, :] - lc[bad, None]
+                kl[bad] = kl_terms(logphi, logq[None, :]).sum(axis=1)
+                d = uc[None, :] - m1[bad, None]
+                var[bad] = (np.exp(logphi) * d * d).sum(axis=1)
+        out["cgf"][idx] = lc + lam * centre
+        out["mean"][idx] = centre + m1
+        out["var"][idx] = var
+        out["k3"][idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+        out["kl"][idx] = np.maximum(kl, 0.0)
     return TiltStats(lam_u=lam_u, **out)
 
 
@@ -218,14 +297,18 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
 
     def g_and_slopes(st):
         lam = st.lam_u
-        if kind == "kl":
-            g = st.kl
-            d1 = lam * lam * st.var                        # dD/dl, l = log lam
-            d2 = 2 * lam * lam * st.var + lam ** 3 * st.k3  # d2D/dl2
-        else:
-            g = st.mean - mu
-            d1 = lam * st.var
-            d2 = lam * st.var + lam * lam * st.k3
+        # lam_u can reach ~1e300 when the top levels nearly tie (relative gap
+        # 1e-200): the slopes then overflow to inf/nan and the iteration below
+        # falls back to bisection.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if kind == "kl":
+                g = st.kl
+                d1 = lam * lam * st.var                        # dD/dl, l = log lam
+                d2 = 2 * lam * lam * st.var + lam ** 3 * st.k3  # d2D/dl2
+            else:
+                g = st.mean - mu
+                d1 = lam * st.var
+                d2 = lam * st.var + lam * lam * st.k3
         return g, d1, d2
 
     # grid in log lam_u: start where g is tiny, double until above all targets.
@@ -236,8 +319,17 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
     nodes = [np.linspace(lo, hi, 5)]
     st = tilt_stats(ref, np.exp(nodes[0]), accurate=False)
     gs = [g_and_slopes(st)]
+    # A skewed p (tiny variance, heavy top tail) makes the Gaussian start overshoot:
+    # extend the grid downwards until its first node lies below every target.
+    while gs[0][0][0] > tmin and lo > -745:
+        new = np.linspace(lo - 2.0, lo, 6)[:-1]
+        lo -= 2.0
+        nodes.insert(0, new)
+        gs.insert(0, g_and_slopes(tilt_stats(ref, np.exp(new), accurate=False)))
     while gs[-1][0][-1] < target.max():
-        if hi > 745:  # every non-top level is below e^-745 relative: saturated in floats
+        # every non-top level is below e^-745 relative: saturated in floats.
+        # (700, not 745: the next nodes reach hi + 2 and exp must not overflow.)
+        if hi > 700:
             break
         new = np.linspace(hi, hi + 2.0, 6)[1:]
         hi = hi + 2.0
@@ -264,6 +356,7 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
     l_cur = h00 * y0 + h10 * h * s0 + h01 * y1 + h11 * h * s1
     l_lo, l_hi = y0.copy(), y1.copy()
     l_cur = np.clip(l_cur, l_lo, l_hi)
+    l_cur = np.where(np.isfinite(l_cur), l_cur, 0.5 * (l_lo + l_hi))   # nan slopes
     result = np.empty_like(target)
     active = np.arange(target.size)
     for _ in range(max_iter):
@@ -276,15 +369,27 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         above = f > 0
         l_hi[active] = np.where(above, np.minimum(l_hi[active], l_cur[active]), l_hi[active])
         l_lo[active] = np.where(~above, np.maximum(l_lo[active], l_cur[active]), l_lo[active])
-        newton = -f / np.maximum(f1, 1e-300)
-        denom = 1 + 0.5 * newton * f2 / np.maximum(f1, 1e-300)
-        step = np.where(np.abs(denom) > 0.5, newton / np.where(denom == 0, 1, denom), newton)
+        with np.errstate(over="ignore", invalid="ignore"):
+            newton = -f / np.maximum(f1, 1e-300)
+            denom = 1 + 0.5 * newton * f2 / np.maximum(f1, 1e-300)
+            step = np.where(np.abs(denom) > 0.5, newton / np.where(denom == 0, 1, denom), newton)
+        # A vanishing slope (a plateau of D where the tilted variance underflows)
+        # overflows the Halley correction to a spurious zero step: bisect instead.
+        step = np.where(np.isfinite(newton) & np.isfinite(denom), step, np.nan)
         cand = l_cur[active] + step
-        done = (np.abs(step) < tol) | (np.abs(f) < 1e-15)
+        # g = mean - mu (kind "reward") cancels: its absolute error is a few eps
+        # (|u| <= 1), so |f| cannot be driven below ~eps/g.
+        f_floor = 1e-15 if kind == "kl" else np.maximum(1e-15, 8 * _EPS / np.maximum(gv, 1e-300))
+        # the bracket test stops a 2-cycle between iterates whose g values differ
+        # only by evaluation noise (~1e-13 relative for small D), where neither
+        # the step nor f can reach the tolerances above.
+        done = ((np.abs(step) < tol) | (np.abs(f) < f_floor)
+                | (l_hi[active] - l_lo[active] < 1e-12))
+        outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
+        cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
         # converged rows keep their last Halley step (error cubic in the step)
         result[active[done]] = cand[done]
-        outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
-        l_cur[active] = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
+        l_cur[active] = cand
         active = active[~done]
         if active.size == 0:
             return np.exp(result)
