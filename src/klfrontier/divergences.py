@@ -35,6 +35,32 @@ def _scalar(x):
     return float(x) if np.ndim(x) == 0 else x
 
 
+def _log_ratio(a, b):
+    """``log(a/b)``, as ``log1p((a - b)/b)`` when ``a/b`` is in ``[1/2, 2]`` (exact difference)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near = (a <= 2 * b) & (b <= 2 * a)
+        return np.where(near, np.log1p((a - b) / np.where(near, b, 1.0)), np.log(a) - np.log(b))
+
+
+def _log_sum_a_exp(a, x, axis):
+    """``log sum_{a>0} a e^x`` along ``axis``.
+
+    When every ``|x| <= 1`` the sum is ``1 + s`` with
+    ``s = (sum a - 1) + sum a expm1(x)`` and ``log1p(s)`` keeps full relative
+    accuracy as ``s -> 0`` (alpha -> 1, or near-equal laws); otherwise
+    ``logsumexp``.
+    """
+    a, x = np.broadcast_arrays(a, x)
+    pos = a > 0
+    x = np.where(pos, x, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        lse = logsumexp(np.where(pos, np.log(a) + x, -np.inf), axis=axis)
+        small = np.all((np.abs(x) <= 1.0) | np.isinf(x), axis=axis)
+        s = np.sum(a * np.expm1(x), axis=axis) + (np.sum(a, axis=axis) - 1.0)
+        near = np.log1p(s)
+    return np.where(small & ~np.isneginf(lse), near, lse)
+
+
 def kl(a, b, axis=-1):
     """Kullback-Leibler divergence ``KL(a||b) = sum a log(a/b)`` (nats).
 
@@ -85,9 +111,9 @@ def renyi_divergence(a, b, alpha, axis=-1):
         return _scalar(np.max(r, axis=axis))
     if alpha == 0.0:
         return _scalar(-logsumexp(np.where(a > 0, lb, -np.inf), axis=axis))
-    with np.errstate(invalid="ignore"):
-        terms = np.where(a > 0, alpha * la + (1 - alpha) * lb, -np.inf)
-    return _scalar(logsumexp(terms, axis=axis) / (alpha - 1))
+    # sum a^alpha b^(1-alpha) = sum a e^{(alpha-1) log(a/b)}
+    x = (alpha - 1) * _log_ratio(a, b)
+    return _scalar(_log_sum_a_exp(a, x, axis) / (alpha - 1))
 
 
 def renyi_cross_entropy(a, b, alpha, axis=-1):
@@ -111,6 +137,5 @@ def renyi_cross_entropy(a, b, alpha, axis=-1):
     if alpha == 1.0:
         return _scalar(-np.sum(xlogy(a, b), axis=axis))
     with np.errstate(divide="ignore", invalid="ignore"):
-        la, lb = np.log(a), np.log(b)
-        terms = np.where(a > 0, la + (alpha - 1) * lb, -np.inf)
-    return _scalar(logsumexp(terms, axis=axis) / (1 - alpha))
+        x = (alpha - 1) * np.log(b)
+    return _scalar(_log_sum_a_exp(a, x, axis) / (1 - alpha))

@@ -6,7 +6,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._logspace import log_cdf_levels, logsumexp
+from ._logspace import log1mexp, log_cdf_levels, logsumexp
 
 __all__ = ["Reference"]
 
@@ -108,20 +108,52 @@ class Reference:
 
     # ------------------------------------------------------------------ build
     def _build_levels(self):
-        support = np.flatnonzero(~np.isneginf(self.logprobs))
-        rs = self.rewards[support]
-        order = np.argsort(rs, kind="stable")
+        # Hot path of every engine on large K (10^7 outcomes: the argsort is
+        # most of the cost), so: no copies when every outcome is on the support,
+        # an unstable argsort (tied outcomes are summed, their order is
+        # irrelevant), and log-space segment sums only over tied levels.
+        on = ~np.isneginf(self.logprobs)
+        if on.all():
+            support = None
+            rs, lps = self.rewards, self.logprobs
+        else:
+            support = np.flatnonzero(on)
+            rs, lps = self.rewards[support], self.logprobs[support]
+        order = np.argsort(rs)
         sorted_r = rs[order]
-        lp_sorted = self.logprobs[support][order]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_r[1:] != sorted_r[:-1]]))
+        lp_sorted = lps[order]
+        n = sorted_r.size
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(sorted_r[1:], sorted_r[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
         self.level_values = sorted_r[starts]
-        # log-space segment sums: shift each segment by its own max.
-        seg_max = np.maximum.reduceat(lp_sorted, starts)
-        seg_id = np.repeat(np.arange(starts.size), np.diff(np.append(starts, lp_sorted.size)))
-        seg_sum = np.add.reduceat(np.exp(lp_sorted - seg_max[seg_id]), starts)
-        self.level_logq = seg_max + np.log(seg_sum)
-        self.level_index = np.full(self.rewards.size, -1, dtype=np.intp)
-        self.level_index[support[order]] = seg_id
+        if starts.size == n:                       # all rewards distinct
+            seg_id = np.arange(n)
+            self.level_logq = lp_sorted
+        else:
+            seg_id = np.cumsum(new, dtype=np.intp)
+            seg_id -= 1
+            counts = np.diff(np.append(starts, n))
+            level_logq = lp_sorted[starts]
+            tied = counts > 1
+            multi = np.flatnonzero(tied)
+            # log-space segment sums over tied levels: shift each by its own max.
+            idx = np.flatnonzero(tied[seg_id])
+            sub = lp_sorted[idx]
+            sub_starts = np.flatnonzero(new[idx])
+            seg_max = np.maximum.reduceat(sub, sub_starts)
+            sub -= np.repeat(seg_max, counts[multi])
+            seg_sum = np.add.reduceat(np.exp(sub, out=sub), sub_starts)
+            # a level holding all the mass can sum to 1 + eps: log q <= 0 exactly
+            level_logq[multi] = np.minimum(seg_max + np.log(seg_sum), 0.0)
+            self.level_logq = level_logq
+        if support is None:
+            self.level_index = np.empty(n, dtype=np.intp)
+            self.level_index[order] = seg_id
+        else:
+            self.level_index = np.full(self.rewards.size, -1, dtype=np.intp)
+            self.level_index[support[order]] = seg_id
         v = self.level_values
         # u = (v - v_top) / (v_top - v_bottom) computed without overflow.
         half = v / 2 - v[-1] / 2
@@ -168,13 +200,23 @@ class Reference:
 
     @property
     def log_p_argmax(self) -> float:
-        """``log p(A)``, ``A = argmax r`` (a set: ties are kept)."""
+        """``log p(A)``, ``A = argmax r`` (a set: ties are kept).
+
+        For ``p(A) > 1/2`` this is ``log(1 - P(r < r_max))`` with the small
+        complement summed from the bottom, so that ``-log p(A)`` keeps its
+        relative accuracy as ``p(A) -> 1``; 0 for a constant reward.
+        """
+        if self.n_levels == 1:
+            return 0.0
+        log_below = float(self.level_log_cdf[1][-1])       # log P(r < r_max)
+        if log_below < -np.log(2.0):
+            return float(log1mexp(log_below))
         return float(self.level_logq[-1])
 
     @property
     def kl_max(self) -> float:
         """``-log p(A)``: the largest KL any reward-maximising policy needs."""
-        return float(-self.level_logq[-1])
+        return 0.0 - self.log_p_argmax
 
     @property
     def is_constant(self) -> bool:
@@ -221,7 +263,8 @@ class Reference:
         if self._half_range == 0:
             out = np.where(lam_u == 0, 0.0, np.inf)
         else:
-            out = (lam_u / 2.0) / self._half_range
+            with np.errstate(over="ignore"):    # huge lam_u on a tiny range: inf
+                out = (lam_u / 2.0) / self._half_range
         return float(out) if np.ndim(out) == 0 else out
 
     def to_outcomes(self, level_logprobs):

@@ -76,6 +76,7 @@ def _centres(lam_u, mu):
 # Elements of one (rows x levels) tile of the work matrix: small enough to stay
 # in cache, large enough that numpy's per-call overhead does not show.
 _TILE_ELEMENTS = 2**16
+_TILE_COLS = 4096
 
 
 def _level_q(ref: Reference):
@@ -108,8 +109,11 @@ def _tilt_sums(ref: Reference, lam, centre, centred):
     use_q = centred or logq_min > -300.0
     S = np.zeros((R, 5))
     base = np.zeros(5)
-    cols = max(256, _TILE_ELEMENTS // max(R, 1))
-    P = np.empty((5, min(cols, L)))
+    # column tiles of >= _TILE_COLS levels (long inner loops), row blocks to fill a tile
+    cols = min(L, max(_TILE_COLS, _TILE_ELEMENTS // max(R, 1)))
+    rb = max(1, _TILE_ELEMENTS // cols)
+    P = np.empty((5, cols))
+    buf = np.empty((min(rb, R), cols))
     for s in range(0, L, cols):
         e = min(L, s + cols)
         w = e - s
@@ -123,15 +127,18 @@ def _tilt_sums(ref: Reference, lam, centre, centred):
         np.multiply(Pt[1], uc, out=Pt[2])
         np.multiply(Pt[2], uc, out=Pt[3])
         np.multiply(Pt[3], uc, out=Pt[4])
-        X = np.multiply(lam_col, uc)
         if centred:
-            np.expm1(X, out=X)
             base += Pt.sum(axis=1)
-        else:
-            if not use_q:
-                X += logq[s:e]
-            np.exp(X, out=X)
-        S += X @ Pt.T
+        for r0 in range(0, R, rb):
+            r1 = min(R, r0 + rb)
+            X = np.multiply(lam_col[r0:r1], uc, out=buf[:r1 - r0, :w])
+            if centred:
+                np.expm1(X, out=X)
+            else:
+                if not use_q:
+                    X += logq[s:e]
+                np.exp(X, out=X)
+            S[r0:r1] += X @ Pt.T
     if centred:
         # normalise by sum q (= 1 up to rounding, which would swamp a tiny Lambda_c)
         Z = base[0] + S[:, 0]
@@ -383,7 +390,10 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         # the bracket test stops a 2-cycle between iterates whose g values differ
         # only by evaluation noise (~1e-13 relative for small D), where neither
         # the step nor f can reach the tolerances above.
-        done = ((np.abs(step) < tol) | (np.abs(f) < f_floor)
+        # (tol is absolute in log lam: at |log lam| > ~45 a step below a few ulps
+        # of log lam cannot move the iterate, so it counts as converged too.)
+        done = ((np.abs(step) < np.maximum(tol, 4 * _EPS * np.abs(l_cur[active])))
+                | (np.abs(f) < f_floor)
                 | (l_hi[active] - l_lo[active] < 1e-12))
         outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
         cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
@@ -396,6 +406,166 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
     partial = np.exp(l_cur)
     raise ConvergenceError(f"lambda solver ({kind}) did not converge for {active.size} targets",
                            partial=partial)
+
+
+def _stats4(ref: Reference, lam):
+    """Cumulants 1..4 of ``u``, ``Lambda_u`` and ``D`` under ``phi_lam`` (``lam > _SERIES_LAM``).
+
+    One pass of :func:`_tilt_sums`.  ``ok`` flags rows whose ``D = lam m1 -
+    Lambda_c`` is well conditioned (the test :func:`tilt_stats` uses to switch
+    to the ``q h(t)`` form).
+    """
+    mu = ref.mean_u
+    spread = max(-mu, 1.0 + mu, 1e-300)
+    c_all = _centres(lam, mu)
+    n = lam.size
+    cgf_, mean, var, k3, k4, kl = (np.empty(n) for _ in range(6))
+    ok = np.empty(n, dtype=bool)
+    for centre in np.unique(c_all):
+        idx = np.flatnonzero(c_all == centre)
+        lm = lam[idx]
+        lc, m = _tilt_sums(ref, lm, centre, bool(np.all(np.abs(lm) * spread <= 1.0)))
+        m1, m2, m3, m4 = m.T
+        d = lm * m1 - lc
+        ok[idx] = np.abs(d) * 1e4 > np.abs(lm) * np.sqrt(m2) + np.abs(lc)
+        kl[idx] = d
+        cgf_[idx] = lc + lm * centre
+        mean[idx] = centre + m1
+        var[idx] = m2 - m1 * m1
+        k3[idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+        k4[idx] = m4 - 4 * m3 * m1 - 3 * m2 * m2 + 12 * m2 * m1 * m1 - 6 * m1 ** 4
+    return cgf_, mean, var, k3, k4, kl, ok & (var > 0)
+
+
+def _log_kl_derivs(lam, var, k3, k4, kl):
+    """``f_k = d^k log D / dl^k``, k = 1..3, ``l = log lam``."""
+    lam2 = lam * lam
+    g1 = lam2 * var / kl
+    g2 = (2 * lam2 * var + lam2 * lam * k3) / kl
+    g3 = (4 * lam2 * var + 5 * lam2 * lam * k3 + lam2 * lam2 * k4) / kl
+    return g1, g2 - g1 * g1, g3 - 3 * g1 * g2 + 2 * g1 ** 3
+
+
+# _solve_kl_many: node spacing of its grid in log lam, the largest step (in log
+# lam) it takes from one exact evaluation, and the relative size of the last
+# Taylor terms it accepts (the next ones are smaller still).
+_GRID_H = 0.25
+_MAX_STEP = 1e-3
+_TAYLOR_TOL = 1e-13
+_ROUNDS = 4
+# frontier uses _solve_kl_many from this many budgets on (its grid costs ~35 rows)
+_MANY_BUDGETS = 16
+
+
+def _solve_kl_many(ref: Reference, target):
+    """``lam_u``, ``E_phi u`` and ``D`` at ``D(lam_u) = target`` for many targets.
+
+    Built for :func:`frontier`: a grid in ``l = log lam`` (cheap: a few rows)
+    gives a quintic-Hermite start for ``l(log D)``; one exact pass at the
+    start yields ``D`` and the cumulants 1..4, from which a step on the cubic
+    Taylor model of ``log D(l)`` and Taylor updates of ``D`` and the mean give
+    the solution without another pass.  Rows where the step or the Taylor
+    remainder is not negligible (or ``D`` is ill-conditioned) come back with
+    ``ok = False``: solve those with :func:`_solve_increasing`.
+    """
+    target = np.asarray(target, dtype=float)
+    n = target.size
+    lam_out, mean_out, kl_out = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    ok = np.zeros(n, dtype=bool)
+    lt = np.log(target)
+    q, _, _ = _level_q(ref)
+    dev = ref.level_u - ref.mean_u
+    sig = np.sqrt(max(float(q @ (dev * dev)), 1e-300))      # sd of u under p
+    l_min = np.log(4 * _SERIES_LAM)
+    lo = max(np.log(np.sqrt(2 * target.min()) / sig) - 1.0, l_min)
+
+    def nodes_stats(ells):
+        lam = np.exp(ells)
+        _, _, var, k3, k4, kl, good = _stats4(ref, lam)
+        with np.errstate(all="ignore"):
+            f1, f2, _ = _log_kl_derivs(lam, var, k3, k4, kl)
+            lg = np.log(kl)
+        return lg, f1, f2, good & (f1 > 0) & np.isfinite(f1 + f2 + lg)
+
+    step = 8 * _GRID_H
+    ell = lo + _GRID_H * np.arange(9)
+    lg, f1, f2, good = nodes_stats(ell)
+    while lg[0] > lt.min() and ell[0] > l_min:
+        new = ell[0] - _GRID_H * np.arange(8, 0, -1)
+        new = new[new >= l_min]
+        if new.size == 0:
+            break
+        st = nodes_stats(new)
+        ell = np.concatenate([new, ell])
+        lg, f1, f2, good = (np.concatenate([a, b]) for a, b in zip(st, (lg, f1, f2, good)))
+    while lg[-1] < lt.max() and ell[-1] < 690.0:
+        new = ell[-1] + _GRID_H * np.arange(1, 9)
+        st = nodes_stats(new)
+        ell = np.concatenate([ell, new])
+        lg, f1, f2, good = (np.concatenate([a, b]) for a, b in zip((lg, f1, f2, good), st))
+    del step
+    # targets bracketed by two good nodes with increasing log D
+    k = np.searchsorted(lg, lt)
+    inside = (k > 0) & (k < lg.size)
+    kk = np.clip(k, 1, lg.size - 1)
+    inside &= good[kk - 1] & good[kk] & (lg[kk] > lg[kk - 1])
+    if not inside.any():
+        return lam_out, mean_out, kl_out, ok
+    rows = np.flatnonzero(inside)
+    a, b = kk[rows] - 1, kk[rows]
+    H = lg[b] - lg[a]
+    t = (lt[rows] - lg[a]) / H
+    # quintic Hermite for the inverse l(y), y = log D: l' = 1/f1, l'' = -f2/f1^3
+    d1a, d1b = 1 / f1[a], 1 / f1[b]
+    d2a, d2b = -f2[a] * d1a ** 3, -f2[b] * d1b ** 3
+    t2, t3 = t * t, t * t * t
+    t4, t5 = t3 * t, t3 * t2
+    l0 = (ell[a] * (1 - 10 * t3 + 15 * t4 - 6 * t5) + ell[b] * (10 * t3 - 15 * t4 + 6 * t5)
+          + H * d1a * (t - 6 * t3 + 8 * t4 - 3 * t5) + H * d1b * (-4 * t3 + 7 * t4 - 3 * t5)
+          + H * H * d2a * 0.5 * (t2 - 3 * t3 + 3 * t4 - t5) + H * H * d2b * 0.5 * (t3 - 2 * t4 + t5))
+    l_lo, l_hi = ell[a], ell[b]
+    l0 = np.clip(l0, l_lo, l_hi)
+    for _ in range(_ROUNDS):
+        lam0 = np.exp(l0)
+        _, mean, var, k3, k4, kl, good0 = _stats4(ref, lam0)
+        with np.errstate(all="ignore"):
+            g1, g2, g3 = _log_kl_derivs(lam0, var, k3, k4, kl)
+            f = np.log(kl) - lt[rows]
+            # cubic model f + g1 d + g2 d^2/2 + g3 d^3/6 = 0: Halley, then Newton on the model
+            d = -f / g1
+            d = d / (1 + 0.5 * d * g2 / g1)
+            for _ in range(3):
+                d -= (f + d * (g1 + d * (g2 / 2 + d * g3 / 6))) / (g1 + d * (g2 + d * g3 / 2))
+            lam1 = lam0 * np.exp(d)
+            h = lam1 - lam0
+            # Taylor in lam: Lambda' = mean, Lambda2 = var, ...; D' = lam var,
+            # D2 = var + lam k3, D3 = 2 k3 + lam k4.
+            t_mean = (var * h, k3 * h * h / 2, k4 * h ** 3 / 6)
+            t_kl = (lam0 * var * h, (var + lam0 * k3) * h * h / 2,
+                    (2 * k3 + lam0 * k4) * h ** 3 / 6)
+            mean1 = mean + (t_mean[0] + t_mean[1] + t_mean[2])
+            kl1 = kl + (t_kl[0] + t_kl[1] + t_kl[2])
+            certified = (good0 & (np.abs(d) <= _MAX_STEP)
+                         & (np.abs(g3 * d ** 3) <= 6e3 * _TAYLOR_TOL * np.abs(g1 * d) + 1e-300)
+                         & (np.abs(t_mean[2]) <= _TAYLOR_TOL * np.sqrt(var))
+                         & (np.abs(t_kl[2]) <= _TAYLOR_TOL * kl1)
+                         & np.isfinite(lam1 + mean1 + kl1))
+            done = rows[certified]
+            lam_out[done] = lam1[certified]
+            mean_out[done] = mean1[certified]
+            kl_out[done] = kl1[certified]
+            ok[done] = True
+            # the rest: keep the bracket, step again from the model's root
+            keep = ~certified & good0 & np.isfinite(d)
+            above = f > 0
+            l_hi = np.where(above, np.minimum(l_hi, l0), l_hi)
+            l_lo = np.where(above, l_lo, np.maximum(l_lo, l0))
+            l_next = l0 + d
+            l_next = np.where((l_next > l_lo) & (l_next < l_hi), l_next, 0.5 * (l_lo + l_hi))
+        rows, l0, l_lo, l_hi = rows[keep], l_next[keep], l_lo[keep], l_hi[keep]
+        if rows.size == 0:
+            break
+    return lam_out, mean_out, kl_out, ok
 
 
 def solve_lam_for_kl(ref: Reference, kl):
@@ -599,9 +769,17 @@ def frontier(ref: Reference, kl) -> Frontier:
         used[sat] = ref.kl_max
         mid = (budgets > 0) & ~sat
         if mid.any():
-            lam_u = _solve_increasing(ref, budgets[mid], "kl")
-            st = tilt_stats(ref, lam_u)
+            m = int(mid.sum())
+            lam_u, mean_u, kl_u = np.empty(m), np.empty(m), np.empty(m)
+            fast = np.zeros(m, dtype=bool)
+            if m >= _MANY_BUDGETS:
+                # one exact pass per budget, statistics returned by the solver
+                lam_u, mean_u, kl_u, fast = _solve_kl_many(ref, budgets[mid])
+            if not fast.all():
+                lr = _solve_increasing(ref, budgets[mid][~fast], "kl")
+                st = tilt_stats(ref, lr)
+                lam_u[~fast], mean_u[~fast], kl_u[~fast] = lr, st.mean, st.kl
             lam[mid] = ref.lam_from_u(lam_u)
-            reward[mid] = ref.to_reward(st.mean)
-            used[mid] = st.kl
+            reward[mid] = ref.to_reward(mean_u)
+            used[mid] = kl_u
     return Frontier(kl=budgets, kl_used=used, reward=reward, lam=lam, saturated=sat)
