@@ -1,0 +1,25 @@
+"""Memoryless length-``m`` sequences: the law of ``S_m``, the optimal policy, exact BoN.
+
+SPEC §6–§7.  See :func:`reward_law`, :class:`Memoryless`,
+:func:`convergence` and :func:`bon_monte_carlo`.
+"""
+
+from .convergence import ConvergenceTable, convergence
+from .lattice import Lattice, detect_lattice
+from .memoryless import Memoryless, RewardLaw, SequenceBoN, SequenceTilted, reward_law
+from .montecarlo import MonteCarloResult, bon_monte_carlo, naive_bon_monte_carlo
+
+__all__ = [
+    "Memoryless",
+    "reward_law",
+    "RewardLaw",
+    "SequenceTilted",
+    "SequenceBoN",
+    "convergence",
+    "ConvergenceTable",
+    "bon_monte_carlo",
+    "naive_bon_monte_carlo",
+    "MonteCarloResult",
+    "detect_lattice",
+    "Lattice",
+]
