@@ -85,3 +85,29 @@ def test_bad_csv_row(tmp_path):
     f.write_text("reward,prob\n0,0.5\nx,0.5\n")
     res = run("frontier", "--ref", str(f))
     assert res.exit_code == 2 and ":3:" in res.output
+
+
+def test_convergence_command_matches_api():
+    res = run("convergence", "--ref", "bernoulli", "--delta", "0.1", "--lengths", "10,100,1000", "--json")
+    assert res.exit_code == 0, res.output
+    tab = json.loads(res.output)["convergence"][0]
+    ref = kf.Reference([0, 1], probs=[0.7, 0.3])
+    api = kf.convergence(ref, 0.1, lengths=[10, 100, 1000])
+    np.testing.assert_allclose(tab["gap"], [r["gap"] for r in api.rows], rtol=1e-12)
+    np.testing.assert_allclose(tab["kl_to_optimal"], [r["kl_to_optimal"] for r in api.rows], rtol=1e-12)
+    table = run("convergence", "--ref", "three-letter", "--lengths", "10,100")
+    assert table.exit_code == 0 and "R*(δ) = 0.850786033" in table.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("convergence", "--ref", "bernoulli", "--lengths", "10,2.5"), "--lengths"),
+    (("convergence", "--ref", "bernoulli", "--delta", "5"), "delta"),
+])
+def test_convergence_bad_input(args, needle):
+    res = run(*args)
+    assert res.exit_code == 2 and needle in res.output
+
+
+def test_instances_command():
+    res = run("instances")
+    assert res.exit_code == 0 and "unigram-vader" in res.output

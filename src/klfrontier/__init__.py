@@ -1,11 +1,30 @@
-"""klfrontier: the reward-KL geometry of language-model alignment."""
+"""klfrontier: the reward-KL geometry of language-model alignment.
+
+The public API, in SPEC-facing names.  Optional parts (plots, reports, real
+instances, language models) live in submodules and are imported on use.
+"""
+
 from .reference import Reference
 from .policy import Policy
-from .tilt import tilted, frontier, Frontier, cgf, ConvergenceError
-from .divergences import kl, renyi_divergence, renyi_cross_entropy, jeffreys
-from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_estimator, bon_kl_estimate
+from .tilt import (ConvergenceError, Frontier, cgf, frontier, solve_lam_for_kl,
+                   solve_lam_for_reward, tilted)
+from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_estimate, bon_kl_estimator
+from .soft_bon import soft_best_of_n
+from .divergences import jeffreys, kl, renyi_cross_entropy, renyi_divergence
+from .optimality import Optimality, optimality
+from .ldp import Equivalence, cumulants, equivalence, rate_function, scgf
+from .sequences import (ConvergenceTable, Memoryless, RewardLaw, bon_monte_carlo, convergence,
+                        reward_law)
 
-__all__ = ["Reference", "Policy", "tilted", "frontier", "Frontier", "cgf", "ConvergenceError",
-           "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_estimator", "bon_kl_estimate",
-           "kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys"]
+__all__ = [
+    # single step (SPEC §1-§5)
+    "Reference", "Policy", "tilted", "frontier", "Frontier", "cgf",
+    "solve_lam_for_kl", "solve_lam_for_reward", "ConvergenceError",
+    "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_estimator", "bon_kl_estimate",
+    "soft_best_of_n", "optimality", "Optimality",
+    "kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys",
+    # sequences and asymptotics (SPEC §6-§7)
+    "rate_function", "scgf", "cumulants", "equivalence", "Equivalence",
+    "Memoryless", "reward_law", "RewardLaw", "convergence", "ConvergenceTable", "bon_monte_carlo",
+]
 __version__ = "0.1.0"

@@ -19,8 +19,10 @@ app = typer.Typer(
     help="Reward-KL geometry of language-model alignment: the optimal KL-constrained "
     "policy, exact best-of-N and soft best-of-N, and their asymptotics.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide: when stdout is not a terminal (pipes, CI logs) do not squeeze
+# them into rich's default 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
@@ -219,6 +221,45 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         payload.append({**s.summary(), "frontier_reward_at_kl": star})
     _print_table(f"Soft best-of-N, θ = {lam:g} — {reference!r}",
                  ["N", "KL", "reward", "R*(KL)", "win rate"], rows, as_json, {"soft_best_of_n": payload})
+
+
+@app.command()
+@_friendly
+def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
+                probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+                delta: str = typer.Option("0.1", "--delta", help="Per-token KL budgets δ, comma separated."),
+                lengths: str = typer.Option("10,100,1000,10000,100000", "--lengths",
+                                            help="Sequence lengths m, comma separated."),
+                as_json: bool = JsonOpt):
+    """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (SPEC §6)."""
+    from . import convergence as _convergence
+
+    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    ms = _floats(lengths, "--lengths")
+    if any(m != int(m) or m < 1 for m in ms):
+        raise CLIError("--lengths must be positive integers")
+    tables = [_convergence(reference, d, lengths=[int(m) for m in ms]) for d in _floats(delta, "--delta")]
+    if as_json:
+        sys.stdout.write(json.dumps({"convergence": [t.as_dict() for t in tables]}, indent=2,
+                                    default=_jsonable) + "\n")
+        return
+    for t in tables:
+        rows = [[r["m"], r["reward_per_token"], r["optimal_reward"], r["gap"], r["gap_prediction"],
+                 r["gap_ratio"], r["kl_per_token"], r["kl_to_optimal"], r["kl_to_optimal_prediction"],
+                 r["kl_to_optimal_per_token"], r["method"] + ("" if r["exact"] else " (approx)")]
+                for r in t.rows]
+        _print_table(f"δ = {t.delta:g}, λ_δ = {t.lam:.6g}, R*(δ) = {t.optimal_reward:.10g} — {reference!r}",
+                     ["m", "E[S_m]/m", "R*(δ)", "gap", "predicted", "ratio", "KL(π_N‖p)/m",
+                      "KL(π_N‖φ_Δ)", "predicted", "KL(π_N‖φ_Δ)/m", "engine"], rows, False, {})
+
+
+@app.command("instances")
+@_friendly
+def list_instances():
+    """List the built-in and real reference instances."""
+    from .instances import available
+
+    _print_table("Instances", ["name", "description"], [[k, v] for k, v in available().items()], False, {})
 
 
 @app.command()
