@@ -1,0 +1,490 @@
+"""Exact soft best-of-N by one-dimensional quadrature (SPEC §4).
+
+Draw N i.i.d. samples from ``p`` and return sample ``i`` with probability
+``w(Y_i) / sum_k w(Y_k)``, ``w = e^{lam r}``.  With ``1/a = int_0^inf e^{-as} ds``
+the law is, per reward level ``j`` (mass ``q_j``, weight ``w_j``),
+
+    pi_j = N q_j w_j int_0^inf e^{-s w_j} M(s)^{N-1} ds,   M(s) = sum_k q_k e^{-s w_k}.
+
+Weights are taken in standardised units, ``w_j = e^{a u_j}`` with
+``a = lam (r_max - r_min)`` and ``u_j in [-1, 0]``: ``max w = 1`` and
+``log w_j = a u_j`` is exact even where ``w_j`` underflows (``a = 1000``).
+
+Quadrature.  With ``s = e^x`` and ``z = s w_j``, level ``j`` integrates
+``z e^{-z} c(x)`` in ``x``: a Gumbel bump in ``x + log w_j`` times the
+decreasing factor ``c(x) = M(e^x)^{N-1}``.  For integer ``N`` the integrand is
+entire and ``|c(x + iy)| <= c(x + log cos y)`` (as ``|M(s)| <= M(Re s)``), so
+the trapezoid rule of step ``h = 0.2`` has relative error below
+``2 e^{-2 pi d / h} / cos d`` (``d -> pi/2``: ``~1e-19``) for every level
+alike.  Non-integer ``N`` adds branch points at the complex zeros of ``M``;
+there the grid is refined until the law stops moving (:func:`_trapezoid`).
+
+The grid spans ``[-log(1 + (N-1) E w) - 40, -log w_min + 4]``.  Level ``j``
+is summed directly only where ``z in [0.1, e^4]``; to the left ``e^{-z}`` is a
+13-term alternating series whose coefficients are prefix sums over nodes, to
+the right ``e^{-z} < 2e-24``.  ``log M`` at the nodes is built the same way
+(levels with ``z < 0.1`` by a series in prefix moments ``sum q w^m``, levels
+with huge ``z`` by their tail mass), as ``log1p(-D)`` with ``D = 1 - M`` a sum
+of non-negative terms wherever ``M > 1/2``, so that ``(N - 1) log M`` stays
+accurate for ``N = 10^8``.  Work: about 80 kernel evaluations per level plus
+``O(nodes)``, ``nodes ~ (a + 45 + log N) / h``, in blocks of ``2^19``.  For
+``a <= 2`` the deviation form of :func:`_soft_bon_small_a` keeps
+``pi_j / q_j - 1`` to full relative accuracy as ``lam -> 0`` or ``N -> 1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._logspace import kl_terms, logsumexp
+from .bon import best_of_n
+from .policy import Policy
+from .reference import Reference
+from .tilt import ConvergenceError, tilted
+
+__all__ = ["soft_best_of_n"]
+
+#: |sum pi - 1| above which the quadrature is declared failed.
+SUM_TOL = 1e-8
+
+_H = 0.2                      # trapezoid step in x = log s
+_LOG_EPS = math.log(0.1)      # z = s w < 0.1: handled by series
+_T_HI = 4.0                   # log z > 4: e^{-z} < 2e-24, dropped
+_LEFT = 40.0                  # x_lo = -log(1 + (N-1) E w) - 40: left tail < e^-40
+_NSER = 13                    # series terms m = 0..12: 0.1^13 / 13! < 2e-23
+_BLOCK = 2**19                # elements per work block
+_SMALL_A = 2.0                # a = lam (r_max - r_min) up to this: deviation form
+_REFINE_TOL = 1e-12           # non-integer N: per-level log change that stops refinement
+_MAX_GRIDS = 128              # at most h / 128
+_REFINE_FAIL = 1e-10          # ... and ConvergenceError if it still moves more than this
+_MAX_NODES = 2_000_000        # grid size refused beyond this (a > ~4e5)
+_LOG_FACT = np.array([math.lgamma(m + 1.0) for m in range(_NSER + 1)])
+
+
+# Products by einsum rather than BLAS: a threaded BLAS matvec on a loaded
+# 2-core machine was measured 100x slower than this single-threaded loop.
+def _mv(a, v):
+    return np.einsum("ij,j->i", a, v)
+
+
+def _dot(a, b):
+    return float(np.einsum("i,i->", a, b))
+
+
+def _real_scalar(val, name):
+    """``float(val)`` for a real scalar; ValueError naming ``name`` otherwise (NaN too)."""
+    try:
+        arr = np.asarray(val, dtype=float) if val is not None else None
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 0:
+        raise ValueError(f"{name} must be a real scalar, got {val!r}")
+    out = float(arr)
+    if np.isnan(out):
+        raise ValueError(f"{name} is NaN")
+    return out
+
+
+def _check_n(n):
+    val = _real_scalar(n, "n")
+    if val < 1:
+        raise ValueError("n must be >= 1")
+    return val
+
+
+def _check_lam(lam):
+    val = _real_scalar(lam, "lam")
+    if val < 0:
+        raise ValueError("lam must be >= 0")
+    return val
+
+
+def _log_prefix_at(a, idx):
+    """``log sum_{j < k} exp(a_j)`` for every ``k`` in ``idx`` (``0 <= k <= len(a)``).
+
+    One log-sum-exp per segment between consecutive distinct ``k`` (shifted
+    by the segment max), then a log-space cumulative sum over the segments.
+    """
+    idx = np.asarray(idx, dtype=np.intp)
+    step = np.diff(idx)
+    if idx.size and ((step >= 0).all() or (step <= 0).all()):
+        # monotone queries (the usual case here): distinct values without a sort
+        order = slice(None) if idx[-1] >= idx[0] else slice(None, None, -1)
+        mono = idx[order]
+        change = np.concatenate([[True], mono[1:] != mono[:-1]])
+        uk = mono[change]
+        inv = (np.cumsum(change) - 1)[order]
+    else:
+        uk, inv = np.unique(idx, return_inverse=True)
+    out = np.full(uk.size, -np.inf)
+    starts = np.concatenate([[0], uk[:-1]])
+    keep = uk > starts
+    if keep.any():
+        s = starts[keep]
+        stop = int(uk[-1])
+        seg = a[:stop]
+        mx = np.maximum.reduceat(seg, s)
+        lengths = np.diff(np.append(s, stop))
+        shifted = np.exp(seg - np.repeat(mx, lengths))
+        with np.errstate(divide="ignore"):
+            logseg = mx + np.log(np.add.reduceat(shifted, s))
+        out[keep] = logseg
+    out = np.logaddexp.accumulate(out)
+    return out[inv]
+
+
+def _level_chunks(ell, width_nodes):
+    """Split ascending levels into runs of log-weight span <= 1 and bounded size."""
+    L = ell.size
+    gid = np.floor(ell - ell[0]).astype(np.intp)
+    starts = np.flatnonzero(np.concatenate([[True], gid[1:] != gid[:-1]]))
+    ends = np.append(starts[1:], L)
+    per = max(1, _BLOCK // max(width_nodes, 1))
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        for b in range(s, e, per):
+            out.append((b, min(b + per, e)))
+    return out
+
+
+def _log_m(x, ell, logq, log_nm1):
+    """``log M(e^x)`` at the nodes ``x`` (ascending), ``M(s) = sum_k q_k e^{-s w_k}``.
+
+    Per node the levels split into frozen (``z = s w < 0.1``: a series in the
+    prefix moments ``W_m = sum q w^m``), direct (computed exactly) and dead
+    (``z`` so large that ``q e^{-z}`` is below ``e^-40 / (N - 1)`` of the
+    bottom level's term; they count only in ``D = 1 - M``).
+    """
+    Q, L = x.size, ell.size
+    z_dead = 95.0 + max(log_nm1, 0.0) + max(-float(logq[0]), 0.0)
+    lo = np.searchsorted(ell, _LOG_EPS - x, side="left")        # first z >= eps
+    hi = np.searchsorted(ell, math.log(z_dead) - x, side="right")  # first z > z_dead
+    # node groups spanning <= 1 in x share one frozen / direct / dead split, so
+    # direct terms have z >= eps/e and 1 - e^{-z} loses < 4e-15 relatively.
+    g = max(1, int(round(1.0 / _H)))
+    cstart = np.arange(0, Q, g)
+    cend = np.minimum(cstart + g, Q) - 1
+    lo_c = lo[cend]
+    hi_c = hi[cstart]
+    reps = cend - cstart + 1
+
+    # frozen levels j < lo_c: D_f = Q_f * R, R = sum_m (-1)^{m+1} s^m W_m / (m! W_0)
+    # with prefix moments W_m = sum_{j < lo_c} q_j w_j^m (one per node group).
+    logW0 = np.repeat(_log_prefix_at(logq, lo_c), reps)
+    has_frozen = np.isfinite(logW0)
+    R = np.zeros(Q)
+    if has_frozen.any():
+        xf, w0 = x[has_frozen], logW0[has_frozen]
+        acc = np.zeros(xf.size)
+        for m in range(1, _NSER + 1):
+            logWm = np.repeat(_log_prefix_at(logq + m * ell, lo_c), reps)[has_frozen]
+            term = np.exp(m * xf + logWm - w0 - _LOG_FACT[m])
+            acc += term if m % 2 else -term
+        R[has_frozen] = acc
+    with np.errstate(divide="ignore"):
+        D = np.where(has_frozen, np.exp(logW0) * R, 0.0)
+        logF = np.where(has_frozen, logW0 + np.log1p(-R), -np.inf)
+    # dead levels j >= hi_n count fully in D.
+    logdead = np.repeat(_log_prefix_at(logq[::-1], L - hi_c), reps)
+    D = D + np.exp(logdead)
+    logB = np.full(Q, -np.inf)
+
+    for c in np.flatnonzero(hi_c > lo_c):
+        ia, ib = int(cstart[c]), int(cend[c]) + 1
+        j0, j1 = int(lo_c[c]), int(hi_c[c])
+        xs = x[ia:ib]
+        sI = np.exp(xs + ell[j0])                       # z at level j0 (<= eps)
+        per = max(1, _BLOCK // (ib - ia))
+        dsum = np.zeros(ib - ia)
+        for b0 in range(j0, j1, per):
+            b1 = min(b0 + per, j1)
+            lq = logq[b0:b1]
+            lqmax = lq.max()
+            Z = np.multiply.outer(sI, np.exp(ell[b0:b1] - ell[j0]))
+            em1 = np.expm1(-Z)
+            dsum -= np.exp(lqmax) * _mv(em1, np.exp(lq - lqmax))
+        D[ia:ib] += dsum
+        need = D[ia:ib] >= 0.5
+        if need.any():
+            # log sum_j q_j e^{-z_ij} over the direct levels, shifted by the row max.
+            rows = np.flatnonzero(need)
+            Z = np.multiply.outer(sI[rows], np.exp(ell[j0:j1] - ell[j0]))
+            E = logq[j0:j1] - Z
+            mx = E.max(axis=1)
+            logB[ia + rows] = mx + np.log(np.exp(E - mx[:, None]).sum(axis=1))
+    with np.errstate(divide="ignore"):
+        direct = np.log1p(-np.minimum(D, 0.5))
+    return np.where(D < 0.5, direct, np.logaddexp(logF, logB))
+
+
+def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
+    """``log(pi_j / q_j)`` before normalisation (``ell = log w``, ascending)."""
+    nm1 = n - 1.0
+    log_nm1 = math.log(nm1)
+    log_m1 = float(logsumexp(logq + ell))
+    x_lo = -float(np.logaddexp(0.0, log_nm1 + log_m1)) - _LEFT - offset
+    h = _H
+    i0 = np.ceil((_LOG_EPS - ell - x_lo) / h).astype(np.intp)   # first direct node
+    i1 = np.floor((_T_HI - ell - x_lo) / h).astype(np.intp) + 1  # last direct node
+    Q = int(i1.max()) + 1
+    if Q > _MAX_NODES:
+        raise ValueError(
+            f"lam is too large for the exact quadrature ({Q} nodes for lam*(r_max-r_min) = "
+            f"{-ell[0]:.6g}); use lam=inf for best-of-N"
+        )
+    x = x_lo + h * np.arange(Q)
+    with np.errstate(over="ignore"):
+        # (N - 1) log M overflows only for N > ~1e305, where c = 0 anyway
+        logc = np.maximum(nm1 * _log_m(x, ell, logq, log_nm1), -1e300)
+
+    chunks = _level_chunks(ell, int((_T_HI - _LOG_EPS + 1.0) / h) + 3)
+    tops = np.array([e - 1 for _, e in chunks], dtype=np.intp)
+    i0c = i0[tops]
+    # prefix moments P_m(i) = sum_{i' < i} h s^{m+1} c over nodes, at each chunk's start
+    base = math.log(h) + x + logc
+    logP = np.stack([_log_prefix_at(base + m * x, i0c) for m in range(_NSER)])
+    out = np.empty(ell.size)
+    for k, (j0, j1) in enumerate(chunks):
+        a0, a1 = int(i0c[k]), int(i1[j0]) + 1
+        lj = ell[j0:j1]
+        xr = -ell[j1 - 1]
+        xs = x[a0:a1]
+        sigma = logc[a0]
+        K = np.exp(math.log(h) + xs - xr + logc[a0:a1] - sigma)
+        Z = np.multiply.outer(np.exp(lj + xr), np.exp(xs - xr))
+        np.negative(Z, out=Z)
+        np.exp(Z, out=Z)
+        with np.errstate(divide="ignore"):
+            logB = np.log(_mv(Z, K)) + lj + xr + sigma
+        lp0 = logP[0, k]
+        if np.isfinite(lp0):
+            m = np.arange(_NSER)[:, None]
+            terms = np.exp(m * lj[None, :] + (logP[:, k] - lp0 - _LOG_FACT[:_NSER])[:, None])
+            sgn = np.where(m % 2 == 0, 1.0, -1.0)
+            logA = lj + lp0 + np.log((sgn * terms).sum(axis=0))
+        else:
+            logA = np.full(lj.size, -np.inf)
+        out[j0:j1] = np.logaddexp(logA, logB)
+    return math.log(n) + out
+
+
+def _soft_bon_small_a(ell, logq, n, offset=0.0):
+    """``log(pi_j / q_j)`` before normalisation when ``a = -ell[0] <= 2``.
+
+    Here ``pi_j / q_j - 1`` can be tiny (``O(a)``, or ``O(N - 1)``) and the
+    direct form would give it only ``1e-16 / a`` relative accuracy.  Writing
+    ``M(s) = e^{-s m_1 + g(s)}`` with ``m_1 = E w`` and
+    ``g(s) = log E e^{-s (w - m_1)} >= 0`` splits the integral exactly into a
+    closed form plus a non-negative term of second order:
+
+        pi_j / q_j = G0_j (1 + b_j I_j),   b_j = w_j + (N - 1) m_1,
+        G0_j = N w_j / b_j,   I_j = int_0^inf e^{-s b_j} expm1((N - 1) g(s)) ds,
+
+    with ``w_j - m_1`` formed from ``expm1`` without cancellation.  ``g`` is a
+    cumulant-like series while ``s max|w - m_1| <= 0.1`` and a direct sum
+    beyond; ``I_j`` is a series in prefix moments of the nodes while
+    ``s b_j <= 0.1`` and a direct sum beyond.
+    """
+    nm1 = n - 1.0
+    q = np.exp(logq)
+    w = np.exp(ell)
+    em = np.expm1(ell)
+    m1m1 = _dot(q, em)                         # m_1 - 1
+    delta = em - m1m1                            # w_j - m_1
+    m1 = 1.0 + m1m1
+    b = w + nm1 * m1
+    log_g0 = -np.log1p(-nm1 * delta / (n * w))
+    h = _H
+    # integrand ~ s^3 on the left (cut at s b_max = e^-14: e^-42 relative) and
+    # below e^{-s N w_min} on the right (cut at s N w_min = 75).
+    x_a = -math.log(1.0 + nm1 * m1) - 14.0 - offset
+    x_b = math.log(75.0 / (n * w[0]))
+    x = x_a + h * np.arange(int(math.ceil((x_b - x_a) / h)) + 1)
+    s = np.exp(x)
+    L = ell.size
+
+    # g(s) = log1p(E expm1(-s delta)); for s max|delta| <= 0.1 by the series
+    # sum_{k>=2} (-s)^k mu_k / k! in central moments (ratio of terms <= 0.034).
+    dmax = float(np.abs(delta).max())
+    n_ser = int(np.searchsorted(s * dmax, 0.1, side="right"))
+    gsum = np.zeros(x.size)
+    if n_ser:
+        sl = -s[:n_ser]
+        dk = delta * delta
+        mu = []
+        for k in range(2, _NSER + 2):
+            mu.append(_dot(q, dk) / math.factorial(k))
+            dk = dk * delta
+        acc = np.zeros(n_ser)
+        for c in reversed(mu):                   # Horner in -s, from s^2 up
+            acc = acc * sl + c
+        gsum[:n_ser] = acc * sl * sl
+    if n_ser < x.size:
+        sd = s[n_ser:]
+        per = max(1, _BLOCK // sd.size)
+        for j0 in range(0, L, per):
+            j1 = min(j0 + per, L)
+            gsum[n_ser:] += _mv(np.expm1(np.multiply.outer(sd, -delta[j0:j1])), q[j0:j1])
+    F = h * s * np.expm1(nm1 * np.log1p(gsum))   # >= 0
+
+    # I_j = sum_i F_i e^{-s_i b_j}: nodes with s b_max < 0.1 by the series
+    # sum_m (-b_j)^m P_m / m!,  P_m = sum_{i < i0} F_i s_i^m.
+    i0 = int(np.searchsorted(s * b.max(), 0.1, side="left"))
+    I = np.zeros(L)
+    if i0:
+        sp = s[:i0]
+        coef = [_dot(F[:i0], sp ** m) / math.factorial(m) for m in range(_NSER)]
+        for c in reversed(coef):                 # Horner in -b_j
+            I = I * -b + c
+    sd, Fd = s[i0:], F[i0:]
+    per = max(1, _BLOCK // max(sd.size, 1))
+    for j0 in range(0, L, per):
+        j1 = min(j0 + per, L)
+        Z = np.multiply.outer(-b[j0:j1], sd)
+        np.exp(Z, out=Z)
+        I[j0:j1] += _mv(Z, Fd)
+    return log_g0 + np.log1p(b * I)
+
+
+def _trapezoid(engine, ell, logq, n):
+    """Run ``engine`` on one grid, refining for non-integer ``N``.
+
+    For integer ``N`` the integrand is entire in ``x`` and one grid of step
+    ``h`` is exact to rounding.  For non-integer ``N``, ``M^{N-1}`` has branch
+    points at the complex zeros of ``M``; near a crossing of two groups of
+    levels with mass ratio ``R`` they lie only about ``pi / log R`` from the
+    real axis, and the error ``~ exp(-2 pi d / h)`` can reach ``1e-5`` for the
+    levels whose integrand lives there while ``sum pi`` stays within
+    ``1e-11`` of 1.  So the grid is halved (the old nodes plus the midpoints:
+    the mean of ``2^k`` shifted grids) until every level's log-ratio moves by
+    less than ``_REFINE_TOL (1 + |t_j|)``; the last move is returned as
+    ``refine_error``.
+
+    Returns ``t, refine_error, n_grids``.
+    """
+    t = engine(ell, logq, n, 0.0)
+    if float(n).is_integer():
+        return t, 0.0, 1
+    grids = 1
+    while True:
+        offsets = _H * (2 * np.arange(grids) + 1) / (2 * grids)
+        new = np.stack([engine(ell, logq, n, float(o)) for o in offsets])
+        # mean of 2 * grids evaluations, in log space
+        t_new = np.logaddexp(t + math.log(grids), logsumexp(new, axis=0)) - math.log(2 * grids)
+        err = float(np.max(np.abs(t_new - t) / (1.0 + np.abs(t_new))))
+        t, grids = t_new, 2 * grids
+        if err <= _REFINE_TOL or grids >= _MAX_GRIDS:
+            return t, err, grids
+
+
+def _make_policy(ref, lev, n, lam, sum_error, log_ratio=None):
+    if log_ratio is None:
+        kl = float(np.sum(kl_terms(lev, ref.level_logq)))
+    else:
+        # sum_j q_j h(t_j) from the exact log-ratios t_j: no cancellation in
+        # lev - log q when pi is within 1e-8 of p.
+        kl = _dot(np.exp(ref.level_logq), kl_terms(log_ratio, 0.0))
+    reward = ref.to_reward(_dot(np.exp(lev), ref.level_u))
+    return Policy(ref, "soft_best_of_n", lev, kl=kl, reward=reward,
+                  params={"n": n, "lam": lam, "sum_error": sum_error})
+
+
+def soft_best_of_n(ref: Reference, n, lam) -> Policy:
+    r"""Exact law of soft best-of-N: N draws from ``p``, one kept with probability ``∝ e^{lam r}``.
+
+    Parameters
+    ----------
+    ref : Reference
+    n : float
+        Number of draws, real ``n >= 1`` (``inf`` gives the tilted policy).
+    lam : float
+        Inverse temperature ``lam >= 0`` in reward units (``0`` gives ``p``,
+        ``inf`` gives best-of-N with uniform tie-breaking).
+
+    Returns
+    -------
+    Policy
+        ``method="soft_best_of_n"`` with ``n``, ``lam`` and ``sum_error``
+        (``|sum_y pi(y) - 1|`` of the quadrature before the final
+        renormalisation; ``0.0`` for the closed-form limits).
+
+    Raises
+    ------
+    ValueError
+        Bad ``n`` or ``lam`` (not a real scalar, NaN, ``n < 1``, ``lam < 0``),
+        or ``lam (r_max - r_min)`` above about ``4e5`` (the grid would exceed
+        ``2e6`` nodes; ``lam=inf`` gives best-of-N).
+    ConvergenceError
+        ``sum_error > 1e-8``, or (non-integer ``n``) the law still moving by
+        more than ``1e-10`` on the finest grid; ``.partial`` holds the
+        renormalised policy.
+
+    Notes
+    -----
+    With ``w = e^{lam r}`` and ``M(s) = E_p e^{-s w(Y)}``,
+
+    .. math:: \pi_{N,\lambda}(y) = N\, p(y)\, w(y) \int_0^\infty e^{-s w(y)} M(s)^{N-1}\, ds,
+
+    from ``1/a = int_0^inf e^{-as} ds`` applied to ``w(Y_1) / sum_k w(Y_k)``;
+    for real ``N`` this integral is the definition.  Limits: ``N = 1`` or
+    ``lam = 0`` give ``p``; ``lam -> inf`` gives best-of-N; ``N -> inf`` gives
+    the tilted policy ``phi_lam``.  The integral is computed per reward level
+    in ``x = log s`` by the trapezoid rule in log space (module docstring);
+    the level law is accurate to about ``1e-14`` relative, every level alike,
+    and ``sum_y pi(y) = 1`` is checked.  KL is ``sum_j q_j h(t_j)`` with
+    ``t_j = log(pi_j / q_j)`` (:func:`~klfrontier._logspace.kl_terms`), so it
+    keeps its relative accuracy as ``lam -> 0``; ``E r = sum_j pi_j v_j``.
+    Cost: about 0.15 s for ``10^5`` distinct levels (twice that for
+    non-integer ``n``, more near pathological mass ratios).
+
+    Examples
+    --------
+    >>> ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
+    >>> soft = soft_best_of_n(ref, n=4, lam=2.0)
+    >>> soft.level_probs.round(6).tolist()
+    [0.138396, 0.342577, 0.519027]
+    >>> round(soft.reward, 6), round(soft.kl, 6), soft.sum_error < 1e-12
+    (1.380631, 0.362661, True)
+
+    For ``N = 2`` the law is ``q_j sum_k q_k 2 w_j / (w_j + w_k)``:
+
+    >>> q, w = np.array([0.5, 0.3, 0.2]), np.exp([0.0, 1.0, 2.0])
+    >>> exact = q * ((2 * w[:, None] / (w[:, None] + w)) @ q)
+    >>> np.allclose(soft_best_of_n(ref, n=2, lam=1.0).level_probs, exact, rtol=1e-14, atol=0)
+    True
+    """
+    n_val = _check_n(n)
+    lam_val = _check_lam(lam)
+    if ref.is_constant or lam_val == 0.0 or n_val == 1.0:
+        return _make_policy(ref, ref.level_logq.copy(), n_val, lam_val, 0.0)
+    if np.isinf(n_val):
+        lev = tilted(ref, lam=lam_val).level_logprobs
+        return _make_policy(ref, lev, n_val, lam_val, 0.0)
+    lam_u = ref.lam_to_u(lam_val)
+    if np.isinf(lam_u):
+        # every gap between distinct levels is infinitely wide: best-of-N.
+        lev = best_of_n(ref, n=n_val).level_logprobs
+        return _make_policy(ref, lev, n_val, lam_val, 0.0)
+    ell = lam_u * ref.level_u
+    logq = ref.level_logq
+    engine = _soft_bon_small_a if lam_u <= _SMALL_A else _soft_bon_log_ratio
+    t, refine_error, n_grids = _trapezoid(engine, ell, logq, n_val)
+    # sum_j q_j (pi_j/q_j - 1), summed from expm1 terms: exact to ~1e-16.
+    excess = _dot(np.exp(logq), np.expm1(t))
+    sum_error = abs(excess)
+    t = t - math.log1p(excess)
+    pol = _make_policy(ref, logq + t, n_val, lam_val, sum_error, log_ratio=t)
+    if not sum_error <= SUM_TOL:
+        raise ConvergenceError(
+            f"soft best-of-N quadrature: |sum pi - 1| = {sum_error:.3g} exceeds {SUM_TOL:g}",
+            partial=pol,
+        )
+    if not refine_error <= _REFINE_FAIL:
+        raise ConvergenceError(
+            f"soft best-of-N quadrature (non-integer n): the level law still moved by "
+            f"{refine_error:.3g} (relative) on the finest grid (step {_H / n_grids:.3g})",
+            partial=pol,
+        )
+    return pol
