@@ -262,26 +262,56 @@ def list_instances():
     _print_table("Instances", ["name", "description"], [[k, v] for k, v in available().items()], False, {})
 
 
+def _run_job(job, out: Optional[Path], as_json: bool):
+    """Print a job's headline table (or its JSON) and write its report."""
+    from .report import to_jsonable, write_report
+
+    if out is not None:
+        index = write_report(out, job.title, job.sections, job.summary, lead=job.lead)
+    if as_json:
+        sys.stdout.write(json.dumps(to_jsonable(job.summary), indent=2) + "\n")
+        return
+    table = Table(title=job.title)
+    for c, j in (("quantity", "left"), ("value", "right"), ("note", "left")):
+        table.add_column(c, justify=j)
+    for q, v, note in job.headline:
+        table.add_row(str(q), _fmt(v), str(note))
+    console.print(table)
+    if out is not None:
+        console.print(f"report: [bold]{index}[/] (figures and summary.json beside it)")
+
+
+def _stage_printer():
+    def progress(label):
+        err_console.print(f"[dim]· {label}…[/]", highlight=False)
+    return progress
+
+
 @app.command()
 @_friendly
-def demo(as_json: bool = JsonOpt):
-    """A small end-to-end run on the built-in three-letter reference (SPEC §6 example)."""
-    from . import best_of_n, frontier as _frontier, tilted
-    from .soft_bon import soft_best_of_n
+def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
+                                      help="Reference instance (see `klfrontier instances`)."),
+         reward: Optional[str] = typer.Option(None, "--reward",
+                                              help="Shortcut: 'vader' or 'afinn' picks unigram-<reward>."),
+         top_n: int = typer.Option(50_000, "--top-n", help="Vocabulary size of the unigram instances."),
+         delta: str = typer.Option("0.05,0.2,1.0", "--delta", help="Per-token budgets δ, comma separated."),
+         lengths: str = typer.Option("10,30,100,300,1000,3000,10000", "--lengths",
+                                     help="Sequence lengths m, comma separated."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, PNG figures and summary.json here."),
+         as_json: bool = JsonOpt):
+    """The main job on a real instance: frontier, best-of-N, rate functions, and BoN → KL-RL as m grows."""
+    from .jobs import demo_job
 
-    reference = load_reference("three-letter", None, None)
-    rows, payload = [], []
-    for n_ in (2, 4, 16, 64, 256):
-        b = best_of_n(reference, n=n_)
-        s = soft_best_of_n(reference, n=n_, lam=4.0)
-        opt = tilted(reference, kl=b.kl)
-        rows.append([n_, b.kl, b.kl_bound, b.reward, opt.reward, opt.reward - b.reward, s.kl, s.reward,
-                     float(_frontier(reference, [s.kl]).reward[0])])
-        payload.append({"n": n_, "bon": b.summary(), "tilted_same_kl": opt.summary(),
-                        "soft_bon_lam4": s.summary()})
-    _print_table("klfrontier demo — p = (0.5, 0.3, 0.2), r = (0, 1, √2)",
-                 ["N", "BoN KL", "log N-(N-1)/N", "BoN reward", "R*(same KL)", "gap",
-                  "soft KL (θ=4)", "soft reward", "R*(soft KL)"], rows, as_json, {"demo": payload})
+    if reward is not None:
+        if reward not in ("vader", "afinn"):
+            raise CLIError("--reward must be 'vader' or 'afinn'")
+        instance = f"unigram-{reward}"
+    ms = _floats(lengths, "--lengths")
+    if any(m != int(m) or m < 1 for m in ms):
+        raise CLIError("--lengths must be positive integers")
+    job = demo_job(instance, top_n=top_n, deltas=tuple(_floats(delta, "--delta")),
+                   lengths=tuple(int(m) for m in ms), progress=None if as_json else _stage_printer())
+    _run_job(job, out, as_json)
 
 
 def main():  # console-script entry point

@@ -93,28 +93,40 @@ def bon_kl_figure(n, kl_exact, kl_bound, kl_estimate=None, *, kl_max=None,
     return fig
 
 
-def rate_function_figure(x, i0, i_lam=None, *, markers=None, title="Large-deviation rate functions",
-                         reward_label="per-token reward x"):
+def rate_function_figure(x, i0, i_lam=None, *, markers=None, zoom=None,
+                         title="Large-deviation rate functions", reward_label="per-token reward x"):
     """``I_0(x)`` and ``I_λ(x)`` (dict λ -> values) on a common x grid.
 
-    ``markers``: dict label -> (x, y) points, e.g. ``(R*(δ), δ)``.
+    ``markers``: dict label -> (x, y) points, e.g. ``(R*(δ), δ)``; ``zoom``:
+    ``(x_lo, x_hi, y_hi)`` adds a right-hand panel on that window (where the
+    markers are readable).
     """
-    fig, ax = _new()
-    ax.plot(x, i0, color=_COLORS["frontier"], lw=2, label="I₀(x)  under p")
-    for i, (lam, vals) in enumerate((i_lam or {}).items()):
-        ax.plot(x, vals, lw=1.5, color=f"C{i + 1}", label=f"I_λ(x) under φ_λ, λ = {lam:.3g}")
-    for label, (mx, my) in (markers or {}).items():
-        ax.plot([mx], [my], "k*", ms=10)
-        ax.annotate(label, (mx, my), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    fig, axes = _new(ncols=2 if zoom else 1, width=5.6 if zoom else 6.4)
+    axes = np.atleast_1d(axes)
+    for k, ax in enumerate(axes):
+        ax.plot(x, i0, color=_COLORS["frontier"], lw=2, label="I₀(x)  under p")
+        for i, (lam, vals) in enumerate((i_lam or {}).items()):
+            ax.plot(x, vals, lw=1.5, color=f"C{i + 1}", label=f"I_λ(x) under φ_λ, λ = {lam:.3g}")
+        for j, (label, (mx, my)) in enumerate((markers or {}).items()):
+            ax.plot([mx], [my], "k*", ms=9, zorder=5)
+            if k == len(axes) - 1:
+                ax.annotate(label, (mx, my), textcoords="offset points", xytext=(8, -4 - 10 * (j % 2)),
+                            fontsize=8)
+        ax.set_xlabel(reward_label)
+        ax.grid(alpha=0.3)
     finite = np.concatenate([np.asarray(i0)[np.isfinite(i0)]] +
                             [np.asarray(v)[np.isfinite(v)] for v in (i_lam or {}).values()])
     if finite.size:
-        ax.set_ylim(0, np.percentile(finite, 98) * 1.1 + 1e-12)
-    ax.set_xlabel(reward_label)
-    ax.set_ylabel("rate  [nats per token]")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        axes[0].set_ylim(0, np.percentile(finite, 98) * 1.1 + 1e-12)
+    axes[0].set_ylabel("rate  [nats per token]")
+    axes[0].set_title("whole range" if zoom else title)
+    axes[0].legend(fontsize=8)
+    if zoom:
+        lo, hi, ytop = zoom
+        axes[1].set_xlim(lo, hi)
+        axes[1].set_ylim(0, ytop)
+        axes[1].set_title("near the mean: stars at (R*(δ), δ), where I₀(R*(δ)) = δ", fontsize=10)
+        fig.suptitle(title)
     return fig
 
 
@@ -126,14 +138,14 @@ def scgf_figure(t, direct, renyi, *, lam=0.0, title="Scaled cumulant generating 
             label="t log Z_r − t H₁₊ₜ(φ_λ; q_r)  (Rényi cross entropy)")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("t")
-    ax.set_ylabel("(1/m) log E[e^{t S_m}]  [nats per token]")
+    ax.set_ylabel("(1/m) log E exp(t S_m)  [nats per token]")
     ax.set_title(f"{title} (λ = {lam:.3g})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
-def convergence_figure(lengths, series, *, title="Best-of-N with N = e^{mδ} → optimal KL-RL"):
+def convergence_figure(lengths, series, *, title="Best-of-N with N = exp(mδ) → optimal KL-RL with budget mδ"):
     """Convergence in m on log axes, exact values with predictions overlaid.
 
     Parameters
@@ -148,7 +160,10 @@ def convergence_figure(lengths, series, *, title="Best-of-N with N = e^{mδ} →
         a1.plot(lengths, s["gap"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
         a1.plot(lengths, s["gap_pred"], "--", color=c, lw=1, label=f"δ = {delta:g}: 2nd-order prediction")
         a2.plot(lengths, s["kl_opt"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
-        a2.plot(lengths, s["kl_opt_pred"], "--", color=c, lw=1, label=f"δ = {delta:g}: prediction")
+        # the asymptotic KL prediction can be <= 0 at small m: not drawable on log axes
+        kp = np.asarray(s["kl_opt_pred"], dtype=float)
+        a2.plot(lengths, np.where(kp > 0, kp, np.nan), "--", color=c, lw=1,
+                label=f"δ = {delta:g}: prediction")
     for ax, ylab in ((a1, "R*(δ) − E[S_m]/m  [reward per token]"),
                      (a2, "KL(π_N ‖ φ_Δ) / m  [nats per token]")):
         ax.set_xscale("log")
