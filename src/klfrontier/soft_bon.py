@@ -186,7 +186,7 @@ def _log_m(x, ell, logq, log_nm1):
     with np.errstate(divide="ignore"):
         D = np.where(has_frozen, np.exp(logW0) * R, 0.0)
         logF = np.where(has_frozen, logW0 + np.log1p(-R), -np.inf)
-    # dead levels j >= hi_n count fully in D.
+    # dead levels j >= hi_c count fully in D.
     logdead = np.repeat(_log_prefix_at(logq[::-1], L - hi_c), reps)
     D = D + np.exp(logdead)
     logB = np.full(Q, -np.inf)
