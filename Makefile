@@ -20,8 +20,12 @@ $(VENV)/.installed: $(VENV)/.base pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The main job on the built-in real instance, then `analyze` on a sample file
+# drawn from it (the path a user takes with their own samples).
 demo: $(VENV)/.installed
 	$(VENV)/bin/klfrontier demo --out $(OUT)
+	$(VENV)/bin/klfrontier samples out/samples.jsonl
+	$(VENV)/bin/klfrontier analyze out/samples.jsonl --out out/analyze
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

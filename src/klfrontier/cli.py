@@ -314,6 +314,72 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
     _run_job(job, out, as_json)
 
 
+@app.command()
+@_friendly
+def analyze(samples: Path = typer.Argument(..., help="JSONL, CSV or Parquet file: one row per sample."),
+            prompt_col: str = typer.Option("prompt_id", help="Column holding the prompt id."),
+            reward_col: str = typer.Option("reward", help="Column holding the reward."),
+            logprob_col: str = typer.Option("logprob", help="Column holding log p(sample) under the reference (optional)."),
+            text_col: str = typer.Option("text", help="Column holding the text (optional, not kept)."),
+            fmt: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet (default: from the suffix)."),
+            strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of skipping it."),
+            n: Optional[str] = typer.Option(None, "--n", help="Best-of-N sizes (integers), comma separated."),
+            kl: Optional[str] = typer.Option(None, "--kl", help="KL budgets for the frontier, comma separated."),
+            n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap replications (0: none)."),
+            seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, PNG figures and summary.json here."),
+            as_json: bool = JsonOpt):
+    """Best-of-N and the tilted frontier estimated from your own samples, with bootstrap CIs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .io import read_samples
+    from .jobs import analyze_job
+
+    if not samples.exists():
+        raise CLIError(f"{samples}: no such file")
+    if n_boot < 0:
+        raise CLIError("--n-boot must be >= 0")
+    n_values = None
+    if n is not None:
+        n_values = _floats(n, "--n")
+        if any(v != int(v) or v < 1 for v in n_values):
+            raise CLIError("--n must be positive integers")
+        n_values = [int(v) for v in n_values]
+    kl_values = _floats(kl, "--kl") if kl is not None else None
+    columns = {"prompt_id": prompt_col, "reward": reward_col, "logprob": logprob_col, "text": text_col}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("reading rows", total=None)
+        data = read_samples(samples, columns=columns, strict=strict, format=fmt,
+                            progress=lambda rows: bar.update(task, completed=rows))
+        bar.update(task, visible=False)
+        boot = bar.add_task("bootstrap over prompts", total=data.n_prompts)
+        job = analyze_job(data, n_values=n_values, kl_values=kl_values, n_boot=n_boot, seed=seed,
+                          progress=lambda done, total: bar.update(boot, completed=done, total=total))
+    if data.n_bad_rows and not as_json:
+        err_console.print(f"[yellow]skipped {data.n_bad_rows} bad row(s)[/]; first: "
+                          f"{data.bad_rows[0][0]}:{data.bad_rows[0][1]}: {data.bad_rows[0][2]}", highlight=False)
+    _run_job(job, out, as_json)
+
+
+@app.command("samples")
+@_friendly
+def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .csv or .parquet)."),
+                 instance: str = typer.Option("unigram-vader", "--instance", "-i", help="Word-level instance."),
+                 prompts: int = typer.Option(40, "--prompts", help="Number of prompts."),
+                 n: int = typer.Option(64, "--n", help="Samples per prompt."),
+                 length: int = typer.Option(12, "--length", help="Words per sample."),
+                 seed: int = typer.Option(0, "--seed", help="Seed of the draws.")):
+    """Write a sample file drawn from a real unigram instance (to try `klfrontier analyze`)."""
+    from .instances.samples import unigram_samples
+    from .io import write_samples
+
+    data = unigram_samples(instance, n_prompts=prompts, n_samples=n, length=length, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_samples(out, data)
+    console.print(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to [bold]{out}[/]")
+
+
 def main():  # console-script entry point
     app()
 

@@ -15,7 +15,7 @@ from .bon import best_of_n, bon_kl_estimate
 from .report import Section
 from .tilt import frontier
 
-__all__ = ["JobResult", "demo_job"]
+__all__ = ["JobResult", "demo_job", "analyze_job"]
 
 
 @dataclass
@@ -216,3 +216,135 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
 
 def _nearest(arr, value):
     return int(np.argmin(np.abs(np.log(arr) - np.log(value))))
+
+
+# ------------------------------------------------------------------- analyze
+def analyze_job(samples, *, n_values=None, kl_values=None, n_boot=200, seed=0,
+                progress: Optional[Callable[[int, int], None]] = None, max_prompt_rows=200) -> JobResult:
+    """Best-of-N and tilting estimated from a user's samples, with bootstrap CIs.
+
+    Parameters
+    ----------
+    samples : klfrontier.io.SampleSet
+        Rewards (and optional log-probs) per prompt, e.g. from
+        :func:`klfrontier.io.read_samples`.
+    n_values, kl_values : array_like, optional
+        Grids for best-of-N and the frontier (defaults of
+        :func:`klfrontier.empirical.analyze_samples`).
+    n_boot, seed :
+        Bootstrap replications and seed.
+    progress : callable(done, total), optional
+        Called after each prompt's bootstrap.
+    max_prompt_rows : int
+        Rows of the per-prompt table shown in the report (all are in the JSON).
+    """
+    from .empirical import analyze_samples, kl_trust_limit
+    from .plots import empirical_figure, frontier_figure
+
+    res = analyze_samples(samples, n_values=n_values, kl_values=kl_values, n_boot=n_boot, rng=seed,
+                          progress=progress)
+    agg, per = res.aggregate, res.per_prompt
+    n_min = int(np.min(res.n_samples))
+    trust_kl = kl_trust_limit(n_min, res.trust_margin)
+    ns = res.n_values.astype(float)
+
+    def ci(e, i):
+        return (float(e.value[i]), None if e.lo is None else float(e.lo[i]),
+                None if e.hi is None else float(e.hi[i]))
+
+    sections = []
+    bad = samples.bad_rows
+    data_rows = [["samples", samples.n_samples], ["prompts", samples.n_prompts],
+                 ["samples per prompt (min / median / max)",
+                  f"{n_min} / {int(np.median(res.n_samples))} / {int(np.max(res.n_samples))}"],
+                 ["log-probabilities", "yes" if samples.has_logprobs else "no"],
+                 ["bad rows skipped", samples.n_bad_rows]]
+    tables = [("Input", ["", ""], data_rows)]
+    if bad:
+        tables.append(("First bad rows", ["file", "line", "reason"], [list(b) for b in bad[:20]]))
+    sections.append(Section("1 · The samples", f"Source: {samples.source or 'in memory'}.", [], tables))
+
+    band = None if agg.bon_reward_plugin.lo is None else (agg.bon_reward_plugin.lo, agg.bon_reward_plugin.hi)
+    tilt_ok = agg.tilt_kl.value.size > 0
+    fig_emp = empirical_figure(
+        ns, agg.bon_reward_plugin.value, agg.bon_reward_unbiased.value,
+        lo=None if band is None else band[0], hi=None if band is None else band[1],
+        kl=agg.tilt_kl.value if tilt_ok else None, tilted_reward=agg.tilt_reward.value if tilt_ok else None,
+        tilted_lo=agg.tilt_reward.lo if tilt_ok else None, tilted_hi=agg.tilt_reward.hi if tilt_ok else None,
+        trust_n=n_min, trust_kl=trust_kl, title="Mean over prompts, with 95% bootstrap intervals")
+    figs = [("empirical", fig_emp, "Left: expected best-of-N reward (plug-in on the empirical law, and the "
+                                   "unbiased without-replacement estimator). Right: the tilted policy "
+                                   "computed from the base samples (plug-in).")]
+    if res.kl_values.size:
+        fr = agg.frontier_reward
+        bands = {} if fr.lo is None else {"frontier": (res.kl_values, fr.lo, fr.hi)}
+        figs.append(("frontier", frontier_figure(
+            res.kl_values, fr.value, points={"best-of-N (plug-in)": (agg.bon_kl_plugin.value,
+                                                                     agg.bon_reward_plugin.value)},
+            bands=bands, trust_kl=trust_kl, title="Plug-in frontier (mean over prompts) with best-of-N"),
+            f"Frontier at each budget (every prompt gets budget Δ). Estimates beyond KL ≈ "
+            f"{trust_kl:.2f} nats (log n − {res.trust_margin:g}) are not trustworthy."))
+    bon_rows = []
+    for i, n in enumerate(res.n_values):
+        v, lo, hi = ci(agg.bon_reward_plugin, i)
+        u, ulo, uhi = ci(agg.bon_reward_unbiased, i)
+        row = [int(n), v, lo, hi, u, ulo, uhi, float(agg.bon_kl_plugin.value[i]), float(res.bon_kl_bound[i])]
+        if res.bon_kl_beirami is not None:
+            row.append(float(np.nanmean(res.bon_kl_beirami[:, i])))
+        row.append(bool(agg.bon_reward_plugin.trusted[i]))
+        bon_rows.append(row)
+    bon_cols = ["N", "plug-in reward", "lo", "hi", "unbiased", "lo", "hi", "plug-in KL", "log N−(N−1)/N"]
+    if res.bon_kl_beirami is not None:
+        bon_cols.append("Beirami D̂")
+    bon_cols.append("trusted")
+    tilt_rows = [[float(lam), float(agg.tilt_kl.value[g]), float(agg.tilt_reward.value[g]),
+                  float(agg.tilt_gain.value[g]), bool(agg.tilt_reward.trusted[g])]
+                 for g, lam in enumerate(res.lam_values)]
+    sections.append(Section(
+        "2 · Aggregate over prompts",
+        "Plug-in estimates treat each prompt's samples as the reference law; the unbiased estimator "
+        "averages the maximum over all N-subsets drawn without replacement. Intervals come from a "
+        "two-level bootstrap (prompts, then samples within each prompt). Rows marked untrusted have "
+        "N above the per-prompt sample count or a plug-in KL near log n, where the empirical law "
+        "runs out of samples.",
+        figs,
+        [("Best-of-N", bon_cols, bon_rows),
+         ("Tilted policy from base samples", ["λ", "plug-in KL", "reward", "gain (covariance form)",
+                                              "trusted"], tilt_rows)]))
+
+    pick = [i for i, n in enumerate(res.n_values) if n in (2, 4, 16, 64)][:3] or [len(res.n_values) - 1]
+    cols = ["prompt", "n", "mean reward"] + [f"BoN-{int(res.n_values[i])} unbiased" for i in pick] + \
+           [f"BoN-{int(res.n_values[i])} plug-in KL" for i in pick]
+    prow = []
+    for p, prompt in enumerate(res.prompts[:max_prompt_rows]):
+        prow.append([prompt, int(res.n_samples[p]), float(per.base_reward.value[p])]
+                    + [float(per.bon_reward_unbiased.value[p, i]) for i in pick]
+                    + [float(per.bon_kl_plugin.value[p, i]) for i in pick])
+    more = "" if len(res.prompts) <= max_prompt_rows else f" (first {max_prompt_rows} of {len(res.prompts)}; all in summary.json)"
+    sections.append(Section("3 · Per prompt", "One row per prompt" + more + ".", [],
+                            [("Per-prompt estimates", cols, prow)]))
+
+    summary = {"input": {"source": samples.source, "n_samples": samples.n_samples,
+                         "n_prompts": samples.n_prompts, "n_bad_rows": samples.n_bad_rows,
+                         "bad_rows": [list(b) for b in bad[:100]]},
+               "analysis": res.as_dict(), "kl_trust_limit": trust_kl}
+    headline = [("samples / prompts", f"{samples.n_samples:,} / {samples.n_prompts:,}",
+                 f"{samples.n_bad_rows} bad rows skipped"),
+                ("mean reward", float(agg.base_reward.value), _ci_note(agg.base_reward))]
+    for i in pick:
+        headline.append((f"best-of-{int(res.n_values[i])} reward (unbiased)",
+                         float(agg.bon_reward_unbiased.value[i]), _ci_note(agg.bon_reward_unbiased, i)))
+        headline.append((f"best-of-{int(res.n_values[i])} KL (plug-in)", float(agg.bon_kl_plugin.value[i]),
+                         f"usual formula {res.bon_kl_bound[i]:.4f}"))
+    headline.append(("KL trust limit", trust_kl, f"log(min samples per prompt) − {res.trust_margin:g}"))
+    return JobResult(title="klfrontier analyze", lead="Best-of-N and the KL-optimal tilt estimated from "
+                     "your samples, with bootstrap confidence intervals.", sections=sections,
+                     headline=headline, summary=summary)
+
+
+def _ci_note(est, i=None):
+    if est.lo is None:
+        return "no bootstrap"
+    lo = est.lo if i is None else est.lo[i]
+    hi = est.hi if i is None else est.hi[i]
+    return f"95% CI [{float(lo):.4g}, {float(hi):.4g}]"

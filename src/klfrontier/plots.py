@@ -40,8 +40,8 @@ def _new(ncols=1, width=6.4, height=4.4):
     return fig, axes
 
 
-def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, title="Reward–KL frontier",
-                    reward_label="expected reward"):
+def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_kl=None,
+                    title="Reward–KL frontier", reward_label="expected reward"):
     """Frontier ``R*(Δ)`` with method points and optional confidence bands.
 
     Parameters
@@ -54,6 +54,8 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, title="
         Shaded intervals (bootstrap CIs).
     kl_max : float, optional
         ``-log p(A)``: drawn as a dotted vertical line (saturation).
+    trust_kl : float, optional
+        KL beyond which sample-based estimates are untrustworthy (dash-dot line).
     """
     fig, ax = _new()
     ax.plot(kl, reward, color=_COLORS["frontier"], lw=2.2, label="optimal KL-RL  R*(Δ)")
@@ -65,6 +67,8 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, title="
         ax.plot(x, y, marker=markers[i % 6], ms=5, lw=1, color=palette[i % 6], label=name)
     if kl_max is not None and np.isfinite(kl_max) and kl_max <= np.max(kl) * 1.05:
         ax.axvline(kl_max, ls=":", color="grey", label="saturation  −log p(argmax)")
+    if trust_kl is not None and np.isfinite(trust_kl) and trust_kl > 0:
+        ax.axvline(trust_kl, ls="-.", color="grey", label="trust limit (plug-in KL near log n)")
     ax.set_xlabel("KL(policy ‖ reference)  [nats]")
     ax.set_ylabel(reward_label)
     ax.set_title(title)
