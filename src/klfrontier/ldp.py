@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
-from ._logspace import kl_terms, log1mexp
+from ._logspace import kl_terms, log1mexp, log_neg_log1mexp
+from .lattice import RTOL, resolve_lattice
 from .reference import Reference
 from .tilt import ConvergenceError, solve_lam_for_kl
 
@@ -41,9 +42,6 @@ __all__ = [
 
 # Rows x levels processed at once by the tilt kernels.
 _CHUNK_ELEMENTS = 2**22
-# Lattices with more than this many steps across [r_min, r_max] are treated
-# as non-lattice (their lattice corrections are below any approximation error).
-_MAX_LATTICE_STEPS = 10**6
 # beta = lambda h below which the lattice is invisible: the oscillation of
 # lambda m gap has amplitude 2 sqrt(beta) exp(-pi^2 / beta) and the mean
 # correction is log(sinh(beta/2) / (beta/2)) ~ beta^2 / 24.
@@ -103,14 +101,35 @@ def _centres(ref, t_u):
     return np.where(np.abs(t) * spread <= 1.0, mu, np.where(t > 0, 0.0, -1.0))
 
 
+def _centred_cgf(logq, u, t, c):
+    """``K_c(t) = log Σ_j q_j e^{x_j}``, ``x_j = t (u_j - c)``, per row ``(t, c)``.
+
+    Returns ``(K, x)``; rows with ``|t| <= 0.1`` use ``log1p(Σ q expm1(x))``,
+    which keeps ``K`` accurate as ``t -> 0``.
+    """
+    t = np.atleast_1d(t)
+    x = t[:, None] * (u[None, :] - np.atleast_1d(c)[:, None])
+    k = logsumexp(logq[None, :] + x, axis=1)
+    small = np.abs(t) <= 0.1
+    if small.any():
+        k[small] = np.log1p(np.expm1(x[small]) @ np.exp(logq))
+    return k, x
+
+
 def _cgf_about(ref, t_u, c):
     """``K_c(t) = log E_p e^{t (u - c)}`` (``log1p`` form for small ``|t|``)."""
-    x = np.atleast_1d(t_u)[:, None] * (ref.level_u[None, :] - np.atleast_1d(c)[:, None])
-    k = logsumexp(ref.level_logq[None, :] + x, axis=1)
-    small = np.abs(np.atleast_1d(t_u)) <= 0.1
-    if small.any():
-        k[small] = np.log1p(np.expm1(x[small]) @ np.exp(ref.level_logq))
-    return k
+    return _centred_cgf(ref.level_logq, ref.level_u, t_u, c)[0]
+
+
+def _mean_from_ends(phi, u):
+    """``(E(-u), E(1 + u), E u)`` under the level law ``phi`` (last axis).
+
+    The distances of the mean to the two ends are sums of non-negative terms
+    (full relative accuracy); the mean is taken from the nearer end.
+    """
+    dtop = phi @ (-u)
+    dbot = phi @ (1.0 + u)
+    return dtop, dbot, np.where(dtop <= dbot, -dtop, dbot - 1.0)
 
 
 def _level_logphi(ref, t_u):
@@ -158,18 +177,11 @@ def _rows(ref, t_u, kl_to=()):
     for sl in _chunks(n, ref.n_levels):
         t = t_all[sl]
         c = c_all[sl]
-        x = t[:, None] * (u[None, :] - c[:, None])
-        a = logq[None, :] + x
-        k = logsumexp(a, axis=1)
-        small = np.abs(t) <= 0.1
-        if small.any():
-            k[small] = np.log1p(np.expm1(x[small]) @ np.exp(logq))
-        logphi = a - k[:, None]
+        k, x = _centred_cgf(logq, u, t, c)
+        logphi = logq[None, :] + x - k[:, None]
         phi = np.exp(logphi)
-        dtop = phi @ (-u)
-        dbot = phi @ (1.0 + u)
+        dtop, dbot, mean = _mean_from_ends(phi, u)
         near_top = dtop <= dbot
-        mean = np.where(near_top, -dtop, dbot - 1.0)
         d = u[None, :] - mean[:, None]
         out["var"][sl] = np.einsum("ij,ij->i", phi, d * d)
         out["dtop"][sl], out["dbot"][sl], out["mean"][sl] = dtop, dbot, mean
@@ -379,18 +391,11 @@ def scgf(ref: Reference, t, lam=0.0, form="cgf"):
         return _out(_scgf_renyi(ref, flat, logphi).reshape(ta.shape))
     u = ref.level_u
     phi = np.exp(logphi)
-    dtop = phi @ (-u)
-    dbot = phi @ (1.0 + u)
-    c = -dtop if dtop <= dbot else dbot - 1.0
-    t_u = ref.lam_to_u(flat)
-    t_u = np.atleast_1d(t_u)
+    c = float(_mean_from_ends(phi, u)[2])
+    t_u = np.atleast_1d(ref.lam_to_u(flat))
     out = np.empty(flat.size)
     for sl in _chunks(flat.size, ref.n_levels):
-        x = t_u[sl, None] * (u - c)[None, :]
-        k = logsumexp(logphi[None, :] + x, axis=1)
-        small = np.abs(t_u[sl]) <= 0.1
-        if small.any():
-            k[small] = np.log1p(np.expm1(x[small]) @ phi)
+        k, _ = _centred_cgf(logphi, u, t_u[sl], c)
         out[sl] = flat[sl] * ref.to_reward(c) + k
     out[flat == 0] = 0.0
     return _out(out.reshape(ta.shape))
@@ -462,8 +467,7 @@ def cumulants(ref: Reference, lam, order=4):
         lam_u, logphi = _lam_logphi(ref, lv)
         u = ref.level_u
         phi = np.exp(logphi)
-        dtop, dbot = phi @ (-u), phi @ (1.0 + u)
-        c = -dtop if dtop <= dbot else dbot - 1.0
+        c = float(_mean_from_ends(phi, u)[2])
         d = u - c
         mu = [1.0, 0.0] + [float(phi @ d**k) for k in range(2, order + 1)]
         kap = [0.0] * (order + 1)
@@ -487,32 +491,11 @@ def _binom(n, k):
 
 
 # ---------------------------------------------------------------- lattices
-def _lattice_steps(d, tol):
-    """Smallest n with ``d_j n`` within ``tol n`` of integers (``d`` in [0, 1], 1 present)."""
-    def fgcd(a, b):
-        while b > tol:
-            a, b = b, np.fmod(a, b)
-        return a
-
-    g = 1.0
-    for _ in range(64):
-        n = int(round(1.0 / g))
-        if n < 1 or n > _MAX_LATTICE_STEPS:
-            return None
-        k = np.rint(d * n)
-        resid = np.abs(d - k / n)
-        if resid.max() <= tol:
-            kk = k.astype(np.int64)
-            common = int(np.gcd.reduce(kk[kk > 0])) if (kk > 0).any() else 1
-            return n // common
-        g = fgcd(g, float(d[int(np.argmax(resid))]))
-        if g <= tol:
-            return None
-    return None
-
-
-def detect_lattice(ref: Reference, lattice=None, rtol=1e-9):
+def detect_lattice(ref: Reference, lattice=None, rtol=RTOL):
     """The lattice ``a + hℤ`` carrying the reward levels, or ``None``.
+
+    A thin wrapper of :func:`klfrontier.lattice.resolve_lattice` (its module
+    notes give the tolerance policy, shared with :mod:`klfrontier.sequences`).
 
     Parameters
     ----------
@@ -522,15 +505,16 @@ def detect_lattice(ref: Reference, lattice=None, rtol=1e-9):
         non-lattice; a positive span ``h``: check that every level lies on
         ``r_min + hℤ`` and return the maximal span (``h`` times the gcd of the
         level indices).
-    rtol : float
+    rtol : float, default 1e-12
         Tolerance on ``|v_j - a - k_j h|`` relative to ``r_max - r_min``.
 
     Returns
     -------
     (a, h) or None
         ``a = r_min`` and the maximal span ``h`` (``None`` for a constant
-        reward, or when no lattice with at most ``10^6`` steps across
-        ``[r_min, r_max]`` fits).
+        reward, or when no lattice with at most ``2^16`` steps across
+        ``[r_min, r_max]`` fits: finer lattices have ``β = λh`` too small for
+        their corrections to matter at ordinary ``λ``).
 
     Examples
     --------
@@ -540,27 +524,8 @@ def detect_lattice(ref: Reference, lattice=None, rtol=1e-9):
     True
     """
     _check_ref(ref)
-    if lattice is True:
-        raise ValueError("lattice must be None, False or a positive span (got True)")
-    if ref.is_constant or lattice is False:
-        return None
-    d = ref.level_u + 1.0          # level offsets from r_min in units of the range
-    if lattice is None:
-        n = _lattice_steps(d, rtol)
-    else:
-        h = _real_scalar(lattice, "lattice")
-        if not h > 0:
-            raise ValueError(f"lattice must be a positive span, got {h}")
-        nf = ref.reward_scale / h
-        n = int(round(nf))
-        k = np.rint(d * n)
-        if n < 1 or abs(nf - n) > rtol * max(nf, 1.0) or np.abs(d - k / max(n, 1)).max() > rtol:
-            raise ValueError(f"lattice={h}: the reward levels do not lie on r_min + {h} Z")
-        kk = k.astype(np.int64)
-        n //= int(np.gcd.reduce(kk[kk > 0]))
-    if n is None:
-        return None
-    return (ref.r_min, ref.reward_scale / n)
+    fit = resolve_lattice(ref.level_values, lattice, rtol=rtol)
+    return None if fit is None else (fit.a, fit.h)
 
 
 # ------------------------------------------------------- BoN–RL equivalence
@@ -789,12 +754,6 @@ def _discrete_gumbel(f, beta):
     return float(d @ k), ent
 
 
-def _log_neg_log1m(logT):
-    """``log(-log(1 - T))`` from ``log T`` (``T`` in [0, 1])."""
-    with np.errstate(divide="ignore"):
-        return np.where(logT < -30, logT, np.log(-np.log1p(-np.exp(np.minimum(logT, 0.0)))))
-
-
 def _lattice_saddlepoint(eq, m, ell_lat):
     """λ m gap and KL(π_N || φ_Δ) from a sum over lattice points (see module docs)."""
     ref = eq._ref
@@ -832,7 +791,7 @@ def _lattice_saddlepoint(eq, m, ell_lat):
             logT[0] = 0.0
             logg[0] = m * logphi_lam[0]
         # A_j = log P(max < s_j) = N log(1 - T_j)
-        A = -np.exp(log_n + _log_neg_log1m(logT))
+        A = -np.exp(log_n + log_neg_log1mexp(logT))
         low_ok = k0 == 0 or A[0] < -40
         high_ok = k1 == kmax or A[-1] > -1e-17
         if low_ok and high_ok:
@@ -877,7 +836,7 @@ def _continuous_saddlepoint(eq, m):
         with np.errstate(divide="ignore", invalid="ignore"):
             logT = -m * D - np.log(t) - 0.5 * np.log(2 * np.pi * m * st.var)
         logT = np.where(t > 0, np.minimum(logT, 0.0), 0.0)
-        A = -np.exp(log_n + _log_neg_log1m(logT))   # log P(max < s)
+        A = -np.exp(log_n + log_neg_log1mexp(logT))   # log P(max < s)
         vals = (np.exp(A) if below else -np.expm1(A)) * m * st.var
         return float(np.sum(w * vals)), vals[0], vals[-1]
 

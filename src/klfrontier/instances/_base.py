@@ -3,45 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import gcd
 
 import numpy as np
 
+from ..lattice import RTOL, NotOnLattice, check_span
 from ..reference import Reference
 
 __all__ = ["Instance", "lattice_span"]
-
-#: Relative tolerance (in units of the grid step) for "reward lies on the grid".
-GRID_TOL = 1e-9
 
 #: How many argmax words ``summary()`` lists (the argmax set is usually tiny).
 _MAX_LISTED = 20
 
 
-def lattice_span(rewards, h, tol=GRID_TOL):
+def lattice_span(rewards, h, rtol=RTOL):
     """Maximal span of the lattice ``hℤ`` on which ``rewards`` lie, or ``None``.
 
     Returns ``h * g`` where ``g`` is the gcd of the integer grid indices'
     differences (so the result is the maximal span of the reward law's
     lattice), ``h`` itself when the rewards are all equal, and ``None`` when a
-    reward is further than ``tol * h`` from the grid ``hℤ``.
+    reward is off the grid ``hℤ``: further than ``rtol`` times the extent of
+    the rewards and 0 (the policy of :mod:`klfrontier.lattice`, whose
+    :func:`~klfrontier.lattice.check_span` this wraps).
 
     >>> lattice_span([0.0, 0.2, -0.4], 0.1)
     0.2
     >>> lattice_span([0.0, 0.25], 0.1) is None
     True
     """
-    r = np.asarray(rewards, dtype=float)
-    if not h > 0:
-        raise ValueError(f"h must be positive, got {h!r}")
-    k = np.rint(r / h)
-    if np.abs(r / h - k).max(initial=0.0) > tol:
+    try:
+        return float(check_span(rewards, h, origin=0.0, rtol=rtol).h)
+    except NotOnLattice:
         return None
-    ks = np.unique(k.astype(np.int64))
-    g = 0
-    for d in np.diff(ks - ks[0]).tolist():
-        g = gcd(g, int(d))
-    return float(h * g) if g > 1 else float(h)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..reference import Reference
-from ._base import GRID_TOL, Instance, lattice_span
+from ._base import Instance, lattice_span
 
 __all__ = ["unigram_sentiment", "REWARDS"]
 
@@ -230,13 +230,11 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
 
     den = spec["den"]
     scores = np.array([lex.get(w.lower(), 0.0) for w in words], dtype=float)
-    k = np.rint(scores * den)
-    on_grid = bool(np.abs(scores * den - k).max(initial=0.0) <= GRID_TOL * max(1.0, den))
-    if on_grid:
-        rewards = k / den  # the double nearest to k/den, exactly as "0.1 k" parses
-        lattice = lattice_span(rewards, 1.0 / den)
+    lattice = lattice_span(scores, 1.0 / den)
+    if lattice is not None:
+        rewards = np.rint(scores * den) / den  # the double nearest to k/den, as "0.1 k" parses
     else:  # pragma: no cover - guards against a changed lexicon file
-        rewards, lattice = scores, None
+        rewards = scores
 
     ref = Reference(rewards, logprobs=np.array(logp), normalize=True)
     matched = int(np.count_nonzero(scores))

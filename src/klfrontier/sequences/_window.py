@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._logspace import kl_terms, log1mexp
+from .._logspace import kl_terms, log_cdf_levels, log_neg_log1mexp
+from ..bon import _bon_level_logd
 
 #: Bound (log) on the BoN mass allowed outside a window: e^-41.5 ≈ 1e-18.
 LOG_OUTSIDE = -41.5
@@ -81,12 +82,7 @@ def tails(logpmf, complete_low=True):
     which the callers bound (Chernoff) and keep negligible where it matters;
     ``1 - S`` there would lose everything below one ulp of 1.
     """
-    lp = np.asarray(logpmf, dtype=float)
-    incl = np.logaddexp.accumulate(lp[::-1])[::-1]
-    logsf = np.concatenate([incl[1:], [-np.inf]])
-    from_top = log1mexp(np.minimum(logsf, 0.0))
-    up = np.logaddexp.accumulate(lp)
-    logcdf = np.where(logsf < -np.log(2.0), from_top, up)
+    logcdf, _, logsf = log_cdf_levels(logpmf)
     return logsf, np.minimum(logcdf, 0.0)
 
 
@@ -103,19 +99,6 @@ class BoNOnWindow:
     logd: np.ndarray = field(repr=False)
 
 
-def log_neg_log1m(x):
-    """``log(-log(1 - e^x))`` for ``x <= 0`` without underflow (``x < -40``: ``x``).
-
-    ``-log(1 - e^x) = e^x (1 + e^x/2 + ...)``, so below ``e^-40`` the log is
-    ``x`` to 1e-18; ``N log F = -exp(log N + log_neg_log1m(log S))`` then
-    stays exact when ``S = 1 - F`` is far below the smallest double.
-    """
-    x = np.minimum(np.asarray(x, dtype=float), 0.0)
-    with np.errstate(divide="ignore"):
-        direct = np.log(-np.log1p(-np.exp(np.maximum(x, -40.0))))
-    return np.where(x < -40.0, x, direct)
-
-
 def bon_level_logd(logpmf, logsf, logcdf, log_n):
     """Log-law ``log(F^N - F^-^N)`` of the BoN winner's sum, from ``log N``.
 
@@ -123,17 +106,19 @@ def bon_level_logd(logpmf, logsf, logcdf, log_n):
     ``-exp(log N + log(-log F))`` (where ``S >= 1/2``), and
     ``F^-/F = 1 - q/F`` enters as ``N log(F^-/F) = -exp(log N +
     log(-log(1 - q/F)))``: no step forms ``1 - (tiny)``, so tails far below
-    ``1e-308`` (``N = e^{10^4}``) keep full relative accuracy.
+    ``1e-308`` (``N = e^{10^4}``) keep full relative accuracy.  The same
+    level law as single-token best-of-N (:mod:`klfrontier.bon`), whose
+    kernel combines the two tail logs.
     """
     logpmf = np.asarray(logpmf, dtype=float)
     logsf = np.asarray(logsf, dtype=float)
     logcdf = np.asarray(logcdf, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        lnl = np.where(logsf < -np.log(2.0), log_neg_log1m(logsf), np.log(-logcdf))
-        a = -np.exp(log_n + lnl)                                   # N log F
-        r = np.minimum(logpmf - logcdf, 0.0)                       # log(q / F)
-        nc = -np.exp(log_n + log_neg_log1m(r))                     # N log(F^- / F)
-    return np.where(np.isneginf(logpmf), -np.inf, a + log1mexp(nc))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lnl_f = np.where(logsf < -np.log(2.0), log_neg_log1mexp(np.minimum(logsf, 0.0)),
+                         np.log(-logcdf))                            # log(-log F)
+        lnl_c = log_neg_log1mexp(np.minimum(logpmf - logcdf, 0.0))  # log(-log(F^-/F))
+        logd = _bon_level_logd(logpmf, lnl_f, lnl_c, float(log_n))
+    return np.where(np.isneginf(logpmf), -np.inf, logd)
 
 
 def bon_on_window(w: WindowLaw, log_n: float, lam_u: float, m_cgf_u: float) -> BoNOnWindow:

@@ -42,8 +42,10 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.special import logsumexp
 
+from ..lattice import MAX_STEPS, RTOL, find_lattice, resolve_lattice
 from ..reference import Reference
 from ..tilt import ConvergenceError
+from .saddlepoint import _solve_mean
 
 __all__ = ["Lattice", "detect_lattice", "lattice_of", "LatticeEngine", "lattice_dp"]
 
@@ -122,41 +124,7 @@ class Lattice:
         L = float(self.span)
         if ((x <= 0) | (x >= L)).any():
             raise ValueError("tilted mean must lie strictly inside (0, L)")
-        lo = np.full(x.size, -1.0)
-        hi = np.full(x.size, 1.0)
-        for _ in range(80):
-            _, m_lo, _ = self.stats(lo)
-            bad = m_lo > x
-            if not bad.any():
-                break
-            lo = np.where(bad, lo * 2, lo)
-        for _ in range(80):
-            _, m_hi, _ = self.stats(hi)
-            bad = m_hi < x
-            if not bad.any():
-                break
-            hi = np.where(bad, hi * 2, hi)
-        th = np.zeros(x.size)
-        th = np.clip(th, lo, hi)
-        out = np.empty(x.size)
-        active = np.arange(x.size)
-        for _ in range(max_iter):
-            _, mu, var = self.stats(th[active])
-            f = mu - x[active]
-            lo[active] = np.where(f < 0, th[active], lo[active])
-            hi[active] = np.where(f > 0, th[active], hi[active])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                new = th[active] - f / var
-            bad = ~np.isfinite(new) | (new <= lo[active]) | (new >= hi[active])
-            new = np.where(bad, 0.5 * (lo[active] + hi[active]), new)
-            done = (np.abs(new - th[active]) <= tol * np.maximum(1.0, np.abs(th[active]))) | (f == 0)
-            th[active] = new
-            out[active[done]] = new[done]
-            active = active[~done]
-            if active.size == 0:
-                return out
-        out[active] = th[active]
-        return out
+        return _solve_mean(lambda th: self.stats(th)[1:], x, tol, max_iter)
 
     def log_tail(self, m, t, upper=True, theta=0.0):
         """Chernoff bound on ``log P_θ(T_m >= t)`` (``upper``) or ``log P_θ(T_m <= t)``.
@@ -188,22 +156,19 @@ class Lattice:
         return float(min(0.0, m * (kap[0] - kap0) - (th - theta) * t))
 
 
-def _normalise_gcd(ks):
-    ks = np.asarray(ks, dtype=np.int64)
-    g = int(np.gcd.reduce(ks[ks > 0])) if (ks > 0).any() else 1
-    return ks // max(g, 1), max(g, 1)
-
-
-def detect_lattice(ref: Reference, *, rtol=1e-12, max_span=2**16):
+def detect_lattice(ref: Reference, *, rtol=RTOL, max_span=MAX_STEPS):
     """Find the lattice ``a + hℤ`` carrying the reward levels, if there is one.
+
+    A thin wrapper of :func:`klfrontier.lattice.find_lattice` (its module
+    notes give the tolerance policy) returning a :class:`Lattice`.
 
     Parameters
     ----------
     ref : Reference
     rtol : float, default 1e-12
-        Largest ``|v_j - a - k_j h|`` accepted, relative to ``r_max - r_min``
-        (decimal grids in floats are off by ~1e-16; an irrational level such
-        as ``√2`` needs ``> 10^6`` steps to pass).
+        Largest ``|v_j - a - k_j h|`` accepted, relative to ``r_max - r_min``.
+        The engine computes the law of ``S_m`` exactly on the snapped levels
+        ``a + k_j h``, so this is the largest perturbation of the rewards.
     max_span : int, default 65536
         Largest number of lattice steps ``L`` across ``[r_min, r_max]``.
 
@@ -213,12 +178,6 @@ def detect_lattice(ref: Reference, *, rtol=1e-12, max_span=2**16):
         ``None`` for a constant reward or when no lattice with at most
         ``max_span`` steps fits.
 
-    Notes
-    -----
-    Every lattice span divides the smallest gap ``g`` between levels, so the
-    candidates are ``h = g/k``, ``k = 1, 2, ...``; the first that fits is the
-    maximal span.  ``h`` is then refined by least squares on the indices.
-
     Examples
     --------
     >>> lat = detect_lattice(Reference([0.0, 0.3, 1.0], probs=[0.2, 0.3, 0.5]))
@@ -227,44 +186,22 @@ def detect_lattice(ref: Reference, *, rtol=1e-12, max_span=2**16):
     >>> detect_lattice(Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])) is None
     True
     """
-    if ref.is_constant:
+    return _build(ref, find_lattice(ref.level_values, rtol=rtol, max_steps=max_span))
+
+
+def _build(ref, fit):
+    if fit is None:
         return None
-    d = ref.level_u + 1.0                 # offsets from r_min in units of the range, d[-1] = 1
-    gmin = float(np.diff(d).min())
-    kmax = int(np.floor(max_span * gmin + 1e-9))
-    if kmax < 1:
-        return None
-    chunk = max(1, 2**20 // d.size)
-    for k0 in range(1, kmax + 1, chunk):
-        ksel = np.arange(k0, min(kmax, k0 + chunk - 1) + 1, dtype=float)
-        n = np.rint(ksel / gmin)                      # steps across the range
-        # candidate h = 1/n (range units): every level must sit on the grid
-        idx = np.rint(d[None, :] * n[:, None])
-        ok = (np.abs(d[None, :] - idx / n[:, None]) <= rtol).all(axis=1) & (n <= max_span)
-        if ok.any():
-            i = int(np.argmax(ok))
-            kk, g = _normalise_gcd(idx[i].astype(np.int64))
-            return _build(ref, kk)
-    return None
+    return Lattice(a=fit.a, h=fit.h, ks=fit.ks, logq=ref.level_logq.copy())
 
 
-def _build(ref, ks):
-    ks = np.asarray(ks, dtype=np.int64)
-    L = int(ks[-1])
-    scale = ref.reward_scale
-    # least-squares span from v_j - r_min = h k_j
-    dv = (ref.level_u + 1.0) * scale
-    h = float(dv @ ks / float(ks @ ks)) if L > 0 else 0.0
-    if not np.isfinite(h) or h <= 0:
-        h = scale / L
-    return Lattice(a=ref.r_min, h=h, ks=ks, logq=ref.level_logq.copy())
-
-
-def lattice_of(ref: Reference, lattice=None, *, rtol=1e-12, max_span=2**16):
+def lattice_of(ref: Reference, lattice=None, *, rtol=RTOL, max_span=MAX_STEPS):
     """Resolve the ``lattice=`` argument: ``None`` detect, ``False`` none, ``h`` a given span.
 
-    A given span ``h`` must carry every level within ``1e-9 (r_max - r_min)``;
-    the returned span is the maximal one (``h`` times the gcd of the indices).
+    As :func:`klfrontier.lattice.resolve_lattice` (a given span must carry
+    every level within ``rtol (r_max - r_min)``; the returned span is the
+    maximal one, ``h`` times the gcd of the indices); a :class:`Lattice` is
+    passed through.
 
     Examples
     --------
@@ -273,27 +210,9 @@ def lattice_of(ref: Reference, lattice=None, *, rtol=1e-12, max_span=2**16):
     >>> round(lat.h, 12), lat.ks.tolist()
     (0.2, [0, 1, 3])
     """
-    if lattice is False or ref.is_constant:
-        return None
-    if lattice is None:
-        return detect_lattice(ref, rtol=rtol, max_span=max_span)
     if isinstance(lattice, Lattice):
-        return lattice
-    try:
-        h = float(lattice)
-    except (TypeError, ValueError) as exc:
-        raise ValueError("lattice must be None, False or a positive span h") from exc
-    if not (np.isfinite(h) and h > 0):
-        raise ValueError(f"lattice must be a positive span, got {lattice!r}")
-    nf = ref.reward_scale / h
-    if nf > 2**40:
-        raise ValueError(f"lattice={h}: too many lattice steps across [r_min, r_max]")
-    d = (ref.level_u + 1.0) * nf
-    k = np.rint(d)
-    if np.abs(d - k).max() > 1e-9 * max(nf, 1.0):
-        raise ValueError(f"lattice={h}: the reward levels do not lie on r_min + {h} Z")
-    kk, _ = _normalise_gcd(k.astype(np.int64))
-    return _build(ref, kk)
+        return None if ref.is_constant else lattice
+    return _build(ref, resolve_lattice(ref.level_values, lattice, rtol=rtol, max_steps=max_span))
 
 
 # ------------------------------------------------------------------ support

@@ -278,8 +278,20 @@ def reward_law(ref: Reference, length: int, lattice=None, method="auto", *, grid
 
 
 # ------------------------------------------------------------ tilted policy
+class _PerToken:
+    """``reward`` and ``kl`` of a length-``length`` sequence policy, per token."""
+
+    @property
+    def reward_per_token(self) -> float:
+        return self.reward / self.length
+
+    @property
+    def kl_per_token(self) -> float:
+        return self.kl / self.length
+
+
 @dataclass(eq=False)
-class SequenceTilted:
+class SequenceTilted(_PerToken):
     """The optimal KL-constrained policy over length-``m`` sequences.
 
     ``φ_Δ(y^m) = Π_i φ_λ(y_i)`` with ``D(λ) = Δ/m`` (SPEC §6): a product of
@@ -310,18 +322,10 @@ class SequenceTilted:
     saturated: bool
     kl_budget: float | None = None
 
-    @property
-    def reward_per_token(self) -> float:
-        return self.reward / self.length
-
-    @property
-    def kl_per_token(self) -> float:
-        return self.kl / self.length
-
 
 # --------------------------------------------------------------------- BoN
 @dataclass(eq=False)
-class SequenceBoN:
+class SequenceBoN(_PerToken):
     """Exact best-of-N over length-``m`` sequences (sequence-level BoN).
 
     Attributes
@@ -372,14 +376,6 @@ class SequenceBoN:
     method: str
     error_bound: float = 0.0
     details: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def reward_per_token(self) -> float:
-        return self.reward / self.length
-
-    @property
-    def kl_per_token(self) -> float:
-        return self.kl / self.length
 
     @property
     def kl_to_optimal_per_token(self) -> float:

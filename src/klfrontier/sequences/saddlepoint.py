@@ -37,15 +37,32 @@ def solve_saddle(ref: Reference, x_u, tol=1e-14, max_iter=300):
     x = np.atleast_1d(np.asarray(x_u, dtype=float))
     if ((x <= -1) | (x >= 0)).any():
         raise ValueError("saddle points exist only strictly inside the reward range")
+
+    def mean_var(t):
+        st = tilt_stats(ref, t)
+        return st.mean, st.var
+
+    return _solve_mean(mean_var, x, tol, max_iter)
+
+
+def _solve_mean(mean_var, x, tol=1e-14, max_iter=300):
+    """Tilts ``t`` with tilted mean ``mean_var(t)[0] = x`` (array): safeguarded Newton.
+
+    ``mean_var(t) -> (mean, var)`` for an array of tilts; the mean increases
+    with ``t`` (its slope is the variance).  Brackets ``[lo, hi]`` are grown
+    by doubling from ``[-1, 1]``; a Newton step leaving the bracket is
+    replaced by bisection.  Shared by the saddle point (standardised units)
+    and the lattice engine's tilts (lattice-index units).
+    """
     lo = np.full(x.size, -1.0)
     hi = np.full(x.size, 1.0)
     for _ in range(80):
-        bad = tilt_stats(ref, lo).mean > x
+        bad = mean_var(lo)[0] > x
         if not bad.any():
             break
         lo = np.where(bad, 2 * lo, lo)
     for _ in range(80):
-        bad = tilt_stats(ref, hi).mean < x
+        bad = mean_var(hi)[0] < x
         if not bad.any():
             break
         hi = np.where(bad, 2 * hi, hi)
@@ -53,12 +70,12 @@ def solve_saddle(ref: Reference, x_u, tol=1e-14, max_iter=300):
     out = np.empty(x.size)
     active = np.arange(x.size)
     for _ in range(max_iter):
-        st = tilt_stats(ref, t[active])
-        f = st.mean - x[active]
+        mean, var = mean_var(t[active])
+        f = mean - x[active]
         lo[active] = np.where(f < 0, t[active], lo[active])
         hi[active] = np.where(f > 0, t[active], hi[active])
         with np.errstate(divide="ignore", invalid="ignore"):
-            new = t[active] - f / st.var
+            new = t[active] - f / var
         bad = ~np.isfinite(new) | (new <= lo[active]) | (new >= hi[active])
         new = np.where(bad, 0.5 * (lo[active] + hi[active]), new)
         done = (np.abs(new - t[active]) <= tol * np.maximum(1.0, np.abs(t[active]))) | (f == 0)
