@@ -111,3 +111,21 @@ def test_convergence_bad_input(args, needle):
 def test_instances_command():
     res = run("instances")
     assert res.exit_code == 0 and "unigram-vader" in res.output
+
+
+def test_reference_file_variants(tmp_path):
+    bare = tmp_path / "bare.csv"
+    bare.write_text("0,0.5\n1,0.5\n")
+    named = tmp_path / "named.csv"
+    named.write_text("score,p\n0,0.5\n1,0.5\n")
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text("[[0, 0.5], [1, 0.5]]")
+    outs = [run("frontier", "--ref", str(bare), "--kl", "0.1", "--json"),
+            run("frontier", "--ref", str(named), "--reward-col", "score", "--prob-col", "p", "--kl", "0.1", "--json"),
+            run("frontier", "--ref", str(pairs), "--kl", "0.1", "--json")]
+    assert all(o.exit_code == 0 for o in outs), [o.output for o in outs]
+    assert len({json.dumps(json.loads(o.output)["reward"]) for o in outs}) == 1
+    three = tmp_path / "three.csv"
+    three.write_text("0,0.5,1\n1,0.5,1\n")
+    bad = run("frontier", "--ref", str(three))
+    assert bad.exit_code == 2 and "two columns" in bad.output

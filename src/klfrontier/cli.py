@@ -51,7 +51,12 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def _read_table(path: Path, reward_col: str, prob_col: str):
-    """Read (rewards, probs) from a CSV (header row) or JSON file."""
+    """Read (rewards, probs) from a CSV or JSON file.
+
+    CSV: a header naming ``reward_col`` and ``prob_col``, or no header and two
+    columns (reward, prob).  JSON: an object of two lists, a list of records,
+    or a list of ``[reward, prob]`` pairs.
+    """
     if not path.exists():
         raise CLIError(f"{path}: no such file")
     if path.suffix.lower() == ".json":
@@ -68,21 +73,36 @@ def _read_table(path: Path, reward_col: str, prob_col: str):
                 return [x[reward_col] for x in data], [x[prob_col] for x in data]
             except KeyError as exc:
                 raise CLIError(f"{path}: a record lacks key {exc.args[0]!r}") from None
-        raise CLIError(f"{path}: expected an object of two lists or a list of records")
+        if isinstance(data, list) and all(isinstance(x, list) and len(x) == 2 for x in data):
+            return [x[0] for x in data], [x[1] for x in data]
+        raise CLIError(f"{path}: expected an object of two lists, a list of records or of [reward, prob] pairs")
     import csv
 
     with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or reward_col not in reader.fieldnames or prob_col not in reader.fieldnames:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise CLIError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    if reward_col in header and prob_col in header:
+        ir, ip, body, first = header.index(reward_col), header.index(prob_col), rows[1:], 2
+    else:
+        try:
+            [float(x) for x in rows[0]]
+        except ValueError:
             raise CLIError(f"{path}: CSV header must contain {reward_col!r} and {prob_col!r} "
-                           f"(found {reader.fieldnames})")
-        rewards, probs = [], []
-        for lineno, row in enumerate(reader, start=2):
-            try:
-                rewards.append(float(row[reward_col]))
-                probs.append(float(row[prob_col]))
-            except (TypeError, ValueError):
-                raise CLIError(f"{path}:{lineno}: not a number in {reward_col!r}/{prob_col!r}") from None
+                           f"(found {header}), or give two headerless columns reward,prob") from None
+        if len(rows[0]) != 2:
+            raise CLIError(f"{path}: a headerless CSV needs exactly two columns (reward, prob)")
+        ir, ip, body, first = 0, 1, rows, 1
+    rewards, probs = [], []
+    for lineno, row in enumerate(body, start=first):
+        if not row:
+            continue
+        try:
+            rewards.append(float(row[ir]))
+            probs.append(float(row[ip]))
+        except (IndexError, ValueError):
+            raise CLIError(f"{path}:{lineno}: expected numbers in the reward and prob columns") from None
     return rewards, probs
 
 
@@ -115,6 +135,8 @@ RefOpt = typer.Option(None, "--ref", "-r", help="Instance name (see `klfrontier 
 RewardsOpt = typer.Option(None, "--rewards", help="Inline rewards, comma separated.")
 ProbsOpt = typer.Option(None, "--probs", help="Inline probabilities, comma separated.")
 NormOpt = typer.Option(False, "--normalize", help="Rescale probabilities to sum to one.")
+RewardColOpt = typer.Option("reward", "--reward-col", help="Reward column/key in a --ref file.")
+ProbColOpt = typer.Option("prob", "--prob-col", help="Probability column/key in a --ref file.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON to stdout instead of a table.")
 
 
@@ -154,6 +176,7 @@ def _fmt(x) -> str:
 @_friendly
 def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
              kl: Optional[str] = typer.Option(None, "--kl", help="Budgets (nats), comma separated."),
              kl_max: Optional[float] = typer.Option(None, help="Largest budget for an even grid (default: -log p(A))."),
              points: int = typer.Option(11, help="Grid size when --kl is not given."),
@@ -161,7 +184,7 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     """The reward-KL frontier R*(Δ) of the optimal KL-constrained policy."""
     from . import frontier as _frontier
 
-    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     if points < 2:
         raise CLIError("--points must be >= 2")
     budgets = (_floats(kl, "--kl") if kl is not None
@@ -176,13 +199,14 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 @_friendly
 def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
         n: Optional[str] = typer.Option(None, "--n", help="Values of N (real >= 1), comma separated."),
         log_n: Optional[str] = typer.Option(None, "--log-n", help="Values of log N instead of N."),
         as_json: bool = JsonOpt):
     """Exact best-of-N: KL (vs the usual log N - (N-1)/N), reward, win rate, and the λ dictionary."""
     from . import best_of_n, bon_kl_estimate, frontier as _frontier
 
-    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     if n is not None and log_n is not None:
         raise CLIError("give --n or --log-n, not both")
     if log_n is not None:
@@ -205,6 +229,7 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 @_friendly
 def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
              n: str = typer.Option("1,2,4,8,16,64", "--n", help="Values of N, comma separated."),
              lam: float = typer.Option(1.0, "--lam", help="Inverse temperature θ of the weights e^{θ r}."),
              as_json: bool = JsonOpt):
@@ -212,7 +237,7 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     from . import frontier as _frontier
     from .soft_bon import soft_best_of_n
 
-    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
     for nv in _floats(n, "--n"):
         s = soft_best_of_n(reference, n=nv, lam=lam)
@@ -227,6 +252,7 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 @_friendly
 def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
                 probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
+             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
                 delta: str = typer.Option("0.1", "--delta", help="Per-token KL budgets δ, comma separated."),
                 lengths: str = typer.Option("10,100,1000,10000,100000", "--lengths",
                                             help="Sequence lengths m, comma separated."),
@@ -234,7 +260,7 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
     """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (SPEC §6)."""
     from . import convergence as _convergence
 
-    reference = load_reference(ref, rewards, probs, normalize=normalize)
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     ms = _floats(lengths, "--lengths")
     if any(m != int(m) or m < 1 for m in ms):
         raise CLIError("--lengths must be positive integers")
