@@ -49,8 +49,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.special import betaln, gammaln, logsumexp
 
-from ._logspace import log1mexp
-from .bon import bon_curve, bon_kl_bound, bon_kl_estimator
+from ._logspace import log_neg_log1mexp
+from .bon import _bon_level_logd, bon_curve, bon_kl_bound, bon_kl_estimator
 from .io import SampleSet
 from .reference import Reference
 from .tilt import frontier, tilt_stats
@@ -222,30 +222,21 @@ _PRUNE = 60.0
 
 
 def _bon_prep(counts, n):
-    """``log F_j`` and ``c_j = log(F_{j-1}/F_j)`` of level ``counts`` (``F_j = C_j/n``, ``C`` cumulative).
+    """``log F_j`` and the BoN tail logs of level ``counts`` (``F_j = C_j/n``, ``C`` cumulative).
 
-    On integer counts both are exact: ``log F`` from ``log1p`` near 1,
-    ``c_j = log1p(-k_j/C_j)`` (``-inf`` at the lowest occupied level).
+    Returns ``logF`` and ``(log(-log F_j), log(-log(F_{j-1}/F_j)))``, the
+    arguments of :func:`klfrontier.bon._bon_level_logd`, exact on integer
+    counts: ``-log F = -log(1 - S)`` from the survival ``S = (n - C)/n`` near
+    the top, ``F_{j-1}/F_j = 1 - k_j/C_j``.
     """
     cum = np.cumsum(counts, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logF = np.where(cum > n / 2, np.log1p(-(n - cum) / n), np.log(cum / n))
-        c = np.log1p(-counts / cum)
-    return logF, c
-
-
-def _bon_level_logd(logF, c, counts, big_n):
-    """Log-law of the BoN winner's level: ``log(F_j^N - F_{j-1}^N) = N log F_j + log(1 - e^{N c_j})``.
-
-    The SPEC §3 law (as in :func:`klfrontier.bon.bon_curve`) on the
-    empirical law of level ``counts``; levels without samples get ``-inf``.
-    """
-    if big_n == 1:
-        with np.errstate(divide="ignore"):
-            return np.where(counts > 0, logF + np.log1p(-np.exp(c)), -np.inf)
-    with np.errstate(invalid="ignore"):
-        out = big_n * logF + log1mexp(np.minimum(big_n * c, 0.0))
-    return np.where(counts > 0, out, -np.inf)
+        surv = (n - cum) / n
+        logF = np.where(surv < 0.5, np.log1p(-surv), np.log(cum / n))
+        lnl_f = np.where(surv < 0.5, log_neg_log1mexp(np.log(np.minimum(surv, 0.5))),
+                         np.log(-np.minimum(logF, 0.0)))
+        lnl_c = np.where(cum > 0, log_neg_log1mexp(np.log(np.where(cum > 0, counts / cum, 1.0))), -np.inf)
+    return logF, (lnl_f, lnl_c)
 
 
 def _bon_from_counts(v, counts, n, ns):
@@ -258,7 +249,7 @@ def _bon_from_counts(v, counts, n, ns):
     """
     T, L = counts.shape
     logq = _masses(counts, n)
-    logF, c = _bon_prep(counts, n)
+    logF, tails = _bon_prep(counts, n)
     col_max = np.max(np.where(counts.cumsum(axis=1) > 0, logF, -np.inf), axis=0)  # nondecreasing
     win_w = (np.cumsum(counts, axis=1) - 0.5 * counts) / n       # F^- + q/2
     dv = v - v[-1]
@@ -267,7 +258,7 @@ def _bon_from_counts(v, counts, n, ns):
         j0 = int(np.searchsorted(big_n * col_max > -_PRUNE, True)) if big_n > 1 else 0
         j0 = min(j0, L - 1)
         sl = slice(j0, None)
-        lev = _bon_level_logd(logF[:, sl], c[:, sl], counts[:, sl], float(big_n))
+        lev = _bon_level_logd(logq[:, sl], tails[0][:, sl], tails[1][:, sl], np.log(float(big_n)))
         d = np.exp(lev)
         out[0][:, m] = v[-1] + d @ dv[sl]
         # sum d log(d/q): for integer N >= 2 the KL is not small, no cancellation to fear
@@ -716,9 +707,10 @@ class _Prompt:
             level = np.searchsorted(self.v, rewards)
             eps = np.maximum(np.exp(logprobs), np.finfo(float).tiny)   # exp(-1000) -> the limit
             self.beirami = np.empty(ns.size)
-            logF, c = _bon_prep(self.counts, self.n)
+            _, (lnl_f, lnl_c) = _bon_prep(self.counts, self.n)
+            logq = _masses(self.counts, self.n)
             for m, big_n in enumerate(ns):
-                d = np.exp(_bon_level_logd(logF, c, self.counts, float(big_n)))
+                d = np.exp(_bon_level_logd(logq, lnl_f, lnl_c, np.log(float(big_n))))
                 self.beirami[m] = (d / self.counts)[level] @ bon_kl_estimator(eps, n=big_n)
 
     def boot_stats(self, counts, ns, lams, budgets):
