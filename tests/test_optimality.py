@@ -151,9 +151,10 @@ def test_best_of_n_is_strictly_suboptimal():
             opt = optimality(ref, bon)
             if opt.saturated:
                 continue
-            assert opt.reward_gap > 0 and opt.kl_to_optimal > 0
+            # at n = 1000 BoN is within ~1e-97 of saturation: the gap is rounding-level
+            assert opt.reward_gap > -1e-15 * ref.reward_scale and opt.kl_to_optimal >= 0
             if n <= 10:
-                assert opt.reward_gap > 1e-4 * ref.reward_scale
+                assert opt.reward_gap > 1e-4 * ref.reward_scale and opt.kl_to_optimal > 0
             assert abs(opt.identity_residual) <= 1e-12
             # BoN matches the tilted policy's reward only at a smaller lam
             # (near saturation both lams agree to the solver's resolution)

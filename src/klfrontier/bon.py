@@ -14,6 +14,8 @@ Everything runs in log space from ``log N``:
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +98,25 @@ def _bon_level_logd(logq, lnl_f, lnl_c, log_n):
         return -np.exp(log_n + lnl_f) + log1mexp(-np.exp(log_n + lnl_c))
 
 
+def _bon_kl_terms(logq, lnl_f, lnl_c, lev, log_n):
+    """Terms ``q_j h(t_j)`` of ``KL(pi_N||p)``, ``t_j = log(d_j/q_j)``, ``lev = log d``.
+
+    For ``N < e`` the log-ratio is formed directly,
+    ``t_j = (N-1) log F_j + log1p(e^{c_j} expm1((N-1) c_j) / expm1(c_j))`` with
+    ``c_j = log(F^-_j/F_j)``: ``lev - log q`` rounds to ``eps |log q|`` absolute,
+    which swamps ``t ~ N - 1`` (the KL came out 5e-6 relative off at N = 1 + 1e-10).
+    """
+    terms = kl_terms(lev, logq)
+    if 0 < log_n < 1:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            nm1 = np.expm1(log_n)
+            c = -np.exp(lnl_c)                         # -inf at the bottom level
+            t = nm1 * -np.exp(lnl_f) + np.log1p(np.exp(c) * np.expm1(nm1 * c) / np.expm1(c))
+        small = np.abs(t) < 0.1
+        terms = np.where(small, np.exp(logq) * kl_terms(np.where(small, t, 0.0), 0.0), terms)
+    return terms
+
+
 def bon_kl_bound(n=None, *, log_n=None):
     """The usual BoN KL formula ``log N - (N - 1)/N`` (an upper bound; SPEC §3).
 
@@ -144,8 +165,9 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     (1.5279, 0.559751, 0.636294)
     """
     ln = float(_resolve_log_n(n, log_n))
-    lev = _bon_level_logd(ref.level_logq, *_bon_tail_logs(ref), ln)
-    kl = float(np.sum(kl_terms(lev, ref.level_logq)))
+    tails = _bon_tail_logs(ref)
+    lev = _bon_level_logd(ref.level_logq, *tails, ln)
+    kl = float(np.sum(_bon_kl_terms(ref.level_logq, *tails, lev, ln)))
     reward = ref.to_reward(np.exp(lev) @ ref.level_u)
     lam_kl = float(solve_lam_for_kl(ref, kl)) if kl > 0 else 0.0
     if ref.is_constant or kl == 0:
@@ -188,12 +210,13 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
 
     Notes
     -----
-    For ``0.1 <= log N <= 600`` the sums run blocked over (N x levels) tiles
-    that stay in cache, with ``log d_j = -N A_j + log(1 - e^{-N C_j})``,
-    ``A = -log F``, ``C = -log(F^-/F)`` and ``KL = sum_j d_j log(d_j / q_j)``
-    (pruned levels add ``d log(d/q) ~ 0``); three transcendental functions
-    per (N, level).  Other N (near 1, where the ``q h(t)`` form avoids
-    cancellation, or beyond float range) take the per-N log-space path.
+    For ``0.1 <= log N <= 80`` the sums run blocked over (N x levels) tiles
+    that stay in cache (:func:`_bon_sums_blocked`): ``d_j = F_j^N (1 -
+    e^{-N C_j})``, ``C = -log(F^-/F)``, two transcendental functions per
+    (N, level), and ``KL = sum_j d_j log(d_j / q_j)`` from one matrix product
+    (pruned levels add ``d log(d/q) ~ 0``).  Rows whose KL sum would lose more
+    than ~1e-13 to cancellation, N = 1, and other N (near 1, where the ``q
+    h(t)`` form avoids cancellation, or huge) take the per-N log-space path.
 
     Examples
     --------
@@ -204,53 +227,44 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
-    lnl_f, lnl_c = _bon_tail_logs(ref)
-    log_neg_logF = lnl_f                  # decreasing in j; -inf at the top
-    j0 = np.zeros(ln.size, dtype=np.intp)
-    pos = ln > 0
-    # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
-    log_nm1 = ln[pos] + np.log(-np.expm1(-ln[pos]))            # log(N - 1) without overflow
-    thresh = np.log(_PRUNE + ln[pos]) - log_nm1                # prune where log(-log F_j) > thresh
-    j0[pos] = np.searchsorted(-log_neg_logF, -thresh, side="left")
+    L = logq.size
     kl = np.full(ln.size, np.nan)
     rw = np.full(ln.size, np.nan)
     win = np.full(ln.size, np.nan)
     win_w = None
-    fast = np.flatnonzero((ln >= _FAST_LOG_N_MIN) & (ln <= _FAST_LOG_N_MAX) & (j0 < logq.size))
+    fast = np.flatnonzero((ln >= _FAST_LOG_N_MIN) & (ln <= _FAST_LOG_N_MAX))
     if fast.size:
-        jmin = int(j0[fast].min())
-        q = np.exp(logq[jmin:])
-        win_w = np.exp(logFm) + 0.5 * np.exp(logq) if jmin == 0 else None
-        ww = (np.exp(logFm[jmin:]) + 0.5 * q) if win_w is None else win_w
-        rl = logq[jmin:] - logF[jmin:]                         # log(q/F) <= 0
-        with np.errstate(divide="ignore", over="ignore"):
-            big = rl >= _LOG_HALF
-            C = -np.log1p(-np.exp(np.where(big, _LOG_HALF, rl)))
-            C[big] = logF[jmin:][big] - logFm[jmin:][big]      # -log(F^-/F): inf at the bottom
-        if np.all(C > 1e-280):                                 # no level mass lost to underflow
-            sums = _bon_sums_blocked(np.exp(ln[fast]), j0[fast] - jmin, -logF[jmin:], C,
-                                     logq[jmin:], np.column_stack([u[jmin:], ww, np.ones(q.size)]))
-            # sum q h(t) = sum d t + sum q - sum d: keeps KL exact when the
-            # level masses sum to 1 only up to rounding (pruned d are ~0).
-            sums[0] += np.sum(np.exp(logq)) - sums[4]
-            # the sums above carry a rounding error ~ eps (sum |d log(d/q)| + sum q
-            # + sum d): rows whose KL is not >> that (N near 1, or one dominant
-            # level) take the exact q h(t) path below.
-            ok = sums[3] + 2.0 <= _MAX_CANCEL * sums[0]
+        xf = ln[fast]
+        # keep j with (N-1) (-log F_j) < PRUNE + log N; -log F is non-increasing
+        j0f = np.searchsorted(logF, -(_PRUNE + xf) / np.expm1(xf), side="right")
+        sums = _bon_sums_blocked(np.exp(xf), j0f, logq, logF, logFm, u)
+        if sums is not None:
+            # the KL sum's rounding error is ~ eps sums[3]: rows whose KL is not >>
+            # that (N near 1, or one dominant level) take the exact path below.
+            ok = sums[3] <= _MAX_CANCEL * sums[0]
             kl[fast[ok]], rw[fast[ok]], win[fast[ok]] = sums[:3, ok]
-    if win_w is None:
+    one = ln == 0                                     # N = 1 is p, exactly (win rate 1/2)
+    kl[one], rw[one], win[one] = 0.0, ref.mean_u, 0.5
+    rest = np.flatnonzero(~(np.isfinite(kl) & np.isfinite(rw) & np.isfinite(win)))
+    if rest.size:
+        lnl_f, lnl_c = _bon_tail_logs(ref)
+        log_neg_logF = lnl_f                  # decreasing in j; -inf at the top
+        j0 = np.zeros(ln.size, dtype=np.intp)
+        pos = ln > 0
+        # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
+        log_nm1 = ln[pos] + np.log(-np.expm1(-ln[pos]))        # log(N - 1) without overflow
+        thresh = np.log(_PRUNE + ln[pos]) - log_nm1            # prune where log(-log F_j) > thresh
+        j0[pos] = np.searchsorted(-log_neg_logF, -thresh, side="left")
+    if win_w is None and rest.size:
         win_w = np.exp(logFm) + 0.5 * np.exp(logq)
-    for i in np.flatnonzero(~(np.isfinite(kl) & np.isfinite(rw) & np.isfinite(win))):
+    for i in rest:
         x, j = ln[i], int(j0[i])
-        if x == 0:                                    # N = 1 is p, exactly
-            q1 = np.exp(logq)
-            kl[i], rw[i], win[i] = 0.0, q1 @ u, q1 @ win_w
-            continue
         sl = slice(j, None)
         lev = _bon_level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)
         d = np.exp(lev)
         # In the sum q h(t) form a level with d = 0 contributes q: add the pruned mass.
-        kl[i] = np.sum(kl_terms(lev, logq[sl])) + (np.exp(logF[j - 1]) if j > 0 else 0.0)
+        kl[i] = (np.sum(_bon_kl_terms(logq[sl], lnl_f[sl], lnl_c[sl], lev, x))
+                 + (np.exp(logF[j - 1]) if j > 0 else 0.0))
         rw[i] = d @ u[sl]
         win[i] = d @ win_w[sl]
     return BoNCurve(log_n=ln, kl=kl, reward=ref.to_reward(rw), win_rate=win,
@@ -258,67 +272,144 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
 
 
 # bon_curve's blocked path: log N range (below: cancellation in sum d log(d/q)
-# would cost > 1e-14 relative; above: N overflows) and tile size in elements.
+# would cost > 1e-14 relative; above: N^8 overflows and few levels are left),
+# tile size in elements, the cancellation it accepts, the series' range
+# (N C <= 0.1: truncation < 3e-19) and the levels per block.
 _FAST_LOG_N_MIN = 0.1
-_FAST_LOG_N_MAX = 600.0
+_FAST_LOG_N_MAX = 80.0      # N^8 (the series' last column) stays finite
 _LOG_HALF = -np.log(2.0)
 _TILE = 1 << 15
 _MAX_CANCEL = 1e3
+_SERIES_Y = 0.1
+_BLOCK_LEVELS = 4096
+# (rows x levels) elements from which the blocked kernel uses several threads
+_THREAD_WORK = 2e7
 
 
-def _bon_sums_blocked(N, j0, A, C, logq, uw):
-    """``sum_j d_j log(d_j/q_j)``, ``sum_j d_j u_j``, ``sum_j d_j w_j`` over ``j >= j0``.
+def _n_workers():
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:                     # not on Linux
+        return max(1, min(4, os.cpu_count() or 1))
 
-    ``uw`` holds ``u`` and ``w`` as its first two columns; row 3 of the output
-    is ``sum_j |d_j log(d_j/q_j)|`` (the scale of the KL sum's rounding
-    error), rows 4... the sums ``d @ uw[:, 2:]``.
 
-    ``log d_j = -N A_j + log(1 - e^{-N C_j})``.  Rows are sorted by ``j0``
-    so that the rows active on a block of levels are a prefix; a row may
-    also cover a few of its pruned levels, which only adds exact (tiny) terms.
+def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
+    """KL, reward (``u``) and win-rate (``w``) sums of BoN over levels ``j >= j0``, per N.
+
+    With ``A = -log F``, ``C = -log(F^-/F)`` and ``B = log(C/q)``:
+    ``d_j = e^{-N A_j} (1 - e^{-N C_j})`` (two transcendental functions per
+    (N, level)) and ``log(d_j/q_j) = -N A_j + log N + B_j + s(N C_j)``,
+    ``s(y) = log((1 - e^{-y})/y) = -y/2 + y^2/24 - y^4/2880 + y^6/181440 -
+    y^8/9676800 + O(y^10)`` for ``y <= 0.1``, so ``sum d log(d/q)`` comes out
+    of one matrix product with the columns ``A, B, C, C^2, ..., C^8``.
+    Levels with ``N C > 0.1`` in a block take ``log(1 - e^{-N C})`` directly.
+
+    Rows are sorted by ``j0`` so that the rows active on a block of levels are
+    a prefix; a row may also cover a few of its pruned levels, which only adds
+    exact (tiny) terms.  Work arrays are allocated once: a fresh (rows x
+    levels) array per block costs more than the block.
+
+    The per-level inputs (``C``, ``B``, ``w = F^- + q/2``) are formed block
+    by block, for visited blocks only: no level-sized temporaries.
+
+    Returns rows KL, reward, win rate and a bound on the KL's cancellation
+    (``|terms| + 2``: its rounding error is ~ eps times that); ``None`` when a
+    level mass underflows relative to its CDF (``C = 0``: use the per-N path).
     """
     order = np.argsort(j0, kind="stable")
     j0s = j0[order]
     Ns = N[order][:, None]
-    R, L = Ns.shape[0], A.size
-    kl = np.zeros(R)
-    kl_abs = np.zeros(R)
-    sums = np.zeros((R, uw.shape[1]))
-    s = int(j0s[0])
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        while s < L:
-            k = int(np.searchsorted(j0s, s, side="right"))
-            e = min(L, s + max(256, _TILE // k))
-            k = int(np.searchsorted(j0s, e - 1, side="right"))
-            Nk = Ns[:k]
-            y = np.multiply(Nk, C[s:e])
-            np.negative(y, out=y)
-            np.expm1(y, out=y)
-            np.negative(y, out=y)
-            np.log(y, out=y)                                   # log(1 - e^{-N C})
-            # where N C > log 2, log(-expm1(-N C)) is only absolutely accurate:
-            # redo those (few) columns with log1p(-e^{-N C}) (Maechler 2012)
-            cols = np.flatnonzero(C[s:e] > -_LOG_HALF / Nk[-1, 0]) + s
-            if cols.size:
-                nc = Nk * C[cols]
-                y[:, cols - s] = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)),
-                                          y[:, cols - s])
-            z = np.multiply(Nk, A[s:e])
-            y -= z                                             # log d
-            np.exp(y, out=z)                                   # d
-            y -= logq[s:e]                                     # t = log(d/q)
-            sums[:k] += z @ uw[s:e]
-            y *= z
-            kl[:k] += y.sum(axis=1)
-            np.abs(y, out=y)
-            kl_abs[:k] += y.sum(axis=1)
-            s = e
-    out = np.empty((3 + uw.shape[1], R))
+    R, L = Ns.shape[0], logF.size
+    rb = max(1, _TILE // _BLOCK_LEVELS)              # rows per tile
+
+    def work(block_starts):
+        # columns: u, w, 1, A, then (series levels only) B, C, C^2, C^4, C^6, C^8
+        acc = np.zeros((R, 10))
+        kl_direct = np.zeros(R)      # sum d log(d/q) over levels outside the series
+        d_direct = np.zeros(R)
+        buf_y = np.empty((rb, _BLOCK_LEVELS))
+        buf_z = np.empty((rb, _BLOCK_LEVELS))
+        Wb = np.empty((10, _BLOCK_LEVELS))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            for s in block_starts:
+                e = min(L, s + _BLOCK_LEVELS)
+                k = int(np.searchsorted(j0s, e - 1, side="right"))   # rows active in [s, e)
+                m = e - s
+                W = Wb[:, :m]
+                lq, lf, lfm = logq[s:e], logF[s:e], logFm[s:e]
+                W[0] = u[s:e]
+                np.exp(lfm, out=W[1])
+                W[1] += 0.5 * np.exp(lq)                       # w = F^- + q/2
+                W[2] = 1.0
+                np.negative(lf, out=W[3])                      # A = -log F
+                rho = lq - lf                                  # log(q/F) <= 0
+                big = np.flatnonzero(rho >= _LOG_HALF)
+                rho[big] = _LOG_HALF
+                np.exp(rho, out=rho)
+                negC = np.log1p(-rho)                          # log(F^-/F) = log(1 - q/F)
+                # B = log(C/q) = log(C/rho) - log F, free of log q's rounding
+                np.log(negC / -rho, out=W[4])
+                W[4] -= lf
+                negC[big] = lfm[big] - lf[big]                 # -inf at the bottom level
+                W[4, big] = np.log(-negC[big]) - lq[big]
+                if not negC.max() < -1e-280:
+                    return None                                # a mass lost to underflow
+                np.negative(negC, out=W[5])
+                np.multiply(W[5], W[5], out=W[6])
+                np.multiply(W[6], W[6], out=W[7])
+                np.multiply(W[7], W[6], out=W[8])
+                np.multiply(W[7], W[7], out=W[9])
+                cols = np.flatnonzero(negC < -_SERIES_Y / Ns[k - 1, 0])
+                if cols.size:
+                    W[4:, cols] = 0.0
+                for r0 in range(0, k, rb):
+                    r1 = min(k, r0 + rb)
+                    Nk = Ns[r0:r1]
+                    y = buf_y[:r1 - r0, :m]
+                    z = buf_z[:r1 - r0, :m]
+                    np.multiply(Nk, negC, out=y)
+                    np.expm1(y, out=y)                         # -(1 - e^{-N C})
+                    np.multiply(Nk, lf, out=z)
+                    np.exp(z, out=z)                           # F^N
+                    y *= z                                     # -d
+                    if cols.size:
+                        nc = Nk * -negC[cols]
+                        log_e = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)),
+                                         np.log(-np.expm1(-nc)))
+                        dd = y[:, cols]
+                        # -d (log(1 - e^{-N C}) - log q); the -N A part is in column 3
+                        kl_direct[r0:r1] -= np.einsum("ij,ij->i", dd, log_e - lq[cols])
+                        d_direct[r0:r1] -= dd.sum(axis=1)
+                    acc[r0:r1] -= y @ W.T
+        return acc, kl_direct, d_direct
+
+    blocks = list(range(int(j0s[0]), L, _BLOCK_LEVELS))
+    # numpy releases the GIL in its loops: big jobs use the cores, blocks interleaved
+    # (the top blocks carry more rows); partial sums are added in a fixed order.
+    workers = min(_n_workers(), len(blocks)) if R * (L - int(j0s[0])) > _THREAD_WORK else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(work, [blocks[w::workers] for w in range(workers)]))
+    else:
+        parts = [work(blocks)]
+    if any(part is None for part in parts):
+        return None
+    acc, kl_direct, d_direct = (sum(x) for x in zip(*parts))
+    n_ = Ns[:, 0]
+    log_n = np.log(n_)
+    d_all, d_a = acc[:, 2], acc[:, 3]
+    d_series = d_all - d_direct
+    series = n_ * (-acc[:, 5] / 2 + n_ * (acc[:, 6] / 24 + n_ * n_ * (
+        -acc[:, 7] / 2880 + n_ * n_ * (acc[:, 8] / 181440 - n_ * n_ * acc[:, 9] / 9676800))))
+    # sum d log(d/q) = -N sum d A + log N sum_series d + sum_series d (B + s) + direct,
+    # plus sum q - sum d (= 0 up to rounding: the q h(t) form's normalisation)
+    kl = (-n_ * d_a + log_n * d_series + acc[:, 4] + series + kl_direct) + (1.0 - d_all)
+    bound = n_ * d_a + log_n * d_series + np.abs(acc[:, 4]) + np.abs(series) + np.abs(kl_direct) + 2.0
+    out = np.empty((4, R))
     out[0, order] = kl
-    out[3, order] = kl_abs
-    out[1, order] = sums[:, 0]
-    out[2, order] = sums[:, 1]
-    out[4:, order] = sums[:, 2:].T
+    out[1, order] = acc[:, 0]
+    out[2, order] = acc[:, 1]
+    out[3, order] = bound
     return out
 
 
@@ -338,18 +429,31 @@ def bon_kl_estimator(eps, n=None, *, log_n=None):
     eps = np.asarray(eps, dtype=float)
     if np.isnan(eps).any() or (eps <= 0).any() or (eps > 1).any():
         raise ValueError("eps must lie in (0, 1]")
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        l1m = np.log1p(-eps)                              # log(1 - eps), -inf at eps = 1
-        a = _times_n(ln, l1m)                             # N log(1 - eps)
-        A = np.exp(a)
-        B = -np.expm1(a)
-        frac = -np.expm1(-ln)                             # (N-1)/N
-        nm1_l1m = np.where(ln > 0, _times_n(np.log(-np.expm1(-ln)) + ln, l1m), 0.0)
-        inner = ln + nm1_l1m - frac
-        term1 = np.where(A > 0, A * inner, 0.0)
-        term2 = np.where(B > 0, B * (np.log(B) - np.log(eps)), 0.0)
-    out = np.maximum(term1 + term2, 0.0)
+    with np.errstate(divide="ignore"):
+        out = _beirami(np.log1p(-eps), np.log(eps), ln)
     return float(out) if out.ndim == 0 else out
+
+
+def _beirami(l1m, log_eps, ln):
+    """``D_hat`` from ``log(1 - eps)``, ``log eps`` and ``log N``, as a sum of non-negative terms.
+
+    ``D_hat`` is the KL of best-of-N on a law with an atom ``eps`` on top of an
+    atomless mass ``c = 1 - eps``; written as ``int q h(log(pi/q))`` with
+    ``h(t) = e^t (t - 1) + 1 >= 0`` it is
+    ``c [h(y) + e^y (log N - (N-1)/N)] + eps h(t)``, ``y = (N-1) log c``,
+    ``t = log(B/eps) = log1p(c (1 - e^y)/eps)``, ``B = 1 - c^N``.  The textbook
+    form cancels to ``O((N-1)^2)`` as N -> 1 (it returned 0 at log N = 1e-12).
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_nm1 = ln + np.log(-np.expm1(-ln))                 # log(N - 1), -inf at N = 1
+        y = np.where(ln > 0, _times_n(log_nm1, l1m), 0.0)     # (N - 1) log(1 - eps) <= 0
+        cont = np.exp(l1m) * (kl_terms(y, 0.0) + np.exp(y) * log_bon_kl_bound(ln))
+        t = np.logaddexp(0.0, l1m - log_eps + log1mexp(y))   # log(B / eps) >= 0
+        B = -np.expm1(_times_n(ln, l1m))                      # 1 - (1 - eps)^N
+        small = t < 0.1
+        atom = np.where(small, np.exp(log_eps) * kl_terms(np.where(small, t, 0.0), 0.0),
+                        B * (t - 1.0) + np.exp(log_eps))      # eps h(t), e^t never formed
+    return np.asarray(cont + atom, dtype=float)
 
 
 def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
@@ -370,11 +474,14 @@ def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
     if samples is None:
         pol = best_of_n(ref, log_n=ln)
         lp = pol.logprobs[on]
-        est = bon_kl_estimator(np.exp(ref.logprobs[on]), log_n=ln)
+        lpr = ref.logprobs[on]
+        # from log p: p(y) within 1e-16 of 1 still has log(1 - p(y)) = log1mexp(log p)
+        est = _beirami(log1mexp(lpr), lpr, ln)
         return float(np.exp(lp) @ est)
     idx = np.asarray(samples)
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
         raise ValueError("samples must be a non-empty 1-D array of outcome indices")
     if (idx < 0).any() or (idx >= ref.size).any() or not on[idx].all():
         raise ValueError("samples contains indices outside the support of ref")
-    return float(np.mean(bon_kl_estimator(np.exp(ref.logprobs[idx]), log_n=ln)))
+    lpr = ref.logprobs[idx]
+    return float(np.mean(_beirami(log1mexp(lpr), lpr, ln)))

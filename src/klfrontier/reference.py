@@ -42,6 +42,24 @@ def _validate_logprobs(lp, name, normalize):
     return lp - total
 
 
+#: Elements per chunk of _build_levels' in-place passes.
+_CHUNK = 1 << 16
+
+
+def _compact(a, keep):
+    """``a[keep]`` written over the front of ``a`` (a view), chunk by chunk.
+
+    Entries only move left, and each chunk is read before anything is written
+    past its start, so no K-sized temporary is needed.
+    """
+    w = 0
+    for s in range(0, a.size, _CHUNK):
+        piece = a[s:s + _CHUNK][keep[s:s + _CHUNK]]
+        a[w:w + piece.size] = piece
+        w += piece.size
+    return a[:w]
+
+
 class Reference:
     """A reference model ``p`` over a finite outcome set with a reward ``r``.
 
@@ -111,54 +129,76 @@ class Reference:
         # Hot path of every engine on large K (10^7 outcomes: the argsort is
         # most of the cost), so: no copies when every outcome is on the support,
         # an unstable argsort (tied outcomes are summed, their order is
-        # irrelevant), and log-space segment sums only over tied levels.
-        on = ~np.isneginf(self.logprobs)
-        if on.all():
+        # irrelevant), log-space segment sums only over tied outcomes, and no
+        # K-sized temporaries beyond the sort's: levels are compacted in place,
+        # the level index is scattered in chunks, and level_u reuses the
+        # permutation's buffer (first-touching fresh memory costs as much as a pass).
+        if np.isneginf(self.logprobs).any():
+            support = np.flatnonzero(~np.isneginf(self.logprobs))
+            rs, lps = self.rewards[support], self.logprobs[support]
+        else:
             support = None
             rs, lps = self.rewards, self.logprobs
-        else:
-            support = np.flatnonzero(on)
-            rs, lps = self.rewards[support], self.logprobs[support]
         order = np.argsort(rs)
-        sorted_r = rs[order]
-        lp_sorted = lps[order]
+        sorted_r = np.take(rs, order)
+        lp_sorted = np.take(lps, order)
         n = sorted_r.size
         new = np.empty(n, dtype=bool)
         new[0] = True
         np.not_equal(sorted_r[1:], sorted_r[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
-        self.level_values = sorted_r[starts]
-        if starts.size == n:                       # all rewards distinct
-            seg_id = np.arange(n)
-            self.level_logq = lp_sorted
-        else:
-            seg_id = np.cumsum(new, dtype=np.intp)
-            seg_id -= 1
-            counts = np.diff(np.append(starts, n))
-            level_logq = lp_sorted[starts]
-            tied = counts > 1
-            multi = np.flatnonzero(tied)
-            # log-space segment sums over tied levels: shift each by its own max.
-            idx = np.flatnonzero(tied[seg_id])
+        n_levels = int(np.count_nonzero(new))
+        if n_levels < n:
+            # outcomes in tied levels: a continuation, or followed by one
+            in_tied = np.logical_not(new)
+            in_tied[:-1] |= in_tied[1:]
+            idx = np.flatnonzero(in_tied)
+            del in_tied
+            first = new[idx]
             sub = lp_sorted[idx]
-            sub_starts = np.flatnonzero(new[idx])
+            sub_starts = np.flatnonzero(first)
+            # level number of a position = position - continuations before it
+            cont_pos = idx[~first]
+            multi = idx[sub_starts] - np.searchsorted(cont_pos, idx[sub_starts])
+            # log-space segment sums over tied levels: shift each by its own max.
             seg_max = np.maximum.reduceat(sub, sub_starts)
-            sub -= np.repeat(seg_max, counts[multi])
+            sub -= np.repeat(seg_max, np.diff(np.append(sub_starts, sub.size)))
             seg_sum = np.add.reduceat(np.exp(sub, out=sub), sub_starts)
             # a level holding all the mass can sum to 1 + eps: log q <= 0 exactly
-            level_logq[multi] = np.minimum(seg_max + np.log(seg_sum), 0.0)
-            self.level_logq = level_logq
+            tied_logq = np.minimum(seg_max + np.log(seg_sum), 0.0)
+            self.level_values = _compact(sorted_r, new)
+            self.level_logq = _compact(lp_sorted, new)
+            self.level_logq[multi] = tied_logq
+        else:
+            self.level_values = sorted_r
+            self.level_logq = lp_sorted
+        if self.level_logq.size == 1:
+            # one level holds all the mass: log q = 0 exactly (the normalised log-probs
+            # of tied outcomes sum to 1 - 4e-17, and BoN/tilted KLs came out ~1e-33)
+            self.level_logq[0] = 0.0
         if support is None:
             self.level_index = np.empty(n, dtype=np.intp)
-            self.level_index[order] = seg_id
+            target = order
         else:
             self.level_index = np.full(self.rewards.size, -1, dtype=np.intp)
-            self.level_index[support[order]] = seg_id
+            target = support[order]
+        base = 0
+        for s in range(0, n, _CHUNK):
+            seg = np.cumsum(new[s:s + _CHUNK], dtype=np.intp)
+            seg += base - 1
+            self.level_index[target[s:s + _CHUNK]] = seg
+            base = int(seg[-1]) + 1
         v = self.level_values
-        # u = (v - v_top) / (v_top - v_bottom) computed without overflow.
-        half = v / 2 - v[-1] / 2
+        # u = (v - v_top) / (v_top - v_bottom) computed without overflow (in place:
+        # v / 2 - v_top / 2, then divided by the half range), in the dead permutation.
+        buf = order.view(np.float64)[:v.size] if order.dtype.itemsize == 8 else None
+        half = np.multiply(v, 0.5, out=buf)
+        half -= v[-1] / 2
         self._half_range = float(-half[0])
-        self.level_u = half / self._half_range if self._half_range > 0 else np.zeros_like(v)
+        if self._half_range > 0:
+            half /= self._half_range
+            self.level_u = half
+        else:
+            self.level_u = np.zeros_like(v)
 
     # ------------------------------------------------------------ properties
     @classmethod
@@ -171,7 +211,19 @@ class Reference:
         r = _as_1d(rewards, "rewards")
         if weights is None:
             return cls(r, logprobs=np.full(r.size, -np.log(r.size)))
-        return cls(r, probs=weights, normalize=True)
+        # validated here so that errors name the argument the caller passed
+        w = _as_1d(weights, "weights")
+        if np.isnan(w).any():
+            raise ValueError("weights contains NaN")
+        if not np.isfinite(w).all():
+            raise ValueError("weights contains inf")
+        if (w < 0).any():
+            raise ValueError("weights contains negative values")
+        if w.shape != r.shape:
+            raise ValueError(f"rewards and weights have different lengths ({r.size} and {w.size})")
+        if not (w > 0).any():
+            raise ValueError("weights: every outcome has probability zero")
+        return cls(r, probs=w, normalize=True)
 
     @property
     def size(self) -> int:
@@ -270,10 +322,13 @@ class Reference:
     def to_outcomes(self, level_logprobs):
         """Lift a level law to outcomes: ``log p(y) + log(phi_j / q_j)``."""
         level_logprobs = np.asarray(level_logprobs, dtype=float)
-        ratio = level_logprobs - self.level_logq
         out = np.full(self.size, -np.inf)
         on = self.level_index >= 0
-        out[on] = self.logprobs[on] + ratio[self.level_index[on]]
+        idx = self.level_index[on]
+        # (log p(y) - log q_j) + log phi_j: the share within the level first, which is
+        # exactly 0 for a single-outcome level (log p + (log phi - log q) rounds to
+        # eps |log q|, 1.5e-13 relative at q = 1e-300)
+        out[on] = (self.logprobs[on] - self.level_logq[idx]) + level_logprobs[idx]
         return out
 
     def sample(self, size, rng=None):

@@ -215,19 +215,40 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
         m1, m2, m3 = m[:, 0], m[:, 1], m[:, 2]
         kl = lam * m1 - lc
         var = np.maximum(m2 - m1 * m1, 0.0)
+        k3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3
         if accurate:
             scale = np.abs(lam) * np.sqrt(m2) + np.abs(lc)
             bad = ~(np.abs(kl) * 1e4 > scale)
             if bad.any():
-                uc = u - centre
-                logphi = lam[bad, None] * uc[None, :] + logq[None, :] - lc[bad, None]
-                kl[bad] = kl_terms(logphi, logq[None, :]).sum(axis=1)
-                d = uc[None, :] - m1[bad, None]
-                var[bad] = (np.exp(logphi) * d * d).sum(axis=1)
+                # Recentre each row at its mode u_m: lam (u - c) - Lambda_c and m1 carry
+                # only absolute accuracy ~ eps lam, which swamps D and Var when phi sits
+                # on an interior level (e.g. q_m ~ 1 with 1e-200 masses above it).
+                # About the mode, log(phi_j/q_j) = lam (u_j - u_m) - Lambda_m is exact.
+                x = lam[bad, None] * u[None, :] + logq[None, :]
+                jm = np.argmax(x, axis=1)
+                dm = u[None, :] - u[jm][:, None]
+                x = lam[bad, None] * dm + logq[None, :]
+                xm = x[np.arange(x.shape[0]), jm]
+                rest = np.exp(x - xm[:, None])
+                rest[np.arange(x.shape[0]), jm] = 0.0
+                lam_m = xm + np.log1p(rest.sum(axis=1)) - _level_q(ref)[2]
+                logphi = x - lam_m[:, None]
+                # t = log(phi/q) directly: logphi - logq would round t to eps |log q|
+                # absolute, fatal for the small t of a tiny-q level carrying the KL.
+                t = lam[bad, None] * dm - lam_m[:, None]
+                small = np.abs(t) < 0.1
+                terms = np.where(small, np.exp(logq)[None, :] * kl_terms(np.where(small, t, 0.0), 0.0),
+                                 kl_terms(logphi, logq[None, :]))
+                kl[bad] = terms.sum(axis=1)
+                ph = np.exp(logphi)
+                e1 = (ph * dm).sum(axis=1)
+                e2 = (ph * dm * dm).sum(axis=1)
+                var[bad] = np.maximum(e2 - e1 * e1, 0.0)
+                k3[bad] = (ph * dm ** 3).sum(axis=1) - 3 * e1 * e2 + 2 * e1 ** 3
         out["cgf"][idx] = lc + lam * centre
         out["mean"][idx] = centre + m1
         out["var"][idx] = var
-        out["k3"][idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+        out["k3"][idx] = k3
         out["kl"][idx] = np.maximum(kl, 0.0)
     return TiltStats(lam_u=lam_u, **out)
 
@@ -284,9 +305,29 @@ def cgf(ref: Reference, t):
     if ref.is_constant:
         out = t * ref.r_max
     else:
-        st = tilt_stats(ref, ref.lam_to_u(t.ravel()))
-        # Lambda(t) = t r_max + Lambda_u(t (r_max - r_min))
-        out = (t.ravel() * ref.r_max + st.cgf).reshape(t.shape)
+        tt = t.ravel()
+        lam = np.atleast_1d(ref.lam_to_u(tt))
+        out = np.empty(tt.size)
+        # Lambda(t) = t r_c + log E e^{t (r - r_c)}, anchored where the tilted law sits
+        # (the p-mean for small |lam|, the active end otherwise, as in tilt_stats).  The
+        # shortcut t r_max + Lambda_u(lam) cancels to eps |t| (r_max - r_min) absolute:
+        # relative 7e-7 at t = 1e-10 for rewards +-1 of mean 0, 6e-11 at t = -1e6.
+        tiny = np.abs(lam) <= _SERIES_LAM
+        if tiny.any():
+            k, l = _cumulants_u(ref), lam[tiny]
+            fact = (1.0, 1.0, 2.0, 6.0, 24.0, 120.0, 720.0)
+            out[tiny] = tt[tiny] * ref.mean_reward + sum(k[j] * l**j / fact[j] for j in range(2, 7))
+        rest = np.flatnonzero(~tiny)
+        if rest.size:
+            mu = ref.mean_u
+            spread = max(-mu, 1.0 + mu, 1e-300)
+            c_all = _centres(lam[rest], mu)
+            for centre in np.unique(c_all):
+                idx = rest[c_all == centre]
+                lc, _ = _tilt_sums(ref, lam[idx], centre, bool(np.all(np.abs(lam[idx]) * spread <= 1.0)))
+                r_c = ref.mean_reward if centre == mu else ref.to_reward(centre)
+                out[idx] = tt[idx] * r_c + lc
+        out = out.reshape(t.shape)
     return float(out) if out.ndim == 0 else out
 
 
@@ -324,7 +365,10 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
     lo = np.log(max((np.sqrt(2 * tmin) if kind == "kl" else tmin) / sig, 1e-300)) - 1.0
     hi = lo + 2.0
     nodes = [np.linspace(lo, hi, 5)]
-    st = tilt_stats(ref, np.exp(nodes[0]), accurate=False)
+    # Grid nodes are evaluated accurately: the plain D = lam m1 - Lambda_c can come
+    # out as 0 (clamped noise) where D is tiny, and a grid that dips back to 0 above
+    # the root brackets a spurious crossing (a budget of 1e-151 solved to D = 7e-49).
+    st = tilt_stats(ref, np.exp(nodes[0]), accurate=True)
     gs = [g_and_slopes(st)]
     # A skewed p (tiny variance, heavy top tail) makes the Gaussian start overshoot:
     # extend the grid downwards until its first node lies below every target.
@@ -332,7 +376,7 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         new = np.linspace(lo - 2.0, lo, 6)[:-1]
         lo -= 2.0
         nodes.insert(0, new)
-        gs.insert(0, g_and_slopes(tilt_stats(ref, np.exp(new), accurate=False)))
+        gs.insert(0, g_and_slopes(tilt_stats(ref, np.exp(new), accurate=True)))
     while gs[-1][0][-1] < target.max():
         # every non-top level is below e^-745 relative: saturated in floats.
         # (700, not 745: the next nodes reach hi + 2 and exp must not overflow.)
@@ -340,7 +384,7 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
             break
         new = np.linspace(hi, hi + 2.0, 6)[1:]
         hi = hi + 2.0
-        st = tilt_stats(ref, np.exp(new), accurate=False)
+        st = tilt_stats(ref, np.exp(new), accurate=True)
         nodes.append(new)
         gs.append(g_and_slopes(st))
     ell = np.concatenate(nodes)
@@ -370,8 +414,13 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         st = tilt_stats(ref, np.exp(l_cur[active]), accurate=True)
         gv, dg1, dg2 = g_and_slopes(st)
         f = np.log(np.maximum(gv, 1e-320)) - lt[active]
-        f1 = dg1 / np.maximum(gv, 1e-320)
-        f2 = dg2 / np.maximum(gv, 1e-320) - f1 * f1
+        # near the root log(g/target) directly: log g - log target is granular at
+        # ulp(log target) (3.6e-15 at D ~ 1e-12), which the tolerances cannot beat
+        near = np.abs(f) < 0.5
+        f[near] = np.log(gv[near] / target[active][near])
+        with np.errstate(over="ignore", invalid="ignore"):   # inf slopes: bisection below
+            f1 = dg1 / np.maximum(gv, 1e-320)
+            f2 = dg2 / np.maximum(gv, 1e-320) - f1 * f1
         # bracket update
         above = f > 0
         l_hi[active] = np.where(above, np.minimum(l_hi[active], l_cur[active]), l_hi[active])
@@ -379,7 +428,11 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         with np.errstate(over="ignore", invalid="ignore"):
             newton = -f / np.maximum(f1, 1e-300)
             denom = 1 + 0.5 * newton * f2 / np.maximum(f1, 1e-300)
-            step = np.where(np.abs(denom) > 0.5, newton / np.where(denom == 0, 1, denom), newton)
+            # Halley only while its correction is moderate: a huge denominator (the flat,
+            # nearly saturated side of a step-like D) shrinks the step to a crawl, where
+            # the Newton step leaves the bracket and bisection takes over.
+            step = np.where((denom > 0.5) & (denom < 2.0), newton / np.where(denom == 0, 1, denom),
+                            newton)
         # A vanishing slope (a plateau of D where the tilted variance underflows)
         # overflows the Halley correction to a spurious zero step: bisect instead.
         step = np.where(np.isfinite(newton) & np.isfinite(denom), step, np.nan)
@@ -487,7 +540,6 @@ def _solve_kl_many(ref: Reference, target):
             lg = np.log(kl)
         return lg, f1, f2, good & (f1 > 0) & np.isfinite(f1 + f2 + lg)
 
-    step = 8 * _GRID_H
     ell = lo + _GRID_H * np.arange(9)
     lg, f1, f2, good = nodes_stats(ell)
     while lg[0] > lt.min() and ell[0] > l_min:
@@ -503,12 +555,12 @@ def _solve_kl_many(ref: Reference, target):
         st = nodes_stats(new)
         ell = np.concatenate([ell, new])
         lg, f1, f2, good = (np.concatenate([a, b]) for a, b in zip((lg, f1, f2, good), st))
-    del step
     # targets bracketed by two good nodes with increasing log D
     k = np.searchsorted(lg, lt)
     inside = (k > 0) & (k < lg.size)
     kk = np.clip(k, 1, lg.size - 1)
-    inside &= good[kk - 1] & good[kk] & (lg[kk] > lg[kk - 1])
+    inside &= (good[kk - 1] & good[kk] & (lg[kk] > lg[kk - 1])
+               & (lg[kk - 1] <= lt) & (lt <= lg[kk]))
     if not inside.any():
         return lam_out, mean_out, kl_out, ok
     rows = np.flatnonzero(inside)
@@ -671,7 +723,8 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
     if name == "kl":
         if val < 0:
             raise ValueError("kl must be >= 0")
-        if np.isinf(val) or (not ref.is_constant and val >= ref.kl_max):
+        # (a constant reward returns p with lam = 0 for every budget, inf included)
+        if not ref.is_constant and val >= ref.kl_max:
             return _saturated_policy(ref, val)
         lam_val = float(solve_lam_for_kl(ref, val))
         budget = val

@@ -1,0 +1,234 @@
+"""Log-space kernels against mpmath (50 digits), including extreme arguments.
+
+Every reference value below is computed in the test with mpmath at 50
+significant digits from the defining formula; tolerances are relative and
+stated per test.
+"""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+from klfrontier._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_cdf_levels
+
+mp.mp.dps = 50
+
+
+def _rel(got, exact):
+    exact = mp.mpf(exact)
+    if exact == 0:
+        return abs(mp.mpf(got))
+    return float(abs(mp.mpf(got) - exact) / abs(exact))
+
+
+# ------------------------------------------------------------------ log1mexp
+LOG1MEXP_ARGS = [
+    -1e-300, -1e-200, -1e-30, -1e-16, -1e-10, -1e-5, -1e-3, -0.1, -0.5,
+    -np.log(2.0), np.nextafter(-np.log(2.0), 0.0), np.nextafter(-np.log(2.0), -1.0),
+    -0.7, -1.0, -2.0, -10.0, -36.0, -37.0, -100.0, -700.0, -745.0, -746.0, -1e4, -1e300,
+]
+
+
+def _mp_log1mexp(x):
+    """log(1 - e^x) at 60 digits: log(-expm1(x)) near 0, log1p(-e^x) below -1
+    (mpmath's log1p keeps full relative accuracy for tiny arguments)."""
+    x = mp.mpf(x)
+    with mp.workdps(60):
+        return +(mp.log(-mp.expm1(x)) if x > -1 else mp.log1p(-mp.exp(x)))
+
+
+@pytest.mark.parametrize("x", LOG1MEXP_ARGS)
+def test_log1mexp_matches_mpmath(x):
+    # log(1 - e^x); rtol 1e-15 (a few ulps); results below the float range are 0
+    exact = _mp_log1mexp(x)
+    got = log1mexp(x)
+    if abs(exact) < mp.mpf("2.3e-308"):   # subnormal or underflow: absolute check
+        assert abs(got - float(exact)) <= 5e-324, (x, got, exact)
+    else:
+        assert _rel(got, exact) <= 1e-15, (x, got, exact)
+
+
+def test_log1mexp_limits_and_shapes():
+    assert log1mexp(0.0) == -np.inf
+    assert log1mexp(-np.inf) == 0.0
+    assert isinstance(log1mexp(-1.0), float)
+    xs = np.array([[-1.0, -2.0], [-1e-3, -50.0]])
+    out = log1mexp(xs)
+    assert out.shape == (2, 2)
+    for x, g in zip(xs.ravel(), out.ravel()):
+        assert _rel(g, _mp_log1mexp(x)) <= 1e-15
+
+
+# ------------------------------------------------------------ log_cdf_levels
+def _mp_cdf(logq):
+    """Exact log F, log F^-, log S for float log-masses, side by side with the kernel.
+
+    Float log-masses sum to 1 only up to ~1e-16, so "F = 1 - S" and "F = sum of
+    the masses below" differ by that much.  The kernel's contract is that each
+    output is accurate relative to the sum it is built from: ``log F_j`` from the
+    top (``log(1 - S_j)``, ``S_j = sum_{k>j} q_k``) where ``S_j < 1/2`` and from
+    the bottom (``log sum_{k<=j} q_k``) otherwise; ``log S_j`` is always the
+    top-down sum (SPEC §3: "summed from the top").
+    """
+    with mp.workdps(800):   # 1 - 1e-300 must be visible
+        q = [mp.exp(mp.mpf(x)) for x in logq]
+        L = len(q)
+        below = [mp.fsum(q[: j + 1]) for j in range(L)]
+        above = [mp.fsum(q[j + 1:]) for j in range(L)]
+        lg = lambda v: mp.log(v) if v > 0 else -mp.inf  # noqa: E731
+        F = [lg(1 - a) if a < 0.5 else lg(b) for a, b in zip(above, below)]
+        S = [lg(a) for a in above]
+        F[-1], S[-1] = mp.mpf(0), -mp.inf
+        return F, [-mp.inf] + F[:-1], S
+
+
+def _check_log(got, exact, rtol, atol=0.0):
+    for g, e in zip(got, exact):
+        if np.isfinite(g) and mp.isfinite(e) and abs(g - float(e)) <= atol:
+            continue
+        if e == -mp.inf:
+            assert g == -np.inf
+        elif e == 0:
+            assert g == 0.0
+        elif abs(e) < mp.mpf("2.3e-308"):
+            assert abs(g - float(e)) <= 5e-324
+        else:
+            assert _rel(g, e) <= rtol, (g, e)
+
+
+CDF_CASES = {
+    "plain": np.log([0.5, 0.3, 0.2]),
+    "tiny top": np.log([0.5, 0.5 - 1e-300, 1e-300]),
+    "tiny bottom": np.log([1e-300, 0.5, 0.5]),
+    "tiny middle": np.log([0.25, 1e-250, 0.75]),
+    "one dominant": np.array([-1e-200, np.log(1e-200) - np.log(2), np.log(1e-200) - np.log(2)]),
+    "dominant top": np.array([np.log(3e-17), np.log(7e-17), np.log1p(-1e-16)]),
+    "single": np.array([0.0]),
+    "many equal": np.full(1000, -np.log(1000.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(CDF_CASES))
+def test_log_cdf_levels_matches_mpmath(name):
+    # rtol 1e-13 on log F, log F^-, log S themselves: F^N = exp(N log F) needs
+    # log F to relative (not absolute) accuracy when F is near 1.  log S is the
+    # top-down log-space sum: relative accuracy where S <= 1/2 (where BoN uses it),
+    # absolute ~1e-16 where S ~ 1 (log S can then be +1e-16: S_0 = 1 - 1e-300).
+    logq = CDF_CASES[name]
+    logF, logFm, logS = log_cdf_levels(logq)
+    eF, eFm, eS = _mp_cdf(logq)
+    _check_log(logF, eF, 1e-13)
+    _check_log(logFm, eFm, 1e-13)
+    _check_log(logS, eS, 1e-13, atol=4.5e-16 * len(logq))
+    assert logF[-1] == 0.0 and logS[-1] == -np.inf and logFm[0] == -np.inf
+
+
+def test_log_cdf_levels_random_against_mpmath():
+    rng = np.random.default_rng(20240401)
+    for _ in range(20):
+        L = int(rng.integers(2, 9))
+        logq = -rng.uniform(0, 700, size=L) * (rng.uniform(size=L) < 0.5)
+        logq -= np.logaddexp.reduce(logq)
+        logF, logFm, logS = log_cdf_levels(logq)
+        eF, eFm, eS = _mp_cdf(logq)
+        _check_log(logF, eF, 1e-13)
+        _check_log(logFm, eFm, 1e-13)
+        _check_log(logS, eS, 1e-13, atol=4.5e-16 * L)
+        assert np.all(logF <= 0)
+        half = logS < -np.log(2.0)
+        assert np.all(logS[half] <= 0)
+
+
+# ------------------------------------------------------------------ kl_terms
+def _mp_term(la, lb):
+    """b h(log(a/b)), h(t) = e^t (t - 1) + 1, with the library's conventions."""
+    la, lb = mp.mpf(la), mp.mpf(lb)
+    if la == -mp.inf and lb == -mp.inf:
+        return mp.mpf(0)
+    if lb == -mp.inf:
+        return mp.inf
+    if la == -mp.inf:
+        return mp.exp(lb)
+    t = la - lb
+    return mp.exp(lb) * (mp.exp(t) * (t - 1) + 1)
+
+
+KL_TERM_ARGS = [
+    (np.log(0.2), np.log(0.1)),
+    (0.0, 0.0),
+    (-1e-300, 0.0),
+    (np.log(0.5) + 1e-12, np.log(0.5)),
+    (np.log(0.5) - 1e-8, np.log(0.5)),
+    (np.log(0.5) + 0.0999, np.log(0.5)),
+    (np.log(0.5) + 0.1001, np.log(0.5)),
+    (np.log(0.5) - 0.0999, np.log(0.5)),
+    (np.log(0.5) - 0.1001, np.log(0.5)),
+    (-700.0, -690.0),
+    (-690.0, -700.0),
+    (-1.0, -740.0),          # a >> b: term ~ a (t - 1), t = 739
+    (-740.0, -1.0),          # a << b: term ~ b
+    (-1e-3, -1e5),           # b underflows in floats; t = 1e5 - 1e-3
+    (-1e5, -2e5),            # both underflow; t = 1e5
+    (700.0, 0.0),            # unnormalised a: must not overflow to inf needlessly
+]
+
+
+@pytest.mark.parametrize("la,lb", KL_TERM_ARGS)
+def test_kl_terms_matches_mpmath(la, lb):
+    # rtol 1e-13 (the closed form a (t - 1) + b cancels by up to ~1e2 at |t| ~ 0.1)
+    exact = _mp_term(la, lb)
+    got = kl_terms(la, lb)
+    if exact > mp.mpf("1.7e308"):
+        assert got == np.inf
+    elif exact < mp.mpf("1e-300"):
+        assert abs(got) <= 1e-300
+    else:
+        assert _rel(got, exact) <= 1e-13, (la, lb, got, exact)
+
+
+def test_kl_terms_conventions_and_sum_is_kl():
+    assert kl_terms(-np.inf, -np.inf) == 0.0
+    assert kl_terms(-np.inf, np.log(0.3)) == pytest.approx(0.3, rel=1e-15)
+    assert kl_terms(np.log(0.3), -np.inf) == np.inf
+    assert kl_terms(0.0, 0.0) == 0.0
+    rng = np.random.default_rng(7)
+    a, b = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(6))
+    got = kl_terms(np.log(a), np.log(b)).sum()
+    exact = mp.fsum(mp.mpf(x) * mp.log(mp.mpf(x) / mp.mpf(y)) for x, y in zip(a, b))
+    # a, b sum to 1 only up to rounding: rtol 1e-12
+    assert _rel(got, exact) <= 1e-12
+    # tiny divergence: a = b (1 + eps t) keeps full relative accuracy
+    la = np.log(b) + 1e-9 * (np.arange(6) - 2.5)
+    la -= np.logaddexp.reduce(la)
+    with mp.workdps(60):
+        A = [mp.exp(mp.mpf(x)) for x in la]
+        B = [mp.exp(mp.mpf(x)) for x in np.log(b)]
+        sa, sb = mp.fsum(A), mp.fsum(B)
+        exact = mp.fsum((x / sa) * mp.log((x / sa) / (y / sb)) for x, y in zip(A, B))
+    got = kl_terms(la, np.log(b)).sum()
+    assert _rel(got, exact) <= 1e-6  # ~1e-18 divergence from float inputs: 1e-6 is the rounding of the inputs' sums
+    assert kl_terms(np.zeros((3, 4)), np.zeros(4)).shape == (3, 4)
+
+
+# ------------------------------------------------------------ log_bon_kl_bound
+BOUND_ARGS = [0.0, 1e-300, 1e-20, 1e-10, 1e-5, 1e-3, 0.00999, 0.01, 0.0101, 0.1,
+              np.log(2.0), 1.0, 2.0, 10.0, 36.0, 700.0, 1e3, 1e6, 1e15, 1e300]
+
+
+@pytest.mark.parametrize("x", BOUND_ARGS)
+def test_log_bon_kl_bound_matches_mpmath(x):
+    # log N - (N - 1)/N = x + expm1(-x), x = log N.  rtol 5e-14: just above the
+    # series switch (x = 1e-2) the closed form cancels by 2/x = 200 (measured
+    # 1.3e-14 at x = 0.0101); everywhere else it is a few ulps.
+    exact = mp.mpf(x) + mp.expm1(-mp.mpf(x))
+    got = log_bon_kl_bound(x)
+    assert _rel(got, exact) <= 5e-14, (x, got, exact)
+
+
+def test_log_bon_kl_bound_is_continuous_at_the_series_switch():
+    xs = np.array([np.nextafter(1e-2, 0.0), 1e-2, np.nextafter(1e-2, 1.0)])
+    for x, g in zip(xs, log_bon_kl_bound(xs)):
+        assert _rel(g, mp.mpf(x) + mp.expm1(-mp.mpf(x))) <= 5e-14
+    assert log_bon_kl_bound(np.array([0.0, 1e6])).tolist() == [0.0, 1e6 - 1.0]
