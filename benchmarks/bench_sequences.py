@@ -45,6 +45,9 @@ import scipy
 import scipy.fft as sfft
 
 import klfrontier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 from klfrontier import Reference
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo, reward_law
 from klfrontier.sequences._window import WindowLaw, bon_on_window, tails
@@ -73,22 +76,6 @@ def best_time(fn, repeats):
 
 def rel(a, b):
     return float(abs(a - b) / max(abs(b), 1e-300))
-
-
-def machine_info():
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0], "numpy": np.__version__,
-            "scipy": scipy.__version__, "klfrontier": getattr(klfrontier, "__version__", "?")}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 def instance(seed=1):

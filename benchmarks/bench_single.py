@@ -36,6 +36,9 @@ import scipy
 from scipy import integrate, optimize
 
 import klfrontier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 from klfrontier import Reference, bon_curve, frontier
 
 HERE = Path(__file__).resolve().parent
@@ -74,28 +77,6 @@ def _loadavg():
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-def machine_info():
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "klfrontier": getattr(klfrontier, "__version__", "?"),
-    }
-    try:  # the CPU model is worth having next to the timings
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
 
 
 # --------------------------------------------------------- row 1: frontier
