@@ -501,3 +501,23 @@ def test_random_extreme_references_against_mpmath():
                 assert rel(got, win) <= RTOL, (r, pr, ln)
             assert rel(bon_kl_estimate(ref, log_n=ln),
                        O.beirami_expectation(r.tolist(), pr, log_n=ln)) <= RTOL
+
+
+def test_bon_curve_does_not_depend_on_the_order_of_n():
+    """Regression: unsorted log_n with equal pruning points truncated the KL series (2.5e-8)."""
+    rng = np.random.default_rng(8)
+    grid = np.array([0.0, 1e-9, 0.05, 0.5, 1.0, 2.0, float(np.log(100.0)), 7.5, 30.0, 300.0, 1e4])
+    refs = [ref_of("random7"), ref_of("ties"),
+            Reference([0.0, 0.0, 2.0, 0.0, 1.0],
+                      probs=[0.11572201454907277, 0.6143970676696946, 0.014607845561662473,
+                             0.25268936081678817, 0.0025837114027821694])]
+    for ref in refs:
+        single = [best_of_n(ref, log_n=x) for x in grid]
+        for _ in range(5):
+            perm = rng.permutation(grid.size)
+            c = bon_curve(ref, log_n=grid[perm])
+            for k, i in enumerate(perm):
+                b = single[i]
+                assert c.kl[k] == pytest.approx(b.kl, rel=1e-12, abs=1e-300)
+                assert c.reward[k] == pytest.approx(b.reward, rel=1e-13)
+                assert c.win_rate[k] == pytest.approx(b.win_rate, rel=1e-13)

@@ -316,7 +316,10 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
     (``|terms| + 2``: its rounding error is ~ eps times that); ``None`` when a
     level mass underflows relative to its CDF (``C = 0``: use the per-N path).
     """
-    order = np.argsort(j0, kind="stable")
+    # by j0, ties by N: the series cut-off of a block uses the last active row's N,
+    # which must be the largest (unsorted log_n with equal j0 put N = e after N = 100,
+    # whose series was then truncated far past N C = 0.1: KL off by 2.5e-8)
+    order = np.lexsort((N, j0))
     j0s = j0[order]
     Ns = N[order][:, None]
     R, L = Ns.shape[0], logF.size
