@@ -34,17 +34,13 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy
 import scipy.fft as sfft
 
-import klfrontier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402

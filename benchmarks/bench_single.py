@@ -26,16 +26,13 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy
 from scipy import integrate, optimize
 
-import klfrontier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info  # noqa: E402

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from klfrontier.cli import app
 from klfrontier.empirical import analyze_samples
 from klfrontier.instances.samples import unigram_samples
-from klfrontier.io import SampleSet, read_samples, write_samples
+from klfrontier.io import read_samples, write_samples
 from klfrontier.jobs import analyze_job
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_neg_log1mexp
-from .policy import Policy, level_win_rate
+from .policy import Policy
 from .reference import Reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
 
@@ -227,7 +227,6 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
-    L = logq.size
     kl = np.full(ln.size, np.nan)
     rw = np.full(ln.size, np.nan)
     win = np.full(ln.size, np.nan)

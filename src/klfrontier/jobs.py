@@ -104,7 +104,6 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     summary["frontier"] = fr.as_dict()
     summary["best_of_n"] = bon_rows
     summary["soft_best_of_n"] = {str(k): v for k, v in soft.items()}
-    pick = [r for r in bon_rows if r["n"] in (2.0, 16.0, 256.0, 4096.0) or r is bon_rows[-1]]
     sections.append(Section(
         "1 · One token: how much reward per nat, and how close best-of-N gets",
         f"Reference: {inst.description} The curve is the best reward any policy can reach "
