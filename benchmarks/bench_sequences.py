@@ -43,7 +43,7 @@ import scipy.fft as sfft
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
+from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo, reward_law
 from klfrontier.sequences._window import WindowLaw, bon_on_window, tails
@@ -61,15 +61,6 @@ SIZES = {
 
 
 # ---------------------------------------------------------------- helpers
-def best_time(fn, repeats):
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def rel(a, b):
     return float(abs(a - b) / max(abs(b), 1e-300))
 

@@ -35,7 +35,7 @@ from scipy import integrate, optimize
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info  # noqa: E402
+from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference, bon_curve, frontier
 
 HERE = Path(__file__).resolve().parent
@@ -50,16 +50,6 @@ SIZES = {
 
 
 # ---------------------------------------------------------------- helpers
-def best_time(fn, repeats):
-    """Best wall time of ``repeats`` calls of ``fn`` and the last result."""
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def max_rel_diff(a, b, scale=None):
     """max |a - b| / |b| (or / ``scale``, for quantities that can be ~0)."""
     a = np.asarray(a, dtype=float)

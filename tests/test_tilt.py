@@ -473,24 +473,10 @@ def test_cgf_bad_arguments(t):
 
 # ------------------------------------------------------- random extreme references
 def _random_extreme_refs(seed, count):
-    """Seeded references mixing plain laws, masses down to 1e-260, reward scales 1e+-280, ties."""
-    rng = np.random.default_rng(seed)
+    """Seeded non-constant references from :func:`oracles.mp_oracle.extreme_laws` (K >= 2)."""
     out = []
-    for i in range(count):
-        K = int(rng.integers(2, 8))
-        kind = i % 4
-        if kind == 0:
-            p, r = rng.dirichlet(np.ones(K)), rng.normal(size=K)
-        elif kind == 1:
-            lp = -rng.uniform(0, 600, size=K)
-            p = np.exp(lp - lp.max())
-            r = rng.normal(size=K) * 10.0 ** rng.uniform(-280, 280)
-        elif kind == 2:
-            p, r = rng.dirichlet(np.ones(K)), rng.integers(0, 3, size=K).astype(float)
-        else:
-            p, r = rng.dirichlet(0.1 * np.ones(K)), rng.normal(size=K)
-        p = np.maximum(p, 1e-300)
-        ref = Reference(r, probs=p / p.sum())
+    for r, p in O.extreme_laws(seed, count, k_min=2):
+        ref = Reference(r, probs=p)
         if not ref.is_constant:
             out.append((r.tolist(), ref.probs.tolist(), ref))
     return out

@@ -310,3 +310,26 @@ def brute_force_bon(rewards, probs, n):
         for i in winners:
             out[i] += share
     return out
+
+
+def extreme_laws(seed, count, k_min=1):
+    """Seeded (rewards, probs) arrays mixing plain laws, masses down to 1e-260,
+    reward scales 1e+-280 and ties (the inputs of the random mpmath sweeps)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        K = int(rng.integers(k_min, 8))
+        kind = i % 4
+        if kind == 0:
+            p, r = rng.dirichlet(np.ones(K)), rng.normal(size=K)
+        elif kind == 1:
+            lp = -rng.uniform(0, 600, size=K)
+            p = np.exp(lp - lp.max())
+            r = rng.normal(size=K) * 10.0 ** rng.uniform(-280, 280)
+        elif kind == 2:
+            p, r = rng.dirichlet(np.ones(K)), rng.integers(0, 3, size=K).astype(float)
+        else:
+            p, r = rng.dirichlet(0.1 * np.ones(K)), rng.normal(size=K)
+        p = np.maximum(p, 1e-300)
+        yield r, p / p.sum()

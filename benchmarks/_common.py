@@ -1,4 +1,4 @@
-"""Machine description written next to every benchmark's timings."""
+"""Shared by the benchmark scripts: machine description and best-of-k timing."""
 
 import os
 import platform
@@ -28,3 +28,15 @@ def machine_info():
     except OSError:
         pass
     return info
+
+
+def best_time(fn, repeats):
+    """Best wall time of ``repeats`` calls of ``fn`` and the last result."""
+    import time
+
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
