@@ -251,7 +251,10 @@ def test_distinct_atoms_kl_approaches_the_bound(uniform_distinct, n):
     ``bound - KL = (1/(24 K^2)) int_0^1 g'^2/g dx = N (N-1)^2 / (24 (N-2) K^2)``
     (N > 2: the integrand ``N (N-1)^2 x^(N-3)`` is integrable).  The next
     terms are smaller by O(N/K) (measured: 1e-6 relative at N = 3..1000).
-    Tolerance: 1e-3 of the predicted gap plus 3e-14 (the KL's own rounding).
+    Tolerance: 1e-3 of the predicted gap plus 3e-14 (the KL's own rounding)
+    plus ``K^-N``: the bottom cells, where ``g`` is not smooth on the scale
+    1/K, contribute at that order (at N = 2.5 the formula is off by 5e-14
+    whichever way the CDF is summed).
     Also: the KL equals the fsum oracle to 1e-12 relative, and stays below
     the bound (data processing).
     """
@@ -263,7 +266,7 @@ def test_distinct_atoms_kl_approaches_the_bound(uniform_distinct, n):
     assert b.kl < bound
     if n > 2:
         gap = n * (n - 1) ** 2 / (24 * (n - 2) * K5 ** 2)
-        assert (bound - b.kl) == pytest.approx(gap, rel=1e-3, abs=3e-14)
+        assert (bound - b.kl) == pytest.approx(gap, rel=1e-3, abs=3e-14 + K5 ** -n)
     assert b.reward == pytest.approx(reward, rel=1e-13)
 
 
@@ -310,7 +313,7 @@ def test_exact_kl_far_below_the_bound_when_p_argmax_is_large():
     log_ns = np.array([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e4])
     c = bon_curve(ref, log_n=log_ns)
     assert np.all(c.kl <= np.log(2.0) * (1 + 1e-15))
-    assert np.all(np.diff(c.kl) >= 0)
+    assert np.all(np.diff(c.kl) >= -2e-16)                            # flat to rounding at saturation
     assert c.kl[-3] == pytest.approx(np.log(2.0), rel=1e-15)          # N = e^50
     # log 2 - KL = (mass not yet moved) -> 0 like (1/2)^N: at N = e^2 it is still visible
     assert np.log(2.0) - c.kl[1] > 1e-3

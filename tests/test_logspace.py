@@ -11,7 +11,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from klfrontier._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_cdf_levels
+from klfrontier._logspace import _CUMSUM_BLOCK, kl_terms, log1mexp, log_bon_kl_bound, log_cdf_levels, log_cumsum
 
 mp.mp.dps = 50
 
@@ -139,6 +139,63 @@ def test_log_cdf_levels_random_against_mpmath():
         assert np.all(logF <= 0)
         half = logS < -np.log(2.0)
         assert np.all(logS[half] <= 0)
+
+
+# ------------------------------------------------------------------ log_cumsum
+def _mp_log_cumsum(logx):
+    """Prefix log-sums at 40 digits (exact for the purpose: every term positive)."""
+    out, acc = [], mp.mpf(0)
+    with mp.workdps(40):
+        for v in logx:
+            if v != -np.inf:
+                acc += mp.exp(mp.mpf(float(v)))
+            out.append(float(mp.log(acc)) if acc > 0 else -np.inf)
+    return np.array(out)
+
+
+LOG_CUMSUM_CASES = {
+    # several blocks, every block narrow: the linear-space path throughout
+    "smooth": lambda rng: np.log(rng.random(3 * _CUMSUM_BLOCK + 17)),
+    # a block spanning > 700 nats (fallback), next to narrow ones
+    "wide block": lambda rng: np.concatenate([
+        np.log(rng.random(_CUMSUM_BLOCK)), -rng.uniform(0, 2000, _CUMSUM_BLOCK), np.log(rng.random(50))]),
+    # a rising law whose first entries are far below the later ones (1e-300 under 1)
+    "rising tail": lambda rng: np.linspace(-3000.0, 0.0, 2 * _CUMSUM_BLOCK + 1),
+    # -inf entries, a whole -inf block, and magnitudes near the float limits
+    "with -inf": lambda rng: np.concatenate([
+        np.full(5, -np.inf), np.log(rng.random(_CUMSUM_BLOCK)), np.full(_CUMSUM_BLOCK, -np.inf),
+        rng.uniform(-745, 700, 40), [-np.inf]]),
+}
+
+
+@pytest.mark.parametrize("name", list(LOG_CUMSUM_CASES))
+def test_log_cumsum_matches_mpmath(name):
+    # every prefix to 1e-14 relative in the sum (absolute 1e-14 in its log, or a few
+    # ulps of the log where |log| > 1): the blocked linear-space sums hold
+    # (B + L/B) eps in the worst case, far less here
+    logx = LOG_CUMSUM_CASES[name](np.random.default_rng(7))
+    got = log_cumsum(logx)
+    want = _mp_log_cumsum(logx)
+    assert got.shape == logx.shape
+    fin = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got), fin) and np.all(got[~fin] == -np.inf)
+    assert np.all(np.abs(got[fin] - want[fin]) <= 1e-14 * np.maximum(1.0, np.abs(want[fin])))
+
+
+def test_log_cumsum_beats_sequential_logaddexp():
+    """The reason it exists: 10^5 equal masses, prefix errors vs np.logaddexp.accumulate."""
+    logx = np.full(10**5, -np.log(1e5))
+    exact = np.log(np.arange(1, 10**5 + 1) / 1e5)       # float64 log of the exact k/K: ~1 ulp
+    err_new = np.abs(log_cumsum(logx) - exact).max()
+    err_seq = np.abs(np.logaddexp.accumulate(logx) - exact).max()
+    assert err_new <= 5e-15 < err_seq
+
+
+def test_log_cumsum_small_inputs():
+    assert log_cumsum(np.array([])).shape == (0,)
+    assert log_cumsum(np.array([-np.inf])).tolist() == [-np.inf]
+    assert log_cumsum([0.0]).tolist() == [0.0]
+    assert log_cumsum(np.log([0.25, 0.25])).tolist() == [np.log(0.25), np.log(0.5)]
 
 
 # ------------------------------------------------------------------ kl_terms

@@ -14,6 +14,7 @@ __all__ = [
     "logsumexp",
     "log1mexp",
     "log_neg_log1mexp",
+    "log_cumsum",
     "log_cdf_levels",
     "kl_terms",
     "log_bon_kl_bound",
@@ -68,6 +69,106 @@ def log_neg_log1mexp(a):
     return out[()] if out.ndim == 0 else out
 
 
+def log_cumsum(logx, out=None):
+    """Log of the inclusive prefix sums ``log sum_{k<=j} x_k`` of ``x = e^{logx}``.
+
+    Parameters
+    ----------
+    logx : (L,) array
+        Log-values (``-inf`` allowed); any magnitude.
+    out : (L,) array, optional
+        Where to write the result (may be ``logx`` itself, or a reversed view).
+
+    Notes
+    -----
+    Summed in linear space block by block (:data:`_CUMSUM_BLOCK` entries),
+    each block shifted by its own maximum; the block totals are carried in log
+    space and each prefix is ``e^s (e^{m_b - s} P + e^{c_b - s})`` with ``P``
+    the block-local sum, ``m_b`` the block's shift, ``c_b`` the carry and
+    ``s = max(m_b, c_b)``.  A block whose finite entries span more than 700
+    nats (so that shifted terms could underflow) is accumulated with
+    ``np.logaddexp.accumulate`` instead.  All terms are positive, so the
+    relative error is at most ``(B + L/B) eps`` (``~7e-13`` at ``L = 10^7``)
+    and about ``sqrt`` of that in practice, at a few passes over memory rather
+    than one sequential ``logaddexp`` per entry.
+
+    Examples
+    --------
+    >>> np.exp(log_cumsum(np.log([0.5, 0.3, 0.2]))).round(12).tolist()
+    [0.5, 0.8, 1.0]
+    >>> log_cumsum(np.array([-1000.0, -1e5, -1000.0])).round(6).tolist()
+    [-1000.0, -1000.0, -999.306853]
+    """
+    logx = np.asarray(logx, dtype=float)
+    n = logx.size
+    if out is None:
+        out = np.empty(n)
+    if out is not logx:
+        out[...] = logx
+    if n == 0:
+        return out
+    b = min(_CUMSUM_BLOCK, n)
+    full = (n // b) * b
+    # full blocks as a (blocks, b) view of out, the partial last block as (1, rest)
+    views = [out[:full].reshape(-1, b)] + ([out[full:].reshape(1, -1)] if full < n else [])
+    local = [_cumsum_local(v) for v in views]
+    total = np.concatenate([t for _, t, _ in local])
+    carry = np.empty(total.size)                       # log of everything before a block
+    carry[0] = -np.inf
+    np.logaddexp.accumulate(total[:-1], out=carry[1:])
+    start = 0
+    for v, (shift, _, wide) in zip(views, local):
+        c = carry[start:start + v.shape[0]]
+        start += v.shape[0]
+        # prefix = e^c + e^shift P = e^s (e^{shift-s} P + e^{c-s}), s = the larger
+        sc = np.maximum(shift, c)
+        sc[~np.isfinite(sc)] = 0.0
+        lin = np.ones(v.shape[0], dtype=bool)
+        lin[list(wide)] = False
+        rows = v if lin.all() else v[lin]
+        rows *= np.exp(shift - sc)[lin, None]
+        rows += np.exp(c - sc)[lin, None]
+        with np.errstate(divide="ignore"):
+            np.log(rows, out=rows)
+        rows += sc[lin, None]
+        if rows is not v:
+            v[lin] = rows
+        for i, lw in wide.items():
+            v[i] = np.logaddexp(lw, c[i])
+    return out
+
+
+def _cumsum_local(v):
+    """In place: block-local prefix sums of ``e^v`` per row, ``e^{-shift}``-scaled.
+
+    Returns ``(shift, log of each row's total, {row: log-space prefix sums})``,
+    the last for rows spanning more than :data:`_CUMSUM_RANGE` nats (their
+    entries in ``v`` are left for the caller to overwrite).
+    """
+    top = v.max(axis=1)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    low = v.min(axis=1)
+    for i in np.flatnonzero(np.isneginf(low) & np.isfinite(top)):   # ignore -inf entries
+        low[i] = v[i][np.isfinite(v[i])].min()
+    with np.errstate(invalid="ignore"):                  # -inf - -inf: an all-zero block
+        wide = {int(i): np.logaddexp.accumulate(v[i])
+                for i in np.flatnonzero(top - low > _CUMSUM_RANGE)}
+    v -= shift[:, None]
+    np.exp(v, out=v)
+    np.cumsum(v, axis=1, out=v)
+    with np.errstate(divide="ignore"):
+        total = np.log(v[:, -1]) + shift
+    for i, lw in wide.items():
+        total[i] = lw[-1]
+    return shift, total, wide
+
+
+#: Block length and the largest within-block range (nats) of :func:`log_cumsum`'s
+#: linear-space pass (``e^{-700}`` is still a normal double).
+_CUMSUM_BLOCK = 2048
+_CUMSUM_RANGE = 700.0
+
+
 def log_cdf_levels(logq):
     """Log CDF, log left-limit CDF and log survival of an ordered level law.
 
@@ -86,8 +187,7 @@ def log_cdf_levels(logq):
     The survival ``S_j = sum_{k>j} q_k`` is summed from the top (never
     ``1 - cumsum``) and ``F_j`` from the bottom; ``log F_j`` is taken from
     whichever side is accurate: ``log1p(-S_j)`` when ``S_j < 1/2`` and the
-    bottom-up sum otherwise.  Both partial sums are exact log-space
-    accumulations (``np.logaddexp.accumulate``).
+    bottom-up sum otherwise.  Both partial sums are :func:`log_cumsum`.
 
     Examples
     --------
@@ -96,16 +196,23 @@ def log_cdf_levels(logq):
     ([0.5, 0.8, 1.0], [0.5, 0.2, 0.0])
     """
     logq = np.asarray(logq, dtype=float)
-    up = np.logaddexp.accumulate(logq)                     # log sum_{k<=j} q_k
-    down_incl = np.logaddexp.accumulate(logq[::-1])[::-1]  # log sum_{k>=j} q_k
-    logS = np.concatenate([down_incl[1:], [-np.inf]])
-    with np.errstate(divide="ignore"):
-        # rounding can put log S_0 a hair above 0 when q_0 is tiny; that branch is
-        # discarded below (S >= 1/2), but it must not raise an invalid-value warning.
-        from_top = np.log1p(-np.exp(np.minimum(logS, 0.0)))
-    logF = np.where(logS < _LOG_HALF, from_top, up)
+    n = logq.size
+    # log F^- is log F shifted by one: both are views of one buffer
+    buf = np.empty(n + 1)
+    buf[0] = -np.inf
+    logF, logFminus = buf[1:], buf[:-1]
+    log_cumsum(logq, out=logF)                                 # log sum_{k<=j} q_k
+    logS = np.empty(n)
+    logS[-1] = -np.inf
+    log_cumsum(logq[:0:-1], out=logS[-2::-1])                  # log sum_{k>j} q_k
+    # where S < 1/2 (a suffix: S decreases), F = 1 - S from the top (rounding can
+    # put log S_0 a hair above 0 when q_0 is tiny; that entry has S >= 1/2)
+    below = logS < _LOG_HALF
+    k = int(np.argmax(below))
+    tail = np.exp(logS[k:])
+    np.negative(tail, out=tail)
+    np.log1p(tail, out=logF[k:])
     logF[-1] = 0.0
-    logFminus = np.concatenate([[-np.inf], logF[:-1]])
     return logF, logFminus, logS
 
 

@@ -330,7 +330,7 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
         kl_direct = np.zeros(R)      # sum d log(d/q) over levels outside the series
         d_direct = np.zeros(R)
         buf_y = np.empty((rb, _BLOCK_LEVELS))
-        buf_z = np.empty((rb, _BLOCK_LEVELS))
+        buf_z = np.empty((rb, _BLOCK_LEVELS + 1))
         Wb = np.empty((10, _BLOCK_LEVELS))
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for s in block_starts:
@@ -364,16 +364,16 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
                 cols = np.flatnonzero(negC < -_SERIES_Y / Ns[k - 1, 0])
                 if cols.size:
                     W[4:, cols] = 0.0
+                # log F over [s - 1, e): G_{j-1} - G_j = -d_j with G = F^N
+                lf_ext = logF[s - 1:e] if s > 0 else np.concatenate([[-np.inf], lf])
                 for r0 in range(0, k, rb):
                     r1 = min(k, r0 + rb)
                     Nk = Ns[r0:r1]
                     y = buf_y[:r1 - r0, :m]
-                    z = buf_z[:r1 - r0, :m]
-                    np.multiply(Nk, negC, out=y)
-                    np.expm1(y, out=y)                         # -(1 - e^{-N C})
-                    np.multiply(Nk, lf, out=z)
-                    np.exp(z, out=z)                           # F^N
-                    y *= z                                     # -d
+                    z = buf_z[:r1 - r0, :m + 1]
+                    np.multiply(Nk, lf_ext, out=z)
+                    np.exp(z, out=z)                           # G = F^N
+                    np.subtract(z[:, :-1], z[:, 1:], out=y)    # -d
                     if cols.size:
                         nc = Nk * -negC[cols]
                         log_e = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)),
