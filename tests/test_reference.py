@@ -215,3 +215,23 @@ def test_from_samples_bad_weights_name_weights(weights, match):
 def test_from_samples_bad_rewards(rewards, match):
     with pytest.raises(ValueError, match=match):
         Reference.from_samples(rewards)
+
+
+def test_public_entry_points_reject_a_non_reference_by_name():
+    import klfrontier as kf
+    from klfrontier import ldp
+    from klfrontier.sequences import Memoryless, bon_monte_carlo, convergence, reward_law
+
+    calls = [
+        (kf.tilted, dict(kl=0.1)), (kf.frontier, dict(kl=[0.1])), (kf.best_of_n, dict(n=2)),
+        (kf.bon_curve, dict(n=[2])), (kf.bon_kl_estimate, dict(n=2)),
+        (kf.soft_best_of_n, dict(n=2, lam=1.0)), (kf.optimality, dict(policy_probs=[0.5, 0.5])),
+        (kf.solve_lam_for_kl, dict(kl=0.1)), (kf.solve_lam_for_reward, dict(reward=1.0)),
+        (kf.cgf, dict(t=1.0)), (ldp.rate_function, dict(x=0.5)), (ldp.scgf, dict(t=1.0)),
+        (ldp.cumulants, dict(lam=1.0)), (ldp.equivalence, dict(delta=0.1)),
+        (reward_law, dict(length=3)), (bon_monte_carlo, dict(length=3, n=2)),
+        (convergence, dict(delta=0.1)), (Memoryless, dict(length=3)),
+    ]
+    for fn, kw in calls:
+        with pytest.raises(ValueError, match=r"^ref must be a klfrontier\.Reference, got list$"):
+            fn([0.0, 1.0], **kw)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_neg_log1mexp
 from .policy import Policy
-from .reference import Reference
+from .reference import Reference, check_reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
 
 __all__ = [
@@ -162,6 +162,7 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     >>> round(b.reward, 6), round(b.kl, 6), round(b.kl_bound, 6)
     (1.5279, 0.559751, 0.636294)
     """
+    check_reference(ref)
     ln = float(_resolve_log_n(n, log_n))
     tails = _bon_tail_logs(ref)
     lev = _bon_level_logd(ref.level_logq, *tails, ln)
@@ -222,6 +223,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     >>> bon_curve(ref, n=[1, 4]).reward.round(6).tolist()
     [0.7, 1.5279]
     """
+    check_reference(ref)
     ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
@@ -461,6 +463,7 @@ def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
     >>> round(bon_kl_estimate(ref, n=4), 6) > best_of_n(ref, n=4).kl
     True
     """
+    check_reference(ref)
     ln = float(_resolve_log_n(n, log_n))
     on = ref.level_index >= 0
     if samples is None:

@@ -28,7 +28,7 @@ from scipy.special import logsumexp
 
 from ._logspace import kl_terms, log1mexp, log_neg_log1mexp
 from .lattice import RTOL, resolve_lattice
-from .reference import Reference
+from .reference import Reference, check_reference
 from .tilt import ConvergenceError, solve_lam_for_kl
 
 __all__ = [
@@ -50,11 +50,6 @@ _BETA_SUM = 1e-2
 
 
 # ----------------------------------------------------------------- validation
-def _check_ref(ref):
-    if not isinstance(ref, Reference):
-        raise ValueError(f"ref must be a klfrontier.Reference, got {type(ref).__name__}")
-
-
 def _real_array(x, name):
     try:
         a = np.asarray(x, dtype=float)
@@ -317,7 +312,7 @@ def rate_function(ref: Reference, x, lam=0.0):
     >>> rate_function(ref, [0.5, 1.0, 1.5]).round(6).tolist()
     [0.0, 0.693147, inf]
     """
-    _check_ref(ref)
+    check_reference(ref)
     xa = _real_array(x, "x")
     lam = _real_scalar(lam, "lam", allow_inf=True)
     flat = xa.ravel()
@@ -373,7 +368,7 @@ def scgf(ref: Reference, t, lam=0.0, form="cgf"):
     >>> round(scgf(ref, 1.0, form="renyi"), 12)
     0.620114506958
     """
-    _check_ref(ref)
+    check_reference(ref)
     ta = _real_array(t, "t")
     if not np.isfinite(ta).all():
         raise ValueError("t must be finite")
@@ -451,7 +446,7 @@ def cumulants(ref: Reference, lam, order=4):
     >>> cumulants(ref, 0.0).round(12).tolist()       # Bernoulli(1/2)
     [0.5, 0.25, 0.0, -0.125]
     """
-    _check_ref(ref)
+    check_reference(ref)
     la = _real_array(lam, "lam")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
         raise ValueError(f"order must be an integer, got {order!r}")
@@ -523,7 +518,7 @@ def detect_lattice(ref: Reference, lattice=None, rtol=RTOL):
     >>> detect_lattice(Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])) is None
     True
     """
-    _check_ref(ref)
+    check_reference(ref)
     fit = resolve_lattice(ref.level_values, lattice, rtol=rtol)
     return None if fit is None else (fit.a, fit.h)
 
@@ -893,7 +888,7 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     >>> equivalence(Reference([0.0, 1.0], probs=[0.7, 0.3]), 0.1).lattice
     (0.0, 1.0)
     """
-    _check_ref(ref)
+    check_reference(ref)
     d = _real_scalar(delta, "delta", allow_inf=True)
     if not (0 < d < ref.kl_max):
         raise ValueError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._logspace import kl_terms, logsumexp
 from .policy import Policy
-from .reference import SUM_TOL, Reference
+from .reference import SUM_TOL, Reference, check_reference
 from .tilt import tilted
 
 __all__ = ["optimality", "Optimality"]
@@ -224,6 +224,7 @@ def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Op
     >>> optimality(ref, tilted(ref, kl=0.3)).kl_to_optimal < 1e-12
     True
     """
+    check_reference(ref)
     lphi = _policy_logprobs(ref, policy_probs, policy_logprobs)
     on = ref.level_index >= 0
     # standardised reward per outcome (0 off the support, where phi = 0 too)

@@ -92,6 +92,12 @@ def _compact(a, keep):
     return a[:w]
 
 
+def check_reference(ref, name="ref"):
+    """Raise a ValueError naming ``name`` unless ``ref`` is a :class:`Reference`."""
+    if not isinstance(ref, Reference):
+        raise ValueError(f"{name} must be a klfrontier.Reference, got {type(ref).__name__}")
+
+
 class Reference:
     """A reference model ``p`` over a finite outcome set with a reward ``r``.
 

@@ -41,7 +41,7 @@ import numpy as np
 from ._logspace import kl_terms, logsumexp
 from .bon import best_of_n
 from .policy import Policy
-from .reference import Reference
+from .reference import Reference, check_reference
 from .tilt import ConvergenceError, tilted
 
 __all__ = ["soft_best_of_n"]
@@ -455,6 +455,7 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     >>> np.allclose(soft_best_of_n(ref, n=2, lam=1.0).level_probs, exact, rtol=1e-14, atol=0)
     True
     """
+    check_reference(ref)
     n_val = _check_n(n)
     lam_val = _check_lam(lam)
     if ref.is_constant or lam_val == 0.0 or n_val == 1.0:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._logspace import kl_terms
 from .policy import Policy
-from .reference import Reference
+from .reference import Reference, check_reference
 
 __all__ = [
     "tilted",
@@ -191,6 +191,7 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
     e^{x_j - Lambda_c}``, raw moments of ``u - c`` by one matrix product,
     ``D = lam m_1 - Lambda_c``.
     """
+    check_reference(ref)
     lam_u = np.atleast_1d(np.asarray(lam_u, dtype=float))
     tiny = np.abs(lam_u) <= _SERIES_LAM
     if tiny.any():
@@ -299,6 +300,7 @@ def cgf(ref: Reference, t):
     >>> round(float(cgf(ref, 1.0)), 12)    # log((1 + e)/2)
     0.620114506958
     """
+    check_reference(ref)
     t = np.asarray(t, dtype=float)
     if not np.isfinite(t).all():
         raise ValueError("t must be finite")
@@ -630,6 +632,7 @@ def solve_lam_for_kl(ref: Reference, kl):
     >>> round(float(tilted(ref, lam=lam).kl), 12)
     0.1
     """
+    check_reference(ref)
     kl = np.asarray(kl, dtype=float)
     flat = kl.ravel()
     out = np.zeros(flat.size)
@@ -648,6 +651,7 @@ def solve_lam_for_reward(ref: Reference, reward):
 
     ``reward`` must lie in ``[E_p r, r_max]``; ``r_max`` gives ``inf``.
     """
+    check_reference(ref)
     reward = np.asarray(reward, dtype=float)
     flat = reward.ravel()
     if ref.is_constant:
@@ -719,6 +723,7 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
     >>> tilted(ref, kl=5.0).saturated
     True
     """
+    check_reference(ref)
     name, val = _check_one_of(kl=kl, beta=beta, lam=lam)
     if name == "kl":
         if val < 0:
@@ -803,6 +808,7 @@ def frontier(ref: Reference, kl) -> Frontier:
     >>> fr.reward.round(6).tolist(), fr.saturated.tolist()
     ([0.7, 1.059857, 2.0], [False, False, True])
     """
+    check_reference(ref)
     budgets = np.asarray(kl, dtype=float).ravel()
     if budgets.size == 0:
         raise ValueError("kl is empty")

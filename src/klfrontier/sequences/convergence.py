@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..reference import Reference
-from .memoryless import Memoryless, _check_ref
+from ..reference import Reference, check_reference
+from .memoryless import Memoryless
 
 __all__ = ["convergence", "ConvergenceTable"]
 
@@ -143,7 +143,7 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     >>> [round(r["gap_ratio"], 2) for r in tab.rows]
     [1.2, 1.11]
     """
-    _check_ref(ref)
+    check_reference(ref)
     try:
         d = float(delta)
     except (TypeError, ValueError) as exc:

@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from .._logspace import log1mexp, log_bon_kl_bound, log_cdf_levels
-from ..reference import Reference
+from ..reference import Reference, check_reference
 from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
@@ -36,11 +36,6 @@ _MAX_FULL_LATTICE = 2**27
 
 
 # ---------------------------------------------------------------- validation
-def _check_ref(ref):
-    if not isinstance(ref, Reference):
-        raise ValueError(f"ref must be a klfrontier.Reference, got {type(ref).__name__}")
-
-
 def _check_length(length):
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
         if isinstance(length, float) and length.is_integer():
@@ -225,7 +220,7 @@ def reward_law(ref: Reference, length: int, lattice=None, method="auto", *, grid
     >>> law3.method, law3.size, law3.exact
     ('types', 6, True)
     """
-    _check_ref(ref)
+    check_reference(ref)
     m = _check_length(length)
     method = _check_method(method)
     t0 = time.perf_counter()
@@ -631,7 +626,7 @@ class Memoryless:
     """
 
     def __init__(self, ref: Reference, length: int, *, lattice=None):
-        _check_ref(ref)
+        check_reference(ref)
         self.ref = ref
         self.length = _check_length(length)
         self.lattice = lattice

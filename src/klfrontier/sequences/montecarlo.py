@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._logspace import log1mexp
-from ..reference import Reference
-from .memoryless import _check_length, _check_ref, _resolve_log_n, _sequence_bon
+from ..reference import Reference, check_reference
+from .memoryless import _check_length, _resolve_log_n, _sequence_bon
 
 __all__ = ["MonteCarloResult", "bon_monte_carlo", "naive_bon_monte_carlo"]
 
@@ -111,7 +111,7 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
     >>> mc.covers(Memoryless(ref, 100).best_of_n(log_n=10.0).reward)
     True
     """
-    _check_ref(ref)
+    check_reference(ref)
     m = _check_length(length)
     ln = _resolve_log_n(n, log_n)
     size = int(size)
@@ -170,7 +170,7 @@ def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, rng=
     """
     import time
 
-    _check_ref(ref)
+    check_reference(ref)
     m = _check_length(length)
     N = int(n)
     if N < 1 or N != n:
