@@ -299,17 +299,18 @@ class Reference:
         """Smallest reward on the support."""
         return float(self.level_values[0])
 
-    @property
+    @cached_property
     def log_p_argmax(self) -> float:
         """``log p(A)``, ``A = argmax r`` (a set: ties are kept).
 
         For ``p(A) > 1/2`` this is ``log(1 - P(r < r_max))`` with the small
         complement summed from the bottom, so that ``-log p(A)`` keeps its
-        relative accuracy as ``p(A) -> 1``; 0 for a constant reward.
+        relative accuracy as ``p(A) -> 1``; 0 for a constant reward.  One
+        chunked sum, not the level CDF (which the tilt engines never need).
         """
         if self.n_levels == 1:
             return 0.0
-        log_below = float(self.level_log_cdf[1][-1])       # log P(r < r_max)
+        log_below = _log_total(self.level_logq[:-1])        # log P(r < r_max)
         if log_below < -np.log(2.0):
             return float(log1mexp(log_below))
         return float(self.level_logq[-1])
@@ -326,8 +327,9 @@ class Reference:
 
     @cached_property
     def mean_u(self) -> float:
-        """Mean of the standardised reward under ``p``."""
-        return float(np.exp(self.level_logq) @ self.level_u)
+        """Mean of the standardised reward under ``p`` (chunked: no level-sized temporary)."""
+        return float(sum(np.exp(self.level_logq[s:s + _CHUNK]) @ self.level_u[s:s + _CHUNK]
+                         for s in range(0, self.n_levels, _CHUNK)))
 
     @property
     def mean_reward(self) -> float:

@@ -282,9 +282,17 @@ def _cumulants_u(ref: Reference):
     cached = ref.__dict__.get("_cumulants_u")
     if cached is not None:
         return cached
-    q = np.exp(ref.level_logq)
-    d = ref.level_u - ref.mean_u
-    m = {j: float(q @ d**j) for j in range(2, 7)}
+    # central moments sum_j q_j d_j^k, d = u - mean, chunk by chunk (no level-sized
+    # temporaries; d**k would be a pow call per element: 2.3 s at 9e6 levels)
+    mu = ref.mean_u
+    m = dict.fromkeys(range(2, 7), 0.0)
+    for s in range(0, ref.n_levels, _TILE_ELEMENTS):
+        d = ref.level_u[s:s + _TILE_ELEMENTS] - mu
+        qd = np.exp(ref.level_logq[s:s + _TILE_ELEMENTS])
+        qd *= d
+        for j in range(2, 7):
+            qd *= d
+            m[j] += float(np.sum(qd))
     k = {2: m[2], 3: m[3], 4: m[4] - 3 * m[2] ** 2, 5: m[5] - 10 * m[3] * m[2],
          6: m[6] - 15 * m[4] * m[2] - 10 * m[3] ** 2 + 30 * m[2] ** 3}
     ref.__dict__["_cumulants_u"] = k
