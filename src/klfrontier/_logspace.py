@@ -21,6 +21,8 @@ __all__ = [
     "log_cdf_levels",
     "kl_terms",
     "log_bon_kl_bound",
+    "log_total",
+    "log_total_probs",
 ]
 
 _LOG_HALF = -np.log(2.0)
@@ -313,3 +315,48 @@ def log_bon_kl_bound(log_n):
     direct = x + np.expm1(-np.where(small, 1.0, x))
     out = np.where(small, series, direct)
     return out[()] if out.ndim == 0 else out
+
+
+def log_total(lp):
+    """``log sum e^lp`` of a 1-D ``lp`` without NaN or +inf, not all ``-inf``.
+
+    ``top + log1p(rest)`` with ``rest = sum_{k != argmax} e^{lp_k - top}``
+    (as scipy's ``logsumexp``: a law ``1, 1e-100`` totals ``1e-100``, not 0),
+    summed chunk by chunk: no K-sized temporary (``logsumexp`` makes several,
+    0.3 s at K = 10^7).
+
+    Examples
+    --------
+    >>> float(log_total(np.array([0.0, np.log(1e-100)])))
+    1e-100
+    """
+    i = int(np.argmax(lp))
+    top = float(lp[i])
+    rest = 0.0
+    for s in range(0, lp.size, _ELEMENT_CHUNK):
+        e = np.exp(lp[s:s + _ELEMENT_CHUNK] - top)
+        if s <= i < s + _ELEMENT_CHUNK:
+            e[i - s] = 0.0
+        rest += float(e.sum())
+    return top + float(np.log1p(rest))
+
+
+def log_total_probs(p):
+    """``log sum p`` for valid ``p`` with a positive entry: ``log top + log1p(rest / top)``.
+
+    ``rest`` excludes the largest entry so that a law ``1, 1e-100`` totals
+    ``1e-100`` exactly; falls back to :func:`log_total` when a sum overflows.
+
+    Examples
+    --------
+    >>> float(log_total_probs(np.array([0.25, 0.5, 0.25])))
+    0.0
+    """
+    i = int(np.argmax(p))
+    top = float(p[i])
+    with np.errstate(over="ignore"):
+        rest = float(np.sum(p[:i])) + float(np.sum(p[i + 1:]))
+    if not np.isfinite(rest):
+        with np.errstate(divide="ignore"):
+            return log_total(np.log(p))
+    return float(np.log(top)) + float(np.log1p(rest / top))

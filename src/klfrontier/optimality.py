@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._logspace import kl_terms, logsumexp
+from ._logspace import kl_terms, log_total, log_total_probs
 from .policy import Policy
 from .reference import SUM_TOL, Reference, check_reference
 from .tilt import tilted
@@ -158,7 +158,7 @@ def _policy_logprobs(ref: Reference, policy_probs, policy_logprobs):
         lp = x
     if np.isneginf(lp).all():
         raise ValueError(f"{name}: every outcome has probability zero")
-    total = logsumexp(lp)
+    total = log_total_probs(x) if name == "policy_probs" else log_total(lp)
     if abs(np.expm1(total)) > SUM_TOL:
         raise ValueError(f"{name} sum to {np.exp(total):.12g}, not 1 (tolerance {SUM_TOL:g})")
     off = np.isneginf(ref.logprobs) & ~np.isneginf(lp)
