@@ -55,7 +55,6 @@ def _chunked(kernel):
     return wrapper
 
 
-
 @_chunked
 def log1mexp(x):
     """Return ``log(1 - exp(x))`` for ``x <= 0`` without cancellation.
@@ -223,6 +222,8 @@ def log_cdf_levels(logq):
     ``1 - cumsum``) and ``F_j`` from the bottom; ``log F_j`` is taken from
     whichever side is accurate: ``log1p(-S_j)`` when ``S_j < 1/2`` and the
     bottom-up sum otherwise.  Both partial sums are :func:`log_cumsum`.
+    ``logF`` and ``logFminus`` are overlapping views of one buffer (one
+    level-sized array fewer): treat them as read-only.
 
     Examples
     --------
