@@ -151,6 +151,23 @@ def test_bon_reward_monotone_in_n(ref, ns):
     assert np.all(curve.reward <= ref.r_max + tol)
 
 
+@given(references(), st.lists(st.floats(0.0, 90.0), min_size=1, max_size=12))
+# found by this search: log N = 1.7e-72, where the BoN reward rounds below E_p r and
+# lam_same_reward raised "reward must lie in [E_p r, r_max]" (best_of_n now returns 0)
+@example(ref=Reference([1.0000001192092895e-08] * 4 + [1e-08],
+                       logprobs=[-1.461517782357478] * 4 + [-2.624668592163159]),
+         log_ns=[1.7270551627278297e-72])
+def test_bon_curve_matches_best_of_n_at_every_n(ref, log_ns):
+    """The blocked kernel (0.1 <= log N <= 80, d = F^N - F^-^N) against the per-N law."""
+    _note_ref(ref)
+    curve = bon_curve(ref, log_n=log_ns)
+    for i, x in enumerate(log_ns):
+        b = best_of_n(ref, log_n=x)
+        assert curve.kl[i] == pytest.approx(b.kl, rel=1e-11, abs=1e-300)
+        assert abs(curve.reward[i] - b.reward) <= 1e-13 * ref.reward_scale
+        assert curve.win_rate[i] == pytest.approx(b.win_rate, rel=1e-13)
+
+
 def _win_rate_brute(q, n):
     """Exact win rate of integer-N BoN from the binomial law of the tie count.
 
