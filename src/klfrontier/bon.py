@@ -169,10 +169,12 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     kl = float(np.sum(_bon_kl_terms(ref.level_logq, *tails, lev, ln)))
     reward = ref.to_reward(np.exp(lev) @ ref.level_u)
     lam_kl = float(solve_lam_for_kl(ref, kl)) if kl > 0 else 0.0
-    if ref.is_constant or kl == 0 or reward <= ref.mean_reward:
-        lam_rw = 0.0        # N -> 1: the reward gain (~ N - 1) can round below E_p r
+    if ref.is_constant or kl == 0:
+        lam_rw = 0.0
     elif lev[-1] == 0.0:
-        lam_rw = np.inf
+        lam_rw = np.inf     # all mass on the top level (E_p r may round to r_max too)
+    elif reward <= ref.mean_reward:
+        lam_rw = 0.0        # N -> 1: the reward gain (~ N - 1) can round below E_p r
     else:
         lam_rw = float(solve_lam_for_reward(ref, min(reward, ref.r_max)))
     n_val = float(np.exp(ln)) if ln < 709 else np.inf
