@@ -510,3 +510,21 @@ def test_bon_curve_does_not_depend_on_the_order_of_n():
                 assert c.kl[k] == pytest.approx(b.kl, rel=1e-12, abs=1e-300)
                 assert c.reward[k] == pytest.approx(b.reward, rel=1e-13)
                 assert c.win_rate[k] == pytest.approx(b.win_rate, rel=1e-13)
+
+
+def test_n_infinite_is_the_saturated_limit():
+    """N = inf (n=inf or log_n=inf) is p(. | argmax): the same law as log N = 1e6, no NaN."""
+    ref = Reference([0.0, 0.5, 1.0, 1.0], probs=[0.5, 0.3, 0.1, 0.1])
+    lim = best_of_n(ref, log_n=1e6)
+    for kw in ({"n": np.inf}, {"log_n": np.inf}):
+        b = best_of_n(ref, **kw)
+        assert b.n == np.inf and b.log_n == np.inf and b.kl_bound == np.inf
+        np.testing.assert_array_equal(b.probs, lim.probs)
+        assert b.kl == lim.kl == pytest.approx(ref.kl_max, rel=1e-15)
+        assert b.reward == ref.r_max and b.win_rate == lim.win_rate
+        assert b.lam_same_kl == np.inf and b.lam_same_reward == np.inf
+    c = bon_curve(ref, n=[1.0, 2.0, np.inf])
+    assert c.log_n[-1] == np.inf and c.kl_bound[-1] == np.inf
+    assert c.kl[-1] == pytest.approx(ref.kl_max, rel=1e-15) and c.reward[-1] == ref.r_max
+    assert bon_kl_estimate(ref, n=np.inf) == pytest.approx(bon_kl_estimate(ref, log_n=1e6), rel=1e-15)
+    assert bon_kl_estimator(0.1, n=np.inf) == pytest.approx(-np.log(0.1), rel=1e-15)

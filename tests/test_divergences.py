@@ -209,8 +209,8 @@ def test_scalar_results_are_python_floats():
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("f", [kl, jeffreys,
-                               lambda a, b: renyi_divergence(a, b, 2.0),
-                               lambda a, b: renyi_cross_entropy(a, b, 2.0)])
+                               lambda a, b, **k: renyi_divergence(a, b, 2.0, **k),
+                               lambda a, b, **k: renyi_cross_entropy(a, b, 2.0, **k)])
 def test_bad_inputs(f):
     with pytest.raises(ValueError, match="a is empty"):
         f([], [0.5, 0.5])
@@ -222,12 +222,19 @@ def test_bad_inputs(f):
         f([0.5, 0.5], [1.5, -0.5])
     with pytest.raises(ValueError, match="incompatible shapes"):
         f([0.5, 0.5], [0.2, 0.3, 0.5])
+    # a length-1 "law" must not stretch over the summed axis (KL came out -log 2)
+    with pytest.raises(ValueError, match=r"different lengths along axis -1 \(2 and 1\)"):
+        f([0.5, 0.5], [1.0])
+    with pytest.raises(ValueError, match="different lengths along axis 0"):
+        f(np.full((2, 3), 0.5), np.full((1, 3), 1 / 3), axis=0)
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        f([0.5, 0.5], [0.5, 0.5], axis=2)
 
 
 def test_bad_alpha():
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         renyi_divergence([0.5, 0.5], [0.9, 0.1], -0.5)
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="alpha is NaN"):
         renyi_divergence([0.5, 0.5], [0.9, 0.1], math.nan)
     with pytest.raises(ValueError, match="alpha must be finite"):
         renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], math.inf)

@@ -432,6 +432,10 @@ def test_array_budgets_in_solve_lam_for_kl():
     lam = solve_lam_for_kl(ref, d)
     assert lam.shape == (2, 2) and lam[0, 0] == 0.0 and lam[1, 0] == np.inf
     assert lam[0, 1] == pytest.approx(tilted(ref, kl=0.1).lam, rel=1e-14)
+    with pytest.raises(ValueError, match="kl must be >= 0"):
+        solve_lam_for_kl(ref, [0.1, -1.0])          # returned lam = 0 silently
+    with pytest.raises(ValueError, match="kl is NaN"):
+        solve_lam_for_kl(ref, np.nan)
 
 
 # ------------------------------------------------------------------ bad input

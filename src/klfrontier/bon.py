@@ -37,6 +37,16 @@ __all__ = [
 _PRUNE = 60.0
 
 
+# log N beyond this is N = inf for every engine here (the law is p(. | argmax) to the
+# last bit long before); N = inf itself is accepted and computed at this cap, so that
+# log N + log(-log F) never meets inf - inf.
+_LOG_N_CAP = 1e300
+
+
+def _capped(ln):
+    return np.minimum(ln, _LOG_N_CAP)
+
+
 def _resolve_log_n(n, log_n, *, allow_array=False):
     if (n is None) == (log_n is None):
         raise ValueError("give exactly one of n= or log_n=")
@@ -164,9 +174,10 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     """
     check_reference(ref)
     ln = float(_resolve_log_n(n, log_n))
+    lnc = float(_capped(ln))
     tails = _bon_tail_logs(ref)
-    lev = _bon_level_logd(ref.level_logq, *tails, ln)
-    kl = float(np.sum(_bon_kl_terms(ref.level_logq, *tails, lev, ln)))
+    lev = _bon_level_logd(ref.level_logq, *tails, lnc)
+    kl = float(np.sum(_bon_kl_terms(ref.level_logq, *tails, lev, lnc)))
     reward = ref.to_reward(np.exp(lev) @ ref.level_u)
     lam_kl = float(solve_lam_for_kl(ref, kl)) if kl > 0 else 0.0
     if ref.is_constant or kl == 0:
@@ -226,7 +237,8 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     [0.7, 1.5279]
     """
     check_reference(ref)
-    ln = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
+    ln_in = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
+    ln = _capped(ln_in)
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
     kl = np.full(ln.size, np.nan)
@@ -268,8 +280,8 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
                  + (np.exp(logF[j - 1]) if j > 0 else 0.0))
         rw[i] = d @ u[sl]
         win[i] = d @ win_w[sl]
-    return BoNCurve(log_n=ln, kl=kl, reward=ref.to_reward(rw), win_rate=win,
-                    kl_bound=np.asarray(log_bon_kl_bound(ln), dtype=float))
+    return BoNCurve(log_n=ln_in, kl=kl, reward=ref.to_reward(rw), win_rate=win,
+                    kl_bound=np.asarray(log_bon_kl_bound(ln_in), dtype=float))
 
 
 # bon_curve's blocked path: log N range (below: cancellation in sum d log(d/q)
@@ -426,7 +438,7 @@ def bon_kl_estimator(eps, n=None, *, log_n=None):
     if np.isnan(eps).any() or (eps <= 0).any() or (eps > 1).any():
         raise ValueError("eps must lie in (0, 1]")
     with np.errstate(divide="ignore"):
-        out = _beirami(np.log1p(-eps), np.log(eps), ln)
+        out = _beirami(np.log1p(-eps), np.log(eps), _capped(ln))
     return float(out) if out.ndim == 0 else out
 
 
@@ -466,7 +478,7 @@ def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
     True
     """
     check_reference(ref)
-    ln = float(_resolve_log_n(n, log_n))
+    ln = float(_capped(_resolve_log_n(n, log_n)))
     on = ref.level_index >= 0
     if samples is None:
         pol = best_of_n(ref, log_n=ln)

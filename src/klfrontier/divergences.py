@@ -13,7 +13,12 @@ from scipy.special import logsumexp, rel_entr, xlogy
 __all__ = ["kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys"]
 
 
-def _check(a, b, names=("a", "b")):
+def _check(a, b, axis, names=("a", "b")):
+    """Validate two probability arrays; the summed ``axis`` must not be broadcast.
+
+    Other axes broadcast as usual (a batch of laws against one law), but a law
+    of length 1 stretched against one of length K is a mistake, not a batch.
+    """
     out = []
     for x, name in zip((a, b), names):
         x = np.asarray(x, dtype=float)
@@ -25,9 +30,16 @@ def _check(a, b, names=("a", "b")):
             raise ValueError(f"{name} contains negative values")
         out.append(x)
     try:
-        np.broadcast_shapes(out[0].shape, out[1].shape)
+        shape = np.broadcast_shapes(out[0].shape, out[1].shape)
     except ValueError as exc:
         raise ValueError(f"a and b have incompatible shapes {out[0].shape} and {out[1].shape}") from exc
+    nd = max(len(shape), 1)
+    if not -nd <= axis < nd:
+        raise ValueError(f"axis {axis} is out of range for shapes {out[0].shape} and {out[1].shape}")
+    lengths = [((1,) * (nd - x.ndim) + x.shape)[axis] for x in out]
+    if lengths[0] != lengths[1]:
+        raise ValueError(f"a and b have different lengths along axis {axis} "
+                         f"({lengths[0]} and {lengths[1]})")
     return out
 
 
@@ -71,7 +83,7 @@ def kl(a, b, axis=-1):
     >>> round(kl([0.5, 0.5], [0.9, 0.1]), 12)
     0.510825623766
     """
-    a, b = _check(a, b)
+    a, b = _check(a, b, axis)
     return _scalar(np.sum(rel_entr(a, b), axis=axis))
 
 
@@ -83,7 +95,7 @@ def jeffreys(a, b, axis=-1):
     >>> round(jeffreys([0.5, 0.5], [0.9, 0.1]), 12)
     0.878889830934
     """
-    a, b = _check(a, b)
+    a, b = _check(a, b, axis)
     return _scalar(np.sum(rel_entr(a, b) + rel_entr(b, a), axis=axis))
 
 
@@ -98,9 +110,11 @@ def renyi_divergence(a, b, alpha, axis=-1):
     >>> round(renyi_divergence([0.5, 0.5], [0.9, 0.1], 2.0), 12)   # log(0.25/0.9 + 0.25/0.1)
     1.021651247532
     """
-    a, b = _check(a, b)
+    a, b = _check(a, b, axis)
     alpha = float(alpha)
-    if np.isnan(alpha) or alpha < 0:
+    if np.isnan(alpha):
+        raise ValueError("alpha is NaN")
+    if alpha < 0:
         raise ValueError("alpha must be >= 0")
     if alpha == 1.0:
         return kl(a, b, axis=axis)
@@ -130,7 +144,7 @@ def renyi_cross_entropy(a, b, alpha, axis=-1):
     >>> round(renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], 1.0 + 1e-9), 6)
     1.203973
     """
-    a, b = _check(a, b)
+    a, b = _check(a, b, axis)
     alpha = float(alpha)
     if np.isnan(alpha) or np.isinf(alpha):
         raise ValueError("alpha must be finite")

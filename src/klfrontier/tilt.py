@@ -642,6 +642,10 @@ def solve_lam_for_kl(ref: Reference, kl):
     """
     check_reference(ref)
     kl = np.asarray(kl, dtype=float)
+    if np.isnan(kl).any():
+        raise ValueError("kl is NaN")
+    if (kl < 0).any():
+        raise ValueError("kl must be >= 0")
     flat = kl.ravel()
     out = np.zeros(flat.size)
     if not ref.is_constant:
