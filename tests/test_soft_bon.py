@@ -372,9 +372,43 @@ def test_bad_input(kwargs, match):
 
 
 def test_lam_too_large_for_the_grid():
-    ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
-    with pytest.raises(ValueError, match="lam is too large"):
+    # two levels 1e-9 apart: lam * gap = 0.01, not the best-of-N limit, and a = 1e7
+    ref = Reference([0.0, 1e-9, 1.0], probs=[0.4, 0.3, 0.3])
+    with pytest.raises(ValueError, match="lam is too large.*certified equal to best-of-N"):
         soft_best_of_n(ref, n=2, lam=1e7)
+    with pytest.raises(ValueError, match="lam is too large"):
+        soft_best_of_n(ref, n=2.5, lam=1e7)          # real n: never certified
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_huge_lam_on_separated_levels_is_certified_best_of_n(n):
+    """a = 1e7 (beyond the grid) on levels 0.25 apart: the law against brute force."""
+    rewards, probs = [0.0, 1.0, 2.0, 4.0], [0.3, 0.2, 0.3, 0.2]
+    ref = Reference(rewards, probs=probs)
+    lam = 1e7 / 4.0
+    assert sb._bon_limit_certified(ref, ref.lam_to_u(lam), n)
+    soft = soft_best_of_n(ref, n=n, lam=lam)
+    assert soft.sum_error == 0.0
+    with mp.workdps(60):
+        exact = _brute_force(rewards, probs, n, lam, dps=60)
+        for got, want in zip(soft.level_probs, exact):
+            assert abs(got - float(want)) <= 1e-15 * float(want)
+    np.testing.assert_array_equal(soft.level_logprobs, best_of_n(ref, n=n).level_logprobs)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_certified_limit_agrees_with_the_quadrature(n):
+    """Where both run (lam gaps ~ 60-100), the certified law equals the quadrature's."""
+    ref = Reference([0.0, 1.0, 2.0, 3.0], probs=[0.4, 0.3, 0.2, 0.1])
+    lam = 100.0
+    lam_u = ref.lam_to_u(lam)
+    assert sb._bon_limit_certified(ref, lam_u, n)
+    t, _, _ = sb._trapezoid(sb._soft_bon_log_ratio, lam_u * ref.level_u, ref.level_logq, float(n))
+    quad = ref.level_logq + t - np.log(np.exp(ref.level_logq) @ np.exp(t))
+    np.testing.assert_allclose(soft_best_of_n(ref, n=n, lam=lam).level_logprobs, quad,
+                               rtol=0, atol=1e-13)
+    # and a gap too narrow (lam = 30: e^-30 is not below one ulp) is not certified
+    assert not sb._bon_limit_certified(ref, ref.lam_to_u(30.0), n)
 
 
 def test_convergence_error_carries_the_partial_policy(monkeypatch):

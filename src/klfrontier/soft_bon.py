@@ -232,7 +232,9 @@ def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
     if Q > _MAX_NODES:
         raise ValueError(
             f"lam is too large for the exact quadrature ({Q} nodes for lam*(r_max-r_min) = "
-            f"{-ell[0]:.6g}); use lam=inf for best-of-N"
+            f"{-ell[0]:.6g}), and some neighbouring reward levels are too close (lam times "
+            f"the gap below ~40 + log n(n-1)) for the law to be certified equal to best-of-N; "
+            f"lam=inf gives best-of-N"
         )
     x = x_lo + h * np.arange(Q)
     with np.errstate(over="ignore"):
@@ -379,6 +381,33 @@ def _trapezoid(engine, ell, logq, n):
             return t, err, grids
 
 
+# log of the per-level relative difference from best-of-N below which
+# soft_best_of_n returns the best-of-N law (e^-40 = 4e-18: below one ulp).
+_LOG_BON_CERT = -40.0
+
+
+def _bon_limit_certified(ref, lam_u, n):
+    """True when soft best-of-N equals best-of-N to ``e^-40`` relative at every level.
+
+    Integer ``n`` only.  With ``d_j`` the best-of-N level law, ``g`` the gaps
+    between neighbouring levels (standardised units) and ``F_j`` the CDF:
+    given that the top draw is at level ``j``, a lower level is kept with
+    probability at most ``(n-1) e^{-lam g_j}``; a higher top draw keeps level
+    ``j`` with probability at most ``(n-1) e^{-lam g_{j+1}}``, on an event of
+    probability at most ``n q_j``; and ``q_j / d_j <= F_j^{-(n-1)}``
+    (``(1 - q/F)^n <= 1 - q/F``).  So the relative difference is at most
+    ``(n-1) e^{-lam g_j} + n (n-1) e^{-lam g_{j+1}} F_j^{-(n-1)}``.
+    """
+    if not float(n).is_integer() or ref.n_levels < 2:
+        return False
+    gaps = lam_u * np.diff(ref.level_u)                  # lam (v_{j+1} - v_j) >= 0
+    log_nm1 = math.log(n - 1.0)
+    logF = ref.level_log_cdf[0]
+    below = log_nm1 - gaps                                # level j+1: a lower draw kept
+    above = math.log(n) + log_nm1 - gaps - (n - 1.0) * logF[:-1]   # level j: a higher top
+    return bool(max(below.max(), above.max()) <= _LOG_BON_CERT)
+
+
 def _make_policy(ref, lev, n, lam, sum_error, log_ratio=None):
     if log_ratio is None:
         kl = float(np.sum(kl_terms(lev, ref.level_logq)))
@@ -415,7 +444,8 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     ValueError
         Bad ``n`` or ``lam`` (not a real scalar, NaN, ``n < 1``, ``lam < 0``),
         or ``lam (r_max - r_min)`` above about ``4e5`` (the grid would exceed
-        ``2e6`` nodes; ``lam=inf`` gives best-of-N).
+        ``2e6`` nodes; ``lam=inf`` gives best-of-N) unless the law is
+        certified to equal best-of-N (below).
     ConvergenceError
         ``sum_error > 1e-8``, or (non-integer ``n``) the law still moving by
         more than ``1e-10`` on the finest grid; ``.partial`` holds the
@@ -433,7 +463,12 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     the tilted policy ``phi_lam``.  The integral is computed per reward level
     in ``x = log s`` by the trapezoid rule in log space (module docstring);
     the level law is accurate to about ``1e-14`` relative, every level alike,
-    and ``sum_y pi(y) = 1`` is checked.  KL is ``sum_j q_j h(t_j)`` with
+    and ``sum_y pi(y) = 1`` is checked.  For integer ``n``, when the gaps
+    between neighbouring reward levels are so wide (``lam`` times the gap
+    beyond ``40 + log n(n-1) + (n-1) log(1/F)``) that the law provably equals
+    best-of-N to ``e^-40`` relative at every level, the best-of-N law is
+    returned (``sum_error = 0``): this is also how ``lam (r_max - r_min) >
+    4e5`` is handled for well-separated rewards.  KL is ``sum_j q_j h(t_j)`` with
     ``t_j = log(pi_j / q_j)`` (:func:`~klfrontier._logspace.kl_terms`), so it
     keeps its relative accuracy as ``lam -> 0``; ``E r = sum_j pi_j v_j``.
     Cost: about 0.15 s for ``10^5`` distinct levels (twice that for
@@ -464,8 +499,9 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
         lev = tilted(ref, lam=lam_val).level_logprobs
         return _make_policy(ref, lev, n_val, lam_val, 0.0)
     lam_u = ref.lam_to_u(lam_val)
-    if np.isinf(lam_u):
-        # every gap between distinct levels is infinitely wide: best-of-N.
+    if np.isinf(lam_u) or _bon_limit_certified(ref, lam_u, n_val):
+        # every gap between distinct levels is (in effect) infinitely wide: best-of-N
+        # is the law to below one ulp per level (_bon_limit_certified).
         lev = best_of_n(ref, n=n_val).level_logprobs
         return _make_policy(ref, lev, n_val, lam_val, 0.0)
     ell = lam_u * ref.level_u
