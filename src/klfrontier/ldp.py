@@ -30,6 +30,7 @@ from ._logspace import kl_terms, log1mexp, log_neg_log1mexp
 from .lattice import RTOL, resolve_lattice
 from .reference import Reference, check_reference
 from .tilt import ConvergenceError, solve_lam_for_kl
+from .tilt import _centres as _tilt_centres
 
 __all__ = [
     "rate_function",
@@ -84,16 +85,10 @@ def _to_u(ref, x):
 
 
 def _centres(ref, t_u):
-    """Centre for each tilt: the p-mean for small ``|t|``, the active end otherwise.
-
-    Centring at the bulk of ``φ_t`` keeps ``t (u - c)`` small where the mass
-    is, so level log-ratios ``t (u_i - u_j)`` keep full accuracy even when
-    ``|t|`` is ``1e10`` (two top levels ``1e-10`` apart).
-    """
-    mu = ref.mean_u
-    spread = max(-mu, 1.0 + mu, 1e-300)
-    t = np.asarray(t_u, dtype=float)
-    return np.where(np.abs(t) * spread <= 1.0, mu, np.where(t > 0, 0.0, -1.0))
+    """Centre for each tilt (:func:`klfrontier.tilt._centres`: the p-mean for small
+    ``|t|``, the active end otherwise), so that level log-ratios ``t (u_i - u_j)``
+    keep full accuracy even when ``|t|`` is ``1e10``."""
+    return _tilt_centres(np.asarray(t_u, dtype=float), ref.mean_u)
 
 
 def _centred_cgf(logq, u, t, c):
