@@ -40,10 +40,18 @@ def test_gibbs(ab):
 
 
 @given(_pair())
+# found with max_examples=500: nearly equal float "laws" whose sums differ, so that
+# KL(a||b) = sum a log(a/b) = sum b h(t) + sum (a - b) < 0 < 2 tv^2 (this example:
+# one entry 3.7e-13 larger)
+@example(ab=(np.array([0.12763515, 0.20225814, 0.06333231, 0.20225814, 0.20225814, 0.20225814]),
+             np.array([0.12763515, 0.20225814, 0.06333231, 0.20225814, 0.20225814,
+                       0.20225814 + 3.7e-13])))
 def test_pinsker(ab):
     a, b = ab
     tv = 0.5 * np.abs(a - b).sum()
-    assert tv <= math.sqrt(max(kl(a, b), 0.0) / 2) + 4 * EPS
+    # Pinsker holds for laws that sum to 1: the float inputs' mass mismatch is slack
+    slack = abs(math.fsum(a) - math.fsum(b))
+    assert tv <= math.sqrt((max(kl(a, b), 0.0) + slack) / 2) + 4 * EPS
 
 
 # ------------------------------------------------------- SPEC §2 identity

@@ -20,6 +20,7 @@ __all__ = [
     "log_cumsum",
     "log_cdf_levels",
     "kl_terms",
+    "kl_terms_linear",
     "log_bon_kl_bound",
     "log_total",
     "log_total_probs",
@@ -275,11 +276,7 @@ def kl_terms(loga, logb):
     with np.errstate(invalid="ignore"):
         t = np.where(both_zero, 0.0, loga - logb)
     small = np.abs(t) < 0.1
-    ts = np.where(small, t, 0.0)
-    series = np.zeros_like(ts)
-    for c in reversed(_H_COEF):
-        series = (series + c) * ts
-    series = series * ts * np.exp(logb)
+    series = _h_series(np.where(small, t, 0.0)) * np.exp(logb)
     with np.errstate(invalid="ignore", over="ignore"):
         a = np.exp(loga)
         b = np.exp(logb)
@@ -288,6 +285,38 @@ def kl_terms(loga, logb):
     out = np.where(both_zero, 0.0, out)
     out = np.where(np.isneginf(logb) & ~np.isneginf(loga), np.inf, out)
     return out[()] if out.ndim == 0 else out
+
+
+@_chunked
+def kl_terms_linear(t, a, b):
+    """:func:`kl_terms` from ``t = log(a/b)`` and the probabilities ``a, b >= 0`` themselves.
+
+    For callers that hold ``a`` and ``b`` (zeros are true zeros) and an
+    accurate ``t`` (e.g. ``log1p((a - b)/b)`` for near-equal entries, where
+    ``log a - log b`` would round to ``eps |log a|``).  Same conventions.
+
+    Examples
+    --------
+    >>> round(float(kl_terms_linear(np.log(2.0), 0.2, 0.1)), 12)
+    0.038629436112
+    """
+    t, a, b = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (t, a, b)))
+    small = np.abs(t) < 0.1
+    series = _h_series(np.where(small, t, 0.0)) * b
+    with np.errstate(invalid="ignore", over="ignore"):
+        direct = np.where(a == 0, b, a * (t - 1.0) + b)
+    out = np.where(small, series, direct)
+    out = np.where((a == 0) & (b == 0), 0.0, out)
+    out = np.where((b == 0) & (a > 0), np.inf, out)
+    return out[()] if out.ndim == 0 else out
+
+
+def _h_series(ts):
+    """``h(t) = e^t (t - 1) + 1 = sum_{k>=2} (k-1) t^k / k!`` for ``|t| < 0.1``."""
+    series = np.zeros_like(ts)
+    for c in reversed(_H_COEF):
+        series = (series + c) * ts
+    return series * ts
 
 
 # (k - 1)/k! for k = 2..11: truncation below 1e-18 relative when |t| < 0.1.
