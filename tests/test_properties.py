@@ -202,6 +202,12 @@ def test_bon_win_rate_exact(ref, n):
 
 
 @given(references(ties=False, min_size=2), st.floats(1.0, 1e4))
+# found with max_examples=500: lam_same_kl on a plateau of D (a 7.8e-13 top atom above a
+# level of mass 0.499) sent the lam solver into a 2-cycle; ConvergenceError before the fix
+@example(ref=Reference([0.0, 5e-09, 2.5e-09, -1e-08, 1e-08, 8.75e-09],
+                       logprobs=[-0.942797036566446, -2.462622790310859, -6.487974481046009,
+                                 -3.703527495497569, -27.88067097193505, -0.6949608726618647]),
+         n=5790.5)
 def test_bon_win_rate_without_ties(ref, n):
     """No ties: win rate = n/(n+1) up to the atoms, within (1/2) sum_v pi_N(v) q(v)."""
     bon = best_of_n(ref, n=n)

@@ -458,7 +458,14 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         done = ((np.abs(step) < np.maximum(tol, 4 * _EPS * np.abs(l_cur[active])))
                 | (np.abs(f) < f_floor)
                 | (l_hi[active] - l_lo[active] < 1e-12))
-        outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
+        # a candidate on a bracket end counts as outside: with D granular at ~1e-15 the
+        # Newton step from each end can land exactly on the other, a 2-cycle that
+        # never shrinks the bracket (found by Hypothesis: BoN's lam_same_kl on a
+        # plateau of D, slope 3e-7, where |f| stayed at 1.3e-15 > f_floor)
+        # (not for converged rows: f = 0 exactly gives a zero step from a bracket end)
+        outside = (cand <= l_lo[active]) | (cand >= l_hi[active]) | ~np.isfinite(cand)
+        outside = np.where(done, ~np.isfinite(cand) | (cand < l_lo[active]) | (cand > l_hi[active]),
+                           outside)
         cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
         # converged rows keep their last Halley step (error cubic in the step)
         result[active[done]] = cand[done]
