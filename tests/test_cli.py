@@ -63,7 +63,7 @@ def test_reference_from_csv_and_json(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("frontier", "--rewards", "0,1", "--probs", "0.5,0.6"), "sum to"),
+    (("frontier", "--rewards", "0,1", "--probs", "0.5,0.6"), "not 1; pass --normalize to rescale"),
     (("frontier", "--rewards", "0,nan", "--probs", "0.5,0.5"), "rewards"),
     (("frontier", "--rewards", "0,1", "--probs", "0.5"), "lengths"),
     (("frontier", "--rewards", "0,1"), "go together"),

@@ -106,25 +106,32 @@ def _read_table(path: Path, reward_col: str, prob_col: str):
     return rewards, probs
 
 
+def _reference(rewards, probs, normalize):
+    """``Reference(rewards, probs=probs)``, its errors phrased for the command line."""
+    from . import Reference
+
+    try:
+        return Reference(rewards, probs=probs, normalize=normalize)
+    except ValueError as exc:
+        raise CLIError(str(exc).replace("pass normalize=True", "pass --normalize")) from None
+
+
 def load_reference(source: Optional[str], rewards: Optional[str], probs: Optional[str],
                    reward_col: str = "reward", prob_col: str = "prob", normalize: bool = False):
     """Build a Reference from inline lists, a CSV/JSON file or a built-in name."""
-    from . import Reference
-
     if rewards is not None or probs is not None:
         if source is not None:
             raise CLIError("give either --ref or --rewards/--probs, not both")
         if rewards is None or probs is None:
             raise CLIError("--rewards and --probs go together")
-        return Reference(_floats(rewards, "--rewards"), probs=_floats(probs, "--probs"),
-                         normalize=normalize)
+        return _reference(_floats(rewards, "--rewards"), _floats(probs, "--probs"), normalize)
     from .instances import available, load
 
     source = source or "three-letter"
     path = Path(source)
     if source not in available() and (path.suffix.lower() in (".csv", ".json") or path.exists()):
         r, p = _read_table(path, reward_col, prob_col)
-        return Reference(r, probs=p, normalize=normalize)
+        return _reference(r, p, normalize)
     if source not in available():
         raise CLIError(f"unknown reference {source!r}: give a CSV/JSON file or one of "
                        f"{', '.join(available())}")
