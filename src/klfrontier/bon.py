@@ -147,9 +147,9 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     ----------
     ref : Reference
     n : float, optional
-        Number of samples, real ``n >= 1``.
+        Number of samples, real ``n >= 1``; ``inf`` is the limit ``p(. | argmax)``.
     log_n : float, optional
-        ``log N`` instead of ``n`` (``log_n = 1e6`` works).
+        ``log N`` instead of ``n`` (``log_n = 1e6`` and ``inf`` work).
 
     Returns
     -------
