@@ -232,9 +232,9 @@ def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
     if Q > _MAX_NODES:
         raise ValueError(
             f"lam is too large for the exact quadrature ({Q} nodes for lam*(r_max-r_min) = "
-            f"{-ell[0]:.6g}), and some neighbouring reward levels are too close (lam times "
-            f"the gap below ~40 + log n(n-1)) for the law to be certified equal to best-of-N; "
-            f"lam=inf gives best-of-N"
+            f"{-ell[0]:.6g}), and the law is not certified equal to best-of-N (that needs an "
+            f"integer n and lam times every gap between neighbouring reward levels above "
+            f"~40 + log n(n-1)); lam=inf gives best-of-N"
         )
     x = x_lo + h * np.arange(Q)
     with np.errstate(over="ignore"):
@@ -396,7 +396,8 @@ def _bon_limit_certified(ref, lam_u, n):
     ``j`` with probability at most ``(n-1) e^{-lam g_{j+1}}``, on an event of
     probability at most ``n q_j``; and ``q_j / d_j <= F_j^{-(n-1)}``
     (``(1 - q/F)^n <= 1 - q/F``).  So the relative difference is at most
-    ``(n-1) e^{-lam g_j} + n (n-1) e^{-lam g_{j+1}} F_j^{-(n-1)}``.
+    ``(n-1) e^{-lam g_j} + n (n-1) e^{-lam g_{j+1}} F_j^{-(n-1)}``, each term
+    required below ``e^-40 / 2``.
     """
     if not float(n).is_integer() or ref.n_levels < 2:
         return False
@@ -405,7 +406,8 @@ def _bon_limit_certified(ref, lam_u, n):
     logF = ref.level_log_cdf[0]
     below = log_nm1 - gaps                                # level j+1: a lower draw kept
     above = math.log(n) + log_nm1 - gaps - (n - 1.0) * logF[:-1]   # level j: a higher top
-    return bool(max(below.max(), above.max()) <= _LOG_BON_CERT)
+    # both terms can hit one level: each below e^-40 / 2
+    return bool(max(below.max(), above.max()) <= _LOG_BON_CERT - math.log(2.0))
 
 
 def _make_policy(ref, lev, n, lam, sum_error, log_ratio=None):
