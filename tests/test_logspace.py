@@ -307,3 +307,28 @@ def test_chunked_kernels_match_the_unchunked_kernel_exactly():
         want = fn.__wrapped__(*args)
         assert got.shape == want.shape
         assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_log_cdf_levels_on_many_blocks_against_mpmath():
+    """5000 levels (three blocks of log_cumsum), masses spanning e^-600..1: both sides."""
+    rng = np.random.default_rng(17)
+    logq = -rng.exponential(20.0, 5000)
+    logq[rng.integers(0, 5000, 5)] = 0.0                 # a few heavy atoms
+    logq -= np.logaddexp.reduce(logq)
+    logF, logFm, logS = log_cdf_levels(logq)
+    with mp.workdps(40):
+        q = [mp.exp(mp.mpf(float(x))) for x in logq]
+        up, acc = [], mp.mpf(0)
+        for x in q:
+            acc += x
+            up.append(acc)
+        down, acc = [mp.mpf(0)] * len(q), mp.mpf(0)
+        for j in range(len(q) - 1, -1, -1):
+            down[j] = acc                                # sum_{k>j} q_k
+            acc += q[j]
+        for j in range(0, len(q) - 1, 7):
+            eS = mp.log(down[j])
+            eF = mp.log(1 - down[j]) if down[j] < 0.5 else mp.log(up[j])
+            assert abs(logS[j] - float(eS)) <= 1e-13 * max(1.0, abs(float(eS))), j
+            assert abs(logF[j] - float(eF)) <= 1e-13 * max(1e-300, abs(float(eF))), j
+    assert np.array_equal(logFm[1:], logF[:-1]) and logFm[0] == -np.inf
