@@ -505,3 +505,20 @@ def test_random_extreme_references_against_mpmath():
             assert rel(pol.reward, rw) <= RTOL, (r, p, frac)
             assert rel(pol.kl, d) <= 1e-12, (r, p, frac)
             assert rel(d, kl) <= 1e-12, (r, p, frac)
+
+
+def test_budget_one_ulp_below_saturation():
+    """Found by Hypothesis (optimality of a point mass on the argmax, KL 1 ulp below kl_max).
+
+    D is flat to rounding there, and the solver's final Newton step, made of noise,
+    moved lam to where R* sat 2.4e-21 (2e-13 of the reward scale) below r_max; the
+    true R*(kl_max - 1 ulp) is within ~4e-25 of r_max.
+    """
+    ref = Reference([-7.5e-09] * 6 + [5e-09, 0.0],
+                    logprobs=[-np.inf] * 4 + [-0.015602643312663459, -9.225943015288847,
+                                              -23.18536514156525, -4.174485726672335])
+    d = float(np.nextafter(ref.kl_max, 0.0))
+    pol = tilted(ref, kl=d)
+    assert not pol.saturated
+    assert pol.kl == pytest.approx(d, rel=1e-15)
+    assert ref.r_max - pol.reward <= 1e-24

@@ -467,8 +467,12 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         outside = np.where(done, ~np.isfinite(cand) | (cand < l_lo[active]) | (cand > l_hi[active]),
                            outside)
         cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
-        # converged rows keep their last Halley step (error cubic in the step)
-        result[active[done]] = cand[done]
+        # converged rows keep their last Halley step (error cubic in the step) when it
+        # is small; on a flat, saturated stretch of D (slope ~1e-16) the step is made of
+        # rounding noise and could be large: there the converged iterate itself is kept
+        # (a budget 1 ulp below kl_max was moved to a lam whose deficit was 1e4 x too big)
+        keep_step = np.isfinite(step) & (np.abs(step) <= 1e-8)
+        result[active[done]] = np.where(keep_step, cand, l_cur[active])[done]
         l_cur[active] = cand
         active = active[~done]
         if active.size == 0:
