@@ -2,7 +2,9 @@
 
 ``ci`` (the default) is deterministic: derandomized, no deadline (timings on
 shared CI machines are noise), no example database.  ``dev`` explores more
-(set ``HYPOTHESIS_PROFILE=dev``).
+(set ``HYPOTHESIS_PROFILE=dev``; add ``--hypothesis-seed=N`` to vary the search),
+``long`` more still (2000 examples).  Every bug the longer searches found is kept
+as an ``@example`` or a regression test, so the ``ci`` profile replays it.
 """
 
 import os
@@ -19,4 +21,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=None, max_examples=500, print_blob=True)
+settings.register_profile("long", deadline=None, max_examples=2000, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
