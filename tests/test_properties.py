@@ -70,7 +70,11 @@ def test_near_optimality_identity(data):
     assert abs(opt.identity_residual) <= 1e-12 * max(1.0, opt.kl_to_optimal)
     # no policy beats the frontier at its own KL: R*(KL(phi||p)) >= E_phi r
     assert opt.reward_gap >= -1e-12 * ref.reward_scale
-    assert opt.frontier_reward >= opt.reward - 4 * EPS * (abs(ref.r_max) + abs(ref.r_min))
+    # R* is evaluated at the solved lam, whose budget is met to ~eps D: dR*/dDelta = 1/lam
+    # turns that into eps D / lam (found with max_examples=2000: a two-level policy,
+    # itself tilted, 5 eps of the scale below its own reward)
+    slack = 8 * EPS * opt.kl / opt.lam if 0 < opt.lam < np.inf else 0.0
+    assert opt.frontier_reward >= opt.reward - 4 * EPS * (abs(ref.r_max) + abs(ref.r_min)) - slack
 
 
 @given(st.data())
