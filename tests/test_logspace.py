@@ -301,8 +301,7 @@ def test_chunked_kernels_match_the_unchunked_kernel_exactly():
                          [0.0, np.inf, 1e-300, 745.5]])
     y = np.log(rng.random(n))
     for fn, args in [(log1mexp, (x,)), (ls.log_neg_log1mexp, (x,)), (kl_terms, (x, y)),
-                     (kl_terms, (x.reshape(7, -1) if n % 7 == 0 else x[: n - n % 7].reshape(7, -1),
-                                 np.float64(-0.5)))]:
+                     (kl_terms, (x[: 7 * (n // 7)].reshape(7, -1), np.float64(-0.5)))]:
         got = fn(*args)
         want = fn.__wrapped__(*args)
         assert got.shape == want.shape
