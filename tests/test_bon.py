@@ -17,10 +17,8 @@ Oracles
 
 from __future__ import annotations
 
-import json
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import mpmath as mp
 import numpy as np
@@ -30,24 +28,10 @@ from scipy.special import xlogy
 from klfrontier import (Reference, best_of_n, bon_curve, bon_kl_bound, bon_kl_estimate,
                         bon_kl_estimator, tilted)
 from oracles import mp_oracle as O
+from oracles.cases import CASES, TABLES, ref_of, rel
 
-TABLES = json.loads((Path(__file__).parent / "oracles" / "tables.json").read_text())
-CASES = TABLES["cases"]
 RTOL = 1e-10
 COND_OK = 1e4
-
-
-def rel(got, exact):
-    exact = mp.mpf(exact)
-    got = mp.mpf(float(got)) if np.isfinite(got) else mp.mpf(got)
-    if exact == 0:
-        return float(abs(got))
-    return float(abs(got - exact) / abs(exact))
-
-
-def ref_of(name):
-    c = CASES[name]
-    return Reference(c["rewards"], probs=c["probs"])
 
 
 def _log_n(row):

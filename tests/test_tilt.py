@@ -19,8 +19,6 @@ backward error and that the forward error is what kappa predicts; see
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import mpmath as mp
 import numpy as np
@@ -29,24 +27,10 @@ import pytest
 from klfrontier import Reference, cgf, frontier, tilted
 from klfrontier.tilt import ConvergenceError, solve_lam_for_kl, solve_lam_for_reward
 from oracles import mp_oracle as O
+from oracles.cases import CASES, ref_of, rel
 
-TABLES = json.loads((Path(__file__).parent / "oracles" / "tables.json").read_text())
-CASES = TABLES["cases"]
 RTOL = 1e-10          # the target for lambda, KL and reward
 COND_OK = 1e4         # lambda is checked to RTOL where kappa <= COND_OK (kappa eps << RTOL)
-
-
-def rel(got, exact):
-    exact = mp.mpf(exact)
-    got = mp.mpf(float(got)) if np.isfinite(got) else mp.mpf(got)
-    if exact == 0:
-        return float(abs(got))
-    return float(abs(got - exact) / abs(exact))
-
-
-def ref_of(name):
-    c = CASES[name]
-    return Reference(c["rewards"], probs=c["probs"])
 
 
 # ---------------------------------------------------------------- oracles
