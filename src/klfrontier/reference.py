@@ -31,6 +31,19 @@ def _as_1d(x, name):
     return a
 
 
+def _check_masses(p, name):
+    """``p`` unchanged if finite, non-negative and not all zero; else a ValueError naming it."""
+    if np.isnan(p).any():
+        raise ValueError(f"{name} contains NaN")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{name} contains inf")
+    if (p < 0).any():
+        raise ValueError(f"{name} contains negative values")
+    if not (p > 0).any():
+        raise ValueError(f"{name}: every outcome has probability zero")
+    return p
+
+
 def _normalised(lp, total, name, normalize, own):
     """``lp - total`` after the sum check (in place when ``own``: ``lp`` is ours)."""
     if not normalize and abs(np.expm1(total)) > SUM_TOL:
@@ -106,34 +119,25 @@ class Reference:
         if (probs is None) == (logprobs is None):
             raise ValueError("give exactly one of probs= or logprobs=")
         if probs is not None:
-            p = _as_1d(probs, "probs")
-            if np.isnan(p).any():
-                raise ValueError("probs contains NaN")
-            if not np.isfinite(p).all():
-                raise ValueError("probs contains inf")
-            if (p < 0).any():
-                raise ValueError("probs contains negative values")
-            if not (p > 0).any():
-                raise ValueError("probs: every outcome has probability zero")
+            p = _check_masses(_as_1d(probs, "probs"), "probs")
             with np.errstate(divide="ignore"):
                 lp = np.log(p)
             name, own = "probs", True
             total = log_total_probs(p)         # from p itself: no rounding of log p
         else:
             lp = _as_1d(logprobs, "logprobs")
-            name, own, total = "logprobs", False, None
+            name, own = "logprobs", False
             if np.isnan(lp).any():
                 raise ValueError("logprobs contains NaN")
             if np.isposinf(lp).any():
                 raise ValueError("logprobs contains +inf")
             if np.isneginf(lp).all():
                 raise ValueError("logprobs: every outcome has probability zero")
+            total = log_total(lp)
         if lp.shape != r.shape:
             raise ValueError(
                 f"rewards and {name} have different lengths ({r.size} and {lp.size})"
             )
-        if total is None:
-            total = log_total(lp)
         self.rewards = r
         self.logprobs = _normalised(lp, total, name, normalize, own)
         self._build_levels()
@@ -226,17 +230,9 @@ class Reference:
         if weights is None:
             return cls(r, logprobs=np.full(r.size, -np.log(r.size)))
         # validated here so that errors name the argument the caller passed
-        w = _as_1d(weights, "weights")
-        if np.isnan(w).any():
-            raise ValueError("weights contains NaN")
-        if not np.isfinite(w).all():
-            raise ValueError("weights contains inf")
-        if (w < 0).any():
-            raise ValueError("weights contains negative values")
+        w = _check_masses(_as_1d(weights, "weights"), "weights")
         if w.shape != r.shape:
             raise ValueError(f"rewards and weights have different lengths ({r.size} and {w.size})")
-        if not (w > 0).any():
-            raise ValueError("weights: every outcome has probability zero")
         return cls(r, probs=w, normalize=True)
 
     @property

@@ -463,9 +463,9 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         # never shrinks the bracket (found by Hypothesis: BoN's lam_same_kl on a
         # plateau of D, slope 3e-7, where |f| stayed at 1.3e-15 > f_floor)
         # (not for converged rows: f = 0 exactly gives a zero step from a bracket end)
-        outside = (cand <= l_lo[active]) | (cand >= l_hi[active]) | ~np.isfinite(cand)
-        outside = np.where(done, ~np.isfinite(cand) | (cand < l_lo[active]) | (cand > l_hi[active]),
-                           outside)
+        on_end = (cand == l_lo[active]) | (cand == l_hi[active])
+        outside = ((cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
+                   | (on_end & ~done))
         cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
         # converged rows keep their last Halley step (error cubic in the step) when it
         # is small; on a flat, saturated stretch of D (slope ~1e-16) the step is made of
