@@ -331,3 +331,27 @@ def test_log_cdf_levels_on_many_blocks_against_mpmath():
             assert abs(logS[j] - float(eS)) <= 1e-13 * max(1.0, abs(float(eS))), j
             assert abs(logF[j] - float(eF)) <= 1e-13 * max(1e-300, abs(float(eF))), j
     assert np.array_equal(logFm[1:], logF[:-1]) and logFm[0] == -np.inf
+
+
+def test_log_total_and_log_total_probs_against_mpmath():
+    """Totals of laws to 1e-15, including a dominant entry with 1e-100 beside it."""
+    from klfrontier._logspace import log_total, log_total_probs
+
+    rng = np.random.default_rng(9)
+    cases = [np.array([1.0, 1e-100]), np.array([0.5, 0.5 + 1e-12]), np.array([1e-300, 2e-300]),
+             np.array([0.0, 0.3, 0.0, 0.7]), rng.exponential(size=50_000) * 1e-5,
+             np.full(3, 1e300)]                                  # the sum overflows: log path
+    with mp.workdps(60):
+        for p in cases:
+            with np.errstate(divide="ignore"):
+                lp = np.log(p)
+            # each against the exact total of its own float input: the sum to 1e-14
+            # relative (pairwise summation of 5e4 terms), i.e. the log to 1e-14 absolute
+            want = mp.log(mp.fsum(mp.mpf(float(x)) for x in p))
+            want_lp = mp.log(mp.fsum(mp.exp(mp.mpf(float(x))) for x in lp if x > -np.inf))
+            for got, w in ((log_total_probs(p), want), (log_total(lp), want_lp)):
+                assert abs(got - float(w)) <= 1e-14 * max(1.0, abs(float(w))), (p[:3], got, w)
+    # one dominant entry: its neighbours' mass is kept to full relative accuracy
+    # (log(1 + 1e-100) = 1e-100, not 0): what makes -log p(A) exact as p(A) -> 1
+    assert log_total_probs(np.array([1.0, 1e-100])) == 1e-100
+    assert log_total(np.array([0.0, np.log(1e-100)])) == pytest.approx(1e-100, rel=1e-15)
