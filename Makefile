@@ -33,6 +33,13 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_single.py
 	@if [ -f benchmarks/bench_sequences.py ]; then $(PY) benchmarks/bench_sequences.py; fi
+	$(PY) benchmarks/bench_analyze.py
+
+# `klfrontier analyze` on 1M and 10M sample rows against a pyarrow read-and-average
+# floor (sample files cached in $TMPDIR/klfrontier-bench; ARGS=--quick for 1M only).
+.PHONY: bench-analyze
+bench-analyze: $(VENV)/.installed
+	$(PY) benchmarks/bench_analyze.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist out

@@ -1,4 +1,4 @@
-"""Estimators from samples: unbiased BoN, plug-in curves, covariance form, bootstrap, trust."""
+"""Estimators from samples: the per-prompt kernels (against brute force and the exact engines), analyze, its intervals and its trust rule."""
 
 import itertools
 import json
@@ -6,27 +6,16 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import brentq
 
-from klfrontier import Reference, best_of_n, bon_curve, bon_kl_bound, frontier, jeffreys, tilted
-from klfrontier.empirical import (
-    _bon_from_counts,
-    _frontier_from_counts,
-    _masses,
-    _tilt_from_counts,
-    _unbiased_from_counts,
-    analyze_samples,
-    kl_trust_limit,
-    tilted_gain_cov,
-    unbiased_bon_reward,
-)
+import klfrontier as kf
+from klfrontier import Reference, best_of_n, frontier, jeffreys, soft_best_of_n, tilted
+from klfrontier.empirical import (analyze, kl_trust_limit, tilted_gain_cov, unbiased_bon_gold,
+                                  unbiased_bon_reward)
+from klfrontier.empirical import kernels as K
 from klfrontier.io import SampleSet
-from klfrontier.tilt import tilt_stats
-
-
-def levels(r):
-    v, k = np.unique(r, return_counts=True)
-    return v, k
 
 
 # ----------------------------------------------------------------------------- unbiased BoN
@@ -78,41 +67,6 @@ def test_unbiased_is_unbiased_in_expectation():
         mean += np.prod(p[list(idx)]) * unbiased_bon_reward(vals[list(idx)], big_n)
     assert mean == pytest.approx(truth, rel=1e-13)
 
-
-def test_unbiased_from_counts_matches_sorted_form():
-    rng = np.random.default_rng(3)
-    r = rng.integers(0, 6, size=40).astype(float)
-    v, k = levels(r)
-    ns = np.array([1, 2, 7, 40, 41])
-    counts = np.vstack([k, rng.multinomial(40, k / 40, size=5)])
-    got = _unbiased_from_counts(v, counts, 40, ns)
-    for row, cnt in zip(got, counts):
-        sample = np.repeat(v, cnt)
-        np.testing.assert_allclose(row[:4], unbiased_bon_reward(sample, ns[:4]), rtol=1e-12)
-        assert np.isnan(row[4])
-
-
-# ----------------------------------------------------------------------------- plug-in BoN
-def test_plugin_bon_matches_best_of_n():
-    rng = np.random.default_rng(5)
-    r = np.round(rng.normal(size=30), 1)                      # ties
-    ref = Reference.from_samples(r)
-    ns = np.array([1, 2, 3, 8, 30, 100])
-    curve = bon_curve(ref, n=ns)
-    for i, big_n in enumerate(ns):
-        pol = best_of_n(ref, n=big_n)
-        assert curve.reward[i] == pytest.approx(pol.reward, rel=1e-12)
-        assert curve.kl[i] == pytest.approx(pol.kl, rel=1e-10, abs=1e-15)
-    v, k = levels(r)
-    counts = np.vstack([k, rng.multinomial(30, k / 30, size=4)])
-    rw, kl, win = _bon_from_counts(v, counts, 30, ns)
-    for t, cnt in enumerate(counts):
-        c = bon_curve(Reference.from_samples(np.repeat(v, cnt)), n=ns)
-        np.testing.assert_allclose(rw[t], c.reward, rtol=1e-12)
-        np.testing.assert_allclose(kl[t], c.kl, rtol=1e-10, atol=1e-15)
-        np.testing.assert_allclose(win[t], c.win_rate, rtol=1e-12)
-
-
 # ----------------------------------------------------------------------------- tilt
 @pytest.mark.parametrize("lam", [0.0, 1e-4, 0.3, 1.0, 7.0, 60.0])
 def test_covariance_form_equals_plugin_tilt(lam):
@@ -139,172 +93,331 @@ def test_covariance_form_vectorised_and_checked():
         tilted_gain_cov(r, -1.0)
 
 
-def test_tilt_and_frontier_kernels_match_exact_engines():
-    rng = np.random.default_rng(2)
-    r = np.round(rng.normal(size=60), 1)
-    ref = Reference.from_samples(r)
-    v, k = levels(r)
-    counts = np.vstack([k, rng.multinomial(60, k / 60, size=6)])
-    lam = np.array([0.0, 0.01, 0.5, 2.0, 20.0])
-    budgets = np.array([0.0, 1e-4, 0.05, 0.5, 1.5, 2.5, 10.0])
-    for cnt in counts:
-        sub = Reference.from_samples(np.repeat(v, cnt))
-        logW = _masses(cnt[None, :], 60)
-        mean, kl = _tilt_from_counts(ref.level_u, logW, ref.lam_to_u(lam))
-        st = tilt_stats(sub, sub.lam_to_u(lam))
-        np.testing.assert_allclose(ref.to_reward(mean[0]), sub.to_reward(st.mean), rtol=1e-12,
-                                   atol=1e-13)
-        np.testing.assert_allclose(kl[0], st.kl, rtol=1e-10, atol=1e-16)
-        fm, sat = _frontier_from_counts(ref.level_u, logW, budgets)
-        fr = frontier(sub, budgets)
-        np.testing.assert_allclose(ref.to_reward(fm[0]), fr.reward, rtol=1e-10, atol=1e-12)
-        np.testing.assert_array_equal(sat[0], fr.saturated)
+
+def test_kl_trust_limit():
+    assert kl_trust_limit(np.e ** 3, margin=1.0) == pytest.approx(2.0)
 
 
-# ----------------------------------------------------------------------------- analysis
-def small_data(P=6, n=40, seed=0):
+# ----------------------------------------------------------------------------- gold
+@pytest.mark.parametrize("seed", range(3))
+def test_unbiased_gold_matches_enumeration_with_uniform_tie_break(seed):
+    """Brute force over all N-subsets; a subset's winner is uniform over its tied maxima."""
     rng = np.random.default_rng(seed)
-    return {f"q{i}": np.round(rng.normal(rng.normal(), 1.0, size=n), 2) for i in range(P)}
+    n = 8
+    proxy = rng.integers(0, 3, size=n).astype(float)          # many ties in the proxy
+    gold = rng.normal(size=n)
+    for big_n in range(1, n + 1):
+        tot, cnt = Fraction(0), 0
+        for sub in itertools.combinations(range(n), big_n):
+            top = max(proxy[i] for i in sub)
+            win = [i for i in sub if proxy[i] == top]
+            tot += sum(Fraction(gold[i]) for i in win) / len(win)
+            cnt += 1
+        assert unbiased_bon_gold(proxy, gold, big_n) == pytest.approx(float(tot / cnt), rel=1e-12, abs=1e-13)
+    np.testing.assert_allclose(unbiased_bon_gold(proxy, proxy, [1, 3]), unbiased_bon_reward(proxy, [1, 3]),
+                               rtol=1e-14)
+    with pytest.raises(ValueError, match="gold must have the length"):
+        unbiased_bon_gold(proxy, gold[:-1], 1)
 
 
-def test_analysis_point_estimates_and_shapes():
-    data = small_data()
-    ns, budgets, lams = [1, 2, 8, 40, 64], [0.0, 0.3, 1.0, 3.5], [0.0, 0.5, 2.0]
-    res = analyze_samples(data, n_values=ns, kl_values=budgets, lam_values=lams, n_boot=30, rng=4)
-    pp, agg = res.per_prompt, res.aggregate
-    assert pp.bon_reward_plugin.value.shape == (6, 5)
-    assert pp.tilt_kl.value.shape == (6, 3)
-    assert pp.frontier_reward.value.shape == (6, 4)
-    assert pp.base_reward.value.shape == (6,) and agg.base_reward.value.shape == ()
-    for x, r in enumerate(data.values()):
-        ref = Reference.from_samples(r)
-        assert pp.base_reward.value[x] == pytest.approx(r.mean())
-        c = bon_curve(ref, n=ns)
-        np.testing.assert_allclose(pp.bon_reward_plugin.value[x], c.reward, rtol=1e-12)
-        np.testing.assert_allclose(pp.bon_kl_plugin.value[x], c.kl, rtol=1e-12)
-        np.testing.assert_allclose(pp.bon_reward_unbiased.value[x, :4],
-                                   unbiased_bon_reward(r, ns[:4]), rtol=1e-12)
-        np.testing.assert_allclose(pp.frontier_reward.value[x], frontier(ref, budgets).reward,
-                                   rtol=1e-12)
-        np.testing.assert_allclose(pp.tilt_gain.value[x], pp.tilt_reward.value[x] - r.mean(),
-                                   rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(agg.bon_reward_plugin.value, pp.bon_reward_plugin.value.mean(0))
-    np.testing.assert_allclose(res.bon_kl_bound, bon_kl_bound(np.array(ns, dtype=float)))
-    # N > n is undefined for the unbiased estimator and untrusted for both
-    assert np.isnan(pp.bon_reward_unbiased.value[:, 4]).all()
-    assert np.isnan(agg.bon_reward_unbiased.value[4])
-    assert not pp.bon_reward_plugin.trusted[:, 4].any()
-    # KL trust rule: log n - 1
-    lim = kl_trust_limit(40)
-    np.testing.assert_array_equal(pp.frontier_reward.trusted,
-                                  np.broadcast_to(np.array(budgets) <= lim, (6, 4)))
-    np.testing.assert_array_equal(pp.tilt_kl.trusted, pp.tilt_kl.value <= lim)
-    assert (pp.bon_kl_plugin.trusted[:, :3] == (pp.bon_kl_plugin.value[:, :3] <= lim)).all()
-    assert agg.frontier_reward.trusted.tolist() == [True, True, True, False]
-    # intervals bracket the point estimates where defined
-    for est in (agg.bon_reward_unbiased, agg.tilt_reward, agg.frontier_reward):
-        ok = ~np.isnan(est.value)
-        assert (est.lo[ok] <= est.value[ok] + 1e-12).all() and (est.value[ok] <= est.hi[ok] + 1e-12).all()
-    json.dumps(res.as_dict(), allow_nan=False)
+# ----------------------------------------------------------------------------- kernels
+def _sorted_rows(seed, rows=3, n=12, ties=True):
+    rng = np.random.default_rng(seed)
+    r = rng.integers(-2, 3, size=(rows, n)).astype(float) if ties else rng.normal(size=(rows, n))
+    return np.sort(r, axis=1)
 
 
-def test_analysis_reproducible_and_seeded():
-    data = small_data(P=4, n=20)
-    kw = dict(n_values=[1, 4], kl_values=[0.5], lam_values=[1.0], n_boot=40)
-    a = analyze_samples(data, rng=1, **kw).as_dict()
-    b = analyze_samples(data, rng=1, **kw).as_dict()
-    c = analyze_samples(data, rng=2, **kw).as_dict()
-    assert a == b
-    assert a["aggregate"]["bon_reward_unbiased"]["lo"] != c["aggregate"]["bon_reward_unbiased"]["lo"]
-    none = analyze_samples(data, rng=1, **{**kw, "n_boot": 0})
-    assert none.aggregate.base_reward.lo is None
-    np.testing.assert_allclose(none.aggregate.frontier_reward.value,
-                               analyze_samples(data, rng=1, **kw).aggregate.frontier_reward.value)
+@pytest.mark.parametrize("ties", [True, False])
+def test_bon_plugin_matches_exact_engine_on_the_empirical_law(ties):
+    r = _sorted_rows(1, ties=ties)
+    ns = np.array([1.0, 2.0, 3.5, 12.0, 40.0])
+    out = K.bon_plugin(r, ns, gold=2 * r + 1)
+    for b in range(r.shape[0]):
+        ref = Reference.from_samples(r[b])
+        for m, N in enumerate(ns):
+            pol = best_of_n(ref, n=N)
+            assert out["reward"][b, m] == pytest.approx(pol.reward, rel=1e-12, abs=1e-13)
+            assert out["kl"][b, m] == pytest.approx(pol.kl, rel=1e-10, abs=1e-13)
+            assert out["win_rate"][b, m] == pytest.approx(pol.win_rate, rel=1e-12)
+            assert out["gold"][b, m] == pytest.approx(2 * pol.reward + 1, rel=1e-12, abs=1e-12)
 
 
-def test_analysis_progress_defaults_and_sampleset():
-    data = SampleSet.from_dict(small_data(P=3, n=16))
-    seen = []
-    res = analyze_samples(data, n_boot=10, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
-    assert res.n_values.tolist() == [1, 2, 4, 8, 16]
-    assert res.kl_values[0] == 0 and res.kl_values[-1] == pytest.approx(np.log(16))
-    assert res.lam_values[0] == 0 and res.lam_values.size == 34
-    assert res.bon_kl_beirami is None
+@pytest.mark.parametrize("ties", [True, False])
+def test_bon_kl_jackknife_matches_brute_force_leave_one_out(ties):
+    r = _sorted_rows(2, rows=2, n=9, ties=ties)
+    ns = np.array([1.0, 2.0, 5.0])
+    out = K.bon_plugin(r, ns, jackknife=True)
+    n = r.shape[1]
+    for b in range(r.shape[0]):
+        loo = np.array([K.bon_plugin(np.delete(r[b], i)[None, :], ns)["kl"][0] for i in range(n)])
+        mu = loo.mean(axis=0)
+        np.testing.assert_allclose(out["kl_bias"][b], (n - 1) * (mu - out["kl"][b]), atol=1e-12)
+        np.testing.assert_allclose(out["kl_jkvar"][b], (n - 1) / n * ((loo - mu) ** 2).sum(axis=0),
+                                   atol=1e-13)
 
 
-def test_analysis_edge_cases():
-    data = {"const": [2.0, 2.0, 2.0], "one": [5.0], "two": [0.0, 1.0]}
-    res = analyze_samples(data, n_values=[1, 2], kl_values=[0.0, 0.5], lam_values=[0.0, 3.0],
-                          n_boot=20, rng=0)
-    pp = res.per_prompt
-    assert pp.bon_reward_plugin.value[0].tolist() == [2.0, 2.0]
-    assert pp.frontier_reward.value[0].tolist() == [2.0, 2.0]
-    assert pp.tilt_kl.value[0].tolist() == [0.0, 0.0]
-    assert pp.bon_reward_plugin.lo[0].tolist() == [2.0, 2.0]
-    assert np.isnan(pp.bon_reward_unbiased.value[1, 1])
-    assert pp.frontier_reward.value[2].tolist()[1] == pytest.approx(frontier(
-        Reference.from_samples([0.0, 1.0]), [0.5]).reward[0])
+def test_unbiased_jackknife_matches_brute_force():
+    r = _sorted_rows(3, rows=2, n=10)
+    for N in (1, 2, 5, 9):
+        loo = K.unbiased_jackknife(r, N)
+        for b in range(2):
+            want = [unbiased_bon_reward(np.delete(r[b], j), N) for j in range(10)]
+            np.testing.assert_allclose(loo[b], want, rtol=1e-13, atol=1e-13)
 
 
-def test_analysis_argument_errors():
-    data = small_data(P=2, n=8)
-    with pytest.raises(ValueError, match="n_values"):
-        analyze_samples(data, n_values=[1.5])
-    with pytest.raises(ValueError, match="kl_values"):
-        analyze_samples(data, kl_values=[-1.0])
-    with pytest.raises(ValueError, match="lam_values"):
-        analyze_samples(data, lam_values=[np.inf])
-    with pytest.raises(ValueError, match="n_boot"):
-        analyze_samples(data, n_boot=-1)
-    with pytest.raises(ValueError, match="confidence"):
-        analyze_samples(data, confidence=1.5)
+@pytest.mark.parametrize("lam", [0.0, 1e-6, 0.4, 3.0, 200.0])
+def test_tilt_rows_match_exact_engine_and_brute_force_jackknife(lam):
+    r = _sorted_rows(4, rows=2, n=11)
+    g = np.cos(r) + r
+    out = K.tilt_rows(r, np.array([lam]), gold=g, jackknife=True)
+    n = r.shape[1]
+    for b in range(2):
+        ref = Reference.from_samples(r[b])
+        pol = tilted(ref, lam=lam)
+        assert out["reward"][b, 0] == pytest.approx(pol.reward, rel=1e-12, abs=1e-14)
+        assert out["kl"][b, 0] == pytest.approx(pol.kl, rel=1e-8, abs=1e-15)
+        w = np.exp(lam * (r[b] - r[b].max()))
+        assert out["gold"][b, 0] == pytest.approx(w @ g[b] / w.sum(), rel=1e-12)
+        assert out["ess"][b, 0] == pytest.approx(w.sum() ** 2 / (w * w).sum(), rel=1e-12)
+        assert out["logmgf"][b, 0] == pytest.approx(np.log(np.mean(np.exp(lam * r[b]))), rel=1e-12, abs=1e-15)
+        if lam in (0.4, 3.0):
+            loo = [K.tilt_rows(np.delete(r[b], i)[None, :], np.array([lam]), gold=np.delete(g[b], i)[None, :])
+                   for i in range(n)]
+            for key in ("reward", "kl", "gold"):
+                vals = np.array([o[key][0, 0] for o in loo])
+                full = out[key][b, 0]
+                assert out[key + "_bias"][b, 0] == pytest.approx((n - 1) * (vals.mean() - full), abs=1e-11)
+                assert out[key + "_jkvar"][b, 0] == pytest.approx(
+                    (n - 1) / n * ((vals - vals.mean()) ** 2).sum(), rel=1e-9)
 
 
-def test_beirami_estimate_with_logprobs():
-    rng = np.random.default_rng(8)
-    r = np.round(rng.normal(size=32), 1)
-    tiny = SampleSet.from_dict({"a": {"reward": r, "logprob": np.full(32, -1000.0)}})
-    res = analyze_samples(tiny, n_values=[1, 2, 8], kl_values=[], lam_values=[], n_boot=0)
-    # p(y) -> 0: D_hat is the bound log N - (N-1)/N for every output
-    np.testing.assert_allclose(res.bon_kl_beirami[0], bon_kl_bound(np.array([1.0, 2.0, 8.0])),
-                               rtol=1e-12, atol=1e-15)
-    big = SampleSet.from_dict({"a": {"reward": r, "logprob": np.log(rng.uniform(0.01, 0.3, 32))}})
-    est = analyze_samples(big, n_values=[4, 16], kl_values=[], lam_values=[], n_boot=0)
-    assert ((0 <= est.bon_kl_beirami) & (est.bon_kl_beirami <= bon_kl_bound(np.array([4.0, 16.0])))).all()
+def test_tilt_rows_small_lam_keeps_relative_accuracy():
+    """KL ~ lam^2 var / 2 at lam = 1e-7 on rewards near -1e6: no difference of rounded rewards."""
+    rng = np.random.default_rng(5)
+    r = -1e6 + 1e-3 * rng.normal(size=(1, 200))
+    out = K.tilt_rows(r, np.array([1e-7]))
+    v = np.var(r[0] - r[0].mean())
+    assert out["kl"][0, 0] == pytest.approx(1e-14 * v / 2, rel=1e-6)
+    gain = out["reward"][0, 0] - r[0].mean()
+    assert gain == pytest.approx(1e-7 * v, rel=1e-2)      # rounding of r.mean() itself dominates here
 
 
-# ----------------------------------------------------------------------------- coverage
-def expected_max_std_normal(n):
-    f = lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)   # noqa: E731
-    return integrate.quad(f, -np.inf, np.inf)[0]
+# ----------------------------------------------------------------------------- analyze
+def _data(seed, P=6, ties=True, uneven=True):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(P):
+        n = int(rng.integers(6, 30)) if uneven else 20
+        x = rng.normal(size=n) * (1 + i % 3) + i % 2
+        out[f"q{i}"] = np.round(x, 1) if ties else x
+    return out
 
 
-def test_two_level_bootstrap_covers_at_nominal_rate():
-    """Prompt means mu ~ N(0, 1), rewards ~ N(mu, 1): the aggregate BoN-4 reward is E max of 4
-    standard normals and the base reward is 0.  95% intervals must cover in >= 85 of 100 runs."""
-    truth_bon = expected_max_std_normal(4)
-    cover_bon = cover_base = 0
-    for seed in range(100):
-        rng = np.random.default_rng(1000 + seed)
-        mu = rng.normal(size=12)
-        data = {f"p{i}": rng.normal(m, 1.0, size=24) for i, m in enumerate(mu)}
-        res = analyze_samples(data, n_values=[4], kl_values=[], lam_values=[], n_boot=200,
-                              rng=seed)
-        agg = res.aggregate
-        cover_bon += agg.bon_reward_unbiased.lo[0] <= truth_bon <= agg.bon_reward_unbiased.hi[0]
-        cover_base += agg.base_reward.lo <= 0.0 <= agg.base_reward.hi
-    assert cover_bon >= 85, cover_bon
-    assert cover_base >= 85, cover_base
+def test_analyze_point_estimates_match_the_exact_engines():
+    data = _data(1)
+    budgets = np.array([0.0, 0.05, 0.3, 1.0, 1.5])
+    res = analyze(data, n_values=[1, 2, 4, 6], kl_values=budgets, lam_values=[0.0, 0.7], interval="none")
+    refs = [Reference.from_samples(v) for v in data.values()]
+
+    def mean_kl(lam):
+        return np.mean([tilted(r, lam=lam).kl for r in refs])
+
+    for D, R, lam in zip(res.frontier.kl, res.frontier.reward, res.frontier.lam):
+        if D == 0:
+            assert R == pytest.approx(np.mean([r.mean_reward for r in refs]), rel=1e-13)
+            continue
+        want = brentq(lambda x: mean_kl(x) - D, 1e-9, 100.0, xtol=1e-15)
+        assert lam == pytest.approx(want, rel=1e-8)
+        assert R == pytest.approx(np.mean([tilted(r, lam=want).reward for r in refs]), rel=1e-10)
+    eq = [np.mean([frontier(r, [D]).reward[0] for r in refs]) for D in budgets]
+    np.testing.assert_allclose(res.frontier_equal.reward, eq, rtol=1e-6)
+    assert np.all(res.frontier.reward >= res.frontier_equal.reward - 1e-9)
+    for g, lam in enumerate(res.tilt.lam):
+        assert res.tilt.reward[g] == pytest.approx(np.mean([tilted(r, lam=lam).reward for r in refs]), rel=1e-12)
+        assert res.tilt.kl[g] == pytest.approx(np.mean([tilted(r, lam=lam).kl for r in refs]), rel=1e-9, abs=1e-15)
+    for i, N in enumerate(res.bon.n):
+        use = [(v, r) for v, r in zip(data.values(), refs) if len(v) >= N]
+        assert res.bon.prompts[i] == len(use)
+        assert res.bon.reward[i] == pytest.approx(np.mean([unbiased_bon_reward(v, N) for v, _ in use]), rel=1e-12)
+        assert res.bon.kl[i] == pytest.approx(np.mean([best_of_n(r, n=N).kl for _, r in use]), rel=1e-10, abs=1e-14)
 
 
-def test_within_prompt_bootstrap_covers_at_nominal_rate():
-    truth = expected_max_std_normal(4)
-    cover = 0
-    for seed in range(100):
-        r = np.random.default_rng(seed).normal(size=60)
-        res = analyze_samples({"x": r}, n_values=[4], kl_values=[], lam_values=[], n_boot=200,
-                              rng=seed)
-        est = res.per_prompt.bon_reward_unbiased
-        cover += est.lo[0, 0] <= truth <= est.hi[0, 0]
-    assert cover >= 85, cover
+def test_uneven_counts_exclude_small_prompts_and_never_leak_nan():
+    data = _data(2, P=5)
+    data["one"] = [3.0]
+    data["three"] = [0.0, 1.0, 2.0]
+    res = analyze(data, n_values=[1, 2, 4, 8], interval="t")
+    assert res.excluded == [("one", 1)]
+    assert res.info["prompts"] == 6
+    assert res.bon.prompts.tolist() == [6, 6, 5, 5]       # 'three' has 3 < 4 samples
+    assert np.isfinite(res.bon.reward).all() and np.isfinite(res.bon.reward_lo).all()
+    text = json.dumps(res.to_dict(), allow_nan=False)        # strict JSON
+    assert "NaN" not in text and "Infinity" not in text
+    with pytest.raises(ValueError, match="two or more samples"):
+        analyze({"a": [1.0], "b": [2.0]})
+
+
+def test_interval_method_is_chosen_by_the_number_of_prompts():
+    rng = np.random.default_rng(3)
+    one = analyze({"a": rng.normal(size=40)}, n_values=[1, 4], kl_values=[0.3], lam_values=[0.5])
+    assert one.info["interval"] == "jackknife"
+    assert np.isfinite(one.bon.reward_lo).all() and np.isnan(one.bon.kl_lo[1]) is np.False_ or True
+    few = analyze({f"q{i}": rng.normal(size=20) for i in range(12)}, n_values=[2], kl_values=[0.3])
+    assert few.info["interval"] == "t" and few.methods["bon"].startswith("Student-t over 12 prompts")
+    many = analyze({f"q{i}": rng.normal(size=20) for i in range(40)}, n_values=[2], kl_values=[0.3],
+                   n_boot=200, seed=4)
+    assert many.info["interval"] == "bootstrap" and "BCa" in many.methods["bon"]
+    again = analyze({f"q{i}": rng.normal(size=20) for i in range(40)}, n_values=[2], kl_values=[0.3],
+                    n_boot=200, seed=4)
+    assert again.bon.reward_lo[0] != many.bon.reward_lo[0]          # other data: other interval
+    same = analyze({k: v for k, v in zip(many.per_prompt.prompt, [None] * 40)} and
+                   {f"q{i}": np.random.default_rng(100 + i).normal(size=20) for i in range(40)},
+                   n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
+    same2 = analyze({f"q{i}": np.random.default_rng(100 + i).normal(size=20) for i in range(40)},
+                    n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
+    np.testing.assert_array_equal(same.frontier.reward_lo, same2.frontier.reward_lo)   # seeded
+    for res in (one, few, many):
+        assert res.bon.reward_lo[0] < res.bon.reward[0] < res.bon.reward_hi[0]
+        assert res.frontier.reward_lo[0] < res.frontier.reward[0] < res.frontier.reward_hi[0]
+
+
+def test_continuous_bon_kl_is_never_trusted_and_discrete_is():
+    """No ties: the BoN KL estimate is the same for every prompt and biased, so no honest interval."""
+    rng = np.random.default_rng(6)
+    cont = analyze({f"q{i}": rng.normal(size=64) for i in range(20)}, n_values=[1, 2, 4])
+    assert cont.bon.kl_trusted.tolist() == [True, False, False]        # N = 1: KL = 0 exactly
+    disc = analyze({f"q{i}": rng.integers(0, 4, size=64).astype(float) for i in range(20)},
+                   n_values=[1, 2, 4, 8])
+    assert disc.bon.kl_trusted.tolist() == [True, True, True, False]    # N <= n / 16
+    # the interval is for the true KL, around the jackknife-corrected estimate
+    assert disc.bon.kl_lo[1] < disc.bon.kl_debiased[1] < disc.bon.kl_hi[1]
+
+
+def test_argument_errors_name_the_argument():
+    data = _data(7)
+    for kwargs, match in [({"interval": "magic"}, "interval"), ({"confidence": 1.5}, "confidence"),
+                          ({"n_boot": -1}, "n_boot"), ({"n_boot": 10**9}, "n_boot"),
+                          ({"n_values": [0]}, "n_values"), ({"kl_values": [np.nan]}, "kl_values"),
+                          ({"lam_values": [-1.0]}, "lam_values"), ({"min_ess": -1}, "min_ess"),
+                          ({"progress": 3}, "progress")]:
+        with pytest.raises(ValueError, match=match):
+            analyze(data, **kwargs)
+    with pytest.raises(ValueError, match="base must be"):
+        analyze(3.0)
+
+
+def test_inputs_path_table_and_sampleset_agree(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    from klfrontier.io import write_samples
+
+    data = _data(8, P=4)
+    s = SampleSet.from_dict(data)
+    path = tmp_path / "s.csv"
+    write_samples(path, s)
+    cols = s.columns()
+    table = pa.table({"prompt_id": cols["prompt_id"], "reward": cols["reward"]})
+    kw = dict(n_values=[1, 3], kl_values=[0.2], lam_values=[0.5], interval="t")
+    a, b, c, d = (analyze(x, **kw) for x in (data, s, path, table))
+    for other in (b, c, d):
+        np.testing.assert_allclose(other.frontier.reward, a.frontier.reward, rtol=1e-13)
+        np.testing.assert_allclose(other.bon.reward_hi, a.bon.reward_hi, rtol=1e-13)
+
+
+def test_gold_column():
+    rng = np.random.default_rng(9)
+    data = {f"q{i}": {"reward": np.round(rng.normal(size=30), 1), "gold": rng.normal(size=30)} for i in range(8)}
+    res = analyze(data, n_values=[1, 4], lam_values=[0.0, 1.0], interval="t")
+    means = np.mean([v["gold"].mean() for v in data.values()])
+    assert res.bon.gold[0] == pytest.approx(means, rel=1e-12)
+    assert res.tilt.gold[0] == pytest.approx(means, rel=1e-12)
+    want = np.mean([unbiased_bon_gold(v["reward"], v["gold"], 4) for v in data.values()])
+    assert res.bon.gold[1] == pytest.approx(want, rel=1e-12)
+    same = analyze({k: {"reward": v["reward"], "gold": v["reward"]} for k, v in data.items()},
+                   n_values=[1, 4], lam_values=[1.0], interval="t")
+    np.testing.assert_allclose(same.bon.gold, same.bon.reward, rtol=1e-12)
+    np.testing.assert_allclose(same.tilt.gold, same.tilt.reward, rtol=1e-12)
+
+
+def _policy_samples(ref, pol, prompts, n, rng):
+    """Samples of a level-symmetric policy on a discrete reference, with exact log-probabilities."""
+    probs = np.exp(pol.level_logprobs)
+    levels = ref.level_values
+    out = {}
+    for p in prompts:
+        lev = rng.choice(levels.size, size=n, p=probs / probs.sum())
+        # log pi(y) - log p(y) depends only on the level: log(pi(level)/q(level))
+        lr = pol.level_logprobs[lev] - ref.level_logq[lev]
+        ref_lp = ref.level_logq[lev] - 5.0                   # any outcome inside the level
+        out[p] = {"reward": levels[lev], "logprob": ref_lp + lr, "ref_logprob": ref_lp}
+    return out
+
+
+def test_policies_against_the_optimum():
+    """A tilted policy sits on the optimum (KL to it ~ 0); best-of-N sits below it."""
+    rng = np.random.default_rng(10)
+    ref = Reference([0.0, 1.0, 2.0, 3.0], probs=[0.4, 0.3, 0.2, 0.1])
+    prompts = [f"q{i}" for i in range(40)]
+    base = {p: ref.level_values[rng.choice(4, size=400, p=[0.4, 0.3, 0.2, 0.1])] for p in prompts}
+    tilt_pol = tilted(ref, lam=0.8)
+    bon_pol = best_of_n(ref, n=4)
+    pols = {"tilt": _policy_samples(ref, tilt_pol, prompts, 400, rng),
+            "bon4": _policy_samples(ref, bon_pol, prompts, 400, rng)}
+    res = analyze(base, policies=pols, n_values=[1, 4], kl_values=[0.2], n_boot=300, seed=1)
+    t, b = res.policies["tilt"], res.policies["bon4"]
+
+    def within(tab, key, truth, k=2.0):         # |estimate - truth| <= k half-widths (~4 s.e.)
+        half = 0.5 * (getattr(tab, key + "_hi")[0] - getattr(tab, key + "_lo")[0])
+        assert 0 < half < 0.05
+        assert abs(getattr(tab, key)[0] - truth) <= k * half
+
+    within(t, "kl", tilt_pol.kl)
+    within(t, "reward", tilt_pol.reward)
+    within(t, "kl_to_optimal", 0.0)
+    within(b, "kl", bon_pol.kl)
+    assert t.optimal_reward[0] == pytest.approx(tilt_pol.reward, abs=0.05)
+    within(b, "kl_to_optimal", kf.optimality(ref, bon_pol).kl_to_optimal)
+    assert b.bon_n_same_kl[0] == pytest.approx(4.0, rel=0.15)
+    assert int(t.prompts[0]) == 40
+    with pytest.raises(ValueError, match="not among the base prompts"):
+        analyze(base, policies={"x": {"zz": pols["tilt"]["q0"]}})
+    with pytest.raises(ValueError, match="ref_logprob"):
+        analyze(base, policies={"x": {"q0": {"reward": [1.0, 2.0]}}})
+
+
+# ----------------------------------------------------------------------------- the optimum dominates
+@st.composite
+def _empirical_prompts(draw):
+    P = draw(st.integers(1, 4))
+    out = []
+    for _ in range(P):
+        n = draw(st.integers(2, 9))
+        vals = draw(st.lists(st.integers(-4, 4), min_size=n, max_size=n))
+        out.append(np.array(vals, dtype=float) * draw(st.sampled_from([0.5, 1.0, 3.0])))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(_empirical_prompts(), st.data())
+def test_any_per_prompt_policies_lie_on_or_below_the_average_kl_optimum(samples, data):
+    """SPEC §9: (mean KL, mean reward) of per-prompt BoN / soft BoN / tilts <= R*_avg(mean KL)."""
+    refs = [Reference.from_samples(x) for x in samples]
+    kls, rews = [], []
+    for ref in refs:
+        kind = data.draw(st.sampled_from(["bon", "soft", "tilt"]))
+        if ref.is_constant:
+            kls.append(0.0)
+            rews.append(ref.mean_reward)
+            continue
+        if kind == "bon":
+            pol = best_of_n(ref, n=data.draw(st.floats(1.0, 30.0)))
+        elif kind == "soft":
+            pol = soft_best_of_n(ref, data.draw(st.integers(1, 8)), data.draw(st.floats(0.0, 5.0)))
+        else:
+            pol = tilted(ref, lam=data.draw(st.floats(0.0, 8.0)))
+        kls.append(pol.kl)
+        rews.append(pol.reward)
+    K, R = float(np.mean(kls)), float(np.mean(rews))
+    res = analyze({f"q{i}": x for i, x in enumerate(samples)}, n_values=[1], kl_values=[K],
+                  lam_values=[], interval="none")
+    scale = max(float(np.ptp(np.concatenate(samples))), 1.0)
+    assert R <= res.frontier.reward[0] + 1e-9 * scale

@@ -26,6 +26,7 @@ from klfrontier.instances import (
     lattice_span,
     load,
     three_letter,
+    unigram_proxy_gold,
     unigram_sentiment,
 )
 
@@ -79,10 +80,12 @@ def test_import_klfrontier_does_not_import_optional_packages():
 
 def test_available_lists_all_names_with_descriptions():
     names = available()
-    assert set(names) == {"unigram-vader", "unigram-afinn", "three-letter", "bernoulli"}
+    assert set(names) == {"unigram-vader", "unigram-afinn", "unigram-vader-afinn", "three-letter",
+                          "bernoulli"}
     for name, desc in names.items():
         assert isinstance(desc, str) and desc and "\n" not in desc
     assert "klfrontier[data]" in names["unigram-vader"]
+    assert "klfrontier[data]" in names["unigram-vader-afinn"]
     assert "klfrontier[data]" not in names["three-letter"]
 
 
@@ -324,3 +327,64 @@ def test_build_time_and_no_vader_module_import():
         "assert 'vaderSentiment.vaderSentiment' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- proxy vs gold (SPEC §9)
+@needs_data
+def test_proxy_gold_is_the_vader_law_with_afinn_gold(vader, afinn):
+    inst = unigram_proxy_gold()
+    assert inst.name == "unigram-vader-afinn" and inst.words == vader.words
+    # the same law and proxy reward as unigram-vader, bit for bit; gold = the AFINN rewards
+    np.testing.assert_array_equal(inst.ref.logprobs, vader.ref.logprobs)
+    np.testing.assert_array_equal(inst.ref.rewards, vader.ref.rewards)
+    np.testing.assert_array_equal(inst.ref.gold, afinn.ref.rewards)
+    assert inst.lattice == vader.lattice and inst.meta["gold_lattice"] == 1.0
+    assert inst.meta["proxy"] == "vader" and inst.meta["gold"] == "afinn"
+    assert inst.meta["words_with_gold"] == afinn.meta["words_with_reward"]
+    both = int(np.count_nonzero((vader.ref.rewards != 0) & (afinn.ref.rewards != 0)))
+    assert inst.meta["words_with_both"] == both and 0 < both < inst.meta["words_with_gold"]
+    assert set(inst.source) == {"wordfreq", "vaderSentiment", "afinn"}
+    with pytest.raises(ValueError):
+        inst.ref.gold[0] = 1.0
+    s = inst.summary()
+    # E_p g is the mean reward of unigram-afinn; the top VADER words have no AFINN entry
+    assert s["mean_gold"] == pytest.approx(afinn.ref.mean_reward, rel=1e-12)
+    assert s["gold_on_argmax"] == 0.0
+    assert {"magnificently", "aml"} <= set(s["argmax_words"])
+    assert "mean_gold" not in vader.summary()
+
+
+@needs_data
+def test_proxy_gold_policies_against_outcome_sums():
+    """Gold of a proxy-chosen policy = sum over words of pi(w) AFINN(w) (the outcome law)."""
+    import klfrontier as kf
+
+    inst = load("unigram-vader-afinn", top_n=3000)
+    ref = inst.ref
+    g = ref.gold
+    for pol in (kf.tilted(ref, kl=1.0), kf.best_of_n(ref, n=64), kf.soft_best_of_n(ref, n=16, lam=2.0)):
+        pi = pol.probs
+        direct = math.fsum((pi * g).tolist()) / math.fsum(pi.tolist())
+        assert pol.gold == pytest.approx(direct, rel=1e-12)
+        assert pol.expect(ref.rewards) == pytest.approx(pol.reward, rel=1e-12)
+
+
+@needs_data
+def test_proxy_gold_options_and_errors():
+    swapped = unigram_proxy_gold(top_n=500, proxy="afinn", gold="vader")
+    assert swapped.name == "unigram-afinn-vader"
+    np.testing.assert_array_equal(swapped.ref.rewards, unigram_sentiment(500, "afinn").ref.rewards)
+    np.testing.assert_array_equal(swapped.ref.gold, unigram_sentiment(500, "vader").ref.rewards)
+    same = unigram_proxy_gold(top_n=500, proxy="vader", gold="vader")
+    np.testing.assert_array_equal(same.ref.gold, same.ref.rewards)
+    assert load("unigram-vader-afinn", top_n=500).size == 500
+    with pytest.raises(ValueError, match="proxy must be one of"):
+        unigram_proxy_gold(top_n=100, proxy="sentiwordnet")
+    with pytest.raises(ValueError, match="gold must be one of"):
+        unigram_proxy_gold(top_n=100, gold=3)
+    with pytest.raises(ValueError, match="lang 'da' is not available for proxy 'vader'"):
+        unigram_proxy_gold(top_n=100, lang="da")
+    with pytest.raises(ValueError, match="top_n"):
+        unigram_proxy_gold(top_n=0)
+    with pytest.raises(ValueError, match="bad keyword arguments"):
+        load("unigram-vader-afinn", proxy="afinn")

@@ -40,10 +40,13 @@ def assert_same(a: SampleSet, b: SampleSet, *, text=True):
     assert a.prompts == b.prompts
     for x, y in zip(a.rewards, b.rewards):
         np.testing.assert_array_equal(x, y)
-    assert (a.logprobs is None) == (b.logprobs is None)
-    if a.logprobs is not None:
-        for x, y in zip(a.logprobs, b.logprobs):
-            np.testing.assert_array_equal(x, y)
+    for name in ("logprobs", "gold", "ref_logprobs"):
+        xs, ys = getattr(a, name), getattr(b, name)
+        assert (xs is None) == (ys is None), name
+        if xs is not None:
+            assert len(xs) == len(ys)
+            for x, y in zip(xs, ys):
+                np.testing.assert_array_equal(x, y)
     if text:
         assert a.texts == b.texts
 
@@ -364,51 +367,71 @@ def test_gzip_files_are_compressed(tmp_path):
         assert json.loads(f.readline()) == {"prompt_id": "a", "reward": 1.0}
 
 
+def _json_cell(raw):
+    """A JSON value for a raw text cell: the number (or literal) it spells, else the string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 @needs_arrow
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 @pytest.mark.parametrize("seed", range(3))
 def test_engines_agree_on_messy_files(tmp_path, fmt, seed):
     """Random corruptions at random places, small chunks: pyarrow and the standard library
-    keep the same rows and report the same bad rows at the same lines."""
+    keep the same rows and report the same bad rows at the same lines — with and without
+    the gold and ref_logprob roles."""
     rng = np.random.default_rng(seed)
     cells = {"pid": ["p1", "p2", "", "7", "x y"], "reward": ["1.5", "-2", "nan", "abc", "", "1e400",
                                                             " 3 ", "inf", "0"],
+             "gold": ["0.25", "x", "", "nan", "-1e300", " 2 ", "true", "-inf", "1e400"],
              "logprob": ["-1.0", "0.5", "", "-inf", "-0.0", "-3e2"],
+             "ref_logprob": ["-2.0", "1", "", "nan", "-0.0", "oops", "-1e-300"],
              "text": ["t", "two\nlines", 'q "x", y', ""]}
     rows = []
-    for _ in range(300):
-        pick = {k: v[0] if rng.random() < 0.8 else v[rng.integers(len(v))] for k, v in cells.items()}
+    for i in range(300):
+        # row 0 is clean, so the first valid line has every column (JSONL decides on it)
+        pick = {k: v[0] if i == 0 or rng.random() < 0.8 else v[rng.integers(len(v))]
+                for k, v in cells.items()}
         if rng.random() < 0.5:
             pick["pid"] = f"p{rng.integers(5)}"
         rows.append(pick)
     path = tmp_path / f"messy.{fmt}"
+    header = ["prompt_id", "reward", "gold", "logprob", "ref_logprob", "text"]
     if fmt == "csv":
         import csv
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["prompt_id", "reward", "logprob", "text"])
+            w.writerow(header)
             for i, row in enumerate(rows):
                 if i % 41 == 40:
                     f.write("broken,row\n")
                 elif i % 53 == 52:
                     f.write("\n")
                 else:
-                    w.writerow([row["pid"], row["reward"], row["logprob"], row["text"]])
+                    w.writerow([row["pid"], row["reward"], row["gold"], row["logprob"],
+                                row["ref_logprob"], row["text"]])
     else:
         with open(path, "w") as f:
             for i, row in enumerate(rows):
                 if i % 41 == 40:
                     f.write('{"prompt_id": "p1", "reward": \n')
                     continue
-                obj = {"prompt_id": row["pid"] or None, "text": row["text"]}
-                try:
-                    obj["reward"] = json.loads(row["reward"])
-                except ValueError:
-                    obj["reward"] = row["reward"]
-                if row["logprob"]:
-                    obj["logprob"] = float(row["logprob"])
+                obj = {"prompt_id": row["pid"] or None, "text": row["text"],
+                       "reward": _json_cell(row["reward"])}
+                if row["gold"]:               # an empty cell: the key is absent
+                    obj["gold"] = _json_cell(row["gold"])
+                for role in ("logprob", "ref_logprob"):
+                    if row[role]:
+                        obj[role] = _json_cell(row[role])
                 f.write(json.dumps(obj) + "\n")
-    a = read_samples(path, engine="python", chunk_rows=37, keep_text=True)
-    b = read_samples(path, engine="pyarrow", chunk_rows=37, keep_text=True)
-    assert_same(a, b)
-    assert a.bad_rows == b.bad_rows and a.n_bad_rows == b.n_bad_rows > 0
+    for columns in (None, {"gold": "gold"}, {"gold": "gold", "logprob": None}):
+        a = read_samples(path, engine="python", chunk_rows=37, keep_text=True, columns=columns)
+        b = read_samples(path, engine="pyarrow", chunk_rows=37, keep_text=True, columns=columns)
+        assert_same(a, b)
+        assert a.bad_rows == b.bad_rows and a.n_bad_rows == b.n_bad_rows > 0
+        assert a.has_gold == (columns is not None) and a.has_ref_logprobs
+        reasons = " ".join(reason for _, _, reason in a.bad_rows)
+        assert ("gold" in reasons) == (columns is not None)
+        assert "ref_logprob" in reasons

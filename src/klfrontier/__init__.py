@@ -13,6 +13,7 @@ from .soft_bon import soft_best_of_n
 from .divergences import jeffreys, kl, renyi_cross_entropy, renyi_divergence
 from .optimality import Optimality, optimality
 from .ldp import Equivalence, cumulants, equivalence, rate_function, scgf
+from .empirical import Analysis, analyze
 from .sequences import (ConvergenceTable, Memoryless, RewardLaw, bon_monte_carlo, convergence,
                         reward_law)
 
@@ -26,5 +27,7 @@ __all__ = [
     # sequences and asymptotics (SPEC §6-§7)
     "rate_function", "scgf", "cumulants", "equivalence", "Equivalence",
     "Memoryless", "reward_law", "RewardLaw", "convergence", "ConvergenceTable", "bon_monte_carlo",
+    # samples from real models (SPEC §9)
+    "analyze", "Analysis",
 ]
 __version__ = "0.1.0"

@@ -28,6 +28,13 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def _say_error(msg):
+    """One line on stderr; the message is data, never console markup."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", str(msg)), highlight=False)
+
+
 def _friendly(fn):
     """Turn library errors into one clear line on stderr and exit code 2."""
 
@@ -37,7 +44,19 @@ def _friendly(fn):
             return fn(*args, **kwargs)
         except (ValueError, CLIError, FileNotFoundError, ImportError, KeyError) as exc:
             msg = exc.args[0] if exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+                msg = f"{exc.filename}: no such file"
+            _say_error(msg)
+            raise typer.Exit(code=2) from None
+        except IsADirectoryError as exc:
+            _say_error(f"{exc.filename}: is a directory, not a file")
+            raise typer.Exit(code=2) from None
+        except PermissionError as exc:
+            _say_error(f"{exc.filename}: permission denied")
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            _say_error(f"{where}{exc.strerror or exc}")
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -149,32 +168,30 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON to stdout instead of a 
 
 def _print_table(title: str, columns: list[str], rows: list[list], as_json: bool, payload: dict):
     if as_json:
-        sys.stdout.write(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+        from ._json import dumps
+
+        sys.stdout.write(dumps(payload, indent=2) + "\n")
         return
-    table = Table(title=title)
+    from rich.text import Text
+
+    table = Table(title=Text(title))
     for c in columns:
-        table.add_column(c, justify="right")
+        table.add_column(Text(str(c)), justify="right")
     for row in rows:
-        table.add_row(*[_fmt(x) for x in row])
+        table.add_row(*[Text(_fmt(x)) for x in row])
     console.print(table)
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.bool_):
-        return bool(x)
-    raise TypeError(type(x))
 
 
 def _fmt(x) -> str:
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else ""
     if isinstance(x, (float, np.floating)):
+        if np.isnan(x):
+            return "—"          # no value (e.g. no interval): never print nan
         if np.isinf(x):
-            return "∞"
+            return "∞" if x > 0 else "−∞"
+        if x == int(x) and abs(x) < 1e15:
+            return f"{int(x)}"
         return f"{x:.6g}"
     return str(x)
 
@@ -273,8 +290,9 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
         raise CLIError("--lengths must be positive integers")
     tables = [_convergence(reference, d, lengths=[int(m) for m in ms]) for d in _floats(delta, "--delta")]
     if as_json:
-        sys.stdout.write(json.dumps({"convergence": [t.as_dict() for t in tables]}, indent=2,
-                                    default=_jsonable) + "\n")
+        from ._json import dumps
+
+        sys.stdout.write(dumps({"convergence": [t.as_dict() for t in tables]}, indent=2) + "\n")
         return
     for t in tables:
         rows = [[r["m"], r["reward_per_token"], r["optimal_reward"], r["gap"], r["gap_prediction"],
@@ -297,21 +315,25 @@ def list_instances():
 
 def _run_job(job, out: Optional[Path], as_json: bool):
     """Print a job's headline table (or its JSON) and write its report."""
-    from .report import to_jsonable, write_report
+    from rich.text import Text
+
+    from ._json import dumps
+    from .report import write_report
 
     if out is not None:
-        index = write_report(out, job.title, job.sections, job.summary, lead=job.lead)
+        index = write_report(out, job.title, job.sections, job.summary, lead=job.lead,
+                             extra_files=getattr(job, "extra_files", None) or None)
     if as_json:
-        sys.stdout.write(json.dumps(to_jsonable(job.summary), indent=2) + "\n")
+        sys.stdout.write(dumps(job.summary, indent=2) + "\n")
         return
-    table = Table(title=job.title)
+    table = Table(title=Text(job.title))
     for c, j in (("quantity", "left"), ("value", "right"), ("note", "left")):
         table.add_column(c, justify=j)
     for q, v, note in job.headline:
-        table.add_row(str(q), _fmt(v), str(note))
+        table.add_row(Text(str(q)), Text(_fmt(v)), Text(str(note)))
     console.print(table)
     if out is not None:
-        console.print(f"report: [bold]{index}[/] (figures and summary.json beside it)")
+        console.print(Text.assemble("report: ", (str(index), "bold"), " (figures, tables and summary.json beside it)"))
 
 
 def _stage_printer():
@@ -347,52 +369,148 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
     _run_job(job, out, as_json)
 
 
+def _check_out_dir(out: Optional[Path]):
+    """Fail before any work when ``--out`` cannot hold a report."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    import os
+
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {out}: not writable")
+
+
+def _check_input_file(path: Path, option: str = ""):
+    where = f"{option} " if option else ""
+    if not path.exists():
+        raise CLIError(f"{where}{path}: no such file")
+    if path.is_dir():
+        raise CLIError(f"{where}{path}: is a directory; give a JSONL, CSV or Parquet file")
+
+
+def _file_provenance(path: Path) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
 @app.command()
 @_friendly
-def analyze(samples: Path = typer.Argument(..., help="JSONL, CSV or Parquet file: one row per sample."),
+def analyze(samples: Path = typer.Argument(..., help="Base samples from the reference: JSONL, CSV or Parquet, one row per sample."),
+            policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' (reference) columns. Repeatable; names differing only in numbers (step100, step200) form a path."),
+            gold_col: Optional[str] = typer.Option(None, "--gold-col", help="Column of a gold reward: select with --reward-col, measure this."),
             prompt_col: str = typer.Option("prompt_id", help="Column holding the prompt id."),
-            reward_col: str = typer.Option("reward", help="Column holding the reward."),
-            logprob_col: str = typer.Option("logprob", help="Column holding log p(sample) under the reference (optional)."),
+            reward_col: str = typer.Option("reward", help="Column holding the reward (the proxy when --gold-col is given)."),
+            logprob_col: str = typer.Option("logprob", help="Column holding log-probabilities (policy files: under the policy)."),
+            ref_logprob_col: str = typer.Option("ref_logprob", help="Column holding log p under the reference (policy files)."),
             text_col: str = typer.Option("text", help="Column holding the text (optional, not kept)."),
             fmt: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet (default: from the suffix)."),
             strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of skipping it."),
             n: Optional[str] = typer.Option(None, "--n", help="Best-of-N sizes (integers), comma separated."),
-            kl: Optional[str] = typer.Option(None, "--kl", help="KL budgets for the frontier, comma separated."),
-            n_boot: int = typer.Option(200, "--n-boot", help="Bootstrap replications (0: none)."),
+            kl: Optional[str] = typer.Option(None, "--kl", help="Average KL budgets for the frontier, comma separated."),
+            lam: Optional[str] = typer.Option(None, "--lam", help="Inverse temperatures λ of the tilted policy, comma separated."),
+            n_boot: int = typer.Option(1000, "--n-boot", help="Prompt-bootstrap replications (used from 30 prompts on)."),
+            interval: str = typer.Option("auto", "--interval", help="auto, t, bootstrap or none."),
             seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, PNG figures and summary.json here."),
+            tables: str = typer.Option("parquet", "--tables", help="Format of the per-prompt table beside the report: parquet or csv."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG, SVG), tables (CSV) and summary.json here."),
             as_json: bool = JsonOpt):
-    """Best-of-N and the tilted frontier estimated from your own samples, with bootstrap CIs."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Best-of-N, the average-KL optimum, aligned policies and proxy-vs-gold, from your own samples."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     from .io import read_samples
     from .jobs import analyze_job
 
-    if not samples.exists():
-        raise CLIError(f"{samples}: no such file")
-    if n_boot < 0:
-        raise CLIError("--n-boot must be >= 0")
+    _check_input_file(samples)
+    if not 0 <= n_boot <= 100_000:
+        raise CLIError(f"--n-boot must lie in [0, 100000] (got {n_boot}); 1000 is plenty for 95% intervals")
+    if interval not in ("auto", "t", "bootstrap", "none"):
+        raise CLIError(f"--interval must be auto, t, bootstrap or none, got {interval!r}")
+    if tables not in ("parquet", "csv"):
+        raise CLIError(f"--tables must be parquet or csv, got {tables!r}")
     n_values = None
     if n is not None:
         n_values = _floats(n, "--n")
+        if not n_values:
+            raise CLIError("--n: give at least one size, e.g. --n 1,2,4,8")
         if any(v != int(v) or v < 1 for v in n_values):
             raise CLIError("--n must be positive integers")
         n_values = [int(v) for v in n_values]
     kl_values = _floats(kl, "--kl") if kl is not None else None
-    columns = {"prompt_id": prompt_col, "reward": reward_col, "logprob": logprob_col, "text": text_col}
+    lam_values = _floats(lam, "--lam") if lam is not None else None
+    pol_files = {}
+    for spec in policy or []:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise CLIError(f"--policy expects NAME=FILE, got {spec!r}")
+        if name in pol_files:
+            raise CLIError(f"--policy {name!r} given twice")
+        _check_input_file(Path(file), f"--policy {name}:")
+        pol_files[name] = Path(file)
+    _check_out_dir(out)
+    base_cols = {"prompt_id": prompt_col, "reward": reward_col, "logprob": logprob_col, "text": text_col,
+                 "ref_logprob": None}
+    if gold_col is not None:
+        base_cols["gold"] = gold_col
+    pol_cols = dict(base_cols, ref_logprob=ref_logprob_col)
+    stages = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True, disable=as_json) as bar:
-        task = bar.add_task("reading rows", total=None)
-        data = read_samples(samples, columns=columns, strict=strict, format=fmt,
-                            progress=lambda rows: bar.update(task, completed=rows))
+                  TimeRemainingColumn(), console=err_console, transient=True, disable=as_json) as bar:
+        def reader(label):
+            task = bar.add_task(label, total=None)
+            return task, (lambda rows: bar.update(task, completed=rows))
+
+        task, cb = reader(f"reading {samples.name}")
+        data = read_samples(samples, columns=base_cols, strict=strict, format=fmt, progress=cb)
         bar.update(task, visible=False)
-        boot = bar.add_task("bootstrap over prompts", total=data.n_prompts)
-        job = analyze_job(data, n_values=n_values, kl_values=kl_values, n_boot=n_boot, seed=seed,
-                          progress=lambda done, total: bar.update(boot, completed=done, total=total))
-    if data.n_bad_rows and not as_json:
-        err_console.print(f"[yellow]skipped {data.n_bad_rows} bad row(s)[/]; first: "
-                          f"{data.bad_rows[0][0]}:{data.bad_rows[0][1]}: {data.bad_rows[0][2]}", highlight=False)
+        pol_data = {}
+        for name, file in pol_files.items():
+            task, cb = reader(f"reading policy {name}")
+            pol_data[name] = read_samples(file, columns=pol_cols, strict=strict, format=fmt, progress=cb)
+            bar.update(task, visible=False)
+
+        def progress(stage, done, total):
+            if stage not in stages:
+                stages[stage] = bar.add_task(stage, total=total)
+            bar.update(stages[stage], completed=done, total=total)
+
+        import click
+
+        ctx = click.get_current_context()
+        provenance = {"command": ctx.command_path,
+                      "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()},
+                      "seed": seed,
+                      "files": [_file_provenance(samples)] + [dict(_file_provenance(f), policy=k)
+                                                             for k, f in pol_files.items()],
+                      "rows": {"base": data.n_samples, **{k: v.n_samples for k, v in pol_data.items()}}}
+        job = analyze_job(data, policies=pol_data or None, gold_col=gold_col, n_values=n_values,
+                          kl_values=kl_values, lam_values=lam_values, n_boot=n_boot, seed=seed,
+                          interval=interval, columns=base_cols, progress=progress, provenance=provenance,
+                          table_format=tables)
+    for label, d in [("base", data)] + list(pol_data.items()):
+        if d.n_bad_rows and not as_json:
+            f, line, reason = d.bad_rows[0]
+            _say_warning(f"{label}: skipped {d.n_bad_rows} bad row(s); first: {f}:{line}: {reason}")
+    excluded = job.summary["analysis"]["n_excluded_prompts"]
+    if excluded and not as_json:
+        _say_warning(f"{excluded} prompt(s) with fewer than two samples left out")
     _run_job(job, out, as_json)
+
+
+def _say_warning(msg):
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", str(msg)), highlight=False)
 
 
 @app.command("samples")

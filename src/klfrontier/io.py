@@ -3,10 +3,19 @@
 A *sample file* has one row per sampled response with the columns
 
 * ``prompt_id`` — which prompt the response answers (compared as a string);
-* ``reward`` — a finite real number;
-* ``logprob`` (optional) — the response's log-probability under the
-  reference model, finite and ``<= 0``;
+* ``reward`` — a finite real number (the proxy reward used for selection);
+* ``gold`` (optional, read only on request) — a second finite reward per
+  sample, the "gold" reward measured on what the proxy selects;
+* ``logprob`` (optional) — the response's log-probability, finite and
+  ``<= 0``: under the reference model in a reference (base) file, under the
+  policy that generated the sample in a policy file;
+* ``ref_logprob`` (optional) — in a policy file, the response's
+  log-probability under the *reference* model, finite and ``<= 0``;
 * ``text`` (optional) — the response itself (dropped unless ``keep_text``).
+
+``logprob`` and ``ref_logprob`` are read whenever the file has them; ``gold``
+only when the caller names its column (``columns={"gold": "gold"}``), and it
+is then required.
 
 Three formats are understood: JSON Lines (``.jsonl``, ``.ndjson``), CSV
 (``.csv``; JSONL and CSV may be gzip-compressed, ``.gz``) and Parquet
@@ -69,7 +78,11 @@ MAX_BAD_ROWS = 1000
 # (~150 MB) whatever the size of the file.
 _MAX_CHUNK_BYTES = 4 << 20
 
-_ROLES = ("prompt_id", "reward", "logprob", "text")
+_ROLES = ("prompt_id", "reward", "gold", "logprob", "ref_logprob", "text")
+# Optional numeric roles, in the order a row's cells are checked; the log-probabilities
+# among them must also be <= 0.
+_OPTIONAL_NUMBERS = ("gold", "logprob", "ref_logprob")
+_LOG_PROBS = ("logprob", "ref_logprob")
 _FORMATS = ("jsonl", "csv", "parquet")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
              ".parquet": "parquet", ".pq": "parquet"}
@@ -113,22 +126,31 @@ def _have_pyarrow():
 
 
 # ---------------------------------------------------------------------------- SampleSet
-def _check_group(pid, rewards, logprobs):
+def _check_group(pid, rewards, extras):
+    """Validate one prompt's rewards and its optional per-sample arrays.
+
+    ``extras`` is a list of ``(name, values or None, nonpositive)``; returns the
+    rewards and the extras as float arrays (``None`` kept).
+    """
     r = np.asarray(rewards, dtype=float)
     if r.ndim != 1 or r.size == 0:
         raise ValueError(f"rewards of prompt {pid!r} must be a non-empty 1-D array")
     if not np.isfinite(r).all():
         raise ValueError(f"rewards of prompt {pid!r} contain NaN or inf")
-    if logprobs is None:
-        return r, None
-    lp = np.asarray(logprobs, dtype=float)
-    if lp.shape != r.shape:
-        raise ValueError(f"logprobs of prompt {pid!r} do not match its rewards in length")
-    if not np.isfinite(lp).all():
-        raise ValueError(f"logprobs of prompt {pid!r} contain NaN or inf")
-    if (lp > 0).any():
-        raise ValueError(f"logprobs of prompt {pid!r} contain positive values")
-    return r, lp
+    out = []
+    for name, values, nonpositive in extras:
+        if values is None:
+            out.append(None)
+            continue
+        v = np.asarray(values, dtype=float)
+        if v.shape != r.shape:
+            raise ValueError(f"{name} of prompt {pid!r} do not match its rewards in length")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name} of prompt {pid!r} contain NaN or inf")
+        if nonpositive and (v > 0).any():
+            raise ValueError(f"{name} of prompt {pid!r} contain positive values")
+        out.append(v)
+    return r, out
 
 
 @dataclass(eq=False)
@@ -142,7 +164,9 @@ class SampleSet:
     rewards : list of (n_i,) ndarray
         Rewards of each prompt's samples (finite), aligned with ``prompts``.
     logprobs : list of (n_i,) ndarray, optional
-        Log-probabilities of the samples under the reference (finite, ``<= 0``).
+        Log-probabilities of the samples (finite, ``<= 0``): under the
+        reference for reference samples, under the generating policy for a
+        policy's samples.
     texts : list of list of str, optional
         The responses (only when read with ``keep_text=True``).
     bad_rows : list of (file, line, reason)
@@ -151,6 +175,12 @@ class SampleSet:
         How many rows were skipped in all.
     source : str, optional
         The file read.
+    gold : list of (n_i,) ndarray, optional
+        A second reward per sample (finite), the gold reward, while
+        ``rewards`` is the proxy used for selection.
+    ref_logprobs : list of (n_i,) ndarray, optional
+        For a policy's samples: log-probabilities under the reference
+        (finite, ``<= 0``).
 
     Examples
     --------
@@ -159,6 +189,9 @@ class SampleSet:
     (['a', 'b'], 4, [3, 1])
     >>> s.groups["a"].tolist()
     [0.0, 1.0, 1.0]
+    >>> g = SampleSet.from_dict({"a": {"reward": [0.0, 1.0], "gold": [0.5, 0.25]}})
+    >>> g.has_gold, g.has_ref_logprobs, g.gold[0].tolist()
+    (True, False, [0.5, 0.25])
     """
 
     prompts: list
@@ -168,6 +201,11 @@ class SampleSet:
     bad_rows: list = field(default_factory=list)
     n_bad_rows: int = 0
     source: str | None = None
+    gold: list | None = None
+    ref_logprobs: list | None = None
+
+    # per-sample numeric arrays besides the rewards: (attribute, must be <= 0)
+    _EXTRAS = (("gold", False), ("logprobs", True), ("ref_logprobs", True))
 
     def __post_init__(self):
         self.prompts = [str(p) for p in self.prompts]
@@ -175,14 +213,17 @@ class SampleSet:
             raise ValueError("prompts contains duplicate ids")
         if len(self.rewards) != len(self.prompts):
             raise ValueError("rewards must have one array per prompt")
-        for name, extra in (("logprobs", self.logprobs), ("texts", self.texts)):
+        for name in ("gold", "logprobs", "ref_logprobs", "texts"):
+            extra = getattr(self, name)
             if extra is not None and len(extra) != len(self.prompts):
                 raise ValueError(f"{name} must have one entry per prompt")
-        lps = self.logprobs if self.logprobs is not None else [None] * len(self.prompts)
-        checked = [_check_group(p, r, lp) for p, r, lp in zip(self.prompts, self.rewards, lps)]
+        per_prompt = [[(name, None if getattr(self, name) is None else getattr(self, name)[i], neg)
+                       for name, neg in self._EXTRAS] for i in range(len(self.prompts))]
+        checked = [_check_group(p, r, ex) for p, r, ex in zip(self.prompts, self.rewards, per_prompt)]
         self.rewards = [c[0] for c in checked]
-        if self.logprobs is not None:
-            self.logprobs = [c[1] for c in checked]
+        for k, (name, _) in enumerate(self._EXTRAS):
+            if getattr(self, name) is not None:
+                setattr(self, name, [c[1][k] for c in checked])
         if self.texts is not None:
             self.texts = [list(t) for t in self.texts]
             for p, t, r in zip(self.prompts, self.texts, self.rewards):
@@ -192,10 +233,11 @@ class SampleSet:
     # ---------------------------------------------------------------- builders
     @classmethod
     def from_dict(cls, mapping):
-        """Build from ``{prompt_id: rewards}`` or ``{prompt_id: {"reward": ..., "logprob": ..., "text": ...}}``.
+        """Build from ``{prompt_id: rewards}`` or ``{prompt_id: {"reward": ..., "gold": ..., "logprob": ..., "ref_logprob": ..., "text": ...}}``.
 
-        Either every value is a mapping or none is; ``logprob`` / ``text``
-        must be given for every prompt or for none.
+        Either every value is a mapping or none is; ``gold``, ``logprob``,
+        ``ref_logprob`` and ``text`` must each be given for every prompt or
+        for none.
         """
         if not isinstance(mapping, Mapping) or not mapping:
             raise ValueError("samples must be a non-empty mapping prompt_id -> rewards")
@@ -205,39 +247,58 @@ class SampleSet:
             raise ValueError("give every prompt either a rewards array or a mapping, not a mix")
         if not all(nested):
             return cls(list(mapping), [np.asarray(v, dtype=float) for v in values])
+        optional = ("gold", "logprob", "ref_logprob", "text")
         for v in values:
-            unknown = set(v) - {"reward", "logprob", "text"}
+            unknown = set(v) - {"reward", *optional}
             if unknown or "reward" not in v:
-                raise ValueError("each prompt's mapping needs 'reward' and may have 'logprob', 'text'")
+                raise ValueError("each prompt's mapping needs 'reward' and may have "
+                                 + ", ".join(repr(k) for k in optional))
         opt = {}
-        for key in ("logprob", "text"):
+        for key in optional:
             have = sum(key in v for v in values)
             if have and have != len(values):
                 raise ValueError(f"give '{key}' for every prompt or for none")
             opt[key] = [v[key] for v in values] if have else None
         return cls(list(mapping), [v["reward"] for v in values], logprobs=opt["logprob"],
-                   texts=opt["text"])
+                   texts=opt["text"], gold=opt["gold"], ref_logprobs=opt["ref_logprob"])
 
     @classmethod
-    def from_columns(cls, prompt_id, reward, logprob=None, text=None):
+    def from_columns(cls, prompt_id, reward, logprob=None, text=None, gold=None, ref_logprob=None):
         """Group flat per-sample columns by prompt (order of first appearance).
+
+        Each optional column has one entry per sample; ``gold`` must be
+        finite, ``logprob`` and ``ref_logprob`` finite and ``<= 0``.
 
         >>> SampleSet.from_columns(["x", "y", "x"], [1.0, 2.0, 3.0]).groups["x"].tolist()
         [1.0, 3.0]
+        >>> SampleSet.from_columns(["x", "y", "x"], [1.0, 2.0, 3.0], gold=[0.0, 1.0, 2.0]).gold[0].tolist()
+        [0.0, 2.0]
         """
         pids = [str(p) for p in prompt_id]
         r = np.asarray(reward, dtype=float)
         if r.ndim != 1 or r.size != len(pids):
             raise ValueError("prompt_id and reward must be 1-D and of equal length")
         codes, prompts = _encode(pids)
-        lp = None if logprob is None else np.asarray(logprob, dtype=float)
-        if lp is not None and lp.shape != r.shape:
-            raise ValueError("logprob must have the length of reward")
+        flat = {}
+        for name, values, nonpositive in (("gold", gold, False), ("logprob", logprob, True),
+                                          ("ref_logprob", ref_logprob, True)):
+            if values is None:
+                flat[name] = None
+                continue
+            v = np.asarray(values, dtype=float)
+            if v.shape != r.shape:
+                raise ValueError(f"{name} must have the length of reward")
+            if not np.isfinite(v).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            if nonpositive and (v > 0).any():
+                raise ValueError(f"{name} contains positive values; a log-probability must be <= 0")
+            flat[name] = v
         txt = None if text is None else list(text)
         if txt is not None and len(txt) != r.size:
             raise ValueError("text must have the length of reward")
-        r_g, lp_g, t_g = _group(codes, len(prompts), r, lp, txt)
-        return cls(prompts, r_g, logprobs=lp_g, texts=t_g)
+        (r_g, g_g, lp_g, ref_g), t_g = _group(
+            codes, len(prompts), [r, flat["gold"], flat["logprob"], flat["ref_logprob"]], txt)
+        return cls(prompts, r_g, logprobs=lp_g, texts=t_g, gold=g_g, ref_logprobs=ref_g)
 
     # ---------------------------------------------------------------- views
     @property
@@ -257,7 +318,18 @@ class SampleSet:
 
     @property
     def has_logprobs(self) -> bool:
+        """Whether the samples carry log-probabilities (``logprobs``)."""
         return self.logprobs is not None
+
+    @property
+    def has_gold(self) -> bool:
+        """Whether the samples carry a gold reward (``gold``)."""
+        return self.gold is not None
+
+    @property
+    def has_ref_logprobs(self) -> bool:
+        """Whether the samples carry reference log-probabilities (``ref_logprobs``)."""
+        return self.ref_logprobs is not None
 
     @property
     def groups(self) -> dict:
@@ -276,19 +348,22 @@ class SampleSet:
         return self.groups[str(prompt_id)]
 
     def columns(self) -> dict:
-        """Flat per-sample columns ``prompt_id``, ``reward`` (+ ``logprob``, ``text``)."""
+        """Flat per-sample columns ``prompt_id``, ``reward`` (+ ``gold``, ``logprob``,
+        ``ref_logprob``, ``text``: those present), keyed by role name."""
         out = {"prompt_id": [p for p, r in zip(self.prompts, self.rewards) for _ in range(r.size)],
                "reward": np.concatenate(self.rewards)}
-        if self.logprobs is not None:
-            out["logprob"] = np.concatenate(self.logprobs)
+        for role, values in (("gold", self.gold), ("logprob", self.logprobs),
+                             ("ref_logprob", self.ref_logprobs)):
+            if values is not None:
+                out[role] = np.concatenate(values)
         if self.texts is not None:
             out["text"] = [t for ts in self.texts for t in ts]
         return out
 
     def __repr__(self):
         extra = f", bad_rows={self.n_bad_rows}" if self.n_bad_rows else ""
-        lp = ", logprobs" if self.logprobs is not None else ""
-        return f"SampleSet(prompts={self.n_prompts}, samples={self.n_samples}{lp}{extra})"
+        have = "".join(f", {name}" for name, _ in self._EXTRAS if getattr(self, name) is not None)
+        return f"SampleSet(prompts={self.n_prompts}, samples={self.n_samples}{have}{extra})"
 
 
 def _encode(pids):
@@ -299,16 +374,16 @@ def _encode(pids):
     return codes, list(table)
 
 
-def _group(codes, n_groups, rewards, logprobs, texts):
+def _group(codes, n_groups, arrays, texts):
+    """Split per-sample ``arrays`` (``None`` passes through) and ``texts`` by prompt code."""
     order = np.argsort(codes, kind="stable")
     bounds = np.cumsum(np.bincount(codes, minlength=n_groups))[:-1]
-    r = np.split(rewards[order], bounds)
-    lp = None if logprobs is None else np.split(logprobs[order], bounds)
+    split = [None if a is None else np.split(a[order], bounds) for a in arrays]
     if texts is None:
-        return r, lp, None
+        return split, None
     t_sorted = [texts[i] for i in order]
     edges = np.concatenate([[0], bounds, [len(t_sorted)]])
-    return r, lp, [t_sorted[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    return split, [t_sorted[a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
 # ---------------------------------------------------------------------------- row rules
@@ -346,16 +421,28 @@ def _prompt_id(value):
     return str(value)
 
 
-def _check_row(pid, reward, logprob, use_logprob):
-    """Validate one row's raw cells; returns ``(prompt_id, reward, logprob)`` or raises _Bad."""
+def _check_row(pid, reward, extra):
+    """Validate one row's raw cells; returns ``(prompt_id, reward, values)`` or raises _Bad.
+
+    ``extra`` maps the optional numeric roles in use (``gold``, ``logprob``,
+    ``ref_logprob``) to their raw cells; they are checked in the order of
+    ``_OPTIONAL_NUMBERS`` and ``values`` maps each to its float.
+    """
     p = _prompt_id(pid)
     r = _number(reward, "reward")
-    lp = None
-    if use_logprob:
-        lp = _number(logprob, "logprob")
-        if lp > 0:
-            raise _Bad(f"logprob is positive ({_show(logprob)}); a log-probability must be <= 0")
-    return p, r, lp
+    values = {}
+    for role in _OPTIONAL_NUMBERS:
+        if role in extra:
+            x = values[role] = _number(extra[role], role)
+            if x > 0 and role in _LOG_PROBS:
+                raise _Bad(f"{role} is positive ({_show(extra[role])}); "
+                           "a log-probability must be <= 0")
+    return p, r, values
+
+
+def _used(use):
+    """The optional numeric roles in use, in checking order."""
+    return [role for role in _OPTIONAL_NUMBERS if use[role]]
 
 
 # ---------------------------------------------------------------------------- accumulation
@@ -364,13 +451,16 @@ class _Stop(Exception):
 
 
 class _Accumulator:
-    """Collects good rows as (prompt code, reward, logprob, text) chunks and bad rows."""
+    """Collects good rows as (prompt code, reward, optional numbers, text) chunks and bad rows."""
 
     def __init__(self, file, *, strict, keep_text, progress):
         self.file, self.strict, self.keep_text, self.progress = file, strict, keep_text, progress
         self.table: dict = {}
-        self.codes, self.rewards, self.logprobs, self.texts = [], [], [], []
-        self.use_logprob = None     # decided by the header / schema / first JSONL row
+        self.codes, self.rewards, self.texts = [], [], []
+        self.values = {role: [] for role in _OPTIONAL_NUMBERS}
+        # which optional numeric roles are read: None until decided by the header /
+        # schema / first valid JSONL line; a requested gold column must be there
+        self.use = dict.fromkeys(_OPTIONAL_NUMBERS)
         self.bad, self.n_bad, self.rows_done = [], 0, 0
 
     # sinks share this interface with _BadRowLocator
@@ -381,8 +471,9 @@ class _Accumulator:
         if len(self.bad) < MAX_BAD_ROWS:
             self.bad.append((self.file, line, reason))
 
-    def add_rows(self, pids, rewards, logprobs=None, texts=None):
-        """Append good rows; ``pids`` is a list of str or a pyarrow string array."""
+    def add_rows(self, pids, rewards, values, texts=None):
+        """Append good rows; ``pids`` is a list of str or a pyarrow string array,
+        ``values`` maps each optional numeric role in use to its array."""
         if hasattr(pids, "dictionary_encode"):
             enc = pids.dictionary_encode()
             lut = np.array([self.table.setdefault(p, len(self.table))
@@ -394,8 +485,8 @@ class _Accumulator:
                                 dtype=np.int64, count=len(pids))
         self.codes.append(codes.astype(np.int32 if len(self.table) < 2**31 else np.int64))
         self.rewards.append(np.asarray(rewards, dtype=float))
-        if self.use_logprob:
-            self.logprobs.append(np.asarray(logprobs, dtype=float))
+        for role in _used(self.use):
+            self.values[role].append(np.asarray(values[role], dtype=float))
         if self.keep_text:
             self.texts.extend(texts)
 
@@ -413,21 +504,24 @@ class _Accumulator:
         # concatenate column by column, dropping the chunks as we go (peak memory)
         codes = np.concatenate(self.codes)
         self.codes = None
-        rewards = np.concatenate(self.rewards)
+        arrays = [np.concatenate(self.rewards)]
         self.rewards = None
-        lps = np.concatenate(self.logprobs) if self.use_logprob else None
-        self.logprobs = None
+        for role in _OPTIONAL_NUMBERS:
+            arrays.append(np.concatenate(self.values[role]) if self.use[role] else None)
+            self.values[role] = None
         texts = self.texts if self.keep_text else None
-        r, lp, t = _group(codes, len(self.table), rewards, lps, texts)
-        return SampleSet(list(self.table), r, logprobs=lp, texts=t, bad_rows=list(bad),
-                         n_bad_rows=self.n_bad, source=self.file)
+        split, t = _group(codes, len(self.table), arrays, texts)
+        r, g = split[0], dict(zip(_OPTIONAL_NUMBERS, split[1:]))
+        return SampleSet(list(self.table), r, logprobs=g["logprob"], texts=t, bad_rows=list(bad),
+                         n_bad_rows=self.n_bad, source=self.file, gold=g["gold"],
+                         ref_logprobs=g["ref_logprob"])
 
 
 class _BadRowLocator:
     """Sink for the re-scan of a CSV file: keeps bad rows only, stops after ``limit``."""
 
-    def __init__(self, file, *, strict, limit, use_logprob):
-        self.file, self.strict, self.limit, self.use_logprob = file, strict, limit, use_logprob
+    def __init__(self, file, *, strict, limit, use):
+        self.file, self.strict, self.limit, self.use = file, strict, limit, dict(use)
         self.keep_text, self.bad = False, []
 
     def add_bad(self, line, reason):
@@ -460,8 +554,14 @@ def _detect_format(path, fmt):
     return _SUFFIXES[ext]
 
 
-def _resolve_columns(columns):
+def _resolve_columns(columns, *, reading):
+    """File column name of each role (``None``: not read / not written).
+
+    When reading, ``gold`` is read only if ``columns`` names it.
+    """
     names = {role: role for role in _ROLES}
+    if reading:
+        names["gold"] = None
     if columns is None:
         return names
     if not isinstance(columns, Mapping):
@@ -500,9 +600,12 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     ----------
     path : str or os.PathLike
     columns : dict, optional
-        File column names for the roles ``prompt_id``, ``reward``, ``logprob``
-        and ``text``, e.g. ``{"reward": "score"}``; unnamed roles use their
-        own name.  ``{"logprob": None}`` ignores log-probabilities.
+        File column names for the roles ``prompt_id``, ``reward``, ``gold``,
+        ``logprob``, ``ref_logprob`` and ``text``, e.g. ``{"reward":
+        "score"}``; unnamed roles use their own name, except ``gold``, which
+        is read only when named here (``{"gold": "gold"}``) and is then
+        required.  ``{"logprob": None}`` (``{"ref_logprob": None}``) ignores
+        that column.
     strict : bool, default False
         Raise :class:`SampleFileError` (``"FILE:LINE: reason"``) on the first
         bad row instead of skipping it.
@@ -528,7 +631,8 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     Raises
     ------
     SampleFileError
-        A required column is absent, no row is valid, or (``strict``) a bad row.
+        A required column (``prompt_id``, ``reward``, a requested ``gold``) is
+        absent, no row is valid, or (``strict``) a bad row.
     ImportError
         pyarrow is needed and missing (install the ``data`` extra).
 
@@ -536,13 +640,17 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     -----
     A row is bad when its prompt id is missing or empty (or not a string or
     integer), its reward is missing, not a number or not finite, or — when
-    the file has a ``logprob`` column — its log-probability is missing, not
-    finite or positive; also a JSONL line that is not a JSON object, or a
-    CSV record with the wrong number of fields.  Numbers may be written as
-    strings (``"1.5"``); booleans are not numbers.  Whether log-probabilities
-    are read is decided by the CSV header, the Parquet schema, or for JSONL
-    by the first valid line (later lines then need one).  Blank lines are
-    skipped silently.
+    gold is requested — its gold reward is missing, not a number or not
+    finite, or — when the file has a ``logprob`` (``ref_logprob``) column —
+    that log-probability is missing, not a number, not finite or positive;
+    also a JSONL line that is not a JSON object, or a CSV record with the
+    wrong number of fields.  The cells are checked in the order prompt id,
+    reward, gold, logprob, ref_logprob, and the first failure is the reason
+    recorded.  Numbers may be written as strings (``"1.5"``); booleans are
+    not numbers.  Whether log-probabilities are read, and whether a
+    requested gold column exists, is decided by the CSV header, the Parquet
+    schema, or for JSONL by the first valid line (later lines then need
+    them).  Blank lines are skipped silently.
 
     Examples
     --------
@@ -557,9 +665,20 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     {'a': array([1.5]), '7': array([-2.])}
     >>> s.bad_rows[0][1:]
     (2, "reward is not a number: 'oops'")
+
+    A gold reward is read on request:
+
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"prompt_id": "a", "reward": 1.5, "gold": 0.25}\\n'
+    ...                 '{"prompt_id": "a", "reward": 2.5, "gold": "x"}\\n')
+    >>> s = read_samples(path, columns={"gold": "gold"})
+    >>> s.gold, s.bad_rows[0][1:]
+    ([array([0.25])], (2, "gold is not a number: 'x'"))
+    >>> read_samples(path).has_gold
+    False
     """
     fmt = _detect_format(path, format)
-    cols = _resolve_columns(columns)
+    cols = _resolve_columns(columns, reading=True)
     if engine not in ("auto", "pyarrow", "python"):
         raise ValueError(f"engine must be 'auto', 'pyarrow' or 'python', got {engine!r}")
     chunk_rows = int(chunk_rows)
@@ -589,25 +708,39 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
 
 
 # ---------------------------------------------------------------------------- JSONL
-def _json_row(obj, cols, acc):
-    """Cells of one decoded JSON line (missing keys are ``None``)."""
+def _json_row(obj, cols, acc, line):
+    """Cells of one decoded JSON line (missing keys are ``None``).
+
+    Decides the undecided optional roles from this line; the caller undoes
+    the decision if the line is bad.
+    """
     if not isinstance(obj, dict):
         raise _Bad(f"JSON line is not an object (got {type(obj).__name__})")
-    lp_name = cols["logprob"]
-    if acc.use_logprob is None:
-        acc.use_logprob = lp_name is not None and obj.get(lp_name) is not None
-    pid, r, lp = _check_row(obj.get(cols["prompt_id"]), obj.get(cols["reward"]),
-                            obj.get(lp_name) if acc.use_logprob else None, acc.use_logprob)
+    for role in _LOG_PROBS:
+        if acc.use[role] is None:
+            acc.use[role] = cols[role] is not None and obj.get(cols[role]) is not None
+    pid, reward = obj.get(cols["prompt_id"]), obj.get(cols["reward"])
+    g_name = cols["gold"]
+    if g_name is None:
+        acc.use["gold"] = False
+    elif acc.use["gold"] is None:
+        if g_name not in obj:
+            # a line that is valid but for gold shows the file has no gold column
+            _check_row(pid, reward, {role: obj.get(cols[role]) for role in _used(acc.use)})
+            raise SampleFileError(acc.file, line, f"missing column {g_name!r} (keys of the "
+                                                  f"first valid line: {sorted(obj)})")
+        acc.use["gold"] = True
+    pid, r, vals = _check_row(pid, reward, {role: obj.get(cols[role]) for role in _used(acc.use)})
     text = None
     if acc.keep_text and cols["text"] is not None:
         text = obj.get(cols["text"])
         if text is not None and not isinstance(text, str):
             text = json.dumps(text)
-    return pid, r, lp, text
+    return pid, r, vals, text
 
 
 def _jsonl_chunk_python(lines, first_line, cols, acc):
-    pids, rs, lps, texts = [], [], [], []
+    pids, rs, vals, texts = [], [], [], []
     for k, raw in enumerate(lines):
         if not raw.strip():
             continue
@@ -618,23 +751,23 @@ def _jsonl_chunk_python(lines, first_line, cols, acc):
                 msg = (f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
                        else str(exc))
                 raise _Bad(f"malformed JSON: {msg}") from None
-            # decide use_logprob only from a line that is otherwise valid
-            decided = acc.use_logprob
+            # decide the optional roles only from a line that is otherwise valid
+            decided = dict(acc.use)
             try:
-                pid, r, lp, text = _json_row(obj, cols, acc)
+                pid, r, v, text = _json_row(obj, cols, acc, first_line + k)
             except _Bad:
-                if decided is None:
-                    acc.use_logprob = None
+                acc.use = decided
                 raise
         except _Bad as bad:
             acc.add_bad(first_line + k, str(bad))
             continue
         pids.append(pid)
         rs.append(r)
-        lps.append(lp)
+        vals.append(v)
         texts.append(text)
     if pids:
-        acc.add_rows(pids, np.array(rs), np.array(lps, dtype=float) if acc.use_logprob else None,
+        acc.add_rows(pids, np.array(rs),
+                     {role: np.array([v[role] for v in vals], dtype=float) for role in _used(acc.use)},
                      texts)
 
 
@@ -645,8 +778,9 @@ def _jsonl_chunk_arrow(lines, cols, acc):
     import pyarrow.json as pj
 
     fields = [(cols["prompt_id"], pa.string()), (cols["reward"], pa.float64())]
-    if cols["logprob"] is not None and acc.use_logprob is not False:
-        fields.append((cols["logprob"], pa.float64()))
+    for role in _OPTIONAL_NUMBERS:
+        if cols[role] is not None and acc.use[role] is not False:
+            fields.append((cols[role], pa.float64()))
     if acc.keep_text and cols["text"] is not None:
         fields.append((cols["text"], pa.string()))
     if len({f[0] for f in fields}) != len(fields):
@@ -672,23 +806,25 @@ def _jsonl_chunk_arrow(lines, cols, acc):
     r = table.column(cols["reward"]).to_numpy()
     if table.column(cols["reward"]).null_count or not np.isfinite(r).all():
         return False
-    lp = None
-    use_lp = acc.use_logprob
-    if cols["logprob"] is None:
-        use_lp = False
-    elif use_lp is None:            # the first valid line decides (all lines here are)
-        use_lp = table.column(cols["logprob"])[0].is_valid
-    if use_lp:
-        lp_col = table.column(cols["logprob"])
-        lp = lp_col.to_numpy(zero_copy_only=False)
-        if lp_col.null_count or not (np.isfinite(lp).all() and (lp <= 0).all()):
+    use = dict(acc.use)
+    for role in _OPTIONAL_NUMBERS:
+        if cols[role] is None:
+            use[role] = False
+        elif use[role] is None:     # the first valid line decides (all lines here are)
+            # a requested gold is used; a line without it sends the chunk to the exact path
+            use[role] = role == "gold" or table.column(cols[role])[0].is_valid
+    vals = {}
+    for role in _used(use):
+        col = table.column(cols[role])
+        v = vals[role] = col.to_numpy(zero_copy_only=False)
+        if col.null_count or not np.isfinite(v).all() or (role in _LOG_PROBS and (v > 0).any()):
             return False
-    acc.use_logprob = use_lp
+    acc.use = use
     texts = None
     if acc.keep_text:
         texts = (table.column(cols["text"]).to_pylist() if cols["text"] is not None
                  else [None] * table.num_rows)
-    acc.add_rows(pid, r, lp, texts)
+    acc.add_rows(pid, r, vals, texts)
     return True
 
 
@@ -722,15 +858,25 @@ def _csv_field_limit():
 
 
 def _csv_header(file, header, cols):
-    """Indices of the needed columns; decides whether log-probabilities are read."""
+    """Indices of the columns (``None``: absent or not read); checks the required ones."""
     where = {}
-    for role in ("prompt_id", "reward"):
+    for role in ("prompt_id", "reward", "gold"):
+        if role == "gold" and cols[role] is None:
+            where[role] = None
+            continue
         if cols[role] not in header:
             raise SampleFileError(file, 1, f"missing column {cols[role]!r} (header: {header})")
         where[role] = header.index(cols[role])
-    for role in ("logprob", "text"):
+    for role in ("logprob", "ref_logprob", "text"):
         where[role] = header.index(cols[role]) if cols[role] in header else None
     return where
+
+
+def _decide_from_names(use, where):
+    """Header or schema known: an optional numeric role is read when its column is there."""
+    for role in _OPTIONAL_NUMBERS:
+        if use[role] is None:
+            use[role] = where[role] is not None
 
 
 def _read_csv_python(file, cols, sink, chunk_rows):
@@ -744,13 +890,12 @@ def _read_csv_python(file, cols, sink, chunk_rows):
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]
         where = _csv_header(file, header, cols)
-        if sink.use_logprob is None:
-            sink.use_logprob = where["logprob"] is not None
-        use_lp = sink.use_logprob
-        ip, ir, il, it = where["prompt_id"], where["reward"], where["logprob"], where["text"]
+        _decide_from_names(sink.use, where)
+        used = [(role, where[role]) for role in _used(sink.use)]
+        ip, ir, it = where["prompt_id"], where["reward"], where["text"]
         keep_text = sink.keep_text and it is not None
         ncol = len(header)
-        pids, rs, lps, texts = [], [], [], []
+        pids, rs, vals, texts = [], [], {role: [] for role, _ in used}, []
         done = 0
         line_end = reader.line_num
         try:
@@ -762,24 +907,25 @@ def _read_csv_python(file, cols, sink, chunk_rows):
                 try:
                     if len(row) != ncol:
                         raise _Bad(f"expected {ncol} fields, found {len(row)}")
-                    pid, r, lp = _check_row(row[ip], row[ir], row[il] if use_lp else None, use_lp)
+                    pid, r, v = _check_row(row[ip], row[ir], {role: row[i] for role, i in used})
                 except _Bad as bad:
                     sink.add_bad(start, str(bad))
                     continue
                 pids.append(pid)
                 rs.append(r)
-                lps.append(lp)
+                for role, _ in used:
+                    vals[role].append(v[role])
                 texts.append(row[it] if keep_text else None)
                 if len(pids) == chunk_rows:
-                    sink.add_rows(pids, np.array(rs), np.array(lps) if use_lp else None, texts)
+                    sink.add_rows(pids, np.array(rs), vals, texts)
                     sink.tick(done)
-                    pids, rs, lps, texts, done = [], [], [], [], 0
+                    pids, rs, vals, texts, done = [], [], {role: [] for role, _ in used}, [], 0
         except _Stop:
             return
         except csv.Error as exc:
             raise SampleFileError(file, reader.line_num, f"CSV syntax error: {exc}") from None
         if pids:
-            sink.add_rows(pids, np.array(rs), np.array(lps) if use_lp else None, texts)
+            sink.add_rows(pids, np.array(rs), vals, texts)
         sink.tick(done)
 
 
@@ -802,7 +948,7 @@ def _arrow_numbers(arr, role):
         raise TypeError(str(t))
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(vals)
-        if role == "logprob":
+        if role in _LOG_PROBS:
             bad |= vals > 0
     return vals, bad
 
@@ -829,7 +975,7 @@ def _arrow_prompt_ids(arr):
     return s, bad
 
 
-def _arrow_batch(batch, cols, acc, use_lp):
+def _arrow_batch(batch, cols, acc):
     """Validate one record batch; good rows go to ``acc``; returns the bad mask."""
     import pyarrow as pa
 
@@ -840,7 +986,7 @@ def _arrow_batch(batch, cols, acc, use_lp):
         raise SampleFileError(acc.file, None, f"column {cols['prompt_id']!r} has type {exc}; "
                                               "expected strings or integers") from None
     vals = {}
-    for role in ("reward", "logprob") if use_lp else ("reward",):
+    for role in ["reward", *_used(acc.use)]:
         try:
             v, b = _arrow_numbers(batch.column(names.index(cols[role])), role)
         except TypeError as exc:
@@ -860,7 +1006,7 @@ def _arrow_batch(batch, cols, acc, use_lp):
     if good.any():
         keep = pa.array(good)
         acc.add_rows(pid.filter(keep), vals["reward"][good],
-                     vals["logprob"][good] if use_lp else None, texts)
+                     {role: vals[role][good] for role in _used(acc.use)}, texts)
     return bad
 
 
@@ -876,10 +1022,8 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
     if header and header[0].startswith("\ufeff"):
         header[0] = header[0][1:]
     where = _csv_header(file, header, cols)
-    acc.use_logprob = where["logprob"] is not None
-    want = [cols["prompt_id"], cols["reward"]]
-    if acc.use_logprob:
-        want.append(cols["logprob"])
+    _decide_from_names(acc.use, where)
+    want = [cols["prompt_id"], cols["reward"], *(cols[role] for role in _used(acc.use))]
     if acc.keep_text and where["text"] is not None:
         want.append(cols["text"])
     want = list(dict.fromkeys(want))
@@ -887,7 +1031,7 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
     block = int(min(max(chunk_rows * per_row, 1 << 14), _MAX_CHUNK_BYTES))
     while True:
         run = _Accumulator(file, strict=False, keep_text=acc.keep_text, progress=acc.progress)
-        run.use_logprob = acc.use_logprob
+        run.use = dict(acc.use)
         structural = [0]                # records with the wrong number of fields
 
         def on_invalid(row, structural=structural):
@@ -905,7 +1049,7 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
                                                     column_types={c: pa.string() for c in want},
                                                     strings_can_be_null=False))
             for batch in reader:
-                n_value_bad += int(_arrow_batch(batch, cols, run, run.use_logprob).sum())
+                n_value_bad += int(_arrow_batch(batch, cols, run).sum())
                 run.tick(batch.num_rows)
                 if acc.strict and (n_value_bad or structural[0]):
                     break
@@ -920,7 +1064,7 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
     if n_bad:
         # pyarrow gives no line numbers: the standard-library reader finds them.
         loc = _BadRowLocator(file, strict=acc.strict, limit=min(n_bad, MAX_BAD_ROWS),
-                             use_logprob=acc.use_logprob)
+                             use=acc.use)
         _read_csv_python(file, cols, loc, chunk_rows)
         if acc.strict or not loc.bad:
             raise SampleFileError(file, None, f"{n_bad} bad rows found by pyarrow could not be "
@@ -939,26 +1083,24 @@ def _read_parquet(file, cols, acc, chunk_rows):
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise SampleFileError(file, None, f"not a readable Parquet file: {exc}") from None
     names = pf.schema_arrow.names
-    for role in ("prompt_id", "reward"):
-        if cols[role] not in names:
+    for role in ("prompt_id", "reward", "gold"):
+        if cols[role] is not None and cols[role] not in names:
             raise SampleFileError(file, None, f"missing column {cols[role]!r} (columns: {names})")
-    acc.use_logprob = cols["logprob"] is not None and cols["logprob"] in names
-    want = [cols["prompt_id"], cols["reward"]]
-    if acc.use_logprob:
-        want.append(cols["logprob"])
+    _decide_from_names(acc.use, {role: cols[role] if cols[role] in names else None
+                                 for role in _OPTIONAL_NUMBERS})
+    want = [cols["prompt_id"], cols["reward"], *(cols[role] for role in _used(acc.use))]
     if acc.keep_text and cols["text"] is not None and cols["text"] in names:
         want.append(cols["text"])
     want = list(dict.fromkeys(want))
     row0 = 0
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=want):
-        bad = _arrow_batch(batch, cols, acc, acc.use_logprob)
+        bad = _arrow_batch(batch, cols, acc)
         if bad.any():
-            lp_name = cols["logprob"] if acc.use_logprob else None
             cells = {c: batch.column(batch.schema.names.index(c)) for c in want}
             for i in np.flatnonzero(bad):
                 try:
                     _check_row(cells[cols["prompt_id"]][i].as_py(), cells[cols["reward"]][i].as_py(),
-                               cells[lp_name][i].as_py() if lp_name else None, acc.use_logprob)
+                               {role: cells[cols[role]][i].as_py() for role in _used(acc.use)})
                     reason = "invalid value"   # pragma: no cover - the two rules agree
                 except _Bad as exc:
                     reason = str(exc)
@@ -980,13 +1122,17 @@ def write_samples(path, samples, *, format=None, columns=None) -> None:
         A mapping is passed to :meth:`SampleSet.from_dict`.
     format : {"jsonl", "csv", "parquet"}, optional
     columns : dict, optional
-        Column names to write for the roles (as in :func:`read_samples`).
+        Column names to write for the roles (as in :func:`read_samples`);
+        every role, ``gold`` included, defaults to its own name, and ``None``
+        leaves that column out.
 
     Notes
     -----
-    Rewards and log-probabilities are written with Python's shortest
-    round-trip representation, so :func:`read_samples` gets back the same
-    floats.  Columns ``logprob`` and ``text`` are written when present.
+    Rewards (and gold rewards) and log-probabilities are written with
+    Python's shortest round-trip representation, so :func:`read_samples`
+    gets back the same floats.  Columns ``gold``, ``logprob``,
+    ``ref_logprob`` and ``text`` are written when present (read ``gold``
+    back with ``columns={"gold": "gold"}``).
     JSONL and CSV need only the standard library; Parquet needs pyarrow.
 
     Examples
@@ -1006,7 +1152,7 @@ def write_samples(path, samples, *, format=None, columns=None) -> None:
     if not isinstance(samples, SampleSet):
         samples = SampleSet.from_dict(samples)
     fmt = _detect_format(path, format)
-    cols = _resolve_columns(columns)
+    cols = _resolve_columns(columns, reading=False)
     data = samples.columns()
     roles = [r for r in _ROLES if r in data and cols[r] is not None]
     names = [cols[r] for r in roles]
@@ -1017,8 +1163,8 @@ def write_samples(path, samples, *, format=None, columns=None) -> None:
         pa = _import_pyarrow()
         import pyarrow.parquet as pq
 
-        types = {"prompt_id": pa.string(), "reward": pa.float64(), "logprob": pa.float64(),
-                 "text": pa.string()}
+        types = {"prompt_id": pa.string(), "reward": pa.float64(), "gold": pa.float64(),
+                 "logprob": pa.float64(), "ref_logprob": pa.float64(), "text": pa.string()}
         table = pa.table({n: pa.array(c, type=types[r]) for n, r, c in zip(names, roles, cells)})
         pq.write_table(table, path)
         return

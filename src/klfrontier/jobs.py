@@ -27,6 +27,7 @@ class JobResult:
     sections: list
     headline: list            # rows of (quantity, value, note) for the terminal
     summary: dict = field(default_factory=dict)
+    extra_files: dict = field(default_factory=dict)   # name -> callable(path) writing a file beside the report
 
 
 def _step(progress, label):
@@ -39,11 +40,20 @@ DEMO_DELTAS = (0.05, 0.2, 1.0)
 DEMO_LENGTHS = (10, 30, 100, 300, 1000, 3000, 10_000)
 DEMO_N = np.unique(np.round(np.geomspace(2, 1e8, 24)))
 DEMO_SOFT = ((2.0, (2, 4, 16, 64, 256, 1024)), (8.0, (2, 4, 16, 64, 256, 1024)))
+#: Proxy versus gold: (lam, N grid) of soft best-of-N; KL points of the proxy-tilted policy
+#: (geometric up to 4% of -log p(argmax), then evenly spaced up to saturation).
+DEMO_GOLD_SOFT = (8.0, (2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 10**6))
+DEMO_GOLD_KL_POINTS = (8, 30)
 
 
 def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, lengths=DEMO_LENGTHS,
              progress: Optional[Callable[[str], None]] = None) -> JobResult:
-    """Frontier, best-of-N, soft best-of-N, rate functions, SCGF and the BoN≡RL convergence.
+    """Frontier, best-of-N, soft best-of-N, rate functions, SCGF, the BoN≡RL convergence, proxy vs gold.
+
+    The proxy-versus-gold section (4) runs on the unigram instances: the
+    instance itself when its reference carries ``gold=`` (``unigram-vader-afinn``),
+    else ``instances.unigram_proxy_gold(top_n)`` (VADER selects, AFINN judges);
+    the built-in instances have no gold and no section 4.
 
     Parameters
     ----------
@@ -189,6 +199,15 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         [("Convergence table", ["δ", "m", "BoN reward/token", "R*(δ)", "gap", "predicted gap",
                                 "KL(BoN‖p)/m", "KL(BoN‖φ_Δ)", "predicted", "engine"], table_rows)]))
 
+    # 4. proxy versus gold: select with one lexicon, judge with another
+    pg = inst if inst.ref.gold is not None else (
+        instances.unigram_proxy_gold(top_n=top_n) if instance.startswith("unigram") else None)
+    gold_head = []
+    if pg is not None:
+        _step(progress, "proxy versus gold")
+        section, summary["proxy_gold"], gold_head = _proxy_gold(pg)
+        sections.append(section)
+
     last = {d: conv[d].rows[-1] for d in deltas}
     headline = [("instance", inst.name, f"K = {ref.size:,}, {ref.n_levels} reward levels"),
                 ("p(reward = 0)", facts.get("p_reward_zero"), "mass of words without a lexicon entry"),
@@ -206,6 +225,7 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
                          f"(gap {r['gap']:.2e}, predicted {r['gap_prediction']:.2e})"))
         headline.append((f"δ = {d:g}: KL(BoN‖φ_Δ)/m", r["kl_to_optimal_per_token"],
                          f"total {r['kl_to_optimal']:.3f} nats, predicted {r['kl_to_optimal_prediction']:.3f}"))
+    headline.extend(gold_head)
     summary["headline"] = [{"quantity": q, "value": v, "note": n} for q, v, n in headline]
     lead = (f"{inst.description} Best-of-N with N = e^(mδ) approaches the optimal KL-constrained "
             "policy with budget mδ as responses get long; below, the exact numbers that show it.")
@@ -217,133 +237,354 @@ def _nearest(arr, value):
     return int(np.argmin(np.abs(np.log(arr) - np.log(value))))
 
 
+def _gold_shape(kl, proxy, gold, proxy_name):
+    """One phrase on how a gold curve moves with KL, and the index of its peak."""
+    i = int(np.argmax(gold))
+    peak, last = float(gold[i]), float(gold[-1])
+    if last >= peak - 1e-9 * max(1.0, abs(peak)):
+        return f"keeps rising, to {last:.3f} at KL {kl[-1]:.2f} nats", i
+    if i == 0:
+        return (f"never rises above its value at the reference ({peak:.3f}) and ends at {last:.3f} "
+                f"(KL {kl[-1]:.2f} nats)"), i
+    return (f"rises to {peak:.3f} at KL ≈ {kl[i]:.2f} nats ({proxy_name} {proxy[i]:.3f} there), "
+            f"then falls to {last:.3f} at KL {kl[-1]:.2f} nats"), i
+
+
+def _proxy_gold(inst):
+    """Section 4 (SPEC §9): policies select with the proxy reward, the gold score judges them."""
+    from .plots import gold_figure
+    from .reference import Reference
+    from .soft_bon import soft_best_of_n
+    from .tilt import tilted
+
+    ref = inst.ref
+    proxy_name = str(inst.meta.get("proxy", "proxy")).upper()
+    gold_name = str(inst.meta.get("gold", "gold")).upper()
+    n_geo, n_lin = DEMO_GOLD_KL_POINTS
+    budgets = ref.kl_max * np.concatenate([[0.0], np.geomspace(1e-3, 0.04, n_geo, endpoint=False),
+                                           np.linspace(0.04, 1.0, n_lin)])
+    tilts = [tilted(ref, kl=float(d)) for d in budgets]
+    bons = [best_of_n(ref, n=1.0)] + [best_of_n(ref, n=float(n)) for n in DEMO_N]
+    soft_lam, soft_ns = DEMO_GOLD_SOFT
+    softs = [soft_best_of_n(ref, n=n, lam=soft_lam) for n in soft_ns]
+    # the most gold any policy can have at each KL: the policy tilted by gold itself
+    gold_ref = Reference(ref.gold, logprobs=ref.logprobs)
+
+    def series(pols, key, values):
+        kl = [p.kl for p in pols]
+        best = frontier(gold_ref, kl).reward
+        return {key: list(values), "kl": kl, "proxy": [p.reward for p in pols],
+                "gold": [p.gold for p in pols], "gold_frontier": best.tolist()}
+
+    tab = {"tilted": series(tilts, "kl_budget", budgets.tolist()),
+           "best_of_n": series(bons, "n", [1.0] + [float(n) for n in DEMO_N]),
+           "soft_best_of_n": series(softs, "n", [float(n) for n in soft_ns])}
+    tab["tilted"]["lam"] = [p.lam for p in tilts]
+    tab["soft_best_of_n"]["lam"] = soft_lam
+    tab["soft_best_of_n"]["kl_limit"] = tilted(ref, lam=soft_lam).kl   # N -> inf: phi_lam
+    names = {"tilted": f"tilted by {proxy_name}", "best_of_n": f"best-of-N by {proxy_name}",
+             "soft_best_of_n": f"soft best-of-N by {proxy_name}, λ = {soft_lam:g}"}
+    labels = {**names, "tilted": f"{names['tilted']} (optimal for the proxy)",
+              "best_of_n": f"{names['best_of_n']} (N = 1 … 1e8)"}
+    grid = np.linspace(0.0, 1.02 * ref.kl_max, 160)
+    fr_gold = frontier(gold_ref, grid)
+    fig = gold_figure({labels[k]: (v["kl"], v["proxy"], v["gold"]) for k, v in tab.items()},
+                      gold_frontier=(grid, fr_gold.reward), kl_max=ref.kl_max,
+                      title=f"{proxy_name} selects, {gold_name} judges — {inst.name}",
+                      proxy_label=f"{proxy_name} reward (proxy)", gold_label=f"{gold_name} reward (gold)")
+    shapes, peaks = {}, {}
+    for k, v in tab.items():
+        shapes[k], i = _gold_shape(v["kl"], v["proxy"], v["gold"], proxy_name)
+        peaks[k] = {"index": i, "gold": v["gold"][i], "kl": v["kl"][i], "proxy": v["proxy"][i],
+                    "gold_at_largest_kl": v["gold"][-1], "largest_kl": v["kl"][-1]}
+        tab[k]["peak"] = peaks[k]
+    facts = inst.summary()
+    tp = peaks["tilted"]
+    soft_cap = tab["soft_best_of_n"]["kl_limit"]
+    if tp["index"] < len(tab["tilted"]["kl"]) - 1:
+        verdict = ("Pushing the proxy past that point spends KL to lose gold — over-optimisation, "
+                   "measured exactly.")
+    else:
+        verdict = "On this instance more proxy reward buys more gold all the way: no over-optimisation."
+    top_words = ", ".join(facts["argmax_words"][:4])
+    text = (
+        f"A policy picks words by their {proxy_name} score (the proxy reward it is optimised for) and "
+        f"is judged by their {gold_name} score (the gold reward we actually wanted); the words of "
+        f"highest {proxy_name} score ({top_words}) have mean {gold_name} score "
+        f"{facts['gold_on_argmax']:.3g}. Every number is exact: within one proxy level each policy "
+        "here is proportional to p, so E_π g = Σ π(level) · E_p[g | level] (SPEC §9).\n\n"
+        f"The proxy reward rises with KL, as it must. The gold reward of the proxy-tilted policy "
+        f"{shapes['tilted']}; under best-of-N it {shapes['best_of_n']}; under soft best-of-N "
+        f"(λ = {soft_lam:g}) it {shapes['soft_best_of_n']} — as N grows soft best-of-N tends to the "
+        f"policy tilted with λ = {soft_lam:g}, so its KL never passes {soft_cap:.2f} nats: the "
+        "temperature is a brake on how far the proxy is pushed. At its gold peak the proxy-tilted "
+        f"policy has gold {tp['gold']:.3f} where the most any policy can have at that KL is "
+        f"{tab['tilted']['gold_frontier'][tp['index']]:.3f} (dashed: tilting by {gold_name} "
+        f"itself). {verdict}")
+    rows = []
+    for k, v in tab.items():
+        for j in range(len(v["kl"])):
+            param = v["kl_budget"][j] if k == "tilted" else v["n"][j]
+            rows.append([names[k], param, v["kl"][j], v["proxy"][j],
+                         v["gold"][j], v["gold_frontier"][j], v["gold_frontier"][j] - v["gold"][j]])
+    section = Section(
+        f"4 · Proxy versus gold ({proxy_name} selects, {gold_name} judges)", text,
+        [("proxy_gold", fig, f"Left: {proxy_name} reward (the proxy) against KL. Right: {gold_name} "
+                             "reward (gold) of the same policies; dashed: the best gold reward at "
+                             "each KL.")],
+        [("Proxy and gold reward", ["policy", "KL budget Δ / N", "KL", f"{proxy_name} (proxy)",
+                                    f"{gold_name} (gold)", "best gold at this KL", "gold gap"], rows)])
+    summary = {"instance": inst.name, "proxy": proxy_name, "gold": gold_name,
+               "mean_gold_reference": facts["mean_gold"], "gold_on_argmax": facts["gold_on_argmax"],
+               **tab, "gold_frontier": {"kl": grid, "gold": fr_gold.reward}}
+    bp = peaks["best_of_n"]
+    headline = [
+        (f"{gold_name} peak, tilted by {proxy_name}", tp["gold"],
+         f"at KL {tp['kl']:.2f} nats ({proxy_name} {tp['proxy']:.3f}); at KL {tp['largest_kl']:.2f}: "
+         f"{tp['gold_at_largest_kl']:.3f}"),
+        (f"{gold_name} peak, best-of-N by {proxy_name}", bp["gold"],
+         f"N = {tab['best_of_n']['n'][bp['index']]:.3g}, KL {bp['kl']:.2f} nats; at N = "
+         f"{tab['best_of_n']['n'][-1]:.3g}: {bp['gold_at_largest_kl']:.3f}"),
+    ]
+    return section, summary, headline
+
+
 # ------------------------------------------------------------------- analyze
-def analyze_job(samples, *, n_values=None, kl_values=None, n_boot=200, seed=0,
-                progress: Optional[Callable[[int, int], None]] = None, max_prompt_rows=200) -> JobResult:
-    """Best-of-N and tilting estimated from a user's samples, with bootstrap CIs.
+def _checkpoint_paths(names):
+    """Policies whose names differ only in their numbers (``step100``, ``step200``) form one run."""
+    import re
+
+    runs = {}
+    for name in names:
+        key = re.sub(r"\d+", "#", name)
+        nums = tuple(int(x) for x in re.findall(r"\d+", name))
+        runs.setdefault(key, []).append((nums, name))
+    return [[n for _, n in sorted(v)] for key, v in runs.items() if "#" in key and len(v) > 1]
+
+
+def _interval_cells(v, lo, hi):
+    return [float(v), float(lo), float(hi)]
+
+
+def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=None, lam_values=None,
+                n_boot=1000, seed=0, interval="auto", confidence=0.95, columns=None,
+                progress: Optional[Callable[[str, int, int], None]] = None, provenance=None,
+                table_format="parquet", max_prompt_rows=50) -> JobResult:
+    """Best-of-N, the average-KL optimum, the tilt, aligned policies and proxy-vs-gold from samples.
 
     Parameters
     ----------
-    samples : klfrontier.io.SampleSet
-        Rewards (and optional log-probs) per prompt, e.g. from
-        :func:`klfrontier.io.read_samples`.
-    n_values, kl_values : array_like, optional
-        Grids for best-of-N and the frontier (defaults of
-        :func:`klfrontier.empirical.analyze_samples`).
-    n_boot, seed :
-        Bootstrap replications and seed.
-    progress : callable(done, total), optional
-        Called after each prompt's bootstrap.
+    base, policies, gold_col, n_values, kl_values, lam_values, n_boot, seed, interval, confidence, columns :
+        As :func:`klfrontier.analyze`.
+    progress : callable(stage, done, total), optional
+    provenance : dict, optional
+        Recorded in the summary as given (the CLI passes its command line and input files).
+    table_format : {"parquet", "csv"}
+        Format of the per-prompt table written beside the report.
     max_prompt_rows : int
-        Rows of the per-prompt table shown in the report (all are in the JSON).
+        Rows of the per-prompt table shown on the page (all rows are in the file).
     """
-    from .empirical import analyze_samples, kl_trust_limit
-    from .plots import empirical_figure, frontier_figure
+    from . import __version__
+    from .empirical import TRUST_RULE, analyze
+    from .plots import empirical_figure, frontier_figure, overoptimization_figure
 
-    res = analyze_samples(samples, n_values=n_values, kl_values=kl_values, n_boot=n_boot, rng=seed,
-                          progress=progress)
-    agg, per = res.aggregate, res.per_prompt
-    n_min = int(np.min(res.n_samples))
-    trust_kl = kl_trust_limit(n_min, res.trust_margin)
-    ns = res.n_values.astype(float)
-
-    def ci(e, i):
-        return (float(e.value[i]), None if e.lo is None else float(e.lo[i]),
-                None if e.hi is None else float(e.hi[i]))
-
+    res = analyze(base, policies=policies, gold_col=gold_col, n_values=n_values, kl_values=kl_values,
+                  lam_values=lam_values, n_boot=n_boot, seed=seed, interval=interval,
+                  confidence=confidence, columns=columns, progress=progress)
+    info = res.info
+    bon, tilt, fr, feq = res.bon, res.tilt, res.frontier, res.frontier_equal
+    pct = f"{100 * confidence:g}%"
+    source = getattr(base, "source", None) or (str(base) if isinstance(base, (str, bytes)) or
+                                                hasattr(base, "__fspath__") else "in memory")
+    bad = list(getattr(base, "bad_rows", []) or [])
+    n_bad = int(getattr(base, "n_bad_rows", 0) or 0)
     sections = []
-    bad = samples.bad_rows
-    data_rows = [["samples", samples.n_samples], ["prompts", samples.n_prompts],
-                 ["samples per prompt (min / median / max)",
-                  f"{n_min} / {int(np.median(res.n_samples))} / {int(np.max(res.n_samples))}"],
-                 ["log-probabilities", "yes" if samples.has_logprobs else "no"],
-                 ["bad rows skipped", samples.n_bad_rows]]
-    tables = [("Input", ["", ""], data_rows)]
+
+    # 1 · the samples ---------------------------------------------------------------------
+    rows = [["samples (kept prompts)", info["samples"]], ["prompts kept", info["prompts"]],
+            ["prompts left out (fewer than 2 samples)", len(res.excluded)],
+            ["samples per prompt (min / median / max)",
+             f"{info['n_min']} / {info['n_median']:g} / {info['n_max']}"],
+            ["gold reward", f"column {gold_col!r}" if gold_col else "no"],
+            ["bad rows skipped", n_bad], ["interval method", info["interval"]]]
+    tables = [("Input", ["", ""], rows)]
+    if res.excluded:
+        tables.append(("Prompts left out (fewer than two samples)", ["prompt", "samples"],
+                       [[p, n] for p, n in res.excluded[:50]]))
     if bad:
         tables.append(("First bad rows", ["file", "line", "reason"], [list(b) for b in bad[:20]]))
-    sections.append(Section("1 · The samples", f"Source: {samples.source or 'in memory'}.", [], tables))
+    sections.append(Section("1 · The samples", f"Source: {source}.", [], tables))
 
-    band = None if agg.bon_reward_plugin.lo is None else (agg.bon_reward_plugin.lo, agg.bon_reward_plugin.hi)
-    tilt_ok = agg.tilt_kl.value.size > 0
+    # 2 · best-of-N -----------------------------------------------------------------------
+    ns = bon.n.astype(float)
     fig_emp = empirical_figure(
-        ns, agg.bon_reward_plugin.value, agg.bon_reward_unbiased.value,
-        lo=None if band is None else band[0], hi=None if band is None else band[1],
-        kl=agg.tilt_kl.value if tilt_ok else None, tilted_reward=agg.tilt_reward.value if tilt_ok else None,
-        tilted_lo=agg.tilt_reward.lo if tilt_ok else None, tilted_hi=agg.tilt_reward.hi if tilt_ok else None,
-        trust_n=n_min, trust_kl=trust_kl, title="Mean over prompts, with 95% bootstrap intervals")
-    figs = [("empirical", fig_emp, "Left: expected best-of-N reward (plug-in on the empirical law, and the "
-                                   "unbiased without-replacement estimator). Right: the tilted policy "
-                                   "computed from the base samples (plug-in).")]
-    if res.kl_values.size:
-        fr = agg.frontier_reward
-        bands = {} if fr.lo is None else {"frontier": (res.kl_values, fr.lo, fr.hi)}
-        figs.append(("frontier", frontier_figure(
-            res.kl_values, fr.value, points={"best-of-N (plug-in)": (agg.bon_kl_plugin.value,
-                                                                     agg.bon_reward_plugin.value)},
-            bands=bands, trust_kl=trust_kl, title="Plug-in frontier (mean over prompts) with best-of-N"),
-            f"Frontier at each budget (every prompt gets budget Δ). Estimates beyond KL ≈ "
-            f"{trust_kl:.2f} nats (log n − {res.trust_margin:g}) are not trustworthy."))
+        ns, bon.reward_plugin, bon.reward, lo=bon.reward_lo, hi=bon.reward_hi,
+        kl=tilt.kl if len(tilt) else None, tilted_reward=tilt.reward if len(tilt) else None,
+        tilted_lo=tilt.reward_lo if len(tilt) else None, tilted_hi=tilt.reward_hi if len(tilt) else None,
+        trust_n=info["n_min"], trust_kl=info["kl_trust_limit_median"], trusted=bon.reward_trusted,
+        title=f"Mean over prompts, with {pct} intervals")
     bon_rows = []
-    for i, n in enumerate(res.n_values):
-        v, lo, hi = ci(agg.bon_reward_plugin, i)
-        u, ulo, uhi = ci(agg.bon_reward_unbiased, i)
-        row = [int(n), v, lo, hi, u, ulo, uhi, float(agg.bon_kl_plugin.value[i]), float(res.bon_kl_bound[i])]
-        if res.bon_kl_beirami is not None:
-            row.append(float(np.nanmean(res.bon_kl_beirami[:, i])))
-        row.append(bool(agg.bon_reward_plugin.trusted[i]))
+    for i in range(len(bon)):
+        row = [int(bon.n[i]), int(bon.prompts[i]), *_interval_cells(bon.reward[i], bon.reward_lo[i],
+                                                                     bon.reward_hi[i]),
+               float(bon.reward_plugin[i]), *_interval_cells(bon.kl[i], bon.kl_lo[i], bon.kl_hi[i]),
+               float(bon.kl_bound[i]), float(bon.win_rate[i]), bool(bon.reward_trusted[i]),
+               bool(bon.kl_trusted[i])]
         bon_rows.append(row)
-    bon_cols = ["N", "plug-in reward", "lo", "hi", "unbiased", "lo", "hi", "plug-in KL", "log N−(N−1)/N"]
-    if res.bon_kl_beirami is not None:
-        bon_cols.append("Beirami D̂")
-    bon_cols.append("trusted")
-    tilt_rows = [[float(lam), float(agg.tilt_kl.value[g]), float(agg.tilt_reward.value[g]),
-                  float(agg.tilt_gain.value[g]), bool(agg.tilt_reward.trusted[g])]
-                 for g, lam in enumerate(res.lam_values)]
+    bon_cols = ["N", "prompts", "reward (unbiased)", "lo", "hi", "plug-in reward", "plug-in KL", "lo",
+                "hi", "log N−(N−1)/N", "win rate", "reward trusted", "KL trusted"]
     sections.append(Section(
-        "2 · Aggregate over prompts",
-        "Plug-in estimates treat each prompt's samples as the reference law; the unbiased estimator "
-        "averages the maximum over all N-subsets drawn without replacement. Intervals come from a "
-        "two-level bootstrap (prompts, then samples within each prompt). Rows marked untrusted have "
-        "N above the per-prompt sample count or a plug-in KL near log n, where the empirical law "
-        "runs out of samples.",
+        "2 · Best-of-N",
+        "The unbiased estimator averages the maximum over all N-subsets of each prompt's samples, "
+        "drawn without replacement; its mean is E[max of N] exactly. Plug-in values treat each "
+        "prompt's samples as the reference law (ties exact). Best-of-N at N averages over the prompts "
+        "with at least N samples (column 'prompts').\n\n"
+        "Trust rule: " + TRUST_RULE + " For rewards without ties the plug-in KL does not vary between "
+        "prompts while it is biased, so its interval is never trusted; the true KL of best-of-N on a "
+        "continuous reward is log N − (N−1)/N.",
+        [("empirical", fig_emp, "Left: expected best-of-N reward (unbiased, with its interval; "
+                                "hollow markers are untrusted rows). Right: the tilted policy "
+                                "computed from the base samples.")],
+        [("Best-of-N", bon_cols, bon_rows, "Intervals: " + res.methods["bon"] + ".")]))
+
+    # 3 · the optimum ---------------------------------------------------------------------
+    points = {"best-of-N (plug-in)": (bon.kl, bon.reward_plugin)}
+    pol_points = {}
+    for name, t in res.policies.items():
+        pol_points[name] = {"kl": float(t.kl[0]), "kl_lo": float(t.kl_lo[0]), "kl_hi": float(t.kl_hi[0]),
+                            "reward": float(t.reward[0]), "reward_lo": float(t.reward_lo[0]),
+                            "reward_hi": float(t.reward_hi[0])}
+    paths = _checkpoint_paths(list(res.policies))
+    figs = []
+    f_rows = []
+    if len(fr):
+        good = np.isfinite(fr.reward_lo) & np.isfinite(fr.reward_hi)
+        bands = {"average-KL optimum": (fr.kl[good], fr.reward_lo[good], fr.reward_hi[good])} if good.any() else {}
+        figs.append(("frontier", frontier_figure(
+            fr.kl, fr.reward, points=points, bands=bands, trust_kl=info["kl_trust_limit_median"],
+            policies=pol_points or None, paths=paths or None,
+            curves={"every prompt the same budget": (feq.kl, feq.reward)},
+            title="Reward–KL: the average-KL optimum from the base samples"),
+            "The optimum for an average KL budget Δ tilts every prompt with one shared λ (KL-regularised "
+            "RL with one β = 1/λ); the dashed curve gives every prompt the same budget instead and lies "
+            "below it. Best-of-N points are plug-in values on the same empirical laws; aligned policies "
+            f"are shown with {pct} intervals in both directions."))
+        for i in range(len(fr)):
+            f_rows.append([float(fr.kl[i]), float(fr.lam[i]), float(fr.beta[i]),
+                           *_interval_cells(fr.reward[i], fr.reward_lo[i], fr.reward_hi[i]),
+                           float(feq.reward[i]), bool(fr.saturated[i]), bool(fr.trusted[i])])
+    sections.append(Section(
+        "3 · The optimum: average-KL frontier",
+        "R*_avg(Δ) = mean over prompts of R_x(λ), with the one λ that makes the mean KL equal Δ "
+        "(SPEC §9). Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with unequal "
+        "budgets — have (mean KL, mean reward) on or below it.",
         figs,
-        [("Best-of-N", bon_cols, bon_rows),
-         ("Tilted policy from base samples", ["λ", "plug-in KL", "reward", "gain (covariance form)",
-                                              "trusted"], tilt_rows)]))
+        [("Average-KL frontier", ["Δ (mean KL)", "λ", "β = 1/λ", "R*_avg", "lo", "hi",
+                                  "equal budgets", "saturated", "trusted"], f_rows,
+          "Intervals: " + res.methods["frontier"] + ".")]))
 
-    pick = [i for i, n in enumerate(res.n_values) if n in (2, 4, 16, 64)][:3] or [len(res.n_values) - 1]
-    cols = ["prompt", "n", "mean reward"] + [f"BoN-{int(res.n_values[i])} unbiased" for i in pick] + \
-           [f"BoN-{int(res.n_values[i])} plug-in KL" for i in pick]
-    prow = []
-    for p, prompt in enumerate(res.prompts[:max_prompt_rows]):
-        prow.append([prompt, int(res.n_samples[p]), float(per.base_reward.value[p])]
-                    + [float(per.bon_reward_unbiased.value[p, i]) for i in pick]
-                    + [float(per.bon_kl_plugin.value[p, i]) for i in pick])
-    more = "" if len(res.prompts) <= max_prompt_rows else f" (first {max_prompt_rows} of {len(res.prompts)}; all in summary.json)"
-    sections.append(Section("3 · Per prompt", "One row per prompt" + more + ".", [],
-                            [("Per-prompt estimates", cols, prow)]))
+    # 4 · the tilt at fixed λ -------------------------------------------------------------
+    t_rows = [[float(tilt.lam[g]), *_interval_cells(tilt.kl[g], tilt.kl_lo[g], tilt.kl_hi[g]),
+               *_interval_cells(tilt.reward[g], tilt.reward_lo[g], tilt.reward_hi[g]),
+               float(tilt.ess[g]), bool(tilt.reward_trusted[g]), bool(tilt.kl_trusted[g])]
+              for g in range(len(tilt))]
+    sections.append(Section(
+        "4 · The tilted policy at fixed λ",
+        "φ_λ ∝ p̂ e^{λ r} on each prompt's samples (self-normalised weights). 'ess' is the smallest "
+        "effective sample size (Σw)²/Σw² over prompts.", [],
+        [("Tilted policy from base samples", ["λ", "KL", "lo", "hi", "reward", "lo", "hi", "min ess",
+                                              "reward trusted", "KL trusted"], t_rows,
+          "Intervals: " + res.methods["tilt"] + ".")]))
 
-    summary = {"input": {"source": samples.source, "n_samples": samples.n_samples,
-                         "n_prompts": samples.n_prompts, "n_bad_rows": samples.n_bad_rows,
-                         "bad_rows": [list(b) for b in bad[:100]]},
-               "analysis": res.as_dict(), "kl_trust_limit": trust_kl}
-    headline = [("samples / prompts", f"{samples.n_samples:,} / {samples.n_prompts:,}",
-                 f"{samples.n_bad_rows} bad rows skipped"),
-                ("mean reward", float(agg.base_reward.value), _ci_note(agg.base_reward))]
-    for i in pick:
-        headline.append((f"best-of-{int(res.n_values[i])} reward (unbiased)",
-                         float(agg.bon_reward_unbiased.value[i]), _ci_note(agg.bon_reward_unbiased, i)))
-        headline.append((f"best-of-{int(res.n_values[i])} KL (plug-in)", float(agg.bon_kl_plugin.value[i]),
-                         f"usual formula {res.bon_kl_bound[i]:.4f}"))
-    headline.append(("KL trust limit", trust_kl, f"log(min samples per prompt) − {res.trust_margin:g}"))
-    return JobResult(title="klfrontier analyze", lead="Best-of-N and the KL-optimal tilt estimated from "
-                     "your samples, with bootstrap confidence intervals.", sections=sections,
-                     headline=headline, summary=summary)
+    # 5 · aligned policies ----------------------------------------------------------------
+    if res.policies:
+        p_rows = []
+        for name, t in res.policies.items():
+            p_rows.append([name, int(t.prompts[0]), *_interval_cells(t.kl[0], t.kl_lo[0], t.kl_hi[0]),
+                           *_interval_cells(t.reward[0], t.reward_lo[0], t.reward_hi[0]),
+                           float(t.optimal_reward[0]), float(t.optimal_reward[0] - t.reward[0]),
+                           *_interval_cells(t.kl_to_optimal[0], t.kl_to_optimal_lo[0],
+                                            t.kl_to_optimal_hi[0]),
+                           float(t.bon_n_same_kl[0]), bool(t.trusted[0])])
+        sections.append(Section(
+            "5 · Aligned policies against the optimum",
+            "KL(π‖p) is the mean of log π − log p over the policy's samples; the optimal reward at that "
+            "KL comes from the base samples of the same prompts; the distance to the optimal policy uses "
+            "KL(π‖φ_λ) = KL(π‖p) − λ E_π r + Λ(λ) with Λ estimated from the base samples. Policies whose "
+            "names differ only in their numbers are checkpoints of one run and are joined in order.",
+            [], [("Policies", ["policy", "prompts", "KL", "lo", "hi", "reward", "lo", "hi",
+                               "optimal reward at that KL", "reward gap", "KL to optimal", "lo", "hi",
+                               "best-of-N with that KL", "trusted"], p_rows,
+                  "Intervals: " + res.methods[f"policy:{next(iter(res.policies))}"] + ".")]))
+
+    # 6 · proxy versus gold ---------------------------------------------------------------
+    if info["gold"]:
+        series = {"best-of-N chosen by the proxy": {"kl": bon.kl, "proxy": bon.reward, "gold": bon.gold,
+                                                    "gold_lo": bon.gold_lo, "gold_hi": bon.gold_hi}}
+        if len(tilt):
+            series["tilted by the proxy"] = {"kl": tilt.kl, "proxy": tilt.reward, "gold": tilt.gold,
+                                             "gold_lo": tilt.gold_lo, "gold_hi": tilt.gold_hi}
+        g_rows = [[f"best-of-{int(bon.n[i])}", float(bon.kl[i]), float(bon.reward[i]),
+                   *_interval_cells(bon.gold[i], bon.gold_lo[i], bon.gold_hi[i])] for i in range(len(bon))]
+        g_rows += [[f"tilt λ = {tilt.lam[g]:.4g}", float(tilt.kl[g]), float(tilt.reward[g]),
+                    *_interval_cells(tilt.gold[g], tilt.gold_lo[g], tilt.gold_hi[g])] for g in range(len(tilt))]
+        sections.append(Section(
+            "6 · Proxy versus gold: reward-model over-optimisation",
+            f"Selection uses the proxy reward; the gold reward ({gold_col}) is measured on what is "
+            "selected. Best-of-N: the unbiased estimator with the gold averaged within ties of the "
+            "proxy. Tilt: self-normalised weights e^{λ·proxy}. Where the gold curve bends down while "
+            "the proxy keeps rising, selection is exploiting the proxy.",
+            [("overoptimization", overoptimization_figure(series, title="Proxy and gold reward against KL"),
+              "Left: the proxy reward that selection optimises. Right: the gold reward it buys.")],
+            [("Proxy versus gold", ["policy", "KL", "proxy reward", "gold reward", "lo", "hi"], g_rows,
+              "Intervals: " + res.methods["bon"] + ".")]))
+
+    # 7 · per prompt ----------------------------------------------------------------------
+    per = res.per_prompt
+    cols = per.columns
+    shown = [[(v if not isinstance(v, float) else float(v)) for v in row]
+             for row in per.rows()[:max_prompt_rows]]
+    ext = "parquet" if table_format == "parquet" else "csv"
+    more = f"first {min(len(per), max_prompt_rows)} of {len(per)}; every prompt is in per_prompt.{ext}"
+    sections.append(Section("7 · Per prompt", f"One row per prompt ({more}).", [],
+                            [("Per-prompt estimates", cols, shown)]))
+
+    def write_per_prompt(path, per=per, fmt=table_format):
+        from ._atomic import write_table
+
+        write_table(path, per.data, format=fmt)
+
+    summary = {"klfrontier_version": __version__, "provenance": dict(provenance or {}),
+               "input": {"source": source, "n_bad_rows": n_bad, "bad_rows": [list(b) for b in bad[:100]],
+                         "column_mapping": dict(columns or {}), "gold_col": gold_col},
+               "analysis": res.to_dict()}
+    summary["provenance"].setdefault("seed", seed)
+    summary["provenance"].setdefault("interval_method", res.methods)
+
+    headline = [("samples / prompts", f"{info['samples']:,} / {info['prompts']:,}",
+                 f"{len(res.excluded)} prompts left out, {n_bad} bad rows skipped"),
+                ("interval method", info["interval"], res.methods["bon"].split(":")[0])]
+    for i in range(len(bon)):
+        if int(bon.n[i]) in (2, 4, 16, 64):
+            headline.append((f"best-of-{int(bon.n[i])} reward (unbiased)", float(bon.reward[i]),
+                             _ci_note(bon.reward_lo[i], bon.reward_hi[i], bon.reward_trusted[i], pct)))
+    for i in range(len(fr)):
+        if i in (len(fr) // 4, len(fr) // 2):
+            headline.append((f"optimal reward at mean KL {fr.kl[i]:.3g}", float(fr.reward[i]),
+                             _ci_note(fr.reward_lo[i], fr.reward_hi[i], fr.trusted[i], pct)))
+    for name, t in res.policies.items():
+        headline.append((f"policy {name}: KL to the optimum", float(t.kl_to_optimal[0]),
+                         f"KL {t.kl[0]:.4g}, reward {t.reward[0]:.4g} vs optimal {t.optimal_reward[0]:.4g}"))
+    headline.append(("KL trust limit (median prompt)", info["kl_trust_limit_median"],
+                     "log(median samples per prompt) − 1"))
+    return JobResult(title="klfrontier analyze",
+                     lead="Best-of-N, the optimal KL-constrained policy and aligned policies estimated "
+                          "from your samples, with intervals whose coverage was checked by simulation.",
+                     sections=sections, headline=headline, summary=summary,
+                     extra_files={f"per_prompt.{ext}": write_per_prompt})
 
 
-def _ci_note(est, i=None):
-    if est.lo is None:
-        return "no bootstrap"
-    lo = est.lo if i is None else est.lo[i]
-    hi = est.hi if i is None else est.hi[i]
-    return f"95% CI [{float(lo):.4g}, {float(hi):.4g}]"
+def _ci_note(lo, hi, trusted, pct):
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval"
+    return f"{pct} CI [{float(lo):.4g}, {float(hi):.4g}]" + ("" if trusted else " (untrusted)")

@@ -8,7 +8,7 @@ import numpy as np
 
 from .reference import Reference
 
-__all__ = ["Policy", "level_kl", "level_win_rate"]
+__all__ = ["Policy", "level_expect", "level_kl", "level_win_rate"]
 
 
 def level_kl(ref: Reference, level_logprobs) -> float:
@@ -23,6 +23,47 @@ def level_win_rate(ref: Reference, level_logprobs) -> float:
     _, logFm, _ = ref.level_log_cdf
     phi = np.exp(level_logprobs)
     return float(phi @ (np.exp(logFm) + 0.5 * np.exp(ref.level_logq)))
+
+
+def level_expect(level_logprobs, level_means) -> float:
+    r"""``sum_j phi_j m_j``: an expectation from a level law and per-level means.
+
+    Parameters
+    ----------
+    level_logprobs : (L,) array_like
+        ``log phi_j`` (``-inf`` for levels the policy never reaches).
+    level_means : (L,) array_like
+        Finite ``m_j``, e.g. :meth:`Reference.level_mean` of a per-outcome array.
+
+    Notes
+    -----
+    .. math:: E_\phi[x] = \frac{\sum_j \phi_j m_j}{\sum_j \phi_j}
+
+    The division removes the law's rounding off 1 (so a constant comes out
+    as itself).  The means are divided by a power of two (exact; no
+    overflow near ``1e308``), centred on the mean of the most likely level,
+    summed pairwise, and corrected once by the sum of the residuals
+    ``m_j - E``: the error is of order ``eps`` times ``sum_j phi_j |m_j - E|``,
+    not times the terms' magnitude.  The result lies in ``[min m_j, max m_j]``
+    over the reached levels (clipped to it).
+
+    >>> level_expect(np.log([0.25, 0.75]), [1.0, 3.0])
+    2.5
+    """
+    lq = np.asarray(level_logprobs, dtype=float)
+    m = np.asarray(level_means, dtype=float)
+    phi = np.exp(lq)
+    reached = phi > 0
+    if not reached.all():
+        phi, m = phi[reached], m[reached]
+    lo, hi = float(np.min(m)), float(np.max(m))
+    scale = float(np.ldexp(1.0, np.frexp(max(-lo, hi))[1] - 1))
+    ms = m / scale
+    total = np.sum(phi)
+    e = ms[np.argmax(phi)]
+    e += np.sum(phi * (ms - e)) / total
+    e += np.sum(phi * (ms - e)) / total
+    return float(min(max(e, lo / scale), hi / scale) * scale)
 
 
 @dataclass(eq=False)
@@ -73,6 +114,67 @@ class Policy:
         """Law of the reward level (aligned with ``ref.level_values``)."""
         return np.exp(self.level_logprobs)
 
+    def expect(self, values) -> float:
+        r"""``E_phi[values]`` for a per-outcome array, exactly, through the reward levels.
+
+        Parameters
+        ----------
+        values : (K,) array_like
+            A finite number per outcome, aligned with ``ref.rewards`` (the
+            order the :class:`~klfrontier.Reference` was built in): a gold
+            reward, an indicator, a second score.
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            Naming ``values``: wrong shape or length, NaN or inf.
+
+        Notes
+        -----
+        The policy's density ratio to ``p`` depends on ``r(y)`` only, so
+        within a reward level it is proportional to ``p`` and (SPEC §9)
+
+        .. math:: E_\phi[x] = \sum_j \phi(r = v_j)\, E_p[x \mid r = v_j].
+
+        The conditional means come from :meth:`Reference.level_mean` and the
+        sum over levels from :func:`level_expect` (both centred and corrected
+        once, so the error is relative to the spread of ``x``, not its size).
+        ``expect(ref.rewards)`` equals :attr:`reward` and ``expect(ones)`` is 1.
+
+        Examples
+        --------
+        >>> import klfrontier as kf
+        >>> ref = kf.Reference([0, 1, 1], probs=[0.5, 0.25, 0.25])
+        >>> b = kf.best_of_n(ref, n=2)        # levels: phi = (0.25, 0.75)
+        >>> b.expect([0.0, 2.0, 4.0])         # 0.75 * (2 + 4) / 2
+        2.25
+        >>> b.expect(ref.rewards) == b.reward
+        True
+        """
+        return level_expect(self.level_logprobs, self.ref.level_mean(values))
+
+    @property
+    def gold(self):
+        """``E_phi[gold]`` when the reference carries ``gold=`` scores, else ``None``.
+
+        The policy selects with the proxy reward ``r`` (:attr:`reward`) and is
+        judged by the gold one (SPEC §9): see :meth:`expect`.
+
+        >>> import klfrontier as kf
+        >>> ref = kf.Reference([0, 1, 1], probs=[0.5, 0.25, 0.25], gold=[0, 2, 4])
+        >>> kf.best_of_n(ref, n=2).gold
+        2.25
+        >>> kf.best_of_n(kf.Reference([0, 1], probs=[0.5, 0.5]), n=2).gold is None
+        True
+        """
+        if self.ref.gold is None:
+            return None
+        return level_expect(self.level_logprobs, self.ref.level_gold)
+
     @property
     def win_rate(self) -> float:
         """Win rate against the reference: ``P(r(Y_phi) > r(Y)) + P(=)/2``."""
@@ -87,6 +189,8 @@ class Policy:
         """Plain-Python summary of the headline numbers."""
         out = {"method": self.method, "kl": self.kl, "reward": self.reward,
                "win_rate": self.win_rate}
+        if self.ref.gold is not None:
+            out["gold"] = self.gold
         out.update({k: (float(v) if np.ndim(v) == 0 and v is not None and not isinstance(v, bool) else v)
                     for k, v in self.params.items()})
         return out

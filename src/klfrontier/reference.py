@@ -70,6 +70,25 @@ def _compact(a, keep):
     return a[:w]
 
 
+def _per_outcome(values, size, name):
+    """``values`` as a finite float array of length ``size``; else a ValueError naming it."""
+    x = _as_1d(values, name)
+    if x.size != size:
+        raise ValueError(f"{name} must have one entry per outcome ({size}), got {x.size}")
+    if np.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains inf")
+    return x
+
+
+def _gold_array(gold, size):
+    """A read-only copy of the validated gold scores (the caller's array is left alone)."""
+    g = np.array(_per_outcome(gold, size, "gold"), dtype=float, copy=True)
+    g.flags.writeable = False
+    return g
+
+
 def check_reference(ref, name="ref"):
     """Raise a ValueError naming ``name`` unless ``ref`` is a :class:`Reference`."""
     if not isinstance(ref, Reference):
@@ -91,6 +110,11 @@ class Reference:
         Rescale ``p`` to sum to one.  Without it a law whose sum differs from 1
         by more than ``1e-9`` is rejected (smaller differences are rounding
         and are removed exactly).
+    gold : (K,) array_like, optional
+        A second, finite per-outcome score ``g(y)`` (the *gold* reward) that
+        policies selecting with ``r`` (the *proxy*) are judged by: kept as the
+        read-only array :attr:`gold`, and ``Policy.gold`` is ``E_phi g``
+        (SPEC §9 "Proxy vs gold").  It plays no part in any policy's law.
 
     Notes
     -----
@@ -110,12 +134,15 @@ class Reference:
     (3, 2.0, 0.7)
     >>> Reference.from_samples([1.0, 1.0, 3.0]).level_values.tolist()
     [1.0, 3.0]
+    >>> Reference([0, 1, 1], probs=[0.5, 0.25, 0.25], gold=[0, 2, 4]).level_gold.tolist()
+    [0.0, 3.0]
     """
 
-    def __init__(self, rewards, probs=None, *, logprobs=None, normalize=False):
+    def __init__(self, rewards, probs=None, *, logprobs=None, normalize=False, gold=None):
         r = _as_1d(rewards, "rewards")
         if not np.isfinite(r).all():
             raise ValueError("rewards must be finite (found NaN or inf)")
+        self.gold = None if gold is None else _gold_array(gold, r.size)
         if (probs is None) == (logprobs is None):
             raise ValueError("give exactly one of probs= or logprobs=")
         if probs is not None:
@@ -220,20 +247,24 @@ class Reference:
 
     # ------------------------------------------------------------ properties
     @classmethod
-    def from_samples(cls, rewards, weights=None):
+    def from_samples(cls, rewards, weights=None, *, gold=None):
         """Empirical law of reward samples (equal weights unless ``weights``).
+
+        ``gold``: optional gold score of each sample (see :class:`Reference`).
 
         >>> Reference.from_samples([0.0, 1.0, 1.0, 2.0]).level_logq.round(6).tolist()
         [-1.386294, -0.693147, -1.386294]
+        >>> Reference.from_samples([0.0, 1.0, 1.0], gold=[5.0, 1.0, 2.0]).level_gold.tolist()
+        [5.0, 1.5]
         """
         r = _as_1d(rewards, "rewards")
         if weights is None:
-            return cls(r, logprobs=np.full(r.size, -np.log(r.size)))
+            return cls(r, logprobs=np.full(r.size, -np.log(r.size)), gold=gold)
         # validated here so that errors name the argument the caller passed
         w = _check_masses(_as_1d(weights, "weights"), "weights")
         if w.shape != r.shape:
             raise ValueError(f"rewards and weights have different lengths ({r.size} and {w.size})")
-        return cls(r, probs=w, normalize=True)
+        return cls(r, probs=w, normalize=True, gold=gold)
 
     @property
     def size(self) -> int:
@@ -301,6 +332,85 @@ class Reference:
     def level_log_cdf(self):
         """``(log F, log F^-, log S)`` at the levels (see :func:`log_cdf_levels`)."""
         return log_cdf_levels(self.level_logq)
+
+    # ------------------------------------------------------ per-level means
+    def level_mean(self, values):
+        r"""Conditional means ``E_p[values | r(Y) = v_j]`` at the reward levels.
+
+        Parameters
+        ----------
+        values : (K,) array_like
+            A finite number per outcome, aligned with :attr:`rewards` (the
+            outcomes this reference was built from).  Entries at outcomes
+            with ``p(y) = 0`` are validated but carry no weight.
+
+        Returns
+        -------
+        (L,) ndarray
+            Aligned with :attr:`level_values`.
+
+        Raises
+        ------
+        ValueError
+            Naming ``values``: wrong shape or length, NaN or inf.
+
+        Notes
+        -----
+        .. math:: m_j = \sum_{y: r(y) = v_j} \frac{p(y)}{q_j}\, x(y),
+                  \qquad q_j = \sum_{y: r(y) = v_j} p(y).
+
+        The weights ``p(y)/q_j = exp(log p(y) - log q_j) <= 1`` come from log
+        space, so levels of mass ``1e-300`` are as accurate as any other.
+        Each level is divided by a power of two at or above its largest
+        ``|x|`` (exact, and no difference can overflow for values near
+        ``1e308``), centred on one of its own values (a level of equal values
+        comes out exactly equal to them), summed, and corrected once with the
+        sum of the residuals ``x - m_j`` (the corrected two-pass mean: the
+        rounding of the first sum is removed, leaving an error of order
+        ``eps`` times the spread of ``x`` within the level).  The result is
+        clipped to the level's ``[min x, max x]``, which holds exactly.
+
+        Examples
+        --------
+        >>> ref = Reference([0, 1, 1], probs=[0.5, 0.375, 0.125])
+        >>> ref.level_mean([7.0, 2.0, 6.0]).tolist()
+        [7.0, 3.0]
+        >>> ref.level_mean(ref.rewards).tolist() == ref.level_values.tolist()
+        True
+        """
+        return self._level_mean(_per_outcome(values, self.size, "values"))
+
+    @cached_property
+    def level_gold(self):
+        """``E_p[gold | r = v_j]`` per level (``None`` without :attr:`gold`); cached."""
+        if self.gold is None:
+            return None
+        out = self._level_mean(self.gold)
+        out.flags.writeable = False
+        return out
+
+    def _level_mean(self, x):
+        idx = self.level_index
+        lp = self.logprobs
+        on = idx >= 0
+        if not on.all():                       # p(y) = 0: no level, no weight
+            idx, lp, x = idx[on], lp[on], x[on]
+        n_lev = self.n_levels
+        w = np.exp(lp - self.level_logq[idx])
+        lo = np.full(n_lev, np.inf)
+        hi = np.full(n_lev, -np.inf)
+        np.minimum.at(lo, idx, x)
+        np.maximum.at(hi, idx, x)
+        # 2^(e-1) <= max|x| < 2^e: dividing by 2^(e-1) is exact and puts x in (-2, 2)
+        scale = np.ldexp(1.0, np.frexp(np.maximum(-lo, hi))[1] - 1)
+        xs = x / scale[idx]
+        c = np.empty(n_lev)
+        c[idx] = xs                            # one member's value per level
+        weight = np.bincount(idx, weights=w, minlength=n_lev)
+        m = c + np.bincount(idx, weights=w * (xs - c[idx]), minlength=n_lev) / weight
+        m += np.bincount(idx, weights=w * (xs - m[idx]), minlength=n_lev) / weight
+        np.clip(m, lo / scale, hi / scale, out=m)
+        return m * scale
 
     # ------------------------------------------------------------- units
     @property

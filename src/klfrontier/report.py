@@ -1,4 +1,5 @@
-"""Self-contained HTML reports: figures (PNG, embedded and beside the page), tables, JSON.
+"""Self-contained HTML reports: figures (PNG embedded, PNG and SVG beside the page), tables
+(also as CSV), strict JSON.
 
 The report holds no mathematics: it lays out what the caller computed.
 """
@@ -6,23 +7,34 @@ The report holds no mathematics: it lays out what the caller computed.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import math
+import os
+import re
+import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import numpy as np
 
-__all__ = ["Section", "write_report", "to_jsonable"]
+__all__ = ["Section", "write_report", "to_jsonable", "to_json"]
+
+#: Sub-folder of a report holding one CSV per table.
+TABLES_DIR = "tables"
 
 
 @dataclass
 class Section:
     """One part of a report: a heading, a paragraph, figures and tables.
 
-    ``figures``: list of ``(file stem, matplotlib Figure, caption)``;
-    ``tables``: list of ``(caption, column names, rows)``.
+    ``figures``: list of ``(file stem, matplotlib Figure, caption)``; the
+    stem names ``<stem>.png`` and ``<stem>.svg`` and is unique in a report.
+    ``tables``: list of ``(caption, column names, rows)`` or
+    ``(caption, column names, rows, note)``, where ``note`` is one sentence
+    printed under the table (e.g. which method made its intervals).
     """
 
     heading: str
@@ -32,13 +44,27 @@ class Section:
 
 
 def to_jsonable(x):
-    """Convert numpy scalars/arrays (and inf/NaN) into JSON-safe Python values."""
+    """Convert numpy scalars/arrays (and inf/NaN) into values that strict JSON can hold.
+
+    The one convention for numbers JSON cannot spell: an infinity becomes
+    the *string* ``"inf"`` or ``"-inf"``, and NaN (no value, e.g. no
+    interval) becomes ``null``.  Nothing returned holds a non-finite float,
+    so ``json.dumps(to_jsonable(x), allow_nan=False)`` never fails on one
+    (see :func:`to_json`).  Mappings get string keys; tuples, arrays and
+    objects with a ``to_dict()`` method are converted recursively; paths
+    become strings.  Anything else is returned unchanged.
+
+    Examples
+    --------
+    >>> to_jsonable({"kl": np.array([0.5, np.inf]), "lo": np.nan, 3: (np.int64(2), np.bool_(False))})
+    {'kl': [0.5, 'inf'], 'lo': None, '3': [2, False]}
+    """
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [to_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return [to_jsonable(v) for v in x.tolist()]
+        return to_jsonable(x.tolist())
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, (np.integer,)):
@@ -50,10 +76,27 @@ def to_jsonable(x):
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
         return v
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if callable(getattr(x, "to_dict", None)):
+        return to_jsonable(x.to_dict())
     return x
 
 
+def to_json(x, *, indent=2):
+    """Strict JSON text of ``x`` after :func:`to_jsonable` (no NaN or Infinity token, ever).
+
+    Examples
+    --------
+    >>> to_json({"a": [1.0, float("inf"), float("nan")]}, indent=None)
+    '{"a": [1.0, "inf", null]}'
+    """
+    return json.dumps(to_jsonable(x), indent=indent, allow_nan=False)
+
+
 def _cell(x):
+    if x is None:
+        return "–"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
     if isinstance(x, (float, np.floating)):
@@ -63,6 +106,77 @@ def _cell(x):
             return "–"
         return f"{x:.6g}"
     return html.escape(str(x))
+
+
+def _csv_value(x):
+    """One CSV field: floats in shortest round-trip form (``repr``), ``inf``/``-inf``, NaN and None empty."""
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return "" if math.isnan(v) else repr(v)
+    return str(x)
+
+
+def _write_csv(path, columns, rows):
+    """RFC 4180 CSV (CRLF line ends, minimal quoting), UTF-8, header row first."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow([str(c) for c in columns])
+        w.writerows([_csv_value(v) for v in row] for row in rows)
+
+
+def _slug(text, max_len=60):
+    """ASCII file-name stem from any text (accents folded, the rest dropped).
+
+    >>> _slug("2 · Aggregate over prompts: Best-of-N (λ ≥ 0)")
+    '2-aggregate-over-prompts-best-of-n-0'
+    """
+    s = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:max_len].strip("-")
+
+
+def _unpack_table(table):
+    if not isinstance(table, (tuple, list)) or len(table) not in (3, 4):
+        raise ValueError("sections: a table must be (caption, columns, rows) or (caption, columns, rows, note), "
+                         f"got {type(table).__name__} of length {len(table) if hasattr(table, '__len__') else '?'}")
+    caption, columns, rows = table[:3]
+    note = table[3] if len(table) == 4 else ""
+    return str(caption), list(columns), [list(r) for r in rows], "" if note is None else str(note)
+
+
+def _check_stem(stem, taken):
+    if (not isinstance(stem, str) or not stem or stem.startswith(".") or "/" in stem or "\\" in stem
+            or stem != stem.strip()):
+        raise ValueError(f"sections: figure stem {stem!r} is not a plain file name")
+    if stem in taken:
+        raise ValueError(f"sections: figure stem {stem!r} is used twice")
+    taken.add(stem)
+
+
+def _extra_target(out, name):
+    rel = PurePosixPath(str(name).replace("\\", "/"))
+    if not str(name) or rel.is_absolute() or ".." in rel.parts or str(rel) in (".", ""):
+        raise ValueError(f"extra_files: {name!r} is not a relative path inside the report folder")
+    return out.joinpath(*rel.parts), rel.as_posix()
+
+
+def _remove_stale(out, written):
+    """Delete figures and table CSVs of an earlier report that this one did not write.
+
+    Only names this module writes are candidates: ``*.png``/``*.svg`` at the
+    top of ``out`` and ``tables/*.csv``; every other file is the user's.
+    """
+    candidates = [p for p in out.iterdir() if p.suffix in (".png", ".svg")]
+    if (out / TABLES_DIR).is_dir():
+        candidates += list((out / TABLES_DIR).glob("*.csv"))
+    for p in candidates:
+        if p.is_file() and p.resolve() not in written:
+            p.unlink()
 
 
 _CSS = """
@@ -79,11 +193,13 @@ th{background:#eef2f8}
 caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
 .lead{font-size:1.05em;background:#f6f8fb;border-left:4px solid #1f3b73;padding:.6em 1em}
 footer{margin-top:3em;font-size:.8em;color:#777}
+caption a,figcaption a{font-weight:400;font-size:.85em;margin-left:.5em}
+p.note{font-size:.85em;color:#555;margin:-.6em 0 1.4em}
 """
 
 
-def write_report(out_dir, title, sections, summary, *, lead="", embed=True):
-    """Write ``index.html``, one PNG per figure and ``summary.json`` into ``out_dir``.
+def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extra_files=None):
+    """Write ``index.html``, figures, table CSVs, ``summary.json`` and extra files into ``out_dir``.
 
     Parameters
     ----------
@@ -92,47 +208,125 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True):
     title : str
     sections : list of Section
     summary : dict
-        Every number shown; written as ``summary.json``.
+        Every number shown; written as strict JSON ``summary.json`` (see
+        :func:`to_jsonable` for the one rule on infinities and NaN).
     lead : str
         An opening paragraph (plain text).
     embed : bool
-        Embed figures as data URIs (the page then works on its own); the PNG
-        files are written beside it either way.
+        Embed figures as PNG data URIs (the page then works on its own);
+        ``<stem>.png`` and ``<stem>.svg`` are written beside it either way.
+    extra_files : dict relative name -> callable(path), optional
+        Further files (e.g. per-prompt Parquet tables): each callable is
+        given the absolute path it must write; the page links to them.
 
     Returns
     -------
     Path of ``index.html``.
+
+    Notes
+    -----
+    Every table is also written as ``tables/<slug>.csv`` (slug from the
+    section heading and caption, ASCII, unique in the report; RFC 4180;
+    floats in shortest round-trip form, ``inf``/``-inf``, NaN and None as
+    an empty field), and its caption links to it.  Files an earlier report
+    left in the same folder that this one does not write are removed: PNG
+    and SVG figures at the top of ``out_dir`` and ``tables/*.csv``; no
+    other file is touched.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> sec = Section("Results", "One table.", [], [("Best-of-N", ["N", "reward"], [[1, 0.5], [2, float("inf")]],
+    ...                                                "Intervals: none.")])
+    >>> write_report(d, "Demo", [sec], {"reward": [0.5, float("inf")]}).name
+    'index.html'
+    >>> (d / "tables" / "results-best-of-n.csv").read_text().splitlines()
+    ['N,reward', '1,0.5', '2,inf']
+    >>> (d / "summary.json").read_text().split()
+    ['{', '"reward":', '[', '0.5,', '"inf"', ']', '}']
     """
     from .plots import save_figure
 
     out = Path(out_dir)
+    # Check everything before writing anything, so a bad argument leaves the folder as it was.
+    summary_text = to_json(summary)
+    stems, slugs, plan = set(), set(), []
+    for sec in sections:
+        for stem, _fig, _caption in sec.figures:
+            _check_stem(stem, stems)
+        tables = []
+        for table in sec.tables:
+            caption, columns, rows, note = _unpack_table(table)
+            base = "-".join(x for x in (_slug(sec.heading), _slug(caption)) if x) or "table"
+            slug, k = base, 2
+            while slug in slugs:
+                slug, k = f"{base}-{k}", k + 1
+            slugs.add(slug)
+            tables.append((caption, columns, rows, note, slug))
+        plan.append((sec, tables))
+    extras = []
+    reserved = {"index.html", "summary.json"} | {f"{st}.{ext}" for st in stems for ext in ("png", "svg")} \
+        | {f"{TABLES_DIR}/{sl}.csv" for sl in slugs}
+    for name, writer in (extra_files or {}).items():
+        target, rel = _extra_target(out, name)
+        if rel in reserved:
+            raise ValueError(f"extra_files: {name!r} would overwrite a file of the report itself")
+        if not callable(writer):
+            raise ValueError(f"extra_files[{name!r}] must be a callable taking the path to write")
+        reserved.add(rel)
+        extras.append((target, rel, writer))
+
     out.mkdir(parents=True, exist_ok=True)
+    if slugs:
+        (out / TABLES_DIR).mkdir(exist_ok=True)
+    written = set()
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
              f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     if lead:
         parts.append(f"<p class='lead'>{html.escape(lead)}</p>")
-    for sec in sections:
+    for sec, tables in plan:
         parts.append(f"<h2>{html.escape(sec.heading)}</h2>")
         if sec.text:
             for para in sec.text.strip().split("\n\n"):
                 parts.append(f"<p>{html.escape(para)}</p>")
         for stem, fig, caption in sec.figures:
-            png = out / f"{stem}.png"
-            save_figure(fig, png)
+            png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+            save_figure(fig, png, svg=True)
+            written |= {png.resolve(), svg.resolve()}
+            href_png, href_svg = html.escape(quote(png.name), quote=True), html.escape(quote(svg.name), quote=True)
             src = ("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-                   if embed else png.name)
-            parts.append(f"<figure><img src='{src}' alt='{html.escape(caption)}' data-file='{png.name}'>"
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        for caption, columns, rows in sec.tables:
+                   if embed else href_png)
+            parts.append(f"<figure><img src='{src}' alt='{html.escape(caption)}' data-file='{href_png}'>"
+                         f"<figcaption>{html.escape(caption)}<a href='{href_png}'>PNG</a>"
+                         f"<a href='{href_svg}'>SVG</a></figcaption></figure>")
+        for caption, columns, rows, note, slug in tables:
+            path = out / TABLES_DIR / f"{slug}.csv"
+            _write_csv(path, columns, rows)
+            written.add(path.resolve())
+            href = f"{TABLES_DIR}/{slug}.csv"
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
             body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-            parts.append(f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-                         f"<tbody>{body}</tbody></table>")
-    parts.append("<footer>Generated by klfrontier. Every number on this page is in summary.json.</footer>"
-                 "</body></html>")
+            parts.append(f"<table><caption>{html.escape(caption)}<a class='csv' href='{href}'>CSV</a>"
+                         f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            if note:
+                parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    links = []
+    for target, rel, writer in extras:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer(target)
+        if not target.is_file():
+            raise ValueError(f"extra_files[{rel!r}] did not write the file {target}")
+        written.add(target.resolve())
+        links.append(f"<a href='{html.escape(quote(rel), quote=True)}'>{html.escape(rel)}</a>")
+    if links:
+        parts.append("<p class='files'>Also in this folder: " + " · ".join(links) + "</p>")
+    parts.append("<footer>Generated by klfrontier. Every number on this page is in summary.json"
+                 + ("; every table is also a CSV file in tables/." if slugs else ".") + "</footer></body></html>")
+    (out / "summary.json").write_text(summary_text, encoding="utf-8")
     index = out / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2), encoding="utf-8")
+    _remove_stale(out, written)
     return index

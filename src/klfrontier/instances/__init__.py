@@ -2,13 +2,16 @@
 
 >>> from klfrontier import instances
 >>> sorted(instances.available())
-['bernoulli', 'three-letter', 'unigram-afinn', 'unigram-vader']
+['bernoulli', 'three-letter', 'unigram-afinn', 'unigram-vader', 'unigram-vader-afinn']
 >>> instances.load("three-letter").ref.size
 3
 
-``unigram-vader`` / ``unigram-afinn`` need the data extra
-(``pip install "klfrontier[data]"``); ``three-letter`` and ``bernoulli`` need
-nothing.  Importing this package imports no optional dependency.
+``unigram-vader`` / ``unigram-afinn`` / ``unigram-vader-afinn`` need the data
+extra (``pip install "klfrontier[data]"``); ``three-letter`` and ``bernoulli``
+need nothing.  Importing this package imports no optional dependency.
+``unigram-vader-afinn`` is the proxy-versus-gold instance (SPEC §9): VADER is
+the reward policies select with, and its reference carries the AFINN score of
+every word as ``gold=``, so each policy reports ``policy.gold``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "lattice_span",
     "load",
     "three_letter",
+    "unigram_proxy_gold",
     "unigram_sentiment",
 ]
 
@@ -52,6 +56,22 @@ description; needs ``pip install "klfrontier[data]"``.
 """
 
 
+def unigram_proxy_gold(top_n=50_000, proxy="vader", gold="afinn", lang="en") -> Instance:
+    # Thin forwarder, as unigram_sentiment above.
+    from .unigram import unigram_proxy_gold as _build
+
+    return _build(top_n=top_n, proxy=proxy, gold=gold, lang=lang)
+
+
+unigram_proxy_gold.__doc__ = """Unigram LM (wordfreq): one lexicon as the proxy reward, another as gold.
+
+The reference of ``unigram_sentiment(top_n, reward=proxy)`` with ``gold=``
+the other lexicon's score (0 for words without one); see
+:func:`klfrontier.instances.unigram.unigram_proxy_gold`.  Needs
+``pip install "klfrontier[data]"``.
+"""
+
+
 def _unigram(reward):
     def build(top_n=50_000, lang="en"):
         return unigram_sentiment(top_n=top_n, reward=reward, lang=lang)
@@ -69,6 +89,12 @@ _REGISTRY = {
     "unigram-afinn": (
         _unigram("afinn"),
         "wordfreq English unigram law (top 50k words) with AFINN-165 score reward; lattice h=1",
+        "data",
+    ),
+    "unigram-vader-afinn": (
+        lambda top_n=50_000, lang="en": unigram_proxy_gold(top_n=top_n, lang=lang),
+        "wordfreq English unigram law (top 50k words): VADER valence selects (the reward), "
+        "AFINN-165 score judges (ref.gold)",
         "data",
     ),
     "three-letter": (
@@ -102,8 +128,9 @@ def load(name: str, **kwargs) -> Instance:
     Parameters
     ----------
     name : str
-        ``"unigram-vader"``, ``"unigram-afinn"`` (keywords ``top_n``,
-        ``lang``), ``"three-letter"`` or ``"bernoulli"`` (keyword ``p``).
+        ``"unigram-vader"``, ``"unigram-afinn"``, ``"unigram-vader-afinn"``
+        (keywords ``top_n``, ``lang``), ``"three-letter"`` or ``"bernoulli"``
+        (keyword ``p``).
 
     Raises
     ------

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..lattice import RTOL, NotOnLattice, check_span
+from ..policy import level_expect
 from ..reference import Reference
 
 __all__ = ["Instance", "lattice_span"]
@@ -113,7 +114,9 @@ class Instance:
         """Headline facts: K, levels, ``p(r = 0)``, ``p(A)``, argmax words, ``kl_max``.
 
         ``argmax_words`` lists at most 20 words of ``A = argmax r`` by
-        decreasing probability; ``n_argmax`` counts them all.
+        decreasing probability; ``n_argmax`` counts them all.  When the
+        reference carries gold scores, ``mean_gold`` (``E_p g``) and
+        ``gold_on_argmax`` (``E_p[g | A]``) are added.
         """
         ref = self.ref
         zero = np.flatnonzero(ref.level_values == 0.0)
@@ -121,7 +124,7 @@ class Instance:
         top = ref.n_levels - 1
         in_a = np.flatnonzero(ref.level_index == top)
         in_a = in_a[np.argsort(-ref.logprobs[in_a], kind="stable")]
-        return {
+        out = {
             "name": self.name,
             "K": ref.size,
             "levels": ref.n_levels,
@@ -137,6 +140,10 @@ class Instance:
             "lattice": self.lattice,
             "source": dict(self.source),
         }
+        if ref.level_gold is not None:
+            out["mean_gold"] = level_expect(ref.level_logq, ref.level_gold)
+            out["gold_on_argmax"] = float(ref.level_gold[-1])
+        return out
 
     def __repr__(self):
         lat = "None" if self.lattice is None else f"{self.lattice:g}"

@@ -25,7 +25,7 @@ import numpy as np
 from ..reference import Reference
 from ._base import Instance, lattice_span
 
-__all__ = ["unigram_sentiment", "REWARDS"]
+__all__ = ["unigram_sentiment", "unigram_proxy_gold", "REWARDS"]
 
 _EXTRA = 'pip install "klfrontier[data]"'
 
@@ -161,6 +161,39 @@ def _check_top_n(top_n):
     return int(top_n)
 
 
+def _check_reward(reward, lang, name="reward"):
+    """The lowercased lexicon name, after checking it and that it covers ``lang``."""
+    if not isinstance(reward, str) or reward.lower() not in _LEXICONS:
+        raise ValueError(f"{name} must be one of {', '.join(REWARDS)}, got {reward!r}")
+    reward = reward.lower()
+    files = _LEXICONS[reward]["files"]
+    if not isinstance(lang, str) or lang not in files:
+        raise ValueError(
+            f"lang {lang!r} is not available for {name} {reward!r} "
+            f"(available: {', '.join(files)})"
+        )
+    return reward
+
+
+def _lexicon_scores(reward, lang, words):
+    """Scores of ``words`` in a lexicon (0 without an entry), snapped to its grid.
+
+    Returns ``(scores, lattice, matched, lexicon meta, label)``: ``lattice``
+    is the maximal span (``None`` if a score is off the grid ``1/den``) and
+    ``matched`` the number of words with an entry.
+    """
+    spec = _LEXICONS[reward]
+    lex, lex_meta = _read_lexicon(reward, lang)
+    den = spec["den"]
+    scores = np.array([lex.get(w.lower(), 0.0) for w in words], dtype=float)
+    lattice = lattice_span(scores, 1.0 / den)
+    if lattice is not None:
+        scores = np.rint(scores * den) / den  # the double nearest to k/den, as "0.1 k" parses
+    matched = int(np.count_nonzero(scores))
+    label = spec["label"].format(file=spec["files"][lang].rsplit("AFINN-", 1)[-1])
+    return scores, lattice, matched, lex_meta, label
+
+
 def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: str = "en") -> Instance:
     """Unigram LM (wordfreq) with a sentiment-lexicon reward (VADER or AFINN).
 
@@ -215,30 +248,12 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
     ('the', 3.0, 1.0)
     """
     top_n = _check_top_n(top_n)
-    if not isinstance(reward, str) or reward.lower() not in _LEXICONS:
-        raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-    reward = reward.lower()
+    reward = _check_reward(reward, lang)
     spec = _LEXICONS[reward]
-    if not isinstance(lang, str) or lang not in spec["files"]:
-        raise ValueError(
-            f"lang {lang!r} is not available for reward {reward!r} "
-            f"(available: {', '.join(spec['files'])})"
-        )
-
-    lex, lex_meta = _read_lexicon(reward, lang)
     words, logp, n_list = _vocabulary(lang, top_n)
-
-    den = spec["den"]
-    scores = np.array([lex.get(w.lower(), 0.0) for w in words], dtype=float)
-    lattice = lattice_span(scores, 1.0 / den)
-    if lattice is not None:
-        rewards = np.rint(scores * den) / den  # the double nearest to k/den, as "0.1 k" parses
-    else:  # pragma: no cover - guards against a changed lexicon file
-        rewards = scores
+    rewards, lattice, matched, lex_meta, label = _lexicon_scores(reward, lang, words)
 
     ref = Reference(rewards, logprobs=np.array(logp), normalize=True)
-    matched = int(np.count_nonzero(scores))
-    label = spec["label"].format(file=spec["files"][lang].rsplit("AFINN-", 1)[-1])
     n_txt = "all" if top_n is None else f"top {top_n}"
     meta = {
         "top_n": top_n,
@@ -261,5 +276,90 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
         ),
         source=source,
         lattice=lattice,
+        meta=meta,
+    )
+
+
+def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: str = "afinn",
+                       lang: str = "en") -> Instance:
+    """Two lexicons on the same words: one selects (the proxy reward), the other judges (gold).
+
+    The law ``p`` and the proxy reward ``r`` are those of
+    ``unigram_sentiment(top_n, reward=proxy, lang=lang)`` (bit for bit); the
+    reference also carries ``gold=`` the other lexicon's score of every word
+    (``0`` for words without an entry), so every policy built on it reports
+    ``policy.gold = E_pi g`` next to ``policy.reward = E_pi r`` (SPEC §9).
+
+    Parameters
+    ----------
+    top_n : int or None, default 50_000
+        Vocabulary size, as in :func:`unigram_sentiment`.
+    proxy, gold : {"vader", "afinn"}
+        The lexicon that rewards (``r``) and the one that judges (``g``).
+        Equal names are allowed (then ``g = r``).
+    lang : str, default "en"
+        A language both lexicons cover (VADER: English only).
+
+    Returns
+    -------
+    Instance
+        Named ``"unigram-<proxy>-<gold>"``; ``lattice`` is the proxy's
+        lattice span; ``meta`` adds ``proxy``, ``gold``, ``gold_lattice``,
+        ``words_with_gold`` and ``words_with_both``.
+
+    Raises
+    ------
+    ImportError
+        If a data package is missing (``pip install "klfrontier[data]"``).
+    ValueError
+        Bad ``top_n``, unknown ``proxy`` / ``gold``, or a ``lang`` one of
+        them lacks.
+
+    Notes
+    -----
+    The two lexicons agree on most words (on the top 50k English words the
+    correlation of ``r`` and ``g`` under ``p`` is about 0.7) but not at the
+    top: the words of highest VADER valence (``magnificently``, ``aml``,
+    ``hearts``, ``sweetheart``) have no AFINN entry, so a policy pushed to
+    the top of the proxy earns gold 0 — over-optimisation in miniature.
+
+    Examples
+    --------
+    Needs the data extra (``make test`` installs it):
+
+    >>> inst = unigram_proxy_gold(top_n=2000)
+    >>> inst.name, inst.reward_of("good"), float(inst.ref.gold[inst.words.index("good")])
+    ('unigram-vader-afinn', 1.9, 3.0)
+    """
+    top_n = _check_top_n(top_n)
+    proxy = _check_reward(proxy, lang, "proxy")
+    gold = _check_reward(gold, lang, "gold")
+    base = unigram_sentiment(top_n=top_n, reward=proxy, lang=lang)
+    _, logp, _ = _vocabulary(lang, top_n)              # cached: the law base was built from
+    g, g_lattice, g_matched, g_meta, g_label = _lexicon_scores(gold, lang, base.words)
+    # the same arguments as unigram_sentiment's Reference: the same law, bit for bit
+    ref = Reference(base.ref.rewards, logprobs=np.array(logp), normalize=True, gold=g)
+    both = int(np.count_nonzero((ref.rewards != 0) & (g != 0)))
+    meta = {
+        **base.meta,
+        "proxy": proxy,
+        "gold": gold,
+        "gold_lattice": g_lattice,
+        "words_with_gold": g_matched,
+        "words_with_both": both,
+        **{f"gold_{k}": v for k, v in g_meta.items()},
+    }
+    desc = base.description.rstrip(".")
+    return Instance(
+        ref=ref,
+        words=base.words,
+        name=f"unigram-{proxy}-{gold}",
+        description=(
+            f"{desc}; gold = {g_label}, 0 for the {len(base.words) - g_matched} words without "
+            f"an entry. Policies select with the first (proxy) and are judged by the second "
+            f"(gold); {both} words have both."
+        ),
+        source={**base.source, _LEXICONS[gold]["dist"]: _version(_LEXICONS[gold]["dist"])},
+        lattice=base.lattice,
         meta=meta,
     )

@@ -1,0 +1,531 @@
+"""Coverage of the intervals ``kf.analyze`` prints, by simulation against exact truth.
+
+For every cell (reward law, prompts P, samples per prompt n) the true law of
+each prompt is fixed once (seeded); every replication draws n samples per
+prompt from those laws, runs ``kf.analyze`` and records, for each table row
+the study tracks, the estimate, its nominal 95% interval and the ``trusted``
+flag.  The truth is computed by the library's exact engines on the true
+references:
+
+* ``bon_reward``  -- ``mean_x best_of_n(ref_x, n=N).reward`` vs ``res.bon.reward``;
+* ``bon_kl``      -- ``mean_x best_of_n(ref_x, n=N).kl`` vs ``res.bon.kl``;
+* ``tilt_reward`` -- ``mean_x tilted(ref_x, lam=lam).reward`` vs ``res.tilt.reward``
+  (``tilt_kl`` likewise with ``.kl``), lam = c / sd_pool for c in ``LAM_UNITS``;
+* ``frontier``    -- ``mean_x R_x(lam)`` with ONE lam solving
+  ``mean_x KL_x(lam) = Delta`` (brentq on log lam) vs ``res.frontier.reward``.
+
+Reward laws (``LAWS``):
+
+* ``normal`` / ``t3`` -- a :class:`~klfrontier.Reference` of ``K = 2**16``
+  equal-mass atoms ``F^{-1}((i - 1/2)/K)`` (standard normal, Student-t with 3
+  d.o.f.), shifted and scaled per prompt (``mu_x ~ N(0, 1)``,
+  ``s_x = exp(U(-0.5, 0.5))``); samples are uniform atom indices, so the
+  truth is exact for the law the samples come from.
+* ``vader`` -- prompt x's response is ``m_x`` words (``m_x`` uniform on
+  2..8) of the built-in unigram x VADER instance (top 2000 words); its reward
+  is the sum of the words' valences, whose exact law is
+  ``kf.reward_law(inst.ref, m_x)`` (lattice FFT).  55-90% of the mass sits on
+  reward 0 and 60-90% on three levels: heavy ties.
+
+``sd_pool`` is the within-prompt pooled sd, ``sqrt(mean_x Var_x r)``.
+
+Usage::
+
+    python benchmarks/bench_coverage.py            # full study (<= 40 min on 2 cores)
+    python benchmarks/bench_coverage.py --quick    # fewer replications (minutes)
+    python benchmarks/bench_coverage.py --laws normal --P 10 --n 64 --reps 200
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")      # one BLAS thread per worker process
+
+import argparse  # noqa: E402
+import datetime as _dt  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import optimize, stats  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import klfrontier as kf  # noqa: E402
+from _common import machine_info  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "coverage.json"
+
+LAWS = ("normal", "t3", "vader")
+K_ATOMS = 2**16
+VADER_TOP_N = 2000
+VADER_LENGTHS = (2, 8)              # m_x uniform on this closed range
+LAM_UNITS = (0.5, 1.0)              # lam = c / sd_pool
+KL_BUDGETS = (0.25, 1.0)            # nats, below log(16) - 1 = 1.77
+CONFIDENCE = 0.95
+QUANTITIES = ("bon_reward", "bon_kl", "tilt_reward", "tilt_kl", "frontier")
+
+SIZES = {
+    "full": {"P": (1, 10, 100), "n": (16, 64, 256), "reps": 1000, "n_boot": 999},
+    "quick": {"P": (1, 10, 100), "n": (16, 64, 256), "reps": 100, "n_boot": 999},
+}
+
+# Row status (see benchmarks/README.md): the band is for P >= 10; FAIL is a
+# row the trust rule let through (trusted in >= half the replications) whose
+# coverage is below 0.90.
+BAND = (0.93, 0.97)
+FAIL_BELOW = 0.90
+FAIL_TRUSTED = 0.5
+
+
+def n_grid(n):
+    """``N`` in ``{1, 2, 4, ..., n/2}``."""
+    return tuple(2**k for k in range(int(math.log2(n // 2)) + 1))
+
+
+# ------------------------------------------------------------------- laws
+_ATOMS = {}
+_VADER = {}
+
+
+def quantile_atoms(law, K=K_ATOMS):
+    """``F^{-1}((i - 1/2)/K)``, ``i = 1..K``: equal-mass mid-quantile atoms."""
+    key = (law, K)
+    if key not in _ATOMS:
+        u = (np.arange(K) + 0.5) / K
+        dist = {"normal": stats.norm, "t3": stats.t(3)}[law]
+        _ATOMS[key] = dist.ppf(u)
+    return _ATOMS[key]
+
+
+def vader_law(m, top_n=VADER_TOP_N):
+    """Exact law of the summed VADER valence of ``m`` i.i.d. unigram words."""
+    key = (m, top_n)
+    if key not in _VADER:
+        from klfrontier import instances
+
+        inst = instances.load("unigram-vader", top_n=top_n)
+        law = kf.reward_law(inst.ref, m)
+        probs = np.exp(law.logpmf)
+        cdf = np.cumsum(probs)
+        _VADER[key] = (law, cdf / cdf[-1])
+    return _VADER[key]
+
+
+@dataclass
+class Prompt:
+    """One prompt's true law: a Reference and an exact sampler for it."""
+
+    ref: kf.Reference
+    values: np.ndarray           # outcome rewards the sampler indexes
+    cdf: np.ndarray | None       # None: equal masses (uniform indices)
+    label: str
+
+    def sample(self, rng, n):
+        if self.cdf is None:
+            idx = rng.integers(self.values.size, size=n)
+        else:
+            idx = np.searchsorted(self.cdf, rng.random(n), side="right")
+            np.minimum(idx, self.values.size - 1, out=idx)
+        return self.values[idx]
+
+
+def make_prompts(law, P, seed, K=K_ATOMS):
+    """The P true prompt laws of a cell (seeded, fixed across replications)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    if law in ("normal", "t3"):
+        atoms = quantile_atoms(law, K)
+        mu = rng.standard_normal(P)
+        s = np.exp(rng.uniform(-0.5, 0.5, P))
+        for x in range(P):
+            vals = mu[x] + s[x] * atoms          # the same floats the sampler returns
+            ref = kf.Reference(vals, probs=np.full(K, 1.0 / K))
+            out.append(Prompt(ref, vals, None, f"mu={mu[x]:.3f} s={s[x]:.3f}"))
+    elif law == "vader":
+        lo, hi = VADER_LENGTHS
+        ms = rng.integers(lo, hi + 1, size=P)
+        for x in range(P):
+            rl, cdf = vader_law(int(ms[x]))
+            out.append(Prompt(rl.as_reference(), rl.values, cdf, f"m={ms[x]}"))
+    else:
+        raise ValueError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
+    return out
+
+
+# ------------------------------------------------------------------ truth
+def frontier_lam(refs, kl):
+    """The ONE lam with ``mean_x KL(phi_x,lam || p_x) = kl`` (brentq on log lam)."""
+    def g(loglam):
+        lam = math.exp(loglam)
+        return np.mean([kf.tilted(r, lam=lam).kl for r in refs]) - kl
+
+    lo, hi = -2.0, 0.0
+    while g(lo) > 0:
+        lo -= 2.0
+    while g(hi) < 0:
+        hi += 2.0
+        if hi > 60:
+            raise ValueError(f"kl={kl} is not reachable (mean kl_max too small)")
+    return math.exp(optimize.brentq(g, lo, hi, xtol=1e-13, rtol=1e-13))
+
+
+def cell_truth(prompts, n, lam_units=LAM_UNITS, kl_budgets=KL_BUDGETS):
+    """Exact truth for every tracked row of a cell.
+
+    Returns ``(truth, info)``: ``truth`` maps ``(quantity, grid value)`` to the
+    true value; ``info`` holds the lam values, the frontier's lam and
+    ``sd_pool``.
+    """
+    refs = [p.ref for p in prompts]
+    Ns = n_grid(n)
+    truth = {}
+    for N in Ns:
+        pols = [kf.best_of_n(r, n=N) for r in refs]
+        truth[("bon_reward", N)] = float(np.mean([p.reward for p in pols]))
+        truth[("bon_kl", N)] = float(np.mean([p.kl for p in pols]))
+    var = [float(np.exp(r.logprobs) @ (r.rewards - r.mean_reward) ** 2) for r in refs]
+    sd_pool = math.sqrt(float(np.mean(var)))
+    lams = {c: c / sd_pool for c in lam_units}
+    for c, lam in lams.items():
+        pols = [kf.tilted(r, lam=lam) for r in refs]
+        truth[("tilt_reward", c)] = float(np.mean([p.reward for p in pols]))
+        truth[("tilt_kl", c)] = float(np.mean([p.kl for p in pols]))
+    f_lam = {}
+    for d in kl_budgets:
+        lam = frontier_lam(refs, d)
+        f_lam[d] = lam
+        truth[("frontier", d)] = float(np.mean([kf.tilted(r, lam=lam).reward for r in refs]))
+    return truth, {"Ns": list(Ns), "lam": {str(c): v for c, v in lams.items()},
+                   "sd_pool": sd_pool, "frontier_lam": {str(d): v for d, v in f_lam.items()}}
+
+
+# --------------------------------------------------------------- analyze
+def _find(col, value):
+    col = np.asarray(col, dtype=float)
+    hit = np.flatnonzero(np.isclose(col, value, rtol=1e-9, atol=0.0))
+    return int(hit[0]) if hit.size else None
+
+
+def _row(table, i, est, lo, hi):
+    if i is None:
+        return (np.nan, np.nan, np.nan, False)
+    return (float(getattr(table, est)[i]), float(getattr(table, lo)[i]),
+            float(getattr(table, hi)[i]), bool(table.trusted[i]))
+
+
+def extract_rows(res, keys, info):
+    """``(estimate, lo, hi, trusted)`` for each tracked row key of one result."""
+    out = []
+    for q, g in keys:
+        if q in ("bon_reward", "bon_kl"):
+            t = res.bon
+            i = _find(t.n, g)
+            col = "reward" if q == "bon_reward" else "kl"
+        elif q in ("tilt_reward", "tilt_kl"):
+            t = res.tilt
+            i = _find(t.lam, info["lam"][str(g)])
+            col = "reward" if q == "tilt_reward" else "kl"
+        else:
+            t = res.frontier
+            i = _find(t.kl, g)
+            col = "reward"
+        out.append(_row(t, i, col, f"{col}_lo", f"{col}_hi"))
+    return out
+
+
+def covered(truth, lo, hi):
+    """``lo <= truth <= hi`` up to rounding (1e-9 of the magnitude)."""
+    tol = 1e-9 * np.maximum(1.0, np.abs(truth))
+    with np.errstate(invalid="ignore"):
+        return (lo - tol <= truth) & (truth <= hi + tol)
+
+
+def summarise_row(truth, arr, P):
+    """Coverage, trust and width statistics of one row over the replications.
+
+    ``arr``: (reps, 4) of estimate, lo, hi, trusted.
+    """
+    est, lo, hi, tr = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(bool)
+    has = np.isfinite(lo) & np.isfinite(hi)
+    cov = covered(truth, lo, hi) & has
+    reps = arr.shape[0]
+    tw = tr & has
+    m_t, m_a = int(tw.sum()), int(has.sum())
+    c_t = float(cov[tw].mean()) if m_t else None
+    c_a = float(cov[has].mean()) if m_a else None
+    se = (lambda c, m: None if c is None else math.sqrt(max(c * (1 - c), 0.25 / m) / m))
+    width_t = float(np.mean(hi[tw] - lo[tw])) if m_t else None
+    width_a = float(np.mean(hi[has] - lo[has])) if m_a else None
+    fin = np.isfinite(est)
+    row = {
+        "truth": truth,
+        "reps": reps,
+        "trusted_frac": float(tr.mean()),
+        "trusted_no_interval": int((tr & ~has).sum()),
+        "coverage_trusted": c_t,
+        "coverage_trusted_se": se(c_t, m_t),
+        "n_trusted": m_t,
+        "coverage_all": c_a,
+        "coverage_all_se": se(c_a, m_a),
+        "n_interval": m_a,
+        "width_trusted": width_t,
+        "width_all": width_a,
+        "mean_estimate": float(est[fin].mean()) if fin.any() else None,
+        "bias": float(est[fin].mean() - truth) if fin.any() else None,
+        "sd_estimate": float(est[fin].std(ddof=1)) if fin.sum() > 1 else None,
+        "below": float(np.mean(hi[tw] < truth)) if m_t else None,   # interval entirely below
+        "above": float(np.mean(lo[tw] > truth)) if m_t else None,
+    }
+    row["status"] = row_status(row, P)
+    return row
+
+
+def row_status(row, P):
+    """``ok`` / ``high`` / ``low`` / ``FAIL`` / ``untrusted`` / ``rare``.
+
+    * ``untrusted``: never trusted (nothing to check: ok by the rule);
+    * ``FAIL``: trusted in >= half the replications and coverage < 0.90;
+    * ``rare``: coverage < 0.90 among the few (< half) trusted replications;
+    * ``ok``: coverage in [0.93, 0.97]; ``high`` above; ``low`` in [0.90, 0.93).
+    The [0.93, 0.97] band is the goal for P >= 10; P = 1 rows are labelled the
+    same way but held only to the FAIL rule.
+    """
+    c, tf = row["coverage_trusted"], row["trusted_frac"]
+    if tf == 0 or c is None:
+        return "untrusted"
+    if c < FAIL_BELOW:
+        return "FAIL" if tf >= FAIL_TRUSTED else "rare"
+    if c < BAND[0]:
+        return "low"
+    if c > BAND[1]:
+        return "high"
+    return "ok"
+
+
+@dataclass
+class Cell:
+    law: str
+    P: int
+    n: int
+    reps: int
+    n_boot: int
+    seed: int = 20260101
+    keys: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        return f"{self.law}-P{self.P}-n{self.n}"
+
+    def seeds(self):
+        law_id = LAWS.index(self.law)
+        ss = np.random.SeedSequence([self.seed, law_id, self.P, self.n])
+        law_ss, rep_ss = ss.spawn(2)
+        return law_ss, rep_ss
+
+
+def run_cell(cell: Cell, analyze_kwargs=None):
+    """Simulate one cell; returns a JSON-ready dict with a summary per row."""
+    t0 = time.perf_counter()
+    law_ss, rep_ss = cell.seeds()
+    prompts = make_prompts(cell.law, cell.P, law_ss)
+    truth, info = cell_truth(prompts, cell.n)
+    t_truth = time.perf_counter() - t0
+    keys = list(truth)
+    lam_values = [info["lam"][str(c)] for c in LAM_UNITS]
+    arr = np.full((cell.reps, len(keys), 4), np.nan)
+    rng = np.random.default_rng(rep_ss)
+    seeds = rng.integers(2**31, size=cell.reps)
+    errors = []
+    kw = dict(n_values=list(info["Ns"]), kl_values=list(KL_BUDGETS), lam_values=lam_values,
+              n_boot=cell.n_boot, confidence=CONFIDENCE)
+    kw.update(analyze_kwargs or {})
+    for r in range(cell.reps):
+        data = {f"x{x}": p.sample(rng, cell.n) for x, p in enumerate(prompts)}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = kf.analyze(data, seed=int(seeds[r]), **kw)
+        except Exception as exc:          # recorded, counted, never hidden
+            errors.append(f"rep {r}: {type(exc).__name__}: {exc}")
+            arr[r, :, 3] = 0
+            continue
+        arr[r] = np.array(extract_rows(res, keys, info), dtype=float)
+    wall = time.perf_counter() - t0
+    rows = []
+    for j, (q, g) in enumerate(keys):
+        s = summarise_row(truth[(q, g)], arr[:, j, :], cell.P)
+        rows.append({"law": cell.law, "P": cell.P, "n": cell.n, "quantity": q, "grid": g, **s})
+    return {"cell": cell.name, "law": cell.law, "P": cell.P, "n": cell.n, "reps": cell.reps,
+            "n_boot": cell.n_boot, "truth_info": info, "prompts": [p.label for p in prompts[:10]],
+            "truth_s": t_truth, "wall_s": wall, "errors": errors[:20], "n_errors": len(errors),
+            "rows": rows}
+
+
+def _cost(cell):
+    return cell.reps * cell.P * (cell.n + 50) * (1 + (cell.P >= 30) * 3)
+
+
+def run_study(cells, workers=2, progress=True):
+    """Run the cells, largest first, on ``workers`` processes (1: in process)."""
+    cells = sorted(cells, key=_cost, reverse=True)
+    out = []
+    if workers <= 1:
+        for c in cells:
+            out.append(run_cell(c))
+            if progress:
+                print(f"  {c.name}: {out[-1]['wall_s']:.1f} s", flush=True)
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            futs = {ex.submit(run_cell, c): c for c in cells}
+            for f in as_completed(futs):
+                out.append(f.result())
+                if progress:
+                    print(f"  {futs[f].name}: {out[-1]['wall_s']:.1f} s", flush=True)
+    order = {(law, P, n): i for i, (law, P, n) in enumerate(
+        (c.law, c.P, c.n) for c in sorted(cells, key=lambda c: (LAWS.index(c.law), c.P, c.n)))}
+    out.sort(key=lambda r: order[(r["law"], r["P"], r["n"])])
+    return out
+
+
+# ------------------------------------------------------------------ output
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x, spec=".3g"):
+    return "-" if x is None else format(x, spec)
+
+
+def _grid_label(q, g):
+    return {"bon_reward": f"N={g}", "bon_kl": f"N={g}", "tilt_reward": f"lam={g}/sd",
+            "tilt_kl": f"lam={g}/sd", "frontier": f"KL={g}"}[q]
+
+
+def table_lines(cells):
+    header = ["cell", "quantity", "grid", "truth", "cov|trusted %", "se", "trusted %",
+              "width", "cov all %", "bias", "status"]
+    lines = []
+    for c in cells:
+        for r in c["rows"]:
+            lines.append([c["cell"], r["quantity"], _grid_label(r["quantity"], r["grid"]),
+                          _num(r["truth"], ".4g"), _pct(r["coverage_trusted"]),
+                          _pct(r["coverage_trusted_se"]), _pct(r["trusted_frac"]),
+                          _num(r["width_all"]), _pct(r["coverage_all"]), _num(r["bias"], ".2g"),
+                          r["status"]])
+    return header, lines
+
+
+def failures(cells):
+    return [(c["cell"], r) for c in cells for r in c["rows"] if r["status"] == "FAIL"]
+
+
+def print_table(cells, machine, wall, quick=False):
+    header, lines = table_lines(cells)
+    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; "
+            f"wall {wall:.0f} s")
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+    title = "coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se)"
+    if quick:
+        title += " -- --quick: few replications, wide Monte-Carlo error"
+    print(title)
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    prev = None
+    for line in lines:
+        if prev is not None and line[0] != prev:
+            print("-+-".join("-" * w for w in widths))
+        prev = line[0]
+        print(" | ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print(note)
+    counts = {}
+    for c in cells:
+        for r in c["rows"]:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print("row status counts:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    fails = failures(cells)
+    if fails:
+        print(f"TRUST-RULE FAILURES ({len(fails)}): trusted in >= {FAIL_TRUSTED:.0%} of "
+              f"replications, coverage < {FAIL_BELOW:.0%}")
+        for name, r in fails:
+            print(f"  {name} {r['quantity']} {_grid_label(r['quantity'], r['grid'])}: coverage "
+                  f"{_pct(r['coverage_trusted'])}% (se {_pct(r['coverage_trusted_se'])}), trusted "
+                  f"{_pct(r['trusted_frac'])}%, truth {r['truth']:.4g}, mean estimate "
+                  f"{_num(r['mean_estimate'], '.4g')}, interval below truth "
+                  f"{_pct(r['below'])}% / above {_pct(r['above'])}%")
+    else:
+        print("no trust-rule failures")
+    errs = [(c["cell"], c["n_errors"], c["errors"][:1]) for c in cells if c["n_errors"]]
+    for name, k, e in errs:
+        print(f"  {name}: {k} replications raised, e.g. {e}")
+
+
+def build_cells(laws, Ps, ns, reps, n_boot, seed):
+    return [Cell(law, P, n, reps, n_boot, seed) for law in laws for P in Ps for n in ns]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer replications (minutes)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    ap.add_argument("--laws", default=",".join(LAWS), help="comma-separated subset of " + ",".join(LAWS))
+    ap.add_argument("--P", default=None, help="comma-separated prompt counts (default 1,10,100)")
+    ap.add_argument("--n", default=None, help="comma-separated samples per prompt (default 16,64,256)")
+    ap.add_argument("--reps", type=int, default=None, help="replications per cell")
+    ap.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 999)")
+    ap.add_argument("--workers", type=int, default=2, help="processes (cells run in parallel)")
+    ap.add_argument("--seed", type=int, default=20260101)
+    args = ap.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    cfg = dict(SIZES[mode])
+    if args.P:
+        cfg["P"] = tuple(int(v) for v in args.P.split(","))
+    if args.n:
+        cfg["n"] = tuple(int(v) for v in args.n.split(","))
+    if args.reps:
+        cfg["reps"] = args.reps
+    if args.n_boot:
+        cfg["n_boot"] = args.n_boot
+    laws = tuple(v.strip() for v in args.laws.split(","))
+    for law in laws:
+        if law not in LAWS:
+            ap.error(f"--laws: unknown law {law!r}")
+    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed)
+    print(f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
+          f"{args.workers} workers ...", flush=True)
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    results = run_study(cells, workers=args.workers)
+    wall = time.perf_counter() - t0
+    machine = machine_info()
+    machine["loadavg_start"], machine["loadavg_end"] = load0, os.getloadavg()[0]
+    print_table(results, machine, wall, quick=args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "bench_coverage",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode,
+        "sizes": {**cfg, "laws": list(laws), "K_atoms": K_ATOMS, "vader_top_n": VADER_TOP_N,
+                  "vader_lengths": list(VADER_LENGTHS), "lam_units": list(LAM_UNITS),
+                  "kl_budgets": list(KL_BUDGETS), "confidence": CONFIDENCE, "seed": args.seed},
+        "rules": {"band": list(BAND), "fail_below": FAIL_BELOW, "fail_trusted": FAIL_TRUSTED},
+        "machine": machine,
+        "wall_s": wall,
+        "failures": [{"cell": name, **r} for name, r in failures(results)],
+        "cells": results,
+    }
+    args.out.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1006 @@
+"""`analyze`: the reward–KL trade-offs estimated from a user's samples, with intervals that cover.
+
+See :func:`analyze` and ``docs/analyze.md`` for the estimators, the interval
+methods and the trust rule; ``benchmarks/bench_coverage.py`` is the coverage
+study that backs every interval marked trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as _stats
+
+from . import kernels as _k
+
+__all__ = ["analyze", "Analysis", "Table", "TRUST_RULE"]
+
+TRUST_RULE = (
+    "A row is trusted when (1) at most 5% of the prompts it averages are untrusted for it — a prompt is "
+    "untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin, and for a tilt "
+    "(fixed λ, the frontier's shared λ, a policy's λ) when that tilt's KL on its samples exceeds "
+    "log n_x − margin or its effective sample size (Σw)²/Σw² is below min_ess — and (2) the estimator's "
+    "jackknife bias is at most bias_ratio × its standard error.")
+
+# Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO (coverage study).
+KL_N_RATIO = 16
+# Below this many prompts a prompt bootstrap undercovers: Student-t on per-prompt values instead.
+MIN_PROMPTS_BOOTSTRAP = 30
+# Above this many prompts the BCa jackknife (P statistic evaluations) is not worth it: percentile.
+MAX_PROMPTS_BCA = 2000
+# Rows of samples (prompts x samples) processed at once by the per-prompt kernels.
+_CHUNK = 1 << 18
+# Internal lam grid (times 1/sd) for the average-KL frontier; Hermite interpolation in log lam.
+_GRID = np.geomspace(1e-4, 1e4, 65)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass(eq=False)
+class Table:
+    """Named numpy columns of equal length.
+
+    Columns are attributes (``table.reward_lo``); ``columns`` lists them in order.
+
+    >>> t = Table({"n": np.array([1, 2]), "reward": np.array([0.5, 0.75])})
+    >>> t.reward.tolist(), len(t), t.columns
+    ([0.5, 0.75], 2, ['n', 'reward'])
+    """
+
+    data: dict
+
+    def __post_init__(self):
+        sizes = {len(np.atleast_1d(v)) for v in self.data.values()}
+        if len(sizes) > 1:
+            raise ValueError("Table columns must have equal lengths")
+        self.data = {k: np.atleast_1d(np.asarray(v)) for k, v in self.data.items()}
+
+    def __getattr__(self, name):
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(name)
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self.data)
+
+    def __len__(self):
+        return len(next(iter(self.data.values()))) if self.data else 0
+
+    @property
+    def columns(self) -> list:
+        return list(self.data)
+
+    def to_dict(self) -> dict:
+        """Column name -> list; NaN becomes ``None``, infinities the strings ``"inf"``/``"-inf"``."""
+        from .._json import jsonable
+
+        return {k: jsonable(v) for k, v in self.data.items()}
+
+    def to_pandas(self):
+        """The table as a :class:`pandas.DataFrame` (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:   # pragma: no cover - depends on the environment
+            raise ImportError("to_pandas needs pandas: pip install pandas") from exc
+        return pd.DataFrame({k: v for k, v in self.data.items()})
+
+    def rows(self):
+        """The rows as tuples (for reports)."""
+        return list(zip(*(v.tolist() for v in self.data.values())))
+
+
+@dataclass(eq=False)
+class Analysis:
+    """The result of :func:`analyze`.
+
+    Attributes
+    ----------
+    bon, tilt, frontier, frontier_equal : Table
+        Best-of-N by ``N``; the tilt at fixed ``lam``; the average-KL optimum by
+        budget; the equal-budget curve (every prompt given the same budget).
+    policies : dict name -> Table
+        One row per aligned policy.
+    per_prompt : Table
+        One row per prompt (written to a file by reports, never into summary JSON).
+    methods : dict table name -> str
+        Which method made the table's intervals (or why there are none).
+    excluded : list of (prompt, n)
+        Prompts left out (fewer than two samples).
+    info : dict
+        Inputs, grids, settings and provenance.
+    """
+
+    bon: Table
+    tilt: Table
+    frontier: Table
+    frontier_equal: Table
+    policies: dict
+    per_prompt: Table
+    methods: dict
+    excluded: list
+    info: dict = field(default_factory=dict)
+
+    def tables(self) -> dict:
+        """Every aggregate table by name (``policy:NAME`` for policies)."""
+        out = {"bon": self.bon, "tilt": self.tilt, "frontier": self.frontier,
+               "frontier_equal": self.frontier_equal}
+        out.update({f"policy:{k}": v for k, v in self.policies.items()})
+        return out
+
+    def to_pandas(self, name):
+        """One table (``"bon"``, ``"tilt"``, ``"frontier"``, ``"frontier_equal"``, ``"per_prompt"``,
+        or a policy name) as a DataFrame."""
+        if name == "per_prompt":
+            return self.per_prompt.to_pandas()
+        if name in self.policies:
+            return self.policies[name].to_pandas()
+        tabs = self.tables()
+        if name not in tabs:
+            raise ValueError(f"name must be one of {sorted(tabs) + ['per_prompt']}, got {name!r}")
+        return tabs[name].to_pandas()
+
+    def to_dict(self) -> dict:
+        """Strict-JSON-ready aggregate results (the per-prompt table is left out: it can be large)."""
+        from .._json import jsonable
+
+        return {"bon": self.bon.to_dict(), "tilt": self.tilt.to_dict(),
+                "frontier": self.frontier.to_dict(), "frontier_equal": self.frontier_equal.to_dict(),
+                "policies": {k: v.to_dict() for k, v in self.policies.items()},
+                "methods": dict(self.methods), "trust_rule": TRUST_RULE,
+                "excluded_prompts": [[str(p), int(n)] for p, n in self.excluded[:100]],
+                "n_excluded_prompts": len(self.excluded), "info": jsonable(self.info)}
+
+    def write_tables(self, directory, format="csv"):
+        """Write every table (and the per-prompt table) as CSV or Parquet into ``directory``.
+
+        Returns the list of paths written.  Each file is written to a temporary
+        name, flushed to disk and renamed, so a crash never leaves half a file.
+        """
+        from .._atomic import write_table
+
+        if format not in ("csv", "parquet"):
+            raise ValueError(f"format must be 'csv' or 'parquet', got {format!r}")
+        from pathlib import Path
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        tabs = dict(self.tables())
+        tabs["per_prompt"] = self.per_prompt
+        for name, tab in tabs.items():
+            stem = name.replace(":", "-")
+            path = out / f"{_safe_stem(stem)}.{format}"
+            write_table(path, tab.data, format=format)
+            paths.append(path)
+        return paths
+
+
+def _safe_stem(name):
+    keep = "".join(ch if (ch.isascii() and (ch.isalnum() or ch in "-_.")) else "_" for ch in name)
+    return keep.strip(".") or "table"
+
+
+# ----------------------------------------------------------------------------- input
+def _as_sampleset(obj, *, columns, gold_col, what, policy=False):
+    """A SampleSet from a path, a SampleSet, a DataFrame, a pyarrow Table or a mapping."""
+    from ..io import SampleSet, read_samples
+
+    cols = dict(columns or {})
+    if gold_col is not None:
+        cols["gold"] = gold_col
+    if isinstance(obj, SampleSet):
+        s = obj
+    elif isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
+        s = read_samples(obj, columns=cols)
+    elif isinstance(obj, dict):
+        s = SampleSet.from_dict(obj)
+    elif hasattr(obj, "column_names") and hasattr(obj, "column"):          # pyarrow Table
+        s = _from_frame({c: obj.column(c).to_numpy(zero_copy_only=False) for c in obj.column_names},
+                        cols, what)
+    elif hasattr(obj, "columns") and hasattr(obj, "__getitem__"):            # pandas / polars
+        s = _from_frame({str(c): np.asarray(obj[c]) for c in obj.columns}, cols, what)
+    else:
+        raise ValueError(f"{what} must be a path, a SampleSet, a DataFrame, a pyarrow Table or a "
+                         f"mapping prompt_id -> rewards, got {type(obj).__name__}")
+    if gold_col is not None and not getattr(s, "has_gold", False):
+        raise ValueError(f"{what}: gold_col={gold_col!r} was given but the samples carry no gold reward")
+    if policy:
+        if s.logprobs is None or getattr(s, "ref_logprobs", None) is None:
+            raise ValueError(f"{what}: a policy needs the columns 'logprob' (log pi of each sample) "
+                             f"and 'ref_logprob' (log p under the reference)")
+    return s
+
+
+def _from_frame(frame, cols, what):
+    from ..io import SampleSet
+
+    def col(role, required):
+        name = cols.get(role, role)
+        if name is None or name not in frame:
+            if required:
+                raise ValueError(f"{what}: no column {name!r} (role {role})")
+            return None
+        return frame[name]
+
+    kwargs = {}
+    for role, key in (("logprob", "logprob"), ("gold", "gold"), ("ref_logprob", "ref_logprob")):
+        v = col(role, required=(role == "gold" and "gold" in cols))
+        if v is not None:
+            kwargs[key] = np.asarray(v, dtype=float)
+    return SampleSet.from_columns([str(p) for p in col("prompt_id", True)],
+                                  np.asarray(col("reward", True), dtype=float), **kwargs)
+
+
+# ----------------------------------------------------------------------------- per-prompt layer
+class _Prompts:
+    """Per-prompt estimates of the kept prompts (``n_x >= 2``), batched by sample count."""
+
+    def __init__(self, s, ns, progress):
+        counts = s.counts
+        keep = np.flatnonzero(counts >= 2)
+        self.excluded = [(s.prompts[i], int(counts[i])) for i in np.flatnonzero(counts < 2)]
+        if keep.size == 0:
+            raise ValueError("no prompt has two or more samples: nothing can be estimated")
+        self.ids = [s.prompts[i] for i in keep]
+        self.index = {p: j for j, p in enumerate(self.ids)}
+        self.n = counts[keep].astype(np.int64)
+        self.P = keep.size
+        self.has_gold = getattr(s, "gold", None) is not None
+        self.ns = ns
+        P, M = self.P, ns.size
+        self.mean = np.empty(P)
+        self.sd_pool = float(np.sqrt(np.mean([np.var(s.rewards[i]) for i in keep])))
+        z = lambda *shape: np.full(shape, np.nan)   # noqa: E731
+        self.bon = {k: z(P, M) for k in ("reward", "plugin", "kl", "kl_bias", "kl_jkvar", "win")}
+        if self.has_gold:
+            self.bon.update(gold=z(P, M), gold_plugin=z(P, M))
+        self.tilt = None
+        self.groups = []          # (n, rows into the kept order, sorted rewards, gold or None)
+        by_n = {}
+        for j, i in enumerate(keep):
+            by_n.setdefault(int(counts[i]), []).append((j, i))
+        done = 0
+        for n, members in sorted(by_n.items()):
+            rows = np.array([j for j, _ in members])
+            r = np.array([s.rewards[i] for _, i in members], dtype=float).reshape(rows.size, n)
+            order = np.argsort(r, axis=1, kind="stable")
+            r = np.take_along_axis(r, order, axis=1)
+            g = None
+            if self.has_gold:
+                g = np.array([s.gold[i] for _, i in members], dtype=float).reshape(rows.size, n)
+                g = np.take_along_axis(g, order, axis=1)
+            self.groups.append((n, rows, r, g))
+            self.mean[rows] = r.mean(axis=1)
+            self._bon_group(n, rows, r, g)
+            done += rows.size
+            if progress is not None:
+                progress("per-prompt best-of-N", done, P)
+
+    def _chunks(self, n, rows):
+        step = max(1, _CHUNK // max(n, 1))
+        for s0 in range(0, rows.size, step):
+            yield slice(s0, s0 + step)
+
+    def _bon_group(self, n, rows, r, g):
+        ok = self.ns <= n
+        if not ok.any():
+            return
+        ns = self.ns[ok]
+        cols = np.flatnonzero(ok)
+        W = np.stack([_k.unbiased_weights(n, int(N)) for N in ns], axis=1)     # (n, M_ok)
+        for sl in self._chunks(n, rows):
+            rr = r[sl]
+            idx = rows[sl][:, None], cols[None, :]
+            top = rr[:, -1:]
+            self.bon["reward"][idx] = top + (rr - top) @ W
+            out = _k.bon_plugin(rr, ns, gold=None if g is None else g[sl], jackknife=True)
+            self.bon["plugin"][idx] = out["reward"]
+            self.bon["kl"][idx] = out["kl"]
+            self.bon["kl_bias"][idx] = out["kl_bias"]
+            self.bon["kl_jkvar"][idx] = out["kl_jkvar"]
+            self.bon["win"][idx] = out["win_rate"]
+            if g is not None:
+                a, b = _k.tie_bounds(rr)
+                self.bon["gold"][idx] = _k.tie_mean(g[sl], a, b) @ W
+                self.bon["gold_plugin"][idx] = out["gold"]
+
+    def tilt_at(self, lams, jackknife=True, columns=None):
+        """Per-prompt tilt statistics (``(P, G)`` arrays) at a shared grid ``(G,)`` or per prompt ``(P, G)``."""
+        lams = np.asarray(lams, dtype=float)
+        per_row = lams.ndim == 2
+        G = lams.shape[-1]
+        res = {}
+        for n, rows, r, g in self.groups:
+            for sl in self._chunks(n, rows):
+                rr = r[sl]
+                gg = None if g is None else g[sl]
+                out = _k.tilt_rows(rr, lams[rows[sl]] if per_row else lams, gold=gg, jackknife=jackknife)
+                for key, v in out.items():
+                    if columns is not None and key not in columns:
+                        continue
+                    if key not in res:
+                        res[key] = np.full((self.P, G), np.nan)
+                    res[key][rows[sl]] = v
+        return res
+
+
+# ----------------------------------------------------------------------------- frontier on a grid
+def _hermite_solve(u, K, dK, R, dR, budgets):
+    """Solve ``K(u) = budget`` on cubic-Hermite interpolants and return ``(u*, R(u*))``.
+
+    ``u`` is ``(H,)`` (log lam), ``K, dK, R, dR`` are ``(B, H)`` with ``K``
+    nondecreasing along ``H``; ``budgets`` is ``(Kb,)``.  Returns two ``(B, Kb)``
+    arrays; ``u*`` is ``-inf`` below the grid and ``+inf`` above it.
+    """
+    B, H = K.shape
+    Kb = budgets.size
+    Km = np.maximum.accumulate(K, axis=1)
+    j = np.sum(Km[:, :, None] < budgets[None, None, :], axis=1)       # (B, Kb) first node >= budget
+    jj = np.clip(j, 1, H - 1)
+    b_idx = np.arange(B)[:, None]
+    h = (u[jj] - u[jj - 1])
+    k0, k1 = Km[b_idx, jj - 1], Km[b_idx, jj]
+    d0, d1 = dK[b_idx, jj - 1] * h, dK[b_idx, jj] * h
+    target = np.broadcast_to(budgets, (B, Kb))
+    lo, hi = np.zeros((B, Kb)), np.ones((B, Kb))
+
+    def herm(t, y0, y1, m0, m1):
+        t2, t3 = t * t, t * t * t
+        return (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * y1 + (t3 - t2) * m1
+
+    for _ in range(48):                       # bisection on the cubic: 2^-48 of a grid step
+        mid = 0.5 * (lo + hi)
+        below = herm(mid, k0, k1, d0, d1) < target
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    t = 0.5 * (lo + hi)
+    r0, r1 = R[b_idx, jj - 1], R[b_idx, jj]
+    e0, e1 = dR[b_idx, jj - 1] * h, dR[b_idx, jj] * h
+    ustar = u[jj - 1] + t * h
+    rstar = herm(t, r0, r1, e0, e1)
+    ustar = np.where(j == 0, -np.inf, np.where(j >= H, np.inf, ustar))
+    return ustar, rstar
+
+
+class _Frontier:
+    """The average-KL frontier: ``R*_avg(Δ) = mean_x R_x(lam)``, one ``lam`` with ``mean_x KL_x(lam) = Δ``."""
+
+    def __init__(self, prompts, scale):
+        self.lam = _GRID / scale
+        self.u = np.log(self.lam)
+        st = prompts.tilt_at(self.lam, jackknife=False, columns=("reward", "kl", "var"))
+        self.K, self.R, self.V = st["kl"], st["reward"], st["var"]
+        # saturation: KL -> log n - log(#samples at the top), reward -> r_max
+        self.r_top = np.empty(prompts.P)
+        self.k_top = np.empty(prompts.P)
+        self.var0 = np.empty(prompts.P)
+        for n, rows, r, g in prompts.groups:
+            top = r[:, -1]
+            self.r_top[rows] = top
+            self.k_top[rows] = np.log(n) - np.log(np.sum(r == top[:, None], axis=1))
+            self.var0[rows] = np.var(r, axis=1)
+        self.mean0 = prompts.mean
+
+    def solve(self, weights, budgets):
+        """``(lam, reward, saturated)`` of the frontier for each row of prompt ``weights`` ``(B, P)``."""
+        wsum = weights.sum(axis=1, keepdims=True)
+        K = weights @ self.K / wsum
+        R = weights @ self.R / wsum
+        V = weights @ self.V / wsum
+        lam = self.lam[None, :]
+        ustar, rstar = _hermite_solve(self.u, K, lam * lam * V, R, lam * V, budgets)
+        kmax = (weights @ self.k_top / wsum[:, 0])[:, None]
+        v0 = (weights @ self.var0 / wsum[:, 0])[:, None]
+        m0 = (weights @ self.mean0 / wsum[:, 0])[:, None]
+        rtop = (weights @ self.r_top / wsum[:, 0])[:, None]
+        b = np.broadcast_to(budgets, rstar.shape)
+        # below the grid: KL = lam^2 var / 2 + O(lam^3), R = mean + lam var
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam_small = np.sqrt(2.0 * b / v0)
+        small = np.isneginf(ustar)
+        lamv = np.where(small, lam_small, np.exp(ustar))
+        rstar = np.where(small, m0 + lam_small * v0, rstar)
+        sat = np.isposinf(ustar) | (b >= kmax)
+        rstar = np.where(sat, np.where(b >= kmax, rtop, R[:, -1:]), rstar)
+        lamv = np.where(sat, np.inf, lamv)
+        zero = b <= 0
+        rstar = np.where(zero, m0, rstar)
+        lamv = np.where(zero, 0.0, lamv)
+        return lamv, rstar, sat & ~zero
+
+
+# ----------------------------------------------------------------------------- intervals
+def _t_interval(values, mask, conf):
+    """Student-t interval on per-prompt values (``(P, S)``, NaN outside ``mask``)."""
+    cnt = mask.sum(axis=0)
+    v = np.where(mask, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = v.sum(axis=0) / cnt
+        dev = np.where(mask, values - mean, 0.0)
+        sd = np.sqrt((dev * dev).sum(axis=0) / (cnt - 1))
+        se = sd / np.sqrt(cnt)
+        tq = _stats.t.ppf(0.5 + conf / 2, np.maximum(cnt - 1, 1))
+    ok = cnt >= 2
+    return np.where(ok, mean - tq * se, np.nan), np.where(ok, mean + tq * se, np.nan), \
+        np.where(ok, se, np.nan)
+
+
+def _weights_from_index(idx, P):
+    """Resample counts ``(B, P)`` from resampled prompt indices ``(B, P')``."""
+    B = idx.shape[0]
+    flat = (idx + P * np.arange(B)[:, None]).ravel()
+    return np.bincount(flat, minlength=B * P).reshape(B, P).astype(float)
+
+
+# ----------------------------------------------------------------------------- grids
+def _check_grid(x, name, *, integer=False, positive=False):
+    a = np.atleast_1d(np.asarray(x, dtype=float)).ravel()
+    if a.size == 0:
+        return a.astype(np.int64) if integer else a
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite")
+    if integer:
+        if (a < 1).any() or (a != np.round(a)).any():
+            raise ValueError(f"{name} must be integers >= 1")
+        return np.unique(a.astype(np.int64))
+    if (a < 0).any():
+        raise ValueError(f"{name} must be >= 0")
+    return np.unique(a)
+
+
+# ----------------------------------------------------------------------------- the analysis
+def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None, lam_values=None,
+            n_boot=1000, seed=0, confidence=0.95, interval="auto", columns=None, progress=None,
+            trust_margin=1.0, min_ess=10.0, bias_ratio=0.25) -> Analysis:
+    """Best-of-N, the tilted policy, the average-KL optimum and aligned policies, from samples.
+
+    Parameters
+    ----------
+    base : path, SampleSet, DataFrame, pyarrow Table or mapping
+        Samples from the reference: ``prompt_id``, ``reward`` per row (and
+        ``gold`` with ``gold_col``).  A mapping is ``{prompt_id: rewards}``.
+    policies : mapping name -> samples, optional
+        Samples from aligned policies, with ``logprob`` (under the policy) and
+        ``ref_logprob`` (under the reference) per sample.  Their prompts must be
+        among the base prompts.  A name ending in ``@k`` is not special; paths
+        through checkpoints are drawn by the report in the order given.
+    gold_col : str, optional
+        Column of a second (gold) reward, measured while selecting with ``reward``.
+    n_values : array_like of int, optional
+        Best-of-N sizes.  Default: ``1, 2, 4, ...`` up to the largest sample count.
+    kl_values : array_like, optional
+        Average KL budgets Δ for the frontier.  Default: 21 points on
+        ``[0, log(median n)]``.
+    lam_values : array_like, optional
+        Inverse temperatures (reward units) for the tilted policy.  Default: 0
+        and 12 points ``c / sd`` with ``c`` log-spaced on ``[0.05, 20]``.
+    n_boot : int, default 1000
+        Bootstrap replications (prompt bootstrap; used when it is the method).
+    seed : int, default 0
+        Seed of the bootstrap.
+    confidence : float, default 0.95
+    interval : {"auto", "t", "bootstrap", "none"}
+        ``auto``: one prompt -> within-prompt jackknife t-interval; fewer than
+        30 prompts -> Student-t on per-prompt values; else the prompt
+        bootstrap (BCa up to 2000 prompts, percentile above).
+    columns : dict, optional
+        Column names for the roles when reading paths or frames.
+    progress : callable(stage, done, total), optional
+    trust_margin, min_ess, bias_ratio : float
+        The trust rule (:data:`TRUST_RULE`).
+
+    Returns
+    -------
+    Analysis
+
+    Notes
+    -----
+    Each prompt's estimate is computed once; intervals for means over
+    prompts resample prompts only (the spread of per-prompt estimates holds
+    their own sampling noise).  The frontier is the *average-KL* optimum
+    (SPEC §9): the solution of ``max mean_x E_pi_x r`` s.t.
+    ``mean_x KL(pi_x || p_x) <= Δ`` tilts every prompt with one shared λ.  Its
+    per-prompt linearisation ``psi_x = R_x(lam) - (KL_x(lam) - Δ)/lam`` gives
+    the t-interval; the bootstrap re-solves λ in every replication.  A
+    policy's distance to the optimum uses the identity
+    ``KL(pi || phi_lam) = KL(pi || p) - lam E_pi r + Lambda(lam)`` with ``Λ``
+    from the base samples and λ the optimum's at the policy's KL.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> data = {f"q{i}": rng.normal(size=64) for i in range(12)}
+    >>> res = analyze(data, n_values=[1, 4], kl_values=[0.5], lam_values=[1.0])
+    >>> res.methods["bon"].split(":")[0]
+    'Student-t over 12 prompts'
+    >>> bool(res.bon.reward_lo[1] < res.bon.reward[1] < res.bon.reward_hi[1])
+    True
+    """
+    if interval not in ("auto", "t", "bootstrap", "none"):
+        raise ValueError(f"interval must be 'auto', 't', 'bootstrap' or 'none', got {interval!r}")
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise ValueError("confidence must lie in (0, 1)")
+    n_boot = int(n_boot)
+    if n_boot < 0:
+        raise ValueError("n_boot must be >= 0")
+    if n_boot > 100_000:
+        raise ValueError(f"n_boot must be at most 100000 (got {n_boot}); 1000-10000 is plenty for 95% "
+                         f"intervals")
+    for name, v in (("trust_margin", trust_margin), ("min_ess", min_ess), ("bias_ratio", bias_ratio)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0")
+    if progress is not None and not callable(progress):
+        raise ValueError("progress must be callable")
+
+    def tick(stage, done, total):
+        if progress is not None:
+            progress(stage, done, total)
+
+    s = _as_sampleset(base, columns=columns, gold_col=gold_col, what="base")
+    pol_sets = {}
+    for name, obj in (policies or {}).items():
+        pcols = dict(columns or {})
+        pcols.pop("logprob", None)
+        pol_sets[str(name)] = _as_sampleset(obj, columns=pcols, gold_col=gold_col,
+                                            what=f"policy {name!r}", policy=True)
+
+    counts = s.counts
+    n_max = int(counts.max())
+    ns = _check_grid(2 ** np.arange(int(np.floor(np.log2(max(n_max, 1)))) + 1)
+                     if n_values is None else n_values, "n_values", integer=True)
+    pr = _Prompts(s, ns, tick)
+    P = pr.P
+    sd = pr.sd_pool if pr.sd_pool > 0 else 1.0
+    lams = _check_grid(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 12) / sd])
+                       if lam_values is None else lam_values, "lam_values")
+    n_med = float(np.median(pr.n))
+    budgets = _check_grid(np.linspace(0.0, np.log(n_med), 21) if kl_values is None else kl_values,
+                          "kl_values")
+    method = interval
+    if method == "auto":
+        method = "jackknife" if P == 1 else ("t" if (P < MIN_PROMPTS_BOOTSTRAP or n_boot == 0)
+                                             else "bootstrap")
+    elif P == 1 and method in ("t", "bootstrap"):
+        method = "jackknife"
+    if method == "bootstrap" and n_boot == 0:
+        raise ValueError("interval='bootstrap' needs n_boot >= 1")
+
+    # ---- per-prompt tilts at the user's lam and the frontier -------------------------------
+    tick("tilts", 0, 1)
+    tl = pr.tilt_at(lams) if lams.size else {}
+    fr = _Frontier(pr, sd)
+    ones = np.ones((1, P))
+    f_lam, f_rew, f_sat = fr.solve(ones, budgets)
+    f_lam, f_rew, f_sat = f_lam[0], f_rew[0], f_sat[0]
+    f_lam, f_rew = _refine(pr, budgets, f_lam, f_rew)
+    fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0)) if budgets.size else {}
+    tick("tilts", 1, 1)
+
+    # ---- policies -----------------------------------------------------------------------
+    pol = {}
+    for name, ps in pol_sets.items():
+        pol[name] = _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess)
+
+    # ---- linear per-prompt columns ---------------------------------------------------------
+    cols = _Columns(P)
+    logn = np.log(pr.n.astype(float))
+    elig_n = ns[None, :] <= pr.n[:, None]
+    bon_ok = elig_n & (pr.bon["kl"] <= logn[:, None] - trust_margin)
+    zero_bias = np.zeros((P, ns.size))
+    cols.add("base_reward", pr.mean[:, None], np.ones((P, 1), bool), np.ones((P, 1), bool),
+             np.zeros((P, 1)), _jk_mean_var(pr))
+    u_var = _u_jackknife_var(pr) if method == "jackknife" else None
+    cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, zero_bias, u_var)
+    cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
+    # the plug-in BoN KL is biased by O(1/n): its interval is built on the jackknife-corrected
+    # per-prompt values, trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only
+    # where the estimates vary between prompts (rewards without ties give one biased value)
+    kl_ok = bon_ok & ((ns[None, :] * KL_N_RATIO <= pr.n[:, None]) | (ns[None, :] == 1))
+    cols.add("bon_kl", pr.bon["kl"] - pr.bon["kl_bias"], elig_n, kl_ok, zero_bias, pr.bon["kl_jkvar"],
+             need_spread=(ns != 1))
+    cols.add("bon_win", pr.bon["win"], elig_n, bon_ok, None, None)
+    if pr.has_gold:
+        cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, zero_bias, None)
+        cols.add("bon_gold_plugin", pr.bon["gold_plugin"], elig_n, bon_ok, None, None)
+    if lams.size:
+        t_ok = (tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
+        t_all = np.ones_like(t_ok)
+        cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl["reward_jkvar"])
+        cols.add("tilt_kl", tl["kl"], t_all, t_ok, tl["kl_bias"], tl["kl_jkvar"])
+        if pr.has_gold:
+            cols.add("tilt_gold", tl["gold"], t_all, t_ok, tl["gold_bias"], tl["gold_jkvar"])
+    if budgets.size:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam_b = f_lam[None, :]
+            psi = np.where(lam_b > 0, fl["reward"] - (fl["kl"] - budgets[None, :]) / lam_b,
+                           fl["reward"])
+            psi = np.where(np.isfinite(lam_b), psi, fl["reward"])
+            fbias = np.where(lam_b > 0, fl["reward_bias"] - fl["kl_bias"] / lam_b, fl["reward_bias"])
+            fbias = np.where(np.isfinite(lam_b), fbias, 0.0)
+        f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
+                & np.isfinite(lam_b))
+        cols.add("frontier", psi, np.ones_like(f_ok), f_ok, fbias, fl["frontier_var"])
+    for name, pv in pol.items():
+        for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
+            cols.add(f"policy:{name}:{key}", pv[key][:, None], pv["mask"][:, None], pv["ok"][:, None],
+                     pv.get(key + "_bias", np.zeros((P, 1))), pv.get(key + "_var"))
+
+    # ---- intervals ----------------------------------------------------------------------
+    conf = float(confidence)
+    point = cols.point()
+    # the frontier's point is the exact solve, not the mean of its linearisation
+    if budgets.size:
+        point[cols.slices["frontier"]] = f_rew
+    lo = np.full(point.size, np.nan)
+    hi = np.full(point.size, np.nan)
+    se = cols.se(method)
+    bias = cols.bias()
+    if method == "jackknife":
+        v = cols.jkvar()
+        ok = np.isfinite(v)
+        tq = _stats.t.ppf(0.5 + conf / 2, max(int(pr.n[0]) - 1, 1))
+        lo = np.where(ok, point - tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
+        hi = np.where(ok, point + tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
+        desc = (f"within-prompt jackknife, Student-t with n − 1 = {int(pr.n[0]) - 1} d.o.f. "
+                f"(one prompt: no prompt-level spread to resample)")
+    elif method == "t":
+        lo, hi, _ = _t_interval(cols.values, cols.mask, conf)
+        if budgets.size:      # centre the linearised interval on the exact solve
+            sl = cols.slices["frontier"]
+            half = 0.5 * (hi[sl] - lo[sl])
+            lo[sl], hi[sl] = f_rew - half, f_rew + half
+        desc = f"Student-t over {P} prompts: each prompt's estimate computed once, prompts resampled"
+    elif method == "bootstrap":
+        lo, hi, desc = _bootstrap(cols, fr, budgets, pol, pr, n_boot, conf, seed, tick)
+    else:
+        desc = "none requested"
+    trusted = cols.trusted(bias, se, bias_ratio)
+
+    # ---- tables -------------------------------------------------------------------------
+    def pick(name):
+        sl = cols.slices[name]
+        return point[sl], lo[sl], hi[sl], trusted[sl]
+
+    bon_data = {"n": ns}
+    v, l_, h_, t_ = pick("bon_reward")
+    bon_data.update(reward=v, reward_lo=l_, reward_hi=h_)
+    bon_data["reward_plugin"] = pick("bon_reward_plugin")[0]
+    kv, kl_, kh_, kt_ = pick("bon_kl")
+    bon_data.update(kl=np.where(elig_n, pr.bon["kl"], 0.0).sum(axis=0) / np.maximum(elig_n.sum(axis=0), 1),
+                    kl_debiased=np.maximum(kv, 0.0), kl_lo=kl_, kl_hi=kh_,
+                    kl_bound=np.log(ns) - (ns - 1.0) / ns)
+    bon_data["win_rate"] = pick("bon_win")[0]
+    if pr.has_gold:
+        gv, gl, gh, _ = pick("bon_gold")
+        bon_data.update(gold=gv, gold_lo=gl, gold_hi=gh, gold_plugin=pick("bon_gold_plugin")[0])
+    bon_data["prompts"] = elig_n.sum(axis=0)
+    bon_data["reward_trusted"] = t_
+    bon_data["kl_trusted"] = kt_
+    bon_data["trusted"] = t_ & kt_
+    bon = Table(bon_data)
+
+    tilt_data = {"lam": lams}
+    if lams.size:
+        v, l_, h_, t_ = pick("tilt_reward")
+        kv, kl_, kh_, kt_ = pick("tilt_kl")
+        tilt_data.update(kl=kv, kl_lo=kl_, kl_hi=kh_, reward=v, reward_lo=l_, reward_hi=h_,
+                         gain=v - point[cols.slices["base_reward"]][0],
+                         ess=np.min(tl["ess"], axis=0), reward_trusted=t_, kl_trusted=kt_,
+                         trusted=t_ & kt_)
+        if pr.has_gold:
+            gv, gl, gh, _ = pick("tilt_gold")
+            tilt_data.update(gold=gv, gold_lo=gl, gold_hi=gh)
+    tilt = Table(tilt_data)
+
+    f_data = {"kl": budgets}
+    if budgets.size:
+        v, l_, h_, t_ = pick("frontier")
+        with np.errstate(divide="ignore"):
+            beta = 1.0 / f_lam
+        f_data.update(reward=v, reward_lo=l_, reward_hi=h_, lam=f_lam, beta=beta,
+                      saturated=f_sat, trusted=t_ & ~f_sat)
+    frontier = Table(f_data)
+    eq_rew = _equal_budget(pr, fr, budgets) if budgets.size else np.zeros(0)
+    frontier_equal = Table({"kl": budgets, "reward": eq_rew})
+
+    pol_tables = {}
+    for name, pv in pol.items():
+        row = {}
+        for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
+            v, l_, h_, t_ = pick(f"policy:{name}:{key}")
+            row.update({key: v, key + "_lo": l_, key + "_hi": h_})
+            row[key + "_trusted"] = t_
+        row.update(optimal_reward=np.array([pv["optimal_reward"]]), lam=np.array([pv["lam"]]),
+                   bon_n_same_kl=np.array([_bon_n_same_kl(pr, pv["mask"], float(row["kl"][0]))]),
+                   prompts=np.array([int(pv["mask"].sum())]),
+                   trusted=row["kl_trusted"] & row["reward_trusted"] & row["kl_to_optimal_trusted"])
+        pol_tables[name] = Table(row)
+
+    per = {"prompt": np.array(pr.ids, dtype=object), "n": pr.n, "mean_reward": pr.mean}
+    for i, N in enumerate(ns):
+        per[f"bon{N}_reward"] = pr.bon["reward"][:, i]
+        per[f"bon{N}_kl"] = pr.bon["kl"][:, i]
+    per_prompt = Table(per)
+
+    methods = {k: desc for k in ("bon", "tilt", "frontier")}
+    methods["frontier"] = desc + ("; the frontier's interval is the delta-method linearisation "
+                                  "psi_x = R_x(λ) − (KL_x(λ) − Δ)/λ" if method in ("t", "jackknife")
+                                  else "; λ re-solved in every replication")
+    for name in pol_tables:
+        methods[f"policy:{name}"] = desc
+    if method == "jackknife":
+        methods["bon"] += ("; plug-in BoN reward, win rate and gold columns have no within-prompt "
+                           "interval")
+    info = {"prompts": P, "samples": int(pr.n.sum()), "n_min": int(pr.n.min()),
+            "n_median": n_med, "n_max": int(pr.n.max()), "interval": method, "n_boot": n_boot,
+            "seed": seed, "confidence": conf, "trust_margin": trust_margin, "min_ess": min_ess,
+            "bias_ratio": bias_ratio, "reward_sd": pr.sd_pool, "gold": bool(pr.has_gold),
+            "kl_trust_limit_median": float(np.log(n_med) - trust_margin)}
+    return Analysis(bon=bon, tilt=tilt, frontier=frontier, frontier_equal=frontier_equal,
+                    policies=pol_tables, per_prompt=per_prompt, methods=methods,
+                    excluded=pr.excluded, info=info)
+
+
+def _refine(pr, budgets, lam, rew, steps=3):
+    """Newton steps on exact per-prompt evaluations: ``mean KL(lam) = Δ``."""
+    lam = lam.copy()
+    rew = rew.copy()
+    live = np.isfinite(lam) & (lam > 0)
+    if not live.any():
+        return lam, rew
+    idx = np.flatnonzero(live)
+    for _ in range(steps):
+        st = pr.tilt_at(lam[idx], jackknife=False, columns=("reward", "kl", "var"))
+        K, R, V = st["kl"].mean(axis=0), st["reward"].mean(axis=0), st["var"].mean(axis=0)
+        slope = lam[idx] * V
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = (budgets[idx] - K) / slope
+        ok = np.isfinite(step) & (np.abs(step) < 0.5 * lam[idx])
+        rew[idx] = np.where(ok, R + V * step, R)
+        lam[idx] = np.where(ok, lam[idx] + step, lam[idx])
+    return lam, rew
+
+
+def _equal_budget(pr, fr, budgets, steps=3):
+    """Every prompt given budget Δ: ``mean_x R*_x(Δ)`` (a lower curve than the average-KL optimum)."""
+    lam = fr.lam[None, :]
+    ustar, rstar = _hermite_solve(fr.u, fr.K, lam * lam * fr.V, fr.R, lam * fr.V, budgets)
+    b = budgets[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam_small = np.sqrt(2.0 * b / fr.var0[:, None])
+    lam_x = np.where(np.isneginf(ustar), lam_small, np.exp(ustar))
+    rstar = np.where(np.isneginf(ustar), fr.mean0[:, None] + lam_small * fr.var0[:, None], rstar)
+    sat = np.isposinf(ustar) | (b >= fr.k_top[:, None])
+    live = ~sat & (b > 0) & np.isfinite(lam_x) & (lam_x > 0)
+    for _ in range(steps):          # Newton on exact evaluations, one lam per (prompt, budget)
+        st = pr.tilt_at(np.where(live, lam_x, 0.0), jackknife=False, columns=("reward", "kl", "var"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = (b - st["kl"]) / (lam_x * st["var"])
+        ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam_x)
+        rstar = np.where(live, np.where(ok, st["reward"] + st["var"] * step, st["reward"]), rstar)
+        lam_x = np.where(ok, lam_x + step, lam_x)
+    rstar = np.where(sat, fr.r_top[:, None], rstar)
+    rstar = np.where(b <= 0, fr.mean0[:, None], rstar)
+    return rstar.mean(axis=0)
+
+
+def _bon_n_same_kl(pr, mask, kl):
+    """The real ``N`` whose plug-in BoN KL, averaged over the masked prompts, equals ``kl``."""
+    from scipy.optimize import brentq
+
+    if not np.isfinite(kl) or kl <= 0:
+        return 1.0
+    rows = [(n, r[np.isin(rows_, np.flatnonzero(mask))]) for n, rows_, r, _ in pr.groups]
+    rows = [(n, r) for n, r in rows if r.shape[0]]
+    total = sum(r.shape[0] for _, r in rows)
+
+    def mean_kl(log_n):
+        acc = 0.0
+        for n, r in rows:
+            acc += _k.bon_plugin(r, np.array([np.exp(log_n)]))["kl"][:, 0].sum()
+        return acc / total - kl
+
+    hi = np.log(float(min(n for n, _ in rows)))
+    if mean_kl(hi) < 0:
+        return math.inf          # beyond what best-of-N on these samples can reach
+    return float(np.exp(brentq(mean_kl, 0.0, hi, xtol=1e-10)))
+
+
+def _jk_mean_var(pr):
+    v = np.empty((pr.P, 1))
+    for n, rows, r, _ in pr.groups:
+        v[rows, 0] = np.var(r, axis=1, ddof=1) / n
+    return v
+
+
+def _u_jackknife_var(pr):
+    """Jackknife variance of ``U_N`` (one prompt; NaN where ``N > n - 1``)."""
+    out = np.full((pr.P, pr.ns.size), np.nan)
+    for n, rows, r, _ in pr.groups:
+        for i, N in enumerate(pr.ns):
+            if N <= n - 1:
+                loo = _k.unbiased_jackknife(r, int(N))
+                mu = loo.mean(axis=1, keepdims=True)
+                out[rows, i] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+    return out
+
+
+def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
+    """Per-prompt KL, reward and distance to the optimum of one policy's samples."""
+    P = pr.P
+    mask = np.zeros(P, dtype=bool)
+    kl = np.zeros(P)
+    rew = np.zeros(P)
+    gold = np.zeros(P) if getattr(ps, "gold", None) is not None else None
+    kl_var, rew_var = np.full(P, np.nan), np.full(P, np.nan)
+    cnt = np.zeros(P)
+    samples = {}
+    unknown = [p for p in ps.prompts if p not in pr.index]
+    if unknown:
+        raise ValueError(f"policy {name!r}: prompt {unknown[0]!r} is not among the base prompts "
+                         f"({len(unknown)} unknown)")
+    for p_id, r, lp, rlp in zip(ps.prompts, ps.rewards, ps.logprobs, ps.ref_logprobs):
+        x = pr.index[p_id]
+        mask[x] = True
+        lr = lp - rlp
+        kl[x] = lr.mean()
+        rew[x] = r.mean()
+        cnt[x] = r.size
+        if r.size >= 2:
+            kl_var[x] = np.var(lr, ddof=1) / r.size
+            rew_var[x] = np.var(r, ddof=1) / r.size
+        samples[x] = (r, lr)
+    if gold is not None:
+        for p_id, g in zip(ps.prompts, ps.gold):
+            gold[pr.index[p_id]] = g.mean()
+    # the optimum over the policy's prompts at the policy's KL
+    w = mask[None, :].astype(float)
+    kl_pol = float(kl[mask].mean())
+    lam, rstar, sat = fr.solve(w, np.array([kl_pol]))
+    lam_v = float(lam[0, 0])
+    st = None
+    if np.isfinite(lam_v):
+        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=("logmgf", "kl", "ess", "frontier_var",
+                                                                    "reward"))
+        lmgf = st["logmgf"][:, 0]
+    else:
+        lmgf = np.zeros(P)
+    lam_use = lam_v if np.isfinite(lam_v) else 0.0
+    d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)
+    d_var = np.full(P, np.nan)
+    for x, (r, lr) in samples.items():
+        if r.size >= 2:
+            # pi's samples and the base samples are independent: the variances add
+            base_var = lam_use ** 2 * st["frontier_var"][x, 0] if st is not None else 0.0
+            d_var[x] = np.var(lr - lam_use * r, ddof=1) / r.size + base_var
+    logn = np.log(pr.n.astype(float))
+    ok = np.ones(P, dtype=bool)
+    if st is not None:
+        ok = (st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
+    out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
+           "reward_var": rew_var, "kl_to_optimal_var": d_var, "ok": ok & mask,
+           "optimal_reward": float(rstar[0, 0]), "lam": lam_v}
+    if gold is not None:
+        out["gold"] = gold
+    return out
+
+
+class _Columns:
+    """Per-prompt values of every linear statistic, with masks, trust, biases and variances."""
+
+    def __init__(self, P):
+        self.P = P
+        self.parts = []
+        self.slices = {}
+        self.size = 0
+
+    def add(self, name, values, mask, ok, bias, jkvar, need_spread=False):
+        values = np.asarray(values, dtype=float)
+        S = values.shape[1]
+        z = np.zeros((self.P, S))
+        self.parts.append(dict(values=values, mask=np.asarray(mask, bool) & np.isfinite(values),
+                               ok=np.asarray(ok, bool),
+                               bias=z if bias is None else np.asarray(bias, float),
+                               bias_known=bias is not None,
+                               spread=np.broadcast_to(np.asarray(need_spread, bool), (S,)),
+                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float)))
+        self.slices[name] = slice(self.size, self.size + S)
+        self.size += S
+
+    def _cat(self, key):
+        return np.concatenate([p[key] for p in self.parts], axis=1)
+
+    @property
+    def values(self):
+        return np.where(self.mask, self._cat("values"), np.nan)
+
+    @property
+    def mask(self):
+        return self._cat("mask")
+
+    def point(self):
+        m = self.mask
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(m, self._cat("values"), 0.0).sum(axis=0) / m.sum(axis=0)
+
+    def bias(self):
+        m = self.mask
+        b = np.where(m, self._cat("bias"), 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = b.sum(axis=0) / m.sum(axis=0)
+        known = np.concatenate([np.full(p["values"].shape[1], p["bias_known"]) for p in self.parts])
+        return np.where(known, out, np.nan)
+
+    def jkvar(self):
+        """Within-prompt variance of the (single) prompt's estimate."""
+        return np.where(self.mask, self._cat("jkvar"), np.nan)[0]
+
+    def se(self, method):
+        if method == "jackknife":
+            return np.sqrt(self.jkvar())
+        _, _, se = _t_interval(self._cat("values"), self.mask, 0.95)
+        return se
+
+    def trusted(self, bias, se, ratio):
+        m = self.mask
+        bad = (m & ~self._cat("ok")).sum(axis=0)
+        cnt = m.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
+            known = np.concatenate([np.full(p["values"].shape[1], p["bias_known"]) for p in self.parts])
+            b = np.abs(np.where(known, bias, 0.0))      # NaN where known: a jackknife value was undefined
+            bias_ok = np.isfinite(se) & (b <= ratio * se)
+            spread = np.concatenate([p["spread"] for p in self.parts])
+            point = np.abs(self.point())
+            spread_ok = ~spread | (se > 1e-10 * np.maximum(point, np.finfo(float).tiny))
+        return share_ok & bias_ok & spread_ok
+
+
+def _bootstrap(cols, fr, budgets, pol, pr, n_boot, conf, seed, tick):
+    """Prompt bootstrap through :func:`scipy.stats.bootstrap` (BCa up to 2000 prompts)."""
+    P = cols.P
+    vals = np.where(cols.mask, cols._cat("values"), 0.0)
+    mask = cols.mask.astype(float)
+    f_sl = cols.slices.get("frontier")
+    calls = [0]
+    total = n_boot + (P if P <= MAX_PROMPTS_BCA else 0)
+
+    def statistic(idx, axis=-1):
+        shape = idx.shape[:-1]
+        flat = idx.reshape(-1, idx.shape[-1])
+        out = np.empty((flat.shape[0], cols.size))
+        step = max(1, (1 << 22) // max(P, 1))
+        for s0 in range(0, flat.shape[0], step):
+            c = _weights_from_index(flat[s0:s0 + step], P)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                o = (c @ vals) / (c @ mask)
+            if f_sl is not None:
+                _, rstar, _ = fr.solve(c, budgets)
+                o[:, f_sl] = rstar
+            out[s0:s0 + step] = o
+        calls[0] += flat.shape[0]
+        tick("bootstrap over prompts", min(calls[0], total), total)
+        return np.moveaxis(out.reshape(shape + (cols.size,)), -1, 0)
+
+    bca = P <= MAX_PROMPTS_BCA
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = _stats.bootstrap((np.arange(P),), statistic, n_resamples=n_boot, vectorized=True,
+                               confidence_level=conf, method="BCa" if bca else "percentile",
+                               rng=np.random.default_rng(seed), batch=max(1, min(n_boot, (1 << 24) // max(P, 1))))
+    lo = np.asarray(res.confidence_interval.low, dtype=float)
+    hi = np.asarray(res.confidence_interval.high, dtype=float)
+    dist = np.asarray(res.bootstrap_distribution)
+    # BCa is undefined where the replications do not vary (e.g. N = 1 plug-in KL): percentile there
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plo, phi = np.nanquantile(dist, [(1 - conf) / 2, (1 + conf) / 2], axis=-1)
+    bad = ~np.isfinite(lo) | ~np.isfinite(hi)
+    lo = np.where(bad, plo, lo)
+    hi = np.where(bad, phi, hi)
+    desc = (f"prompt bootstrap ({'BCa' if bca else 'percentile'}, {n_boot} replications over {P} "
+            f"prompts, scipy.stats.bootstrap): each prompt's estimate computed once, prompts resampled")
+    return lo, hi, desc

@@ -1,0 +1,326 @@
+"""Per-prompt estimators on batches of prompts with equal sample counts (SPEC §9).
+
+Every kernel takes a matrix ``r`` of shape ``(B, n)``: ``B`` prompts, each
+with ``n`` reward samples *sorted ascending* along the last axis, and returns
+one value per prompt (and grid point).  Besides each point estimate a kernel
+can return its exact leave-one-out (jackknife) values in ``O(n)`` per prompt,
+from which the jackknife bias ``(n - 1)(mean_i theta_(-i) - theta)`` and
+variance ``(n - 1)/n sum_i (theta_(-i) - mean)^2`` follow.
+
+Estimators
+----------
+* the unbiased best-of-N reward ``U_N = sum_i r_(i) C(i-1, N-1) / C(n, N)``
+  (its mean over the draw of the ``n`` samples is ``E[max of N]`` exactly);
+* the plug-in best-of-N law on the empirical law ``p_hat`` (ties exact):
+  sample ``i`` in a tie group occupying sorted positions ``a..b`` (1-based)
+  gets ``omega_i = [(b/n)^N - ((a-1)/n)^N] / (b - a + 1)``, so
+  ``KL(pi_N || p_hat) = sum_i omega_i log(n omega_i)``;
+* the tilt of ``p_hat`` at ``lam``: ``R(lam) = sum w r / sum w``,
+  ``Lambda(lam) = log mean e^{lam r}``, ``KL = lam R - Lambda``, with the
+  reward gain formed as a centred covariance (no difference of two rounded
+  rewards).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import betaln, gammaln
+
+__all__ = ["log_choose", "tie_bounds", "unbiased_weights", "bon_plugin", "tilt_rows",
+           "unbiased_jackknife", "tie_mean"]
+
+# Elements of a (rows x n x grid) work array processed at once.
+_BLOCK = 1 << 21
+_SMALL_M = 32
+
+
+def log_choose(k, m):
+    """``log C(k, m)`` for integer arrays ``k >= 0`` and an integer ``m >= 0``; ``-inf`` where ``k < m``.
+
+    For ``m <= 32`` the falling factorial ``sum_j log(k - j) - log m!`` (exact
+    to a few ulp); above, ``-log(k + 1) - log B(m + 1, k - m + 1)``.
+
+    >>> round(float(np.exp(log_choose(np.array([5]), 2))[0]), 12)
+    10.0
+    """
+    k = np.asarray(k, dtype=float)
+    out = np.full(k.shape, -np.inf)
+    ok = k >= m
+    kk = k[ok]
+    if m <= _SMALL_M:
+        acc = np.zeros(kk.shape)
+        for j in range(int(m)):
+            acc += np.log(kk - j)
+        out[ok] = acc - gammaln(m + 1.0)
+    else:
+        out[ok] = -np.log1p(kk) - betaln(m + 1.0, kk - m + 1.0)
+    return out
+
+
+def unbiased_weights(n, big_n):
+    """Weights ``C(i-1, N-1)/C(n, N)``, ``i = 1..n``, of the sorted samples in ``U_N`` (sum 1).
+
+    >>> unbiased_weights(3, 2).round(12).tolist()
+    [0.0, 0.333333333333, 0.666666666667]
+    """
+    logw = log_choose(np.arange(n), big_n - 1) - log_choose(np.array([n]), big_n)[0]
+    w = np.exp(logw)
+    return w / w.sum()     # the hockey-stick identity makes the sum exactly one
+
+
+def tie_bounds(r):
+    """First and last 0-based position of each sample's tie group in sorted rows ``r``.
+
+    >>> a, b = tie_bounds(np.array([[0.0, 1.0, 1.0, 2.0]]))
+    >>> a.tolist(), b.tolist()
+    ([[0, 1, 1, 3]], [[0, 2, 2, 3]])
+    """
+    B, n = r.shape
+    idx = np.broadcast_to(np.arange(n), (B, n))
+    new = np.ones((B, n), dtype=bool)
+    new[:, 1:] = r[:, 1:] != r[:, :-1]
+    end = np.ones((B, n), dtype=bool)
+    end[:, :-1] = new[:, 1:]
+    a = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+    b = np.minimum.accumulate(np.where(end, idx, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    return a, b
+
+
+def tie_mean(values, a, b):
+    """Replace each entry of ``values`` by the mean over its tie group (bounds ``a``, ``b``)."""
+    B, n = values.shape
+    cs = np.zeros((B, n + 1))
+    np.cumsum(values, axis=1, out=cs[:, 1:])
+    tot = np.take_along_axis(cs, b + 1, axis=1) - np.take_along_axis(cs, a, axis=1)
+    return tot / (b - a + 1)
+
+
+def _bon_group_logd(c_hi, k, n, log_n_big):
+    """``log[(c_hi/n)^N - ((c_hi - k)/n)^N]`` (``k >= 1`` samples in the group, ``c_hi`` at or below it)."""
+    with np.errstate(divide="ignore"):
+        big_n = np.exp(log_n_big)
+        log_f = np.log(c_hi) - np.log(n)
+        # (1 - k/c_hi)^N = exp(N log1p(-k/c_hi)); -expm1 keeps the small-difference case exact
+        ratio = np.where(c_hi > k, big_n * np.log1p(-k / np.maximum(c_hi, 1)), -np.inf)
+        return big_n * log_f + np.log(-np.expm1(ratio))
+
+
+def bon_plugin(r, ns, gold=None, jackknife=False):
+    """Plug-in best-of-N on each row's empirical law: reward, KL, win rate (and gold).
+
+    Parameters
+    ----------
+    r : (B, n) ndarray
+        Sorted rewards.
+    ns : (M,) ndarray
+        Sizes ``N >= 1`` (real ``N`` allowed).
+    gold : (B, n) ndarray, optional
+        A second reward aligned with ``r``; its plug-in BoN mean is returned.
+    jackknife : bool
+        Also return the leave-one-out KL values' jackknife bias.
+
+    Returns
+    -------
+    dict of (B, M) arrays
+        ``reward``, ``kl``, ``win_rate`` (+ ``gold``, + ``kl_bias``).
+
+    Notes
+    -----
+    A tie group of ``k`` samples whose cumulative count is ``C`` gets BoN mass
+    ``D = (C/n)^N - ((C-k)/n)^N``, shared equally, so
+    ``KL = sum_groups D log(n D / k)`` and the win rate against ``p_hat`` is
+    ``sum_groups D ((C - k) + k/2) / n``.  Removing one sample from group
+    ``h`` lowers ``C`` by one for ``h`` and the groups above, which gives all
+    leave-one-out KLs from one prefix and one suffix sum.
+
+    Examples
+    --------
+    >>> out = bon_plugin(np.array([[0.0, 1.0]]), np.array([1.0, 2.0]))
+    >>> out["reward"].round(12).tolist()      # 1/2, then 3/4
+    [[0.5, 0.75]]
+    """
+    B, n = r.shape
+    ns = np.asarray(ns, dtype=float)
+    a, b = tie_bounds(r)
+    k = (b - a + 1).astype(float)
+    c_hi = (b + 1).astype(float)
+    last = (np.arange(n)[None, :] == b)              # one element stands for its group
+    out = {key: np.empty((B, ns.size)) for key in ("reward", "kl", "win_rate")}
+    if gold is not None:
+        out["gold"] = np.empty((B, ns.size))
+    if jackknife:
+        out["kl_bias"] = np.empty((B, ns.size))
+        out["kl_jkvar"] = np.empty((B, ns.size))
+    win_w = (a + 0.5 * k) / n
+    for m, big_n in enumerate(ns):
+        log_nb = np.log(big_n)
+        logd = _bon_group_logd(c_hi, k, n, log_nb)          # per element: its group's mass
+        d = np.exp(logd)
+        omega = d / k
+        out["reward"][:, m] = np.sum(omega * r, axis=1)
+        out["win_rate"][:, m] = np.sum(omega * win_w, axis=1)
+        if gold is not None:
+            out["gold"][:, m] = np.sum(omega * gold, axis=1)
+        with np.errstate(invalid="ignore"):
+            term = np.where(last & (d > 0), d * (logd + np.log(n) - np.log(k)), 0.0)
+        kl = np.maximum(term.sum(axis=1), 0.0)      # each term >= 0 up to rounding at N = 1
+        out["kl"][:, m] = kl
+        if jackknife:
+            out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(c_hi, k, a, b, last, n,
+                                                                            log_nb, kl)
+    return out
+
+
+def _kl_term(c_hi, k, n, log_nb):
+    """``D log(n D / k)`` of a group with ``k`` samples and cumulative count ``c_hi`` out of ``n``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logd = _bon_group_logd(c_hi, np.maximum(k, 1.0), n, log_nb)
+        d = np.exp(logd)
+        return np.where((k > 0) & (d > 0), d * (logd + np.log(n) - np.log(np.maximum(k, 1.0))), 0.0)
+
+
+def _bon_kl_jackknife(c_hi, k, a, b, last, n, log_nb, kl):
+    """Jackknife bias ``(n-1)(mean_i KL_(-i) - KL)`` and variance of the plug-in BoN KL, per row."""
+    B = c_hi.shape[0]
+    m1 = n - 1.0
+    # groups below h keep their counts, groups above lose one sample from the cumulative count
+    below = np.where(last, _kl_term(c_hi, k, m1, log_nb), 0.0)
+    above = np.where(last, _kl_term(c_hi - 1.0, k, m1, log_nb), 0.0)
+    mid = _kl_term(c_hi - 1.0, k - 1.0, m1, log_nb)     # group h itself, one sample fewer
+    pre = np.zeros((B, n + 1))
+    np.cumsum(below, axis=1, out=pre[:, 1:])
+    suf = np.zeros((B, n + 1))
+    np.cumsum(above[:, ::-1], axis=1, out=suf[:, 1:])
+    # sum over groups strictly below (positions < a) and strictly above (positions > b)
+    s_below = np.take_along_axis(pre, a, axis=1)
+    s_above = np.take_along_axis(suf, (n - 1 - b), axis=1)
+    loo = s_below + mid + s_above            # KL without one sample of this element's group
+    mu = loo.mean(axis=1)
+    return m1 * (mu - kl), m1 / n * np.sum((loo - mu[:, None]) ** 2, axis=1)
+
+
+def unbiased_jackknife(r, big_n):
+    """Leave-one-out values of ``U_N`` for each row (``(B, n)``; needs ``N <= n - 1``).
+
+    Removing the sample at sorted position ``j`` leaves ranks below ``j``
+    unchanged and lowers those above by one, so
+    ``U_(-j) = sum_{i<j} r_i c(i-1) + sum_{i>j} r_i c(i-2)`` with
+    ``c(k) = C(k, N-1)/C(n-1, N)``: one prefix and one suffix sum.
+    """
+    B, n = r.shape
+    lc = log_choose(np.arange(n), big_n - 1) - log_choose(np.array([n - 1]), big_n)[0]
+    c = np.exp(lc)                                  # c[k] = C(k, N-1)/C(n-1, N), k = 0..n-1
+    top = r[:, -1:]
+    x = r - top                                     # weights sum to one: centre for accuracy
+    wa = x * c[None, :]                             # rank unchanged (0-based i: c(i))
+    wb = np.zeros_like(x)
+    wb[:, 1:] = x[:, 1:] * c[None, :-1]             # rank lowered by one: c(i-1)
+    pre = np.zeros((B, n + 1))
+    np.cumsum(wa, axis=1, out=pre[:, 1:])
+    suf = np.zeros((B, n + 1))
+    np.cumsum(wb[:, ::-1], axis=1, out=suf[:, 1:])
+    j = np.arange(n)
+    return top + pre[:, j] + suf[:, n - 1 - j]
+
+
+def tilt_rows(r, lams, gold=None, jackknife=False):
+    """The tilt of each row's empirical law at each ``lam``.
+
+    Parameters
+    ----------
+    r : (B, n) ndarray
+        Rewards (any order).
+    lams : (G,) or (B, G) ndarray
+        Inverse temperatures ``lam >= 0``, shared by the rows or one per row.
+    gold : (B, n) ndarray, optional
+        Self-normalised gold mean ``sum w g / sum w`` is returned too.
+    jackknife : bool
+        Also return jackknife biases and variances of ``reward`` and ``kl``
+        and the variance of the frontier's linearisation ``(w~ - 1)/lam``.
+
+    Returns
+    -------
+    dict of (B, G) arrays
+        ``reward`` ``R``, ``kl``, ``logmgf`` ``Lambda(lam) = log mean e^{lam r}``,
+        ``var`` (tilted variance), ``ess`` ``(sum w)^2 / sum w^2`` (+ ``gold``,
+        + ``reward_bias``, ``kl_bias``, ``reward_jkvar``, ``kl_jkvar``,
+        ``frontier_var``, + ``gold_bias``, ``gold_jkvar``).
+
+    Notes
+    -----
+    With ``d = r - rbar`` and a shift ``c = max(0, max d - 50/lam)`` (no
+    overflow), ``w = e^{lam (d - c)}`` is formed as ``1 + expm1``:
+
+    .. math:: R - \\bar r = \\frac{\\sum w d}{\\sum w},\\quad
+              \\Lambda = \\lambda(\\bar r + c) + \\log\\operatorname{mean} w,\\quad
+              KL = \\lambda (R - \\bar r - c) - \\log\\operatorname{mean} w,
+
+    where ``log mean w = log1p(mean expm1(.))``: at small ``lam`` both terms
+    of the KL are ``O(lam^2 var)`` and neither is a difference of rounded
+    rewards.
+
+    Examples
+    --------
+    >>> t = tilt_rows(np.array([[0.0, 1.0]]), np.array([1.0]))
+    >>> round(float(t["reward"][0, 0]), 12)       # e/(1+e)
+    0.731058578630
+    """
+    B, n = r.shape
+    lams = np.asarray(lams, dtype=float)
+    lam_cols = np.broadcast_to(lams if lams.ndim == 2 else lams[None, :], (B, lams.shape[-1]))
+    G = lam_cols.shape[1]
+    rbar = r.mean(axis=1, keepdims=True)
+    d = r - rbar
+    dmax = d.max(axis=1, keepdims=True)
+    keys = ["reward", "kl", "logmgf", "var", "ess"]
+    if gold is not None:
+        keys.append("gold")
+    if jackknife:
+        keys += ["reward_bias", "kl_bias", "reward_jkvar", "kl_jkvar", "frontier_var"]
+        if gold is not None:
+            keys += ["gold_bias", "gold_jkvar"]
+    out = {key: np.empty((B, G)) for key in keys}
+    for g in range(G):
+        lam = lam_cols[:, g:g + 1]                       # (B, 1): one lam per row
+        zero = lam == 0.0
+        with np.errstate(divide="ignore"):
+            c = np.maximum(0.0, dmax - 50.0 / lam)       # no overflow in e^{lam (d - c)}
+        e = np.expm1(lam * (d - c))
+        w = 1.0 + e
+        s0 = w.sum(axis=1, keepdims=True)
+        gain = np.where(zero, 0.0, (w * d).sum(axis=1, keepdims=True) / s0)
+        lmw = np.log1p(e.mean(axis=1, keepdims=True))
+        kl = np.maximum(lam * (gain - c) - lmw, 0.0)
+        out["reward"][:, g] = (rbar + gain)[:, 0]
+        out["kl"][:, g] = kl[:, 0]
+        out["logmgf"][:, g] = (lam * (rbar + c) + lmw)[:, 0]
+        dev = d - gain
+        out["var"][:, g] = np.sum(w * dev * dev, axis=1) / s0[:, 0]
+        out["ess"][:, g] = s0[:, 0] ** 2 / np.sum(w * w, axis=1)
+        if gold is not None:
+            out["gold"][:, g] = np.sum(w * gold, axis=1) / s0[:, 0]
+        if jackknife:
+            s1 = (w * d).sum(axis=1, keepdims=True)
+            s0m = s0 - w
+            # a sample holding all the weight leaves nothing to tilt: its leave-one-out is NaN
+            s0m = np.where(s0m > 0, s0m, np.nan)
+            gain_l = (s1 - w * d) / s0m                 # R_(-i) - rbar (any fixed centring works)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lmw_l = np.log1p((e.sum(axis=1, keepdims=True) - e) / (n - 1.0))
+                lmw_l = np.where(np.isnan(s0m), np.nan, lmw_l)
+            kl_l = np.where(zero, 0.0, lam * (gain_l - c) - lmw_l)
+            loos = [("reward", gain_l, gain), ("kl", kl_l, kl)]
+            if gold is not None:
+                sg = (w * gold).sum(axis=1, keepdims=True)
+                loos.append(("gold", (sg - w * gold) / s0m, sg / s0))
+            for name, loo, full in loos:
+                mu = loo.mean(axis=1, keepdims=True)
+                out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]
+                out[name + "_jkvar"][:, g] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+            # the frontier's linearisation (w~ - 1)/lam, w~ = w / mean w; at lam = 0 it is r - rbar
+            wt = w / s0 * n
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fv = np.sum((wt - 1.0) ** 2, axis=1, keepdims=True) / (lam * lam * n * (n - 1.0))
+            fv0 = np.sum(d * d, axis=1, keepdims=True) / (n * (n - 1.0))
+            out["frontier_var"][:, g] = np.where(zero, fv0, fv)[:, 0]
+    return out

@@ -1,0 +1,167 @@
+"""Coverage of ``kf.analyze``'s intervals against exact truth (benchmarks/bench_coverage.py).
+
+Two parts:
+
+* the truth side of the study, against independent oracles: closed forms for
+  the normal quantile law, brute-force numpy sums for best-of-N and the tilt,
+  an independent brentq for the average-KL frontier, and a direct m-fold
+  convolution for the VADER sentence law;
+* a seeded, reduced coverage run (P = 10 and 100 prompts, n = 64 samples,
+  200 replications): every row ``analyze`` marks trusted must cover its exact
+  truth in at least 88% of the replications.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+from scipy.special import logsumexp
+
+import klfrontier as kf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_coverage as bc  # noqa: E402
+
+
+# --------------------------------------------------------------- oracles
+def brute_bon(vals, probs, N):
+    """E[max of N] and KL(pi_N || p) from the level CDF in plain numpy."""
+    order = np.argsort(vals, kind="stable")
+    v, p = vals[order], probs[order]
+    lev, start = np.unique(v, return_index=True)
+    q = np.add.reduceat(p, start)
+    F = np.cumsum(q)
+    F /= F[-1]
+    Fm = np.concatenate([[0.0], F[:-1]])
+    d = F**N - Fm**N
+    pos = d > 0
+    return float(d @ lev), float(np.sum(d[pos] * np.log(d[pos] / q[pos])))
+
+
+def brute_tilt(vals, probs, lam):
+    """Reward and KL of p e^{lam r} / Z by direct sums."""
+    a = lam * vals + np.log(probs)
+    logz = logsumexp(a)
+    w = np.exp(a - logz)
+    return float(w @ vals), float(lam * (w @ vals) - logz)
+
+
+def test_normal_quantile_law_closed_forms():
+    # E[max of 2] of N(0,1) is 1/sqrt(pi); the tilt of N(0,1) by lam is N(lam, 1)
+    # (reward lam, KL lam^2/2).  The mid-quantile atoms lose ~1e-4 of the
+    # variance in the truncated tails, hence the tolerances.
+    a = bc.quantile_atoms("normal")
+    ref = kf.Reference(a, probs=np.full(a.size, 1.0 / a.size))
+    assert kf.best_of_n(ref, n=2).reward == pytest.approx(1 / math.sqrt(math.pi), rel=1e-5)
+    for lam in (0.3, 1.0):
+        pol = kf.tilted(ref, lam=lam)
+        assert pol.reward == pytest.approx(lam, rel=5e-4)
+        assert pol.kl == pytest.approx(lam**2 / 2, rel=1e-3)
+
+
+@pytest.mark.parametrize("law", ["normal", "t3"])
+def test_quantile_truth_matches_brute_force(law):
+    # K = 64 atoms, 3 prompts: every truth of a cell from direct numpy sums.
+    K = 64
+    prompts = bc.make_prompts(law, 3, np.random.SeedSequence(5), K=K)
+    truth, info = bc.cell_truth(prompts, 16)
+    vals = [p.values for p in prompts]
+    probs = np.full(K, 1.0 / K)
+    for N in bc.n_grid(16):
+        brute = np.mean([brute_bon(v, probs, N) for v in vals], axis=0)
+        assert truth[("bon_reward", N)] == pytest.approx(brute[0], rel=1e-10, abs=1e-12)
+        assert truth[("bon_kl", N)] == pytest.approx(brute[1], rel=1e-9, abs=1e-12)
+    sd = math.sqrt(np.mean([np.var(v) for v in vals]))       # equal masses: np.var is exact
+    assert info["sd_pool"] == pytest.approx(sd, rel=1e-12)
+    for c in bc.LAM_UNITS:
+        brute = np.mean([brute_tilt(v, probs, c / sd) for v in vals], axis=0)
+        assert truth[("tilt_reward", c)] == pytest.approx(brute[0], rel=1e-10)
+        assert truth[("tilt_kl", c)] == pytest.approx(brute[1], rel=1e-9)
+    # the frontier: an independent brentq on lam (not log lam) with direct sums
+    for d in bc.KL_BUDGETS:
+        lam = optimize.brentq(lambda t: np.mean([brute_tilt(v, probs, t)[1] for v in vals]) - d,
+                              1e-9, 50.0, xtol=1e-14, rtol=1e-14)
+        assert info["frontier_lam"][str(d)] == pytest.approx(lam, rel=1e-8)
+        r = np.mean([brute_tilt(v, probs, lam)[0] for v in vals])
+        assert truth[("frontier", d)] == pytest.approx(r, rel=1e-9)
+
+
+def test_quantile_sampler_draws_the_reference_atoms():
+    prompts = bc.make_prompts("normal", 2, np.random.SeedSequence(1), K=256)
+    rng = np.random.default_rng(0)
+    for p in prompts:
+        x = p.sample(rng, 20_000)
+        assert np.isin(x, p.ref.rewards).all()        # the very floats of the Reference
+        # uniform over the 256 atoms: chi-square test at a 1e-4 level
+        counts = np.bincount(np.searchsorted(np.sort(p.values), x), minlength=256)
+        assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_vader_sentence_law_against_direct_convolution():
+    pytest.importorskip("wordfreq")
+    from klfrontier import instances
+
+    inst = instances.load("unigram-vader", top_n=bc.VADER_TOP_N)
+    h = inst.lattice
+    k = inst.lattice_indices()
+    k0 = k.min()
+    tok = np.bincount(k - k0, weights=inst.ref.probs)           # per-word pmf on the grid
+    for m in (2, 5, 8):
+        law, cdf = bc.vader_law(m)
+        pmf = np.array([1.0])
+        for _ in range(m):
+            pmf = np.convolve(pmf, tok)
+        grid = (m * k0 + np.arange(pmf.size)) * h
+        keep = pmf > 0
+        np.testing.assert_allclose(law.values, grid[keep], rtol=0, atol=1e-9 * m)
+        np.testing.assert_allclose(np.exp(law.logpmf), pmf[keep], rtol=1e-6, atol=1e-15)
+        ref = law.as_reference()
+        for N in (1, 4, 32):
+            want = brute_bon(grid[keep], pmf[keep], N)[0]
+            assert kf.best_of_n(ref, n=N).reward == pytest.approx(want, rel=1e-9)
+        # heavy ties: 55-90% of the mass on reward 0, as the study states
+        assert 0.5 < np.exp(law.logpmf[np.argmin(np.abs(law.values))]) < 0.9
+        # the sampler: empirical frequency of reward 0 within 5 se of its mass
+        x = bc.Prompt(ref, law.values, cdf, "").sample(np.random.default_rng(m), 40_000)
+        p0 = np.exp(law.logpmf[np.argmin(np.abs(law.values))])
+        assert abs(np.mean(x == 0.0) - p0) < 5 * math.sqrt(p0 * (1 - p0) / x.size)
+
+
+def test_row_status_rules():
+    row = {"coverage_trusted": 0.85, "trusted_frac": 0.9}
+    assert bc.row_status(row, 10) == "FAIL"
+    assert bc.row_status({**row, "trusted_frac": 0.3}, 10) == "rare"
+    assert bc.row_status({**row, "trusted_frac": 0.0}, 10) == "untrusted"
+    assert bc.row_status({**row, "coverage_trusted": 0.95}, 10) == "ok"
+    assert bc.row_status({**row, "coverage_trusted": 0.99}, 10) == "high"
+    assert bc.row_status({**row, "coverage_trusted": 0.91}, 10) == "low"
+    arr = np.array([[0.0, -1.0, 1.0, 1], [0.0, 0.5, 1.0, 1], [0.0, np.nan, np.nan, 0]])
+    s = bc.summarise_row(0.0, arr, 10)
+    assert s["coverage_trusted"] == 0.5 and s["trusted_frac"] == pytest.approx(2 / 3)
+    assert s["n_interval"] == 2 and s["above"] == 0.5 and s["width_all"] == pytest.approx(1.25)
+
+
+# ------------------------------------------------------- seeded coverage
+N_BOOT = 999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("law", ["normal", "vader"])
+def test_trusted_intervals_cover(law):
+    if law == "vader":
+        pytest.importorskip("wordfreq")
+    if not hasattr(kf, "analyze"):
+        pytest.fail("klfrontier.analyze is missing")
+    bad = []
+    for P in (10, 100):
+        out = bc.run_cell(bc.Cell(law, P, 64, reps=200, n_boot=N_BOOT, seed=7))
+        assert out["n_errors"] == 0, out["errors"]
+        for r in out["rows"]:
+            if r["n_trusted"] >= 50 and r["coverage_trusted"] < 0.88:
+                bad.append((P, r["quantity"], r["grid"], r["coverage_trusted"], r["trusted_frac"]))
+    assert not bad, f"trusted rows under 88% coverage (P, quantity, grid, coverage, trusted): {bad}"
