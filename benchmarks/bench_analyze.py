@@ -276,12 +276,13 @@ def _klfrontier_exe(given):
     raise SystemExit("klfrontier executable not found: pass --klfrontier PATH")
 
 
-def _tail(path, n=5):
+def _tail(path, n=20):
+    """The last ``n`` non-blank lines of a log (a traceback's last line is its error)."""
     try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
+        lines = [ln.rstrip() for ln in Path(path).read_text(errors="replace").splitlines()]
     except OSError:
         return ""
-    return "\n".join(lines[-n:])
+    return "\n".join([ln for ln in lines if ln.strip()][-n:])
 
 
 def check_per_prompt(out_dir, floor_npz):
@@ -412,10 +413,10 @@ def print_table(rows, machine, quick=False):
             extra.append(f"per-prompt mean vs floor: max |diff| "
                          f"{r['check']['max_abs_diff_mean_reward']:.1e} over "
                          f"{r['check']['prompts_compared']} prompts")
-        if r["ours"].get("error"):
-            extra.append(f"ours failed: {r['ours']['error']}")
-        if r["floor"].get("error"):
-            extra.append(f"floor failed: {r['floor']['error']}")
+        for side in ("ours", "floor"):
+            if r[side].get("error"):
+                last = r[side]["error"].splitlines()[-1].strip(" │")
+                extra.append(f"{side} failed: {last} (log: {r[side]['stderr']})")
         extra.append(f"CPU s (user + sys): floor {r['floor']['cpu_s']:.2f}, ours {r['ours']['cpu_s']:.2f}")
         ph = r["floor"].get("phases")
         if ph:

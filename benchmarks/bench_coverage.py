@@ -51,7 +51,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -62,7 +62,8 @@ import klfrontier as kf  # noqa: E402
 from _common import machine_info  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "results" / "coverage.json"
+DEFAULT_OUT = {"fixed": HERE / "results" / "coverage.json",
+               "random": HERE / "results" / "coverage_random.json"}
 
 LAWS = ("normal", "t3", "vader")
 K_ATOMS = 2**16
@@ -72,6 +73,7 @@ LAM_UNITS = (0.5, 1.0)              # lam = c / sd_pool
 KL_BUDGETS = (0.25, 1.0)            # nats, below log(16) - 1 = 1.77
 CONFIDENCE = 0.95
 QUANTITIES = ("bon_reward", "bon_kl", "tilt_reward", "tilt_kl", "frontier")
+PROMPT_MODES = ("fixed", "random")
 
 SIZES = {
     "full": {"P": (1, 10, 100), "n": (16, 64, 256), "reps": 1000, "n_boot": 999},
@@ -122,51 +124,94 @@ def vader_law(m, top_n=VADER_TOP_N):
 
 @dataclass
 class Prompt:
-    """One prompt's true law: a Reference and an exact sampler for it."""
+    """One prompt's true law (what :func:`sample_data` draws from) as a Reference."""
 
     ref: kf.Reference
     values: np.ndarray           # outcome rewards the sampler indexes
     cdf: np.ndarray | None       # None: equal masses (uniform indices)
     label: str
 
-    def sample(self, rng, n):
-        if self.cdf is None:
-            idx = rng.integers(self.values.size, size=n)
-        else:
-            idx = np.searchsorted(self.cdf, rng.random(n), side="right")
-            np.minimum(idx, self.values.size - 1, out=idx)
-        return self.values[idx]
 
-
-def make_prompts(law, P, seed, K=K_ATOMS):
-    """The P true prompt laws of a cell (seeded, fixed across replications)."""
-    rng = np.random.default_rng(seed)
-    out = []
+def draw_params(law, P, rng):
+    """Per-prompt parameters: ``(mu, s)`` arrays (normal, t3) or lengths ``m`` (vader)."""
     if law in ("normal", "t3"):
-        atoms = quantile_atoms(law, K)
         mu = rng.standard_normal(P)
         s = np.exp(rng.uniform(-0.5, 0.5, P))
-        for x in range(P):
-            vals = mu[x] + s[x] * atoms          # the same floats the sampler returns
-            ref = kf.Reference(vals, probs=np.full(K, 1.0 / K))
-            out.append(Prompt(ref, vals, None, f"mu={mu[x]:.3f} s={s[x]:.3f}"))
-    elif law == "vader":
+        return mu, s
+    if law == "vader":
         lo, hi = VADER_LENGTHS
-        ms = rng.integers(lo, hi + 1, size=P)
-        for x in range(P):
-            rl, cdf = vader_law(int(ms[x]))
-            out.append(Prompt(rl.as_reference(), rl.values, cdf, f"m={ms[x]}"))
-    else:
-        raise ValueError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
+        return rng.integers(lo, hi + 1, size=P)
+    raise ValueError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
+
+
+def sample_data(law, params, rng, n, K=K_ATOMS):
+    """One replication's samples ``{prompt id: (n,) rewards}`` for the prompts ``params``.
+
+    Equal-mass atoms: ``mu_x + s_x * atoms[idx]`` with uniform ``idx`` (the very
+    floats of the prompt's Reference); vader: inverse-CDF draws from the law of
+    ``S_{m_x}``.
+    """
+    if law in ("normal", "t3"):
+        atoms = quantile_atoms(law, K)
+        mu, s = params
+        idx = rng.integers(K, size=(mu.size, n))
+        vals = mu[:, None] + s[:, None] * atoms[idx]
+        return {f"x{x}": vals[x] for x in range(mu.size)}
+    out = {}
+    for x, m in enumerate(params):
+        rl, cdf = vader_law(int(m))
+        idx = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), rl.values.size - 1)
+        out[f"x{x}"] = rl.values[idx]
     return out
 
 
+def make_prompts(law, P, seed, K=K_ATOMS):
+    """The P true prompt laws of a cell, from ``draw_params`` with ``seed``."""
+    return make_prompts_from(law, draw_params(law, P, np.random.default_rng(seed)), K)
+
+
+def make_prompts_from(law, params, K=K_ATOMS):
+    """``(prompts, params)``: a :class:`Prompt` (its true Reference) per parameter."""
+    out = []
+    if law in ("normal", "t3"):
+        atoms = quantile_atoms(law, K)
+        mu, s = params
+        for x in range(mu.size):
+            vals = mu[x] + s[x] * atoms          # the same floats sample_data returns
+            ref = kf.Reference(vals, probs=np.full(vals.size, 1.0 / vals.size))
+            out.append(Prompt(ref, vals, None, f"mu={mu[x]:.3f} s={s[x]:.3f}"))
+    else:
+        for m in params:
+            rl, cdf = vader_law(int(m))
+            out.append(Prompt(rl.as_reference(), rl.values, cdf, f"m={m}"))
+    return out, params
+
+
+def population_prompts(law, K=K_ATOMS, nodes=32):
+    """Prompts and weights whose weighted mean is the expectation over ``draw_params``.
+
+    ``random`` mode's truth.  Atoms: ``mu_x`` enters every tracked reward
+    additively and no KL (so its mean 0 drops out) and ``log s_x`` is uniform
+    on ``[-1/2, 1/2]``: Gauss-Legendre in ``log s`` (the integrands are
+    analytic in it; 32 nodes agree with 64 to ~1e-12).  Vader: ``m_x`` uniform
+    on ``VADER_LENGTHS``, enumerated.
+    """
+    if law in ("normal", "t3"):
+        t, w = np.polynomial.legendre.leggauss(nodes)
+        params = (np.zeros(nodes), np.exp(0.5 * t))
+        out, _ = make_prompts_from(law, params, K)
+        return out, w / w.sum()
+    lo, hi = VADER_LENGTHS
+    out, _ = make_prompts_from(law, np.arange(lo, hi + 1), K)
+    return out, None
+
+
 # ------------------------------------------------------------------ truth
-def frontier_lam(refs, kl):
+def frontier_lam(refs, kl, weights=None):
     """The ONE lam with ``mean_x KL(phi_x,lam || p_x) = kl`` (brentq on log lam)."""
     def g(loglam):
         lam = math.exp(loglam)
-        return np.mean([kf.tilted(r, lam=lam).kl for r in refs]) - kl
+        return np.average([kf.tilted(r, lam=lam).kl for r in refs], weights=weights) - kl
 
     lo, hi = -2.0, 0.0
     while g(lo) > 0:
@@ -178,32 +223,34 @@ def frontier_lam(refs, kl):
     return math.exp(optimize.brentq(g, lo, hi, xtol=1e-13, rtol=1e-13))
 
 
-def cell_truth(prompts, n, lam_units=LAM_UNITS, kl_budgets=KL_BUDGETS):
-    """Exact truth for every tracked row of a cell.
+def cell_truth(prompts, n, weights=None, lam_units=LAM_UNITS, kl_budgets=KL_BUDGETS):
+    """Exact truth for every tracked row of a cell: means over ``prompts`` (weighted by ``weights``).
 
     Returns ``(truth, info)``: ``truth`` maps ``(quantity, grid value)`` to the
     true value; ``info`` holds the lam values, the frontier's lam and
     ``sd_pool``.
     """
     refs = [p.ref for p in prompts]
+    mean = (lambda v: float(np.average(v, weights=weights)))
     Ns = n_grid(n)
     truth = {}
-    for N in Ns:
-        pols = [kf.best_of_n(r, n=N) for r in refs]
-        truth[("bon_reward", N)] = float(np.mean([p.reward for p in pols]))
-        truth[("bon_kl", N)] = float(np.mean([p.kl for p in pols]))
+    # bon_curve is best_of_n at many N in one pass (tests/test_coverage.py checks they agree)
+    curves = [kf.bon_curve(r, n=list(Ns)) for r in refs]
+    for j, N in enumerate(Ns):
+        truth[("bon_reward", N)] = mean([c.reward[j] for c in curves])
+        truth[("bon_kl", N)] = mean([c.kl[j] for c in curves])
     var = [float(np.exp(r.logprobs) @ (r.rewards - r.mean_reward) ** 2) for r in refs]
-    sd_pool = math.sqrt(float(np.mean(var)))
+    sd_pool = math.sqrt(mean(var))
     lams = {c: c / sd_pool for c in lam_units}
     for c, lam in lams.items():
         pols = [kf.tilted(r, lam=lam) for r in refs]
-        truth[("tilt_reward", c)] = float(np.mean([p.reward for p in pols]))
-        truth[("tilt_kl", c)] = float(np.mean([p.kl for p in pols]))
+        truth[("tilt_reward", c)] = mean([p.reward for p in pols])
+        truth[("tilt_kl", c)] = mean([p.kl for p in pols])
     f_lam = {}
     for d in kl_budgets:
-        lam = frontier_lam(refs, d)
+        lam = frontier_lam(refs, d, weights)
         f_lam[d] = lam
-        truth[("frontier", d)] = float(np.mean([kf.tilted(r, lam=lam).reward for r in refs]))
+        truth[("frontier", d)] = mean([kf.tilted(r, lam=lam).reward for r in refs])
     return truth, {"Ns": list(Ns), "lam": {str(c): v for c, v in lams.items()},
                    "sd_pool": sd_pool, "frontier_lam": {str(d): v for d, v in f_lam.items()}}
 
@@ -216,10 +263,12 @@ def _find(col, value):
 
 
 def _row(table, i, est, lo, hi):
+    """The row's estimate, interval and its own trust flag (``<est>_trusted`` where the table has one)."""
     if i is None:
         return (np.nan, np.nan, np.nan, False)
+    flag = f"{est}_trusted" if f"{est}_trusted" in table.columns else "trusted"
     return (float(getattr(table, est)[i]), float(getattr(table, lo)[i]),
-            float(getattr(table, hi)[i]), bool(table.trusted[i]))
+            float(getattr(table, hi)[i]), bool(getattr(table, flag)[i]))
 
 
 def extract_rows(res, keys, info):
@@ -319,25 +368,40 @@ class Cell:
     reps: int
     n_boot: int
     seed: int = 20260101
-    keys: list = field(default_factory=list)
+    prompts: str = "fixed"
 
     @property
     def name(self):
-        return f"{self.law}-P{self.P}-n{self.n}"
+        return f"{self.law}-P{self.P}-n{self.n}" + ("-rand" if self.prompts == "random" else "")
 
     def seeds(self):
         law_id = LAWS.index(self.law)
-        ss = np.random.SeedSequence([self.seed, law_id, self.P, self.n])
+        mode = PROMPT_MODES.index(self.prompts)
+        ss = np.random.SeedSequence([self.seed, law_id, self.P, self.n, mode])
         law_ss, rep_ss = ss.spawn(2)
         return law_ss, rep_ss
 
 
 def run_cell(cell: Cell, analyze_kwargs=None):
-    """Simulate one cell; returns a JSON-ready dict with a summary per row."""
+    """Simulate one cell; returns a JSON-ready dict with a summary per row.
+
+    ``cell.prompts == "fixed"``: the P prompt laws are drawn once and the truth
+    is their mean; ``"random"``: every replication draws new prompts and the
+    truth is the population mean (:func:`population_prompts`).
+    """
+    if cell.prompts not in PROMPT_MODES:
+        raise ValueError(f"cell.prompts must be one of {PROMPT_MODES}, got {cell.prompts!r}")
     t0 = time.perf_counter()
     law_ss, rep_ss = cell.seeds()
-    prompts = make_prompts(cell.law, cell.P, law_ss)
-    truth, info = cell_truth(prompts, cell.n)
+    if cell.prompts == "fixed":
+        prompts, params = make_prompts(cell.law, cell.P, law_ss)
+        truth, info = cell_truth(prompts, cell.n)
+        labels = [p.label for p in prompts[:10]]
+    else:
+        prompts, weights = population_prompts(cell.law)
+        truth, info = cell_truth(prompts, cell.n, weights)
+        labels = ["random"]
+    del prompts                       # the samplers need only params: free the References
     t_truth = time.perf_counter() - t0
     keys = list(truth)
     lam_values = [info["lam"][str(c)] for c in LAM_UNITS]
@@ -349,7 +413,9 @@ def run_cell(cell: Cell, analyze_kwargs=None):
               n_boot=cell.n_boot, confidence=CONFIDENCE)
     kw.update(analyze_kwargs or {})
     for r in range(cell.reps):
-        data = {f"x{x}": p.sample(rng, cell.n) for x, p in enumerate(prompts)}
+        if cell.prompts == "random":
+            params = draw_params(cell.law, cell.P, rng)
+        data = sample_data(cell.law, params, rng, cell.n)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -363,9 +429,10 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     rows = []
     for j, (q, g) in enumerate(keys):
         s = summarise_row(truth[(q, g)], arr[:, j, :], cell.P)
-        rows.append({"law": cell.law, "P": cell.P, "n": cell.n, "quantity": q, "grid": g, **s})
+        rows.append({"law": cell.law, "P": cell.P, "n": cell.n, "prompts": cell.prompts,
+                     "quantity": q, "grid": g, **s})
     return {"cell": cell.name, "law": cell.law, "P": cell.P, "n": cell.n, "reps": cell.reps,
-            "n_boot": cell.n_boot, "truth_info": info, "prompts": [p.label for p in prompts[:10]],
+            "prompt_mode": cell.prompts, "n_boot": cell.n_boot, "truth_info": info, "prompts": labels,
             "truth_s": t_truth, "wall_s": wall, "errors": errors[:20], "n_errors": len(errors),
             "rows": rows}
 
@@ -390,9 +457,7 @@ def run_study(cells, workers=2, progress=True):
                 out.append(f.result())
                 if progress:
                     print(f"  {futs[f].name}: {out[-1]['wall_s']:.1f} s", flush=True)
-    order = {(law, P, n): i for i, (law, P, n) in enumerate(
-        (c.law, c.P, c.n) for c in sorted(cells, key=lambda c: (LAWS.index(c.law), c.P, c.n)))}
-    out.sort(key=lambda r: order[(r["law"], r["P"], r["n"])])
+    out.sort(key=lambda r: (PROMPT_MODES.index(r["prompt_mode"]), LAWS.index(r["law"]), r["P"], r["n"]))
     return out
 
 
@@ -428,12 +493,14 @@ def failures(cells):
     return [(c["cell"], r) for c in cells for r in c["rows"] if r["status"] == "FAIL"]
 
 
-def print_table(cells, machine, wall, quick=False):
+def print_table(cells, machine, wall, quick=False, prompts="fixed"):
     header, lines = table_lines(cells)
     note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; "
             f"wall {wall:.0f} s")
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
-    title = "coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se)"
+    title = ("coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se); "
+             + {"fixed": "prompt laws fixed per cell, truth = their mean",
+                "random": "prompts redrawn every replication, truth = population mean"}[prompts])
     if quick:
         title += " -- --quick: few replications, wide Monte-Carlo error"
     print(title)
@@ -468,14 +535,21 @@ def print_table(cells, machine, wall, quick=False):
         print(f"  {name}: {k} replications raised, e.g. {e}")
 
 
-def build_cells(laws, Ps, ns, reps, n_boot, seed):
-    return [Cell(law, P, n, reps, n_boot, seed) for law in laws for P in Ps for n in ns]
+def build_cells(laws, Ps, ns, reps, n_boot, seed, prompts="fixed"):
+    """The grid of cells; ``random`` prompts skip P = 1 (its interval is for its one prompt)."""
+    return [Cell(law, P, n, reps, n_boot, seed, prompts) for law in laws for P in Ps for n in ns
+            if not (prompts == "random" and P < 2)]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer replications (minutes)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON results path (default results/coverage.json, "
+                         "results/coverage_random.json with --prompts random)")
+    ap.add_argument("--prompts", choices=PROMPT_MODES, default="fixed",
+                    help="fixed: prompt laws drawn once per cell, truth = their mean (default); "
+                         "random: new prompts every replication, truth = the population mean")
     ap.add_argument("--laws", default=",".join(LAWS), help="comma-separated subset of " + ",".join(LAWS))
     ap.add_argument("--P", default=None, help="comma-separated prompt counts (default 1,10,100)")
     ap.add_argument("--n", default=None, help="comma-separated samples per prompt (default 16,64,256)")
@@ -498,7 +572,8 @@ def main(argv=None):
     for law in laws:
         if law not in LAWS:
             ap.error(f"--laws: unknown law {law!r}")
-    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed)
+    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed, args.prompts)
+    out_path = args.out or DEFAULT_OUT[args.prompts]
     print(f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
           f"{args.workers} workers ...", flush=True)
     load0 = os.getloadavg()[0]
@@ -507,23 +582,24 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     machine = machine_info()
     machine["loadavg_start"], machine["loadavg_end"] = load0, os.getloadavg()[0]
-    print_table(results, machine, wall, quick=args.quick)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print_table(results, machine, wall, quick=args.quick, prompts=args.prompts)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_coverage",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mode": mode,
         "sizes": {**cfg, "laws": list(laws), "K_atoms": K_ATOMS, "vader_top_n": VADER_TOP_N,
                   "vader_lengths": list(VADER_LENGTHS), "lam_units": list(LAM_UNITS),
-                  "kl_budgets": list(KL_BUDGETS), "confidence": CONFIDENCE, "seed": args.seed},
+                  "kl_budgets": list(KL_BUDGETS), "confidence": CONFIDENCE, "seed": args.seed,
+                  "prompts": args.prompts},
         "rules": {"band": list(BAND), "fail_below": FAIL_BELOW, "fail_trusted": FAIL_TRUSTED},
         "machine": machine,
         "wall_s": wall,
         "failures": [{"cell": name, **r} for name, r in failures(results)],
         "cells": results,
     }
-    args.out.write_text(json.dumps(payload, indent=1, allow_nan=False))
-    print(f"wrote {args.out}")
+    out_path.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    print(f"wrote {out_path}")
     return 0
 
 

@@ -68,8 +68,12 @@ def test_normal_quantile_law_closed_forms():
 def test_quantile_truth_matches_brute_force(law):
     # K = 64 atoms, 3 prompts: every truth of a cell from direct numpy sums.
     K = 64
-    prompts = bc.make_prompts(law, 3, np.random.SeedSequence(5), K=K)
+    prompts, _ = bc.make_prompts(law, 3, np.random.SeedSequence(5), K=K)
     truth, info = bc.cell_truth(prompts, 16)
+    for j, N in enumerate(bc.n_grid(16)):           # bon_curve (the truth's engine) = best_of_n
+        pol = [kf.best_of_n(p.ref, n=N) for p in prompts]
+        assert truth[("bon_reward", N)] == pytest.approx(np.mean([q.reward for q in pol]), rel=1e-12)
+        assert truth[("bon_kl", N)] == pytest.approx(np.mean([q.kl for q in pol]), rel=1e-12)
     vals = [p.values for p in prompts]
     probs = np.full(K, 1.0 / K)
     for N in bc.n_grid(16):
@@ -92,14 +96,50 @@ def test_quantile_truth_matches_brute_force(law):
 
 
 def test_quantile_sampler_draws_the_reference_atoms():
-    prompts = bc.make_prompts("normal", 2, np.random.SeedSequence(1), K=256)
-    rng = np.random.default_rng(0)
-    for p in prompts:
-        x = p.sample(rng, 20_000)
+    prompts, params = bc.make_prompts("normal", 2, np.random.SeedSequence(1), K=256)
+    data = bc.sample_data("normal", params, np.random.default_rng(0), 20_000, K=256)
+    for p, x in zip(prompts, data.values()):
         assert np.isin(x, p.ref.rewards).all()        # the very floats of the Reference
         # uniform over the 256 atoms: chi-square test at a 1e-4 level
         counts = np.bincount(np.searchsorted(np.sort(p.values), x), minlength=256)
         assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_population_truth_normal_closed_forms():
+    # random prompts: r = mu + s Z, mu ~ N(0,1), log s ~ U(-1/2, 1/2).  For the normal
+    # law E s = 2 sinh(1/2), E s^2 = sinh(1); the tilt of s Z by lam has reward
+    # s^2 lam and KL (s lam)^2 / 2, so the population tilt reward is lam sinh(1), its
+    # KL lam^2 sinh(1) / 2, and the shared-lam frontier reward sqrt(2 Delta sinh(1)).
+    # The mid-quantile atoms stop at 4.3 sd, which lowers the tilts by 1e-4 (lam = 0.5/sd)
+    # to 1e-3 (lam = 1/sd, where the tilted law N(s^2 lam, s^2) reaches further out).
+    prompts, w = bc.population_prompts("normal")
+    truth, info = bc.cell_truth(prompts, 16, w)
+    sh1 = math.sinh(1.0)
+    assert info["sd_pool"] == pytest.approx(math.sqrt(sh1), rel=1e-4)
+    assert truth[("bon_reward", 2)] == pytest.approx(2 * math.sinh(0.5) / math.sqrt(math.pi), rel=1e-5)
+    for c in bc.LAM_UNITS:
+        lam = info["lam"][str(c)]
+        assert truth[("tilt_reward", c)] == pytest.approx(lam * sh1, rel=2e-3)
+        assert truth[("tilt_kl", c)] == pytest.approx(lam**2 * sh1 / 2, rel=2e-3)
+    for d in bc.KL_BUDGETS:
+        assert truth[("frontier", d)] == pytest.approx(math.sqrt(2 * d * sh1), rel=1e-3)
+    # and the quadrature has converged: 64 nodes agree to 1e-11 (atoms kept small for speed)
+    t32, _ = bc.cell_truth(*bc.population_prompts("t3", K=4096, nodes=32), 16)
+    p64, w64 = bc.population_prompts("t3", K=4096, nodes=64)
+    t64, _ = bc.cell_truth(p64, 16, w64)
+    for k in t32:
+        assert t32[k] == pytest.approx(t64[k], rel=1e-11, abs=1e-13)
+
+
+def test_random_prompt_sampler_matches_population():
+    # the population mean of E[max of 2] from the sampler itself (many prompts, n = 2
+    # samples each, the max of the pair) is within 5 se of the quadrature truth
+    rng = np.random.default_rng(11)
+    truth, _ = bc.cell_truth(*bc.population_prompts("normal"), 16)
+    params = bc.draw_params("normal", 200_000, rng)
+    x = np.array(list(bc.sample_data("normal", params, rng, 2).values()))
+    m = x.max(axis=1)
+    assert abs(m.mean() - truth[("bon_reward", 2)]) < 5 * m.std() / math.sqrt(m.size)
 
 
 def test_vader_sentence_law_against_direct_convolution():
@@ -127,7 +167,7 @@ def test_vader_sentence_law_against_direct_convolution():
         # heavy ties: 55-90% of the mass on reward 0, as the study states
         assert 0.5 < np.exp(law.logpmf[np.argmin(np.abs(law.values))]) < 0.9
         # the sampler: empirical frequency of reward 0 within 5 se of its mass
-        x = bc.Prompt(ref, law.values, cdf, "").sample(np.random.default_rng(m), 40_000)
+        x = bc.sample_data("vader", [m], np.random.default_rng(m), 40_000)["x0"]
         p0 = np.exp(law.logpmf[np.argmin(np.abs(law.values))])
         assert abs(np.mean(x == 0.0) - p0) < 5 * math.sqrt(p0 * (1 - p0) / x.size)
 

@@ -425,6 +425,7 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
             out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG, SVG), tables (CSV) and summary.json here."),
             as_json: bool = JsonOpt):
     """Best-of-N, the average-KL optimum, aligned policies and proxy-vs-gold, from your own samples."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -484,12 +485,7 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
                 stages[stage] = bar.add_task(stage, total=total)
             bar.update(stages[stage], completed=done, total=total)
 
-        import click
-
-        ctx = click.get_current_context()
-        provenance = {"command": ctx.command_path,
-                      "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()},
-                      "seed": seed,
+        provenance = {"command": "klfrontier analyze", "options": options, "seed": seed,
                       "files": [_file_provenance(samples)] + [dict(_file_provenance(f), policy=k)
                                                              for k, f in pol_files.items()],
                       "rows": {"base": data.n_samples, **{k: v.n_samples for k, v in pol_data.items()}}}

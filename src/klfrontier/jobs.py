@@ -427,12 +427,13 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
     for i in range(len(bon)):
         row = [int(bon.n[i]), int(bon.prompts[i]), *_interval_cells(bon.reward[i], bon.reward_lo[i],
                                                                      bon.reward_hi[i]),
-               float(bon.reward_plugin[i]), *_interval_cells(bon.kl[i], bon.kl_lo[i], bon.kl_hi[i]),
+               float(bon.reward_plugin[i]), float(bon.kl[i]),
+               *_interval_cells(bon.kl_debiased[i], bon.kl_lo[i], bon.kl_hi[i]),
                float(bon.kl_bound[i]), float(bon.win_rate[i]), bool(bon.reward_trusted[i]),
                bool(bon.kl_trusted[i])]
         bon_rows.append(row)
-    bon_cols = ["N", "prompts", "reward (unbiased)", "lo", "hi", "plug-in reward", "plug-in KL", "lo",
-                "hi", "log N−(N−1)/N", "win rate", "reward trusted", "KL trusted"]
+    bon_cols = ["N", "prompts", "reward (unbiased)", "lo", "hi", "plug-in reward", "plug-in KL", "debiased KL",
+                "lo", "hi", "log N−(N−1)/N", "win rate", "reward trusted", "KL trusted"]
     sections.append(Section(
         "2 · Best-of-N",
         "The unbiased estimator averages the maximum over all N-subsets of each prompt's samples, "
@@ -470,29 +471,32 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
             "below it. Best-of-N points are plug-in values on the same empirical laws; aligned policies "
             f"are shown with {pct} intervals in both directions."))
         for i in range(len(fr)):
-            f_rows.append([float(fr.kl[i]), float(fr.lam[i]), float(fr.beta[i]),
-                           *_interval_cells(fr.reward[i], fr.reward_lo[i], fr.reward_hi[i]),
+            f_rows.append([float(fr.kl[i]), float(fr.lam[i]), float(fr.beta[i]), float(fr.reward[i]),
+                           *_interval_cells(fr.reward_debiased[i], fr.reward_lo[i], fr.reward_hi[i]),
                            float(feq.reward[i]), bool(fr.saturated[i]), bool(fr.trusted[i])])
     sections.append(Section(
         "3 · The optimum: average-KL frontier",
         "R*_avg(Δ) = mean over prompts of R_x(λ), with the one λ that makes the mean KL equal Δ "
-        "(SPEC §9). Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with unequal "
+        "(SPEC §9); 'debiased' subtracts each prompt's jackknife bias, and the interval is for the true "
+        "optimum. Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with unequal "
         "budgets — have (mean KL, mean reward) on or below it.",
         figs,
-        [("Average-KL frontier", ["Δ (mean KL)", "λ", "β = 1/λ", "R*_avg", "lo", "hi",
+        [("Average-KL frontier", ["Δ (mean KL)", "λ", "β = 1/λ", "R*_avg (plug-in)", "debiased", "lo", "hi",
                                   "equal budgets", "saturated", "trusted"], f_rows,
           "Intervals: " + res.methods["frontier"] + ".")]))
 
     # 4 · the tilt at fixed λ -------------------------------------------------------------
-    t_rows = [[float(tilt.lam[g]), *_interval_cells(tilt.kl[g], tilt.kl_lo[g], tilt.kl_hi[g]),
-               *_interval_cells(tilt.reward[g], tilt.reward_lo[g], tilt.reward_hi[g]),
+    t_rows = [[float(tilt.lam[g]), float(tilt.kl[g]),
+               *_interval_cells(tilt.kl_debiased[g], tilt.kl_lo[g], tilt.kl_hi[g]), float(tilt.reward[g]),
+               *_interval_cells(tilt.reward_debiased[g], tilt.reward_lo[g], tilt.reward_hi[g]),
                float(tilt.ess[g]), bool(tilt.reward_trusted[g]), bool(tilt.kl_trusted[g])]
               for g in range(len(tilt))]
     sections.append(Section(
         "4 · The tilted policy at fixed λ",
         "φ_λ ∝ p̂ e^{λ r} on each prompt's samples (self-normalised weights). 'ess' is the smallest "
         "effective sample size (Σw)²/Σw² over prompts.", [],
-        [("Tilted policy from base samples", ["λ", "KL", "lo", "hi", "reward", "lo", "hi", "min ess",
+        [("Tilted policy from base samples", ["λ", "KL (plug-in)", "debiased", "lo", "hi",
+                                              "reward (plug-in)", "debiased", "lo", "hi", "min ess",
                                               "reward trusted", "KL trusted"], t_rows,
           "Intervals: " + res.methods["tilt"] + ".")]))
 
@@ -502,7 +506,8 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
         for name, t in res.policies.items():
             p_rows.append([name, int(t.prompts[0]), *_interval_cells(t.kl[0], t.kl_lo[0], t.kl_hi[0]),
                            *_interval_cells(t.reward[0], t.reward_lo[0], t.reward_hi[0]),
-                           float(t.optimal_reward[0]), float(t.optimal_reward[0] - t.reward[0]),
+                           float(t.optimal_reward_debiased[0]),
+                           float(t.optimal_reward_debiased[0] - t.reward[0]),
                            *_interval_cells(t.kl_to_optimal[0], t.kl_to_optimal_lo[0],
                                             t.kl_to_optimal_hi[0]),
                            float(t.bon_n_same_kl[0]), bool(t.trusted[0])])
@@ -522,12 +527,15 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
         series = {"best-of-N chosen by the proxy": {"kl": bon.kl, "proxy": bon.reward, "gold": bon.gold,
                                                     "gold_lo": bon.gold_lo, "gold_hi": bon.gold_hi}}
         if len(tilt):
-            series["tilted by the proxy"] = {"kl": tilt.kl, "proxy": tilt.reward, "gold": tilt.gold,
-                                             "gold_lo": tilt.gold_lo, "gold_hi": tilt.gold_hi}
+            series["tilted by the proxy"] = {"kl": tilt.kl, "proxy": tilt.reward,
+                                             "gold": tilt.gold_debiased, "gold_lo": tilt.gold_lo,
+                                             "gold_hi": tilt.gold_hi}
         g_rows = [[f"best-of-{int(bon.n[i])}", float(bon.kl[i]), float(bon.reward[i]),
-                   *_interval_cells(bon.gold[i], bon.gold_lo[i], bon.gold_hi[i])] for i in range(len(bon))]
+                   *_interval_cells(bon.gold[i], bon.gold_lo[i], bon.gold_hi[i]),
+                   bool(bon.reward_trusted[i])] for i in range(len(bon))]
         g_rows += [[f"tilt λ = {tilt.lam[g]:.4g}", float(tilt.kl[g]), float(tilt.reward[g]),
-                    *_interval_cells(tilt.gold[g], tilt.gold_lo[g], tilt.gold_hi[g])] for g in range(len(tilt))]
+                    *_interval_cells(tilt.gold_debiased[g], tilt.gold_lo[g], tilt.gold_hi[g]),
+                    bool(tilt.reward_trusted[g])] for g in range(len(tilt))]
         sections.append(Section(
             "6 · Proxy versus gold: reward-model over-optimisation",
             f"Selection uses the proxy reward; the gold reward ({gold_col}) is measured on what is "
@@ -536,8 +544,9 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
             "the proxy keeps rising, selection is exploiting the proxy.",
             [("overoptimization", overoptimization_figure(series, title="Proxy and gold reward against KL"),
               "Left: the proxy reward that selection optimises. Right: the gold reward it buys.")],
-            [("Proxy versus gold", ["policy", "KL", "proxy reward", "gold reward", "lo", "hi"], g_rows,
-              "Intervals: " + res.methods["bon"] + ".")]))
+            [("Proxy versus gold", ["policy", "KL", "proxy reward", "gold reward", "lo", "hi", "trusted"],
+              g_rows, "Intervals: " + res.methods["bon"] + "; for the tilt, " + res.methods["tilt"]
+              .split("; ", 1)[-1] + ".")]))
 
     # 7 · per prompt ----------------------------------------------------------------------
     per = res.per_prompt
@@ -570,11 +579,14 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
                              _ci_note(bon.reward_lo[i], bon.reward_hi[i], bon.reward_trusted[i], pct)))
     for i in range(len(fr)):
         if i in (len(fr) // 4, len(fr) // 2):
-            headline.append((f"optimal reward at mean KL {fr.kl[i]:.3g}", float(fr.reward[i]),
-                             _ci_note(fr.reward_lo[i], fr.reward_hi[i], fr.trusted[i], pct)))
+            headline.append((f"optimal reward at mean KL {fr.kl[i]:.3g}", float(fr.reward_debiased[i]),
+                             _ci_note(fr.reward_lo[i], fr.reward_hi[i], fr.trusted[i], pct)
+                             + f"; plug-in {fr.reward[i]:.4g}"))
     for name, t in res.policies.items():
         headline.append((f"policy {name}: KL to the optimum", float(t.kl_to_optimal[0]),
-                         f"KL {t.kl[0]:.4g}, reward {t.reward[0]:.4g} vs optimal {t.optimal_reward[0]:.4g}"))
+                         f"KL {t.kl[0]:.4g}, reward {t.reward[0]:.4g} vs optimal "
+                         f"{t.optimal_reward_debiased[0]:.4g}; " + _ci_note(t.kl_to_optimal_lo[0], t.kl_to_optimal_hi[0],
+                                                                          t.trusted[0], pct)))
     headline.append(("KL trust limit (median prompt)", info["kl_trust_limit_median"],
                      "log(median samples per prompt) − 1"))
     return JobResult(title="klfrontier analyze",

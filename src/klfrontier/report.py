@@ -188,6 +188,7 @@ figure{margin:1.2em 0;text-align:center}
 figure img{max-width:100%;border:1px solid #ddd;border-radius:4px}
 figcaption{font-size:.9em;color:#555;margin-top:.4em;text-align:left}
 table{border-collapse:collapse;margin:1em 0;font-size:.88em}
+.wide{overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#eef2f8}
 caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
@@ -309,8 +310,8 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
             href = f"{TABLES_DIR}/{slug}.csv"
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
             body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-            parts.append(f"<table><caption>{html.escape(caption)}<a class='csv' href='{href}'>CSV</a>"
-                         f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            parts.append(f"<div class='wide'><table><caption>{html.escape(caption)}<a class='csv' href='{href}'>"
+                         f"CSV</a></caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
             if note:
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
     links = []

@@ -19,11 +19,13 @@ from . import kernels as _k
 __all__ = ["analyze", "Analysis", "Table", "TRUST_RULE"]
 
 TRUST_RULE = (
-    "A row is trusted when (1) at most 5% of the prompts it averages are untrusted for it — a prompt is "
-    "untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin, and for a tilt "
-    "(fixed λ, the frontier's shared λ, a policy's λ) when that tilt's KL on its samples exceeds "
-    "log n_x − margin or its effective sample size (Σw)²/Σw² is below min_ess — and (2) the estimator's "
-    "jackknife bias is at most bias_ratio × its standard error.")
+    "An interval is trusted when (1) at most 5% of the prompts it averages are untrusted for it: a prompt "
+    "is untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin (and, for the KL "
+    "interval, when N > n_x/16, N = 1 excepted), and for a tilt (fixed λ, the frontier's shared λ, a "
+    "policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample size "
+    "(Σw)²/Σw² is below min_ess, or its jackknife correction is undefined; (2) its standard error is "
+    "defined; (3) for the BoN KL, the estimates vary between prompts (without ties every prompt gives the "
+    "same biased value, which no interval can correct).")
 
 # Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO (coverage study).
 KL_N_RATIO = 16
@@ -34,7 +36,7 @@ MAX_PROMPTS_BCA = 2000
 # Rows of samples (prompts x samples) processed at once by the per-prompt kernels.
 _CHUNK = 1 << 18
 # Internal lam grid (times 1/sd) for the average-KL frontier; Hermite interpolation in log lam.
-_GRID = np.geomspace(1e-4, 1e4, 65)
+_GRID = np.geomspace(1e-4, 1e4, 49)
 
 
 # ----------------------------------------------------------------------------- results
@@ -296,7 +298,9 @@ class _Prompts:
             idx = rows[sl][:, None], cols[None, :]
             top = rr[:, -1:]
             self.bon["reward"][idx] = top + (rr - top) @ W
-            out = _k.bon_plugin(rr, ns, gold=None if g is None else g[sl], jackknife=True)
+            # the corrected KL is only trusted for N <= n / KL_N_RATIO: jackknife those (and N = 1)
+            out = _k.bon_plugin(rr, ns, gold=None if g is None else g[sl],
+                                jackknife=lambda N: N * KL_N_RATIO <= n or N == 1)
             self.bon["plugin"][idx] = out["reward"]
             self.bon["kl"][idx] = out["kl"]
             self.bon["kl_bias"][idx] = out["kl_bias"]
@@ -402,7 +406,8 @@ class _Frontier:
             lam_small = np.sqrt(2.0 * b / v0)
         small = np.isneginf(ustar)
         lamv = np.where(small, lam_small, np.exp(ustar))
-        rstar = np.where(small, m0 + lam_small * v0, rstar)
+        with np.errstate(invalid="ignore"):
+            rstar = np.where(small, m0 + lam_small * v0, rstar)
         sat = np.isposinf(ustar) | (b >= kmax)
         rstar = np.where(sat, np.where(b >= kmax, rtop, R[:, -1:]), rstar)
         lamv = np.where(sat, np.inf, lamv)
@@ -454,7 +459,7 @@ def _check_grid(x, name, *, integer=False, positive=False):
 # ----------------------------------------------------------------------------- the analysis
 def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None, lam_values=None,
             n_boot=1000, seed=0, confidence=0.95, interval="auto", columns=None, progress=None,
-            trust_margin=1.0, min_ess=10.0, bias_ratio=0.25) -> Analysis:
+            trust_margin=1.0, min_ess=10.0) -> Analysis:
     """Best-of-N, the tilted policy, the average-KL optimum and aligned policies, from samples.
 
     Parameters
@@ -489,7 +494,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     columns : dict, optional
         Column names for the roles when reading paths or frames.
     progress : callable(stage, done, total), optional
-    trust_margin, min_ess, bias_ratio : float
+    trust_margin, min_ess : float
         The trust rule (:data:`TRUST_RULE`).
 
     Returns
@@ -529,7 +534,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if n_boot > 100_000:
         raise ValueError(f"n_boot must be at most 100000 (got {n_boot}); 1000-10000 is plenty for 95% "
                          f"intervals")
-    for name, v in (("trust_margin", trust_margin), ("min_ess", min_ess), ("bias_ratio", bias_ratio)):
+    for name, v in (("trust_margin", trust_margin), ("min_ess", min_ess)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0")
     if progress is not None and not callable(progress):
@@ -575,8 +580,15 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     ones = np.ones((1, P))
     f_lam, f_rew, f_sat = fr.solve(ones, budgets)
     f_lam, f_rew, f_sat = f_lam[0], f_rew[0], f_sat[0]
-    f_lam, f_rew = _refine(pr, budgets, f_lam, f_rew)
-    fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0)) if budgets.size else {}
+    fl = {}
+    if budgets.size:
+        # two Newton steps from the Hermite start (~1e-5): the first on plain evaluations, the
+        # second on the evaluations (with jackknife) that the intervals use
+        st = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0), jackknife=False,
+                        columns=("reward", "kl", "var"))
+        f_lam, f_rew = _newton_step(st, budgets, f_lam, f_rew)
+        fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0))
+        f_lam, f_rew = _newton_step(fl, budgets, f_lam, f_rew)
     tick("tilts", 1, 1)
 
     # ---- policies -----------------------------------------------------------------------
@@ -585,25 +597,26 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         pol[name] = _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess)
 
     # ---- linear per-prompt columns ---------------------------------------------------------
+    # Plug-in estimators (BoN KL, tilts, the frontier, Λ in a policy's distance) are biased by
+    # O(1/n): each column holds the jackknife-corrected per-prompt values, whose intervals are for
+    # the true values (bias O(1/n^2)); the plug-in means are reported beside them.
     cols = _Columns(P)
     logn = np.log(pr.n.astype(float))
     elig_n = ns[None, :] <= pr.n[:, None]
     bon_ok = elig_n & (pr.bon["kl"] <= logn[:, None] - trust_margin)
-    zero_bias = np.zeros((P, ns.size))
     cols.add("base_reward", pr.mean[:, None], np.ones((P, 1), bool), np.ones((P, 1), bool),
-             np.zeros((P, 1)), _jk_mean_var(pr))
+             None, _jk_mean_var(pr))
     u_var = _u_jackknife_var(pr) if method == "jackknife" else None
-    cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, zero_bias, u_var)
+    cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, None, u_var)
     cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
-    # the plug-in BoN KL is biased by O(1/n): its interval is built on the jackknife-corrected
-    # per-prompt values, trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only
-    # where the estimates vary between prompts (rewards without ties give one biased value)
+    # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only where the
+    # estimates vary between prompts (rewards without ties give one and the same biased value)
     kl_ok = bon_ok & ((ns[None, :] * KL_N_RATIO <= pr.n[:, None]) | (ns[None, :] == 1))
-    cols.add("bon_kl", pr.bon["kl"] - pr.bon["kl_bias"], elig_n, kl_ok, zero_bias, pr.bon["kl_jkvar"],
+    cols.add("bon_kl", pr.bon["kl"], elig_n, kl_ok, pr.bon["kl_bias"], pr.bon["kl_jkvar"],
              need_spread=(ns != 1))
     cols.add("bon_win", pr.bon["win"], elig_n, bon_ok, None, None)
     if pr.has_gold:
-        cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, zero_bias, None)
+        cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, None, None)
         cols.add("bon_gold_plugin", pr.bon["gold_plugin"], elig_n, bon_ok, None, None)
     if lams.size:
         t_ok = (tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
@@ -612,32 +625,35 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         cols.add("tilt_kl", tl["kl"], t_all, t_ok, tl["kl_bias"], tl["kl_jkvar"])
         if pr.has_gold:
             cols.add("tilt_gold", tl["gold"], t_all, t_ok, tl["gold_bias"], tl["gold_jkvar"])
+    f_corr = None
     if budgets.size:
         with np.errstate(divide="ignore", invalid="ignore"):
             lam_b = f_lam[None, :]
-            psi = np.where(lam_b > 0, fl["reward"] - (fl["kl"] - budgets[None, :]) / lam_b,
-                           fl["reward"])
-            psi = np.where(np.isfinite(lam_b), psi, fl["reward"])
-            fbias = np.where(lam_b > 0, fl["reward_bias"] - fl["kl_bias"] / lam_b, fl["reward_bias"])
-            fbias = np.where(np.isfinite(lam_b), fbias, 0.0)
+            live = np.isfinite(lam_b) & (lam_b > 0)
+            # psi_x: prompt x's share of R*_avg to first order in the shared lam
+            psi = np.where(live, fl["reward"] - (fl["kl"] - budgets[None, :]) / lam_b, fl["reward"])
+            f_corr = np.where(live, fl["reward_bias"] - fl["kl_bias"] / lam_b,
+                              np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0))
         f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
                 & np.isfinite(lam_b))
-        cols.add("frontier", psi, np.ones_like(f_ok), f_ok, fbias, fl["frontier_var"])
+        cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl["frontier_var"])
     for name, pv in pol.items():
         for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
             cols.add(f"policy:{name}:{key}", pv[key][:, None], pv["mask"][:, None], pv["ok"][:, None],
-                     pv.get(key + "_bias", np.zeros((P, 1))), pv.get(key + "_var"))
+                     pv.get(key + "_bias"), pv.get(key + "_var"))
 
     # ---- intervals ----------------------------------------------------------------------
     conf = float(confidence)
     point = cols.point()
-    # the frontier's point is the exact solve, not the mean of its linearisation
+    raw = cols.point(raw=True)
     if budgets.size:
-        point[cols.slices["frontier"]] = f_rew
+        # the frontier's plug-in point is the exact solve, not the mean of its linearisation
+        sl = cols.slices["frontier"]
+        point[sl] = f_rew - cols.mean_correction(sl)
+        raw[sl] = f_rew
     lo = np.full(point.size, np.nan)
     hi = np.full(point.size, np.nan)
     se = cols.se(method)
-    bias = cols.bias()
     if method == "jackknife":
         v = cols.jkvar()
         ok = np.isfinite(v)
@@ -651,26 +667,32 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         if budgets.size:      # centre the linearised interval on the exact solve
             sl = cols.slices["frontier"]
             half = 0.5 * (hi[sl] - lo[sl])
-            lo[sl], hi[sl] = f_rew - half, f_rew + half
+            lo[sl], hi[sl] = point[sl] - half, point[sl] + half
         desc = f"Student-t over {P} prompts: each prompt's estimate computed once, prompts resampled"
     elif method == "bootstrap":
-        lo, hi, desc = _bootstrap(cols, fr, budgets, pol, pr, n_boot, conf, seed, tick)
+        lo, hi, desc = _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick)
     else:
         desc = "none requested"
-    trusted = cols.trusted(bias, se, bias_ratio)
+    trusted = cols.trusted(se)
 
     # ---- tables -------------------------------------------------------------------------
     def pick(name):
         sl = cols.slices[name]
         return point[sl], lo[sl], hi[sl], trusted[sl]
 
+    def plug(name):
+        return raw[cols.slices[name]]
+
     bon_data = {"n": ns}
     v, l_, h_, t_ = pick("bon_reward")
     bon_data.update(reward=v, reward_lo=l_, reward_hi=h_)
     bon_data["reward_plugin"] = pick("bon_reward_plugin")[0]
     kv, kl_, kh_, kt_ = pick("bon_kl")
-    bon_data.update(kl=np.where(elig_n, pr.bon["kl"], 0.0).sum(axis=0) / np.maximum(elig_n.sum(axis=0), 1),
-                    kl_debiased=np.maximum(kv, 0.0), kl_lo=kl_, kl_hi=kh_,
+    # the correction is computed only where it can be trusted (N <= n_x / KL_N_RATIO)
+    corrected = np.all(np.isfinite(pr.bon["kl_bias"]) | ~elig_n, axis=0)
+    bon_data.update(kl=plug("bon_kl"), kl_debiased=np.where(corrected, np.maximum(kv, 0.0), np.nan),
+                    kl_lo=np.where(corrected, np.maximum(kl_, 0.0), np.nan),
+                    kl_hi=np.where(corrected, kh_, np.nan),
                     kl_bound=np.log(ns) - (ns - 1.0) / ns)
     bon_data["win_rate"] = pick("bon_win")[0]
     if pr.has_gold:
@@ -686,13 +708,14 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if lams.size:
         v, l_, h_, t_ = pick("tilt_reward")
         kv, kl_, kh_, kt_ = pick("tilt_kl")
-        tilt_data.update(kl=kv, kl_lo=kl_, kl_hi=kh_, reward=v, reward_lo=l_, reward_hi=h_,
-                         gain=v - point[cols.slices["base_reward"]][0],
+        tilt_data.update(kl=plug("tilt_kl"), kl_debiased=np.maximum(kv, 0.0), kl_lo=np.maximum(kl_, 0.0),
+                         kl_hi=kh_, reward=plug("tilt_reward"), reward_debiased=v, reward_lo=l_,
+                         reward_hi=h_, gain=plug("tilt_reward") - point[cols.slices["base_reward"]][0],
                          ess=np.min(tl["ess"], axis=0), reward_trusted=t_, kl_trusted=kt_,
                          trusted=t_ & kt_)
         if pr.has_gold:
             gv, gl, gh, _ = pick("tilt_gold")
-            tilt_data.update(gold=gv, gold_lo=gl, gold_hi=gh)
+            tilt_data.update(gold=plug("tilt_gold"), gold_debiased=gv, gold_lo=gl, gold_hi=gh)
     tilt = Table(tilt_data)
 
     f_data = {"kl": budgets}
@@ -700,7 +723,8 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         v, l_, h_, t_ = pick("frontier")
         with np.errstate(divide="ignore"):
             beta = 1.0 / f_lam
-        f_data.update(reward=v, reward_lo=l_, reward_hi=h_, lam=f_lam, beta=beta,
+        f_data.update(reward=plug("frontier"), reward_debiased=v, reward_lo=l_, reward_hi=h_,
+                      lam=f_lam, beta=beta,
                       saturated=f_sat, trusted=t_ & ~f_sat)
     frontier = Table(f_data)
     eq_rew = _equal_budget(pr, fr, budgets) if budgets.size else np.zeros(0)
@@ -711,9 +735,15 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         row = {}
         for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
             v, l_, h_, t_ = pick(f"policy:{name}:{key}")
+            if key == "kl_to_optimal":       # a KL: negative values are sampling noise
+                row["kl_to_optimal_plugin"] = plug(f"policy:{name}:{key}")
+                v, l_ = np.maximum(v, 0.0), np.maximum(l_, 0.0)
+                h_ = np.maximum(h_, 0.0)
             row.update({key: v, key + "_lo": l_, key + "_hi": h_})
             row[key + "_trusted"] = t_
-        row.update(optimal_reward=np.array([pv["optimal_reward"]]), lam=np.array([pv["lam"]]),
+        row.update(optimal_reward=np.array([pv["optimal_reward"]]),
+                   optimal_reward_debiased=np.array([pv["optimal_reward_debiased"]]),
+                   lam=np.array([pv["lam"]]),
                    bon_n_same_kl=np.array([_bon_n_same_kl(pr, pv["mask"], float(row["kl"][0]))]),
                    prompts=np.array([int(pv["mask"].sum())]),
                    trusted=row["kl_trusted"] & row["reward_trusted"] & row["kl_to_optimal_trusted"])
@@ -726,9 +756,14 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     per_prompt = Table(per)
 
     methods = {k: desc for k in ("bon", "tilt", "frontier")}
-    methods["frontier"] = desc + ("; the frontier's interval is the delta-method linearisation "
-                                  "psi_x = R_x(λ) − (KL_x(λ) − Δ)/λ" if method in ("t", "jackknife")
-                                  else "; λ re-solved in every replication")
+    corrected = ("; intervals are for the true values, built on jackknife-corrected per-prompt "
+                 "estimates (columns *_debiased); plug-in values are shown beside them")
+    methods["tilt"] = desc + corrected
+    methods["bon"] = desc + ("; the KL interval is for the true KL, built on jackknife-corrected "
+                             "per-prompt plug-in KLs (kl_debiased)")
+    methods["frontier"] = desc + corrected + ("; linearisation psi_x = R_x(λ) − (KL_x(λ) − Δ)/λ"
+                                              if method in ("t", "jackknife")
+                                              else "; λ re-solved in every replication")
     for name in pol_tables:
         methods[f"policy:{name}"] = desc
     if method == "jackknife":
@@ -737,34 +772,32 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     info = {"prompts": P, "samples": int(pr.n.sum()), "n_min": int(pr.n.min()),
             "n_median": n_med, "n_max": int(pr.n.max()), "interval": method, "n_boot": n_boot,
             "seed": seed, "confidence": conf, "trust_margin": trust_margin, "min_ess": min_ess,
-            "bias_ratio": bias_ratio, "reward_sd": pr.sd_pool, "gold": bool(pr.has_gold),
+            "reward_sd": pr.sd_pool, "gold": bool(pr.has_gold),
             "kl_trust_limit_median": float(np.log(n_med) - trust_margin)}
     return Analysis(bon=bon, tilt=tilt, frontier=frontier, frontier_equal=frontier_equal,
                     policies=pol_tables, per_prompt=per_prompt, methods=methods,
                     excluded=pr.excluded, info=info)
 
 
-def _refine(pr, budgets, lam, rew, steps=3):
-    """Newton steps on exact per-prompt evaluations: ``mean KL(lam) = Δ``."""
-    lam = lam.copy()
-    rew = rew.copy()
+def _newton_step(st, budgets, lam, rew):
+    """One Newton step on exact evaluations ``st`` at ``lam`` towards ``mean KL(lam) = Δ``.
+
+    The error after a step is of the order of the square of the one before;
+    the reward is moved to first order, ``R + Var_phi(r) * step``
+    (``dR/dlam = Var``, ``dKL/dlam = lam Var``).
+    """
+    lam, rew = lam.copy(), rew.copy()
+    K, R, V = st["kl"].mean(axis=0), st["reward"].mean(axis=0), st["var"].mean(axis=0)
     live = np.isfinite(lam) & (lam > 0)
-    if not live.any():
-        return lam, rew
-    idx = np.flatnonzero(live)
-    for _ in range(steps):
-        st = pr.tilt_at(lam[idx], jackknife=False, columns=("reward", "kl", "var"))
-        K, R, V = st["kl"].mean(axis=0), st["reward"].mean(axis=0), st["var"].mean(axis=0)
-        slope = lam[idx] * V
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = (budgets[idx] - K) / slope
-        ok = np.isfinite(step) & (np.abs(step) < 0.5 * lam[idx])
-        rew[idx] = np.where(ok, R + V * step, R)
-        lam[idx] = np.where(ok, lam[idx] + step, lam[idx])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = (budgets - K) / (lam * V)
+    ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam)
+    rew = np.where(live, np.where(ok, R + V * step, R), rew)
+    lam = np.where(ok, lam + step, lam)
     return lam, rew
 
 
-def _equal_budget(pr, fr, budgets, steps=3):
+def _equal_budget(pr, fr, budgets, steps=1):
     """Every prompt given budget Δ: ``mean_x R*_x(Δ)`` (a lower curve than the average-KL optimum)."""
     lam = fr.lam[None, :]
     ustar, rstar = _hermite_solve(fr.u, fr.K, lam * lam * fr.V, fr.R, lam * fr.V, budgets)
@@ -772,7 +805,9 @@ def _equal_budget(pr, fr, budgets, steps=3):
     with np.errstate(divide="ignore", invalid="ignore"):
         lam_small = np.sqrt(2.0 * b / fr.var0[:, None])
     lam_x = np.where(np.isneginf(ustar), lam_small, np.exp(ustar))
-    rstar = np.where(np.isneginf(ustar), fr.mean0[:, None] + lam_small * fr.var0[:, None], rstar)
+    with np.errstate(invalid="ignore"):
+        rstar = np.where(np.isneginf(ustar), fr.mean0[:, None] + lam_small * fr.var0[:, None], rstar)
+    # a prompt with one reward level has nothing to tilt: KL 0 at any lam (k_top = 0: saturated)
     sat = np.isposinf(ustar) | (b >= fr.k_top[:, None])
     live = ~sat & (b > 0) & np.isfinite(lam_x) & (lam_x > 0)
     for _ in range(steps):          # Newton on exact evaluations, one lam per (prompt, budget)
@@ -861,35 +896,56 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     kl_pol = float(kl[mask].mean())
     lam, rstar, sat = fr.solve(w, np.array([kl_pol]))
     lam_v = float(lam[0, 0])
+    opt_reward = float(rstar[0, 0])
     st = None
-    if np.isfinite(lam_v):
-        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=("logmgf", "kl", "ess", "frontier_var",
-                                                                    "reward"))
-        lmgf = st["logmgf"][:, 0]
-    else:
-        lmgf = np.zeros(P)
+    cols = ("logmgf", "kl", "ess", "frontier_var", "reward", "var", "reward_bias", "kl_bias")
+    if np.isfinite(lam_v) and lam_v > 0:
+        for _ in range(3):      # Newton on exact evaluations over the policy's prompts
+            st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols)
+            K, R, V = (st[c][mask, 0].mean() for c in ("kl", "reward", "var"))
+            step = (kl_pol - K) / (lam_v * V) if V > 0 else 0.0
+            if not abs(step) < 0.5 * lam_v:
+                opt_reward = R
+                break
+            opt_reward = R + V * step
+            lam_v += step
+        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols)
     lam_use = lam_v if np.isfinite(lam_v) else 0.0
+    lmgf = st["logmgf"][:, 0] if st is not None else np.zeros(P)
     d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)
+    # Λ = λR − KL on the base samples: its jackknife bias is λ b_R − b_KL
+    d_bias = (np.where(mask, lam_use * st["reward_bias"][:, 0] - st["kl_bias"][:, 0], 0.0)
+              if st is not None else np.zeros(P))
     d_var = np.full(P, np.nan)
     for x, (r, lr) in samples.items():
         if r.size >= 2:
             # pi's samples and the base samples are independent: the variances add
             base_var = lam_use ** 2 * st["frontier_var"][x, 0] if st is not None else 0.0
             d_var[x] = np.var(lr - lam_use * r, ddof=1) / r.size + base_var
+    opt_corr = 0.0
+    if st is not None:
+        opt_corr = float(np.nanmean((st["reward_bias"][:, 0] - st["kl_bias"][:, 0] / lam_use)[mask]))
     logn = np.log(pr.n.astype(float))
     ok = np.ones(P, dtype=bool)
     if st is not None:
-        ok = (st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
+        ok = ((st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
+              & np.isfinite(d_bias))
     out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
-           "reward_var": rew_var, "kl_to_optimal_var": d_var, "ok": ok & mask,
-           "optimal_reward": float(rstar[0, 0]), "lam": lam_v}
+           "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
+           "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
+           "lam": lam_v}
     if gold is not None:
         out["gold"] = gold
     return out
 
 
 class _Columns:
-    """Per-prompt values of every linear statistic, with masks, trust, biases and variances."""
+    """Per-prompt values of every linear statistic: masks, per-prompt trust, corrections, variances.
+
+    A column's values are the per-prompt estimates minus their jackknife bias
+    ``correction`` when one is given (a prompt whose correction is undefined
+    keeps its plug-in value and is untrusted).
+    """
 
     def __init__(self, P):
         self.P = P
@@ -897,16 +953,20 @@ class _Columns:
         self.slices = {}
         self.size = 0
 
-    def add(self, name, values, mask, ok, bias, jkvar, need_spread=False):
-        values = np.asarray(values, dtype=float)
-        S = values.shape[1]
-        z = np.zeros((self.P, S))
-        self.parts.append(dict(values=values, mask=np.asarray(mask, bool) & np.isfinite(values),
-                               ok=np.asarray(ok, bool),
-                               bias=z if bias is None else np.asarray(bias, float),
-                               bias_known=bias is not None,
-                               spread=np.broadcast_to(np.asarray(need_spread, bool), (S,)),
-                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float)))
+    def add(self, name, values, mask, ok, correction, jkvar, need_spread=False):
+        raw = np.asarray(values, dtype=float)
+        S = raw.shape[1]
+        ok = np.asarray(ok, bool)
+        corr = (np.zeros((self.P, S)) if correction is None
+                else np.asarray(correction, float).reshape(self.P, S))
+        if jkvar is not None:
+            jkvar = np.asarray(jkvar, float).reshape(self.P, S)
+        defined = np.isfinite(corr)
+        corr = np.where(defined, corr, 0.0)
+        self.parts.append(dict(values=raw - corr, raw=raw, corr=corr,
+                               mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok & defined,
+                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float),
+                               spread=np.broadcast_to(np.asarray(need_spread, bool), (S,))))
         self.slices[name] = slice(self.size, self.size + S)
         self.size += S
 
@@ -921,18 +981,16 @@ class _Columns:
     def mask(self):
         return self._cat("mask")
 
-    def point(self):
+    def point(self, raw=False):
+        """Means over the prompts each column averages (corrected, or the plug-in ``raw`` ones)."""
         m = self.mask
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(m, self._cat("values"), 0.0).sum(axis=0) / m.sum(axis=0)
+            return np.where(m, self._cat("raw" if raw else "values"), 0.0).sum(axis=0) / m.sum(axis=0)
 
-    def bias(self):
-        m = self.mask
-        b = np.where(m, self._cat("bias"), 0.0)
+    def mean_correction(self, sl):
+        m = self.mask[:, sl]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = b.sum(axis=0) / m.sum(axis=0)
-        known = np.concatenate([np.full(p["values"].shape[1], p["bias_known"]) for p in self.parts])
-        return np.where(known, out, np.nan)
+            return np.where(m, self._cat("corr")[:, sl], 0.0).sum(axis=0) / m.sum(axis=0)
 
     def jkvar(self):
         """Within-prompt variance of the (single) prompt's estimate."""
@@ -944,24 +1002,26 @@ class _Columns:
         _, _, se = _t_interval(self._cat("values"), self.mask, 0.95)
         return se
 
-    def trusted(self, bias, se, ratio):
+    def trusted(self, se):
+        """The trust rule (:data:`TRUST_RULE`) for every column."""
         m = self.mask
         bad = (m & ~self._cat("ok")).sum(axis=0)
         cnt = m.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.abs(self.point())
+        spread = np.concatenate([p["spread"] for p in self.parts])
+        with np.errstate(invalid="ignore"):
             share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
-            known = np.concatenate([np.full(p["values"].shape[1], p["bias_known"]) for p in self.parts])
-            b = np.abs(np.where(known, bias, 0.0))      # NaN where known: a jackknife value was undefined
-            bias_ok = np.isfinite(se) & (b <= ratio * se)
-            spread = np.concatenate([p["spread"] for p in self.parts])
-            point = np.abs(self.point())
             spread_ok = ~spread | (se > 1e-10 * np.maximum(point, np.finfo(float).tiny))
-        return share_ok & bias_ok & spread_ok
+        return share_ok & np.isfinite(se) & spread_ok
 
 
-def _bootstrap(cols, fr, budgets, pol, pr, n_boot, conf, seed, tick):
-    """Prompt bootstrap through :func:`scipy.stats.bootstrap` (BCa up to 2000 prompts)."""
-    P = cols.P
+def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
+    """Prompt bootstrap through :func:`scipy.stats.bootstrap` (BCa up to 2000 prompts).
+
+    Linear columns are weighted means of the per-prompt values; the frontier
+    re-solves the shared λ on every replication's mean curves and subtracts the
+    replication's mean jackknife correction.
+    """
     vals = np.where(cols.mask, cols._cat("values"), 0.0)
     mask = cols.mask.astype(float)
     f_sl = cols.slices.get("frontier")
@@ -979,7 +1039,7 @@ def _bootstrap(cols, fr, budgets, pol, pr, n_boot, conf, seed, tick):
                 o = (c @ vals) / (c @ mask)
             if f_sl is not None:
                 _, rstar, _ = fr.solve(c, budgets)
-                o[:, f_sl] = rstar
+                o[:, f_sl] = rstar - (c @ f_corr) / c.sum(axis=1, keepdims=True)
             out[s0:s0 + step] = o
         calls[0] += flat.shape[0]
         tick("bootstrap over prompts", min(calls[0], total), total)

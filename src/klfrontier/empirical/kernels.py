@@ -116,8 +116,9 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
         Sizes ``N >= 1`` (real ``N`` allowed).
     gold : (B, n) ndarray, optional
         A second reward aligned with ``r``; its plug-in BoN mean is returned.
-    jackknife : bool
-        Also return the leave-one-out KL values' jackknife bias.
+    jackknife : bool or callable
+        Also return the jackknife bias and variance of the KL (``kl_bias``,
+        ``kl_jkvar``); a callable ``jackknife(N)`` picks the sizes (NaN elsewhere).
 
     Returns
     -------
@@ -163,11 +164,14 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
             out["gold"][:, m] = np.sum(omega * gold, axis=1)
         with np.errstate(invalid="ignore"):
             term = np.where(last & (d > 0), d * (logd + np.log(n) - np.log(k)), 0.0)
-        kl = np.maximum(term.sum(axis=1), 0.0)      # each term >= 0 up to rounding at N = 1
+        # best-of-1 is p itself: its KL is exactly 0 (the terms would leave rounding behind)
+        kl = np.zeros(B) if big_n == 1 else np.maximum(term.sum(axis=1), 0.0)
         out["kl"][:, m] = kl
-        if jackknife:
+        if jackknife is True or (jackknife and jackknife(big_n)):
             out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(c_hi, k, a, b, last, n,
                                                                             log_nb, kl)
+        elif jackknife:
+            out["kl_bias"][:, m] = out["kl_jkvar"][:, m] = np.nan
     return out
 
 
@@ -272,6 +276,7 @@ def tilt_rows(r, lams, gold=None, jackknife=False):
     rbar = r.mean(axis=1, keepdims=True)
     d = r - rbar
     dmax = d.max(axis=1, keepdims=True)
+    span = dmax - d.min(axis=1, keepdims=True)
     keys = ["reward", "kl", "logmgf", "var", "ess"]
     if gold is not None:
         keys.append("gold")
@@ -280,39 +285,54 @@ def tilt_rows(r, lams, gold=None, jackknife=False):
         if gold is not None:
             keys += ["gold_bias", "gold_jkvar"]
     out = {key: np.empty((B, G)) for key in keys}
+    # sums of w = 1 + e against d, d^2 and gold are dot products with e plus fixed totals
+    sd, d2 = d.sum(axis=1), d * d
+    sd2 = d2.sum(axis=1)
+    sg = None if gold is None else gold.sum(axis=1)
+
+    def dot(a, b):
+        return np.einsum("ij,ij->i", a, b)
+
     for g in range(G):
         lam = lam_cols[:, g:g + 1]                       # (B, 1): one lam per row
         zero = lam == 0.0
         with np.errstate(divide="ignore"):
             c = np.maximum(0.0, dmax - 50.0 / lam)       # no overflow in e^{lam (d - c)}
-        e = np.expm1(lam * (d - c))
-        w = 1.0 + e
-        s0 = w.sum(axis=1, keepdims=True)
-        gain = np.where(zero, 0.0, (w * d).sum(axis=1, keepdims=True) / s0)
-        lmw = np.log1p(e.mean(axis=1, keepdims=True))
+        x = lam * (d - c)
+        e = np.exp(x)
+        e -= 1.0
+        # where every |x| is small the KL is O(x^2): keep expm1's relative accuracy there
+        small = np.flatnonzero((lam * span)[:, 0] < 0.05)
+        if small.size:
+            e[small] = np.expm1(x[small])
+        se = e.sum(axis=1)
+        s0 = (n + se)[:, None]
+        s1 = (dot(e, d) + sd)[:, None]
+        gain = np.where(zero, 0.0, s1 / s0)
+        lmw = np.log1p(se / n)[:, None]
         kl = np.maximum(lam * (gain - c) - lmw, 0.0)
         out["reward"][:, g] = (rbar + gain)[:, 0]
         out["kl"][:, g] = kl[:, 0]
         out["logmgf"][:, g] = (lam * (rbar + c) + lmw)[:, 0]
-        dev = d - gain
-        out["var"][:, g] = np.sum(w * dev * dev, axis=1) / s0[:, 0]
-        out["ess"][:, g] = s0[:, 0] ** 2 / np.sum(w * w, axis=1)
+        out["var"][:, g] = np.maximum((dot(e, d2) + sd2) / s0[:, 0] - gain[:, 0] ** 2, 0.0)
+        out["ess"][:, g] = s0[:, 0] ** 2 / (n + 2.0 * se + dot(e, e))
         if gold is not None:
-            out["gold"][:, g] = np.sum(w * gold, axis=1) / s0[:, 0]
+            out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
         if jackknife:
-            s1 = (w * d).sum(axis=1, keepdims=True)
+            w = 1.0 + e
             s0m = s0 - w
             # a sample holding all the weight leaves nothing to tilt: its leave-one-out is NaN
             s0m = np.where(s0m > 0, s0m, np.nan)
             gain_l = (s1 - w * d) / s0m                 # R_(-i) - rbar (any fixed centring works)
             with np.errstate(invalid="ignore", divide="ignore"):
-                lmw_l = np.log1p((e.sum(axis=1, keepdims=True) - e) / (n - 1.0))
-                lmw_l = np.where(np.isnan(s0m), np.nan, lmw_l)
+                lmw_l = np.log(s0m / (n - 1.0))              # NaN where s0m is
+                if small.size:                               # O(x^2) KLs: log1p keeps their digits
+                    lmw_l[small] = np.log1p((se[small, None] - e[small]) / (n - 1.0))
             kl_l = np.where(zero, 0.0, lam * (gain_l - c) - lmw_l)
             loos = [("reward", gain_l, gain), ("kl", kl_l, kl)]
             if gold is not None:
-                sg = (w * gold).sum(axis=1, keepdims=True)
-                loos.append(("gold", (sg - w * gold) / s0m, sg / s0))
+                swg = (w * gold).sum(axis=1, keepdims=True)
+                loos.append(("gold", (swg - w * gold) / s0m, swg / s0))
             for name, loo, full in loos:
                 mu = loo.mean(axis=1, keepdims=True)
                 out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]
