@@ -124,7 +124,8 @@ def test_population_truth_normal_closed_forms():
     for d in bc.KL_BUDGETS:
         assert truth[("frontier", d)] == pytest.approx(math.sqrt(2 * d * sh1), rel=1e-3)
     # and the quadrature has converged: 64 nodes agree to 1e-11 (atoms kept small for speed)
-    t32, _ = bc.cell_truth(*bc.population_prompts("t3", K=4096, nodes=32), 16)
+    p32, w32 = bc.population_prompts("t3", K=4096, nodes=32)
+    t32, _ = bc.cell_truth(p32, 16, w32)
     p64, w64 = bc.population_prompts("t3", K=4096, nodes=64)
     t64, _ = bc.cell_truth(p64, 16, w64)
     for k in t32:
@@ -135,7 +136,8 @@ def test_random_prompt_sampler_matches_population():
     # the population mean of E[max of 2] from the sampler itself (many prompts, n = 2
     # samples each, the max of the pair) is within 5 se of the quadrature truth
     rng = np.random.default_rng(11)
-    truth, _ = bc.cell_truth(*bc.population_prompts("normal"), 16)
+    prompts, w = bc.population_prompts("normal")
+    truth, _ = bc.cell_truth(prompts, 16, w)
     params = bc.draw_params("normal", 200_000, rng)
     x = np.array(list(bc.sample_data("normal", params, rng, 2).values()))
     m = x.max(axis=1)
