@@ -369,6 +369,7 @@ class Cell:
     n_boot: int
     seed: int = 20260101
     prompts: str = "fixed"
+    K: int = K_ATOMS                  # atoms of the normal / t3 laws
 
     @property
     def name(self):
@@ -394,11 +395,11 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     t0 = time.perf_counter()
     law_ss, rep_ss = cell.seeds()
     if cell.prompts == "fixed":
-        prompts, params = make_prompts(cell.law, cell.P, law_ss)
+        prompts, params = make_prompts(cell.law, cell.P, law_ss, K=cell.K)
         truth, info = cell_truth(prompts, cell.n)
         labels = [p.label for p in prompts[:10]]
     else:
-        prompts, weights = population_prompts(cell.law)
+        prompts, weights = population_prompts(cell.law, K=cell.K)
         truth, info = cell_truth(prompts, cell.n, weights)
         labels = ["random"]
     del prompts                       # the samplers need only params: free the References
@@ -415,7 +416,7 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     for r in range(cell.reps):
         if cell.prompts == "random":
             params = draw_params(cell.law, cell.P, rng)
-        data = sample_data(cell.law, params, rng, cell.n)
+        data = sample_data(cell.law, params, rng, cell.n, K=cell.K)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -364,6 +364,7 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
     ms = _floats(lengths, "--lengths")
     if any(m != int(m) or m < 1 for m in ms):
         raise CLIError("--lengths must be positive integers")
+    _check_out_dir(out)
     job = demo_job(instance, top_n=top_n, deltas=tuple(_floats(delta, "--delta")),
                    lengths=tuple(int(m) for m in ms), progress=None if as_json else _stage_printer())
     _run_job(job, out, as_json)
@@ -466,7 +467,8 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     pol_cols = dict(base_cols, ref_logprob=ref_logprob_col)
     stages = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True, disable=as_json) as bar:
+                  TimeRemainingColumn(), console=err_console, transient=True,
+                  disable=as_json or not err_console.is_terminal) as bar:
         def reader(label):
             task = bar.add_task(label, total=None)
             return task, (lambda rows: bar.update(task, completed=rows))
@@ -522,8 +524,14 @@ def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .c
     from .io import write_samples
 
     data = unigram_samples(instance, n_prompts=prompts, n_samples=n, length=length, seed=seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_samples(out, data)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{out.parent}: cannot create it ({exc.strerror or exc})") from None
+    try:
+        write_samples(out, data)
+    except OSError as exc:
+        raise CLIError(f"{out}: cannot write it ({exc.strerror or exc})") from None
     console.print(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to [bold]{out}[/]")
 
 

@@ -21,14 +21,16 @@ __all__ = ["analyze", "Analysis", "Table", "TRUST_RULE"]
 TRUST_RULE = (
     "An interval is trusted when (1) at most 5% of the prompts it averages are untrusted for it: a prompt "
     "is untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin (and, for the KL "
-    "interval, when N > n_x/16, N = 1 excepted), and for a tilt (fixed λ, the frontier's shared λ, a "
+    "interval, when N > n_x/16 or more than 20% of its rewards are seen only once — Good–Turing's "
+    "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared λ, a "
     "policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample size "
-    "(Σw)²/Σw² is below min_ess, or its jackknife correction is undefined; (2) its standard error is "
-    "defined; (3) for the BoN KL, the estimates vary between prompts (without ties every prompt gives the "
-    "same biased value, which no interval can correct).")
+    "(Σw)²/Σw² is below min_ess, or its jackknife correction is undefined; and (2) its standard error is "
+    "defined.")
 
-# Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO (coverage study).
+# Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO and where at most MAX_UNSEEN of
+# a prompt's samples are singletons (coverage study).
 KL_N_RATIO = 16
+MAX_UNSEEN = 0.2
 # Below this many prompts a prompt bootstrap undercovers: Student-t on per-prompt values instead.
 MIN_PROMPTS_BOOTSTRAP = 30
 # Above this many prompts the BCa jackknife (P statistic evaluations) is not worth it: percentile.
@@ -254,6 +256,7 @@ class _Prompts:
         self.ns = ns
         P, M = self.P, ns.size
         self.mean = np.empty(P)
+        self.singletons = np.empty(P)       # Good–Turing: the unseen mass is about n_1 / n
         self.sd_pool = float(np.sqrt(np.mean([np.var(s.rewards[i]) for i in keep])))
         z = lambda *shape: np.full(shape, np.nan)   # noqa: E731
         self.bon = {k: z(P, M) for k in ("reward", "plugin", "kl", "kl_bias", "kl_jkvar", "win")}
@@ -276,6 +279,8 @@ class _Prompts:
                 g = np.take_along_axis(g, order, axis=1)
             self.groups.append((n, rows, r, g))
             self.mean[rows] = r.mean(axis=1)
+            a, b = _k.tie_bounds(r)
+            self.singletons[rows] = np.sum(a == b, axis=1) / n
             self._bon_group(n, rows, r, g)
             done += rows.size
             if progress is not None:
@@ -611,9 +616,13 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
     # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only where the
     # estimates vary between prompts (rewards without ties give one and the same biased value)
-    kl_ok = bon_ok & ((ns[None, :] * KL_N_RATIO <= pr.n[:, None]) | (ns[None, :] == 1))
-    cols.add("bon_kl", pr.bon["kl"], elig_n, kl_ok, pr.bon["kl_bias"], pr.bon["kl_jkvar"],
-             need_spread=(ns != 1))
+    # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0), and where the
+    # samples have seen the law's levels: Good–Turing's unseen-mass estimate n_1/n_x (the share of
+    # rewards seen once) at most MAX_UNSEEN.  Without ties every reward is a level of its own, the
+    # plug-in KL is the same biased number for every prompt, and no correction is reliable.
+    kl_ok = bon_ok & (((ns[None, :] * KL_N_RATIO <= pr.n[:, None])
+                       & (pr.singletons[:, None] <= MAX_UNSEEN)) | (ns[None, :] == 1))
+    cols.add("bon_kl", pr.bon["kl"], elig_n, kl_ok, pr.bon["kl_bias"], pr.bon["kl_jkvar"])
     cols.add("bon_win", pr.bon["win"], elig_n, bon_ok, None, None)
     if pr.has_gold:
         cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, None, None)
@@ -953,7 +962,7 @@ class _Columns:
         self.slices = {}
         self.size = 0
 
-    def add(self, name, values, mask, ok, correction, jkvar, need_spread=False):
+    def add(self, name, values, mask, ok, correction, jkvar):
         raw = np.asarray(values, dtype=float)
         S = raw.shape[1]
         ok = np.asarray(ok, bool)
@@ -965,8 +974,7 @@ class _Columns:
         corr = np.where(defined, corr, 0.0)
         self.parts.append(dict(values=raw - corr, raw=raw, corr=corr,
                                mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok & defined,
-                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float),
-                               spread=np.broadcast_to(np.asarray(need_spread, bool), (S,))))
+                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float)))
         self.slices[name] = slice(self.size, self.size + S)
         self.size += S
 
@@ -1007,12 +1015,8 @@ class _Columns:
         m = self.mask
         bad = (m & ~self._cat("ok")).sum(axis=0)
         cnt = m.sum(axis=0)
-        point = np.abs(self.point())
-        spread = np.concatenate([p["spread"] for p in self.parts])
-        with np.errstate(invalid="ignore"):
-            share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
-            spread_ok = ~spread | (se > 1e-10 * np.maximum(point, np.finfo(float).tiny))
-        return share_ok & np.isfinite(se) & spread_ok
+        share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
+        return share_ok & np.isfinite(se)
 
 
 def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
