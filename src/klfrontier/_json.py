@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 
@@ -18,6 +19,10 @@ __all__ = ["jsonable", "dumps"]
 
 def jsonable(x):
     """Convert numpy values (and NaN / infinities) into strict-JSON-safe Python values.
+
+    Mappings get string keys; tuples, lists and arrays are converted element
+    by element; objects with a ``to_dict()`` method through it; paths become
+    strings; anything else non-JSON becomes its ``str``.
 
     >>> jsonable({"a": np.array([1.0, np.nan, np.inf]), "b": np.int64(3), "c": (True,)})
     {'a': [1.0, None, 'inf'], 'b': 3, 'c': [True]}
@@ -41,9 +46,17 @@ def jsonable(x):
         return v
     if x is None or isinstance(x, str):
         return x
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    if callable(getattr(x, "to_dict", None)):
+        return jsonable(x.to_dict())
     return str(x)
 
 
 def dumps(x, **kwargs) -> str:
-    """``json.dumps`` of :func:`jsonable` ``(x)`` that refuses NaN/Infinity tokens."""
+    """``json.dumps`` of :func:`jsonable` ``(x)`` that refuses NaN/Infinity tokens.
+
+    >>> dumps({"a": [1.0, float("inf"), float("nan")]})
+    '{"a": [1.0, "inf", null]}'
+    """
     return json.dumps(jsonable(x), allow_nan=False, **kwargs)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import math
-import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -19,6 +17,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import numpy as np
+
+from ._json import dumps, jsonable
 
 __all__ = ["Section", "write_report", "to_jsonable", "to_json"]
 
@@ -44,43 +44,18 @@ class Section:
 
 
 def to_jsonable(x):
-    """Convert numpy scalars/arrays (and inf/NaN) into values that strict JSON can hold.
+    """Values that strict JSON can hold: the library's one rule, :func:`klfrontier._json.jsonable`.
 
-    The one convention for numbers JSON cannot spell: an infinity becomes
-    the *string* ``"inf"`` or ``"-inf"``, and NaN (no value, e.g. no
-    interval) becomes ``null``.  Nothing returned holds a non-finite float,
-    so ``json.dumps(to_jsonable(x), allow_nan=False)`` never fails on one
-    (see :func:`to_json`).  Mappings get string keys; tuples, arrays and
-    objects with a ``to_dict()`` method are converted recursively; paths
-    become strings.  Anything else is returned unchanged.
+    An infinity becomes the *string* ``"inf"`` or ``"-inf"``, NaN (no value,
+    e.g. no interval) becomes ``null``; nothing returned holds a non-finite
+    float, so ``json.dumps(to_jsonable(x), allow_nan=False)`` never fails.
 
     Examples
     --------
     >>> to_jsonable({"kl": np.array([0.5, np.inf]), "lo": np.nan, 3: (np.int64(2), np.bool_(False))})
     {'kl': [0.5, 'inf'], 'lo': None, '3': [2, False]}
     """
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    if callable(getattr(x, "to_dict", None)):
-        return to_jsonable(x.to_dict())
-    return x
+    return jsonable(x)
 
 
 def to_json(x, *, indent=2):
@@ -91,7 +66,7 @@ def to_json(x, *, indent=2):
     >>> to_json({"a": [1.0, float("inf"), float("nan")]}, indent=None)
     '{"a": [1.0, "inf", null]}'
     """
-    return json.dumps(to_jsonable(x), indent=indent, allow_nan=False)
+    return dumps(x, indent=indent)
 
 
 def _cell(x):
