@@ -266,14 +266,14 @@ def test_interval_method_is_chosen_by_the_number_of_prompts():
     few = analyze({f"q{i}": rng.normal(size=20) for i in range(12)}, n_values=[2], kl_values=[0.3])
     assert few.info["interval"] == "t" and few.methods["bon"].startswith("Student-t over 12 prompts")
 
-    def many_prompts(seed):
+    def many_prompts():
         return {f"q{i}": np.random.default_rng(100 + i).normal(size=20) for i in range(40)}
 
-    many = analyze(many_prompts(0), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
+    many = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
     assert many.info["interval"] == "bootstrap" and "BCa" in many.methods["bon"]
-    again = analyze(many_prompts(0), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
+    again = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
     np.testing.assert_array_equal(again.frontier.reward_lo, many.frontier.reward_lo)   # seeded
-    other = analyze(many_prompts(0), n_values=[2], kl_values=[0.3], n_boot=200, seed=5)
+    other = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=5)
     assert other.frontier.reward_lo[0] != many.frontier.reward_lo[0]
     for res in (one, few, many):
         assert res.bon.reward_lo[0] < res.bon.reward[0] < res.bon.reward_hi[0]
