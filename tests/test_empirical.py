@@ -420,3 +420,28 @@ def test_any_per_prompt_policies_lie_on_or_below_the_average_kl_optimum(samples,
                   lam_values=[], interval="none")
     scale = max(float(np.ptp(np.concatenate(samples))), 1.0)
     assert R <= res.frontier.reward[0] + 1e-9 * scale
+
+
+# ----------------------------------------------------------------------------- tail diagnostic
+@pytest.mark.parametrize("shape", [0.2, 0.5, 1.0])
+def test_pareto_khat_agrees_with_scipy_maximum_likelihood(shape):
+    """Zhang-Stephens k_hat on the M-largest exceedances vs scipy's genpareto MLE on the same tail."""
+    from scipy.stats import genpareto
+
+    rng = np.random.default_rng(int(shape * 10))
+    x = np.sort(genpareto.rvs(shape, size=20000, random_state=rng))
+    k = K.pareto_khat(np.log(x)[None, :])[0]
+    M = int(np.ceil(min(0.2 * x.size, 3 * np.sqrt(x.size))))
+    mle, _, _ = genpareto.fit(x[-M:] - x[-M - 1], floc=0.0)
+    assert k == pytest.approx(mle, abs=0.08)
+    assert k == pytest.approx(shape, abs=0.15)
+
+
+def test_heavy_tailed_tilts_are_untrusted():
+    """Student-t(3) rewards: the tilt is dominated by rewards never sampled; k_hat says so."""
+    rng = np.random.default_rng(12)
+    heavy = {f"q{i}": rng.standard_t(3, size=256) for i in range(20)}
+    light = {f"q{i}": rng.normal(size=256) for i in range(20)}
+    lam = [0.5]
+    assert not analyze(heavy, n_values=[1], lam_values=lam, kl_values=[]).tilt.reward_trusted[0]
+    assert analyze(light, n_values=[1], lam_values=lam, kl_values=[]).tilt.reward_trusted[0]

@@ -22,10 +22,13 @@ TRUST_RULE = (
     "An interval is trusted when (1) at most 5% of the prompts it averages are untrusted for it: a prompt "
     "is untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin (and, for the KL "
     "interval, when N > n_x/16 or more than 20% of its rewards are seen only once — Good–Turing's "
-    "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared λ, a "
-    "policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample size "
-    "(Σw)²/Σw² is below min_ess, or its jackknife correction is undefined; and (2) its standard error is "
-    "defined.")
+    "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared "
+    "λ, a policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample "
+    "size (Σw)²/Σw² is below min_ess, the Pareto shape of its weights' tail exceeds "
+    "min(1 − 1/log10 n_x, 0.7) (the PSIS diagnostic: the reward's tail is too heavy for e^{λr} to be "
+    "estimated), or its jackknife correction is undefined; (2) its standard error is defined; (3) with a "
+    "single prompt, only the mean reward's interval (within-prompt jackknife) is trusted: for maxima and "
+    "tilts the coverage study found 64–89%.")
 
 # Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO and where at most MAX_UNSEEN of
 # a prompt's samples are singletons (coverage study).
@@ -326,7 +329,8 @@ class _Prompts:
             for sl in self._chunks(n, rows):
                 rr = r[sl]
                 gg = None if g is None else g[sl]
-                out = _k.tilt_rows(rr, lams[rows[sl]] if per_row else lams, gold=gg, jackknife=jackknife)
+                out = _k.tilt_rows(rr, lams[rows[sl]] if per_row else lams, gold=gg, jackknife=jackknife,
+                                   khat=jackknife)
                 for key, v in out.items():
                     if columns is not None and key not in columns:
                         continue
@@ -607,12 +611,13 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     # the true values (bias O(1/n^2)); the plug-in means are reported beside them.
     cols = _Columns(P)
     logn = np.log(pr.n.astype(float))
+    k_max = _k.khat_threshold(pr.n)[:, None]      # PSIS: weights' tail too heavy above it
     elig_n = ns[None, :] <= pr.n[:, None]
     bon_ok = elig_n & (pr.bon["kl"] <= logn[:, None] - trust_margin)
     cols.add("base_reward", pr.mean[:, None], np.ones((P, 1), bool), np.ones((P, 1), bool),
-             None, _jk_mean_var(pr))
+             None, _jk_mean_var(pr), single=True)
     u_var = _u_jackknife_var(pr) if method == "jackknife" else None
-    cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, None, u_var)
+    cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, None, u_var, single=(ns == 1))
     cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
     # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only where the
     # estimates vary between prompts (rewards without ties give one and the same biased value)
@@ -628,7 +633,8 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, None, None)
         cols.add("bon_gold_plugin", pr.bon["gold_plugin"], elig_n, bon_ok, None, None)
     if lams.size:
-        t_ok = (tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
+        t_ok = ((tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
+                & ~(tl["khat"] > k_max))
         t_all = np.ones_like(t_ok)
         cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl["reward_jkvar"])
         cols.add("tilt_kl", tl["kl"], t_all, t_ok, tl["kl_bias"], tl["kl_jkvar"])
@@ -644,7 +650,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
             f_corr = np.where(live, fl["reward_bias"] - fl["kl_bias"] / lam_b,
                               np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0))
         f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
-                & np.isfinite(lam_b))
+                & ~(fl["khat"] > k_max) & np.isfinite(lam_b))
         cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl["frontier_var"])
     for name, pv in pol.items():
         for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
@@ -682,7 +688,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         lo, hi, desc = _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick)
     else:
         desc = "none requested"
-    trusted = cols.trusted(se)
+    trusted = cols.trusted(se, method)
 
     # ---- tables -------------------------------------------------------------------------
     def pick(name):
@@ -907,7 +913,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     lam_v = float(lam[0, 0])
     opt_reward = float(rstar[0, 0])
     st = None
-    cols = ("logmgf", "kl", "ess", "frontier_var", "reward", "var", "reward_bias", "kl_bias")
+    cols = ("logmgf", "kl", "ess", "frontier_var", "reward", "var", "reward_bias", "kl_bias", "khat")
     if np.isfinite(lam_v) and lam_v > 0:
         for _ in range(3):      # Newton on exact evaluations over the policy's prompts
             st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols)
@@ -938,7 +944,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     ok = np.ones(P, dtype=bool)
     if st is not None:
         ok = ((st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
-              & np.isfinite(d_bias))
+              & ~(st["khat"][:, 0] > _k.khat_threshold(pr.n)) & np.isfinite(d_bias))
     out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
            "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
            "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
@@ -962,7 +968,7 @@ class _Columns:
         self.slices = {}
         self.size = 0
 
-    def add(self, name, values, mask, ok, correction, jkvar):
+    def add(self, name, values, mask, ok, correction, jkvar, single=False):
         raw = np.asarray(values, dtype=float)
         S = raw.shape[1]
         ok = np.asarray(ok, bool)
@@ -974,7 +980,8 @@ class _Columns:
         corr = np.where(defined, corr, 0.0)
         self.parts.append(dict(values=raw - corr, raw=raw, corr=corr,
                                mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok & defined,
-                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float)))
+                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float),
+                               single=np.broadcast_to(np.asarray(single, bool), (S,))))
         self.slices[name] = slice(self.size, self.size + S)
         self.size += S
 
@@ -1010,13 +1017,16 @@ class _Columns:
         _, _, se = _t_interval(self._cat("values"), self.mask, 0.95)
         return se
 
-    def trusted(self, se):
+    def trusted(self, se, method):
         """The trust rule (:data:`TRUST_RULE`) for every column."""
         m = self.mask
         bad = (m & ~self._cat("ok")).sum(axis=0)
         cnt = m.sum(axis=0)
         share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
-        return share_ok & np.isfinite(se)
+        out = share_ok & np.isfinite(se)
+        if method == "jackknife":      # one prompt: only the mean's interval covers (coverage study)
+            out &= np.concatenate([p["single"] for p in self.parts])
+        return out
 
 
 def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
