@@ -21,7 +21,7 @@ __all__ = ["analyze", "Analysis", "Table", "TRUST_RULE"]
 TRUST_RULE = (
     "An interval is trusted when (1) at most 5% of the prompts it averages are untrusted for it: a prompt "
     "is untrusted for best-of-N at N when its plug-in BoN KL exceeds log n_x − margin (and, for the KL "
-    "interval, when N > n_x/16 or more than 20% of its rewards are seen only once — Good–Turing's "
+    "interval, when N > n_x/32 or more than 20% of its rewards are seen only once — Good–Turing's "
     "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared "
     "λ, a policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample "
     "size (Σw)²/Σw² is below min_ess, the Pareto shape of its weights' tail exceeds "
@@ -32,7 +32,7 @@ TRUST_RULE = (
 
 # Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO and where at most MAX_UNSEEN of
 # a prompt's samples are singletons (coverage study).
-KL_N_RATIO = 16
+KL_N_RATIO = 32
 MAX_UNSEEN = 0.2
 # Below this many prompts a prompt bootstrap undercovers: Student-t on per-prompt values instead.
 MIN_PROMPTS_BOOTSTRAP = 30
@@ -619,8 +619,6 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     u_var = _u_jackknife_var(pr) if method == "jackknife" else None
     cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, None, u_var, single=(ns == 1))
     cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
-    # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0) and only where the
-    # estimates vary between prompts (rewards without ties give one and the same biased value)
     # BoN KL: trusted for N <= n_x / KL_N_RATIO (N = 1: the KL is exactly 0), and where the
     # samples have seen the law's levels: Good–Turing's unseen-mass estimate n_1/n_x (the share of
     # rewards seen once) at most MAX_UNSEEN.  Without ties every reward is a level of its own, the
