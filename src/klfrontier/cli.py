@@ -460,11 +460,12 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
         _check_input_file(Path(file), f"--policy {name}:")
         pol_files[name] = Path(file)
     _check_out_dir(out)
-    base_cols = {"prompt_id": prompt_col, "reward": reward_col, "logprob": logprob_col, "text": text_col,
+    # the base samples' log-probabilities are not used by the analysis: not read (memory)
+    base_cols = {"prompt_id": prompt_col, "reward": reward_col, "logprob": None, "text": text_col,
                  "ref_logprob": None}
     if gold_col is not None:
         base_cols["gold"] = gold_col
-    pol_cols = dict(base_cols, ref_logprob=ref_logprob_col)
+    pol_cols = dict(base_cols, logprob=logprob_col, ref_logprob=ref_logprob_col)
     stages = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True,
@@ -481,6 +482,7 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
             task, cb = reader(f"reading policy {name}")
             pol_data[name] = read_samples(file, columns=pol_cols, strict=strict, format=fmt, progress=cb)
             bar.update(task, visible=False)
+        _release_arrow_memory()
 
         def progress(stage, done, total):
             if stage not in stages:
@@ -503,6 +505,15 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     if excluded and not as_json:
         _say_warning(f"{excluded} prompt(s) with fewer than two samples left out")
     _run_job(job, out, as_json)
+
+
+def _release_arrow_memory():
+    """Hand pyarrow's pooled buffers back to the system once the files are read."""
+    try:
+        import pyarrow
+    except ImportError:
+        return
+    pyarrow.default_memory_pool().release_unused()
 
 
 def _say_warning(msg):
@@ -533,6 +544,9 @@ def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .c
     except OSError as exc:
         raise CLIError(f"{out}: cannot write it ({exc.strerror or exc})") from None
     console.print(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to [bold]{out}[/]")
+
+
+from . import cli_lm  # noqa: E402,F401  (registers the lm commands)
 
 
 def main():  # console-script entry point

@@ -12,7 +12,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as _stats
 
 from . import kernels as _k
 
@@ -427,6 +426,13 @@ class _Frontier:
 
 
 # ----------------------------------------------------------------------------- intervals
+def _t_quantile(q, dof):
+    """Student-t quantile (scipy.stats is imported on first use: it costs half a second)."""
+    from scipy.special import stdtrit
+
+    return stdtrit(dof, q)
+
+
 def _t_interval(values, mask, conf):
     """Student-t interval on per-prompt values (``(P, S)``, NaN outside ``mask``)."""
     cnt = mask.sum(axis=0)
@@ -436,7 +442,7 @@ def _t_interval(values, mask, conf):
         dev = np.where(mask, values - mean, 0.0)
         sd = np.sqrt((dev * dev).sum(axis=0) / (cnt - 1))
         se = sd / np.sqrt(cnt)
-        tq = _stats.t.ppf(0.5 + conf / 2, np.maximum(cnt - 1, 1))
+        tq = _t_quantile(0.5 + conf / 2, np.maximum(cnt - 1, 1))
     ok = cnt >= 2
     return np.where(ok, mean - tq * se, np.nan), np.where(ok, mean + tq * se, np.nan), \
         np.where(ok, se, np.nan)
@@ -670,7 +676,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if method == "jackknife":
         v = cols.jkvar()
         ok = np.isfinite(v)
-        tq = _stats.t.ppf(0.5 + conf / 2, max(int(pr.n[0]) - 1, 1))
+        tq = _t_quantile(0.5 + conf / 2, max(int(pr.n[0]) - 1, 1))
         lo = np.where(ok, point - tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
         hi = np.where(ok, point + tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
         desc = (f"within-prompt jackknife, Student-t with n − 1 = {int(pr.n[0]) - 1} d.o.f. "
@@ -1060,9 +1066,11 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
     bca = P <= MAX_PROMPTS_BCA
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = _stats.bootstrap((np.arange(P),), statistic, n_resamples=n_boot, vectorized=True,
+        from scipy.stats import bootstrap
+
+        res = bootstrap((np.arange(P),), statistic, n_resamples=n_boot, vectorized=True,
                                confidence_level=conf, method="BCa" if bca else "percentile",
-                               rng=np.random.default_rng(seed), batch=max(1, min(n_boot, (1 << 24) // max(P, 1))))
+                               rng=np.random.default_rng(seed), batch=max(1, min(n_boot, (1 << 22) // max(P, 1))))
     lo = np.asarray(res.confidence_interval.low, dtype=float)
     hi = np.asarray(res.confidence_interval.high, dtype=float)
     dist = np.asarray(res.bootstrap_distribution)
