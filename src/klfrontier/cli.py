@@ -390,13 +390,21 @@ def _check_input_file(path: Path, option: str = ""):
     where = f"{option} " if option else ""
     if not path.exists():
         raise CLIError(f"{where}{path}: no such file")
-    if path.is_dir():
-        raise CLIError(f"{where}{path}: is a directory; give a JSONL, CSV or Parquet file")
+    if path.is_dir() and not (path / "manifest.json").is_file():
+        raise CLIError(f"{where}{path}: is a directory and not a sample store (no manifest.json); "
+                       f"give a JSONL, CSV or Parquet file or a store written by `klfrontier sample`")
 
 
 def _file_provenance(path: Path) -> dict:
+    """Size and sha256 of an input file; for a sample store, of its manifest (which lists every
+    shard's sha256) and the shards' total size."""
     import hashlib
 
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        total = sum(f.stat().st_size for f in path.glob("*.parquet"))
+        info = _file_provenance(manifest)
+        return {"path": str(path), "store": True, "bytes": total, "manifest_sha256": info["sha256"]}
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

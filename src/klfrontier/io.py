@@ -599,6 +599,11 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     Parameters
     ----------
     path : str or os.PathLike
+        A sample file, or a sample-store directory (one holding
+        ``manifest.json``, as written by ``klfrontier sample``): its
+        committed batches are read through
+        :meth:`klfrontier.lm.SampleStore.read`, checksums verified
+        (``strict``, ``format``, ``chunk_rows`` and ``engine`` do not apply).
     columns : dict, optional
         File column names for the roles ``prompt_id``, ``reward``, ``gold``,
         ``logprob``, ``ref_logprob`` and ``text``, e.g. ``{"reward":
@@ -677,6 +682,16 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     >>> read_samples(path).has_gold
     False
     """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
+        _resolve_columns(columns, reading=True)         # the same argument checks as for files
+        from .lm.store import SampleStore
+
+        # as for a file, gold is read only on request
+        data = SampleStore(path, create=False).read(columns={"gold": None, **(columns or {})},
+                                                    keep_text=keep_text)
+        if progress is not None:
+            progress(data.n_samples)
+        return data
     fmt = _detect_format(path, format)
     cols = _resolve_columns(columns, reading=True)
     if engine not in ("auto", "pyarrow", "python"):
