@@ -3,12 +3,14 @@
 For every cell (reward law, prompts P, samples per prompt n) the true law of
 each prompt is fixed once (seeded); every replication draws n samples per
 prompt from those laws, runs ``kf.analyze`` and records, for each table row
-the study tracks, the estimate, its nominal 95% interval and the ``trusted``
-flag.  The truth is computed by the library's exact engines on the true
+the study tracks, the estimate, its nominal 95% interval and the row's trust
+flag (the column's own ``reward_trusted`` / ``kl_trusted`` where the table has
+one).  The truth is computed by the library's exact engines on the true
 references:
 
-* ``bon_reward``  -- ``mean_x best_of_n(ref_x, n=N).reward`` vs ``res.bon.reward``;
-* ``bon_kl``      -- ``mean_x best_of_n(ref_x, n=N).kl`` vs ``res.bon.kl``;
+* ``bon_reward``  -- ``mean_x best_of_n(ref_x, n=N).reward`` vs ``res.bon.reward``
+  (computed by ``bon_curve``, the same engine at many N);
+* ``bon_kl``      -- ``mean_x best_of_n(ref_x, n=N).kl`` vs ``res.bon.kl_debiased``;
 * ``tilt_reward`` -- ``mean_x tilted(ref_x, lam=lam).reward`` vs ``res.tilt.reward``
   (``tilt_kl`` likewise with ``.kl``), lam = c / sd_pool for c in ``LAM_UNITS``;
 * ``frontier``    -- ``mean_x R_x(lam)`` with ONE lam solving
@@ -24,15 +26,23 @@ Reward laws (``LAWS``):
 * ``vader`` -- prompt x's response is ``m_x`` words (``m_x`` uniform on
   2..8) of the built-in unigram x VADER instance (top 2000 words); its reward
   is the sum of the words' valences, whose exact law is
-  ``kf.reward_law(inst.ref, m_x)`` (lattice FFT).  55-90% of the mass sits on
-  reward 0 and 60-90% on three levels: heavy ties.
+  ``kf.reward_law(inst.ref, m_x)`` (lattice FFT).  61-88% of the mass sits on
+  reward 0 and 66-90% on three levels: heavy ties.
 
 ``sd_pool`` is the within-prompt pooled sd, ``sqrt(mean_x Var_x r)``.
 
+``--prompts random`` redraws the P prompts' parameters in every replication
+and takes as truth the *population* mean over the prompt distribution
+(``population_prompts``: Gauss-Legendre in ``log s``, the 7 lengths of
+vader): the quantity a prompt bootstrap / Student-t over prompts estimates.
+With fixed prompts those intervals also carry the between-prompt spread and
+are conservative for the fixed prompts' mean.
+
 Usage::
 
-    python benchmarks/bench_coverage.py            # full study (<= 40 min on 2 cores)
-    python benchmarks/bench_coverage.py --quick    # fewer replications (minutes)
+    python benchmarks/bench_coverage.py            # full study (about 12 min on 2 cores)
+    python benchmarks/bench_coverage.py --prompts random   # prompts redrawn (P >= 10; 12 min)
+    python benchmarks/bench_coverage.py --quick    # 100 replications (a few minutes)
     python benchmarks/bench_coverage.py --laws normal --P 10 --n 64 --reps 200
 """
 
@@ -262,17 +272,25 @@ def _find(col, value):
     return int(hit[0]) if hit.size else None
 
 
-def _row(table, i, est, lo, hi):
-    """The row's estimate, interval and its own trust flag (``<est>_trusted`` where the table has one)."""
+def _row(table, i, col):
+    """``(estimate, lo, hi, trusted, plug-in)`` of column ``col`` in row ``i``.
+
+    The estimate is ``{col}_debiased`` where the table has it (the intervals are
+    built on the jackknife-corrected values); the flag is the column's own
+    ``{col}_trusted`` where the table has one, else the row's ``trusted``.
+    """
     if i is None:
-        return (np.nan, np.nan, np.nan, False)
-    flag = f"{est}_trusted" if f"{est}_trusted" in table.columns else "trusted"
-    return (float(getattr(table, est)[i]), float(getattr(table, lo)[i]),
-            float(getattr(table, hi)[i]), bool(getattr(table, flag)[i]))
+        return (np.nan, np.nan, np.nan, False, np.nan)
+    cols = table.columns
+    est = f"{col}_debiased" if f"{col}_debiased" in cols else col
+    flag = f"{col}_trusted" if f"{col}_trusted" in cols else "trusted"
+    return (float(getattr(table, est)[i]), float(getattr(table, f"{col}_lo")[i]),
+            float(getattr(table, f"{col}_hi")[i]), bool(getattr(table, flag)[i]),
+            float(getattr(table, col)[i]))
 
 
 def extract_rows(res, keys, info):
-    """``(estimate, lo, hi, trusted)`` for each tracked row key of one result."""
+    """``(estimate, lo, hi, trusted, plug-in)`` for each tracked row key of one result."""
     out = []
     for q, g in keys:
         if q in ("bon_reward", "bon_kl"):
@@ -287,7 +305,7 @@ def extract_rows(res, keys, info):
             t = res.frontier
             i = _find(t.kl, g)
             col = "reward"
-        out.append(_row(t, i, col, f"{col}_lo", f"{col}_hi"))
+        out.append(_row(t, i, col))
     return out
 
 
@@ -301,9 +319,11 @@ def covered(truth, lo, hi):
 def summarise_row(truth, arr, P):
     """Coverage, trust and width statistics of one row over the replications.
 
-    ``arr``: (reps, 4) of estimate, lo, hi, trusted.
+    ``arr``: (reps, 4 or 5) of estimate, lo, hi, trusted (, plug-in value).
     """
-    est, lo, hi, tr = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3].astype(bool)
+    est, lo, hi = arr[:, 0], arr[:, 1], arr[:, 2]
+    tr = np.nan_to_num(arr[:, 3]).astype(bool)
+    plug = arr[:, 4] if arr.shape[1] > 4 else est
     has = np.isfinite(lo) & np.isfinite(hi)
     cov = covered(truth, lo, hi) & has
     reps = arr.shape[0]
@@ -311,7 +331,10 @@ def summarise_row(truth, arr, P):
     m_t, m_a = int(tw.sum()), int(has.sum())
     c_t = float(cov[tw].mean()) if m_t else None
     c_a = float(cov[has].mean()) if m_a else None
-    se = (lambda c, m: None if c is None else math.sqrt(max(c * (1 - c), 0.25 / m) / m))
+    # Monte-Carlo se of a coverage c from m replications, with the Agresti-Coull
+    # centre (k + 2)/(m + 4) so that c = 0 or 1 does not report se = 0
+    se = (lambda c, m: None if c is None else
+          math.sqrt((c * m + 2) / (m + 4) * (1 - (c * m + 2) / (m + 4)) / m))
     width_t = float(np.mean(hi[tw] - lo[tw])) if m_t else None
     width_a = float(np.mean(hi[has] - lo[has])) if m_a else None
     fin = np.isfinite(est)
@@ -331,6 +354,8 @@ def summarise_row(truth, arr, P):
         "mean_estimate": float(est[fin].mean()) if fin.any() else None,
         "bias": float(est[fin].mean() - truth) if fin.any() else None,
         "sd_estimate": float(est[fin].std(ddof=1)) if fin.sum() > 1 else None,
+        "bias_plugin": (float(plug[np.isfinite(plug)].mean() - truth)
+                        if np.isfinite(plug).any() else None),
         "below": float(np.mean(hi[tw] < truth)) if m_t else None,   # interval entirely below
         "above": float(np.mean(lo[tw] > truth)) if m_t else None,
     }
@@ -406,7 +431,7 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     t_truth = time.perf_counter() - t0
     keys = list(truth)
     lam_values = [info["lam"][str(c)] for c in LAM_UNITS]
-    arr = np.full((cell.reps, len(keys), 4), np.nan)
+    arr = np.full((cell.reps, len(keys), 5), np.nan)
     rng = np.random.default_rng(rep_ss)
     seeds = rng.integers(2**31, size=cell.reps)
     errors = []
@@ -490,21 +515,35 @@ def table_lines(cells):
     return header, lines
 
 
-def failures(cells):
-    return [(c["cell"], r) for c in cells for r in c["rows"] if r["status"] == "FAIL"]
+def lost(row):
+    """A row trusted in < half the replications whose intervals cover >= 93% regardless."""
+    return (row["trusted_frac"] < FAIL_TRUSTED and row["coverage_all"] is not None
+            and row["coverage_all"] >= BAND[0] and row["n_interval"] >= 0.9 * row["reps"])
 
 
-def print_table(cells, machine, wall, quick=False, prompts="fixed"):
-    header, lines = table_lines(cells)
-    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; "
-            f"wall {wall:.0f} s")
+def summary_lines(cells):
+    """One line per (cell, quantity): coverage range over its rows trusted in >= half the reps."""
+    header = ["cell", "quantity", "rows", "trusted>=50%", "coverage|trusted % (min-max)",
+              "FAIL", "never trusted", "distrusted, covers>=93%"]
+    lines = []
+    for c in cells:
+        for q in QUANTITIES:
+            rows = [r for r in c["rows"] if r["quantity"] == q]
+            if not rows:
+                continue
+            held = [r for r in rows
+                    if r["trusted_frac"] >= FAIL_TRUSTED and r["coverage_trusted"] is not None]
+            cov = [r["coverage_trusted"] for r in held]
+            span = f"{_pct(min(cov))}-{_pct(max(cov))}" if cov else "-"
+            lines.append([c["cell"], q, str(len(rows)), str(len(held)), span,
+                          str(sum(r["status"] == "FAIL" for r in rows)),
+                          str(sum(r["status"] == "untrusted" for r in rows)),
+                          str(sum(lost(r) for r in rows))])
+    return header, lines
+
+
+def _print_grid(header, lines):
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
-    title = ("coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se); "
-             + {"fixed": "prompt laws fixed per cell, truth = their mean",
-                "random": "prompts redrawn every replication, truth = population mean"}[prompts])
-    if quick:
-        title += " -- --quick: few replications, wide Monte-Carlo error"
-    print(title)
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("-+-".join("-" * w for w in widths))
     prev = None
@@ -513,7 +552,26 @@ def print_table(cells, machine, wall, quick=False, prompts="fixed"):
             print("-+-".join("-" * w for w in widths))
         prev = line[0]
         print(" | ".join(c.ljust(w) for c, w in zip(line, widths)))
+
+
+def failures(cells):
+    return [(c["cell"], r) for c in cells for r in c["rows"] if r["status"] == "FAIL"]
+
+
+def print_table(cells, machine, wall, quick=False, prompts="fixed"):
+    header, lines = table_lines(cells)
+    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; "
+            f"wall {wall:.0f} s")
+    title = ("coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se); "
+             + {"fixed": "prompt laws fixed per cell, truth = their mean",
+                "random": "prompts redrawn every replication, truth = population mean"}[prompts])
+    if quick:
+        title += " -- --quick: few replications, wide Monte-Carlo error"
+    print(title)
+    _print_grid(header, lines)
     print(note)
+    print("\nsummary per cell and quantity (rows trusted in >= 50% of the replications)")
+    _print_grid(*summary_lines(cells))
     counts = {}
     for c in cells:
         for r in c["rows"]:
@@ -534,6 +592,15 @@ def print_table(cells, machine, wall, quick=False, prompts="fixed"):
     errs = [(c["cell"], c["n_errors"], c["errors"][:1]) for c in cells if c["n_errors"]]
     for name, k, e in errs:
         print(f"  {name}: {k} replications raised, e.g. {e}")
+
+
+def library_fingerprint():
+    """sha256 (first 12 hex) of each ``klfrontier/empirical`` source: which ``analyze`` ran."""
+    import hashlib
+
+    root = Path(kf.__file__).resolve().parent / "empirical"
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+            for p in sorted(root.glob("*.py"))}
 
 
 def build_cells(laws, Ps, ns, reps, n_boot, seed, prompts="fixed"):
@@ -578,6 +645,7 @@ def main(argv=None):
     print(f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
           f"{args.workers} workers ...", flush=True)
     load0 = os.getloadavg()[0]
+    fingerprint = library_fingerprint()     # before the run: the sources the workers import
     t0 = time.perf_counter()
     results = run_study(cells, workers=args.workers)
     wall = time.perf_counter() - t0
@@ -595,6 +663,7 @@ def main(argv=None):
                   "prompts": args.prompts},
         "rules": {"band": list(BAND), "fail_below": FAIL_BELOW, "fail_trusted": FAIL_TRUSTED},
         "machine": machine,
+        "library_sources": fingerprint,
         "wall_s": wall,
         "failures": [{"cell": name, **r} for name, r in failures(results)],
         "cells": results,

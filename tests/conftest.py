@@ -8,7 +8,9 @@ as an ``@example`` or a regression test, so the ``ci`` profile replays it.
 """
 
 import os
+import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -24,3 +26,12 @@ settings.register_profile("dev", deadline=None, max_examples=500, print_blob=Tru
 settings.register_profile("long", deadline=None, max_examples=2000, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close matplotlib figures a test leaves open (jobs build figures that only a report saves)."""
+    yield
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
