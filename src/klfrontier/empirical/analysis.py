@@ -24,7 +24,7 @@ TRUST_RULE = (
     "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared "
     "λ, a policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample "
     "size (Σw)²/Σw² is below min_ess, the Pareto shape of its weights' tail exceeds "
-    "min(1 − 1/log10 n_x, 0.7) (the PSIS diagnostic: the reward's tail is too heavy for e^{λr} to be "
+    "min(1 − 1/log10 n_x, 0.7) or cannot be estimated (fewer than 25 samples) (the PSIS diagnostic: the reward's tail is too heavy for e^{λr} to be "
     "estimated), or its jackknife correction is undefined; (2) its standard error is defined; (3) with a "
     "single prompt, only the mean reward's interval (within-prompt jackknife) is trusted: for maxima and "
     "tilts the coverage study found 64–89%; (4) the tilt's KL interval is trusted only from the prompt "
@@ -640,7 +640,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         cols.add("bon_gold_plugin", pr.bon["gold_plugin"], elig_n, bon_ok, None, None)
     if lams.size:
         t_ok = ((tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
-                & ~(tl["khat"] > k_max))
+                & (tl["khat"] <= k_max))
         t_all = np.ones_like(t_ok)
         cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl["reward_jkvar"])
         # the per-prompt tilt KL is right-skewed: a t interval over < 30 prompts covered 87%
@@ -657,7 +657,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
             f_corr = np.where(live, fl["reward_bias"] - fl["kl_bias"] / lam_b,
                               np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0))
         f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
-                & ~(fl["khat"] > k_max) & np.isfinite(lam_b))
+                & (fl["khat"] <= k_max) & np.isfinite(lam_b))
         cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl["frontier_var"])
     for name, pv in pol.items():
         for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
@@ -951,7 +951,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     ok = np.ones(P, dtype=bool)
     if st is not None:
         ok = ((st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
-              & ~(st["khat"][:, 0] > _k.khat_threshold(pr.n)) & np.isfinite(d_bias))
+              & (st["khat"][:, 0] <= _k.khat_threshold(pr.n)) & np.isfinite(d_bias))
     out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
            "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
            "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
