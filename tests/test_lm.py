@@ -20,9 +20,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from klfrontier import lm  # noqa: E402
-from klfrontier.lm import sampling as lm_sampling  # noqa: E402
-from klfrontier.lm.tilt import TokenTiltProcessor, tilt_log_softmax  # noqa: E402
+from klfrontier import lm
+from klfrontier.lm import sampling as lm_sampling
+from klfrontier.lm.tilt import TokenTiltProcessor, tilt_log_softmax
 
 V = 64
 PAD, BOS, EOS = 0, 1, 2
@@ -477,3 +477,16 @@ def test_score_equals_the_recorded_logprobs(tiny, values):
     assert lm.score(tiny, "w4", [[worst]], top_k=3)[0] == -np.inf
     with pytest.raises(ValueError, match="continuations"):
         lm.score(tiny, "w4", [[]])
+
+
+def test_progress_and_threads(tiny):
+    calls = []
+    before = torch.get_num_threads()
+    lm.sample(tiny, PROMPTS, n=3, max_new_tokens=5, batch_prompts=2, threads=2,
+              progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert torch.get_num_threads() == before                       # restored
+    samples = [c for c in calls if c[0] == "samples"]
+    tokens = [c for c in calls if c[0] == "tokens"]
+    assert samples[-1] == ("samples", 15, 15)
+    assert all(a[1] <= b[1] for a, b in zip(samples, samples[1:]))
+    assert tokens[-1][2] == 15 * 5 and 0 < tokens[-1][1] <= 15 * 5

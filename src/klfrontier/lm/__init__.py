@@ -16,9 +16,8 @@ by ``import klfrontier`` or ``import klfrontier.lm``.
 from .model import LM, load_model
 from .sampling import Samples, batch_seed, n_batches, sample, sample_batches, score
 
-# --- store: helper T replaces the next line with `from .store import SampleStore` (and adds
-# "SampleStore" to __all__) -------------------------------------------------------------------
-from .store import SampleStore  # noqa: E402
+# the crash-safe sample store (store.py)
+from .store import SampleStore
 
 __all__ = ["LM", "load_model", "Samples", "sample", "sample_batches", "score", "n_batches", "batch_seed",
            "TokenTiltProcessor", "tilt_log_softmax", "SampleStore"]

@@ -34,7 +34,7 @@ import inspect
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import numpy as np
@@ -44,7 +44,7 @@ from .model import LM, load_model
 __all__ = ["Samples", "sample", "sample_batches", "n_batches", "batch_seed", "score"]
 
 #: Decoding rows per forward pass (a batch of ``batch_prompts * n`` rows is split in groups).
-MAX_ROWS = 256
+MAX_ROWS = 64
 # Drop finished rows from the cache once this fraction of a group's rows is dead.
 _COMPACT_FRACTION = 0.25
 
@@ -601,8 +601,12 @@ def _run(st, progress):
     from .model import _import_lm
 
     torch, _ = _import_lm()
+    from transformers.generation.logits_process import (
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
     from .tilt import _values_for
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
     lm = st["model"]
     n, bp = st["n"], st["batch_prompts"]
@@ -690,7 +694,7 @@ def sample(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperature=1.0, 
         to draw)``.
     batches : iterable of int, optional
         Only these batch indices (default: all).
-    max_rows : int, default 256
+    max_rows : int, default 64
         Rows decoded per forward pass (bounds the KV cache's memory).
     threads : int, optional
         torch intra-op threads for the call (restored afterwards); default:
@@ -771,7 +775,10 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
     if any(not 0 <= t < lm.vocab_size for c in conts for t in c):
         raise ValueError(f"continuations hold token ids outside [0, {lm.vocab_size})")
     from transformers import DynamicCache
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+    from transformers.generation.logits_process import (
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     from .model import _import_lm
     from .tilt import _values_for, tilt_log_softmax
