@@ -17,6 +17,7 @@ __all__ = [
     "convergence_figure",
     "empirical_figure",
     "overoptimization_figure",
+    "gold_figure",
     "save_figure",
 ]
 
