@@ -28,7 +28,8 @@ from klfrontier.plots import (  # noqa: E402
     overoptimization_figure,
     save_figure,
 )
-from klfrontier.report import Section, _csv_value, _slug, to_json, to_jsonable, write_report  # noqa: E402
+from klfrontier.report import Section, _slug, to_json, to_jsonable, write_report  # noqa: E402
+from klfrontier._atomic import csv_cell as _csv_value  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
 NASTY = "$x^2$ [bold]"

@@ -6,6 +6,7 @@ A reader sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_text", "write_table"]
+__all__ = ["atomic_path", "write_text", "write_csv", "write_table", "csv_cell", "sha256_file"]
 
 
 @contextmanager
@@ -56,31 +57,52 @@ def write_text(path, text):
         tmp.write_text(text, encoding="utf-8")
 
 
-def _csv_cell(v):
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    return v
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def csv_cell(x):
+    """One CSV field: floats in shortest round-trip form (``repr``: ``inf``/``-inf``), NaN and None empty,
+    booleans ``true``/``false``.
+
+    >>> [csv_cell(v) for v in (0.1, float("inf"), float("nan"), None, np.True_, np.int64(3), "a")]
+    ['0.1', 'inf', '', '', 'true', '3', 'a']
+    """
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return "" if math.isnan(v) else repr(v)
+    return str(x)
+
+
+def write_csv(path, columns, rows):
+    """RFC 4180 CSV (CRLF line ends, minimal quoting), UTF-8, header first, written atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow([str(c) for c in columns])
+            w.writerows([csv_cell(v) for v in row] for row in rows)
 
 
 def write_table(path, columns, *, format="csv"):
-    """Write a dict of equal-length columns as CSV (RFC 4180) or Parquet, atomically.
-
-    In CSV, NaN is an empty field and infinities are ``inf``/``-inf``.
-    """
+    """Write a dict of equal-length columns as CSV (:func:`write_csv`) or Parquet, atomically."""
     names = list(columns)
     arrays = [np.asarray(columns[k]) for k in names]
+    if format == "csv":
+        write_csv(path, names, zip(*(a.tolist() for a in arrays)))
+        return
     with atomic_path(path) as tmp:
-        if format == "csv":
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(names)
-                for row in zip(*(a.tolist() for a in arrays)):
-                    w.writerow([_csv_cell(v) for v in row])
-        elif format == "parquet":
+        if format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 

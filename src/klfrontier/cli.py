@@ -398,18 +398,14 @@ def _check_input_file(path: Path, option: str = ""):
 def _file_provenance(path: Path) -> dict:
     """Size and sha256 of an input file; for a sample store, of its manifest (which lists every
     shard's sha256) and the shards' total size."""
-    import hashlib
+    from ._atomic import sha256_file
 
     if path.is_dir():
         manifest = path / "manifest.json"
         total = sum(f.stat().st_size for f in path.glob("*.parquet"))
         info = _file_provenance(manifest)
         return {"path": str(path), "store": True, "bytes": total, "manifest_sha256": info["sha256"]}
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 @app.command()

@@ -6,7 +6,6 @@ imported; torch and transformers are imported only when the command runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Optional
 import numpy as np
 import typer
 
+from ._atomic import sha256_file
 from .cli import CLIError, _friendly, app, console, err_console
 
 __all__ = ["read_prompts", "best_of_selection"]
@@ -140,13 +140,6 @@ def best_of_selection(table, *, n, seed):
     return out
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _model_spec(model: str) -> str:
     """The model as recorded in the store: ``smollm2`` or the directory's absolute path."""
@@ -215,7 +208,7 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
         raise CLIError(f"--shard: {exc}") from None
     texts = read_prompts(prompts)
     total = -(-len(texts) // batch_prompts)
-    params = {"model": _model_spec(model), "prompts_sha256": _sha256(prompts), "n_prompts": len(texts),
+    params = {"model": _model_spec(model), "prompts_sha256": sha256_file(prompts), "n_prompts": len(texts),
               "n": n, "max_new_tokens": max_new_tokens, "seed": seed, "batch_prompts": batch_prompts,
               "temperature": temperature, "top_k": top_k, "top_p": top_p, "tilt": tilt,
               "reward": reward, "gold_reward": gold_reward}

@@ -7,7 +7,6 @@ The report holds no mathematics: it lays out what the caller computed.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
 import re
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ._atomic import write_csv
 from ._json import dumps, jsonable
 
 __all__ = ["Section", "write_report", "to_jsonable", "to_json"]
@@ -81,28 +81,6 @@ def _cell(x):
             return "–"
         return f"{x:.6g}"
     return html.escape(str(x))
-
-
-def _csv_value(x):
-    """One CSV field: floats in shortest round-trip form (``repr``), ``inf``/``-inf``, NaN and None empty."""
-    if x is None:
-        return ""
-    if isinstance(x, (bool, np.bool_)):
-        return "true" if x else "false"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        return "" if math.isnan(v) else repr(v)
-    return str(x)
-
-
-def _write_csv(path, columns, rows):
-    """RFC 4180 CSV (CRLF line ends, minimal quoting), UTF-8, header row first."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow([str(c) for c in columns])
-        w.writerows([_csv_value(v) for v in row] for row in rows)
 
 
 def _slug(text, max_len=60):
@@ -280,7 +258,7 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
                          f"<a href='{href_svg}'>SVG</a></figcaption></figure>")
         for caption, columns, rows, note, slug in tables:
             path = out / TABLES_DIR / f"{slug}.csv"
-            _write_csv(path, columns, rows)
+            write_csv(path, columns, rows)
             written.add(path.resolve())
             href = f"{TABLES_DIR}/{slug}.csv"
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)

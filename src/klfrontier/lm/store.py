@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import _fsync_dir, atomic_path
+from .._atomic import _fsync_dir, atomic_path, sha256_file
 
 __all__ = ["SampleStore", "MANIFEST", "STORE_FORMAT"]
 
@@ -160,13 +159,6 @@ class _Flock:
     def __exit__(self, *exc):
         self.release()
 
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _batch_columns(samples, reward, gold):
@@ -427,7 +419,7 @@ class SampleStore:
                 pq.write_table(table, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
-            digest = _sha256(tmp)
+            digest = sha256_file(tmp)
             with _Flock(self.path / ".manifest.lock"):
                 manifest = self._load_manifest()
                 if any(e["batch"] == b for e in manifest["batches"]):
@@ -495,7 +487,7 @@ class SampleStore:
             file = self.path / e["file"]
             if not file.exists():
                 raise ValueError(f"{self.path}: shard {e['file']} of batch {e['batch']} is missing")
-            if verify and _sha256(file) != e["sha256"]:
+            if verify and sha256_file(file) != e["sha256"]:
                 raise ValueError(f"{file}: checksum differs from the manifest (damaged shard)")
             t = pq.read_table(file, columns=wanted)
             if verify and t.num_rows != e["rows"]:   # pragma: no cover - implied by the checksum
