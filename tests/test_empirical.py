@@ -375,6 +375,10 @@ def test_policies_against_the_optimum():
     within(b, "kl", bon_pol.kl)
     assert t.optimal_reward[0] == pytest.approx(tilt_pol.reward, abs=0.05)
     within(b, "kl_to_optimal", kf.optimality(ref, bon_pol).kl_to_optimal)
+    # the reward gap to the optimum at the policy's own KL, with its interval
+    within(t, "gap", 0.0)
+    within(b, "gap", kf.optimality(ref, bon_pol).reward_gap)
+    assert kf.optimality(ref, bon_pol).reward_gap > 0
     assert b.bon_n_same_kl[0] == pytest.approx(4.0, rel=0.15)
     assert int(t.prompts[0]) == 40
     with pytest.raises(ValueError, match="not among the base prompts"):

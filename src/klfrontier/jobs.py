@@ -507,7 +507,7 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
             p_rows.append([name, int(t.prompts[0]), *_interval_cells(t.kl[0], t.kl_lo[0], t.kl_hi[0]),
                            *_interval_cells(t.reward[0], t.reward_lo[0], t.reward_hi[0]),
                            float(t.optimal_reward_debiased[0]),
-                           float(t.optimal_reward_debiased[0] - t.reward[0]),
+                           *_interval_cells(t.gap[0], t.gap_lo[0], t.gap_hi[0]),
                            *_interval_cells(t.kl_to_optimal[0], t.kl_to_optimal_lo[0],
                                             t.kl_to_optimal_hi[0]),
                            float(t.bon_n_same_kl[0]), bool(t.trusted[0])])
@@ -518,7 +518,7 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
             "KL(π‖φ_λ) = KL(π‖p) − λ E_π r + Λ(λ) with Λ estimated from the base samples. Policies whose "
             "names differ only in their numbers are checkpoints of one run and are joined in order.",
             [], [("Policies", ["policy", "prompts", "KL", "lo", "hi", "reward", "lo", "hi",
-                               "optimal reward at that KL", "reward gap", "KL to optimal", "lo", "hi",
+                               "optimal reward at that KL", "reward gap", "lo", "hi", "KL to optimal", "lo", "hi",
                                "best-of-N with that KL", "trusted"], p_rows,
                   "Intervals: " + res.methods[f"policy:{next(iter(res.policies))}"] + ".")]))
 

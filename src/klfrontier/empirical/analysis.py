@@ -660,7 +660,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
                 & (fl["khat"] <= k_max) & np.isfinite(lam_b))
         cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl["frontier_var"])
     for name, pv in pol.items():
-        for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
+        for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
             cols.add(f"policy:{name}:{key}", pv[key][:, None], pv["mask"][:, None], pv["ok"][:, None],
                      pv.get(key + "_bias"), pv.get(key + "_var"))
 
@@ -755,7 +755,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     pol_tables = {}
     for name, pv in pol.items():
         row = {}
-        for key in ("kl", "reward", "kl_to_optimal") + (("gold",) if "gold" in pv else ()):
+        for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
             v, l_, h_, t_ = pick(f"policy:{name}:{key}")
             if key == "kl_to_optimal":       # a KL: negative values are sampling noise
                 row["kl_to_optimal_plugin"] = plug(f"policy:{name}:{key}")
@@ -952,7 +952,24 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     if st is not None:
         ok = ((st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
               & (st["khat"][:, 0] <= _k.khat_threshold(pr.n)) & np.isfinite(d_bias))
+    # gap_x = R*_x - r_x: prompt x's share of R*_avg(KL_pi) - E_pi r to first order in the shared
+    # lam (psi_x with the policy's own per-prompt KL as budget; its mean is the exact solve's gap)
+    gap = np.zeros(P)
+    gap_bias = np.zeros(P)
+    gap_var = np.full(P, np.nan)
+    if st is not None and lam_v > 0 and np.isfinite(lam_v):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            opt_x = st["reward"][:, 0] - (st["kl"][:, 0] - kl) / lam_use
+        gap = np.where(mask, opt_x - rew, 0.0)
+        gap_bias = np.where(mask, st["reward_bias"][:, 0] - st["kl_bias"][:, 0] / lam_use, 0.0)
+        for x, (r, lr) in samples.items():
+            if r.size >= 2:
+                gap_var[x] = np.var(lr / lam_use - r, ddof=1) / r.size + st["frontier_var"][x, 0]
+    else:       # lam = 0 (KL 0) or saturated: the optimum at that KL is the base mean
+        gap = np.where(mask, pr.mean - rew, 0.0)
+        gap_var = rew_var + _jk_mean_var(pr)[:, 0]
     out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
+           "gap": gap, "gap_bias": gap_bias, "gap_var": gap_var,
            "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
            "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
            "lam": lam_v}
