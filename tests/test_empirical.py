@@ -449,3 +449,36 @@ def test_heavy_tailed_tilts_are_untrusted():
     lam = [0.5]
     assert not analyze(heavy, n_values=[1], lam_values=lam, kl_values=[]).tilt.reward_trusted[0]
     assert analyze(light, n_values=[1], lam_values=lam, kl_values=[]).tilt.reward_trusted[0]
+
+
+# ----------------------------------------------------------------------------- the prompt bootstrap
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_prompt_bootstrap_equals_scipy_bootstrap(method):
+    """Same generator -> the same replications and intervals as scipy.stats.bootstrap."""
+    from scipy.stats import bootstrap
+
+    from klfrontier.empirical.resample import counts_from_index, prompt_bootstrap
+
+    rng = np.random.default_rng(3)
+    P = 57
+    vals = rng.standard_t(3, size=(P, 3))
+    w = rng.uniform(0.5, 2.0, size=P)
+
+    def stat_c(c):                         # linear, a ratio, and a nonlinear function of a mean
+        m = (c @ vals) / c.sum(axis=1, keepdims=True)
+        return np.column_stack([m, (c @ (vals[:, 0] * w)) / (c @ w), np.exp(m[:, 0])])
+
+    def stat_idx(idx, axis=-1):
+        flat = idx.reshape(-1, idx.shape[-1])
+        out = stat_c(counts_from_index(flat, P))
+        return np.moveaxis(out.reshape(idx.shape[:-1] + (out.shape[1],)), -1, 0)
+
+    ref = bootstrap((np.arange(P),), stat_idx, n_resamples=999, vectorized=True, confidence_level=0.9,
+                    method=method, rng=np.random.default_rng(5), batch=100)
+    got = prompt_bootstrap(stat_c, P, n_resamples=999, confidence=0.9, rng=np.random.default_rng(5),
+                           method=method)
+    np.testing.assert_array_equal(got.distribution, np.asarray(ref.bootstrap_distribution))
+    np.testing.assert_allclose(got.low, ref.confidence_interval.low, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(got.high, ref.confidence_interval.high, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="method"):
+        prompt_bootstrap(stat_c, P, n_resamples=9, confidence=0.9, rng=rng, method="basic")

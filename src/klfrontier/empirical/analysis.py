@@ -8,12 +8,15 @@ study that backs every interval marked trusted.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import kernels as _k
+from . import resample as _rs
 
 __all__ = ["analyze", "Analysis", "Table", "TRUST_RULE"]
 
@@ -246,7 +249,8 @@ def _from_frame(frame, cols, what):
 class _Prompts:
     """Per-prompt estimates of the kept prompts (``n_x >= 2``), batched by sample count."""
 
-    def __init__(self, s, ns, progress):
+    def __init__(self, s, ns, progress, threads=1):
+        self.threads = int(threads)
         counts = s.counts
         keep = np.flatnonzero(counts >= 2)
         self.excluded = [(s.prompts[i], int(counts[i])) for i in np.flatnonzero(counts < 2)]
@@ -261,7 +265,6 @@ class _Prompts:
         P, M = self.P, ns.size
         self.mean = np.empty(P)
         self.singletons = np.empty(P)       # Good–Turing: the unseen mass is about n_1 / n
-        self.sd_pool = float(np.sqrt(np.mean([np.var(s.rewards[i]) for i in keep])))
         z = lambda *shape: np.full(shape, np.nan)   # noqa: E731
         self.bon = {k: z(P, M) for k in ("reward", "plugin", "kl", "kl_bias", "kl_jkvar", "win")}
         if self.has_gold:
@@ -272,23 +275,27 @@ class _Prompts:
         for j, i in enumerate(keep):
             by_n.setdefault(int(counts[i]), []).append((j, i))
         done = 0
+        var_sum = 0.0
         for n, members in sorted(by_n.items()):
             rows = np.array([j for j, _ in members])
             r = np.array([s.rewards[i] for _, i in members], dtype=float).reshape(rows.size, n)
-            order = np.argsort(r, axis=1, kind="stable")
-            r = np.take_along_axis(r, order, axis=1)
             g = None
             if self.has_gold:
+                order = np.argsort(r, axis=1, kind="stable")
+                r = np.take_along_axis(r, order, axis=1)
                 g = np.array([s.gold[i] for _, i in members], dtype=float).reshape(rows.size, n)
                 g = np.take_along_axis(g, order, axis=1)
+                del order
+            else:
+                r.sort(axis=1)
             self.groups.append((n, rows, r, g))
             self.mean[rows] = r.mean(axis=1)
-            a, b = _k.tie_bounds(r)
-            self.singletons[rows] = np.sum(a == b, axis=1) / n
+            var_sum += np.var(r, axis=1).sum()
             self._bon_group(n, rows, r, g)
             done += rows.size
             if progress is not None:
                 progress("per-prompt best-of-N", done, P)
+        self.sd_pool = float(np.sqrt(var_sum / P))
 
     def _chunks(self, n, rows):
         step = max(1, _CHUNK // max(n, 1))
@@ -297,13 +304,19 @@ class _Prompts:
 
     def _bon_group(self, n, rows, r, g):
         ok = self.ns <= n
-        if not ok.any():
+        if not ok.any():                  # no BoN size fits: only the Good–Turing share
+            for sl in self._chunks(n, rows):
+                a, b = _k.tie_bounds(r[sl])
+                self.singletons[rows[sl]] = np.sum(a == b, axis=1) / n
             return
         ns = self.ns[ok]
         cols = np.flatnonzero(ok)
         W = np.stack([_k.unbiased_weights(n, int(N)) for N in ns], axis=1)     # (n, M_ok)
-        for sl in self._chunks(n, rows):
+
+        def one(sl):
             rr = r[sl]
+            a, b = _k.tie_bounds(rr)
+            self.singletons[rows[sl]] = np.sum(a == b, axis=1) / n
             idx = rows[sl][:, None], cols[None, :]
             top = rr[:, -1:]
             self.bon["reward"][idx] = top + (rr - top) @ W
@@ -316,28 +329,59 @@ class _Prompts:
             self.bon["kl_jkvar"][idx] = out["kl_jkvar"]
             self.bon["win"][idx] = out["win_rate"]
             if g is not None:
-                a, b = _k.tie_bounds(rr)
                 self.bon["gold"][idx] = _k.tie_mean(g[sl], a, b) @ W
                 self.bon["gold_plugin"][idx] = out["gold"]
 
-    def tilt_at(self, lams, jackknife=True, columns=None):
-        """Per-prompt tilt statistics (``(P, G)`` arrays) at a shared grid ``(G,)`` or per prompt ``(P, G)``."""
+        for _ in self._map(one, list(self._chunks(n, rows))):     # chunks write disjoint rows
+            pass
+
+    def _map(self, fn, jobs):
+        """``fn(j) for j in jobs`` in order, on ``self.threads`` threads (numpy releases the GIL).
+
+        At most ``2 * threads`` results wait to be consumed (memory stays that of a few chunks).
+        """
+        if self.threads <= 1 or len(jobs) <= 1:
+            yield from map(fn, jobs)
+            return
+        ahead = 2 * self.threads
+        with ThreadPoolExecutor(max_workers=min(self.threads, len(jobs))) as ex:
+            pending = [ex.submit(fn, j) for j in jobs[:ahead]]
+            for k in range(len(jobs)):
+                res = pending[k].result()
+                pending[k] = None
+                if k + ahead < len(jobs):
+                    pending.append(ex.submit(fn, jobs[k + ahead]))
+                yield res
+
+    def tilt_at(self, lams, jackknife=True, columns=None, trust=None):
+        """Per-prompt tilt statistics (``(P, G)`` arrays) at a shared grid ``(G,)`` or per prompt ``(P, G)``.
+
+        With ``jackknife`` the Pareto ``khat`` is computed too, where the rest of
+        the trust rule ``trust = (margin, min_ess)`` holds (NaN elsewhere), and
+        the within-prompt variances where they are used (one prompt, or
+        ``frontier_var`` among ``columns``).
+        """
         lams = np.asarray(lams, dtype=float)
+        # within-prompt variances serve the one-prompt jackknife interval and a policy's distance
+        variances = self.P == 1 or (columns is not None and "frontier_var" in columns)
         per_row = lams.ndim == 2
         G = lams.shape[-1]
+        jobs = [(n, rows, r, g, sl) for n, rows, r, g in self.groups for sl in self._chunks(n, rows)]
+
+        def one(job):
+            n, rows, r, g, sl = job
+            gate = None if trust is None else (np.log(n) - trust[0], trust[1])
+            out = _k.tilt_rows(r[sl], lams[rows[sl]] if per_row else lams,
+                               gold=None if g is None else g[sl], jackknife=jackknife,
+                               khat=jackknife, khat_gate=gate, variances=variances)
+            return rows[sl], {k: v for k, v in out.items() if columns is None or k in columns}
+
         res = {}
-        for n, rows, r, g in self.groups:
-            for sl in self._chunks(n, rows):
-                rr = r[sl]
-                gg = None if g is None else g[sl]
-                out = _k.tilt_rows(rr, lams[rows[sl]] if per_row else lams, gold=gg, jackknife=jackknife,
-                                   khat=jackknife)
-                for key, v in out.items():
-                    if columns is not None and key not in columns:
-                        continue
-                    if key not in res:
-                        res[key] = np.full((self.P, G), np.nan)
-                    res[key][rows[sl]] = v
+        for rows, out in self._map(one, jobs):       # filled as the chunks arrive
+            for key, v in out.items():
+                if key not in res:
+                    res[key] = np.full((self.P, G), np.nan)
+                res[key][rows] = v
         return res
 
 
@@ -352,7 +396,9 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
     B, H = K.shape
     Kb = budgets.size
     Km = np.maximum.accumulate(K, axis=1)
-    j = np.sum(Km[:, :, None] < budgets[None, None, :], axis=1)       # (B, Kb) first node >= budget
+    j = np.empty((B, Kb), dtype=np.int64)                              # first node >= budget
+    for i, b in enumerate(budgets):                                    # (no (B, H, Kb) temporary)
+        j[:, i] = np.sum(Km < b, axis=1)
     jj = np.clip(j, 1, H - 1)
     b_idx = np.arange(B)[:, None]
     h = (u[jj] - u[jj - 1])
@@ -429,7 +475,7 @@ class _Frontier:
 
 # ----------------------------------------------------------------------------- intervals
 def _t_quantile(q, dof):
-    """Student-t quantile (scipy.stats is imported on first use: it costs half a second)."""
+    """Student-t quantile ``t_dof^{-1}(q)``."""
     from scipy.special import stdtrit
 
     return stdtrit(dof, q)
@@ -448,13 +494,6 @@ def _t_interval(values, mask, conf):
     ok = cnt >= 2
     return np.where(ok, mean - tq * se, np.nan), np.where(ok, mean + tq * se, np.nan), \
         np.where(ok, se, np.nan)
-
-
-def _weights_from_index(idx, P):
-    """Resample counts ``(B, P)`` from resampled prompt indices ``(B, P')``."""
-    B = idx.shape[0]
-    flat = (idx + P * np.arange(B)[:, None]).ravel()
-    return np.bincount(flat, minlength=B * P).reshape(B, P).astype(float)
 
 
 # ----------------------------------------------------------------------------- grids
@@ -476,7 +515,7 @@ def _check_grid(x, name, *, integer=False, positive=False):
 # ----------------------------------------------------------------------------- the analysis
 def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None, lam_values=None,
             n_boot=1000, seed=0, confidence=0.95, interval="auto", columns=None, progress=None,
-            trust_margin=1.0, min_ess=10.0) -> Analysis:
+            trust_margin=1.0, min_ess=10.0, threads=None) -> Analysis:
     """Best-of-N, the tilted policy, the average-KL optimum and aligned policies, from samples.
 
     Parameters
@@ -513,6 +552,9 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     progress : callable(stage, done, total), optional
     trust_margin, min_ess : float
         The trust rule (:data:`TRUST_RULE`).
+    threads : int, optional
+        Threads for the per-prompt kernels (numpy releases the GIL in them).
+        Default: the CPUs this process may run on.  Results do not depend on it.
 
     Returns
     -------
@@ -554,6 +596,10 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     for name, v in (("trust_margin", trust_margin), ("min_ess", min_ess)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0")
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if progress is not None and not callable(progress):
         raise ValueError("progress must be callable")
 
@@ -573,7 +619,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     n_max = int(counts.max())
     ns = _check_grid(2 ** np.arange(int(np.floor(np.log2(max(n_max, 1)))) + 1)
                      if n_values is None else n_values, "n_values", integer=True)
-    pr = _Prompts(s, ns, tick)
+    pr = _Prompts(s, ns, tick, threads)
     P = pr.P
     sd = pr.sd_pool if pr.sd_pool > 0 else 1.0
     lams = _check_grid(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 12) / sd])
@@ -592,7 +638,8 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
 
     # ---- per-prompt tilts at the user's lam and the frontier -------------------------------
     tick("tilts", 0, 1)
-    tl = pr.tilt_at(lams) if lams.size else {}
+    gate = (trust_margin, min_ess)
+    tl = pr.tilt_at(lams, trust=gate) if lams.size else {}
     fr = _Frontier(pr, sd)
     ones = np.ones((1, P))
     f_lam, f_rew, f_sat = fr.solve(ones, budgets)
@@ -604,7 +651,8 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         st = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0), jackknife=False,
                         columns=("reward", "kl", "var"))
         f_lam, f_rew = _newton_step(st, budgets, f_lam, f_rew)
-        fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0))
+        del st
+        fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0), trust=gate)
         f_lam, f_rew = _newton_step(fl, budgets, f_lam, f_rew)
     tick("tilts", 1, 1)
 
@@ -642,11 +690,13 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         t_ok = ((tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
                 & (tl["khat"] <= k_max))
         t_all = np.ones_like(t_ok)
-        cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl["reward_jkvar"])
+        cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl.get("reward_jkvar"))
         # the per-prompt tilt KL is right-skewed: a t interval over < 30 prompts covered 87%
-        cols.add("tilt_kl", tl["kl"], t_all, t_ok, tl["kl_bias"], tl["kl_jkvar"], t_ok=False)
+        cols.add("tilt_kl", tl["kl"], t_all, t_ok, tl["kl_bias"], tl.get("kl_jkvar"), t_ok=False)
         if pr.has_gold:
-            cols.add("tilt_gold", tl["gold"], t_all, t_ok, tl["gold_bias"], tl["gold_jkvar"])
+            cols.add("tilt_gold", tl["gold"], t_all, t_ok, tl["gold_bias"], tl.get("gold_jkvar"))
+        tilt_ess = np.min(tl["ess"], axis=0)
+        del tl, t_ok, t_all
     f_corr = None
     if budgets.size:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -658,7 +708,8 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
                               np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0))
         f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
                 & (fl["khat"] <= k_max) & np.isfinite(lam_b))
-        cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl["frontier_var"])
+        cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl.get("frontier_var"))
+        del fl, psi, f_ok
     for name, pv in pol.items():
         for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
             cols.add(f"policy:{name}:{key}", pv[key][:, None], pv["mask"][:, None], pv["ok"][:, None],
@@ -733,7 +784,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         tilt_data.update(kl=plug("tilt_kl"), kl_debiased=np.maximum(kv, 0.0), kl_lo=np.maximum(kl_, 0.0),
                          kl_hi=kh_, reward=plug("tilt_reward"), reward_debiased=v, reward_lo=l_,
                          reward_hi=h_, gain=plug("tilt_reward") - point[cols.slices["base_reward"]][0],
-                         ess=np.min(tl["ess"], axis=0), reward_trusted=t_, kl_trusted=kt_,
+                         ess=tilt_ess, reward_trusted=t_, kl_trusted=kt_,
                          trusted=t_ & kt_)
         if pr.has_gold:
             gv, gl, gh, _ = pick("tilt_gold")
@@ -822,7 +873,13 @@ def _newton_step(st, budgets, lam, rew):
 def _equal_budget(pr, fr, budgets, steps=1):
     """Every prompt given budget Δ: ``mean_x R*_x(Δ)`` (a lower curve than the average-KL optimum)."""
     lam = fr.lam[None, :]
-    ustar, rstar = _hermite_solve(fr.u, fr.K, lam * lam * fr.V, fr.R, lam * fr.V, budgets)
+    ustar = np.empty((pr.P, budgets.size))
+    rstar = np.empty((pr.P, budgets.size))
+    step = max(1, (1 << 20) // (fr.lam.size + budgets.size))       # prompts at once: bounded temporaries
+    for s0 in range(0, pr.P, step):
+        blk = slice(s0, s0 + step)
+        V = fr.V[blk]
+        ustar[blk], rstar[blk] = _hermite_solve(fr.u, fr.K[blk], lam * lam * V, fr.R[blk], lam * V, budgets)
     b = budgets[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         lam_small = np.sqrt(2.0 * b / fr.var0[:, None])
@@ -923,7 +980,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     cols = ("logmgf", "kl", "ess", "frontier_var", "reward", "var", "reward_bias", "kl_bias", "khat")
     if np.isfinite(lam_v) and lam_v > 0:
         for _ in range(3):      # Newton on exact evaluations over the policy's prompts
-            st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols)
+            st = pr.tilt_at(np.array([lam_v]), jackknife=False, columns=("kl", "reward", "var"))
             K, R, V = (st[c][mask, 0].mean() for c in ("kl", "reward", "var"))
             step = (kl_pol - K) / (lam_v * V) if V > 0 else 0.0
             if not abs(step) < 0.5 * lam_v:
@@ -931,7 +988,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
                 break
             opt_reward = R + V * step
             lam_v += step
-        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols)
+        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess))
     lam_use = lam_v if np.isfinite(lam_v) else 0.0
     lmgf = st["logmgf"][:, 0] if st is not None else np.zeros(P)
     d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)
@@ -996,22 +1053,33 @@ class _Columns:
         raw = np.asarray(values, dtype=float)
         S = raw.shape[1]
         ok = np.asarray(ok, bool)
-        corr = (np.zeros((self.P, S)) if correction is None
-                else np.asarray(correction, float).reshape(self.P, S))
-        if jkvar is not None:
-            jkvar = np.asarray(jkvar, float).reshape(self.P, S)
-        defined = np.isfinite(corr)
-        corr = np.where(defined, corr, 0.0)
-        self.parts.append(dict(values=raw - corr, raw=raw, corr=corr,
-                               mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok & defined,
-                               jkvar=np.full((self.P, S), np.nan) if jkvar is None else np.asarray(jkvar, float),
+        corr = None
+        if correction is not None:
+            corr = np.asarray(correction, float).reshape(self.P, S)
+            defined = np.isfinite(corr)
+            ok = ok & defined
+            corr = np.where(defined, corr, 0.0)
+        # (P, S) arrays are kept only where they carry information: memory at 10^5 prompts
+        self.parts.append(dict(values=raw if corr is None else raw - corr, corr=corr,
+                               mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok,
+                               jkvar=None if jkvar is None else np.asarray(jkvar, float).reshape(self.P, S),
                                single=np.broadcast_to(np.asarray(single, bool), (S,)),
                                t_ok=np.broadcast_to(np.asarray(t_ok, bool), (S,))))
         self.slices[name] = slice(self.size, self.size + S)
         self.size += S
 
+    def _part(self, p, key):
+        v = p["values"]
+        if key == "corr":
+            return np.zeros(v.shape) if p["corr"] is None else p["corr"]
+        if key == "raw":
+            return v if p["corr"] is None else v + p["corr"]
+        if key == "jkvar":
+            return np.full(v.shape, np.nan) if p["jkvar"] is None else p["jkvar"]
+        return p[key]
+
     def _cat(self, key):
-        return np.concatenate([p[key] for p in self.parts], axis=1)
+        return np.concatenate([self._part(p, key) for p in self.parts], axis=1)
 
     @property
     def values(self):
@@ -1021,16 +1089,20 @@ class _Columns:
     def mask(self):
         return self._cat("mask")
 
+    def _each(self, fn):
+        """``fn(part)`` (a ``(S_part,)`` array) for every part, concatenated: no ``(P, S)`` temporaries."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.concatenate([fn(p) for p in self.parts])
+
     def point(self, raw=False):
         """Means over the prompts each column averages (corrected, or the plug-in ``raw`` ones)."""
-        m = self.mask
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(m, self._cat("raw" if raw else "values"), 0.0).sum(axis=0) / m.sum(axis=0)
+        key = "raw" if raw else "values"
+        return self._each(lambda p: np.where(p["mask"], self._part(p, key), 0.0).sum(axis=0)
+                          / p["mask"].sum(axis=0))
 
     def mean_correction(self, sl):
-        m = self.mask[:, sl]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(m, self._cat("corr")[:, sl], 0.0).sum(axis=0) / m.sum(axis=0)
+        return self._each(lambda p: np.where(p["mask"], self._part(p, "corr"), 0.0).sum(axis=0)
+                          / p["mask"].sum(axis=0))[sl]
 
     def jkvar(self):
         """Within-prompt variance of the (single) prompt's estimate."""
@@ -1039,14 +1111,12 @@ class _Columns:
     def se(self, method):
         if method == "jackknife":
             return np.sqrt(self.jkvar())
-        _, _, se = _t_interval(self._cat("values"), self.mask, 0.95)
-        return se
+        return self._each(lambda p: _t_interval(p["values"], p["mask"], 0.95)[2])
 
     def trusted(self, se, method):
         """The trust rule (:data:`TRUST_RULE`) for every column."""
-        m = self.mask
-        bad = (m & ~self._cat("ok")).sum(axis=0)
-        cnt = m.sum(axis=0)
+        bad = self._each(lambda p: (p["mask"] & ~p["ok"]).sum(axis=0))
+        cnt = self._each(lambda p: p["mask"].sum(axis=0))
         share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
         out = share_ok & np.isfinite(se)
         if method == "jackknife":      # one prompt: only the mean's interval covers (coverage study)
@@ -1057,7 +1127,7 @@ class _Columns:
 
 
 def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
-    """Prompt bootstrap through :func:`scipy.stats.bootstrap` (BCa up to 2000 prompts).
+    """Prompt bootstrap (:func:`.resample.prompt_bootstrap`; BCa up to 2000 prompts).
 
     Linear columns are weighted means of the per-prompt values; the frontier
     re-solves the shared λ on every replication's mean curves and subtracts the
@@ -1066,44 +1136,28 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
     vals = np.where(cols.mask, cols._cat("values"), 0.0)
     mask = cols.mask.astype(float)
     f_sl = cols.slices.get("frontier")
-    calls = [0]
-    total = n_boot + (P if P <= MAX_PROMPTS_BCA else 0)
 
-    def statistic(idx, axis=-1):
-        shape = idx.shape[:-1]
-        flat = idx.reshape(-1, idx.shape[-1])
-        out = np.empty((flat.shape[0], cols.size))
-        step = max(1, (1 << 22) // max(P, 1))
-        for s0 in range(0, flat.shape[0], step):
-            c = _weights_from_index(flat[s0:s0 + step], P)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                o = (c @ vals) / (c @ mask)
-            if f_sl is not None:
-                _, rstar, _ = fr.solve(c, budgets)
-                o[:, f_sl] = rstar - (c @ f_corr) / c.sum(axis=1, keepdims=True)
-            out[s0:s0 + step] = o
-        calls[0] += flat.shape[0]
-        tick("bootstrap over prompts", min(calls[0], total), total)
-        return np.moveaxis(out.reshape(shape + (cols.size,)), -1, 0)
+    def statistic(c):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            o = (c @ vals) / (c @ mask)
+        if f_sl is not None:
+            _, rstar, _ = fr.solve(c, budgets)
+            o[:, f_sl] = rstar - (c @ f_corr) / c.sum(axis=1, keepdims=True)
+        return o
 
     bca = P <= MAX_PROMPTS_BCA
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from scipy.stats import bootstrap
-
-        res = bootstrap((np.arange(P),), statistic, n_resamples=n_boot, vectorized=True,
-                               confidence_level=conf, method="BCa" if bca else "percentile",
-                               rng=np.random.default_rng(seed), batch=max(1, min(n_boot, (1 << 22) // max(P, 1))))
-    lo = np.asarray(res.confidence_interval.low, dtype=float)
-    hi = np.asarray(res.confidence_interval.high, dtype=float)
-    dist = np.asarray(res.bootstrap_distribution)
+    res = _rs.prompt_bootstrap(statistic, P, n_resamples=n_boot, confidence=conf,
+                               rng=np.random.default_rng(seed), method="BCa" if bca else "percentile",
+                               progress=lambda d, t: tick("bootstrap over prompts", d, t))
+    lo, hi = res.low, res.high
     # BCa is undefined where the replications do not vary (e.g. N = 1 plug-in KL): percentile there
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plo, phi = np.nanquantile(dist, [(1 - conf) / 2, (1 + conf) / 2], axis=-1)
+        plo, phi = np.nanquantile(res.distribution, [(1 - conf) / 2, (1 + conf) / 2], axis=-1)
     bad = ~np.isfinite(lo) | ~np.isfinite(hi)
     lo = np.where(bad, plo, lo)
     hi = np.where(bad, phi, hi)
     desc = (f"prompt bootstrap ({'BCa' if bca else 'percentile'}, {n_boot} replications over {P} "
-            f"prompts, scipy.stats.bootstrap): each prompt's estimate computed once, prompts resampled")
+            f"prompts; scipy.stats.bootstrap's resamples and BCa on prompt weights): each prompt's "
+            f"estimate computed once, prompts resampled")
     return lo, hi, desc

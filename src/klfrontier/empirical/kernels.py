@@ -227,7 +227,7 @@ def unbiased_jackknife(r, big_n):
     return top + pre[:, j] + suf[:, n - 1 - j]
 
 
-def tilt_rows(r, lams, gold=None, jackknife=False, khat=False):
+def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, variances=True):
     """The tilt of each row's empirical law at each ``lam``.
 
     Parameters
@@ -244,6 +244,13 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False):
     khat : bool
         Also return ``khat``, the Pareto shape of the weights' upper tail
         (:func:`pareto_khat`; rows must be sorted ascending).
+    variances : bool
+        With ``jackknife``, also the variances (``*_jkvar``, ``frontier_var``);
+        ``False`` returns the biases only.
+    khat_gate : (max_kl, min_ess), optional
+        Compute ``khat`` only where ``kl <= max_kl`` (scalar or ``(B,)``) and
+        ``ess >= min_ess``; elsewhere it is NaN.  A trust rule that already
+        fails there does not need the (costly) Pareto fit.
 
     Returns
     -------
@@ -284,9 +291,9 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False):
     if gold is not None:
         keys.append("gold")
     if jackknife:
-        keys += ["reward_bias", "kl_bias", "reward_jkvar", "kl_jkvar", "frontier_var"]
+        keys += ["reward_bias", "kl_bias"] + (["reward_jkvar", "kl_jkvar", "frontier_var"] if variances else [])
         if gold is not None:
-            keys += ["gold_bias", "gold_jkvar"]
+            keys += ["gold_bias"] + (["gold_jkvar"] if variances else [])
     if khat:
         keys.append("khat")
     out = {key: np.empty((B, G)) for key in keys}
@@ -324,7 +331,14 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False):
         if gold is not None:
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
         if khat:
-            out["khat"][:, g] = np.where(zero[:, 0], -np.inf, pareto_khat(x))
+            fit = ~zero[:, 0]
+            if khat_gate is not None:
+                fit &= (kl[:, 0] <= khat_gate[0]) & (out["ess"][:, g] >= khat_gate[1])
+            kh = np.where(zero[:, 0], -np.inf, np.nan)
+            rows = np.flatnonzero(fit)
+            if rows.size:
+                kh[rows] = pareto_khat(x[rows])
+            out["khat"][:, g] = kh
         if jackknife:
             w = 1.0 + e
             s0m = s0 - w
@@ -343,7 +357,10 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False):
             for name, loo, full in loos:
                 mu = loo.mean(axis=1, keepdims=True)
                 out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]
-                out[name + "_jkvar"][:, g] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+                if variances:
+                    out[name + "_jkvar"][:, g] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+            if not variances:
+                continue
             # the frontier's linearisation (w~ - 1)/lam, w~ = w / mean w; at lam = 0 it is r - rbar
             wt = w / s0 * n
             with np.errstate(divide="ignore", invalid="ignore"):
