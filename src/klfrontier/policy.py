@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._logspace import level_expect
 from .reference import Reference
 
 __all__ = ["Policy", "level_expect", "level_kl", "level_win_rate"]
@@ -23,47 +24,6 @@ def level_win_rate(ref: Reference, level_logprobs) -> float:
     _, logFm, _ = ref.level_log_cdf
     phi = np.exp(level_logprobs)
     return float(phi @ (np.exp(logFm) + 0.5 * np.exp(ref.level_logq)))
-
-
-def level_expect(level_logprobs, level_means) -> float:
-    r"""``sum_j phi_j m_j``: an expectation from a level law and per-level means.
-
-    Parameters
-    ----------
-    level_logprobs : (L,) array_like
-        ``log phi_j`` (``-inf`` for levels the policy never reaches).
-    level_means : (L,) array_like
-        Finite ``m_j``, e.g. :meth:`Reference.level_mean` of a per-outcome array.
-
-    Notes
-    -----
-    .. math:: E_\phi[x] = \frac{\sum_j \phi_j m_j}{\sum_j \phi_j}
-
-    The division removes the law's rounding off 1 (so a constant comes out
-    as itself).  The means are divided by a power of two (exact; no
-    overflow near ``1e308``), centred on the mean of the most likely level,
-    summed pairwise, and corrected once by the sum of the residuals
-    ``m_j - E``: the error is of order ``eps`` times ``sum_j phi_j |m_j - E|``,
-    not times the terms' magnitude.  The result lies in ``[min m_j, max m_j]``
-    over the reached levels (clipped to it).
-
-    >>> level_expect(np.log([0.25, 0.75]), [1.0, 3.0])
-    2.5
-    """
-    lq = np.asarray(level_logprobs, dtype=float)
-    m = np.asarray(level_means, dtype=float)
-    phi = np.exp(lq)
-    reached = phi > 0
-    if not reached.all():
-        phi, m = phi[reached], m[reached]
-    lo, hi = float(np.min(m)), float(np.max(m))
-    scale = float(np.ldexp(1.0, np.frexp(max(-lo, hi))[1] - 1))
-    ms = m / scale
-    total = np.sum(phi)
-    e = ms[np.argmax(phi)]
-    e += np.sum(phi * (ms - e)) / total
-    e += np.sum(phi * (ms - e)) / total
-    return float(min(max(e, lo / scale), hi / scale) * scale)
 
 
 @dataclass(eq=False)
@@ -84,6 +44,9 @@ class Policy:
     params : dict
         Method parameters (``lam``, ``n``, ``log_n``, ...), also exposed as
         attributes.
+    gain : float, optional
+        ``E_phi r - E_p r`` as its engine formed it (a centred covariance for
+        the tilt); ``None``: ``reward - ref.mean_reward``.
     """
 
     ref: Reference
@@ -92,6 +55,7 @@ class Policy:
     kl: float
     reward: float
     params: dict = field(default_factory=dict)
+    gain: float | None = None
 
     def __getattr__(self, name):
         params = self.__dict__.get("params", {})
@@ -182,8 +146,8 @@ class Policy:
 
     @property
     def reward_gain(self) -> float:
-        """``E_phi r - E_p r``."""
-        return self.reward - self.ref.mean_reward
+        """``E_phi r - E_p r`` (for the tilt a centred covariance: no difference of rounded rewards)."""
+        return self.gain if self.gain is not None else self.reward - self.ref.mean_reward
 
     def summary(self) -> dict:
         """Plain-Python summary of the headline numbers."""

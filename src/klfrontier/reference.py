@@ -6,7 +6,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._logspace import log1mexp, log_cdf_levels, log_total, log_total_probs
+from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs
 
 __all__ = ["Reference"]
 
@@ -323,10 +323,18 @@ class Reference:
         return float(sum(np.exp(self.level_logq[s:s + _CHUNK]) @ self.level_u[s:s + _CHUNK]
                          for s in range(0, self.n_levels, _CHUNK)))
 
-    @property
+    @cached_property
     def mean_reward(self) -> float:
-        """``E_p r``."""
-        return self.to_reward(self.mean_u)
+        """``E_p r``, with the relative accuracy of a centred sum (:func:`level_expect`).
+
+        Formed in reward units about the most likely level, not as
+        ``r_max + range * E u`` (that keeps only ``eps * range`` absolutely:
+        ``[0, 1]`` with ``p(1) = 1e-12`` gave ``9.99978e-13``).
+
+        >>> f"{Reference([0.0, 1.0], probs=[1 - 1e-12, 1e-12]).mean_reward:.12e}"
+        '1.000000000000e-12'
+        """
+        return level_expect(self.level_logq, self.level_values)
 
     @cached_property
     def level_log_cdf(self):

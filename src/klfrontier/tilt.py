@@ -51,7 +51,10 @@ class TiltStats:
     """Exact statistics of ``phi_lam`` at a batch of ``lam`` (standardised units).
 
     ``cgf`` is ``Lambda_u(lam_u)``; ``mean``, ``var``, ``k3`` are the first
-    three cumulants of ``u`` under ``phi``; ``kl`` is ``D(lam)``.
+    three cumulants of ``u`` under ``phi``; ``kl`` is ``D(lam)``; ``gain`` is
+    ``E_phi u - E_p u`` formed as the centred covariance
+    ``sum_j q_j (e^{x_j - Lambda} - 1)(u_j - mu)`` (or its cumulant series), not
+    as a difference of two rounded means.
     """
 
     lam_u: np.ndarray
@@ -60,6 +63,7 @@ class TiltStats:
     var: np.ndarray
     k3: np.ndarray
     kl: np.ndarray
+    gain: np.ndarray = None
 
 
 def _centres(lam_u, mu):
@@ -90,7 +94,7 @@ def _level_q(ref: Reference):
 
 
 def _tilt_sums(ref: Reference, lam, centre, centred):
-    """``Lambda_c`` and raw moments ``E_phi (u - c)^k``, k = 1..4, for rows ``lam``.
+    """``Lambda_c``, raw moments ``E_phi (u - c)^k`` (k = 1..4) and, centred, the gain, for rows ``lam``.
 
     One pass over (rows x levels) tiles: ``X = lam (u - c)``, then
     ``e^X`` (or ``expm1(X)`` when ``centred``: ``c`` is the p-mean and
@@ -144,7 +148,7 @@ def _tilt_sums(ref: Reference, lam, centre, centred):
         Z = base[0] + S[:, 0]
         lam_c = np.log1p(S[:, 0] / base[0])
         m = (base[1:] + S[:, 1:]) / Z[:, None]
-        return lam_c, m
+        return lam_c, m, S[:, 1] / Z
     Z = S[:, 0]
     low = ~(Z > 1e-280)
     with np.errstate(divide="ignore"):
@@ -169,7 +173,7 @@ def _tilt_sums(ref: Reference, lam, centre, centred):
         tot = wts.sum(axis=1)
         lam_c[low] = amax[:, 0] + np.log(tot) - log_sum_q
         m[low] = (wts @ np.stack([uc, uc ** 2, uc ** 3, uc ** 4], axis=1)) / tot[:, None]
-    return lam_c, m
+    return lam_c, m, None
 
 
 def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
@@ -195,10 +199,10 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
     lam_u = np.atleast_1d(np.asarray(lam_u, dtype=float))
     tiny = np.abs(lam_u) <= _SERIES_LAM
     if tiny.any():
-        full = TiltStats(lam_u, *(np.empty(lam_u.size) for _ in range(5)))
+        full = TiltStats(lam_u, *(np.empty(lam_u.size) for _ in range(6)))
         ser = _series_stats(ref, lam_u[tiny])
         rest = tilt_stats(ref, lam_u[~tiny], accurate=accurate) if (~tiny).any() else None
-        for k in ("cgf", "mean", "var", "k3", "kl"):
+        for k in ("cgf", "mean", "var", "k3", "kl", "gain"):
             getattr(full, k)[tiny] = getattr(ser, k)
             if rest is not None:
                 getattr(full, k)[~tiny] = getattr(rest, k)
@@ -207,13 +211,16 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
     mu = ref.mean_u
     spread = max(-mu, 1.0 + mu, 1e-300)
     c_all = _centres(lam_u, mu)
-    out = {k: np.empty(lam_u.size) for k in ("cgf", "mean", "var", "k3", "kl")}
+    out = {k: np.empty(lam_u.size) for k in ("cgf", "mean", "var", "k3", "kl", "gain")}
     for centre in np.unique(c_all):
         idx = np.flatnonzero(c_all == centre)
         lam = lam_u[idx]
         centred = bool(np.all(np.abs(lam) * spread <= 1.0))
-        lc, m = _tilt_sums(ref, lam, centre, centred)
+        lc, m, g = _tilt_sums(ref, lam, centre, centred)
         m1, m2, m3 = m[:, 0], m[:, 1], m[:, 2]
+        # centred at mu, the gain is the covariance sum itself (base_1 = sum q (u - mu) is 0 up
+        # to rounding, which would swamp a gain ~ lam var); off-centre it is O(spread)
+        gain = g if centred else (centre - mu) + m1
         kl = lam * m1 - lc
         var = np.maximum(m2 - m1 * m1, 0.0)
         k3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3
@@ -245,12 +252,14 @@ def tilt_stats(ref: Reference, lam_u, *, accurate=True) -> TiltStats:
                 e1 = (ph * dm).sum(axis=1)
                 e2 = (ph * dm * dm).sum(axis=1)
                 var[bad] = np.maximum(e2 - e1 * e1, 0.0)
+                gain[bad] = (u[jm] - mu) + e1
                 k3[bad] = (ph * dm ** 3).sum(axis=1) - 3 * e1 * e2 + 2 * e1 ** 3
         out["cgf"][idx] = lc + lam * centre
         out["mean"][idx] = centre + m1
         out["var"][idx] = var
         out["k3"][idx] = k3
         out["kl"][idx] = np.maximum(kl, 0.0)
+        out["gain"][idx] = gain
     return TiltStats(lam_u=lam_u, **out)
 
 
@@ -274,7 +283,8 @@ def _series_stats(ref: Reference, lam_u) -> TiltStats:
     var = sum(k[j] * l**(j - 2) / fact[j - 2] for j in ks)
     k3 = sum(k[j] * l**(j - 3) / fact[j - 3] for j in range(3, 7))
     kl = sum((j - 1) * k[j] * l**j / fact[j] for j in ks)
-    return TiltStats(lam_u=l, cgf=cgf_, mean=mean, var=var, k3=k3, kl=kl)
+    gain = sum(k[j] * l**(j - 1) / fact[j - 1] for j in ks)
+    return TiltStats(lam_u=l, cgf=cgf_, mean=mean, var=var, k3=k3, kl=kl, gain=gain)
 
 
 def _cumulants_u(ref: Reference):
@@ -334,7 +344,7 @@ def cgf(ref: Reference, t):
             c_all = _centres(lam[rest], mu)
             for centre in np.unique(c_all):
                 idx = rest[c_all == centre]
-                lc, _ = _tilt_sums(ref, lam[idx], centre, bool(np.all(np.abs(lam[idx]) * spread <= 1.0)))
+                lc, _, _ = _tilt_sums(ref, lam[idx], centre, bool(np.all(np.abs(lam[idx]) * spread <= 1.0)))
                 r_c = ref.mean_reward if centre == mu else ref.to_reward(centre)
                 out[idx] = tt[idx] * r_c + lc
         out = out.reshape(t.shape)
@@ -498,7 +508,7 @@ def _stats4(ref: Reference, lam):
     for centre in np.unique(c_all):
         idx = np.flatnonzero(c_all == centre)
         lm = lam[idx]
-        lc, m = _tilt_sums(ref, lm, centre, bool(np.all(np.abs(lm) * spread <= 1.0)))
+        lc, m, _ = _tilt_sums(ref, lm, centre, bool(np.all(np.abs(lm) * spread <= 1.0)))
         m1, m2, m3, m4 = m.T
         d = lm * m1 - lc
         ok[idx] = np.abs(d) * 1e4 > np.abs(lm) * np.sqrt(m2) + np.abs(lc)
@@ -778,8 +788,9 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
     if lam_val > 0:
         # beta Lambda(1/beta) = r_max + Lambda_u(lam_u) / lam
         params["regularized_value"] = ref.r_max + st.cgf[0] / lam_val
-    return Policy(ref, "tilted", lev, kl=float(st.kl[0]), reward=ref.to_reward(st.mean[0]),
-                  params=params)
+    gain = float(st.gain[0]) * ref.reward_scale
+    reward = min(max(ref.mean_reward + gain, ref.r_min), ref.r_max)
+    return Policy(ref, "tilted", lev, kl=float(st.kl[0]), reward=reward, params=params, gain=gain)
 
 
 @dataclass

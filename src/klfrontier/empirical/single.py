@@ -109,8 +109,9 @@ def tilted_gain_cov(rewards, lam):
               = \\frac{\\mathrm{Cov}_p(r, e^{\\lambda r})}{E_p e^{\\lambda r}}
               = \\frac{\\sum_i w_i (r_i - \\bar r)}{\\sum_i w_i}
 
-    with ``w`` formed relative to the sample mean (``1 + expm1``), so a
-    gain far below the reward's magnitude keeps its digits.
+    with ``w`` formed relative to the sample mean (``1 + expm1``) and the sum
+    taken as ``sum_i (w_i - w_bar)(r_i - r_bar)``, so the rounding of ``r_bar``
+    cancels and a gain far below the reward's magnitude keeps its digits.
 
     Examples
     --------
@@ -126,8 +127,9 @@ def tilted_gain_cov(rewards, lam):
     for pos, lam_v in np.ndenumerate(lams):
         if lam_v > 0:
             c = max(0.0, float(d.max()) - 50.0 / lam_v)
-            w = 1.0 + np.expm1(lam_v * (d - c))
-            gain[pos] = float(w @ d / w.sum())
+            e = np.expm1(lam_v * (d - c))
+            # sum (w - mean w) d: the rounding of the sample mean (a common offset of d) cancels
+            gain[pos] = float((e - e.mean()) @ d / (d.size + e.sum()))
     return float(gain) if gain.ndim == 0 else gain
 
 

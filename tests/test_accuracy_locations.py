@@ -1,0 +1,62 @@
+"""Locations and gains keep relative accuracy (issue: accuracy defects), against mpmath.
+
+Rewards stored as offsets from r_max in range units keep only ``eps * range``
+absolutely; a mean near r_min, or a gain far below the rewards' magnitude,
+must not be formed through them.
+"""
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+import klfrontier as kf
+from klfrontier.empirical.single import tilted_gain_cov
+
+mp.mp.dps = 60
+
+
+def _exact_tilt(r, p, lam):
+    """(E_p r, E_phi r, E_phi r - E_p r) in mpmath, from the float inputs exactly."""
+    r = [mp.mpf(float(x)) for x in r]
+    p = [mp.mpf(float(x)) for x in p]
+    z = mp.fsum(p)
+    mean = mp.fsum(pi * ri for pi, ri in zip(p, r)) / z
+    w = [pi * mp.e ** (mp.mpf(lam) * (ri - mean)) for pi, ri in zip(p, r)]
+    tr = mp.fsum(wi * ri for wi, ri in zip(w, r)) / mp.fsum(w)
+    return mean, tr, tr - mean
+
+
+def _rel(x, truth):
+    return abs(mp.mpf(float(x)) - truth) / abs(truth)
+
+
+def test_small_mean_near_r_min():
+    ref = kf.Reference([0.0, 1.0], probs=[1 - 1e-12, 1e-12])
+    mean, tr, gain = _exact_tilt([0.0, 1.0], ref.probs, 1e-3)
+    assert _rel(ref.mean_reward, mean) < 1e-14          # was 2.2e-5
+    pol = kf.tilted(ref, lam=1e-3)
+    assert _rel(pol.reward, tr) < 1e-14                 # was 2.3e-5
+    assert _rel(pol.reward_gain, gain) < 1e-12          # was 1.3e-3
+
+
+def test_gain_far_below_the_rewards_magnitude():
+    x = -1e6 + 1e-3 * np.random.default_rng(0).normal(size=1000)
+    _, _, gain = _exact_tilt(x, np.full(x.size, 1.0), 1e-6)
+    assert float(gain) == pytest.approx(9.54e-13, rel=1e-3)
+    pol = kf.tilted(kf.Reference.from_samples(x), lam=1e-6)
+    assert _rel(pol.reward_gain, gain) < 1e-9           # was 0
+    got = tilted_gain_cov(x, 1e-6)
+    assert got > 0 and _rel(got, gain) < 1e-9           # had the wrong sign
+
+
+@pytest.mark.parametrize("lam", [1e-4, 1e-2, 0.7, 5.0, 40.0])
+def test_tilted_gain_matches_mpmath_across_lam(lam):
+    rng = np.random.default_rng(3)
+    r = np.round(rng.normal(size=30), 3)
+    p = rng.dirichlet(np.ones(30))
+    ref = kf.Reference(r, probs=p, normalize=True)
+    _, tr, gain = _exact_tilt(r, ref.probs, lam)
+    pol = kf.tilted(ref, lam=lam)
+    assert _rel(pol.reward_gain, gain) < 1e-11
+    assert _rel(pol.reward, tr) < 1e-13
+    assert pol.reward_gain == pytest.approx(pol.reward - ref.mean_reward, rel=1e-9, abs=1e-15)
