@@ -60,3 +60,36 @@ def test_tilted_gain_matches_mpmath_across_lam(lam):
     assert _rel(pol.reward_gain, gain) < 1e-11
     assert _rel(pol.reward, tr) < 1e-13
     assert pol.reward_gain == pytest.approx(pol.reward - ref.mean_reward, rel=1e-9, abs=1e-15)
+
+
+def _exact_rate(r, p, x, lam=0):
+    """I_lam(x) = sup_t [t x - log E_phi_lam e^{t r}] in mpmath, from the float inputs."""
+    r = [mp.mpf(float(v)) for v in r]
+    p = [mp.mpf(float(v)) for v in p]
+    w = [pi * mp.e ** (lam * ri) for pi, ri in zip(p, r)]
+    z = mp.fsum(w)
+    q = [wi / z for wi in w]
+
+    def mean(t):
+        e = [qi * mp.e ** (t * ri) for qi, ri in zip(q, r)]
+        return mp.fsum(ei * ri for ei, ri in zip(e, r)) / mp.fsum(e)
+
+    t = mp.findroot(lambda t: mean(t) - x, -10)
+    return t * x - mp.log(mp.fsum(qi * mp.e ** (t * ri) for qi, ri in zip(q, r)))
+
+
+@pytest.mark.parametrize("lam", [0.0, -1.0])
+def test_rate_function_near_r_min(lam):
+    """Masses 1e-6, 1e-12, 1e-300 (normalised) and x = 1e-12 above r_min = 0: was 1.1e-9 / 3.1e-9."""
+    r, p = [0.0, 1.0, 2.0], [1e-6, 1e-12, 1e-300]
+    ref = kf.Reference(r, probs=p, normalize=True)
+    truth = _exact_rate(r, p, mp.mpf(1e-12), lam)
+    assert _rel(kf.rate_function(ref, 1e-12, lam=lam), truth) < 1e-13
+
+
+def test_normalised_dominant_mass_keeps_relative_accuracy():
+    """log p of a mass 1 - 1e-6 given as (1e-6, 1e-12) unnormalised: -log1p(1e-6), not a difference."""
+    ref = kf.Reference([0.0, 1.0], probs=[1e-6, 1e-12], normalize=True)
+    truth = -mp.log1p(mp.mpf(1e-12) / mp.mpf(1e-6))
+    assert _rel(ref.level_logq[0], truth) < 1e-15
+    assert _rel(ref.level_logq[1], mp.log(mp.mpf(1e-12) / (mp.mpf(1e-6) + mp.mpf(1e-12)))) < 1e-15

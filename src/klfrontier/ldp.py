@@ -194,7 +194,18 @@ def _chunks(n, L):
         yield slice(s, min(n, s + step))
 
 
-def _solve_t(ref, x_u, max_iter=200):
+def _ends(ref, x):
+    """``(x - r_min, r_max - x) / (r_max - r_min)``: the distances to the ends, in reward units.
+
+    ``1 + x_u`` from standardised units keeps only ``eps`` absolutely: a point
+    ``1e-12`` above ``r_min`` on a range of 2 lost four digits there.
+    """
+    x = np.asarray(x, dtype=float)
+    h = ref._half_range
+    return (x / 2 - ref.r_min / 2) / h, (ref.r_max / 2 - x / 2) / h
+
+
+def _solve_t(ref, x_u, max_iter=200, ends=None):
     """``t_u`` with ``Λ_u'(t) = x_u`` for ``-1 < x_u < 0`` (any sign of t).
 
     Safeguarded Newton on ``log E_t(-u) = log(-x)`` (upper half) or
@@ -205,7 +216,10 @@ def _solve_t(ref, x_u, max_iter=200):
     x_u = np.asarray(x_u, dtype=float)
     top = x_u >= -0.5
     with np.errstate(divide="ignore"):
-        ltar = np.where(top, np.log(-x_u), np.log1p(x_u))
+        if ends is None:
+            ltar = np.where(top, np.log(-x_u), np.log1p(x_u))
+        else:                       # the distances to the ends, accurate near either end
+            ltar = np.where(top, np.log(ends[1]), np.log(ends[0]))
     sgn = np.where(top, -1.0, 1.0)   # sgn * (log d - ltar) increases with t
     var0 = max(float(_rows(ref, [0.0]).var[0]), 1e-300)
     t = np.clip((x_u - ref.mean_u) / var0, -50.0, 50.0)
@@ -243,7 +257,7 @@ def _solve_t(ref, x_u, max_iter=200):
                            partial=t.copy())
 
 
-def _interior(ref, x_u, lams=(0.0,)):
+def _interior(ref, x_u, lams=(0.0,), ends=None):
     """Rate functions ``I_λ`` (and tilt data) at interior points ``-1 < x_u < 0``.
 
     Returns ``(rates, t, var)``, one rate array per ``λ_u`` in ``lams``; each is
@@ -251,9 +265,13 @@ def _interior(ref, x_u, lams=(0.0,)):
     ``I_λ(x) = sup_s [s x - Λ_λ(s)]`` evaluated at the solved ``s = t - λ``,
     so the solver's error enters only at second order.
     """
-    t = _solve_t(ref, x_u)
+    t = _solve_t(ref, x_u, ends=ends)
     st = _rows(ref, t, kl_to=lams)
-    rates = [np.maximum(k + (t - lv) * (x_u - st.mean), 0.0) for k, lv in zip(st.kl, lams)]
+    if ends is None:
+        miss = x_u - st.mean
+    else:                           # x - Lambda'(t) as a difference of distances to one end
+        miss = np.where(x_u >= -0.5, st.dtop - ends[1], ends[0] - st.dbot)
+    rates = [np.maximum(k + (t - lv) * miss, 0.0) for k, lv in zip(st.kl, lams)]
     return rates, t, st.var
 
 
@@ -321,7 +339,8 @@ def rate_function(ref: Reference, x, lam=0.0):
     out[xu == -1.0] = -logphi_lam[0]
     inner = (xu > -1.0) & (xu < 0.0)
     if inner.any() and np.isfinite(lam_u):
-        out[inner] = _interior(ref, xu[inner], (lam_u,))[0][0]
+        lo, hi = _ends(ref, flat[inner])
+        out[inner] = _interior(ref, xu[inner], (lam_u,), ends=(lo, hi))[0][0]
     return _out(out.reshape(xa.shape))
 
 

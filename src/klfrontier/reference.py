@@ -6,7 +6,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs
+from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs, total_rest
 
 __all__ = ["Reference"]
 
@@ -52,8 +52,13 @@ def _normalised(lp, total, name, normalize, own):
         )
     if own:
         lp -= total
-        return lp
-    return lp - total
+    else:
+        lp = lp - total
+    if total != 0.0:
+        # the largest mass exactly: -log1p(sum of the others relative to it), not lp_i - total
+        i = int(np.argmax(lp))
+        lp[i] = -np.log1p(total_rest(lp, i))
+    return lp
 
 
 def _compact(a, keep):
