@@ -93,3 +93,23 @@ def test_normalised_dominant_mass_keeps_relative_accuracy():
     truth = -mp.log1p(mp.mpf(1e-12) / mp.mpf(1e-6))
     assert _rel(ref.level_logq[0], truth) < 1e-15
     assert _rel(ref.level_logq[1], mp.log(mp.mpf(1e-12) / (mp.mpf(1e-6) + mp.mpf(1e-12)))) < 1e-15
+
+
+@pytest.mark.parametrize("t", [5e-19, 1e-15, 1e-12])
+def test_scgf_at_tiny_t_agrees_with_cgf_and_mpmath(t):
+    """Rewards +-1e6: the direct sum kept the first moment's rounding (1.8e-4 relative at 5e-19)."""
+    ref = kf.Reference([-1e6, 0.0, 1e6], probs=[0.3, 0.4, 0.3])
+    p = [mp.mpf(0.3), mp.mpf(0.4), mp.mpf(0.3)]
+    truth = mp.log(mp.fsum(pi * mp.e ** (mp.mpf(t) * ri) for pi, ri in zip(p, [-1e6, 0.0, 1e6])))
+    assert _rel(kf.scgf(ref, t), truth) < 1e-14
+    assert _rel(kf.scgf(ref, t), mp.mpf(kf.cgf(ref, t))) < 1e-14
+
+
+@pytest.mark.parametrize("lam", [0.5, -2.0])
+@pytest.mark.parametrize("t", [1e-7, 1e-4, 0.3])
+def test_scgf_of_a_tilted_law_against_mpmath(lam, t):
+    r, p = [0.0, 1.0, 3.0], [0.5, 0.3, 0.2]
+    ref = kf.Reference(r, probs=p)
+    w = [mp.mpf(pi) * mp.e ** (mp.mpf(lam) * ri) for pi, ri in zip(p, r)]
+    truth = mp.log(mp.fsum(wi * mp.e ** (mp.mpf(t) * ri) for wi, ri in zip(w, r)) / mp.fsum(w))
+    assert _rel(kf.scgf(ref, t, lam=lam), truth) < 1e-13

@@ -292,21 +292,40 @@ def _cumulants_u(ref: Reference):
     cached = ref.__dict__.get("_cumulants_u")
     if cached is not None:
         return cached
-    # central moments sum_j q_j d_j^k, d = u - mean, chunk by chunk (no level-sized
-    # temporaries; d**k would be a pow call per element: 2.3 s at 9e6 levels)
-    mu = ref.mean_u
-    m = dict.fromkeys(range(2, 7), 0.0)
-    for s in range(0, ref.n_levels, _TILE_ELEMENTS):
-        d = ref.level_u[s:s + _TILE_ELEMENTS] - mu
-        qd = np.exp(ref.level_logq[s:s + _TILE_ELEMENTS])
+    k = level_cumulants(ref.level_logq, ref.level_u, ref.mean_u)
+    ref.__dict__["_cumulants_u"] = k
+    return k
+
+
+def level_cumulants(level_logprobs, u, mean):
+    """Cumulants ``kappa_2..kappa_6`` of ``u`` under the level law ``e^level_logprobs`` with mean ``mean``.
+
+    From the central moments ``sum_j phi_j d_j^k``, ``d = u - mean``, chunk by
+    chunk (no level-sized temporaries; ``d**k`` would be a pow call per
+    element: 2.3 s at 9e6 levels).  The rounding of ``mean`` enters at second
+    order only.
+
+    >>> k = level_cumulants(np.log([0.5, 0.5]), np.array([-1.0, 0.0]), -0.5)
+    >>> k[2], k[4]
+    (0.25, -0.125)
+    """
+    m = dict.fromkeys(range(1, 7), 0.0)
+    for s in range(0, u.size, _TILE_ELEMENTS):
+        d = u[s:s + _TILE_ELEMENTS] - mean
+        qd = np.exp(level_logprobs[s:s + _TILE_ELEMENTS])
         qd *= d
+        m[1] += float(np.sum(qd))
         for j in range(2, 7):
             qd *= d
             m[j] += float(np.sum(qd))
-    k = {2: m[2], 3: m[3], 4: m[4] - 3 * m[2] ** 2, 5: m[5] - 10 * m[3] * m[2],
-         6: m[6] - 15 * m[4] * m[2] - 10 * m[3] ** 2 + 30 * m[2] ** 3}
-    ref.__dict__["_cumulants_u"] = k
-    return k
+    m1 = m[1]
+    # central moments about the exact mean (mean + m1) from those about ``mean``
+    c2 = m[2] - m1 ** 2
+    c3 = m[3] - 3 * m1 * m[2] + 2 * m1 ** 3
+    c4 = m[4] - 4 * m1 * m[3] + 6 * m1 ** 2 * m[2] - 3 * m1 ** 4
+    c5, c6 = m[5], m[6]                      # m1 ~ eps: its corrections there are below rounding
+    return {2: c2, 3: c3, 4: c4 - 3 * c2 ** 2, 5: c5 - 10 * c3 * c2,
+            6: c6 - 15 * c4 * c2 - 10 * c3 ** 2 + 30 * c2 ** 3}
 
 
 def cgf(ref: Reference, t):
