@@ -113,3 +113,31 @@ def test_scgf_of_a_tilted_law_against_mpmath(lam, t):
     w = [mp.mpf(pi) * mp.e ** (mp.mpf(lam) * ri) for pi, ri in zip(p, r)]
     truth = mp.log(mp.fsum(wi * mp.e ** (mp.mpf(t) * ri) for wi, ri in zip(w, r)) / mp.fsum(w))
     assert _rel(kf.scgf(ref, t, lam=lam), truth) < 1e-13
+
+
+def _exact_soft_bon_kl(r, p, n, lam):
+    """KL of soft best-of-n in mpmath: pi_j/q_j = N (1 + w_j J_j) (see soft_bon._soft_bon_near_one)."""
+    q = [mp.mpf(v) for v in p]
+    top = max(r)
+    w = [mp.e ** (mp.mpf(lam) * (ri - top)) for ri in r]
+    N = mp.mpf(n)
+
+    def log_m(s):
+        return mp.log(mp.fsum(qk * mp.e ** (-s * wk) for qk, wk in zip(q, w)))
+
+    ts = []
+    for wj in w:
+        f = lambda x: mp.e ** x * mp.e ** (-mp.e ** x * wj) * mp.expm1((N - 1) * log_m(mp.e ** x))  # noqa: E731
+        ts.append(mp.log(N) + mp.log1p(wj * mp.quad(f, mp.linspace(-60, 60, 61))))
+    return mp.fsum(qj * (mp.e ** t * (t - 1) + 1) for qj, t in zip(q, ts))
+
+
+@pytest.mark.parametrize("lam", [0.5, 20.0])
+@pytest.mark.parametrize("n", [1 + 1e-9, 1.003])
+def test_soft_best_of_n_as_n_tends_to_one(n, lam):
+    """Was 6.2e-8 (lam 0.5) and 9.1e-6 (lam 20) relative at n = 1 + 1e-9."""
+    r, p = [0.0, 1.0, 2.0], [0.5, 0.3, 0.2]
+    with mp.workdps(40):
+        truth = _exact_soft_bon_kl(r, p, n, lam)
+    got = kf.soft_best_of_n(kf.Reference(r, probs=p), n, lam).kl
+    assert _rel(got, truth) < 1e-12

@@ -350,6 +350,46 @@ def _soft_bon_small_a(ell, logq, n, offset=0.0):
     return log_g0 + np.log1p(b * I)
 
 
+def _soft_bon_near_one(ell, logq, n, offset=0.0):
+    """``log(pi_j / q_j)`` before normalisation for ``N`` close to 1 (any ``a``).
+
+    ``pi_j / q_j - 1`` is ``O(N - 1)``, below the absolute accuracy of the
+    direct forms.  With ``M^{N-1} = 1 + expm1((N - 1) log M)``,
+
+        pi_j / q_j = N (1 + w_j J_j),   J_j = int_0^inf e^{-s w_j} expm1((N - 1) log M(s)) ds,
+
+    where the integrand has one sign (``M <= 1``), so ``w_j J_j = O(N - 1)``
+    keeps its relative accuracy and ``log(pi_j/q_j) = log1p(N - 1) +
+    log1p(w_j J_j)``.  The trapezoid rule in ``x = log s`` (step ``h``) spans
+    ``s max w = e^-20`` (the integrand is ``O(s^2)`` there) to
+    ``s min w = 75``.
+    """
+    nm1 = n - 1.0
+    log_nm1 = math.log(nm1)
+    h = _H
+    x_lo = -20.0 - offset
+    x_hi = math.log(75.0) - float(ell[0])
+    Q = int(math.ceil((x_hi - x_lo) / h)) + 1
+    if Q > _MAX_NODES:
+        raise ValueError(f"lam is too large for the exact quadrature ({Q} nodes)")
+    x = x_lo + h * np.arange(Q)
+    F = h * np.exp(x) * np.expm1(nm1 * _log_m(x, ell, logq, log_nm1))      # <= 0
+    L = ell.size
+    J = np.empty(L)
+    per = max(1, _BLOCK // Q)
+    s = np.exp(x)
+    for j0 in range(0, L, per):
+        j1 = min(j0 + per, L)
+        Z = np.multiply.outer(-np.exp(ell[j0:j1]), s)
+        np.exp(Z, out=Z)
+        J[j0:j1] = _mv(Z, F)
+    return math.log1p(nm1) + np.log1p(np.exp(ell) * J)
+
+
+# Below this N - 1 the deviation form of _soft_bon_near_one is used for a > _SMALL_A.
+_NEAR_ONE = 1e-2
+
+
 def _trapezoid(engine, ell, logq, n):
     """Run ``engine`` on one grid, refining for non-integer ``N``.
 
@@ -373,8 +413,13 @@ def _trapezoid(engine, ell, logq, n):
     while True:
         offsets = _H * (2 * np.arange(grids) + 1) / (2 * grids)
         new = np.stack([engine(ell, logq, n, float(o)) for o in offsets])
-        # mean of 2 * grids evaluations, in log space
-        t_new = np.logaddexp(t + math.log(grids), logsumexp(new, axis=0)) - math.log(2 * grids)
+        # mean of 2 * grids evaluations, in log space; where every |t| < 1 as log1p of the mean
+        # of expm1 (a logaddexp would round a t ~ 1e-9 to eps absolutely: 1e-7 relative)
+        t_log = np.logaddexp(t + math.log(grids), logsumexp(new, axis=0)) - math.log(2 * grids)
+        near = (np.abs(t) < 1.0) & np.all(np.abs(new) < 1.0, axis=0)
+        t_lin = np.log1p((grids * np.expm1(np.where(near, t, 0.0))
+                          + np.expm1(np.where(near, new, 0.0)).sum(axis=0)) / (2 * grids))
+        t_new = np.where(near, t_lin, t_log)
         err = float(np.max(np.abs(t_new - t) / (1.0 + np.abs(t_new))))
         t, grids = t_new, 2 * grids
         if err <= _REFINE_TOL or grids >= _MAX_GRIDS:
@@ -508,7 +553,8 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
         return _make_policy(ref, lev, n_val, lam_val, 0.0)
     ell = lam_u * ref.level_u
     logq = ref.level_logq
-    engine = _soft_bon_small_a if lam_u <= _SMALL_A else _soft_bon_log_ratio
+    engine = (_soft_bon_small_a if lam_u <= _SMALL_A
+              else _soft_bon_near_one if n_val - 1.0 <= _NEAR_ONE else _soft_bon_log_ratio)
     t, refine_error, n_grids = _trapezoid(engine, ell, logq, n_val)
     # sum_j q_j (pi_j/q_j - 1), summed from expm1 terms: exact to ~1e-16.
     excess = _dot(np.exp(logq), np.expm1(t))
