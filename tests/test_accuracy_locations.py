@@ -141,3 +141,19 @@ def test_soft_best_of_n_as_n_tends_to_one(n, lam):
         truth = _exact_soft_bon_kl(r, p, n, lam)
     got = kf.soft_best_of_n(kf.Reference(r, probs=p), n, lam).kl
     assert _rel(got, truth) < 1e-12
+
+
+def test_sequence_reward_gap_is_translation_invariant():
+    """m = 1e5, log N = 5.57e5 on the unigram x VADER lattice: the BoN window law sums to
+    1 - 6e-12; unnormalised, E S_m moved by that share of m r and the gap by 2e-6 relative
+    (the issue's 81-level case: 5.9e-5).  Shifting every reward by c leaves the gap unchanged."""
+    from klfrontier.instances import load
+
+    ref = load("unigram-vader").ref
+    gaps = []
+    for c in (0.0, 10.0, -3.0):
+        shifted = kf.Reference(ref.rewards + c, logprobs=ref.logprobs)
+        b = kf.Memoryless(shifted, length=100_000).best_of_n(log_n=5.57e5)
+        assert b.exact and b.error_bound < 1e-9
+        gaps.append(b.reward_gap)
+    assert np.ptp(gaps) <= 1e-9 * gaps[0]

@@ -512,3 +512,10 @@ def test_n_infinite_is_the_saturated_limit():
     assert c.kl[-1] == pytest.approx(ref.kl_max, rel=1e-15) and c.reward[-1] == ref.r_max
     assert bon_kl_estimate(ref, n=np.inf) == pytest.approx(bon_kl_estimate(ref, log_n=1e6), rel=1e-15)
     assert bon_kl_estimator(0.1, n=np.inf) == pytest.approx(-np.log(0.1), rel=1e-15)
+
+
+def test_huge_n_keeps_masses_below_the_float_range():
+    """p(1) = e^-800 at log N = 800: the law of the maximum is [e^-1, 1 - e^-1] (docs/second_order.md)."""
+    ref = Reference([0.0, 1.0], logprobs=[0.0, -800.0], normalize=True)
+    probs = best_of_n(ref, log_n=800.0).level_probs
+    np.testing.assert_allclose(probs, [np.exp(-1.0), -np.expm1(-1.0)], rtol=1e-13)
