@@ -353,28 +353,30 @@ class _Prompts:
                     pending.append(ex.submit(fn, jobs[k + ahead]))
                 yield res
 
-    def tilt_at(self, lams, jackknife=True, columns=None, trust=None):
+    def tilt_at(self, lams, jackknife=True, columns=None, trust=None, column_rule=True):
         """Per-prompt tilt statistics (``(P, G)`` arrays) at a shared grid ``(G,)`` or per prompt ``(P, G)``.
 
-        With ``jackknife`` the Pareto ``khat`` is computed too, where the rest of
-        the trust rule ``trust = (margin, min_ess)`` holds (NaN elsewhere), and
-        the within-prompt variances where they are used (one prompt, or
-        ``frontier_var`` among ``columns``).
+        With ``jackknife`` the jackknife biases, the within-prompt variances
+        where they are used (one prompt, or ``frontier_var`` among
+        ``columns``) and the Pareto ``khat`` are computed.  ``khat`` is fitted
+        only where the rest of the trust rule ``trust = (margin, min_ess)``
+        holds, and with ``column_rule`` only in columns where at most 5% of the
+        prompts fail it (elsewhere the column is untrusted whatever ``khat``
+        is); NaN where not fitted.
         """
         lams = np.asarray(lams, dtype=float)
-        # within-prompt variances serve the one-prompt jackknife interval and a policy's distance
         variances = self.P == 1 or (columns is not None and "frontier_var" in columns)
         per_row = lams.ndim == 2
         G = lams.shape[-1]
         jobs = [(n, rows, r, g, sl) for n, rows, r, g in self.groups for sl in self._chunks(n, rows)]
+        want_khat = jackknife and (columns is None or "khat" in columns)
+        keep = None if columns is None else set(columns) | ({"kl", "ess"} if want_khat else set())
 
         def one(job):
             n, rows, r, g, sl = job
-            gate = None if trust is None else (np.log(n) - trust[0], trust[1])
             out = _k.tilt_rows(r[sl], lams[rows[sl]] if per_row else lams,
-                               gold=None if g is None else g[sl], jackknife=jackknife,
-                               khat=jackknife, khat_gate=gate, variances=variances)
-            return rows[sl], {k: v for k, v in out.items() if columns is None or k in columns}
+                               gold=None if g is None else g[sl], jackknife=jackknife, variances=variances)
+            return rows[sl], {k: v for k, v in out.items() if keep is None or k in keep}
 
         res = {}
         for rows, out in self._map(one, jobs):       # filled as the chunks arrive
@@ -382,6 +384,24 @@ class _Prompts:
                 if key not in res:
                     res[key] = np.full((self.P, G), np.nan)
                 res[key][rows] = v
+        if want_khat:
+            fit = np.ones((self.P, G), dtype=bool)
+            if trust is not None:
+                fit = ((res["kl"] <= np.log(self.n.astype(float))[:, None] - trust[0])
+                       & (res["ess"] >= trust[1]))
+                if column_rule:
+                    fit &= ((~fit).sum(axis=0) <= 0.05 * self.P)[None, :]
+            khat = np.full((self.P, G), np.nan)
+
+            def fit_one(job):
+                n, rows, r, g, sl = job
+                khat[rows[sl]] = _k.tilt_khat(r[sl], lams[rows[sl]] if per_row else lams, fit[rows[sl]])
+
+            for _ in self._map(fit_one, jobs):      # chunks write disjoint rows
+                pass
+            res["khat"] = khat
+        if columns is not None:
+            res = {k: v for k, v in res.items() if k in columns}
         return res
 
 
@@ -988,7 +1008,8 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
                 break
             opt_reward = R + V * step
             lam_v += step
-        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess))
+        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess),
+                        column_rule=False)      # trust is over the policy's prompts only
     lam_use = lam_v if np.isfinite(lam_v) else 0.0
     lmgf = st["logmgf"][:, 0] if st is not None else np.zeros(P)
     d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)

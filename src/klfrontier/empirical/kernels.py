@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import betaln, gammaln
 
 __all__ = ["log_choose", "tie_bounds", "unbiased_weights", "bon_plugin", "tilt_rows",
-           "unbiased_jackknife", "tie_mean", "pareto_khat", "khat_threshold"]
+           "unbiased_jackknife", "tie_mean", "pareto_khat", "tilt_khat", "khat_threshold"]
 
 # Elements of a (rows x n x grid) work array processed at once.
 _BLOCK = 1 << 21
@@ -227,7 +227,7 @@ def unbiased_jackknife(r, big_n):
     return top + pre[:, j] + suf[:, n - 1 - j]
 
 
-def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, variances=True):
+def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     """The tilt of each row's empirical law at each ``lam``.
 
     Parameters
@@ -241,17 +241,9 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, v
     jackknife : bool
         Also return jackknife biases and variances of ``reward`` and ``kl``
         and the variance of the frontier's linearisation ``(w~ - 1)/lam``.
-    khat : bool
-        Also return ``khat``, the Pareto shape of the weights' upper tail
-        (:func:`pareto_khat`; rows must be sorted ascending).
     variances : bool
         With ``jackknife``, also the variances (``*_jkvar``, ``frontier_var``);
         ``False`` returns the biases only.
-    khat_gate : (max_kl, min_ess), optional
-        Compute ``khat`` only where ``kl <= max_kl`` (scalar or ``(B,)``) and
-        ``ess >= min_ess``; elsewhere it is NaN.  A trust rule that already
-        fails there does not need the (costly) Pareto fit.
-
     Returns
     -------
     dict of (B, G) arrays
@@ -294,8 +286,6 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, v
         keys += ["reward_bias", "kl_bias"] + (["reward_jkvar", "kl_jkvar", "frontier_var"] if variances else [])
         if gold is not None:
             keys += ["gold_bias"] + (["gold_jkvar"] if variances else [])
-    if khat:
-        keys.append("khat")
     out = {key: np.empty((B, G)) for key in keys}
     # sums of w = 1 + e against d, d^2 and gold are dot products with e plus fixed totals
     sd, d2 = d.sum(axis=1), d * d
@@ -330,15 +320,6 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, v
         out["ess"][:, g] = s0[:, 0] ** 2 / (n + 2.0 * se + dot(e, e))
         if gold is not None:
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
-        if khat:
-            fit = ~zero[:, 0]
-            if khat_gate is not None:
-                fit &= (kl[:, 0] <= khat_gate[0]) & (out["ess"][:, g] >= khat_gate[1])
-            kh = np.where(zero[:, 0], -np.inf, np.nan)
-            rows = np.flatnonzero(fit)
-            if rows.size:
-                kh[rows] = pareto_khat(x[rows])
-            out["khat"][:, g] = kh
         if jackknife:
             w = 1.0 + e
             s0m = s0 - w
@@ -370,6 +351,41 @@ def tilt_rows(r, lams, gold=None, jackknife=False, khat=False, khat_gate=None, v
     return out
 
 
+def tilt_khat(r, lams, fit):
+    """Pareto shape of the tilted weights ``e^{lam r}`` of each row, where ``fit`` (else NaN).
+
+    Parameters
+    ----------
+    r : (B, n) ndarray
+        Rewards, sorted ascending along each row.
+    lams : (G,) or (B, G) ndarray
+    fit : (B, G) bool ndarray
+        Where to fit (the Zhang–Stephens fit is the costly part of a tilt).
+
+    Returns
+    -------
+    (B, G) ndarray
+        :func:`pareto_khat` of ``lam r`` (only the top ``M + 1`` of each row
+        are read; the shape is shift-invariant), ``-inf`` at ``lam = 0``.
+
+    >>> r = np.sort(np.random.default_rng(0).normal(size=(2, 100)), axis=1)
+    >>> k = tilt_khat(r, np.array([0.0, 1.0]), np.array([[True, True], [True, False]]))
+    >>> bool(np.isneginf(k[0, 0])), bool(np.isnan(k[1, 1])), bool(k[0, 1] < 0.7)
+    (True, True, True)
+    """
+    B, n = r.shape
+    lams = np.asarray(lams, dtype=float)
+    lam_cols = np.broadcast_to(lams if lams.ndim == 2 else lams[None, :], (B, lams.shape[-1]))
+    M = int(np.ceil(min(0.2 * n, 3.0 * np.sqrt(n))))
+    tail = r[:, -(M + 1):]
+    out = np.where(lam_cols == 0.0, -np.inf, np.nan)
+    for g in range(lam_cols.shape[1]):
+        rows = np.flatnonzero(fit[:, g] & (lam_cols[:, g] != 0.0))
+        if rows.size:
+            out[rows, g] = pareto_khat(lam_cols[rows, g:g + 1] * tail[rows], n=n)
+    return out
+
+
 def khat_threshold(n):
     """Largest trustworthy Pareto shape of importance weights from ``n`` draws: ``min(1 - 1/log10 n, 0.7)``.
 
@@ -385,13 +401,16 @@ def khat_threshold(n):
         return np.minimum(1.0 - 1.0 / np.log10(np.maximum(n, 2.0)), 0.7)
 
 
-def pareto_khat(logw):
+def pareto_khat(logw, n=None):
     """Estimated Pareto shape ``k`` of the upper tail of each row's weights ``e^{logw}`` (rows sorted ascending).
 
     Parameters
     ----------
     logw : (B, n) ndarray
-        Log-weights, sorted ascending along each row.
+        Log-weights, sorted ascending along each row (or only their top
+        ``M + 1`` columns, with ``n`` given).
+    n : int, optional
+        Number of draws per row (default ``logw.shape[1]``).
 
     Returns
     -------
@@ -415,7 +434,8 @@ def pareto_khat(logw):
     >>> bool(pareto_khat(heavy)[0] > 0.8), bool(pareto_khat(light)[0] < 0.3)
     (True, True)
     """
-    B, n = logw.shape
+    B = logw.shape[0]
+    n = logw.shape[1] if n is None else int(n)
     M = int(np.ceil(min(0.2 * n, 3.0 * np.sqrt(n))))
     out = np.full(B, -np.inf)
     if M < 5 or n < M + 1:
