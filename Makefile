@@ -32,6 +32,12 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/klfrontier samples out/samples.jsonl
 	$(VENV)/bin/klfrontier analyze out/samples.jsonl --out out/analyze
 
+# Best-of-N, soft best-of-N and token-level tilts on SmolLM2-135M against the optimum estimated
+# from base samples, and the myopia gap of token tilting (docs/lm.md); under 10 minutes on 2 cores.
+.PHONY: lm-demo
+lm-demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(VENV)/bin/klfrontier lm-demo --out out/lm-demo
+
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
@@ -39,6 +45,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_single.py
 	@if [ -f benchmarks/bench_sequences.py ]; then $(PY) benchmarks/bench_sequences.py; fi
 	$(PY) benchmarks/bench_analyze.py
+	$(PY) benchmarks/bench_markov.py
 
 # `klfrontier analyze` on 1M and 10M sample rows against a pyarrow read-and-average
 # floor (sample files cached in $TMPDIR/klfrontier-bench; ARGS=--quick for 1M only).

@@ -14,8 +14,8 @@ from .divergences import jeffreys, kl, renyi_cross_entropy, renyi_divergence
 from .optimality import Optimality, optimality
 from .ldp import Equivalence, cumulants, equivalence, rate_function, scgf
 from .empirical import Analysis, analyze
-from .sequences import (ConvergenceTable, Memoryless, RewardLaw, bon_monte_carlo, convergence,
-                        reward_law)
+from .sequences import (ConvergenceTable, Markov, Memoryless, RewardLaw, bon_monte_carlo,
+                        convergence, reward_law)
 
 __all__ = [
     # single step (SPEC §1-§5)
@@ -27,6 +27,7 @@ __all__ = [
     # sequences and asymptotics (SPEC §6-§7)
     "rate_function", "scgf", "cumulants", "equivalence", "Equivalence",
     "Memoryless", "reward_law", "RewardLaw", "convergence", "ConvergenceTable", "bon_monte_carlo",
+    "Markov",
     # samples from real models (SPEC §9)
     "analyze", "Analysis",
 ]

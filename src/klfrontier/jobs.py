@@ -58,7 +58,9 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     Parameters
     ----------
     instance : str
-        An instance name (``klfrontier.instances.available()``).
+        An instance name (``klfrontier.instances.available()``), or ``"bigram"``: the
+        Markov bigram model, whose report :func:`klfrontier.jobs_markov.bigram_demo_job`
+        builds (``top_n``, ``deltas`` and ``lengths`` do not apply to it).
     top_n : int
         Vocabulary size for the unigram instances.
     deltas : sequence of float
@@ -68,6 +70,10 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     progress : callable(str), optional
         Called with a label before each stage.
     """
+    if instance == "bigram":          # a Markov reference: its own sections (jobs_markov)
+        from .jobs_markov import bigram_demo_job
+
+        return bigram_demo_job(progress=progress)
     from . import instances
     from .ldp import equivalence, rate_function, scgf
     from .plots import (bon_kl_figure, convergence_figure, frontier_figure, rate_function_figure,

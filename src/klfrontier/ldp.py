@@ -914,7 +914,14 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     0.014187
     >>> equivalence(Reference([0.0, 1.0], probs=[0.7, 0.3]), 0.1).lattice
     (0.0, 1.0)
+
+    A :class:`~klfrontier.sequences.Markov` reference is handed to
+    :func:`klfrontier.sequences.markov.markov_equivalence` (Perron root).
     """
+    from .sequences.markov import Markov, markov_equivalence
+
+    if isinstance(ref, Markov):
+        return markov_equivalence(ref, delta, lattice=lattice)
     check_reference(ref)
     d = _real_scalar(delta, "delta", allow_inf=True)
     if not (0 < d < ref.kl_max):

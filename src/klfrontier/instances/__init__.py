@@ -26,6 +26,7 @@ __all__ = [
     "UnknownInstanceError",
     "available",
     "bernoulli",
+    "bigram_vader",
     "lattice_span",
     "load",
     "three_letter",
@@ -68,6 +69,21 @@ unigram_proxy_gold.__doc__ = """Unigram LM (wordfreq): one lexicon as the proxy 
 The reference of ``unigram_sentiment(top_n, reward=proxy)`` with ``gold=``
 the other lexicon's score (0 for words without one); see
 :func:`klfrontier.instances.unigram.unigram_proxy_gold`.  Needs
+``pip install "klfrontier[data]"``.
+"""
+
+
+def bigram_vader(min_count=2, *, length=200, discount=0.75):
+    # Thin forwarder (a Markov reference, not an Instance: see klfrontier.instances.bigram);
+    # `klfrontier demo --instance bigram` runs it (klfrontier.jobs_markov).
+    from .bigram import bigram_vader as _build
+
+    return _build(min_count=min_count, length=length, discount=discount)
+
+
+bigram_vader.__doc__ = """Bigram model of gensim's Lee corpus (Kneser–Ney), VADER reward: a Markov reference.
+
+See :func:`klfrontier.instances.bigram.bigram_vader`; needs
 ``pip install "klfrontier[data]"``.
 """
 

@@ -1,16 +1,21 @@
-"""Memoryless length-``m`` sequences: the law of ``S_m``, the optimal policy, exact BoN.
+"""Length-``m`` sequences: the law of ``S_m``, the optimal policy, exact BoN.
 
-SPEC §6–§7.  See :func:`reward_law`, :class:`Memoryless`,
+SPEC §6–§8 (memoryless and Markov references).  See :func:`reward_law`, :class:`Memoryless`,
 :func:`convergence` and :func:`bon_monte_carlo`.
 """
 
 from .convergence import ConvergenceTable, convergence
 from .lattice import Lattice, detect_lattice
+from .markov import BackoffTransition, Markov, MarkovBoN, MarkovTilted
 from .memoryless import Memoryless, RewardLaw, SequenceBoN, SequenceTilted, reward_law
 from .montecarlo import MonteCarloResult, bon_monte_carlo, naive_bon_monte_carlo
 
 __all__ = [
     "Memoryless",
+    "Markov",
+    "BackoffTransition",
+    "MarkovTilted",
+    "MarkovBoN",
     "reward_law",
     "RewardLaw",
     "SequenceTilted",

@@ -142,7 +142,15 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     >>> tab = convergence(ref, 0.1, lengths=[25, 50])
     >>> [round(r["gap_ratio"], 2) for r in tab.rows]
     [1.2, 1.11]
+
+    A :class:`~klfrontier.sequences.Markov` reference is handed to
+    :func:`klfrontier.sequences.markov.markov_convergence` (``method`` and
+    ``lattice`` are the chain's own).
     """
+    from .markov import Markov, markov_convergence
+
+    if isinstance(ref, Markov):
+        return markov_convergence(ref, delta, lengths, predictions=predictions)
     check_reference(ref)
     try:
         d = float(delta)
