@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from klfrontier import Reference
+from klfrontier import NotOnLatticeError, Reference
 from klfrontier.lattice import (
     MAX_STEPS,
     RTOL,
     LatticeFit,
-    NotOnLattice,
     check_span,
     find_lattice,
     resolve_lattice,
@@ -106,7 +105,7 @@ def test_tolerance_is_relative_to_the_range():
     assert find_lattice(base + [0, 5e-12, 0]).h == pytest.approx(1.0)      # 5e-13 of the range
     assert find_lattice(base + [0, 1e-9, 0]) is None                       # 1e-10 of the range
     assert check_span(base + [0, 5e-12, 0], 1.0).h == 1.0
-    with pytest.raises(NotOnLattice, match="off the grid"):
+    with pytest.raises(NotOnLatticeError, match="off the grid"):
         check_span(base + [0, 1e-9, 0], 1.0)
     # the same relative offsets after scaling the rewards by 1e6: same verdicts
     assert find_lattice((base + [0, 5e-12, 0]) * 1e6) is not None
@@ -117,7 +116,7 @@ def test_tolerance_is_relative_to_the_range():
 def test_distinct_values_on_one_grid_point():
     vals = [0.3, 0.1 + 0.2, 0.6]                         # two distinct levels 6e-17 apart
     assert find_lattice(vals) is None
-    with pytest.raises(NotOnLattice, match="same grid point"):
+    with pytest.raises(NotOnLatticeError, match="same grid point"):
         check_span(vals, 0.1)
 
 
@@ -140,12 +139,12 @@ def test_bad_h_names_h(h):
 
 
 def test_off_grid_h_names_h_and_value():
-    with pytest.raises(NotOnLattice, match=r"h=0.15: the values do not lie on min\(values\) \+ 0.15 Z"):
+    with pytest.raises(NotOnLatticeError, match=r"h=0.15: the values do not lie on min\(values\) \+ 0.15 Z"):
         check_span([0.0, 0.2, 0.6], 0.15)
     with pytest.raises(ValueError, match=r"h=0.1: .* on 0.0 \+ 0.1 Z"):
         check_span([0.05, 0.15], 0.1, origin=0.0)          # on 0.05 + 0.1Z but not on 0.1Z
     assert check_span([0.05, 0.15], 0.1).h == 0.1
-    with pytest.raises(NotOnLattice, match="cannot resolve"):
+    with pytest.raises(NotOnLatticeError, match="cannot resolve"):
         check_span([0.0, 1.0], 1e-10)                      # 1e10 steps: tolerance > 1e-3 step
 
 

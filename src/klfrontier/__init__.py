@@ -4,9 +4,10 @@ The public API, in SPEC-facing names.  Optional parts (plots, reports, real
 instances, language models) live in submodules and are imported on use.
 """
 
+from .errors import ConvergenceError, KlfrontierError, NotOnLatticeError, WindowTooLargeError
 from .reference import Reference
 from .policy import Policy
-from .tilt import (ConvergenceError, Frontier, cgf, frontier, solve_lam_for_kl,
+from .tilt import (Frontier, cgf, frontier, solve_lam_for_kl,
                    solve_lam_for_reward, tilted)
 from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_estimate, bon_kl_estimator
 from .soft_bon import soft_best_of_n
@@ -30,5 +31,7 @@ __all__ = [
     "Markov",
     # samples from real models (SPEC §9)
     "analyze", "Analysis",
+    # errors (klfrontier.errors)
+    "KlfrontierError", "NotOnLatticeError", "WindowTooLargeError",
 ]
 __version__ = "0.1.0"

@@ -47,7 +47,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["RTOL", "MAX_STEPS", "LatticeFit", "NotOnLattice", "find_lattice", "check_span",
+from .errors import NotOnLatticeError
+
+__all__ = ["RTOL", "MAX_STEPS", "LatticeFit", "NotOnLatticeError", "find_lattice", "check_span",
            "resolve_lattice"]
 
 #: Tolerance on ``|v - a - k h|`` relative to the values' extent (see module notes).
@@ -58,10 +60,6 @@ MAX_STEPS = 2**16
 _BLOCK = 2**20
 # A given span must be wider than this many tolerances.
 _MIN_STEP_IN_TOLS = 1e3
-
-
-class NotOnLattice(ValueError):
-    """The values do not lie on the lattice a caller gave (within the tolerance)."""
 
 
 class LatticeFit(NamedTuple):
@@ -218,7 +216,7 @@ def check_span(values, h, *, origin=None, rtol=RTOL, name="h"):
     ------
     ValueError
         ``h`` is not a positive finite number (message names ``name``).
-    NotOnLattice
+    NotOnLatticeError
         (a ``ValueError``) a value is off the grid, two distinct values fall
         on one grid point, or the grid is too fine for the tolerance
         (more than ``10^{-3}/rtol`` steps).
@@ -233,7 +231,7 @@ def check_span(values, h, *, origin=None, rtol=RTOL, name="h"):
     >>> check_span([0.0, 0.25], 0.1)
     Traceback (most recent call last):
     ...
-    klfrontier.lattice.NotOnLattice: h=0.1: the values do not lie on min(values) + 0.1 Z (a value is 0.5 steps off the grid)
+    klfrontier.errors.NotOnLatticeError: h=0.1: the values do not lie on min(values) + 0.1 Z (a value is 0.5 steps off the grid)
     """
     h = _positive_span(h, name)
     rtol = _check_rtol(rtol)
@@ -245,18 +243,18 @@ def check_span(values, h, *, origin=None, rtol=RTOL, name="h"):
     half_ext = max(float(lev[-1]), o) / 2 - min(float(lev[0]), o) / 2
     steps = half_ext / h * 2.0                       # grid steps across the extent
     if steps * rtol > 1.0 / _MIN_STEP_IN_TOLS:
-        raise NotOnLattice(f"{name}={h!r}: {steps:.3g} steps of {h!r} span the values; "
+        raise NotOnLatticeError(f"{name}={h!r}: {steps:.3g} steps of {h!r} span the values; "
                            f"a tolerance of {rtol:g} of the range cannot resolve them")
     x = (lev / 2 - o / 2) / h * 2.0                  # grid coordinates, free of overflow
     k = np.rint(x)
     off = float(np.abs(x - k).max())
     if off > rtol * steps:
-        raise NotOnLattice(f"{name}={h!r}: the values do not lie on {where} + {h!r} Z "
+        raise NotOnLatticeError(f"{name}={h!r}: the values do not lie on {where} + {h!r} Z "
                            f"(a value is {off:.3g} steps off the grid)")
     same = np.flatnonzero(np.diff(k) == 0)
     if same.size:
         i = int(same[0])
-        raise NotOnLattice(f"{name}={h!r}: the distinct values {lev[i]!r} and {lev[i + 1]!r} "
+        raise NotOnLatticeError(f"{name}={h!r}: the distinct values {lev[i]!r} and {lev[i + 1]!r} "
                            "fall on the same grid point")
     ks, g = _fit(lev, inv, k)
     return LatticeFit(a=float(lev[0]), h=h * g, ks=ks)

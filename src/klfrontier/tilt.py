@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms
+from .errors import ConvergenceError
 from .policy import Policy
 from .reference import Reference, check_reference
 
@@ -30,14 +31,6 @@ __all__ = [
     "solve_lam_for_reward",
     "ConvergenceError",
 ]
-
-
-class ConvergenceError(RuntimeError):
-    """A solver did not converge; ``.partial`` holds its best result."""
-
-    def __init__(self, message, partial=None):
-        super().__init__(message)
-        self.partial = partial
 
 
 _EPS = float(np.finfo(float).eps)

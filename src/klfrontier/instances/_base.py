@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lattice import RTOL, NotOnLattice, check_span
+from ..errors import NotOnLatticeError
+from ..lattice import RTOL, check_span
 from ..policy import level_expect
 from ..reference import Reference
 
@@ -33,7 +34,7 @@ def lattice_span(rewards, h, rtol=RTOL):
     """
     try:
         return float(check_span(rewards, h, origin=0.0, rtol=rtol).h)
-    except NotOnLattice:
+    except NotOnLatticeError:
         return None
 
 

@@ -44,7 +44,7 @@ from scipy.special import logsumexp
 
 from ..lattice import MAX_STEPS, RTOL, find_lattice, resolve_lattice
 from ..reference import Reference
-from ..tilt import ConvergenceError
+from ..errors import ConvergenceError, WindowTooLargeError
 from .saddlepoint import _solve_mean
 
 __all__ = ["Lattice", "detect_lattice", "lattice_of", "LatticeEngine", "lattice_dp"]
@@ -60,10 +60,6 @@ _LOG_NEGLIGIBLE = -800.0
 _MAX_WINDOW = 2**25
 #: Work (|K| L m^2) below which untrustable points are taken from the exact DP.
 _MAX_DP_WORK = 2e8
-
-
-class WindowTooLarge(ValueError):
-    """The tilted law of ``T_m`` is too wide for an FFT window (lattice too fine)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -348,7 +344,7 @@ class LatticeEngine:
         m, mL, lat = self.m, self.mL, self.lat
         full_n = sfft.next_fast_len(mL + 1, real=True)
         if full_n > _MAX_WINDOW and m * var * 2 * (self.tau + _ALIAS_MARGIN + 8.0) * 4 > _MAX_WINDOW**2:
-            raise WindowTooLarge("the tilted law is too wide for an FFT window; the lattice is too fine")
+            raise WindowTooLargeError("the tilted law is too wide for an FFT window; the lattice is too fine")
         sd = np.sqrt(m * var)
         log_peak = min(0.0, -0.5 * np.log(2 * np.pi * max(m * var, 1e-300)))
         log_eps = log_peak - self.tau - _ALIAS_MARGIN
@@ -368,7 +364,7 @@ class LatticeEngine:
         if n >= full_n:
             return full_n, 0
         if n > _MAX_WINDOW:
-            raise WindowTooLarge(f"the tilted law needs an FFT window of {n} points (> {_MAX_WINDOW}); "
+            raise WindowTooLargeError(f"the tilted law needs an FFT window of {n} points (> {_MAX_WINDOW}); "
                              "the lattice is too fine for this length")
         o = int(np.floor(c)) - n // 2
         o = min(max(o, 0), mL + 1 - n)

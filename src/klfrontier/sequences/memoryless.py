@@ -25,7 +25,8 @@ from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
-from .lattice import Lattice, LatticeEngine, WindowTooLarge, lattice_dp, lattice_of
+from ..errors import WindowTooLargeError
+from .lattice import Lattice, LatticeEngine, lattice_dp, lattice_of
 from .types import MAX_TYPES, types_count, types_law, types_window
 
 __all__ = ["RewardLaw", "reward_law", "Memoryless", "SequenceTilted", "SequenceBoN"]
@@ -561,7 +562,7 @@ def _sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPE
     if method == "lattice-fft":
         try:
             window = _lattice_window(ref, lat, m, log_n, lam, saturated)
-        except WindowTooLarge:
+        except WindowTooLargeError:
             if not auto:
                 raise
             # a lattice too fine for FFT windows: exact types if few levels, else approximate
