@@ -419,7 +419,7 @@ def test_best_of_n_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("kwargs,match", [
     ({}, "give exactly one of n= or log_n="),
     ({"n": [2.0, 0.5]}, "n must be >= 1"),
-    ({"n": [2.0, np.nan]}, "n is NaN"),
+    ({"n": [2.0, np.nan]}, "n contains NaN"),
     ({"log_n": [1.0, -1.0]}, "log_n must be >= 0"),
     ({"log_n": []}, "log_n is empty"),
 ])

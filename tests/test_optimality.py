@@ -347,9 +347,9 @@ def test_not_absolutely_continuous():
 
 
 def test_other_argument_errors():
-    with pytest.raises(ValueError, match="exactly one of policy_probs or policy_logprobs"):
+    with pytest.raises(ValueError, match="exactly one of policy_probs= or policy_logprobs="):
         optimality(REF3)
-    with pytest.raises(ValueError, match="exactly one of policy_probs or policy_logprobs"):
+    with pytest.raises(ValueError, match="exactly one of policy_probs= or policy_logprobs="):
         optimality(REF3, [0.5, 0.3, 0.2], policy_logprobs=np.log([0.5, 0.3, 0.2]))
     with pytest.raises(ValueError, match="policy_logprobs contains \\+inf"):
         optimality(REF3, policy_logprobs=[0.0, np.inf, -1.0])

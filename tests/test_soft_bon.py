@@ -357,13 +357,13 @@ def test_policy_object():
     ({"n": float("nan"), "lam": 1.0}, "n is NaN"),
     ({"n": 0.5, "lam": 1.0}, "n must be >= 1"),
     ({"n": -3, "lam": 1.0}, "n must be >= 1"),
-    ({"n": [2, 3], "lam": 1.0}, "n must be a real scalar"),
+    ({"n": [2, 3], "lam": 1.0}, "n must be a scalar"),
     ({"n": None, "lam": 1.0}, "n must be a real scalar"),
     ({"n": "many", "lam": 1.0}, "n must be a real scalar"),
     ({"n": 2, "lam": float("nan")}, "lam is NaN"),
     ({"n": 2, "lam": -0.1}, "lam must be >= 0"),
     ({"n": 2, "lam": -np.inf}, "lam must be >= 0"),
-    ({"n": 2, "lam": np.array([1.0])}, "lam must be a real scalar"),
+    ({"n": 2, "lam": np.array([1.0])}, "lam must be a scalar"),
 ])
 def test_bad_input(kwargs, match):
     ref = Reference([0.0, 1.0], probs=[0.5, 0.5])

@@ -427,8 +427,8 @@ REF = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({}, "give exactly one of kl=, beta=, lam="),
-    ({"kl": 0.1, "beta": 1.0}, "give exactly one of kl=, beta=, lam="),
+    ({}, "give exactly one of kl=, beta= or lam="),
+    ({"kl": 0.1, "beta": 1.0}, "give exactly one of kl=, beta= or lam="),
     ({"kl": 0.1, "lam": 1.0}, "give exactly one of"),
     ({"beta": 1.0, "lam": 1.0}, "give exactly one of"),
     ({"kl": -0.1}, "kl must be >= 0"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_neg_log1mexp
+from ._validate import log_n_from
 from .policy import Policy
 from .reference import Reference, check_reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
@@ -45,27 +46,6 @@ _LOG_N_CAP = 1e300
 
 def _capped(ln):
     return np.minimum(ln, _LOG_N_CAP)
-
-
-def _resolve_log_n(n, log_n, *, allow_array=False):
-    if (n is None) == (log_n is None):
-        raise ValueError("give exactly one of n= or log_n=")
-    name, val = ("n", n) if n is not None else ("log_n", log_n)
-    arr = np.asarray(val, dtype=float)
-    if not allow_array and arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty")
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} is NaN")
-    if name == "n":
-        if (arr < 1).any():
-            raise ValueError("n must be >= 1")
-        with np.errstate(divide="ignore"):
-            return np.log(arr)
-    if (arr < 0).any():
-        raise ValueError("log_n must be >= 0")
-    return arr
 
 
 def _times_n(log_n, x):
@@ -135,7 +115,7 @@ def bon_kl_bound(n=None, *, log_n=None):
     >>> float(bon_kl_bound(log_n=1e6))
     999999.0
     """
-    ln = _resolve_log_n(n, log_n, allow_array=True)
+    ln = log_n_from(n, log_n, allow_array=True)
     out = log_bon_kl_bound(ln)
     return float(out) if np.ndim(out) == 0 else out
 
@@ -173,7 +153,7 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     (1.5279, 0.559751, 0.636294)
     """
     check_reference(ref)
-    ln = float(_resolve_log_n(n, log_n))
+    ln = float(log_n_from(n, log_n))
     lnc = float(_capped(ln))
     tails = _bon_tail_logs(ref)
     lev = _bon_level_logd(ref.level_logq, *tails, lnc)
@@ -237,7 +217,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     [0.7, 1.5279]
     """
     check_reference(ref)
-    ln_in = np.atleast_1d(_resolve_log_n(n, log_n, allow_array=True)).astype(float).ravel()
+    ln_in = np.atleast_1d(log_n_from(n, log_n, allow_array=True)).astype(float).ravel()
     ln = _capped(ln_in)
     logq, u = ref.level_logq, ref.level_u
     logF, logFm, _ = ref.level_log_cdf
@@ -433,7 +413,7 @@ def bon_kl_estimator(eps, n=None, *, log_n=None):
     >>> round(float(bon_kl_estimator(1e-12, n=8)), 9)   # tiny eps: the bound
     1.204441542
     """
-    ln = _resolve_log_n(n, log_n)
+    ln = log_n_from(n, log_n)
     eps = np.asarray(eps, dtype=float)
     if np.isnan(eps).any() or (eps <= 0).any() or (eps > 1).any():
         raise ValueError("eps must lie in (0, 1]")
@@ -478,7 +458,7 @@ def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
     True
     """
     check_reference(ref)
-    ln = float(_capped(_resolve_log_n(n, log_n)))
+    ln = float(_capped(log_n_from(n, log_n)))
     on = ref.level_index >= 0
     if samples is None:
         pol = best_of_n(ref, log_n=ln)

@@ -27,6 +27,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ._logspace import kl_terms, level_expect, log1mexp, log_neg_log1mexp
+from ._validate import real_array, real_scalar
 from .lattice import RTOL, resolve_lattice
 from .reference import Reference, check_reference
 from .tilt import ConvergenceError, solve_lam_for_kl
@@ -52,28 +53,6 @@ _BETA_SUM = 1e-2
 
 
 # ----------------------------------------------------------------- validation
-def _real_array(x, name):
-    try:
-        a = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be real numbers") from exc
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if np.isnan(a).any():
-        raise ValueError(f"{name} contains NaN")
-    return a
-
-
-def _real_scalar(x, name, *, allow_inf=False):
-    a = _real_array(x, name)
-    if a.ndim != 0:
-        raise ValueError(f"{name} must be a scalar")
-    v = float(a)
-    if not allow_inf and not np.isfinite(v):
-        raise ValueError(f"{name} must be finite")
-    return v
-
-
 def _out(a):
     a = np.asarray(a, dtype=float)
     return float(a) if a.ndim == 0 else a
@@ -327,8 +306,8 @@ def rate_function(ref: Reference, x, lam=0.0):
     [0.0, 0.693147, inf]
     """
     check_reference(ref)
-    xa = _real_array(x, "x")
-    lam = _real_scalar(lam, "lam", allow_inf=True)
+    xa = real_array(x, "x")
+    lam = real_scalar(lam, "lam", allow_inf=True)
     flat = xa.ravel()
     out = np.full(flat.size, np.inf)
     if ref.is_constant:
@@ -384,10 +363,10 @@ def scgf(ref: Reference, t, lam=0.0, form="cgf"):
     0.620114506958
     """
     check_reference(ref)
-    ta = _real_array(t, "t")
+    ta = real_array(t, "t")
     if not np.isfinite(ta).all():
         raise ValueError("t must be finite")
-    lam = _real_scalar(lam, "lam", allow_inf=True)
+    lam = real_scalar(lam, "lam", allow_inf=True)
     if form not in ("cgf", "renyi"):
         raise ValueError(f"form must be 'cgf' or 'renyi', got {form!r}")
     flat = ta.ravel()
@@ -474,7 +453,7 @@ def cumulants(ref: Reference, lam, order=4):
     [0.5, 0.25, 0.0, -0.125]
     """
     check_reference(ref)
-    la = _real_array(lam, "lam")
+    la = real_array(lam, "lam")
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)):
         raise ValueError(f"order must be an integer, got {order!r}")
     order = int(order)
@@ -619,7 +598,7 @@ class Equivalence:
         return self.__dict__["_ent_avg"]
 
     def _check_m(self, m, need_int):
-        ma = _real_array(m, "m")
+        ma = real_array(m, "m")
         if not np.isfinite(ma).all() or (ma < 1).any():
             raise ValueError("m must be finite and >= 1")
         if need_int and (np.rint(ma) != ma).any():
@@ -923,7 +902,7 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     if isinstance(ref, Markov):
         return markov_equivalence(ref, delta, lattice=lattice)
     check_reference(ref)
-    d = _real_scalar(delta, "delta", allow_inf=True)
+    d = real_scalar(delta, "delta", allow_inf=True)
     if not (0 < d < ref.kl_max):
         raise ValueError(
             f"delta must lie in (0, -log p(A)) = (0, {ref.kl_max:.6g}) for the equivalence, got {d}"

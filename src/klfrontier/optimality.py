@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms, log_total, log_total_probs
+from ._validate import one_of
 from .policy import Policy
 from .reference import SUM_TOL, Reference, check_reference
 from .tilt import tilted
@@ -129,8 +130,7 @@ def _times(lam, x):
 
 def _policy_logprobs(ref: Reference, policy_probs, policy_logprobs):
     """Validate the policy and return its exactly normalised log-law on outcomes."""
-    if (policy_probs is None) == (policy_logprobs is None):
-        raise ValueError("give exactly one of policy_probs or policy_logprobs=")
+    one_of(policy_probs=policy_probs, policy_logprobs=policy_logprobs)
     if isinstance(policy_probs, Policy):
         if policy_probs.ref.size != ref.size:
             raise ValueError(f"policy_probs is a Policy on {policy_probs.ref.size} outcomes, "

@@ -7,6 +7,7 @@ from functools import cached_property
 import numpy as np
 
 from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs, total_rest
+from ._validate import one_of
 
 __all__ = ["Reference"]
 
@@ -148,8 +149,7 @@ class Reference:
         if not np.isfinite(r).all():
             raise ValueError("rewards must be finite (found NaN or inf)")
         self.gold = None if gold is None else _gold_array(gold, r.size)
-        if (probs is None) == (logprobs is None):
-            raise ValueError("give exactly one of probs= or logprobs=")
+        one_of(probs=probs, logprobs=logprobs)
         if probs is not None:
             p = _check_masses(_as_1d(probs, "probs"), "probs")
             with np.errstate(divide="ignore"):

@@ -40,6 +40,7 @@ import numpy as np
 
 from ._logspace import kl_terms, logsumexp
 from .bon import best_of_n
+from ._validate import real_scalar
 from .policy import Policy
 from .reference import Reference, check_reference
 from .tilt import ConvergenceError, tilted
@@ -73,29 +74,15 @@ def _dot(a, b):
     return float(np.einsum("i,i->", a, b))
 
 
-def _real_scalar(val, name):
-    """``float(val)`` for a real scalar; ValueError naming ``name`` otherwise (NaN too)."""
-    try:
-        arr = np.asarray(val, dtype=float) if val is not None else None
-    except (TypeError, ValueError):
-        arr = None
-    if arr is None or arr.ndim != 0:
-        raise ValueError(f"{name} must be a real scalar, got {val!r}")
-    out = float(arr)
-    if np.isnan(out):
-        raise ValueError(f"{name} is NaN")
-    return out
-
-
 def _check_n(n):
-    val = _real_scalar(n, "n")
+    val = real_scalar(n, "n", allow_inf=True)
     if val < 1:
         raise ValueError("n must be >= 1")
     return val
 
 
 def _check_lam(lam):
-    val = _real_scalar(lam, "lam")
+    val = real_scalar(lam, "lam", allow_inf=True)
     if val < 0:
         raise ValueError("lam must be >= 0")
     return val

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms
+from ._validate import one_of, real_scalar
 from .errors import ConvergenceError
 from .policy import Policy
 from .reference import Reference, check_reference
@@ -717,19 +718,6 @@ def solve_lam_for_reward(ref: Reference, reward):
 
 
 # ------------------------------------------------------------------- policies
-def _check_one_of(**kw):
-    given = [k for k, v in kw.items() if v is not None]
-    if len(given) != 1:
-        raise ValueError(f"give exactly one of {', '.join(k + '=' for k in kw)} (got {given or 'none'})")
-    name = given[0]
-    val = float(kw[name]) if np.ndim(kw[name]) == 0 else None
-    if val is None:
-        raise ValueError(f"{name} must be a scalar")
-    if np.isnan(val):
-        raise ValueError(f"{name} is NaN")
-    return name, val
-
-
 def _saturated_policy(ref: Reference, kl_budget):
     lev = np.full(ref.n_levels, -np.inf)
     lev[-1] = 0.0
@@ -769,7 +757,8 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
     True
     """
     check_reference(ref)
-    name, val = _check_one_of(kl=kl, beta=beta, lam=lam)
+    name, val = one_of(kl=kl, beta=beta, lam=lam)
+    val = real_scalar(val, name, allow_inf=True)
     if name == "kl":
         if val < 0:
             raise ValueError("kl must be >= 0")

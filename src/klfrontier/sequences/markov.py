@@ -50,11 +50,12 @@ from scipy.special import logsumexp
 
 from .._logspace import log_bon_kl_bound
 from ..lattice import resolve_lattice
-from ..ldp import Equivalence, _discrete_gumbel, _real_scalar
+from .._validate import log_n_from, one_of, real_scalar
+from ..ldp import Equivalence, _discrete_gumbel
 from ..tilt import ConvergenceError, Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .convergence import ConvergenceTable
-from .memoryless import RewardLaw, SequenceBoN, _check_length, _PerToken, _resolve_log_n
+from .memoryless import RewardLaw, SequenceBoN, _check_length, _PerToken
 from .saddlepoint import _solve_mean
 
 __all__ = ["Markov", "BackoffTransition", "MarkovTilted", "MarkovBoN", "PerronRoot",
@@ -604,7 +605,7 @@ def _check_initial(initial, K):
 
 
 def _real(x, name):
-    return _real_scalar(x, name, allow_inf=True)
+    return real_scalar(x, name, allow_inf=True)
 
 
 class Markov:
@@ -850,9 +851,7 @@ class Markov:
         §8); ``D_m'(λ) = λ Var_λ S_m``, so the solver steps on
         ``log D`` against ``log λ`` with that slope.
         """
-        given = [k for k, v in (("kl", kl), ("lam", lam), ("beta", beta)) if v is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of kl=, lam=, beta=")
+        one_of(kl=kl, lam=lam, beta=beta)
         budget = None
         if kl is not None:
             d = _real(kl, "kl")
@@ -1182,7 +1181,7 @@ class Markov:
         dynamic programs over (state, reward level), each exact within
         ``e^{-75}`` of its peak, stitched and untilted exactly.
         """
-        ln = _resolve_log_n(n, log_n)
+        ln = log_n_from(n, log_n, finite=True)
         m = self.length
         n_val = float(np.exp(ln)) if ln < 709 else np.inf
         kl_bound = float(log_bon_kl_bound(ln))

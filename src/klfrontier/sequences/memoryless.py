@@ -25,6 +25,7 @@ from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
+from .._validate import log_n_from, one_of, real_scalar
 from ..errors import WindowTooLargeError
 from .lattice import Lattice, LatticeEngine, lattice_dp, lattice_of
 from .types import MAX_TYPES, types_count, types_law, types_window
@@ -52,29 +53,6 @@ def _check_method(method):
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}")
     return method
-
-
-def _resolve_log_n(n, log_n):
-    if (n is None) == (log_n is None):
-        raise ValueError("give exactly one of n= or log_n=")
-    name, val = ("n", n) if n is not None else ("log_n", log_n)
-    try:
-        v = float(val)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real scalar") from exc
-    if np.isnan(v):
-        raise ValueError(f"{name} is NaN")
-    if name == "n":
-        if v < 1:
-            raise ValueError("n must be >= 1")
-        if np.isinf(v):
-            raise ValueError("n must be finite (pass log_n= for huge N)")
-        return float(np.log(v))
-    if v < 0:
-        raise ValueError("log_n must be >= 0")
-    if np.isinf(v):
-        raise ValueError("log_n must be finite")
-    return v
 
 
 def _values_from_su(ref, m, su):
@@ -646,15 +624,10 @@ class Memoryless:
         ``φ_Δ = φ_λ^{⊗m}`` with ``D(λ) = Δ/m``; exact.  ``beta`` is the
         KL-regularised form ``max E S_m - β KL(φ || p^m)``, ``λ = 1/β``.
         """
-        given = [k for k, v in (("kl", kl), ("lam", lam), ("beta", beta)) if v is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of kl=, lam=, beta=")
+        one_of(kl=kl, lam=lam, beta=beta)
         m = self.length
         if kl is not None:
-            try:
-                kv = float(kl)
-            except (TypeError, ValueError) as exc:
-                raise ValueError("kl must be a real scalar") from exc
+            kv = real_scalar(kl, "kl", allow_inf=True)
             pol = _tilted(self.ref, kl=kv / m)
         elif lam is not None:
             pol = _tilted(self.ref, lam=lam)
@@ -688,5 +661,5 @@ class Memoryless:
         ``E S = Σ s d(s)``, ``KL(π_N||p^m) = Σ d log(d/q)``,
         ``KL(π_N||φ_Δ) = Σ d log(d/(q e^{λs - mΛ(λ)}))`` with ``Δ = log N``.
         """
-        ln = _resolve_log_n(n, log_n)
+        ln = log_n_from(n, log_n, finite=True)
         return _sequence_bon(self.ref, self.length, ln, method, self.lattice)[0]

@@ -16,7 +16,8 @@ import numpy as np
 
 from .._logspace import log1mexp
 from ..reference import Reference, check_reference
-from .memoryless import _check_length, _resolve_log_n, _sequence_bon
+from .._validate import log_n_from
+from .memoryless import _check_length, _sequence_bon
 
 __all__ = ["MonteCarloResult", "bon_monte_carlo", "naive_bon_monte_carlo"]
 
@@ -113,7 +114,7 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
     """
     check_reference(ref)
     m = _check_length(length)
-    ln = _resolve_log_n(n, log_n)
+    ln = log_n_from(n, log_n, finite=True)
     size = int(size)
     if size < 2:
         raise ValueError("size must be >= 2")
