@@ -482,3 +482,22 @@ def test_prompt_bootstrap_equals_scipy_bootstrap(method):
     np.testing.assert_allclose(got.high, ref.confidence_interval.high, rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match="method"):
         prompt_bootstrap(stat_c, P, n_resamples=9, confidence=0.9, rng=rng, method="basic")
+
+
+def test_pareto_khat_with_tied_weights_stays_finite_and_bounded():
+    """Top weights tied with the cut: the quartile exceedance is 0 (was a division by zero, k = 10.6)."""
+    r = np.sort(np.r_[np.zeros(90), np.ones(8), [2.0, 3.0]])[None, :]
+    k = K.pareto_khat(r * 3.0)
+    assert np.isfinite(k).all() and -0.5 < k[0] < 2.0
+
+
+def test_a_policy_beyond_the_base_samples_reach_is_saturated_and_untrusted():
+    """A policy KL above log n - log #top: the optimum is p_hat(. | top), its distance infinite."""
+    rng = np.random.default_rng(4)
+    base = {f"q{i}": rng.normal(size=16) for i in range(40)}
+    pol = {p: {"reward": np.full(8, r.max() - 0.1), "logprob": np.full(8, -1.0),
+               "ref_logprob": np.full(8, -30.0)} for p, r in base.items()}   # KL 29 nats
+    t = analyze(base, policies={"far": pol}, n_values=[1, 2], kl_values=[0.5], n_boot=200).policies["far"]
+    assert bool(t.saturated[0]) and not bool(t.trusted[0]) and not bool(t.gap_trusted[0])
+    assert np.isinf(t.kl_to_optimal[0])
+    assert t.gap[0] == pytest.approx(0.1, abs=1e-9)          # r_top - (r_top - 0.1) on every prompt

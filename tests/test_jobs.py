@@ -121,3 +121,11 @@ def test_demo_proxy_gold_over_optimises():
         assert 2.0 < peak["gold"] < 3.5 and 3.0 < peak["kl"] < 8.0      # measured 2.67 near 5.3 nats
         assert g[-1] < 1e-3 and s[key]["kl"][-1] == pytest.approx(inst.ref.kl_max, rel=1e-6)
     assert s["gold_on_argmax"] == 0.0            # 'magnificently', 'aml': no AFINN entry
+
+
+def test_checkpoint_paths_order_by_the_numbers_values():
+    """Names differing only in numbers form one run, ordered by value (0.25 before 0.5, 20 before 100)."""
+    from klfrontier.jobs import _checkpoint_paths
+
+    runs = _checkpoint_paths(["lam=0.5", "lam=0.25", "lam=1", "step100", "step20", "base", "lr3e-5"])
+    assert runs == [["lam=0.25", "lam=0.5", "lam=1"], ["step20", "step100"]]

@@ -288,3 +288,88 @@ def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_r
             stats["batches"] += 1
             stats["seconds"] = time.perf_counter() - t0
             bar.update(task, description=f"sampling: batch {b} committed ({stats['batches']}/{len(todo)})")
+
+
+def _lm_demo_defaults():
+    from .lm.demo import DEFAULTS     # numpy only: torch is imported when the command runs
+
+    return DEFAULTS
+
+
+_LM_DEMO = _lm_demo_defaults()
+
+
+@_command("lm-demo")
+@_friendly
+def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
+            prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."),
+            n: int = typer.Option(_LM_DEMO["n"], "--n", help="Base samples per prompt (the frontier, best-of-N, soft best-of-N)."),
+            tilt_n: int = typer.Option(_LM_DEMO["tilt_n"], "--tilt-n", help="Samples per prompt of each token tilt."),
+            max_new_tokens: int = typer.Option(_LM_DEMO["max_new_tokens"], "--max-new-tokens", help="Most tokens per sample."),
+            lams: str = typer.Option(",".join(f"{x:g}" for x in _LM_DEMO["lams"]), "--lams", help="Token tilts λ > 0, comma separated."),
+            lexicon: str = typer.Option(_LM_DEMO["lexicon"], "--lexicon", help="Lexicon of the token-linear reward: vader or afinn."),
+            seed: int = typer.Option(_LM_DEMO["seed"], "--seed", help="Seed of the samples and of the bootstrap."),
+            threads: Optional[int] = typer.Option(_LM_DEMO["threads"], "--threads", help="torch threads while sampling (1: steadiest on a shared machine)."),
+            out: Path = typer.Option(Path("out/lm-demo"), "--out", help="Write index.html, figures, tables and summary.json here."),
+            as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table.")):
+    """Best-of-N, soft best-of-N and token tilts on a real LM against the optimum: the myopia gap.
+
+    Draws --n base samples per prompt and --tilt-n samples per prompt from
+    the token-level tilt at each λ of --lams, with the token-linear reward,
+    then runs `klfrontier analyze` on them and adds soft best-of-N.  The
+    headline: how far token tilting falls below the sequence-level optimum at
+    the same KL (the myopia gap), with an interval.  See docs/lm.md.
+    """
+    from .cli import _check_out_dir, _floats, _run_job
+    from .lm.demo import lm_demo_job
+
+    if lexicon not in ("vader", "afinn"):
+        raise CLIError(f"--lexicon must be 'vader' or 'afinn', got {lexicon!r}")
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {threads}")
+    for value, name in ((n, "--n"), (tilt_n, "--tilt-n")):
+        if value < 2:
+            raise CLIError(f"{name} must be >= 2, got {value}")
+    if max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {seed}")
+    lam_list = _floats(lams, "--lams")
+    if not lam_list or any(not np.isfinite(x) or x <= 0 for x in lam_list) or len(set(lam_list)) < len(lam_list):
+        raise CLIError(f"--lams must be distinct numbers > 0, got {lams!r}")
+    texts = None if prompts is None else read_prompts(prompts)
+    spec = _model_spec(model)
+    _check_out_dir(out)
+    try:    # transformers' own loading bars would garble ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass      # lm.load_model raises the ImportError naming the extra
+    with _stage_bars() as progress:
+        job = lm_demo_job(spec, texts, n=n, tilt_n=tilt_n, max_new_tokens=max_new_tokens, lams=lam_list,
+                          lexicon=lexicon, seed=seed, threads=threads, progress=progress)
+    _run_job(job, out, as_json)
+
+
+class _stage_bars:
+    """A progress bar per stage of a job (``progress(stage, done, total)``), on a terminal only."""
+
+    def __enter__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                            disable=not err_console.is_terminal)
+        self.tasks = {}
+        self.bar.__enter__()
+        return self
+
+    def __call__(self, stage, done, total):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)

@@ -361,9 +361,10 @@ def _checkpoint_paths(names):
     import re
 
     runs = {}
+    num = r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"         # step100, lam=0.25, lr3e-5: one number each
     for name in names:
-        key = re.sub(r"\d+", "#", name)
-        nums = tuple(int(x) for x in re.findall(r"\d+", name))
+        key = re.sub(num, "#", name)
+        nums = tuple(float(x) for x in re.findall(num, name))
         runs.setdefault(key, []).append((nums, name))
     return [[n for _, n in sorted(v)] for key, v in runs.items() if "#" in key and len(v) > 1]
 

@@ -571,7 +571,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         Column names for the roles when reading paths or frames.
     progress : callable(stage, done, total), optional
     trust_margin, min_ess : float
-        The trust rule (:data:`TRUST_RULE`).
+        The trust rule (``TRUST_RULE``).
     threads : int, optional
         Threads for the per-prompt kernels (numpy releases the GIL in them).
         Default: the CPUs this process may run on.  Results do not depend on it.
@@ -828,7 +828,11 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         row = {}
         for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
             v, l_, h_, t_ = pick(f"policy:{name}:{key}")
-            if key == "kl_to_optimal":       # a KL: negative values are sampling noise
+            if key == "kl_to_optimal" and pv["saturated"]:     # the optimum is p_hat(. | top)
+                v = l_ = h_ = np.array([np.inf])
+                t_ = np.array([False])
+                row["kl_to_optimal_plugin"] = np.array([np.inf])
+            elif key == "kl_to_optimal":       # a KL: negative values are sampling noise
                 row["kl_to_optimal_plugin"] = plug(f"policy:{name}:{key}")
                 v, l_ = np.maximum(v, 0.0), np.maximum(l_, 0.0)
                 h_ = np.maximum(h_, 0.0)
@@ -839,6 +843,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
                    lam=np.array([pv["lam"]]),
                    bon_n_same_kl=np.array([_bon_n_same_kl(pr, pv["mask"], float(row["kl"][0]))]),
                    prompts=np.array([int(pv["mask"].sum())]),
+                   saturated=np.array([pv["saturated"]]),
                    trusted=row["kl_trusted"] & row["reward_trusted"] & row["kl_to_optimal_trusted"])
         pol_tables[name] = Table(row)
 
@@ -1010,6 +1015,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
             lam_v += step
         st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess),
                         column_rule=False)      # trust is over the policy's prompts only
+    saturated = bool(np.isinf(lam_v))
     lam_use = lam_v if np.isfinite(lam_v) else 0.0
     lmgf = st["logmgf"][:, 0] if st is not None else np.zeros(P)
     d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)
@@ -1043,10 +1049,18 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
         for x, (r, lr) in samples.items():
             if r.size >= 2:
                 gap_var[x] = np.var(lr / lam_use - r, ddof=1) / r.size + st["frontier_var"][x, 0]
-    else:       # lam = 0 (KL 0) or saturated: the optimum at that KL is the base mean
+    elif saturated:     # the optimum at that KL is r_max of each prompt's samples
+        gap = np.where(mask, fr.r_top - rew, 0.0)
+        gap_var = rew_var.copy()
+    else:               # lam = 0 (KL 0): the optimum at that KL is the base mean
         gap = np.where(mask, pr.mean - rew, 0.0)
         gap_var = rew_var + _jk_mean_var(pr)[:, 0]
-    out = {"mask": mask, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
+    if saturated:
+        # a KL beyond what the base samples can show (the tilt of p_hat saturates at
+        # log n - log #top): no estimate of the optimum there is trusted, and the optimal policy
+        # p_hat(. | top) is at infinite KL from a policy that also reaches lower rewards
+        ok = np.zeros(P, dtype=bool)
+    out = {"mask": mask, "saturated": saturated, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
            "gap": gap, "gap_bias": gap_bias, "gap_var": gap_var,
            "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
            "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
@@ -1135,7 +1149,7 @@ class _Columns:
         return self._each(lambda p: _t_interval(p["values"], p["mask"], 0.95)[2])
 
     def trusted(self, se, method):
-        """The trust rule (:data:`TRUST_RULE`) for every column."""
+        """The trust rule (``TRUST_RULE``) for every column."""
         bad = self._each(lambda p: (p["mask"] & ~p["ok"]).sum(axis=0))
         cnt = self._each(lambda p: p["mask"].sum(axis=0))
         share_ok = (cnt > 0) & (bad <= 0.05 * cnt)

@@ -452,6 +452,10 @@ def pareto_khat(logw, n=None):
     m_est = 30 + int(np.sqrt(M))
     j = np.arange(1, m_est + 1, dtype=float)
     yq = y[:, int(M / 4 + 0.5) - 1]
+    # tied weights can put the quartile exceedance at 0 (b = inf): use the smallest positive one
+    tied = ~(yq > 0)
+    if tied.any():
+        yq = np.where(tied, np.min(np.where(y > 0, y, np.inf), axis=1), yq)
     with np.errstate(divide="ignore", invalid="ignore"):
         b = (1.0 - np.sqrt(m_est / (j - 0.5)))[None, :] / (3.0 * yq[:, None]) + 1.0 / y[:, -1:]
         k = np.log1p(-b[:, :, None] * y[:, None, :]).mean(axis=2)            # (rows, m)
