@@ -55,6 +55,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -68,10 +69,17 @@ __all__ = [
     "read_samples",
     "write_samples",
     "MAX_BAD_ROWS",
+    "MAX_RECORD_BYTES",
 ]
 
 #: Bad rows kept with their line and reason; the total is always counted.
 MAX_BAD_ROWS = 1000
+
+#: Longest record (physical line of a JSONL or CSV file) read, in bytes; a longer one is a bad
+#: row ("record longer than ... bytes") and is skipped without being held in memory, so memory
+#: does not depend on line length (``read_samples(max_record_bytes=...)``, CLI
+#: ``--max-record-bytes``).
+MAX_RECORD_BYTES = 16 << 20
 
 # A chunk holds at most chunk_rows rows and about this many bytes.  pyarrow's
 # streaming CSV reader reads ahead some 30 blocks, so this also bounds its memory
@@ -586,6 +594,54 @@ def _open_binary(path):
     return gzip.open(path, "rb") if _gz(path) else open(path, "rb")
 
 
+class _TooLong:
+    """A physical line longer than the record limit (skipped, its bytes never held)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+
+
+def _bounded_lines(f, max_record, read_size=1 << 20):
+    """Physical lines of a binary file (with their ``\\n``), or :class:`_TooLong` markers.
+
+    Reads ``read_size`` bytes at a time; a line longer than ``max_record``
+    bytes is consumed up to its newline without being kept, so memory stays
+    below ``read_size + max_record`` whatever the file (``/dev/zero``
+    included).
+    """
+    buf = b""
+    skipping = 0                 # > 0: inside an over-long line, this many bytes so far
+    while True:
+        data = f.read(read_size)
+        if not data:
+            break
+        if skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                skipping += len(data)
+                continue
+            yield _TooLong(skipping + nl + 1)
+            skipping = 0
+            data = data[nl + 1:]
+        buf += data
+        parts = buf.split(b"\n")
+        buf = parts.pop()
+        for line in parts:
+            yield _TooLong(len(line) + 1) if len(line) >= max_record else line + b"\n"
+        if len(buf) >= max_record:
+            skipping, buf = len(buf), b""
+    if skipping:
+        yield _TooLong(skipping)
+    elif buf:
+        yield _TooLong(len(buf)) if len(buf) > max_record else buf
+
+
+def _too_long_reason(max_record):
+    return f"record longer than {max_record} bytes (max_record_bytes)"
+
+
 def _open_text(path, mode="r"):
     if _gz(path):
         return gzip.open(path, mode + "t", encoding="utf-8", newline="")
@@ -593,7 +649,8 @@ def _open_text(path, mode="r"):
 
 
 def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65536,
-                 progress=None, keep_text=False, engine="auto") -> SampleSet:
+                 progress=None, keep_text=False, engine="auto",
+                 max_record_bytes=MAX_RECORD_BYTES) -> SampleSet:
     """Read a sample file (JSONL, CSV or Parquet), streaming it in chunks.
 
     Parameters
@@ -627,6 +684,10 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
         Keep the ``text`` column (otherwise it is never held in memory).
     engine : {"auto", "pyarrow", "python"}
         ``auto`` uses pyarrow when installed.  Parquet needs pyarrow.
+    max_record_bytes : int, default :data:`MAX_RECORD_BYTES` (16 MiB)
+        Longest JSONL or CSV line read; a longer one is a bad row and is never
+        held in memory (so ``/dev/zero`` or a file with no newline costs
+        bounded memory).
 
     Returns
     -------
@@ -699,10 +760,18 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     chunk_rows = int(chunk_rows)
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
+    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, (int, np.integer)) \
+            or max_record_bytes < 64:
+        raise ValueError(f"max_record_bytes must be an integer >= 64, got {max_record_bytes!r}")
+    max_record = int(max_record_bytes)
     if progress is not None and not callable(progress):
         raise ValueError("progress must be callable")
     if not os.path.exists(path):
         raise FileNotFoundError(path)
+    mode = os.stat(path).st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        # /dev/zero and friends never end: no record limit makes reading them finite
+        raise SampleFileError(os.fspath(path), None, "is a device, not a sample file")
     use_arrow = engine == "pyarrow" or fmt == "parquet" or (engine == "auto" and _have_pyarrow())
     if fmt == "parquet" and engine == "python":
         raise ValueError("Parquet files need engine='pyarrow' (or 'auto')")
@@ -711,13 +780,13 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     file = os.fspath(path)
     acc = _Accumulator(file, strict=strict, keep_text=keep_text, progress=progress)
     if fmt == "jsonl":
-        _read_jsonl(file, cols, acc, chunk_rows, use_arrow)
+        _read_jsonl(file, cols, acc, chunk_rows, use_arrow, max_record)
         return acc.finish()
     if fmt == "csv":
         if not use_arrow:
-            _read_csv_python(file, cols, acc, chunk_rows)
+            _read_csv_python(file, cols, acc, chunk_rows, max_record)
             return acc.finish()
-        return _read_csv_arrow(file, cols, acc, chunk_rows)
+        return _read_csv_arrow(file, cols, acc, chunk_rows, max_record)
     _read_parquet(file, cols, acc, chunk_rows)
     return acc.finish()
 
@@ -843,29 +912,46 @@ def _jsonl_chunk_arrow(lines, cols, acc):
     return True
 
 
-def _read_jsonl(file, cols, acc, chunk_rows, use_arrow):
-    line_no = 1
+def _read_jsonl(file, cols, acc, chunk_rows, use_arrow, max_record=MAX_RECORD_BYTES):
+    line_no = 1          # of the first line of the chunk being filled
+
+    def flush(lines):
+        nonlocal line_no
+        if lines:
+            if not (use_arrow and _jsonl_chunk_arrow(lines, cols, acc)):
+                _jsonl_chunk_python(lines, line_no, cols, acc)
+            line_no += len(lines)
+            acc.tick(len(lines))
+
     with _open_binary(file) as f:
-        while True:
-            block = f.readlines(_MAX_CHUNK_BYTES)      # whole lines, about that many bytes
-            if not block:
-                break
-            if line_no == 1 and block[0].startswith(b"\xef\xbb\xbf"):
-                block[0] = block[0][3:]
-            for s in range(0, len(block), chunk_rows):
-                lines = block[s:s + chunk_rows]
-                if not (use_arrow and _jsonl_chunk_arrow(lines, cols, acc)):
-                    _jsonl_chunk_python(lines, line_no, cols, acc)
-                line_no += len(lines)
-                acc.tick(len(lines))
+        lines, size, first = [], 0, True
+        for line in _bounded_lines(f, max_record):
+            if isinstance(line, _TooLong):
+                flush(lines)
+                lines, size = [], 0
+                acc.add_bad(line_no, _too_long_reason(max_record))
+                line_no += 1
+                acc.tick(1)
+                first = False
+                continue
+            if first:
+                first = False
+                if line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+            lines.append(line)
+            size += len(line)
+            if len(lines) >= chunk_rows or size >= _MAX_CHUNK_BYTES:
+                flush(lines)
+                lines, size = [], 0
+        flush(lines)
 
 
 # ---------------------------------------------------------------------------- CSV
 @contextmanager
-def _csv_field_limit():
-    """Lift the csv module's 128 KiB field limit (texts can be long) for one read."""
+def _csv_field_limit(max_record=MAX_RECORD_BYTES):
+    """Lift the csv module's 128 KiB field limit to the record limit (texts can be long) for one read."""
     old = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1, max(int(max_record), 1 << 17)))
     try:
         yield
     finally:
@@ -894,9 +980,29 @@ def _decide_from_names(use, where):
             use[role] = where[role] is not None
 
 
-def _read_csv_python(file, cols, sink, chunk_rows):
+# Stands in for an over-long physical line in the text handed to the csv module.
+_TOO_LONG_MARK = "\x00klfrontier: record too long\x00"
+
+
+_BAD_UTF8_MARK = "\x00klfrontier: invalid UTF-8\x00"
+
+
+def _csv_text_lines(f, max_record):
+    """Decoded physical lines of a binary CSV file; an over-long or undecodable one is a marker row."""
+    for line in _bounded_lines(f, max_record):
+        if isinstance(line, _TooLong):
+            yield _TOO_LONG_MARK + "\n"
+            continue
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield f"{_BAD_UTF8_MARK}{exc.start}\n"
+
+
+def _read_csv_python(file, cols, sink, chunk_rows, max_record=MAX_RECORD_BYTES):
     """Standard-library CSV reader: exact physical line numbers of every record."""
-    with _csv_field_limit(), _open_text(file) as f:
+    with _csv_field_limit(max_record), _open_binary(file) as fb:
+        f = _csv_text_lines(fb, max_record)
         reader = csv.reader(f)
         try:
             header = next(reader)
@@ -920,6 +1026,10 @@ def _read_csv_python(file, cols, sink, chunk_rows):
                     continue
                 done += 1
                 try:
+                    if row[0] == _TOO_LONG_MARK:
+                        raise _Bad(_too_long_reason(max_record))
+                    if row[0].startswith(_BAD_UTF8_MARK):
+                        raise _Bad(f"invalid UTF-8 at byte {row[0][len(_BAD_UTF8_MARK):]} of the line")
                     if len(row) != ncol:
                         raise _Bad(f"expected {ncol} fields, found {len(row)}")
                     pid, r, v = _check_row(row[ip], row[ir], {role: row[i] for role, i in used})
@@ -1025,13 +1135,27 @@ def _arrow_batch(batch, cols, acc):
     return bad
 
 
-def _read_csv_arrow(file, cols, acc, chunk_rows):
+def _read_csv_arrow(file, cols, acc, chunk_rows, max_record=MAX_RECORD_BYTES):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    with _open_text(file) as f:
-        header = next(csv.reader(f), None)
-        sample = f.read(1 << 16)
+    with _open_binary(file) as fb:
+        lines = _bounded_lines(fb, max_record)
+        first = next(lines, None)
+        if isinstance(first, _TooLong):
+            raise SampleFileError(file, 1, "header " + _too_long_reason(max_record))
+        try:
+            header = next(csv.reader([first.decode("utf-8")]), None) if first is not None else None
+        except UnicodeDecodeError as exc:
+            raise SampleFileError(file, 1, f"header is not valid UTF-8 (byte {exc.start})") from None
+        sample, size = [], 0
+        for line in lines:                  # ~64 KiB of rows: their mean length sizes the blocks
+            if not isinstance(line, _TooLong):
+                sample.append(line)
+                size += len(line)
+            if size >= 1 << 16:
+                break
+        sample = b"".join(sample).decode("utf-8", errors="replace")
     if header is None:
         raise SampleFileError(file, None, "empty file (no header)")
     if header and header[0].startswith("\ufeff"):
@@ -1069,9 +1193,13 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
                 if acc.strict and (n_value_bad or structural[0]):
                     break
         except pa.ArrowInvalid as exc:
-            if "straddl" in str(exc) and block < (1 << 31) // 4:
-                block *= 4          # a record longer than a block: start again
-                continue
+            if "straddl" in str(exc):
+                if block < max_record:
+                    block = min(4 * block, max_record)      # a record longer than a block: again
+                    continue
+                # a record longer than max_record: the line-bounded reader skips it as a bad row
+                _read_csv_python(file, cols, acc, chunk_rows, max_record)
+                return acc.finish()
             raise SampleFileError(file, None, f"CSV read error: {exc}") from None
         break
     n_bad = n_value_bad + structural[0]
@@ -1080,7 +1208,7 @@ def _read_csv_arrow(file, cols, acc, chunk_rows):
         # pyarrow gives no line numbers: the standard-library reader finds them.
         loc = _BadRowLocator(file, strict=acc.strict, limit=min(n_bad, MAX_BAD_ROWS),
                              use=acc.use)
-        _read_csv_python(file, cols, loc, chunk_rows)
+        _read_csv_python(file, cols, loc, chunk_rows, max_record)
         if acc.strict or not loc.bad:
             raise SampleFileError(file, None, f"{n_bad} bad rows found by pyarrow could not be "
                                               "located by the csv module (the two parsers disagree)")
