@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import KlfrontierError
+
 __all__ = [
     "SampleSet",
     "SampleFileError",
@@ -96,7 +98,7 @@ _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "c
              ".parquet": "parquet", ".pq": "parquet"}
 
 
-class SampleFileError(ValueError):
+class SampleFileError(KlfrontierError, ValueError):
     """A sample file (or one of its rows) cannot be used.
 
     Attributes
