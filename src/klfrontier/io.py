@@ -605,13 +605,15 @@ class _TooLong:
         self.nbytes = nbytes
 
 
-def _bounded_lines(f, max_record, read_size=1 << 20):
-    """Physical lines of a binary file (with their ``\\n``), or :class:`_TooLong` markers.
+def _bounded_blocks(f, max_record, read_size=_MAX_CHUNK_BYTES):
+    """``(lines, clean)``: lists of the physical lines of a binary file (with their ``\\n``).
 
-    Reads ``read_size`` bytes at a time; a line longer than ``max_record``
-    bytes is consumed up to its newline without being kept, so memory stays
-    below ``read_size + max_record`` whatever the file (``/dev/zero``
-    included).
+    ``clean`` is False when the list also holds :class:`_TooLong` markers.
+
+    Reads ``read_size`` bytes at a time and splits at newlines in C
+    (``BytesIO.readlines``); a line whose content is longer than
+    ``max_record`` bytes is consumed up to its newline without being kept,
+    so memory stays below about ``read_size + max_record`` whatever the file.
     """
     buf = b""
     skipping = 0                 # > 0: inside an over-long line, this many bytes so far
@@ -624,20 +626,30 @@ def _bounded_lines(f, max_record, read_size=1 << 20):
             if nl < 0:
                 skipping += len(data)
                 continue
-            yield _TooLong(skipping + nl + 1)
+            yield [_TooLong(skipping + nl)], False
             skipping = 0
             data = data[nl + 1:]
         buf += data
-        parts = buf.split(b"\n")
-        buf = parts.pop()
-        for line in parts:
-            yield _TooLong(len(line) + 1) if len(line) >= max_record else line + b"\n"
-        if len(buf) >= max_record:
+        cut = buf.rfind(b"\n")
+        if cut >= 0:
+            head, buf = buf[:cut + 1], buf[cut + 1:]
+            lines = _stdio.BytesIO(head).readlines()
+            clean = len(head) <= max_record or max(map(len, lines)) - 1 <= max_record
+            if not clean:
+                lines = [_TooLong(len(x) - 1) if len(x) - 1 > max_record else x for x in lines]
+            yield lines, clean
+        if len(buf) > max_record:
             skipping, buf = len(buf), b""
     if skipping:
-        yield _TooLong(skipping)
+        yield [_TooLong(skipping)], False
     elif buf:
-        yield _TooLong(len(buf)) if len(buf) > max_record else buf
+        yield ([_TooLong(len(buf))], False) if len(buf) > max_record else ([buf], True)
+
+
+def _bounded_lines(f, max_record):
+    """The items of :func:`_bounded_blocks` one by one."""
+    for block, _ in _bounded_blocks(f, max_record):
+        yield from block
 
 
 def _too_long_reason(max_record):
@@ -926,26 +938,22 @@ def _read_jsonl(file, cols, acc, chunk_rows, use_arrow, max_record=MAX_RECORD_BY
             acc.tick(len(lines))
 
     with _open_binary(file) as f:
-        lines, size, first = [], 0, True
-        for line in _bounded_lines(f, max_record):
-            if isinstance(line, _TooLong):
-                flush(lines)
-                lines, size = [], 0
-                acc.add_bad(line_no, _too_long_reason(max_record))
-                line_no += 1
-                acc.tick(1)
-                first = False
-                continue
+        first = True
+        for block, clean in _bounded_blocks(f, max_record):
             if first:
                 first = False
-                if line.startswith(b"\xef\xbb\xbf"):
-                    line = line[3:]
-            lines.append(line)
-            size += len(line)
-            if len(lines) >= chunk_rows or size >= _MAX_CHUNK_BYTES:
-                flush(lines)
-                lines, size = [], 0
-        flush(lines)
+                if isinstance(block[0], bytes) and block[0].startswith(b"\xef\xbb\xbf"):
+                    block[0] = block[0][3:]
+            start = 0
+            for k, item in enumerate(() if clean else block):
+                if isinstance(item, _TooLong):
+                    flush(block[start:k])
+                    acc.add_bad(line_no, _too_long_reason(max_record))
+                    line_no += 1
+                    acc.tick(1)
+                    start = k + 1
+            for s0 in range(start, len(block), chunk_rows):
+                flush(block[s0:s0 + chunk_rows])
 
 
 # ---------------------------------------------------------------------------- CSV
