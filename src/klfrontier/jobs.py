@@ -467,16 +467,20 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
     f_rows = []
     if len(fr):
         good = np.isfinite(fr.reward_lo) & np.isfinite(fr.reward_hi)
-        bands = {"average-KL optimum": (fr.kl[good], fr.reward_lo[good], fr.reward_hi[good])} if good.any() else {}
+        bands = ({"true optimum, bias-corrected": (fr.kl[good], fr.reward_lo[good], fr.reward_hi[good])}
+                 if good.any() else {})
         figs.append(("frontier", frontier_figure(
             fr.kl, fr.reward, points=points, bands=bands, trust_kl=info["kl_trust_limit_median"],
+            frontier_label="optimum on these samples (plug-in, as the best-of-N points)",
             policies=pol_points or None, paths=paths or None,
             curves={"every prompt the same budget": (feq.kl, feq.reward)},
             title="Reward–KL: the average-KL optimum from the base samples"),
             "The optimum for an average KL budget Δ tilts every prompt with one shared λ (KL-regularised "
             "RL with one β = 1/λ); the dashed curve gives every prompt the same budget instead and lies "
-            "below it. Best-of-N points are plug-in values on the same empirical laws; aligned policies "
-            f"are shown with {pct} intervals in both directions."))
+            "below it. The solid curve and the best-of-N points are plug-in values on the same empirical "
+            "laws (so best-of-N lies below the curve); the band is the interval for the true optimum, "
+            "built on jackknife bias-corrected values, which the plug-in curve underestimates. Aligned "
+            f"policies are shown with {pct} intervals in both directions."))
         for i in range(len(fr)):
             f_rows.append([float(fr.kl[i]), float(fr.lam[i]), float(fr.beta[i]), float(fr.reward[i]),
                            *_interval_cells(fr.reward_debiased[i], fr.reward_lo[i], fr.reward_hi[i]),

@@ -108,7 +108,7 @@ def _scalar(spec, key, where):
 
 def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_kl=None,
                     title="Reward–KL frontier", reward_label="expected reward", policies=None,
-                    paths=None, curves=None):
+                    paths=None, curves=None, frontier_label="optimal KL-RL  R*(Δ)"):
     """Frontier ``R*(Δ)`` with method points, policies and optional confidence bands.
 
     Parameters
@@ -123,6 +123,8 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
         ``-log p(A)``: drawn as a dotted vertical line (saturation).
     trust_kl : float, optional
         KL beyond which sample-based estimates are untrustworthy (dash-dot line).
+    frontier_label : str
+        Legend label of the ``R*(Δ)`` curve.
     title, reward_label : str
         Printed literally (no mathtext).
     policies : dict name -> dict, optional
@@ -171,7 +173,7 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
         path_list.append(path)
 
     fig, ax = _new()
-    ax.plot(kl, reward, color=_COLORS["frontier"], lw=2.2, label="optimal KL-RL  R*(Δ)")
+    ax.plot(kl, reward, color=_COLORS["frontier"], lw=2.2, label=frontier_label)
     for i, (name, (x, lo, hi)) in enumerate((bands or {}).items()):
         _band(ax, x, lo, hi, alpha=0.18, color=f"C{i}", label=f"{_label(name)} (95% CI)")
     for i, (name, (x, y)) in enumerate((curves or {}).items()):
@@ -455,19 +457,23 @@ def overoptimization_figure(series, *, title="Reward-model over-optimisation",
     return _finish(fig)
 
 
-def save_figure(fig, path, dpi=130, *, svg=False):
+def save_figure(fig, path, dpi=130, *, svg=False, png=True):
     """Write ``fig`` as PNG (and, with ``svg=True``, as SVG beside it) and close it.
 
     The SVG goes to ``path`` with the suffix ``.svg``; it carries no date, so
-    the same figure gives the same file.  Returns ``path``.
+    the same figure gives the same file.  ``png=False`` writes the SVG only.
+    Returns ``path``.
     """
     from pathlib import Path
 
+    if not (svg or png):
+        raise ValueError("save_figure: svg and png are both False: nothing to write")
     plt = _plt()
     try:
         if svg:
             fig.savefig(Path(path).with_suffix(".svg"), format="svg", metadata={"Date": None})
-        fig.savefig(path, dpi=dpi)
+        if png:
+            fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
     return path
