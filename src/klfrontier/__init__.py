@@ -1,6 +1,6 @@
 """klfrontier: the reward-KL geometry of language-model alignment.
 
-The public API, in SPEC-facing names.  Optional parts (plots, reports, real
+The public API, in names of the theory (docs/theory.md).  Optional parts (plots, reports, real
 instances, language models) live in submodules and are imported on use.
 """
 
@@ -19,17 +19,17 @@ from .sequences import (ConvergenceTable, Markov, Memoryless, RewardLaw, bon_mon
                         convergence, reward_law)
 
 __all__ = [
-    # single step (SPEC §1-§5)
+    # single step (theory §1-§5)
     "Reference", "Policy", "tilted", "frontier", "Frontier", "cgf",
     "solve_lam_for_kl", "solve_lam_for_reward", "ConvergenceError",
     "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_estimator", "bon_kl_estimate",
     "soft_best_of_n", "optimality", "Optimality",
     "kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys",
-    # sequences and asymptotics (SPEC §6-§7)
+    # sequences and asymptotics (theory §6-§7)
     "rate_function", "scgf", "cumulants", "equivalence", "Equivalence",
     "Memoryless", "reward_law", "RewardLaw", "convergence", "ConvergenceTable", "bon_monte_carlo",
     "Markov",
-    # samples from real models (SPEC §9)
+    # samples from real models (theory §9)
     "analyze", "Analysis",
     # errors (klfrontier.errors)
     "KlfrontierError", "NotOnLatticeError", "WindowTooLargeError",

@@ -1,4 +1,4 @@
-"""Exact best-of-N with ties, real N and astronomically large N (SPEC §3).
+"""Exact best-of-N with ties, real N and astronomically large N (theory §3).
 
 Draw N i.i.d. samples from ``p`` and return one with the highest reward, ties
 broken uniformly.  With ``F(v) = P(r <= v)``, ``F^-(v) = P(r < v)`` and level
@@ -106,7 +106,7 @@ def _bon_kl_terms(logq, lnl_f, lnl_c, lev, log_n):
 
 
 def bon_kl_bound(n=None, *, log_n=None):
-    """The usual BoN KL formula ``log N - (N - 1)/N`` (an upper bound; SPEC §3).
+    """The usual BoN KL formula ``log N - (N - 1)/N`` (an upper bound; theory §3).
 
     Examples
     --------
@@ -203,7 +203,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     Notes
     -----
     For ``0.1 <= log N <= 80`` the sums run blocked over (N x levels) tiles
-    that stay in cache (:func:`_bon_sums_blocked`): ``d_j = F_j^N -
+    that stay in cache (``_bon_sums_blocked``): ``d_j = F_j^N -
     F_{j-1}^N``, one exponential per (N, level), and ``KL = sum_j d_j
     log(d_j / q_j)`` with the logarithm in closed form, from one matrix product
     (pruned levels add ``d log(d/q) ~ 0``).  Rows whose KL sum would lose more

@@ -1,4 +1,4 @@
-"""Divergences between probability vectors (SPEC §5): array kernels that broadcast.
+"""Divergences between probability vectors (theory §5): array kernels that broadcast.
 
 All functions take probability arrays ``a``, ``b`` (last axis by default) and
 return natural-log quantities.  Inputs must be finite and non-negative; they
@@ -145,7 +145,7 @@ def renyi_cross_entropy(a, b, alpha, axis=-1):
     """Rényi cross-entropy ``H_alpha(a; b) = log(sum a b^(alpha-1)) / (1 - alpha)``.
 
     Thierrin, Alajaji & Linder (2022).  ``alpha = 1`` is the Shannon cross
-    entropy ``-sum a log b``.  Used in SPEC §5-6: for ``q_r = e^r / Z_r``,
+    entropy ``-sum a log b``.  Used in theory §5-6: for ``q_r = e^r / Z_r``,
     ``log E_phi e^{t r} = t log Z_r - t H_{1+t}(phi; q_r)``.
 
     Examples

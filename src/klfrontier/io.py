@@ -1,4 +1,4 @@
-"""Sample files: read, validate and write per-prompt reward samples (SPEC §9).
+"""Sample files: read, validate and write per-prompt reward samples (theory §9).
 
 A *sample file* has one row per sampled response with the columns
 
@@ -77,10 +77,9 @@ __all__ = [
 #: Bad rows kept with their line and reason; the total is always counted.
 MAX_BAD_ROWS = 1000
 
-#: Longest record (physical line of a JSONL or CSV file) read, in bytes; a longer one is a bad
-#: row ("record longer than ... bytes") and is skipped without being held in memory, so memory
-#: does not depend on line length (``read_samples(max_record_bytes=...)``, CLI
-#: ``--max-record-bytes``).
+#: Longest record (physical line of a JSONL or CSV file) read, in bytes: a longer one is a bad
+#: row, skipped without being held in memory, so memory does not depend on line length
+#: (``read_samples(max_record_bytes=...)``, CLI ``--max-record-bytes``).
 MAX_RECORD_BYTES = 16 << 20
 
 # A chunk holds at most chunk_rows rows and about this many bytes.  pyarrow's

@@ -1,4 +1,4 @@
-"""Large deviations of the summed reward and the BoN–RL equivalence (SPEC §5–§6).
+"""Large deviations of the summed reward and the BoN–RL equivalence (theory §5–§6).
 
 Memoryless reference ``p^m``, linear reward ``S_m = r(Y_1) + ... + r(Y_m)``,
 KL budget ``Δ = m δ`` and best-of-N with ``N = e^{m δ}``.
@@ -6,7 +6,7 @@ KL budget ``Δ = m δ`` and best-of-N with ``N = e^{m δ}``.
 * :func:`rate_function` — Cramér rate ``I_0(x) = sup_t [t x - Λ(t)]`` of
   ``S_m/m`` under ``p`` and ``I_λ(x) = I_0(x) - λ x + Λ(λ)`` under ``φ_λ``.
 * :func:`scgf` — scaled cumulant generating function of ``S_m`` under
-  ``φ_λ``, also in the Rényi cross-entropy form of SPEC §5.
+  ``φ_λ``, also in the Rényi cross-entropy form of theory §5.
 * :func:`cumulants` — ``Λ^{(j)}(λ)``: the j-th cumulant of ``S_m`` under
   ``φ_Δ`` is ``m Λ^{(j)}(λ)``.
 * :func:`equivalence` — ``λ_δ``, ``x*(δ) = R*(δ)``, ``σ² = Λ''(λ_δ)``, the
@@ -132,7 +132,7 @@ def _rows(ref, t_u, kl_to=()):
     With the row's centre ``c`` and ``K_c`` as in :func:`_cgf_about`,
     ``KL(φ_t || φ_λ) = (t - λ)(Λ'(t) - c) - K_c(t) + K_c(λ)``; rows where that
     difference loses more than 4 digits are redone in the non-negative
-    ``sum q h`` form of :func:`~klfrontier._logspace.kl_terms`.
+    ``sum q h`` form of ``klfrontier._logspace.kl_terms``.
     """
     u, logq = ref.level_u, ref.level_logq
     t_all = np.atleast_1d(np.asarray(t_u, dtype=float))
@@ -293,8 +293,8 @@ def rate_function(ref: Reference, x, lam=0.0):
     only at ``x = Λ'(λ)``.  At the ends ``I_λ(r_max) = -log φ_λ(A)`` and
     ``I_λ(r_min) = -log φ_λ(argmin)`` (so ``I_0(r_max) = -log p(A)``).
     ``t(x)`` is found by a safeguarded Newton iteration and the KL is summed
-    in the non-negative form of :func:`~klfrontier._logspace.kl_terms`, so
-    small rates keep their relative accuracy.  By SPEC §6,
+    in the non-negative form of ``klfrontier._logspace.kl_terms``, so
+    small rates keep their relative accuracy.  By theory §6,
     ``I_0(R*(δ)) = δ``.
 
     Examples
@@ -338,9 +338,9 @@ def scgf(ref: Reference, t, lam=0.0, form="cgf"):
         bottom level, where the SCGF is ``t r_max`` / ``t r_min``).
     form : {"cgf", "renyi"}
         ``"cgf"``: ``t Λ'(λ) + log E_{φ_λ} e^{t (r - Λ'(λ))}`` (centred, with
-        ``log1p``/``expm1`` for small ``t``).  ``"renyi"``: SPEC §5's
+        ``log1p``/``expm1`` for small ``t``).  ``"renyi"``: theory §5's
         ``t log Z_r - t H_{1+t}(φ_λ; q_r)`` with ``q_r = e^r / Z_r`` over the
-        support and :func:`~klfrontier.divergences.renyi_cross_entropy`; it
+        support and :func:`~klfrontier.renyi_cross_entropy`; it
         forms ``e^r`` as probabilities, so it needs ``r_max - r_min < 700``
         and finite ``lam``; meant as a cross-check.
 
@@ -532,7 +532,7 @@ def detect_lattice(ref: Reference, lattice=None, rtol=RTOL):
 # ------------------------------------------------------- BoN–RL equivalence
 @dataclass
 class Equivalence:
-    """The BoN–RL equivalence at per-token budget δ (SPEC §6).
+    """The BoN–RL equivalence at per-token budget δ (theory §6).
 
     Attributes
     ----------
@@ -722,7 +722,7 @@ class Equivalence:
         averages it over the phase ``f``).  ``"saddlepoint"``: the KL of the
         saddle-point law of the maximum to the local-limit law of ``S_m``
         under ``φ_Δ`` (lattice), or ``λ m gap - 1`` (non-lattice, where
-        ``E[N(1 - F(max))] = 1``).  All forms satisfy SPEC §2's identity
+        ``E[N(1 - F(max))] = 1``).  All forms satisfy theory §2's identity
         ``KL(π_N||φ_Δ) = [KL(π_N||p^m) - mδ] + λ m gap`` with their own
         ``KL(π_N||p^m)``.
 
@@ -863,7 +863,7 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     delta : float
         Per-token KL budget, ``0 < δ < -log p(A)``.
     lattice : None, False or float
-        Lattice handling, as in :func:`detect_lattice`.
+        Lattice handling, as in ``detect_lattice``.
 
     Returns
     -------
@@ -873,7 +873,7 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     -----
     As ``m → ∞`` with ``Δ = m δ`` and ``N = e^{mδ}``:
     ``E_{π_N}[S_m]/m → x*(δ) = R*(δ)`` and ``KL(π_N||φ_Δ)/m → 0``
-    (SPEC §6).  Second order, non-lattice, with ``σ² = Λ''(λ_δ)``::
+    (theory §6).  Second order, non-lattice, with ``σ² = Λ''(λ_δ)``::
 
         R*(δ) - E[S_m]/m ≈ [½ log(2π m λ² σ²) - γ] / (m λ)
         KL(π_N || φ_Δ)   ≈ ½ log(2π m λ² σ²) - γ - 1
@@ -894,8 +894,8 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     >>> equivalence(Reference([0.0, 1.0], probs=[0.7, 0.3]), 0.1).lattice
     (0.0, 1.0)
 
-    A :class:`~klfrontier.sequences.Markov` reference is handed to
-    :func:`klfrontier.sequences.markov.markov_equivalence` (Perron root).
+    A :class:`~klfrontier.Markov` reference is handed to
+    ``klfrontier.sequences.markov.markov_equivalence`` (Perron root).
     """
     from .sequences.markov import Markov, markov_equivalence
 

@@ -1,4 +1,4 @@
-"""Near-optimality of any policy: reward gap and KL to the optimal policy (SPEC §2).
+"""Near-optimality of any policy: reward gap and KL to the optimal policy (theory §2).
 
 For any policy ``phi << p`` and any ``lam >= 0`` with ``Δ = D(lam)``,
 
@@ -27,7 +27,7 @@ __all__ = ["optimality", "Optimality"]
 
 @dataclass(eq=False)
 class Optimality:
-    """How far a policy sits from the reward-KL frontier (SPEC §2).
+    """How far a policy sits from the reward-KL frontier (theory §2).
 
     Attributes
     ----------
@@ -84,7 +84,7 @@ class Optimality:
     identity_residual: float
 
     def bound(self, eps1=0.0, eps2=None) -> float:
-        """The theorem's bound ``eps1 + lam_Δ eps2`` on ``KL(. || phi_Δ)``.
+        """The theorem's bound ``eps1 + lam_Δ eps2`` on ``KL(· || phi_Δ)``.
 
         Any policy whose KL exceeds ``Δ = self.kl`` by at most ``eps1 >= 0``
         and whose reward falls short of ``R*(Δ)`` by at most ``eps2 >= 0`` is
@@ -202,7 +202,7 @@ def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Op
 
     Both sides are reported: ``kl_to_optimal`` sums ``phi log(phi/phi_Δ)``
     over outcomes (as the non-negative terms of
-    :func:`~klfrontier._logspace.kl_terms`); ``kl_to_optimal_identity`` is the
+    ``klfrontier._logspace.kl_terms``); ``kl_to_optimal_identity`` is the
     right-hand side, with the reward gap and ``lam`` in standardised units
     (their product is unit-free).  Consequence (the theorem): a policy whose
     KL exceeds Δ by at most ``eps1`` and whose reward falls short of

@@ -100,14 +100,14 @@ class Policy:
         Notes
         -----
         The policy's density ratio to ``p`` depends on ``r(y)`` only, so
-        within a reward level it is proportional to ``p`` and (SPEC §9)
+        within a reward level it is proportional to ``p`` and (theory §9)
 
         .. math:: E_\phi[x] = \sum_j \phi(r = v_j)\, E_p[x \mid r = v_j].
 
         The conditional means come from :meth:`Reference.level_mean` and the
-        sum over levels from :func:`level_expect` (both centred and corrected
+        sum over levels from ``level_expect`` (both centred and corrected
         once, so the error is relative to the spread of ``x``, not its size).
-        ``expect(ref.rewards)`` equals :attr:`reward` and ``expect(ones)`` is 1.
+        ``expect(ref.rewards)`` equals ``reward`` and ``expect(ones)`` is 1.
 
         Examples
         --------
@@ -125,8 +125,8 @@ class Policy:
     def gold(self):
         """``E_phi[gold]`` when the reference carries ``gold=`` scores, else ``None``.
 
-        The policy selects with the proxy reward ``r`` (:attr:`reward`) and is
-        judged by the gold one (SPEC §9): see :meth:`expect`.
+        The policy selects with the proxy reward ``r`` (``reward``) and is
+        judged by the gold one (theory §9): see :meth:`expect`.
 
         >>> import klfrontier as kf
         >>> ref = kf.Reference([0, 1, 1], probs=[0.5, 0.25, 0.25], gold=[0, 2, 4])

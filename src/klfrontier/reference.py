@@ -119,8 +119,8 @@ class Reference:
     gold : (K,) array_like, optional
         A second, finite per-outcome score ``g(y)`` (the *gold* reward) that
         policies selecting with ``r`` (the *proxy*) are judged by: kept as the
-        read-only array :attr:`gold`, and ``Policy.gold`` is ``E_phi g``
-        (SPEC §9 "Proxy vs gold").  It plays no part in any policy's law.
+        read-only array ``gold``, and ``Policy.gold`` is ``E_phi g``
+        (theory §9 "Proxy vs gold").  It plays no part in any policy's law.
 
     Notes
     -----
@@ -330,7 +330,7 @@ class Reference:
 
     @cached_property
     def mean_reward(self) -> float:
-        """``E_p r``, with the relative accuracy of a centred sum (:func:`level_expect`).
+        """``E_p r``, with the relative accuracy of a centred sum (``level_expect``).
 
         Formed in reward units about the most likely level, not as
         ``r_max + range * E u`` (that keeps only ``eps * range`` absolutely:
@@ -343,7 +343,7 @@ class Reference:
 
     @cached_property
     def level_log_cdf(self):
-        """``(log F, log F^-, log S)`` at the levels (see :func:`log_cdf_levels`)."""
+        """``(log F, log F^-, log S)`` at the levels (see ``klfrontier._logspace.log_cdf_levels``)."""
         return log_cdf_levels(self.level_logq)
 
     # ------------------------------------------------------ per-level means
@@ -360,7 +360,7 @@ class Reference:
         Returns
         -------
         (L,) ndarray
-            Aligned with :attr:`level_values`.
+            Aligned with ``level_values``.
 
         Raises
         ------
@@ -395,7 +395,7 @@ class Reference:
 
     @cached_property
     def level_gold(self):
-        """``E_p[gold | r = v_j]`` per level (``None`` without :attr:`gold`); cached."""
+        """``E_p[gold | r = v_j]`` per level (``None`` without ``gold``); cached."""
         if self.gold is None:
             return None
         out = self._level_mean(self.gold)

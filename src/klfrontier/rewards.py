@@ -3,11 +3,11 @@
 Every reward here is a callable ``reward(texts) -> numpy.ndarray`` (one finite
 float per text); the token-linear one also scores token ids exactly
 (``of_ids``), which is what the paper's linear reward is
-(``r(y) = Σ_t v(y_t)``, SPEC §6) and what a tilted sampler needs.
+(``r(y) = Σ_t v(y_t)``, theory §6) and what a tilted sampler needs.
 
 * :func:`lexicon` -- VADER / AFINN valence summed over the words of a text;
   the per-word valences are those of the demo instance
-  :func:`klfrontier.instances.unigram_sentiment` (same files, same parsing).
+  ``klfrontier.instances.unigram_sentiment`` (same files, same parsing).
 * :func:`token_linear` -- the same valences read as one value per token of a
   tokenizer's vocabulary: ``values`` (for a tilt) and ``of_ids`` (the reward).
 * :func:`classifier` -- a local sequence-classification model (transformers):
@@ -217,7 +217,7 @@ def lexicon(name="vader", *, lang="en") -> Lexicon:
     -----
     ``words(text)`` is :func:`words` (lower-cased, NFC, letters and digits
     with inner apostrophes; punctuation stripped) and ``L[w]`` the valence
-    the demo instance :func:`klfrontier.instances.unigram_sentiment` gives
+    the demo instance ``klfrontier.instances.unigram_sentiment`` gives
     the word ``w`` -- same lexicon file, same parsing, same rounding to the
     grid; 0 without an entry.  Multi-word entries (``"can't stand"``) and
     punctuation emoticons never match, as in the demo.  There is no
@@ -460,7 +460,7 @@ def token_linear(tokenizer, name="vader", *, lang="en", marked_only=None) -> Tok
     emits it as a **single token**: a word the tokenizer splits into several
     tokens (``" unh" + "appiness"``) scores 0.  That is what makes the
     reward *linear in the tokens* -- a sum of one fixed value per token --
-    which is the paper's linear reward (SPEC §6), the form a per-token tilt
+    which is the paper's linear reward (theory §6), the form a per-token tilt
     ``p(y_t|·) e^{λ v(y_t)}`` optimises exactly, and why
     :meth:`TokenLinear.of_ids` on the sampled ids, not the text, is the
     reward.  On a text whose lexicon words are all single word-initial

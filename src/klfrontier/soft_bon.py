@@ -1,4 +1,4 @@
-"""Exact soft best-of-N by one-dimensional quadrature (SPEC §4).
+"""Exact soft best-of-N by one-dimensional quadrature (theory §4).
 
 Draw N i.i.d. samples from ``p`` and return sample ``i`` with probability
 ``w(Y_i) / sum_k w(Y_k)``, ``w = e^{lam r}``.  With ``1/a = int_0^inf e^{-as} ds``
@@ -503,7 +503,7 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     best-of-N to ``e^-40`` relative at every level, the best-of-N law is
     returned (``sum_error = 0``): this is also how ``lam (r_max - r_min) >
     4e5`` is handled for well-separated rewards.  KL is ``sum_j q_j h(t_j)`` with
-    ``t_j = log(pi_j / q_j)`` (:func:`~klfrontier._logspace.kl_terms`), so it
+    ``t_j = log(pi_j / q_j)`` (``klfrontier._logspace.kl_terms``), so it
     keeps its relative accuracy as ``lam -> 0``; ``E r = sum_j pi_j v_j``.
     Cost: about 0.15 s for ``10^5`` distinct levels (twice that for
     non-integer ``n``, more near pathological mass ratios).

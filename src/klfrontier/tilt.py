@@ -1,6 +1,6 @@
 """Optimal KL-constrained RL: the exponentially tilted policy and its frontier.
 
-SPEC §2.  With ``Lambda(lam) = log E_p e^{lam r}``,
+Theory §2.  With ``Lambda(lam) = log E_p e^{lam r}``,
 
     phi_lam(y) = p(y) exp(lam r(y) - Lambda(lam)),
     KL(phi_lam || p) = lam Lambda'(lam) - Lambda(lam) =: D(lam),
@@ -824,6 +824,7 @@ class Frontier:
             return np.where(self.saturated, 0.0, 1.0 / self.lam)
 
     def as_dict(self):
+        """The arrays as plain Python lists, keyed by field name."""
         return {k: getattr(self, k).tolist() for k in ("kl", "kl_used", "reward", "lam", "saturated")}
 
 

@@ -1,4 +1,4 @@
-"""Estimates from samples of a real model (SPEC §9): the machinery behind ``klfrontier analyze``.
+"""Estimates from samples of a real model (theory §9): the machinery behind ``klfrontier analyze``.
 
 * :func:`analyze` — best-of-N, the tilted policy, the average-KL optimum,
   aligned policies and proxy-vs-gold, with intervals checked by simulation;

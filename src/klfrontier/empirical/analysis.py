@@ -585,7 +585,7 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     Each prompt's estimate is computed once; intervals for means over
     prompts resample prompts only (the spread of per-prompt estimates holds
     their own sampling noise).  The frontier is the *average-KL* optimum
-    (SPEC §9): the solution of ``max mean_x E_pi_x r`` s.t.
+    (theory §9): the solution of ``max mean_x E_pi_x r`` s.t.
     ``mean_x KL(pi_x || p_x) <= Δ`` tilts every prompt with one shared λ.  Its
     per-prompt linearisation ``psi_x = R_x(lam) - (KL_x(lam) - Δ)/lam`` gives
     the t-interval; the bootstrap re-solves λ in every replication.  A

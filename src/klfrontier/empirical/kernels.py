@@ -1,4 +1,4 @@
-"""Per-prompt estimators on batches of prompts with equal sample counts (SPEC §9).
+"""Per-prompt estimators on batches of prompts with equal sample counts (theory §9).
 
 Every kernel takes a matrix ``r`` of shape ``(B, n)``: ``B`` prompts, each
 with ``n`` reward samples *sorted ascending* along the last axis, and returns

@@ -1,4 +1,4 @@
-"""Single-prompt estimators on one array of samples (SPEC §9)."""
+"""Single-prompt estimators on one array of samples (theory §9)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def unbiased_bon_gold(proxy, gold, n):
     -----
     Sort by the proxy, replace the gold values within each tie group of the
     proxy by the group mean ``g_bar``, then
-    ``sum_i g_bar_(i) C(i-1, N-1)/C(n_s, N)`` (SPEC §9).  With a uniform
+    ``sum_i g_bar_(i) C(i-1, N-1)/C(n_s, N)`` (theory §9).  With a uniform
     tie-break the winner of a subset is uniform over its tied top samples,
     and averaging over all subsets gives each tie group's mean.
 

@@ -1,4 +1,4 @@
-"""Real and built-in reference models, loadable by name (SPEC §10).
+"""Real and built-in reference models, loadable by name (theory §10).
 
 >>> from klfrontier import instances
 >>> sorted(instances.available())
@@ -9,7 +9,7 @@
 ``unigram-vader`` / ``unigram-afinn`` / ``unigram-vader-afinn`` need the data
 extra (``pip install "klfrontier[data]"``); ``three-letter`` and ``bernoulli``
 need nothing.  Importing this package imports no optional dependency.
-``unigram-vader-afinn`` is the proxy-versus-gold instance (SPEC §9): VADER is
+``unigram-vader-afinn`` is the proxy-versus-gold instance (theory §9): VADER is
 the reward policies select with, and its reference carries the AFINN score of
 every word as ``gold=``, so each policy reports ``policy.gold``.
 """
@@ -115,7 +115,7 @@ _REGISTRY = {
     ),
     "three-letter": (
         three_letter,
-        "p=(0.5, 0.3, 0.2), r=(0, 1, sqrt 2): the SPEC §6 example (non-lattice)",
+        "p=(0.5, 0.3, 0.2), r=(0, 1, sqrt 2): the theory §6 example (non-lattice)",
         None,
     ),
     "bernoulli": (

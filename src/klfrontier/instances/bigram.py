@@ -1,6 +1,6 @@
 """Markov LM instance: a smoothed bigram model of gensim's Lee news corpus with a VADER reward.
 
-SPEC §10.  The corpus is ``lee_background.cor`` from gensim's test data (300
+theory §10.  The corpus is ``lee_background.cor`` from gensim's test data (300
 Australian news articles, one per line, ~62k word tokens); only its file is
 read (``importlib.util.find_spec`` locates the installed package without
 importing it: gensim itself is heavy).

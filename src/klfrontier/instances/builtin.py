@@ -12,10 +12,10 @@ __all__ = ["three_letter", "bernoulli"]
 
 
 def three_letter() -> Instance:
-    """SPEC §6 example: ``p = (0.5, 0.3, 0.2)``, ``r = (0, 1, √2)``.
+    """theory §6 example: ``p = (0.5, 0.3, 0.2)``, ``r = (0, 1, √2)``.
 
     The rewards are not on a lattice (``√2`` is irrational), so the
-    second-order BoN asymptotics of SPEC §6 apply in their non-lattice form.
+    second-order BoN asymptotics of theory §6 apply in their non-lattice form.
 
     >>> inst = three_letter()
     >>> inst.words, inst.lattice, round(inst.ref.kl_max, 6)
@@ -28,7 +28,7 @@ def three_letter() -> Instance:
         name="three-letter",
         description=(
             "Three outcomes with p = (0.5, 0.3, 0.2) and rewards (0, 1, sqrt 2) "
-            "(SPEC §6 example; non-lattice)."
+            "(theory §6 example; non-lattice)."
         ),
         source={},
         lattice=None,

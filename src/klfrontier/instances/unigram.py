@@ -288,7 +288,7 @@ def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: s
     ``unigram_sentiment(top_n, reward=proxy, lang=lang)`` (bit for bit); the
     reference also carries ``gold=`` the other lexicon's score of every word
     (``0`` for words without an entry), so every policy built on it reports
-    ``policy.gold = E_pi g`` next to ``policy.reward = E_pi r`` (SPEC §9).
+    ``policy.gold = E_pi g`` next to ``policy.reward = E_pi r`` (theory §9).
 
     Parameters
     ----------

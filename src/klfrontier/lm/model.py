@@ -125,7 +125,7 @@ class LM:
     def encode_prompt(self, text) -> list:
         """Token ids of a prompt, as the model sees it before its answer.
 
-        With :attr:`chat`, ``text`` is one user message rendered by the chat
+        With ``chat``, ``text`` is one user message rendered by the chat
         template with the assistant's generation prompt appended; otherwise it
         is tokenised as is (with the tokenizer's special tokens, e.g. BOS).
 

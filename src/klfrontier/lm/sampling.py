@@ -2,7 +2,7 @@
 
 :func:`sample` draws ``n`` continuations per prompt and records, for every
 sample, its log-probability under the distribution it was drawn from and under
-the reference (SPEC §9: what ``klfrontier analyze`` needs of a policy's
+the reference (theory §9: what ``klfrontier analyze`` needs of a policy's
 samples), and with a token tilt the exact per-step KL.
 
 How it is fast (against ``model.generate(num_return_sequences=n)`` per
@@ -711,7 +711,7 @@ def sample(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperature=1.0, 
     for the model's logits ``z`` (generate's order of the warpers); a sample's
     ``ref_logprob = Σ_t log p(y_t|x, y_<t)`` and ``logprob`` is the same sum
     under the tilted law; ``kl_steps = Σ_t KL(p_λ(·|…)‖p(·|…))``
-    (:func:`klfrontier.lm.tilt.tilt_log_softmax`).  Batch ``k`` is seeded by
+    (:func:`klfrontier.lm.tilt_log_softmax`).  Batch ``k`` is seeded by
     :func:`batch_seed` ``(seed, k)``: outputs are reproducible per batch on
     the same machine and library versions (floating-point kernels may differ
     across them).

@@ -2,7 +2,7 @@
 
 With a token-linear reward ``r(y_1..y_m) = Σ_t v(y_t)``, tilting every
 next-token distribution of the reference by ``e^{λ v}`` gives a policy whose
-per-step KL to the reference is known exactly (SPEC §2 applied to one step):
+per-step KL to the reference is known exactly (theory §2 applied to one step):
 
     KL(p_t‖p) = λ E_{p_t}[v] − Λ(λ),     Λ(λ) = log Σ_y p(y) e^{λ v(y)}
 

@@ -1,6 +1,6 @@
 """Length-``m`` sequences: the law of ``S_m``, the optimal policy, exact BoN.
 
-SPEC §6–§8 (memoryless and Markov references).  See :func:`reward_law`, :class:`Memoryless`,
+theory §6–§8 (memoryless and Markov references).  See :func:`reward_law`, :class:`Memoryless`,
 :func:`convergence` and :func:`bon_monte_carlo`.
 """
 

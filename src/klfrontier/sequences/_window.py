@@ -5,7 +5,7 @@ with ``F(s) = P(S_m <= s)`` and ``q(s) = P(S_m = s)`` the winner's sum has
 law ``d(s) = F(s)^N - F^-(s)^N``, and ``π_N(y^m) = p^m(y^m) d(S)/q(S)``.  So
 ``KL(π_N || p^m) = Σ_s d log(d/q)`` and, because ``φ_Δ(y^m)/p^m(y^m) =
 e^{λ S - m Λ(λ)}``, ``KL(π_N || φ_Δ) = Σ_s d log(d / (q e^{λ s - mΛ(λ)}))``
-— the SPEC §2 identity ``KL(π||p) - λ E S + mΛ(λ)`` summed term by term,
+— the theory §2 identity ``KL(π||p) - λ E S + mΛ(λ)`` summed term by term,
 which avoids cancelling two numbers of size ``m δ``.
 
 At ``N = e^{mδ}`` the BoN law occupies a window of a few dozen ``1/λ``

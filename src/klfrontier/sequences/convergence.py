@@ -1,13 +1,13 @@
 """The BoN–RL equivalence, computed: exact sequence-level BoN against ``φ_Δ`` as ``m`` grows.
 
-SPEC §6: with ``Δ = mδ`` and ``N = e^{mδ}``, as ``m → ∞``
+Theory §6: with ``Δ = mδ`` and ``N = e^{mδ}``, as ``m → ∞``
 
     E_{π_N}[S_m]/m → R*(δ),   KL(π_N || p^m)/m → δ,   KL(π_N || φ_Δ)/m → 0,
 
 and, to second order (non-lattice),
 ``R*(δ) - E[S_m]/m ≈ [½ log(2π m λ²σ²) - γ]/(mλ)`` and
 ``KL(π_N||φ_Δ) ≈ ½ log(2π m λ²σ²) - γ - 1`` (lattice forms oscillate; they
-come from :func:`klfrontier.ldp.equivalence`).
+come from :func:`klfrontier.equivalence`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class ConvergenceTable:
         per token, the second-order predictions and the ratios exact /
         predicted, the engine and whether it is exact.
     predictions : bool
-        Whether :mod:`klfrontier.ldp` supplied the predictions.
+        Whether ``klfrontier.ldp`` supplied the predictions.
     """
 
     delta: float
@@ -121,7 +121,7 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     method, lattice :
         Engine choice, as in :meth:`Memoryless.best_of_n`.
     predictions : bool
-        Add the second-order predictions of :func:`klfrontier.ldp.equivalence`
+        Add the second-order predictions of :func:`klfrontier.equivalence`
         (``gap_prediction(m)``, ``kl_to_optimal_prediction(m)``) and the
         ratios exact / predicted.
 
@@ -134,7 +134,7 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     Every row is exact (``exact=True``) unless the engine had to fall back to
     the saddle-point approximation (many non-lattice levels at large ``m``).
     ``gap = R*(δ) - E[S_m]/m``; ``KL(π_N||φ_Δ)`` is summed term by term in
-    the form of SPEC §2's identity.
+    the form of theory §2's identity.
 
     Examples
     --------
@@ -143,8 +143,8 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     >>> [round(r["gap_ratio"], 2) for r in tab.rows]
     [1.2, 1.11]
 
-    A :class:`~klfrontier.sequences.Markov` reference is handed to
-    :func:`klfrontier.sequences.markov.markov_convergence` (``method`` and
+    A :class:`~klfrontier.Markov` reference is handed to
+    ``klfrontier.sequences.markov.markov_convergence`` (``method`` and
     ``lattice`` are the chain's own).
     """
     from .markov import Markov, markov_convergence

@@ -1,4 +1,4 @@
-"""Exact law of ``S_m`` for lattice rewards: tilted FFT with exact untilting (SPEC §7).
+"""Exact law of ``S_m`` for lattice rewards: tilted FFT with exact untilting (theory §7).
 
 Per-token rewards ``r = a + h k`` with integer ``k`` in ``[0, L]``; the sum
 ``T_m = k_1 + ... + k_m`` has support in ``[0, mL]``.  A plain FFT

@@ -1,6 +1,6 @@
 """Markov reference models: the exact optimum, best-of-N and the Perron-root asymptotics.
 
-SPEC §8.  ``p(y^m) = μ(y_1) Π_t P(y_t, y_{t+1})`` over ``K`` states, with a
+theory §8.  ``p(y^m) = μ(y_1) Π_t P(y_t, y_{t+1})`` over ``K`` states, with a
 per-token reward ``S_m = Σ_{t=1}^m r(y_t)`` or a per-transition reward
 ``S_m = Σ_{t=1}^{m-1} r(y_t, y_{t+1})`` (``m - 1`` terms: the first token has
 no predecessor).
@@ -431,7 +431,7 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
 class MarkovTilted(_PerToken):
     """The optimal KL-constrained policy over length-``m`` sequences of a Markov reference.
 
-    ``φ(y^m) = p(y^m) e^{λ S_m} / Z``: a non-homogeneous Markov chain (SPEC §8).
+    ``φ(y^m) = p(y^m) e^{λ S_m} / Z``: a non-homogeneous Markov chain (theory §8).
 
     Attributes
     ----------
@@ -609,7 +609,7 @@ def _real(x, name):
 
 
 class Markov:
-    """A Markov reference over length-``m`` sequences with an additive reward (SPEC §8).
+    """A Markov reference over length-``m`` sequences with an additive reward (theory §8).
 
     Parameters
     ----------
@@ -626,7 +626,7 @@ class Markov:
         ``m >= 1``.
     lattice : None, False or float
         Lattice of the reward values for :meth:`best_of_n` (``None``:
-        detect; as :func:`klfrontier.lattice.resolve_lattice`).
+        detect; as ``klfrontier.lattice.resolve_lattice``).
 
     Examples
     --------
@@ -847,7 +847,7 @@ class Markov:
         Notes
         -----
         ``φ(y^m) = p(y^m) e^{λ S_m}/Z`` is the non-homogeneous chain
-        ``φ(y' | y, t) = P(y, y') e^{λ r(y')} β_{t+1}(y') / β_t(y)`` (SPEC
+        ``φ(y' | y, t) = P(y, y') e^{λ r(y')} β_{t+1}(y') / β_t(y)`` (theory
         §8); ``D_m'(λ) = λ Var_λ S_m``, so the solver steps on
         ``log D`` against ``log λ`` with that slope.
         """
@@ -1173,7 +1173,7 @@ class Markov:
 
         Notes
         -----
-        BoN depends on the sequence only through ``S_m`` (SPEC §7), so with
+        BoN depends on the sequence only through ``S_m`` (theory §7), so with
         the exact law ``q`` of ``S_m``: ``d = F^N - F^-^N``, ``E S = Σ s d``,
         ``KL(π_N || p) = Σ d log(d/q)`` and ``KL(π_N || φ_Δ) = Σ d log(d /
         (q e^{λ s} / Z_m(λ)))`` with ``φ_Δ`` the exact finite-``m`` optimum
@@ -1651,7 +1651,7 @@ class Markov:
 # =========================================================== equivalence
 @dataclass
 class MarkovEquivalence(Equivalence):
-    """The BoN–RL equivalence for a Markov reference (SPEC §8): Perron root, Doob chain, predictions.
+    """The BoN–RL equivalence for a Markov reference (theory §8): Perron root, Doob chain, predictions.
 
     Same fields as :class:`~klfrontier.ldp.Equivalence` (``lam``,
     ``x_star``, ``sigma2`` from ``Λ = log ρ(P_θ)``), plus ``doob`` (the

@@ -1,6 +1,6 @@
 """Memoryless reference of length ``m``: the law of ``S_m``, the optimal policy, exact BoN.
 
-SPEC §6–§7.  ``p(y^m) = Π p(y_i)``, ``S_m = Σ r(y_i)``, KL budget ``Δ = mδ``,
+Theory §6–§7.  ``p(y^m) = Π p(y_i)``, ``S_m = Σ r(y_i)``, KL budget ``Δ = mδ``,
 best-of-N with ``N = e^{mδ}``.
 
 * :func:`reward_law` — the exact law of ``S_m`` (lattice rewards: tilted FFT;
@@ -152,7 +152,7 @@ def _pick_method(ref, m, method, lat, max_types):
 
 def reward_law(ref: Reference, length: int, lattice=None, method="auto", *, grid=4097,
                max_types=MAX_TYPES) -> RewardLaw:
-    """Law of ``S_m = r(Y_1) + ... + r(Y_m)``, ``Y_i`` i.i.d. from the reference.
+    """Law of ``S_m = r(Y_1) + … + r(Y_m)``, ``Y_i`` i.i.d. from the reference.
 
     Parameters
     ----------
@@ -268,7 +268,7 @@ class _PerToken:
 class SequenceTilted(_PerToken):
     """The optimal KL-constrained policy over length-``m`` sequences.
 
-    ``φ_Δ(y^m) = Π_i φ_λ(y_i)`` with ``D(λ) = Δ/m`` (SPEC §6): a product of
+    ``φ_Δ(y^m) = Π_i φ_λ(y_i)`` with ``D(λ) = Δ/m`` (theory §6): a product of
     per-token tilts, so reward and KL are ``m`` times the per-token ones.
 
     Attributes
@@ -331,7 +331,7 @@ class SequenceBoN(_PerToken):
         Estimated relative error (rounding of the law) plus the BoN mass left
         outside the window (bounded).
     details : dict
-        ``kl_to_optimal_identity`` (the SPEC §2 identity
+        ``kl_to_optimal_identity`` (the theory §2 identity
         ``KL(π_N||p^m) - λ E S + mΛ(λ)``, a check), BoN mass, window size,
         tilts, timings.
     """

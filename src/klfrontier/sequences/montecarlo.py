@@ -1,4 +1,4 @@
-"""Monte Carlo cross-checks of sequence-level best-of-N (SPEC §7).
+"""Monte Carlo cross-checks of sequence-level best-of-N (theory §7).
 
 The maximum of ``N`` i.i.d. draws of ``S_m`` has CDF ``F^N``, so one BoN
 draw costs one uniform ``U`` and one inverse-survival look-up, whatever

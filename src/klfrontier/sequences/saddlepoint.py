@@ -1,4 +1,4 @@
-"""Saddle-point approximations to the law of ``S_m`` (approximate; SPEC §7).
+"""Saddle-point approximations to the law of ``S_m`` (approximate; theory §7).
 
 For rewards that are neither on a lattice nor few enough for type
 enumeration.  With the per-token CGF ``Λ`` (standardised units), the saddle

@@ -1,4 +1,4 @@
-"""Exact law of ``S_m`` by enumerating types (small K, any rewards; SPEC §7).
+"""Exact law of ``S_m`` by enumerating types (small K, any rewards; theory §7).
 
 A *type* is the vector of counts ``(n_1, ..., n_K)``, ``Σ n_j = m``, of the
 reward levels in a sequence.  ``S_m = Σ_j n_j v_j`` depends on the sequence
