@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as sfft
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference
@@ -252,7 +251,7 @@ def main(argv=None):
     print_table(rows, machine)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "bench_sequences",
-               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                "mode": "quick" if args.quick else "full", "sizes": cfg, "delta": DELTA,
                "machine": machine, "rows": rows}
     args.out.write_text(json.dumps(payload, indent=2, default=float))

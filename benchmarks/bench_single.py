@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 from scipy import integrate, optimize
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference, bon_curve, frontier
@@ -342,7 +341,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_single",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "sizes": cfg,
         "machine": machine,

@@ -25,8 +25,15 @@ import numpy as np
 import pytest
 from scipy.special import xlogy
 
-from klfrontier import (Reference, best_of_n, bon_curve, bon_kl_bound, bon_kl_estimate,
-                        bon_kl_estimator, tilted)
+from klfrontier import (
+    Reference,
+    best_of_n,
+    bon_curve,
+    bon_kl_bound,
+    bon_kl_estimate,
+    bon_kl_estimator,
+    tilted,
+)
 from oracles import mp_oracle as O
 from oracles.cases import CASES, TABLES, ref_of, rel
 

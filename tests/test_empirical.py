@@ -12,8 +12,13 @@ from scipy.optimize import brentq
 
 import klfrontier as kf
 from klfrontier import Reference, best_of_n, frontier, jeffreys, soft_best_of_n, tilted
-from klfrontier.empirical import (analyze, kl_trust_limit, tilted_gain_cov, unbiased_bon_gold,
-                                  unbiased_bon_reward)
+from klfrontier.empirical import (
+    analyze,
+    kl_trust_limit,
+    tilted_gain_cov,
+    unbiased_bon_gold,
+    unbiased_bon_reward,
+)
 from klfrontier.empirical import kernels as K
 from klfrontier.io import SampleSet
 

@@ -19,7 +19,6 @@ backward error and that the forward error is what kappa predicts; see
 
 from __future__ import annotations
 
-
 import mpmath as mp
 import numpy as np
 import pytest

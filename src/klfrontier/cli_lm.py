@@ -10,7 +10,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -169,17 +168,17 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
            n: int = typer.Option(64, "--n", help="Samples per prompt."),
            max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Most tokens per sample (an EOS token ends it earlier)."),
            reward: str = typer.Option("vader", "--reward", help="vader, afinn, token-vader, token-afinn or a local classifier directory."),
-           gold_reward: Optional[str] = typer.Option(None, "--gold-reward", help="A second reward stored as 'gold' (same choices)."),
-           tilt: Optional[float] = typer.Option(None, "--tilt", help="λ: sample from p(y) e^{λ v(y)} token by token; needs a token-linear --reward."),
+           gold_reward: str | None = typer.Option(None, "--gold-reward", help="A second reward stored as 'gold' (same choices)."),
+           tilt: float | None = typer.Option(None, "--tilt", help="λ: sample from p(y) e^{λ v(y)} token by token; needs a token-linear --reward."),
            temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the reference."),
-           top_k: Optional[int] = typer.Option(None, "--top-k", help="Top-k truncation of the reference."),
-           top_p: Optional[float] = typer.Option(None, "--top-p", help="Top-p (nucleus) truncation of the reference."),
+           top_k: int | None = typer.Option(None, "--top-k", help="Top-k truncation of the reference."),
+           top_p: float | None = typer.Option(None, "--top-p", help="Top-p (nucleus) truncation of the reference."),
            seed: int = typer.Option(0, "--seed", help="Seed; batch k is drawn from (seed, k) alone."),
            batch_prompts: int = typer.Option(8, "--batch-prompts", help="Prompts per batch (the unit of a shard and of resuming)."),
-           best_of: Optional[int] = typer.Option(None, "--best-of", help="Also write selected.jsonl: each prompt's highest-reward sample among its first N."),
-           shard: Optional[str] = typer.Option(None, "--shard", help="K/M: compute only the batches with index % M == K, so M processes can fill one store."),
+           best_of: int | None = typer.Option(None, "--best-of", help="Also write selected.jsonl: each prompt's highest-reward sample among its first N."),
+           shard: str | None = typer.Option(None, "--shard", help="K/M: compute only the batches with index % M == K, so M processes can fill one store."),
            out: Path = typer.Option(..., "--out", help="The store directory (created, or resumed when it exists)."),
-           threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: one per core).")):
+           threads: int | None = typer.Option(None, "--threads", help="torch threads (default: one per core).")):
     """Sample a language model into a resumable store (Parquet shards + manifest).
 
     Prompts go in fixed consecutive batches of --batch-prompts; each batch is
@@ -242,8 +241,14 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
 def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_reward, tilt,
                  temperature, top_k, top_p, seed, batch_prompts, threads, stats):
     """Sample the batches ``todo`` and commit each one as soon as it is drawn."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from . import lm, rewards
 
@@ -291,7 +296,7 @@ def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_r
 
 
 def _lm_demo_defaults():
-    from .lm.demo import DEFAULTS     # numpy only: torch is imported when the command runs
+    from .lm.demo import DEFAULTS  # numpy only: torch is imported when the command runs
 
     return DEFAULTS
 
@@ -302,14 +307,14 @@ _LM_DEMO = _lm_demo_defaults()
 @_command("lm-demo")
 @_friendly
 def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
-            prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."),
+            prompts: Path | None = typer.Option(None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."),
             n: int = typer.Option(_LM_DEMO["n"], "--n", help="Base samples per prompt (the frontier, best-of-N, soft best-of-N)."),
             tilt_n: int = typer.Option(_LM_DEMO["tilt_n"], "--tilt-n", help="Samples per prompt of each token tilt."),
             max_new_tokens: int = typer.Option(_LM_DEMO["max_new_tokens"], "--max-new-tokens", help="Most tokens per sample."),
             lams: str = typer.Option(",".join(f"{x:g}" for x in _LM_DEMO["lams"]), "--lams", help="Token tilts λ > 0, comma separated."),
             lexicon: str = typer.Option(_LM_DEMO["lexicon"], "--lexicon", help="Lexicon of the token-linear reward: vader or afinn."),
             seed: int = typer.Option(_LM_DEMO["seed"], "--seed", help="Seed of the samples and of the bootstrap."),
-            threads: Optional[int] = typer.Option(_LM_DEMO["threads"], "--threads", help="torch threads while sampling (1: steadiest on a shared machine)."),
+            threads: int | None = typer.Option(_LM_DEMO["threads"], "--threads", help="torch threads while sampling (1: steadiest on a shared machine)."),
             out: Path = typer.Option(Path("out/lm-demo"), "--out", help="Write index.html, figures, tables and summary.json here."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table.")):
     """Best-of-N, soft best-of-N and token tilts on a real LM against the optimum: the myopia gap.
@@ -356,8 +361,14 @@ class _stage_bars:
     """A progress bar per stage of a job (``progress(stage, done, total)``), on a terminal only."""
 
     def __enter__(self):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,

@@ -42,9 +42,9 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.special import logsumexp
 
+from ..errors import ConvergenceError, WindowTooLargeError
 from ..lattice import MAX_STEPS, RTOL, find_lattice, resolve_lattice
 from ..reference import Reference
-from ..errors import ConvergenceError, WindowTooLargeError
 from .saddlepoint import _solve_mean
 
 __all__ = ["Lattice", "detect_lattice", "lattice_of", "LatticeEngine", "lattice_dp"]
