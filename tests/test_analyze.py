@@ -68,7 +68,8 @@ def test_job_matches_the_api(sample_file):
 
 def test_cli_analyze_report_tables_and_json(sample_file, tmp_path):
     out = tmp_path / "rep"
-    res = runner.invoke(app, ["analyze", str(sample_file), "--n", "1,2,4,8", "--n-boot", "50", "--out", str(out)])
+    res = runner.invoke(app, ["analyze", str(sample_file), "--n", "1,2,4,8", "--n-boot", "50", "--svg",
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "best-of-2 reward" in res.output and "nan" not in res.output.lower()
     for name in ("index.html", "summary.json", "empirical.png", "empirical.svg", "frontier.png",

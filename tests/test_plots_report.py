@@ -28,7 +28,7 @@ from klfrontier.plots import (  # noqa: E402
     overoptimization_figure,
     save_figure,
 )
-from klfrontier.report import Section, _slug, to_json, to_jsonable, write_report  # noqa: E402
+from klfrontier.report import Section, _slug, check_report, to_json, to_jsonable, write_report  # noqa: E402
 from klfrontier._atomic import csv_cell as _csv_value  # noqa: E402
 
 NAN, INF = float("nan"), float("inf")
@@ -137,6 +137,7 @@ def test_summary_json_is_strict(tmp_path):
     write_report(tmp_path, "JSON", [], summary)
     text = (tmp_path / "summary.json").read_text()
     data = json.loads(text, parse_constant=_no_constants)
+    assert data.pop("run_id") == check_report(tmp_path)["run_id"]
     assert data == {"inf": "inf", "ninf": "-inf", "nan": None, "arr": [[1.0, None], ["inf", "-inf"]],
                     "f32": None, "nested": [{"x": [None, "inf"]}], "7": 3, "ok": True}
     assert "NaN" not in text and "Infinity" not in text
@@ -191,7 +192,8 @@ def test_stale_files_removed_user_files_kept(tmp_path):
                                               tables=[("First", ["x"], [[3]])])], {},
                  extra_files={"logo.png": lambda p: p.write_bytes(b"png")})
     assert sorted(p.name for p in tmp_path.iterdir()) == \
-        ["a.png", "a.svg", "index.html", "logo.png", "notes.txt", "sub", "summary.json", "tables"]
+        ["a.png", "a.svg", "index.html", "logo.png", "notes.txt", "report-manifest.json", "sub", "summary.json",
+         "tables"]
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["one-first.csv", "readme.md"]
     assert _read_csv(tmp_path / "tables" / "one-first.csv") == [["x"], ["3"]]
     assert (tmp_path / "sub" / "keep.png").exists() and (tmp_path / "notes.txt").read_text() == "mine"
@@ -205,7 +207,7 @@ def test_extra_files_written_and_linked(tmp_path):
         path.write_text("prompt,mean\np1,0.5\n")
 
     text = write_report(tmp_path, "x", [], {}, extra_files={"per_prompt/base.csv": writer}).read_text()
-    assert calls == [tmp_path / "per_prompt" / "base.csv"]
+    assert [p.relative_to(p.parents[1]).as_posix() for p in calls] == ["per_prompt/base.csv"]   # built, then swapped in
     assert (tmp_path / "per_prompt" / "base.csv").read_text().startswith("prompt,mean")
     assert "href='per_prompt/base.csv'" in text
 

@@ -1,9 +1,15 @@
-"""Command line interface: a thin layer over the public API (no mathematics here)."""
+"""Command line interface: a thin layer over the public API (no mathematics here).
+
+One error boundary (:func:`_friendly`, :class:`_OneLineErrors`): every expected
+failure is one line on stderr and exit code 2; an unexpected exception is one
+line naming it, a hint to rerun with ``--debug`` for the traceback, and exit
+code 1.  User data and paths are printed as literal text, never as console
+markup.  See ``docs/cli.md``.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,10 +18,59 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup, TyperOption
+
+try:                                  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:                   # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value) as one line on stderr with exit code 2, not a box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError:
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _say_error(exc.format_message() + where)
+            sys.exit(2)
+        except ClickException as exc:
+            _say_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _say_error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def _flags_without_metavar():
+    """Typer 0.29 with click 8.5 shows a flag as ``--json <bool>``; a flag takes no value."""
+    show = TyperOption.display_type_rich
+    if getattr(show, "_klfrontier", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and self.metavar is None else show(self, ctx)
+
+    display_type_rich._klfrontier = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_metavar()
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
     help="Reward-KL geometry of language-model alignment: the optimal KL-constrained "
     "policy, exact best-of-N and soft best-of-N, and their asymptotics.",
 )
@@ -24,105 +79,163 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
+#: Set by the global ``--debug``: let exceptions through with their traceback.
+_DEBUG = False
+#: Report-folder locks taken by ``--out`` checks, released when the command ends.
+_LOCKS: list = []
+
+
+def _print_version(value: bool):
+    if value:
+        from . import __version__
+
+        console.print(Text(f"klfrontier {__version__}"), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="On an unexpected error, show the full traceback "
+                                     "(and let expected errors through with theirs).")):
+    """Reward-KL geometry of language-model alignment."""
+    global _DEBUG
+    _DEBUG = debug
+
+
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def _one_line(msg) -> str:
+    """A message on one line: its lines joined, surrounding blanks dropped."""
+    return " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+
+
 def _say_error(msg):
     """One line on stderr; the message is data, never console markup."""
-    from rich.text import Text
+    err_console.print(Text.assemble(("error:", "bold red"), " ", _one_line(msg)), highlight=False,
+                      soft_wrap=True)
 
-    err_console.print(Text.assemble(("error:", "bold red"), " ", str(msg)), highlight=False)
+
+def _say_note(msg):
+    """One informational line on stderr (literal text)."""
+    err_console.print(Text.assemble(("note:", "cyan"), " ", _one_line(msg)), highlight=False, soft_wrap=True)
+
+
+def _expected(exc) -> Optional[str]:
+    """The one-line message of an expected failure, or None for a bug."""
+    from .errors import KlfrontierError
+
+    if isinstance(exc, (CLIError, KlfrontierError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        name = exc.filename
+        if isinstance(exc, FileNotFoundError) and name is not None:
+            return f"{name}: no such file"
+        if isinstance(exc, IsADirectoryError) and name is not None:
+            return f"{name}: is a directory, not a file"
+        if isinstance(exc, PermissionError) and name is not None:
+            return f"{name}: permission denied"
+        text = exc.strerror or (str(exc.args[0]) if len(exc.args) == 1 else str(exc)) or type(exc).__name__
+        return f"{name}: {text}" if name is not None else text
+    if isinstance(exc, KeyError):
+        return str(exc.args[0]) if exc.args else "missing key"
+    if isinstance(exc, (ValueError, ImportError, EOFError)):
+        if len(exc.args) == 1 and isinstance(exc.args[0], str) and not isinstance(exc, UnicodeError):
+            return exc.args[0]
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return ("out of memory: the request needs more memory than this machine has; "
+                "use fewer or smaller values (see the limits in `klfrontier COMMAND --help`)")
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to process"
+    return None
 
 
 def _friendly(fn):
-    """Turn library errors into one clear line on stderr and exit code 2."""
+    """The error boundary of every command: expected failures are one line on stderr and exit
+    code 2; anything else one line, a hint to rerun with --debug, and exit code 1.  Report-folder
+    locks the command took are released on the way out."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, CLIError, FileNotFoundError, ImportError, KeyError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            if isinstance(exc, FileNotFoundError) and exc.filename is not None:
-                msg = f"{exc.filename}: no such file"
-            _say_error(msg)
-            raise typer.Exit(code=2) from None
-        except IsADirectoryError as exc:
-            _say_error(f"{exc.filename}: is a directory, not a file")
-            raise typer.Exit(code=2) from None
-        except PermissionError as exc:
-            _say_error(f"{exc.filename}: permission denied")
-            raise typer.Exit(code=2) from None
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            _say_error(f"{where}{exc.strerror or exc}")
-            raise typer.Exit(code=2) from None
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except KeyboardInterrupt:
+            _say_error("interrupted")
+            raise typer.Exit(code=130) from None
+        except Exception as exc:
+            if _DEBUG:
+                raise
+            msg = _expected(exc)
+            if msg is not None:
+                _say_error(msg)
+                raise typer.Exit(code=2) from None
+            _say_error(f"unexpected {type(exc).__name__}: {_one_line(exc) or 'no message'} "
+                       "— this is a bug in klfrontier; rerun with --debug for the traceback")
+            raise typer.Exit(code=1) from None
+        finally:
+            while _LOCKS:
+                _LOCKS.pop().release()
 
     return wrapper
 
 
+#: Largest even grid of `frontier --points`.
+MAX_POINTS = 100_000
+#: Most values one comma-separated option takes (each is a separate computation and table row).
+MAX_VALUES = 10_000
+#: Memory of one value of a list option or one grid point, as measured on `frontier --points`
+#: (the result arrays, the table row and its JSON): about 1 KB.
+_BYTES_PER_POINT = 1_000
+
+
+def _memory(nbytes: float) -> str:
+    """``1.5 GB``-style size (powers of 1000).
+
+    >>> _memory(8e9), _memory(2.5e6), _memory(512)
+    ('8 GB', '2.5 MB', '512 bytes')
+    """
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes:.0f} bytes"
+
+
+def _too_big(option: str, count: float, limit: int, per_item: float, what: str) -> CLIError:
+    """The error for a request past a resource limit, stating the memory it would need."""
+    return CLIError(f"{option}: {count:,.0f} {what} would need about {_memory(count * per_item)} of memory "
+                    f"(about {_memory(per_item)} per {what.rstrip('s')}); the limit is {limit:,}")
+
+
 def _floats(text: str, name: str) -> list[float]:
+    """Comma-separated numbers: at least one, at most :data:`MAX_VALUES`."""
+    parts = [x for x in text.replace(";", ",").split(",") if x.strip()]
+    if not parts:
+        raise CLIError(f"{name}: give at least one number (comma separated), got {text!r}")
+    if len(parts) > MAX_VALUES:
+        raise _too_big(name, len(parts), MAX_VALUES, _BYTES_PER_POINT, "values")
     try:
-        return [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
+        return [float(x) for x in parts]
     except ValueError:
         raise CLIError(f"{name}: expected comma-separated numbers, got {text!r}") from None
 
 
 def _read_table(path: Path, reward_col: str, prob_col: str):
-    """Read (rewards, probs) from a CSV or JSON file.
+    """Read (rewards, probs) from a CSV or JSON file: :func:`klfrontier.io.read_reference`
+    (streamed, bounded records; CSV with a ``reward_col``/``prob_col`` header or two headerless
+    columns, JSON as an object of two lists, a list of records or of ``[reward, prob]`` pairs)."""
+    from .io import SampleFileError, read_reference
 
-    CSV: a header naming ``reward_col`` and ``prob_col``, or no header and two
-    columns (reward, prob).  JSON: an object of two lists, a list of records,
-    or a list of ``[reward, prob]`` pairs.
-    """
-    if not path.exists():
-        raise CLIError(f"{path}: no such file")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CLIError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-        if isinstance(data, dict):
-            if reward_col not in data or prob_col not in data:
-                raise CLIError(f"{path}: JSON object needs keys {reward_col!r} and {prob_col!r}")
-            return data[reward_col], data[prob_col]
-        if isinstance(data, list) and all(isinstance(x, dict) for x in data):
-            try:
-                return [x[reward_col] for x in data], [x[prob_col] for x in data]
-            except KeyError as exc:
-                raise CLIError(f"{path}: a record lacks key {exc.args[0]!r}") from None
-        if isinstance(data, list) and all(isinstance(x, list) and len(x) == 2 for x in data):
-            return [x[0] for x in data], [x[1] for x in data]
-        raise CLIError(f"{path}: expected an object of two lists, a list of records or of [reward, prob] pairs")
-    import csv
-
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise CLIError(f"{path}: empty file")
-    header = [h.strip() for h in rows[0]]
-    if reward_col in header and prob_col in header:
-        ir, ip, body, first = header.index(reward_col), header.index(prob_col), rows[1:], 2
-    else:
-        try:
-            [float(x) for x in rows[0]]
-        except ValueError:
-            raise CLIError(f"{path}: CSV header must contain {reward_col!r} and {prob_col!r} "
-                           f"(found {header}), or give two headerless columns reward,prob") from None
-        if len(rows[0]) != 2:
-            raise CLIError(f"{path}: a headerless CSV needs exactly two columns (reward, prob)")
-        ir, ip, body, first = 0, 1, rows, 1
-    rewards, probs = [], []
-    for lineno, row in enumerate(body, start=first):
-        if not row:
-            continue
-        try:
-            rewards.append(float(row[ir]))
-            probs.append(float(row[ip]))
-        except (IndexError, ValueError):
-            raise CLIError(f"{path}:{lineno}: expected numbers in the reward and prob columns") from None
-    return rewards, probs
+    try:
+        return read_reference(path, reward_col=reward_col, prob_col=prob_col)
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such file") from None
+    except SampleFileError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _reference(rewards, probs, normalize):
@@ -146,7 +259,9 @@ def load_reference(source: Optional[str], rewards: Optional[str], probs: Optiona
         return _reference(_floats(rewards, "--rewards"), _floats(probs, "--probs"), normalize)
     from .instances import available, load
 
-    source = source or "three-letter"
+    if source is None:
+        source = DEFAULT_REF
+        _say_note(f"no --ref given: using the built-in reference {source!r} ({available()[source]})")
     path = Path(source)
     if source not in available() and (path.suffix.lower() in (".csv", ".json") or path.exists()):
         r, p = _read_table(path, reward_col, prob_col)
@@ -157,7 +272,10 @@ def load_reference(source: Optional[str], rewards: Optional[str], probs: Optiona
     return load(source).ref
 
 
-RefOpt = typer.Option(None, "--ref", "-r", help="Instance name (see `klfrontier instances`) or a CSV/JSON file with reward and prob columns.")
+#: The reference the single-token commands use without --ref (they say so on stderr).
+DEFAULT_REF = "three-letter"
+RefOpt = typer.Option(None, "--ref", "-r", help="Instance name (see `klfrontier instances`) or a CSV/JSON "
+                      "file with reward and prob columns (default: the built-in 'three-letter').")
 RewardsOpt = typer.Option(None, "--rewards", help="Inline rewards, comma separated.")
 ProbsOpt = typer.Option(None, "--probs", help="Inline probabilities, comma separated.")
 NormOpt = typer.Option(False, "--normalize", help="Rescale probabilities to sum to one.")
@@ -203,15 +321,18 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
              kl: Optional[str] = typer.Option(None, "--kl", help="Budgets (nats), comma separated."),
              kl_max: Optional[float] = typer.Option(None, help="Largest budget for an even grid (default: -log p(A))."),
-             points: int = typer.Option(11, help="Grid size when --kl is not given."),
+             points: int = typer.Option(11, help="Grid size when --kl is not given (2 to 100,000)."),
              as_json: bool = JsonOpt):
     """The reward-KL frontier R*(Δ) of the optimal KL-constrained policy."""
     from . import frontier as _frontier
 
-    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     if points < 2:
-        raise CLIError("--points must be >= 2")
-    budgets = (_floats(kl, "--kl") if kl is not None
+        raise CLIError(f"--points must be >= 2, got {points}")
+    if points > MAX_POINTS:
+        raise _too_big("--points", points, MAX_POINTS, _BYTES_PER_POINT, "points")
+    kl_values = _floats(kl, "--kl") if kl is not None else None
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
+    budgets = (kl_values if kl_values is not None
                else np.linspace(0.0, kl_max if kl_max is not None else reference.kl_max * 1.05, points))
     fr = _frontier(reference, budgets)
     rows = [[d, u, r, l, s] for d, u, r, l, s in zip(fr.kl, fr.kl_used, fr.reward, fr.lam, fr.saturated)]
@@ -230,13 +351,13 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     """Exact best-of-N: KL (vs the usual log N - (N-1)/N), reward, win rate, and the λ dictionary."""
     from . import best_of_n, bon_kl_estimate, frontier as _frontier
 
-    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     if n is not None and log_n is not None:
         raise CLIError("give --n or --log-n, not both")
     if log_n is not None:
         specs = [{"log_n": v} for v in _floats(log_n, "--log-n")]
     else:
         specs = [{"n": v} for v in (_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])]
+    reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
     for spec in specs:
         b = best_of_n(reference, **spec)
@@ -261,9 +382,10 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     from . import frontier as _frontier
     from .soft_bon import soft_best_of_n
 
+    n_values = _floats(n, "--n")
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
-    for nv in _floats(n, "--n"):
+    for nv in n_values:
         s = soft_best_of_n(reference, n=nv, lam=lam)
         star = float(_frontier(reference, [s.kl]).reward[0])
         rows.append([nv, s.kl, s.reward, star, s.win_rate])
@@ -282,17 +404,24 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
                                             help="Sequence lengths m, comma separated."),
                 as_json: bool = JsonOpt):
     """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (SPEC §6)."""
-    from . import convergence as _convergence
+    from . import convergence as _convergence, equivalence
+    from .jobs import SECOND_ORDER_RULE, shown_predictions
 
+    ms = _lengths(lengths)
+    deltas = _floats(delta, "--delta")
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
-    ms = _floats(lengths, "--lengths")
-    if any(m != int(m) or m < 1 for m in ms):
-        raise CLIError("--lengths must be positive integers")
-    tables = [_convergence(reference, d, lengths=[int(m) for m in ms]) for d in _floats(delta, "--delta")]
+    _check_budgets(deltas, reference.kl_max, "--delta", "a per-token KL budget")
+    tables = []
+    for d in deltas:
+        t = _convergence(reference, d, lengths=ms)
+        t.rows = shown_predictions(t, equivalence(reference, d).sigma2)
+        tables.append(t)
     if as_json:
         from ._json import dumps
 
-        sys.stdout.write(dumps({"convergence": [t.as_dict() for t in tables]}, indent=2) + "\n")
+        out = [{**t.as_dict(), "prediction_shown": [r["prediction_shown"] for r in t.rows],
+                "prediction_rule": SECOND_ORDER_RULE} for t in tables]
+        sys.stdout.write(dumps({"convergence": out}, indent=2) + "\n")
         return
     for t in tables:
         rows = [[r["m"], r["reward_per_token"], r["optimal_reward"], r["gap"], r["gap_prediction"],
@@ -302,6 +431,35 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
         _print_table(f"δ = {t.delta:g}, λ_δ = {t.lam:.6g}, R*(δ) = {t.optimal_reward:.10g} — {reference!r}",
                      ["m", "E[S_m]/m", "R*(δ)", "gap", "predicted", "ratio", "KL(π_N‖p)/m",
                       "KL(π_N‖φ_Δ)", "predicted", "KL(π_N‖φ_Δ)/m", "engine"], rows, False, {})
+    if any(not r["prediction_shown"] for t in tables for r in t.rows):
+        _say_note("predictions left blank (—) where they do not hold: " + SECOND_ORDER_RULE)
+
+
+#: Longest sequence of `--lengths`: beyond it N = e^{mδ} and S_m leave double precision's range
+#: of exact integers (2^53 ≈ 9e15) well behind, and the engines fall back to approximations.
+MAX_LENGTH = 10**12
+
+
+def _lengths(text: str, option: str = "--lengths") -> list[int]:
+    """Sequence lengths: integers in [1, MAX_LENGTH]."""
+    ms = _floats(text, option)
+    if any(not np.isfinite(m) or m != int(m) or m < 1 for m in ms):
+        raise CLIError(f"{option} must be positive integers, got {text!r}")
+    if max(ms) > MAX_LENGTH:
+        raise CLIError(f"{option}: m = {max(ms):.3g} is past the limit {MAX_LENGTH:.0e}: beyond it the sums "
+                       "of m rewards and N = e^(mδ) leave the range where double precision counts exactly")
+    return [int(m) for m in ms]
+
+
+def _check_budgets(values, kl_max, option, what):
+    """Every budget in (0, -log p(A)), with the limit explained in words."""
+    for d in values:
+        if not (np.isfinite(d) and 0 < d < kl_max):
+            raise CLIError(
+                f"{option} {d:g}: {what} must lie strictly between 0 and {kl_max:.4g} nats. "
+                f"{kl_max:.4g} = −log p(top) is the KL of the policy that puts all its probability on the "
+                "highest-reward outcome(s) (p(top) is their probability under the reference): no policy "
+                "spends more KL, so larger budgets buy nothing")
 
 
 @app.command("instances")
@@ -313,16 +471,16 @@ def list_instances():
     _print_table("Instances", ["name", "description"], [[k, v] for k, v in available().items()], False, {})
 
 
-def _run_job(job, out: Optional[Path], as_json: bool):
-    """Print a job's headline table (or its JSON) and write its report."""
-    from rich.text import Text
-
+def _run_job(job, out: Optional[Path], as_json: bool, figure_formats=("png", "svg")):
+    """Print a job's headline table (or its JSON) and write its report (atomically, see
+    :func:`klfrontier.report.write_report`; ``--out`` was locked by :func:`_check_out_dir`)."""
     from ._json import dumps
     from .report import write_report
 
     if out is not None:
         index = write_report(out, job.title, job.sections, job.summary, lead=job.lead,
-                             extra_files=getattr(job, "extra_files", None) or None)
+                             extra_files=getattr(job, "extra_files", None) or None,
+                             figure_formats=figure_formats)
     if as_json:
         sys.stdout.write(dumps(job.summary, indent=2) + "\n")
         return
@@ -333,13 +491,18 @@ def _run_job(job, out: Optional[Path], as_json: bool):
         table.add_row(Text(str(q)), Text(_fmt(v)), Text(str(note)))
     console.print(table)
     if out is not None:
-        console.print(Text.assemble("report: ", (str(index), "bold"), " (figures, tables and summary.json beside it)"))
+        console.print(Text.assemble("report: ", (str(index), "bold"),
+                                    " (figures, tables and summary.json beside it)"), highlight=False)
 
 
 def _stage_printer():
     def progress(label):
-        err_console.print(f"[dim]· {label}…[/]", highlight=False)
+        err_console.print(Text(f"· {label}…", style="dim"), highlight=False)
     return progress
+
+
+#: Where `demo` writes its report without --out (the Makefile's `make demo` folder).
+DEMO_OUT = "out/demo"
 
 
 @app.command()
@@ -352,44 +515,87 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
          delta: str = typer.Option("0.05,0.2,1.0", "--delta", help="Per-token budgets δ, comma separated."),
          lengths: str = typer.Option("10,30,100,300,1000,3000,10000", "--lengths",
                                      help="Sequence lengths m, comma separated."),
-         out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, PNG figures and summary.json here."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG, SVG), tables "
+                                            f"and summary.json here (default: {DEMO_OUT}; with --json, none "
+                                            "unless given)."),
          as_json: bool = JsonOpt):
     """The main job on a real instance: frontier, best-of-N, rate functions, and BoN → KL-RL as m grows."""
     from .jobs import demo_job
 
     if reward is not None:
         if reward not in ("vader", "afinn"):
-            raise CLIError("--reward must be 'vader' or 'afinn'")
+            raise CLIError(f"--reward must be 'vader' or 'afinn', got {reward!r}")
         instance = f"unigram-{reward}"
-    ms = _floats(lengths, "--lengths")
-    if any(m != int(m) or m < 1 for m in ms):
-        raise CLIError("--lengths must be positive integers")
+    ms = _lengths(lengths)
+    deltas = _floats(delta, "--delta")
+    if instance != "bigram":
+        _check_demo_instance(instance, top_n, deltas)
+    if out is None and not as_json:
+        out = Path(DEMO_OUT)
     _check_out_dir(out)
-    job = demo_job(instance, top_n=top_n, deltas=tuple(_floats(delta, "--delta")),
-                   lengths=tuple(int(m) for m in ms), progress=None if as_json else _stage_printer())
+    job = demo_job(instance, top_n=top_n, deltas=tuple(deltas),
+                   lengths=tuple(ms), progress=None if as_json else _stage_printer())
     _run_job(job, out, as_json)
 
 
+def _check_demo_instance(instance: str, top_n: int, deltas):
+    """Load the demo's reference (cheap) and refuse, before any work, what it cannot do."""
+    from .instances import available, load
+
+    if instance not in available():
+        raise CLIError(f"--instance {instance!r}: unknown; available: {', '.join(available())}")
+    kw = {}
+    if instance.startswith("unigram"):
+        if top_n < 2:
+            raise CLIError(f"--top-n must be >= 2 words, got {top_n}")
+        kw["top_n"] = top_n
+    ref = load(instance, **kw).ref
+    if ref.is_constant:
+        raise CLIError(f"--top-n {top_n}: the {top_n:,} most frequent words all have the same reward "
+                       f"({float(ref.rewards[0]):g}): with one reward level there is nothing to optimise; "
+                       "take more words (e.g. --top-n 1000) so that some carry a sentiment score")
+    _check_budgets(deltas, ref.kl_max, "--delta", f"for {instance}"
+                   + (f" with its {top_n:,} most frequent words" if "top_n" in kw else "")
+                   + ", a per-token KL budget")
+
+
 def _check_out_dir(out: Optional[Path]):
-    """Fail before any work when ``--out`` cannot hold a report."""
+    """Before any work: lock ``--out`` for this command (another run on it fails at once), finish
+    or clean up what an interrupted earlier write left, and create it; fail with one line when it
+    cannot hold a report.  The lock is released when the command ends (:func:`_friendly`)."""
     if out is None:
         return
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
     import os
 
+    from .report import ReportBusyError, prepare_report_dir
+
+    try:
+        _LOCKS.append(prepare_report_dir(out))
+    except ReportBusyError as exc:
+        raise CLIError(f"--out {exc}") from None
+    except ValueError as exc:
+        raise CLIError(f"--out {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot create it or the lock beside it "
+                       f"({exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise CLIError(f"--out {out}: not writable")
 
 
 def _check_input_file(path: Path, option: str = ""):
+    """The input exists and is a file or a sample store; the real reason otherwise (a symlink loop
+    is not "no such file")."""
+    import os
+
     where = f"{option} " if option else ""
-    if not path.exists():
-        raise CLIError(f"{where}{path}: no such file")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CLIError(f"{where}{path}: a symbolic link to a file that does not exist") from None
+        raise CLIError(f"{where}{path}: no such file") from None
+    except OSError as exc:
+        raise CLIError(f"{where}{path}: {exc.strerror or exc}") from None
     if path.is_dir() and not (path / "manifest.json").is_file():
         raise CLIError(f"{where}{path}: is a directory and not a sample store (no manifest.json); "
                        f"give a JSONL, CSV or Parquet file or a store written by `klfrontier sample`")
@@ -405,6 +611,8 @@ def _file_provenance(path: Path) -> dict:
         total = sum(f.stat().st_size for f in path.glob("*.parquet"))
         info = _file_provenance(manifest)
         return {"path": str(path), "store": True, "bytes": total, "manifest_sha256": info["sha256"]}
+    if not path.is_file():          # a pipe or FIFO was read once already: reopening it would hang
+        return {"path": str(path), "stream": True}
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
@@ -427,19 +635,26 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
             interval: str = typer.Option("auto", "--interval", help="auto, t, bootstrap or none."),
             seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
             tables: str = typer.Option("parquet", "--tables", help="Format of the per-prompt table beside the report: parquet or csv."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG, SVG), tables (CSV) and summary.json here."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG; SVG with --svg), tables (CSV) and summary.json here."),
+            svg: bool = typer.Option(False, "--svg/--no-svg", help="Also write every figure as SVG beside its PNG."),
+            max_record_bytes: int = typer.Option(16 << 20, "--max-record-bytes", help="Longest record (JSONL line, CSV record) read; a longer one is a bad row, never held in memory."),
             as_json: bool = JsonOpt):
     """Best-of-N, the average-KL optimum, aligned policies and proxy-vs-gold, from your own samples."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     from .io import read_samples
     from .jobs import analyze_job
 
-    _check_input_file(samples)
-    if not 0 <= n_boot <= 100_000:
-        raise CLIError(f"--n-boot must lie in [0, 100000] (got {n_boot}); 1000 is plenty for 95% intervals")
+    if n_boot < 0:
+        raise CLIError(f"--n-boot must be >= 0 (0: no bootstrap), got {n_boot}")
+    if n_boot > MAX_N_BOOT:
+        raise CLIError(f"--n-boot {n_boot:,}: the bootstrap keeps every replication of every reported "
+                       f"statistic, 8 bytes each: {_memory(8 * n_boot)} per statistic and about "
+                       f"{_memory(8 * n_boot * _BOOT_STATISTICS)} for a default report's ~{_BOOT_STATISTICS} "
+                       f"statistics; the limit is {MAX_N_BOOT:,} (1000 is plenty for 95% intervals)")
     if interval not in ("auto", "t", "bootstrap", "none"):
         raise CLIError(f"--interval must be auto, t, bootstrap or none, got {interval!r}")
     if tables not in ("parquet", "csv"):
@@ -447,13 +662,12 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     n_values = None
     if n is not None:
         n_values = _floats(n, "--n")
-        if not n_values:
-            raise CLIError("--n: give at least one size, e.g. --n 1,2,4,8")
-        if any(v != int(v) or v < 1 for v in n_values):
-            raise CLIError("--n must be positive integers")
+        if any(not np.isfinite(v) or v != int(v) or v < 1 for v in n_values):
+            raise CLIError(f"--n must be positive integers, got {n!r}")
         n_values = [int(v) for v in n_values]
     kl_values = _floats(kl, "--kl") if kl is not None else None
     lam_values = _floats(lam, "--lam") if lam is not None else None
+    _check_input_file(samples)
     pol_files = {}
     for spec in policy or []:
         name, sep, file = spec.partition("=")
@@ -474,23 +688,25 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True,
                   disable=as_json or not err_console.is_terminal) as bar:
-        def reader(label):
-            task = bar.add_task(label, total=None)
+        def reader(label):          # a task description is console markup: escape the user's names
+            task = bar.add_task(escape(label), total=None)
             return task, (lambda rows: bar.update(task, completed=rows))
 
         task, cb = reader(f"reading {samples.name}")
-        data = read_samples(samples, columns=base_cols, strict=strict, format=fmt, progress=cb)
+        data = read_samples(samples, columns=base_cols, strict=strict, format=fmt, progress=cb,
+                            max_record_bytes=max_record_bytes)
         bar.update(task, visible=False)
         pol_data = {}
         for name, file in pol_files.items():
             task, cb = reader(f"reading policy {name}")
-            pol_data[name] = read_samples(file, columns=pol_cols, strict=strict, format=fmt, progress=cb)
+            pol_data[name] = read_samples(file, columns=pol_cols, strict=strict, format=fmt, progress=cb,
+                                          max_record_bytes=max_record_bytes)
             bar.update(task, visible=False)
         _release_arrow_memory()
 
         def progress(stage, done, total):
             if stage not in stages:
-                stages[stage] = bar.add_task(stage, total=total)
+                stages[stage] = bar.add_task(escape(stage), total=total)
             bar.update(stages[stage], completed=done, total=total)
 
         provenance = {"command": "klfrontier analyze", "options": options, "seed": seed,
@@ -508,7 +724,12 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     excluded = job.summary["analysis"]["n_excluded_prompts"]
     if excluded and not as_json:
         _say_warning(f"{excluded} prompt(s) with fewer than two samples left out")
-    _run_job(job, out, as_json)
+    _run_job(job, out, as_json, figure_formats=("png", "svg") if svg else ("png",))
+
+
+#: Most bootstrap replications, and about how many statistics a default analyze report bootstraps.
+MAX_N_BOOT = 100_000
+_BOOT_STATISTICS = 100
 
 
 def _release_arrow_memory():
@@ -523,7 +744,15 @@ def _release_arrow_memory():
 def _say_warning(msg):
     from rich.text import Text
 
-    err_console.print(Text.assemble(("warning:", "yellow"), " ", str(msg)), highlight=False)
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", _one_line(msg)), highlight=False,
+                      soft_wrap=True)
+
+
+#: `samples`: most rows (--prompts × --n) and words per sample; memory per row and per word,
+#: as measured (1M rows of 12 words: 0.4 GB peak).
+MAX_SAMPLE_ROWS = 10_000_000
+MAX_SAMPLE_LENGTH = 10_000
+_SAMPLE_ROW_BYTES, _SAMPLE_WORD_BYTES = 250, 15
 
 
 @app.command("samples")
@@ -538,6 +767,18 @@ def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .c
     from .instances.samples import unigram_samples
     from .io import write_samples
 
+    for value, option in ((prompts, "--prompts"), (n, "--n"), (length, "--length")):
+        if value < 1:
+            raise CLIError(f"{option} must be a positive integer, got {value}")
+    if seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {seed}")
+    per_row = _SAMPLE_ROW_BYTES + _SAMPLE_WORD_BYTES * length
+    if prompts * n > MAX_SAMPLE_ROWS:
+        raise _too_big("--prompts × --n", prompts * n, MAX_SAMPLE_ROWS, per_row, "rows")
+    if length > MAX_SAMPLE_LENGTH:
+        raise _too_big("--length", length, MAX_SAMPLE_LENGTH, _SAMPLE_WORD_BYTES * prompts * n, "words")
+    if out.is_dir():
+        raise CLIError(f"{out}: is a directory; give a file name ending in .jsonl, .csv or .parquet")
     data = unigram_samples(instance, n_prompts=prompts, n_samples=n, length=length, seed=seed)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -547,7 +788,8 @@ def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .c
         write_samples(out, data)
     except OSError as exc:
         raise CLIError(f"{out}: cannot write it ({exc.strerror or exc})") from None
-    console.print(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to [bold]{out}[/]")
+    console.print(Text.assemble(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to ",
+                                (str(out), "bold")), highlight=False)
 
 
 from . import cli_lm  # noqa: E402,F401  (registers the lm commands)

@@ -1,4 +1,4 @@
-"""Sample files: read, validate and write per-prompt reward samples (theory §9).
+"""Sample files and reference files: read, validate and write (theory §9).
 
 A *sample file* has one row per sampled response with the columns
 
@@ -21,42 +21,63 @@ Three formats are understood: JSON Lines (``.jsonl``, ``.ndjson``), CSV
 (``.csv``; JSONL and CSV may be gzip-compressed, ``.gz``) and Parquet
 (``.parquet``, ``.pq``).  Files are streamed in chunks, so a file larger than
 memory can be read as long as the kept columns (8 bytes per reward and per
-log-probability, 4 per prompt code) fit.
+log-probability, 4 per prompt code) fit.  A *reference file* (``--ref`` of
+the CLI) is read by :func:`read_reference`.  ``docs/input.md`` states the
+rules below for users.
 
-Engines
--------
-``pyarrow`` (the ``data`` extra) is an accelerator: CSV goes through
-``pyarrow.csv.open_csv`` and JSONL through ``pyarrow.json`` one chunk of lines
-at a time; Parquet needs it.  Without pyarrow, CSV and JSONL are read by the
-standard library (``csv``, ``json``), several times slower.  Both engines apply
-the same row rules (one scalar function decides what a bad row is) and give
-the same result.
+Limits
+------
+A record (a JSONL line, a CSV record with the lines its quoted fields span)
+longer than ``max_record_bytes`` (default :data:`MAX_RECORD_BYTES`, 16 MiB)
+is a bad row, skipped without being held in memory: memory depends neither
+on line length nor on file size.  A JSON value nested deeper than
+:data:`MAX_JSON_DEPTH` levels is a bad row.  Text files must be UTF-8: a
+UTF-16 or UTF-32 byte-order mark or a NUL byte rejects the whole file (it is
+binary or in another encoding); a UTF-8 byte-order mark is skipped.  Devices
+(``/dev/zero``), directories and symbolic-link loops are refused with one
+line; pipes and FIFOs are read once, front to back.
+
+Engines and the row rule
+------------------------
+``pyarrow`` (the ``data`` extra) is an accelerator: JSONL goes through
+``pyarrow.json`` one block of lines at a time and CSV through
+``pyarrow.csv.open_csv``; Parquet needs it.  Without pyarrow (and for CSV
+that is not a regular file) the standard library (``csv``, ``json``) reads,
+several times slower.  The standard-library path *is* the row rule: the
+pyarrow path keeps a block (JSONL) or a file (CSV) only when every row in it
+is good by that rule, and otherwise hands it to the standard-library path,
+so both engines keep the same rows with the same values and report the same
+bad rows, and whether a row is kept never depends on its neighbours.
+Invalid UTF-8 in a field that is read makes the row bad; bytes in fields
+that are not read never matter.
 
 Bad rows and line numbers
 -------------------------
 A bad row is skipped and recorded as ``(file, line, reason)``; ``line`` is
 1-based.  For JSONL it is the physical line; for CSV the physical line on
 which the record starts, the header being line 1 (records whose quoted fields
-span lines are counted correctly); for Parquet it is the 1-based row number.
-With ``strict=True`` the first bad row raises :class:`SampleFileError` with
-the message ``"FILE:LINE: reason"``.  The pyarrow CSV reader does not report
-line numbers, so when it meets a bad row the file is re-scanned by the
-standard-library reader up to the last bad row to be recorded (at most
-``MAX_BAD_ROWS`` of them); a clean file is read once.
+span lines are counted correctly; ``\\r``, ``\\n`` and ``\\r\\n`` each end a
+line); for Parquet it is the 1-based row number.  With ``strict=True`` the
+first bad row raises :class:`SampleFileError` with the message
+``"FILE:LINE: reason"``.
 """
 
 from __future__ import annotations
 
+import array
 import csv
 import decimal
+import errno
 import gzip
 import io as _stdio
 import json
 import math
 import numbers
 import os
+import re
 import stat
 import sys
+import zlib
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,23 +90,37 @@ __all__ = [
     "SampleSet",
     "SampleFileError",
     "read_samples",
+    "read_reference",
     "write_samples",
     "MAX_BAD_ROWS",
     "MAX_RECORD_BYTES",
+    "MAX_JSON_DEPTH",
 ]
 
 #: Bad rows kept with their line and reason; the total is always counted.
 MAX_BAD_ROWS = 1000
 
-#: Longest record (physical line of a JSONL or CSV file) read, in bytes: a longer one is a bad
-#: row, skipped without being held in memory, so memory does not depend on line length
-#: (``read_samples(max_record_bytes=...)``, CLI ``--max-record-bytes``).
+#: Longest record read, in bytes (a JSONL line or a CSV record, without its final line break;
+#: a JSON reference file as a whole): a longer one is a bad row, skipped without being held in
+#: memory, so memory does not depend on line length (``read_samples(max_record_bytes=...)``,
+#: CLI ``--max-record-bytes``).
 MAX_RECORD_BYTES = 16 << 20
 
-# A chunk holds at most chunk_rows rows and about this many bytes.  pyarrow's
-# streaming CSV reader reads ahead some 30 blocks, so this also bounds its memory
-# (~150 MB) whatever the size of the file.
-_MAX_CHUNK_BYTES = 4 << 20
+#: Deepest nesting of JSON arrays and objects in a line (the line's own object is level 1);
+#: a deeper line is a bad row.  (Python's parser would otherwise recurse without bound.)
+MAX_JSON_DEPTH = 64
+
+_MIN_RECORD_BYTES = 64
+
+# Bytes read at a time; a JSONL block or a pyarrow CSV block is at most about this big.
+_READ_BYTES = 4 << 20
+
+# pyarrow's CSV block: its streaming reader holds some 50 blocks in flight (~150 MB at 4 MiB);
+# 1 MiB blocks read as fast.
+_CSV_BLOCK = 1 << 20
+
+# Rows whose prompt ids are encoded together and then looked up in the ids seen so far.
+_UNIFY_ROWS = 1 << 20
 
 _ROLES = ("prompt_id", "reward", "gold", "logprob", "ref_logprob", "text")
 # Optional numeric roles, in the order a row's cells are checked; the log-probabilities
@@ -216,6 +251,16 @@ class SampleSet:
     # per-sample numeric arrays besides the rewards: (attribute, must be <= 0)
     _EXTRAS = (("gold", False), ("logprobs", True), ("ref_logprobs", True))
 
+    @classmethod
+    def _checked(cls, prompts, rewards, *, logprobs=None, texts=None, bad_rows=(), n_bad_rows=0,
+                 source=None, gold=None, ref_logprobs=None):
+        """Build from values already validated (by the readers' row rule): no checks repeated."""
+        self = cls.__new__(cls)
+        self.prompts, self.rewards, self.logprobs, self.texts = prompts, rewards, logprobs, texts
+        self.bad_rows, self.n_bad_rows, self.source = list(bad_rows), n_bad_rows, source
+        self.gold, self.ref_logprobs = gold, ref_logprobs
+        return self
+
     def __post_init__(self):
         self.prompts = [str(p) for p in self.prompts]
         if len(set(self.prompts)) != len(self.prompts):
@@ -242,7 +287,10 @@ class SampleSet:
     # ---------------------------------------------------------------- builders
     @classmethod
     def from_dict(cls, mapping):
-        """Build from ``{prompt_id: rewards}`` or ``{prompt_id: {"reward": ..., "gold": ..., "logprob": ..., "ref_logprob": ..., "text": ...}}``.
+        """Build from ``{prompt_id: rewards}`` or ``{prompt_id: {"reward": ..., ...}}``.
+
+        The nested form has ``"reward"`` and optionally ``"gold"``,
+        ``"logprob"``, ``"ref_logprob"`` and ``"text"``.
 
         Either every value is a mapping or none is; ``gold``, ``logprob``,
         ``ref_logprob`` and ``text`` must each be given for every prompt or
@@ -383,11 +431,40 @@ def _encode(pids):
     return codes, list(table)
 
 
+def _stable_order(codes, n_groups):
+    """``np.argsort(codes, kind="stable")`` for integer codes in ``[0, n_groups)``, in O(n).
+
+    numpy sorts 16-bit keys stably by radix sort; larger codes are sorted by
+    their low and then their high 16 bits (least-significant digit first).
+    The order is int32 when it fits (half the memory of numpy's int64).
+
+    >>> c = np.array([70000, 3, 70000, 0, 3, 65536])
+    >>> _stable_order(c, 70001).tolist() == np.argsort(c, kind="stable").tolist()
+    True
+    """
+    codes = np.asarray(codes)
+    index = np.int32 if codes.size < 2**31 else np.int64
+    if n_groups <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable").astype(index)
+    order = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable").astype(index)
+    high = (codes[order] >> 16).astype(np.uint16)
+    return order[np.argsort(high, kind="stable")]
+
+
 def _group(codes, n_groups, arrays, texts):
-    """Split per-sample ``arrays`` (``None`` passes through) and ``texts`` by prompt code."""
-    order = np.argsort(codes, kind="stable")
+    """Split per-sample ``arrays`` (``None`` passes through) and ``texts`` by prompt code.
+
+    The entries of ``arrays`` are replaced by their sorted copies one at a
+    time, so a caller that holds no other reference frees each original
+    before the next copy is made.
+    """
+    order = _stable_order(codes, n_groups)
     bounds = np.cumsum(np.bincount(codes, minlength=n_groups))[:-1]
-    split = [None if a is None else np.split(a[order], bounds) for a in arrays]
+    split = []
+    for i, a in enumerate(arrays):
+        if a is not None:
+            arrays[i] = a = a[order]
+        split.append(None if a is None else np.split(a, bounds))
     if texts is None:
         return split, None
     t_sorted = [texts[i] for i in order]
@@ -400,18 +477,45 @@ class _Bad(Exception):
     """A row is bad; the message is the reason."""
 
 
+def _utf8(value, name):
+    """Raise :class:`_Bad` unless a text cell is valid UTF-8.
+
+    Undecodable bytes reach here as lone surrogates (``surrogateescape``), as
+    does a JSON ``\\udXXX`` escape without its pair: neither can be written as
+    UTF-8.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(f"{name} is not valid UTF-8: {_show(value)}") from None
+
+
 def _number(value, name):
     """The one rule for numeric cells: a real number or a string that parses as one."""
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        raise _Bad(f"missing {name}")
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal, str)):
-        raise _Bad(f"{name} is not a number: {_show(value)}")
-    try:
-        x = float(value)
-    except (ValueError, OverflowError):
-        if isinstance(value, str):
+    kind = type(value)
+    if kind is str:                                   # the common cases first (speed)
+        if not value or value.isspace():
+            raise _Bad(f"missing {name}")
+        if not value.isascii():
+            _utf8(value, name)
+        try:
+            x = float(value)
+        except ValueError:
             raise _Bad(f"{name} is not a number: {_show(value)}") from None
-        x = math.inf if value > 0 else -math.inf   # an integer beyond float range
+    elif kind is float:
+        x = value
+    else:
+        if value is None:
+            raise _Bad(f"missing {name}")
+        if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal, str)):
+            raise _Bad(f"{name} is not a number: {_show(value)}")
+        if isinstance(value, str):
+            return _number(str(value), name)          # a str subclass: as its string
+        try:
+            x = float(value)
+        except (ValueError, OverflowError):
+            x = math.inf if value > 0 else -math.inf   # an integer beyond float range
     if not math.isfinite(x):
         raise _Bad(f"{name} is not finite: {_show(value)}")
     return x
@@ -423,10 +527,14 @@ def _show(value, limit=40):
 
 
 def _prompt_id(value):
+    if type(value) is str and value and value.isascii():
+        return value                                  # the common case first (speed)
     if value is None or (isinstance(value, str) and value == ""):
         raise _Bad("missing prompt_id")
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise _Bad(f"prompt_id must be a string or an integer, got {_show(value)}")
+    if isinstance(value, str):
+        _utf8(value, "prompt_id")
     return str(value)
 
 
@@ -435,7 +543,8 @@ def _check_row(pid, reward, extra):
 
     ``extra`` maps the optional numeric roles in use (``gold``, ``logprob``,
     ``ref_logprob``) to their raw cells; they are checked in the order of
-    ``_OPTIONAL_NUMBERS`` and ``values`` maps each to its float.
+    ``_OPTIONAL_NUMBERS`` and ``values`` maps each to its float.  (A kept
+    ``text`` is checked last, by :func:`_check_text`.)
     """
     p = _prompt_id(pid)
     r = _number(reward, "reward")
@@ -449,22 +558,428 @@ def _check_row(pid, reward, extra):
     return p, r, values
 
 
+def _check_text(text):
+    if isinstance(text, str):
+        _utf8(text, "text")
+    return text
+
+
 def _used(use):
     """The optional numeric roles in use, in checking order."""
     return [role for role in _OPTIONAL_NUMBERS if use[role]]
 
 
+def _too_long_reason(max_record):
+    return f"record longer than {max_record} bytes (max_record_bytes)"
+
+
+# JSON strings (complete ones) and everything but brackets, for the nesting depth
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _json_depth(raw):
+    """Deepest nesting of ``[`` and ``{`` outside JSON strings in ``raw`` (bytes).
+
+    Never below the depth Python's parser reaches on the same bytes (an
+    unterminated string counts its brackets), so a line within
+    :data:`MAX_JSON_DEPTH` cannot make the parser recurse further.
+
+    >>> _json_depth(b'{"a": [1, {"b": "[[[["}]}'), _json_depth(b"[[]]"), _json_depth(b"1")
+    (3, 2, 0)
+    """
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    b = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((b == 0x5B) | (b == 0x7B), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def _too_deep(raw):
+    """Whether a JSON line nests deeper than MAX_JSON_DEPTH (a cheap count first)."""
+    return (raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+            and _json_depth(raw) > MAX_JSON_DEPTH)
+
+
+class _JsonObject(dict):
+    """A decoded JSON object that named some keys more than once (the last value kept)."""
+
+    __slots__ = ("repeated",)
+
+
+def _json_object(pairs):
+    """``object_pairs_hook``: a dict, marked when a key repeats (which value is meant is ambiguous)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        obj = _JsonObject(obj)
+        obj.repeated = {k for k, _ in pairs if k in seen or seen.add(k)}
+    return obj
+
+
+def _json_loads(raw):
+    """Decode one JSON document from bytes, by the row rule; raises :class:`_Bad`.
+
+    Undecodable bytes become lone surrogates (so they only matter in a field
+    that is read); a document deeper than :data:`MAX_JSON_DEPTH` is refused
+    before it is parsed.
+    """
+    if _too_deep(raw):
+        raise _Bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw.decode("utf-8", "surrogateescape"), object_pairs_hook=_json_object)
+    except json.JSONDecodeError as exc:
+        raise _Bad(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:      # e.g. an integer of 5000 digits
+        raise _Bad(f"malformed JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- opening files
+def _os_error(file, exc):
+    """One clear line for an operating-system error on ``file``."""
+    if isinstance(exc, FileNotFoundError):
+        if os.path.islink(file):
+            return SampleFileError(file, None, f"is a symbolic link to {os.readlink(file)!r}, "
+                                               "which does not exist")
+        return FileNotFoundError(errno.ENOENT, "no such file", file)
+    if exc.errno == errno.ELOOP:
+        return SampleFileError(file, None, "symbolic link loop (too many levels of symbolic links)")
+    if isinstance(exc, IsADirectoryError):
+        return SampleFileError(file, None, "is a directory, not a file")
+    if isinstance(exc, PermissionError):
+        return SampleFileError(file, None, "permission denied")
+    return SampleFileError(file, None, exc.strerror or str(exc))
+
+
+def _check_input(file):
+    """Refuse what cannot be read as a file; returns whether it is a regular file.
+
+    Raises FileNotFoundError for a missing file and :class:`SampleFileError`
+    for a directory, a device (``/dev/zero`` never ends), a symbolic-link
+    loop or a dangling link, or a permission problem.
+    """
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as exc:
+        raise _os_error(file, exc) from None
+    if stat.S_ISDIR(mode):
+        raise SampleFileError(file, None, "is a directory, not a file")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise SampleFileError(file, None, "is a device, not a sample file")
+    return stat.S_ISREG(mode)
+
+
+def _gz(path):
+    return os.fspath(path).lower().endswith(".gz")
+
+
+class _Source:
+    """A text file opened once for reading bytes (gzip-decoded when named ``.gz``), checked as read.
+
+    ``read(n)`` returns up to ``n`` bytes (fewer only at the end), skips a
+    UTF-8 byte-order mark, and raises :class:`SampleFileError` for a UTF-16
+    or UTF-32 byte-order mark, a NUL byte (binary data, or text in another
+    encoding), a damaged or truncated gzip stream, or a read error.  pyarrow
+    may call ``read`` from its own threads; the exception reaches the caller
+    through pyarrow and is also kept in ``error``.
+    """
+
+    def __init__(self, file):
+        self.file = os.fspath(file)
+        self.regular = _check_input(self.file)
+        try:
+            self._raw = open(self.file, "rb")
+        except OSError as exc:
+            raise _os_error(self.file, exc) from None
+        self._f = gzip.GzipFile(fileobj=self._raw, mode="rb") if _gz(self.file) else self._raw
+        self.offset = 0            # bytes of decoded input read so far
+        self.error = None
+        self.closed = False
+        self._first = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._f.close()
+            self._raw.close()
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def _fail(self, reason):
+        self.error = SampleFileError(self.file, None, reason)
+        raise self.error
+
+    def _read1(self, n):
+        try:
+            return self._f.read(n)
+        except gzip.BadGzipFile as exc:
+            self._fail(f"not a valid gzip file ({exc})")
+        except EOFError:
+            self._fail("truncated gzip file (it ends before its end-of-stream marker)")
+        except zlib.error as exc:
+            self._fail(f"damaged gzip data ({exc})")
+        except OSError as exc:
+            self.error = _os_error(self.file, exc)
+            raise self.error from None
+
+    def read(self, n=-1):
+        if self.error is not None:
+            raise self.error
+        n = _READ_BYTES if n is None or n < 0 else max(int(n), 1)
+        parts, got = [], 0
+        while got < n:                       # pipes and gzip return short reads
+            data = self._read1(n - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+            if self._first and got >= 4:
+                break
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._first and data:
+            self._first = False
+            if data[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+                self._fail("UTF-32 text (byte-order mark); sample and reference files must be UTF-8")
+            if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                self._fail("UTF-16 text (byte-order mark); sample and reference files must be UTF-8")
+            if data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+                self.offset = 3
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            self._fail(f"NUL byte at byte {self.offset + nul}: not UTF-8 text "
+                       "(a binary file, or UTF-16/UTF-32 text?)")
+        self.offset += len(data)
+        return data
+
+
+# ---------------------------------------------------------------------------- bounded lines
+def _line_blocks(src, max_record):
+    """Whole lines of a JSONL source, a block at a time, each line at most ``max_record`` bytes.
+
+    Yields blocks of whole lines, each ending in ``\\n`` (the file's last may
+    not), or ``None`` in place of a line longer than ``max_record`` bytes
+    (without its ``\\n`` or ``\\r\\n``), which is then skipped unread.  Reads at most
+    ``max_record`` bytes at a time, so a line inside one read is short enough
+    and only a line joined to the previous read's tail needs measuring:
+    memory stays below about ``2 * min(max_record, 4 MiB)`` whatever the file.
+
+    >>> src = _stdio.BytesIO(b"ab\\n" + b"x" * 100 + b"\\ncd")
+    >>> list(_line_blocks(src, 64))
+    [b'ab\\n', None, b'cd']
+    """
+    size = min(_READ_BYTES, max_record)
+    tail, skipping = b"", False
+    while True:
+        data = src.read(size)
+        if not data:
+            break
+        if skipping:                       # the rest of an over-long line
+            nl = data.find(b"\n")
+            if nl < 0:
+                continue
+            skipping, data = False, data[nl + 1:]
+            if not data:
+                continue
+        buf = tail + data if tail else data
+        cut = buf.rfind(b"\n")
+        if cut < 0:                        # no line ends in here (a final "\r" may end one)
+            if len(buf) - buf.endswith(b"\r") > max_record:
+                yield None
+                tail, skipping = b"", True
+            else:
+                tail = buf
+            continue
+        start = 0
+        first = buf.find(b"\n") if tail else 0
+        if first - (buf[first - 1:first] == b"\r") > max_record:   # joined to the last read's tail
+            yield None
+            start = first + 1
+        if start <= cut:
+            yield buf[start:cut + 1]
+        tail = buf[cut + 1:]
+    if tail:
+        yield tail
+
+
+class _RecordTooLong(Exception):
+    """Raised through the csv module when a record passes the byte limit."""
+
+
+class _Long:
+    """A physical line longer than the limit, skipped unread; ``quotes`` counts its ``"``."""
+
+    __slots__ = ("quotes", "open")
+
+    def __init__(self, quotes, open):
+        self.quotes, self.open = quotes, open     # open: the rest of the line is still to skip
+
+
+def _first_eol(data):
+    ends = [k for k in (data.find(b"\n"), data.find(b"\r")) if k >= 0]
+    return min(ends) if ends else -1
+
+
+class _CsvLines:
+    """Physical lines of a CSV source, decoded for the csv module, records bounded in bytes.
+
+    Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (as in a text file opened
+    with ``newline=""``) and are decoded with ``surrogateescape``, so an
+    undecodable byte only matters in a field that is read.  Call
+    :meth:`start_record` before each record (``record_start`` is then its
+    first line number).  When a record's bytes (without its final line break)
+    pass ``max_record``, the rest of the record is consumed without being
+    held — up to the line where the ``"`` counted since the record's start
+    balance, so a long quoted field is skipped whole — and
+    :class:`_RecordTooLong` is raised; the csv reader then starts afresh on
+    the line after.  A physical line longer than ``max_record`` is never held.
+    """
+
+    def __init__(self, src, max_record):
+        self.src, self.max = src, max_record
+        self.size = min(_READ_BYTES, max_record)
+        self.pending, self.pos = [], 0
+        self.tail = self.carry = b""       # an unfinished line; read bytes not yet split
+        self.eof = self.eat_lf = False     # eat_lf: drop a "\n" that follows a skipped "\r"
+        self.line = 0                      # physical lines consumed
+        self.record_start = 1
+        self.record_bytes = self.record_quotes = 0
+
+    def start_record(self):
+        self.record_start = self.line + 1
+        self.record_bytes = self.record_quotes = 0
+
+    def __iter__(self):
+        return self
+
+    def _data(self):
+        """The next bytes to split: what a skip left over, else a read (``b""`` at the end)."""
+        data, self.carry = (self.carry, b"") if self.carry else (self.src.read(self.size), b"")
+        if self.eat_lf and data:
+            self.eat_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        return data
+
+    def _fill(self):
+        """Split lines off the input until some are pending (``_Long`` for an over-long one)."""
+        self.pending, self.pos = [], 0
+        while not self.pending:
+            if self.eof:
+                raise StopIteration
+            data = self._data()
+            if not data:
+                if self.carry or self.eat_lf:
+                    continue
+                self.eof = True
+                self.pending = [self.tail] if self.tail else []
+                self.tail = b""
+                continue
+            joined = bool(self.tail)
+            buf = self.tail + data if joined else data
+            lines = buf.splitlines(keepends=True)
+            self.tail = b""
+            if lines and (not lines[-1].endswith((b"\n", b"\r")) or lines[-1].endswith(b"\r")):
+                self.tail = lines.pop()        # unfinished, or a "\r" that a "\n" may follow
+            if len(self.tail) - self.tail.endswith(b"\r") > self.max:
+                ended = self.tail.endswith(b"\r")
+                lines.append(_Long(self.tail.count(b'"'), open=not ended))
+                self.eat_lf, self.tail = ended, b""
+            if joined and lines and not isinstance(lines[0], _Long) \
+                    and len(lines[0].rstrip(b"\r\n")) > self.max:
+                lines[0] = _Long(lines[0].count(b'"'), open=False)   # joined to the last tail
+            self.pending = lines
+
+    def _finish(self, long):
+        """Skip the rest of an over-long line, counting its quotes."""
+        while long.open:
+            data = self._data()
+            if not data:
+                self.eof, long.open = True, False
+                return
+            k = _first_eol(data)
+            if k < 0:
+                long.quotes += data.count(b'"')
+                continue
+            long.quotes += data[:k].count(b'"')
+            if data[k:k + 1] == b"\r":
+                if k + 1 == len(data):
+                    self.eat_lf = True
+                elif data[k + 1:k + 2] == b"\n":
+                    k += 1
+            self.carry, long.open = data[k + 1:], False
+
+    def _next_raw(self):
+        if self.pos == len(self.pending):
+            self._fill()
+        raw = self.pending[self.pos]
+        self.pos += 1
+        self.line += 1
+        if isinstance(raw, _Long):
+            self._finish(raw)
+        return raw
+
+    def _skip_record(self, quotes):
+        """Consume the record's remaining lines: up to the one where its quotes balance."""
+        while quotes % 2:
+            try:
+                raw = self._next_raw()
+            except StopIteration:
+                break
+            quotes += raw.quotes if isinstance(raw, _Long) else raw.count(b'"')
+        raise _RecordTooLong
+
+    def __next__(self):
+        raw = self._next_raw()
+        if isinstance(raw, _Long):
+            self._skip_record(self.record_quotes + raw.quotes)
+        self.record_quotes += raw.count(b'"')
+        self.record_bytes += len(raw)
+        if self.record_bytes - (len(raw) - len(raw.rstrip(b"\r\n"))) > self.max:
+            self._skip_record(self.record_quotes)
+        return raw.decode("utf-8", "surrogateescape")
+
+
+@contextmanager
+def _csv_field_limit():
+    """Lift the csv module's 128 KiB field limit for one read (records are bounded by _CsvLines)."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 # ---------------------------------------------------------------------------- accumulation
-class _Stop(Exception):
-    """Raised by a sink that has seen enough."""
-
-
 class _Accumulator:
-    """Collects good rows as (prompt code, reward, optional numbers, text) chunks and bad rows."""
+    """Collects good rows as (prompt code, reward, optional numbers, text) chunks and bad rows.
+
+    Prompt ids become integer codes in order of first appearance.  With
+    pyarrow no Python code runs per row: the ids of about :data:`_UNIFY_ROWS`
+    rows at a time are dictionary-encoded together, and their dictionary is
+    looked up in the ids seen so far (``index_in``), so the table of all ids
+    is hashed once per that many rows rather than once per chunk.  Without
+    pyarrow, a dict.
+    """
 
     def __init__(self, file, *, strict, keep_text, progress):
         self.file, self.strict, self.keep_text, self.progress = file, strict, keep_text, progress
-        self.table: dict = {}
+        self.arrow = _have_pyarrow()
+        self.table: dict = {}                 # without pyarrow: id -> code
+        self.ids = None                       # with pyarrow: the ids seen, a string array
+        self.pending, self.n_pending = [], 0  # chunks whose codes wait for unification
         self.codes, self.rewards, self.texts = [], [], []
         self.values = {role: [] for role in _OPTIONAL_NUMBERS}
         # which optional numeric roles are read: None until decided by the header /
@@ -472,7 +987,10 @@ class _Accumulator:
         self.use = dict.fromkeys(_OPTIONAL_NUMBERS)
         self.bad, self.n_bad, self.rows_done = [], 0, 0
 
-    # sinks share this interface with _BadRowLocator
+    @property
+    def n_ids(self):
+        return len(self.table) if not self.arrow else 0 if self.ids is None else len(self.ids)
+
     def add_bad(self, line, reason):
         if self.strict:
             raise SampleFileError(self.file, line, reason)
@@ -480,19 +998,48 @@ class _Accumulator:
         if len(self.bad) < MAX_BAD_ROWS:
             self.bad.append((self.file, line, reason))
 
+    def _unify(self):
+        """Codes for the pending rows' ids; new ids join the table in order of first use."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.pending:
+            return
+        enc = pc.dictionary_encode(pa.concat_arrays(self.pending))
+        self.pending, self.n_pending = [], 0
+        union = enc.dictionary                    # distinct ids of those rows, in order of first use
+        if self.ids is None:
+            lut = np.arange(len(union), dtype=np.int64)
+            self.ids = union
+        else:
+            lut = pc.fill_null(pc.index_in(union, value_set=self.ids), -1).to_numpy(
+                zero_copy_only=False).astype(np.int64)
+            new = lut < 0
+            k = int(new.sum())
+            if k:
+                lut[new] = len(self.ids) + np.arange(k)
+                self.ids = pa.concat_arrays([self.ids, union.filter(pa.array(new))])
+        dtype = np.int32 if len(self.ids) < 2**31 else np.int64
+        self.codes.append(lut.astype(dtype)[enc.indices.to_numpy(zero_copy_only=False)])
+
     def add_rows(self, pids, rewards, values, texts=None):
-        """Append good rows; ``pids`` is a list of str or a pyarrow string array,
-        ``values`` maps each optional numeric role in use to its array."""
-        if hasattr(pids, "dictionary_encode"):
-            enc = pids.dictionary_encode()
-            lut = np.array([self.table.setdefault(p, len(self.table))
-                            for p in enc.dictionary.to_pylist()], dtype=np.int64)
-            idx = enc.indices.to_numpy(zero_copy_only=False)
-            codes = lut[idx] if lut.size else np.zeros(0, dtype=np.int64)
+        """Append good rows; ``pids`` is a list of str or a pyarrow string (or dictionary)
+        array, ``values`` maps each optional numeric role in use to its array."""
+        if self.arrow:
+            import pyarrow as pa
+
+            if not isinstance(pids, pa.Array):
+                pids = pa.array(pids, type=pa.string())
+            elif pa.types.is_dictionary(pids.type):
+                pids = pids.dictionary_decode()
+            self.pending.append(pids.cast(pa.string()))
+            self.n_pending += len(pids)
+            if self.n_pending >= _UNIFY_ROWS:
+                self._unify()
         else:
             codes = np.fromiter((self.table.setdefault(p, len(self.table)) for p in pids),
                                 dtype=np.int64, count=len(pids))
-        self.codes.append(codes.astype(np.int32 if len(self.table) < 2**31 else np.int64))
+            self.codes.append(codes.astype(np.int32 if len(self.table) < 2**31 else np.int64))
         self.rewards.append(np.asarray(rewards, dtype=float))
         for role in _used(self.use):
             self.values[role].append(np.asarray(values[role], dtype=float))
@@ -504,10 +1051,14 @@ class _Accumulator:
         if self.progress is not None:
             self.progress(self.rows_done)
 
-    def finish(self, bad_rows=None):
-        bad = self.bad if bad_rows is None else bad_rows
-        if not self.table:
-            first = f"; first: line {bad[0][1]}: {bad[0][2]}" if bad else ""
+    def finish(self):
+        if self.arrow:
+            import pyarrow as pa
+
+            self._unify()
+            pa.default_memory_pool().release_unused()     # what reading left in arrow's pool
+        if not self.n_ids:
+            first = f"; first: line {self.bad[0][1]}: {self.bad[0][2]}" if self.bad else ""
             raise SampleFileError(self.file, None,
                                   f"no valid rows ({self.n_bad} bad rows{first})")
         # concatenate column by column, dropping the chunks as we go (peak memory)
@@ -519,32 +1070,15 @@ class _Accumulator:
             arrays.append(np.concatenate(self.values[role]) if self.use[role] else None)
             self.values[role] = None
         texts = self.texts if self.keep_text else None
-        split, t = _group(codes, len(self.table), arrays, texts)
+        split, t = _group(codes, self.n_ids, arrays, texts)
+        del codes, arrays
         r, g = split[0], dict(zip(_OPTIONAL_NUMBERS, split[1:]))
-        return SampleSet(list(self.table), r, logprobs=g["logprob"], texts=t, bad_rows=list(bad),
-                         n_bad_rows=self.n_bad, source=self.file, gold=g["gold"],
-                         ref_logprobs=g["ref_logprob"])
-
-
-class _BadRowLocator:
-    """Sink for the re-scan of a CSV file: keeps bad rows only, stops after ``limit``."""
-
-    def __init__(self, file, *, strict, limit, use):
-        self.file, self.strict, self.limit, self.use = file, strict, limit, dict(use)
-        self.keep_text, self.bad = False, []
-
-    def add_bad(self, line, reason):
-        if self.strict:
-            raise SampleFileError(self.file, line, reason)
-        self.bad.append((self.file, line, reason))
-        if len(self.bad) >= self.limit:
-            raise _Stop
-
-    def add_rows(self, *args, **kwargs):
-        pass
-
-    def tick(self, rows):
-        pass
+        prompts = self.ids.to_pylist() if self.arrow else list(self.table)
+        self.ids = None
+        # every value passed the row rule: the per-prompt checks of SampleSet are not repeated
+        return SampleSet._checked(prompts, r, logprobs=g["logprob"], texts=t, bad_rows=list(self.bad),
+                                  n_bad_rows=self.n_bad, source=self.file, gold=g["gold"],
+                                  ref_logprobs=g["ref_logprob"])
 
 
 # ---------------------------------------------------------------------------- formats
@@ -559,7 +1093,8 @@ def _detect_format(path, fmt):
     ext = os.path.splitext(name)[1]
     if ext not in _SUFFIXES:
         raise ValueError(f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
-                         f"pass format= (one of {', '.join(_FORMATS)})")
+                         f"name it (format= in Python, --format on the command line): "
+                         f"one of {', '.join(_FORMATS)}")
     return _SUFFIXES[ext]
 
 
@@ -587,72 +1122,12 @@ def _resolve_columns(columns, *, reading):
     return names
 
 
-def _gz(path):
-    return os.fspath(path).lower().endswith(".gz")
-
-
-def _open_binary(path):
-    return gzip.open(path, "rb") if _gz(path) else open(path, "rb")
-
-
-class _TooLong:
-    """A physical line longer than the record limit (skipped, its bytes never held)."""
-
-    __slots__ = ("nbytes",)
-
-    def __init__(self, nbytes):
-        self.nbytes = nbytes
-
-
-def _bounded_blocks(f, max_record, read_size=_MAX_CHUNK_BYTES):
-    """``(lines, clean)``: lists of the physical lines of a binary file (with their ``\\n``).
-
-    ``clean`` is False when the list also holds :class:`_TooLong` markers.
-
-    Reads ``read_size`` bytes at a time and splits at newlines in C
-    (``BytesIO.readlines``); a line whose content is longer than
-    ``max_record`` bytes is consumed up to its newline without being kept,
-    so memory stays below about ``read_size + max_record`` whatever the file.
-    """
-    buf = b""
-    skipping = 0                 # > 0: inside an over-long line, this many bytes so far
-    while True:
-        data = f.read(read_size)
-        if not data:
-            break
-        if skipping:
-            nl = data.find(b"\n")
-            if nl < 0:
-                skipping += len(data)
-                continue
-            yield [_TooLong(skipping + nl)], False
-            skipping = 0
-            data = data[nl + 1:]
-        buf += data
-        cut = buf.rfind(b"\n")
-        if cut >= 0:
-            head, buf = buf[:cut + 1], buf[cut + 1:]
-            lines = _stdio.BytesIO(head).readlines()
-            clean = len(head) <= max_record or max(map(len, lines)) - 1 <= max_record
-            if not clean:
-                lines = [_TooLong(len(x) - 1) if len(x) - 1 > max_record else x for x in lines]
-            yield lines, clean
-        if len(buf) > max_record:
-            skipping, buf = len(buf), b""
-    if skipping:
-        yield [_TooLong(skipping)], False
-    elif buf:
-        yield ([_TooLong(len(buf))], False) if len(buf) > max_record else ([buf], True)
-
-
-def _bounded_lines(f, max_record):
-    """The items of :func:`_bounded_blocks` one by one."""
-    for block, _ in _bounded_blocks(f, max_record):
-        yield from block
-
-
-def _too_long_reason(max_record):
-    return f"record longer than {max_record} bytes (max_record_bytes)"
+def _check_max_record(max_record_bytes):
+    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, (int, np.integer)) \
+            or max_record_bytes < _MIN_RECORD_BYTES:
+        raise ValueError(f"max_record_bytes must be an integer >= {_MIN_RECORD_BYTES}, "
+                         f"got {max_record_bytes!r}")
+    return int(max_record_bytes)
 
 
 def _open_text(path, mode="r"):
@@ -673,7 +1148,9 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
         ``manifest.json``, as written by ``klfrontier sample``): its
         committed batches are read through
         :meth:`klfrontier.lm.SampleStore.read`, checksums verified
-        (``strict``, ``format``, ``chunk_rows`` and ``engine`` do not apply).
+        (``strict``, ``format``, ``chunk_rows``, ``engine`` and
+        ``max_record_bytes`` do not apply).  A pipe or FIFO is read once,
+        front to back (CSV then by the standard library).
     columns : dict, optional
         File column names for the roles ``prompt_id``, ``reward``, ``gold``,
         ``logprob``, ``ref_logprob`` and ``text``, e.g. ``{"reward":
@@ -694,24 +1171,32 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     progress : callable, optional
         Called as ``progress(rows_done)`` after each chunk.
     keep_text : bool, default False
-        Keep the ``text`` column (otherwise it is never held in memory).
+        Keep the ``text`` column (otherwise it is never held in memory, and
+        its bytes do not matter).
     engine : {"auto", "pyarrow", "python"}
-        ``auto`` uses pyarrow when installed.  Parquet needs pyarrow.
+        ``auto`` uses pyarrow when installed.  Parquet needs pyarrow.  Both
+        engines give the same result.
     max_record_bytes : int, default :data:`MAX_RECORD_BYTES` (16 MiB)
-        Longest JSONL or CSV line read; a longer one is a bad row and is never
-        held in memory (so ``/dev/zero`` or a file with no newline costs
-        bounded memory).
+        Longest record read (a JSONL line, a CSV record; for Parquet, the
+        used text cells of a row): a longer one is a bad row and is never
+        held in memory, so a file with no newline, or a FIFO fed forever,
+        costs bounded memory.  At least 64.
 
     Returns
     -------
     SampleSet
-        Good rows grouped by prompt, with ``bad_rows`` and ``n_bad_rows``.
+        Good rows grouped by prompt (in order of first appearance), with
+        ``bad_rows`` and ``n_bad_rows``.
 
     Raises
     ------
+    FileNotFoundError
+        ``path`` does not exist.
     SampleFileError
-        A required column (``prompt_id``, ``reward``, a requested ``gold``) is
-        absent, no row is valid, or (``strict``) a bad row.
+        The file cannot be read as a sample file (a directory, a device, a
+        symbolic-link loop, binary or UTF-16 data, damaged gzip, a required
+        column absent or named twice), no row is valid, or (``strict``) a
+        bad row.
     ImportError
         pyarrow is needed and missing (install the ``data`` extra).
 
@@ -721,15 +1206,19 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     integer), its reward is missing, not a number or not finite, or — when
     gold is requested — its gold reward is missing, not a number or not
     finite, or — when the file has a ``logprob`` (``ref_logprob``) column —
-    that log-probability is missing, not a number, not finite or positive;
-    also a JSONL line that is not a JSON object, or a CSV record with the
-    wrong number of fields.  The cells are checked in the order prompt id,
-    reward, gold, logprob, ref_logprob, and the first failure is the reason
-    recorded.  Numbers may be written as strings (``"1.5"``); booleans are
-    not numbers.  Whether log-probabilities are read, and whether a
-    requested gold column exists, is decided by the CSV header, the Parquet
-    schema, or for JSONL by the first valid line (later lines then need
-    them).  Blank lines are skipped silently.
+    that log-probability is missing, not a number, not finite or positive,
+    or — with ``keep_text`` — its text is not valid UTF-8; also when a field
+    that is read is not valid UTF-8, a JSONL line is not a JSON object, is
+    nested deeper than :data:`MAX_JSON_DEPTH` or names a key that is read
+    twice, a CSV record has the wrong number of fields, or a record is
+    longer than ``max_record_bytes``.  The cells are checked in the order
+    prompt id, reward, gold, logprob, ref_logprob, text, and the first
+    failure is the reason recorded.  Numbers may be written as strings
+    (``"1.5"``); booleans are not numbers.
+    Whether log-probabilities are read, and whether a requested gold column
+    exists, is decided by the CSV header, the Parquet schema, or for JSONL by
+    the first valid line (later lines then need them).  Blank lines are
+    skipped silently.
 
     Examples
     --------
@@ -773,34 +1262,31 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     chunk_rows = int(chunk_rows)
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be >= 1")
-    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, (int, np.integer)) \
-            or max_record_bytes < 64:
-        raise ValueError(f"max_record_bytes must be an integer >= 64, got {max_record_bytes!r}")
-    max_record = int(max_record_bytes)
     if progress is not None and not callable(progress):
         raise ValueError("progress must be callable")
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    mode = os.stat(path).st_mode
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        # /dev/zero and friends never end: no record limit makes reading them finite
-        raise SampleFileError(os.fspath(path), None, "is a device, not a sample file")
-    use_arrow = engine == "pyarrow" or fmt == "parquet" or (engine == "auto" and _have_pyarrow())
+    max_record = _check_max_record(max_record_bytes)
     if fmt == "parquet" and engine == "python":
         raise ValueError("Parquet files need engine='pyarrow' (or 'auto')")
+    file = os.fspath(path)
+    regular = _check_input(file)
+    use_arrow = engine == "pyarrow" or fmt == "parquet" or (engine == "auto" and _have_pyarrow())
     if use_arrow:
         _import_pyarrow()
-    file = os.fspath(path)
     acc = _Accumulator(file, strict=strict, keep_text=keep_text, progress=progress)
     if fmt == "jsonl":
-        _read_jsonl(file, cols, acc, chunk_rows, use_arrow, max_record)
+        with _Source(file) as src:
+            _read_jsonl(src, cols, acc, chunk_rows, use_arrow, max_record)
         return acc.finish()
     if fmt == "csv":
-        if not use_arrow:
-            _read_csv_python(file, cols, acc, chunk_rows, max_record)
-            return acc.finish()
-        return _read_csv_arrow(file, cols, acc, chunk_rows, max_record)
-    _read_parquet(file, cols, acc, chunk_rows)
+        if use_arrow and regular:
+            return _read_csv_arrow(file, cols, acc, chunk_rows, max_record)
+        with _Source(file) as src:
+            _read_csv_python(src, cols, acc, chunk_rows, max_record)
+        return acc.finish()
+    if not regular:
+        raise SampleFileError(file, None, "Parquet is read by seeking: give a regular file, "
+                                          "not a pipe or FIFO")
+    _read_parquet(file, cols, acc, chunk_rows, max_record)
     return acc.finish()
 
 
@@ -827,27 +1313,31 @@ def _json_row(obj, cols, acc, line):
             raise SampleFileError(acc.file, line, f"missing column {g_name!r} (keys of the "
                                                   f"first valid line: {sorted(obj)})")
         acc.use["gold"] = True
+    keep_text = acc.keep_text and cols["text"] is not None
+    if type(obj) is _JsonObject:
+        read = [cols["prompt_id"], cols["reward"], *(cols[role] for role in _used(acc.use)),
+                *([cols["text"]] if keep_text else [])]
+        twice = [name for name in read if name in obj.repeated]
+        if twice:
+            raise _Bad(f"key {twice[0]!r} given twice: which value is meant is ambiguous")
     pid, r, vals = _check_row(pid, reward, {role: obj.get(cols[role]) for role in _used(acc.use)})
     text = None
-    if acc.keep_text and cols["text"] is not None:
+    if keep_text:
         text = obj.get(cols["text"])
         if text is not None and not isinstance(text, str):
             text = json.dumps(text)
+        _check_text(text)
     return pid, r, vals, text
 
 
 def _jsonl_chunk_python(lines, first_line, cols, acc):
+    """The row rule on a list of raw lines (bytes, without their ``\\n``)."""
     pids, rs, vals, texts = [], [], [], []
     for k, raw in enumerate(lines):
         if not raw.strip():
             continue
         try:
-            try:
-                obj = json.loads(raw.rstrip())
-            except (ValueError, UnicodeDecodeError) as exc:
-                msg = (f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
-                       else str(exc))
-                raise _Bad(f"malformed JSON: {msg}") from None
+            obj = _json_loads(raw.rstrip())
             # decide the optional roles only from a line that is otherwise valid
             decided = dict(acc.use)
             try:
@@ -868,11 +1358,75 @@ def _jsonl_chunk_python(lines, first_line, cols, acc):
                      texts)
 
 
-def _jsonl_chunk_arrow(lines, cols, acc):
-    """Parse a clean chunk with pyarrow.json; ``False`` means: use the exact path."""
+def _one_row_per_line(block, ends, rows):
+    """Whether pyarrow's ``rows`` from a block of lines are one per non-blank line.
+
+    ``ends`` are the positions of the block's ``\\n``.  pyarrow yields no row
+    for a line of JSON whitespace (space, tab, CR), at least one row (or an
+    error) for any other line, and two for two objects on one line or a
+    line split by a lone CR; so lone CRs must be absent and the rows must
+    number the non-blank lines.  (It also takes a line that starts with a
+    UTF-8 byte-order mark, which the row rule refuses: none may appear.)
+    """
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        return False
+    if b"\xef\xbb\xbf" in block:
+        return False                  # pyarrow skips a byte-order mark that starts a line
+    a = np.frombuffer(block, dtype=np.uint8)
+    starts = np.concatenate(([0], ends + 1))
+    starts = starts[starts < len(a)]
+    first = a[starts]
+    blank = 0
+    for s in starts[(first == 0x0A) | (first == 0x0D) | (first == 0x20) | (first == 0x09)]:
+        end = block.find(b"\n", int(s))
+        blank += not block[int(s):end if end >= 0 else len(block)].strip(b" \t\r")
+    return rows == len(starts) - blank
+
+
+def _nested_too_deep(block, rows):
+    """Whether some line of a block (of ``rows`` JSON objects) nests deeper than MAX_JSON_DEPTH.
+
+    Each object has one ``{``; unless the other ``{`` and ``[`` number
+    MAX_JSON_DEPTH or more, no line can reach that depth.
+    """
+    a = np.frombuffer(block, dtype=np.uint8)
+    if np.count_nonzero((a | 0x20) == 0x7B) - rows < MAX_JSON_DEPTH:     # "{" and "["
+        return False
+    return any(_too_deep(line) for line in block.split(b"\n"))
+
+
+def _arrow_json(block, schema):
+    """pyarrow.json on one block of lines, in ~1 MiB pieces parsed in parallel (one piece
+    when a line is longer)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    size = min(len(block) + 1, 1 << 20)
+    while True:
+        try:
+            return pj.read_json(_stdio.BytesIO(block),
+                                read_options=pj.ReadOptions(block_size=size, use_threads=True),
+                                parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                              unexpected_field_behavior="ignore"))
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc) or size > len(block):
+                raise
+            size = len(block) + 1
+
+
+def _jsonl_chunk_arrow(block, ends, cols, acc):
+    """Parse a block of lines with pyarrow.json; ``False``: use the row rule.
+
+    ``ends`` are the positions of the block's ``\\n``.
+
+    Only a block whose every line is good by the row rule is taken: one row
+    per non-blank line (:func:`_one_row_per_line`), no cell missing, null,
+    empty, non-finite, negative zero, not valid UTF-8 or of the wrong type,
+    no line nested deeper than MAX_JSON_DEPTH, and no key that is read
+    repeated (pyarrow refuses those).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.json as pj
 
     fields = [(cols["prompt_id"], pa.string()), (cols["reward"], pa.float64())]
     for role in _OPTIONAL_NUMBERS:
@@ -882,93 +1436,99 @@ def _jsonl_chunk_arrow(lines, cols, acc):
         fields.append((cols["text"], pa.string()))
     if len({f[0] for f in fields}) != len(fields):
         return False
-    block = b"".join(lines)   # pyarrow skips blank lines: the row count below notices them
     table = None
     for pid_type in (pa.string(), pa.int64()):
         fields[0] = (cols["prompt_id"], pid_type)
         try:
-            table = pj.read_json(
-                _stdio.BytesIO(block),
-                read_options=pj.ReadOptions(block_size=len(block) + 1, use_threads=True),
-                parse_options=pj.ParseOptions(explicit_schema=pa.schema(fields),
-                                              unexpected_field_behavior="ignore"))
+            table = _arrow_json(block, pa.schema(fields))
             break
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except Exception:            # ArrowInvalid, and UnicodeDecodeError for bad UTF-8
             continue
-    if table is None or table.num_rows != len(lines):
+    if table is None:
         return False
-    pid = table.column(cols["prompt_id"]).combine_chunks().cast(pa.string())
-    if pid.null_count or pc.any(pc.equal(pid, "")).as_py():
+    rows = table.num_rows
+    if not _one_row_per_line(block, ends, rows) or _nested_too_deep(block, rows):
         return False
-    r = table.column(cols["reward"]).to_numpy()
-    if table.column(cols["reward"]).null_count or not np.isfinite(r).all():
-        return False
-    use = dict(acc.use)
-    for role in _OPTIONAL_NUMBERS:
-        if cols[role] is None:
-            use[role] = False
-        elif use[role] is None:     # the first valid line decides (all lines here are)
-            # a requested gold is used; a line without it sends the chunk to the exact path
-            use[role] = role == "gold" or table.column(cols[role])[0].is_valid
-    vals = {}
-    for role in _used(use):
-        col = table.column(cols[role])
-        v = vals[role] = col.to_numpy(zero_copy_only=False)
-        if col.null_count or not np.isfinite(v).all() or (role in _LOG_PROBS and (v > 0).any()):
+    try:
+        pid = table.column(cols["prompt_id"]).combine_chunks().cast(pa.string())
+        pid.validate(full=True)       # valid UTF-8
+        if pid.null_count or pc.any(pc.equal(pid, "")).as_py():
             return False
+        r = table.column(cols["reward"]).to_numpy()
+        if table.column(cols["reward"]).null_count or not np.isfinite(r).all() \
+                or _negative_zero(r):
+            return False
+        use = dict(acc.use)
+        for role in _OPTIONAL_NUMBERS:
+            if cols[role] is None:
+                use[role] = False
+            elif use[role] is None:     # the first valid line decides (all lines here are)
+                # a requested gold is used; a line without it sends the chunk to the exact path
+                use[role] = role == "gold" or table.column(cols[role])[0].is_valid
+        vals = {}
+        for role in _used(use):
+            col = table.column(cols[role])
+            v = vals[role] = col.to_numpy(zero_copy_only=False)
+            if col.null_count or not np.isfinite(v).all() or (role in _LOG_PROBS and (v > 0).any()) \
+                    or _negative_zero(v):
+                return False
+        texts = None
+        if acc.keep_text:
+            if cols["text"] is not None:
+                tcol = table.column(cols["text"]).combine_chunks()
+                tcol.validate(full=True)
+                texts = tcol.to_pylist()
+            else:
+                texts = [None] * rows
+    except Exception:
+        return False
     acc.use = use
-    texts = None
-    if acc.keep_text:
-        texts = (table.column(cols["text"]).to_pylist() if cols["text"] is not None
-                 else [None] * table.num_rows)
     acc.add_rows(pid, r, vals, texts)
     return True
 
 
-def _read_jsonl(file, cols, acc, chunk_rows, use_arrow, max_record=MAX_RECORD_BYTES):
-    line_no = 1          # of the first line of the chunk being filled
+def _negative_zero(v):
+    """Whether ``v`` holds -0.0: pyarrow reads JSON's ``-0`` so, Python's parser as the integer 0."""
+    return bool(np.signbit(v[v == 0]).any())
 
-    def flush(lines):
-        nonlocal line_no
-        if lines:
-            if not (use_arrow and _jsonl_chunk_arrow(lines, cols, acc)):
-                _jsonl_chunk_python(lines, line_no, cols, acc)
-            line_no += len(lines)
-            acc.tick(len(lines))
 
-    with _open_binary(file) as f:
-        first = True
-        for block, clean in _bounded_blocks(f, max_record):
-            if first:
-                first = False
-                if isinstance(block[0], bytes) and block[0].startswith(b"\xef\xbb\xbf"):
-                    block[0] = block[0][3:]
-            start = 0
-            for k, item in enumerate(() if clean else block):
-                if isinstance(item, _TooLong):
-                    flush(block[start:k])
-                    acc.add_bad(line_no, _too_long_reason(max_record))
-                    line_no += 1
-                    acc.tick(1)
-                    start = k + 1
-            for s0 in range(start, len(block), chunk_rows):
-                flush(block[s0:s0 + chunk_rows])
+def _row_chunks(block, chunk_rows):
+    """``(k, piece, n, ends)``: pieces of a block of whole lines holding at most ``chunk_rows``
+    lines each, ``k`` the piece's first line (from 0), ``ends`` its ``\\n`` positions."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
+    n = len(ends) + (not block.endswith(b"\n"))        # the file's last line may lack "\n"
+    if n <= chunk_rows:
+        yield 0, block, n, ends
+        return
+    stops = np.append(ends + 1, len(block))
+    start = 0
+    for k in range(0, n, chunk_rows):
+        m = min(chunk_rows, n - k)
+        stop = int(stops[k + m - 1])
+        yield k, block[start:stop], m, ends[k:k + m] - start
+        start = stop
+
+
+def _read_jsonl(src, cols, acc, chunk_rows, use_arrow, max_record):
+    line = 1
+    for block in _line_blocks(src, max_record):
+        if block is None:
+            acc.add_bad(line, _too_long_reason(max_record))
+            acc.tick(1)
+            line += 1
+            continue
+        for k, piece, m, ends in _row_chunks(block, chunk_rows):
+            if not (use_arrow and _jsonl_chunk_arrow(piece, ends, cols, acc)):
+                _jsonl_chunk_python(piece.split(b"\n")[:m], line + k, cols, acc)
+            acc.tick(m)
+            last = m
+        line += k + last
 
 
 # ---------------------------------------------------------------------------- CSV
-@contextmanager
-def _csv_field_limit(max_record=MAX_RECORD_BYTES):
-    """Lift the csv module's 128 KiB field limit to the record limit (texts can be long) for one read."""
-    old = csv.field_size_limit()
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1, max(int(max_record), 1 << 17)))
-    try:
-        yield
-    finally:
-        csv.field_size_limit(old)
-
-
-def _csv_header(file, header, cols):
-    """Indices of the columns (``None``: absent or not read); checks the required ones."""
+def _csv_header(file, header, cols, keep_text):
+    """Indices of the columns (``None``: absent or not read); checks the required ones and
+    refuses a column that is read and named twice."""
     where = {}
     for role in ("prompt_id", "reward", "gold"):
         if role == "gold" and cols[role] is None:
@@ -979,6 +1539,10 @@ def _csv_header(file, header, cols):
         where[role] = header.index(cols[role])
     for role in ("logprob", "ref_logprob", "text"):
         where[role] = header.index(cols[role]) if cols[role] in header else None
+    for role, i in where.items():
+        if i is not None and (role != "text" or keep_text) and header.count(header[i]) > 1:
+            raise SampleFileError(file, 1, f"column {header[i]!r} appears {header.count(header[i])} "
+                                           "times in the header: which one is meant is ambiguous")
     return where
 
 
@@ -989,93 +1553,161 @@ def _decide_from_names(use, where):
             use[role] = where[role] is not None
 
 
-# Stands in for an over-long physical line in the text handed to the csv module.
-_TOO_LONG_MARK = "\x00klfrontier: record too long\x00"
+def _csv_start(file, src, max_record):
+    """``(header, lines, reader)``: the first record of a CSV source (the header, even if empty)
+    and the line source and csv reader positioned after it."""
+    lines = _CsvLines(src, max_record)
+    reader = csv.reader(lines)
+    lines.start_record()
+    try:
+        return next(reader), lines, reader
+    except StopIteration:
+        raise SampleFileError(file, None, "empty file (no header)") from None
+    except (_RecordTooLong, csv.Error):
+        raise SampleFileError(file, 1, "header: " + _too_long_reason(max_record)) from None
 
 
-_BAD_UTF8_MARK = "\x00klfrontier: invalid UTF-8\x00"
-
-
-def _csv_text_lines(f, max_record):
-    """Decoded physical lines of a binary CSV file; an over-long or undecodable one is a marker row."""
-    for line in _bounded_lines(f, max_record):
-        if isinstance(line, _TooLong):
-            yield _TOO_LONG_MARK + "\n"
-            continue
+def _csv_rows(lines, reader, max_record, on_bad):
+    """``(line, row)`` for each non-empty record after the header; a record longer than
+    ``max_record`` bytes, or one the csv module refuses, goes to ``on_bad(line, reason)``.
+    (The caller lifts the csv module's field limit: :func:`_csv_field_limit`.)"""
+    while True:
+        lines.start_record()
         try:
-            yield line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield f"{_BAD_UTF8_MARK}{exc.start}\n"
-
-
-def _read_csv_python(file, cols, sink, chunk_rows, max_record=MAX_RECORD_BYTES):
-    """Standard-library CSV reader: exact physical line numbers of every record."""
-    with _csv_field_limit(max_record), _open_binary(file) as fb:
-        f = _csv_text_lines(fb, max_record)
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
+            row = next(reader)
         except StopIteration:
-            raise SampleFileError(file, None, "empty file (no header)") from None
-        if header and header[0].startswith("\ufeff"):
-            header[0] = header[0][1:]
-        where = _csv_header(file, header, cols)
-        _decide_from_names(sink.use, where)
-        used = [(role, where[role]) for role in _used(sink.use)]
-        ip, ir, it = where["prompt_id"], where["reward"], where["text"]
-        keep_text = sink.keep_text and it is not None
-        ncol = len(header)
-        pids, rs, vals, texts = [], [], {role: [] for role, _ in used}, []
-        done = 0
-        line_end = reader.line_num
-        try:
-            for row in reader:
-                start, line_end = line_end + 1, reader.line_num
-                if not row:
-                    continue
-                done += 1
-                try:
-                    if row[0] == _TOO_LONG_MARK:
-                        raise _Bad(_too_long_reason(max_record))
-                    if row[0].startswith(_BAD_UTF8_MARK):
-                        raise _Bad(f"invalid UTF-8 at byte {row[0][len(_BAD_UTF8_MARK):]} of the line")
-                    if len(row) != ncol:
-                        raise _Bad(f"expected {ncol} fields, found {len(row)}")
-                    pid, r, v = _check_row(row[ip], row[ir], {role: row[i] for role, i in used})
-                except _Bad as bad:
-                    sink.add_bad(start, str(bad))
-                    continue
-                pids.append(pid)
-                rs.append(r)
-                for role, _ in used:
-                    vals[role].append(v[role])
-                texts.append(row[it] if keep_text else None)
-                if len(pids) == chunk_rows:
-                    sink.add_rows(pids, np.array(rs), vals, texts)
-                    sink.tick(done)
-                    pids, rs, vals, texts, done = [], [], {role: [] for role, _ in used}, [], 0
-        except _Stop:
             return
+        except _RecordTooLong:
+            on_bad(lines.record_start, _too_long_reason(max_record))
+            continue
         except csv.Error as exc:
-            raise SampleFileError(file, reader.line_num, f"CSV syntax error: {exc}") from None
-        if pids:
+            on_bad(lines.record_start, f"CSV syntax error: {exc}")
+            continue
+        if row:
+            yield lines.record_start, row
+
+
+def _read_csv_python(src, cols, sink, chunk_rows, max_record):
+    """Standard-library CSV reader: the row rule, with exact physical line numbers."""
+    with _csv_field_limit():
+        _read_csv_records(src, cols, sink, chunk_rows, max_record)
+
+
+def _read_csv_records(src, cols, sink, chunk_rows, max_record):
+    header, lines, reader = _csv_start(sink.file, src, max_record)
+    where = _csv_header(sink.file, header, cols, sink.keep_text)
+    _decide_from_names(sink.use, where)
+    used = [(role, where[role]) for role in _used(sink.use)]
+    ip, ir, it = where["prompt_id"], where["reward"], where["text"]
+    keep_text = sink.keep_text and it is not None
+    ncol = len(header)
+    pids, rs, vals, texts = [], [], {role: [] for role, _ in used}, []
+    done = 0
+
+    def on_bad(line, reason):
+        nonlocal done
+        done += 1
+        sink.add_bad(line, reason)
+
+    for start, row in _csv_rows(lines, reader, max_record, on_bad):
+        done += 1
+        try:
+            if len(row) != ncol:
+                raise _Bad(f"expected {ncol} fields, found {len(row)}")
+            pid, r, v = _check_row(row[ip], row[ir], {role: row[i] for role, i in used})
+            text = _check_text(row[it]) if keep_text else None
+        except _Bad as bad:
+            sink.add_bad(start, str(bad))
+            continue
+        pids.append(pid)
+        rs.append(r)
+        for role, _ in used:
+            vals[role].append(v[role])
+        texts.append(text)
+        if len(pids) == chunk_rows:
             sink.add_rows(pids, np.array(rs), vals, texts)
-        sink.tick(done)
+            sink.tick(done)
+            pids, rs, vals, texts, done = [], [], {role: [] for role, _ in used}, [], 0
+    if pids:
+        sink.add_rows(pids, np.array(rs), vals, texts)
+    sink.tick(done)
 
 
-def _arrow_numbers(arr, role):
-    """``(values, bad)`` for one arrow column: float64 values, mask of unusable cells."""
+def _arrow_text(arr):
+    """``(strings, bad)`` for a string, binary or dictionary column: a string array (or a
+    dictionary array of strings) and the mask of null cells and cells not valid UTF-8."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     t = arr.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_dictionary(t):
+        values, bad_values = _arrow_text(arr.dictionary)
+        idx = arr.indices
+        bad = bad_values[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)] | \
+            np.asarray(idx.is_null().to_numpy(zero_copy_only=False))
+        return pa.DictionaryArray.from_arrays(idx, values), bad
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        target = pa.string() if pa.types.is_binary(t) else pa.large_string()
         try:
+            s = arr.cast(target)
+        except pa.ArrowInvalid:              # some cell is not UTF-8: find which
+            cells = arr.to_pylist()
+            ok = [c is None or _valid_utf8(c) for c in cells]
+            s = pa.array([c.decode() if c is not None and k else None
+                          for c, k in zip(cells, ok)], type=target)
+            return s, np.asarray(s.is_null().to_numpy(zero_copy_only=False))
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        s = arr
+        try:
+            s.validate(full=True)
+        except pa.ArrowInvalid:
+            return _arrow_text(arr.view(pa.binary() if pa.types.is_string(t) else pa.large_binary()))
+    else:
+        raise TypeError(str(t))
+    return s, np.asarray(s.is_null().to_numpy(zero_copy_only=False))
+
+
+def _valid_utf8(b):
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _cell(x):
+    """A raw cell as the row rule sees it (bytes decoded as the CSV reader decodes them)."""
+    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else x
+
+
+def _arrow_numbers(arr, role):
+    """``(values, bad)`` for one arrow column: float64 values, mask of unusable cells.
+
+    Strings that pyarrow's cast refuses (as a column) are parsed one by one by
+    the row rule, so a string counts as a number exactly when ``float()``
+    takes it.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_dictionary(t):              # e.g. Parquet string rewards, dictionary-encoded
+        v, b = _arrow_numbers(arr.dictionary, role)
+        idx = arr.indices
+        take = pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)
+        null = np.asarray(idx.is_null().to_numpy(zero_copy_only=False))
+        vals = np.where(null, np.nan, v[take]) if len(v) else np.full(len(arr), np.nan)
+        return vals, (b[take] if len(v) else True) | null
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t) \
+            or pa.types.is_large_string(t):
+        try:
+            if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+                arr = arr.cast(pa.string() if pa.types.is_binary(t) else pa.large_string())
             vals = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            vals = np.array([_try_number(x, role) for x in arr.to_pylist()], dtype=float)
+            vals = np.array([_try_number(_cell(x), role) for x in arr.to_pylist()], dtype=float)
     elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        vals = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+        vals = pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     elif pa.types.is_null(t):
         vals = np.full(len(arr), np.nan)
     else:
@@ -1095,23 +1727,29 @@ def _try_number(x, role):
 
 
 def _arrow_prompt_ids(arr):
+    """``(ids, bad)``: the column as strings (a dictionary array stays one) and its bad cells."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     t = arr.type
-    if pa.types.is_dictionary(t):
-        arr = arr.dictionary_decode()
-        t = arr.type
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
-        raise TypeError(str(t))
-    s = pc.cast(arr, pa.string())
-    bad = np.asarray(pc.fill_null(pc.equal(s, ""), True).to_numpy(zero_copy_only=False))
-    return s, bad
+    value_type = t.value_type if pa.types.is_dictionary(t) else t
+    if pa.types.is_integer(value_type):
+        s = pc.cast(arr.dictionary_decode() if pa.types.is_dictionary(t) else arr, pa.string())
+        return s, np.asarray(s.is_null().to_numpy(zero_copy_only=False))
+    s, bad = _arrow_text(arr)
+    plain = s.dictionary_decode() if pa.types.is_dictionary(s.type) else s
+    empty = pc.fill_null(pc.equal(pc.binary_length(plain), 0), True)
+    return s, bad | np.asarray(empty.to_numpy(zero_copy_only=False))
 
 
-def _arrow_batch(batch, cols, acc):
-    """Validate one record batch; good rows go to ``acc``; returns the bad mask."""
+def _arrow_batch(batch, cols, acc, max_record=None):
+    """Validate one record batch by the row rule; good rows go to ``acc``; returns the bad mask.
+
+    ``max_record`` (Parquet): a row whose prompt id and kept text together are
+    longer than that many bytes is bad.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     names = batch.schema.names
     try:
@@ -1128,13 +1766,23 @@ def _arrow_batch(batch, cols, acc):
                                                   "expected numbers") from None
         vals[role] = v
         bad = bad | b
+    tcol = None
+    if acc.keep_text and cols["text"] is not None and cols["text"] in names:
+        tcol, tbad = _arrow_text(batch.column(names.index(cols["text"])))
+        bad = bad | (tbad & ~np.asarray(batch.column(names.index(cols["text"])).is_null()
+                                        .to_numpy(zero_copy_only=False)))
+    if max_record is not None:
+        size = np.zeros(batch.num_rows, dtype=np.int64)
+        for col in (pid, tcol):
+            if col is not None and not pa.types.is_integer(col.type):
+                plain = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+                size += pc.fill_null(pc.binary_length(plain), 0).to_numpy(zero_copy_only=False)
+        bad = bad | (size > max_record)
     good = ~bad
     texts = None
     if acc.keep_text:
-        if cols["text"] is not None and cols["text"] in names:
-            tcol = batch.column(names.index(cols["text"]))
-            texts = [x if isinstance(x, str) or x is None else str(x)
-                     for x in tcol.filter(pa.array(good)).to_pylist()]
+        if tcol is not None:
+            texts = tcol.filter(pa.array(good)).to_pylist()
         else:
             texts = [None] * int(good.sum())
     if good.any():
@@ -1144,97 +1792,72 @@ def _arrow_batch(batch, cols, acc):
     return bad
 
 
-def _read_csv_arrow(file, cols, acc, chunk_rows, max_record=MAX_RECORD_BYTES):
+class _NotClean(Exception):
+    """The pyarrow CSV pass met a bad row: the standard-library reader takes over."""
+
+
+def _read_csv_arrow(file, cols, acc, chunk_rows, max_record):
+    """pyarrow's CSV reader for a regular file that is clean by the row rule; any bad row (or
+    anything pyarrow refuses) hands the whole file to the standard-library reader.
+
+    pyarrow reads blocks of at most ``max_record // 2`` bytes and refuses a
+    record that spans more than two of them, so what it accepts is never
+    longer than ``max_record`` bytes.
+    """
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    with _open_binary(file) as fb:
-        lines = _bounded_lines(fb, max_record)
-        first = next(lines, None)
-        if isinstance(first, _TooLong):
-            raise SampleFileError(file, 1, "header " + _too_long_reason(max_record))
-        try:
-            header = next(csv.reader([first.decode("utf-8")]), None) if first is not None else None
-        except UnicodeDecodeError as exc:
-            raise SampleFileError(file, 1, f"header is not valid UTF-8 (byte {exc.start})") from None
-        sample, size = [], 0
-        for line in lines:                  # ~64 KiB of rows: their mean length sizes the blocks
-            if not isinstance(line, _TooLong):
-                sample.append(line)
-                size += len(line)
-            if size >= 1 << 16:
-                break
-        sample = b"".join(sample).decode("utf-8", errors="replace")
-    if header is None:
-        raise SampleFileError(file, None, "empty file (no header)")
-    if header and header[0].startswith("\ufeff"):
-        header[0] = header[0][1:]
-    where = _csv_header(file, header, cols)
+    with _Source(file) as src, _csv_field_limit():
+        header, lines, _ = _csv_start(file, src, max_record)
+        sample = [x for x in lines.pending[lines.pos:] if x is not None][:4096]
+    # the mean length of the rows after the header sizes the blocks
+    per_row = max(1.0, sum(map(len, sample)) / len(sample)) if sample else 64.0
+    where = _csv_header(file, header, cols, acc.keep_text)
     _decide_from_names(acc.use, where)
     want = [cols["prompt_id"], cols["reward"], *(cols[role] for role in _used(acc.use))]
     if acc.keep_text and where["text"] is not None:
         want.append(cols["text"])
     want = list(dict.fromkeys(want))
-    per_row = max(1.0, len(sample.encode()) / max(1, sample.count("\n")))
-    block = int(min(max(chunk_rows * per_row, 1 << 14), _MAX_CHUNK_BYTES))
-    while True:
-        run = _Accumulator(file, strict=False, keep_text=acc.keep_text, progress=acc.progress)
-        run.use = dict(acc.use)
-        structural = [0]                # records with the wrong number of fields
+    block = int(min(max(chunk_rows * per_row, 1 << 14), _CSV_BLOCK, max_record // 2))
+    run = _Accumulator(file, strict=False, keep_text=acc.keep_text, progress=acc.progress)
+    run.use = dict(acc.use)
 
-        def on_invalid(row, structural=structural):
-            structural[0] += 1
-            return "skip"
-
-        n_value_bad = 0
-        try:
+    src = _Source(file)
+    try:
+        with src:
             reader = pcsv.open_csv(
-                file,
+                src,
                 read_options=pcsv.ReadOptions(block_size=block, use_threads=True),
-                parse_options=pcsv.ParseOptions(newlines_in_values=True,
-                                                invalid_row_handler=on_invalid),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(include_columns=want,
-                                                    column_types={c: pa.string() for c in want},
-                                                    strings_can_be_null=False))
+                                                    column_types={c: pa.binary() for c in want},
+                                                    strings_can_be_null=False,
+                                                    quoted_strings_can_be_null=False))
             for batch in reader:
-                n_value_bad += int(_arrow_batch(batch, cols, run).sum())
+                if _arrow_batch(batch, cols, run).any():
+                    raise _NotClean
                 run.tick(batch.num_rows)
-                if acc.strict and (n_value_bad or structural[0]):
-                    break
-        except pa.ArrowInvalid as exc:
-            if "straddl" in str(exc):
-                if block < max_record:
-                    block = min(4 * block, max_record)      # a record longer than a block: again
-                    continue
-                # a record longer than max_record: the line-bounded reader skips it as a bad row
-                _read_csv_python(file, cols, acc, chunk_rows, max_record)
-                return acc.finish()
-            raise SampleFileError(file, None, f"CSV read error: {exc}") from None
-        break
-    n_bad = n_value_bad + structural[0]
-    bad_rows = []
-    if n_bad:
-        # pyarrow gives no line numbers: the standard-library reader finds them.
-        loc = _BadRowLocator(file, strict=acc.strict, limit=min(n_bad, MAX_BAD_ROWS),
-                             use=acc.use)
-        _read_csv_python(file, cols, loc, chunk_rows, max_record)
-        if acc.strict or not loc.bad:
-            raise SampleFileError(file, None, f"{n_bad} bad rows found by pyarrow could not be "
-                                              "located by the csv module (the two parsers disagree)")
-        bad_rows = loc.bad
-    run.n_bad = n_bad
-    return run.finish(bad_rows)
+    except SampleFileError:
+        raise
+    except Exception:                      # _NotClean, ArrowInvalid (e.g. a record too long)
+        if src.error is not None:
+            raise src.error from None
+        with _Source(file) as again:
+            _read_csv_python(again, cols, acc, chunk_rows, max_record)
+        return acc.finish()
+    return run.finish()
 
 
 # ---------------------------------------------------------------------------- Parquet
-def _read_parquet(file, cols, acc, chunk_rows):
+def _read_parquet(file, cols, acc, chunk_rows, max_record):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(file)
+        names = pf.schema_arrow.names
     except Exception as exc:  # pyarrow raises several types for a non-Parquet file
         raise SampleFileError(file, None, f"not a readable Parquet file: {exc}") from None
-    names = pf.schema_arrow.names
     for role in ("prompt_id", "reward", "gold"):
         if cols[role] is not None and cols[role] not in names:
             raise SampleFileError(file, None, f"missing column {cols[role]!r} (columns: {names})")
@@ -1244,21 +1867,282 @@ def _read_parquet(file, cols, acc, chunk_rows):
     if acc.keep_text and cols["text"] is not None and cols["text"] in names:
         want.append(cols["text"])
     want = list(dict.fromkeys(want))
+    for name in want:
+        if names.count(name) > 1:
+            raise SampleFileError(file, None, f"column {name!r} appears {names.count(name)} times "
+                                              "in the schema: which one is meant is ambiguous")
     row0 = 0
-    for batch in pf.iter_batches(batch_size=chunk_rows, columns=want):
-        bad = _arrow_batch(batch, cols, acc)
-        if bad.any():
-            cells = {c: batch.column(batch.schema.names.index(c)) for c in want}
-            for i in np.flatnonzero(bad):
-                try:
-                    _check_row(cells[cols["prompt_id"]][i].as_py(), cells[cols["reward"]][i].as_py(),
-                               {role: cells[cols[role]][i].as_py() for role in _used(acc.use)})
-                    reason = "invalid value"   # pragma: no cover - the two rules agree
-                except _Bad as exc:
-                    reason = str(exc)
-                acc.add_bad(row0 + int(i) + 1, reason)
-        row0 += batch.num_rows
-        acc.tick(batch.num_rows)
+    try:
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=want):
+            bad = _arrow_batch(batch, cols, acc, max_record)
+            if bad.any():
+                cells = {c: batch.column(batch.schema.names.index(c)) for c in want}
+                for i in np.flatnonzero(bad):
+                    cell = {c: _cell(cells[c][i].as_py()) for c in want}
+                    try:
+                        _check_row(cell[cols["prompt_id"]], cell[cols["reward"]],
+                                   {role: cell[cols[role]] for role in _used(acc.use)})
+                        if cols["text"] in cell and acc.keep_text:
+                            _check_text(cell[cols["text"]])
+                        reason = _too_long_reason(max_record)
+                    except _Bad as exc:
+                        reason = str(exc)
+                    acc.add_bad(row0 + int(i) + 1, reason)
+            row0 += batch.num_rows
+            acc.tick(batch.num_rows)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SampleFileError(file, None, f"damaged Parquet file: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- reference files
+def read_reference(path, *, reward_col="reward", prob_col="prob", format=None, engine="auto",
+                   max_record_bytes=MAX_RECORD_BYTES):
+    """Read a reference distribution (outcome rewards and probabilities) from a CSV or JSON file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        CSV (``.csv``, also any other suffix but ``.json``) or JSON
+        (``.json``); either may be gzip-compressed (``.gz``).  A pipe or FIFO
+        is read once.
+    reward_col, prob_col : str
+        Column (CSV) or key (JSON) names.
+    format : {"csv", "json"}, optional
+        Default: from the suffix.
+    engine : {"auto", "pyarrow", "python"}
+        CSV only: ``auto`` streams a regular file through pyarrow's CSV
+        reader when it is installed (8 bytes per value held); both engines
+        accept the same files.
+    max_record_bytes : int, default :data:`MAX_RECORD_BYTES`
+        Longest CSV record; the largest JSON file (read whole: use CSV for
+        larger references).
+
+    Returns
+    -------
+    rewards, probs : (K,) float ndarray
+        Finite numbers, in file order (probabilities are checked by
+        :class:`klfrontier.Reference`, not here).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    SampleFileError
+        Anything else that makes the file unusable, as one line: a CSV whose
+        header lacks the columns or names one of them twice, a record with the
+        wrong number of fields or a cell that is not a finite number
+        (``FILE:LINE: reason``; booleans are not numbers), a record or JSON
+        file past ``max_record_bytes``, JSON nested deeper than
+        :data:`MAX_JSON_DEPTH` or of another shape, invalid UTF-8, binary
+        data, damaged gzip, a directory or device.
+
+    Notes
+    -----
+    CSV: a header naming ``reward_col`` and ``prob_col`` (names are
+    stripped of spaces, a UTF-8 byte-order mark is skipped), or no header
+    and exactly two columns (reward, prob); blank lines are skipped.  JSON:
+    an object of two lists ``{reward_col: [...], prob_col: [...]}``, a list
+    of records ``[{reward_col: r, prob_col: p}, ...]`` or a list of
+    ``[reward, prob]`` pairs; a key named twice is refused.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "ref.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("reward,prob\\n0,0.25\\n1,0.75\\n")
+    >>> r, p = read_reference(path)
+    >>> r.tolist(), p.tolist()
+    ([0.0, 1.0], [0.25, 0.75])
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("reward,prob\\n0,0.25\\nx,0.75\\n")
+    >>> read_reference(path)
+    Traceback (most recent call last):
+    ...
+    klfrontier.io.SampleFileError: ...ref.csv:3: reward is not a number: 'x'
+    """
+    if format is None:
+        name = os.fspath(path).lower()
+        format = "json" if (name[:-3] if name.endswith(".gz") else name).endswith(".json") else "csv"
+    if format not in ("csv", "json"):
+        raise ValueError(f"format must be 'csv' or 'json', got {format!r}")
+    if engine not in ("auto", "pyarrow", "python"):
+        raise ValueError(f"engine must be 'auto', 'pyarrow' or 'python', got {engine!r}")
+    for name, value in (("reward_col", reward_col), ("prob_col", prob_col)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty column name")
+    max_record = _check_max_record(max_record_bytes)
+    file = os.fspath(path)
+    regular = _check_input(file)
+    if format == "json":
+        return _read_reference_json(file, reward_col, prob_col, max_record)
+    if engine == "pyarrow" or (engine == "auto" and _have_pyarrow()):
+        _import_pyarrow()
+        if regular:
+            return _read_reference_csv_arrow(file, reward_col, prob_col, max_record)
+    return _read_reference_csv_python(file, reward_col, prob_col, max_record)
+
+
+def _ref_layout(file, header, reward_col, prob_col):
+    """``(i_reward, i_prob, n_fields, has_header)`` from the first CSV record."""
+    names = [h.strip() for h in header]
+    if reward_col in names and prob_col in names:
+        for col in (reward_col, prob_col):
+            if names.count(col) > 1:
+                raise SampleFileError(file, 1, f"column {col!r} appears {names.count(col)} times "
+                                               "in the header: which one is meant is ambiguous")
+        return names.index(reward_col), names.index(prob_col), len(names), True
+    try:
+        [float(x) for x in header]
+    except ValueError:
+        raise SampleFileError(file, 1, f"CSV header must contain {reward_col!r} and {prob_col!r} "
+                                       f"(found {names}), or give two headerless columns "
+                                       "reward,prob") from None
+    if len(header) != 2:
+        raise SampleFileError(file, 1, "a headerless CSV needs exactly two columns (reward, prob)")
+    return 0, 1, 2, False
+
+
+def _ref_row(row, layout):
+    ir, ip, ncol, _ = layout
+    if len(row) != ncol:
+        raise _Bad(f"expected {ncol} fields, found {len(row)}")
+    return _number(row[ir], "reward"), _number(row[ip], "prob")
+
+
+def _read_reference_csv_python(file, reward_col, prob_col, max_record):
+    def bad(line, reason):
+        raise SampleFileError(file, line, reason)
+
+    rewards, probs = array.array("d"), array.array("d")
+    with _Source(file) as src, _csv_field_limit():
+        header, lines, reader = _csv_start(file, src, max_record)
+        layout = _ref_layout(file, header, reward_col, prob_col)
+        rows = _csv_rows(lines, reader, max_record, bad)
+        if not layout[3]:
+            rewards.append(_number(header[0], "reward"))
+            probs.append(_number(header[1], "prob"))
+        for line, row in rows:
+            try:
+                r, p = _ref_row(row, layout)
+            except _Bad as exc:
+                raise SampleFileError(file, line, str(exc)) from None
+            rewards.append(r)
+            probs.append(p)
+    if not rewards:
+        raise SampleFileError(file, None, "no rows")
+    return np.frombuffer(rewards, dtype=float).copy(), np.frombuffer(probs, dtype=float).copy()
+
+
+def _read_reference_csv_arrow(file, reward_col, prob_col, max_record):
+    """Stream a regular CSV file through pyarrow (two float columns kept); anything short of
+    clean is read again by the standard-library reader, which names the line."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    with _Source(file) as src, _csv_field_limit():
+        header = _csv_start(file, src, max_record)[0]
+    layout = _ref_layout(file, header, reward_col, prob_col)
+    ir, ip, ncol, has_header = layout
+    names = [f"c{i}" for i in range(ncol)]
+
+    rewards, probs = [], []
+    src = _Source(file)
+    try:
+        with src:
+            reader = pcsv.open_csv(
+                src,
+                read_options=pcsv.ReadOptions(block_size=min(_CSV_BLOCK, max_record // 2),
+                                              use_threads=True, column_names=names,
+                                              skip_rows=1 if has_header else 0),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=[names[ir], names[ip]],
+                    column_types={names[ir]: pa.binary(), names[ip]: pa.binary()},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+            for batch in reader:
+                r, rbad = _arrow_numbers(batch.column(names[ir]), "reward")
+                p, pbad = _arrow_numbers(batch.column(names[ip]), "prob")
+                if rbad.any() or pbad.any():
+                    raise _NotClean
+                rewards.append(r)
+                probs.append(p)
+    except SampleFileError:
+        raise
+    except Exception:                      # _NotClean, ArrowInvalid: let the exact reader say why
+        if src.error is not None:
+            raise src.error from None
+        return _read_reference_csv_python(file, reward_col, prob_col, max_record)
+    if not rewards or not sum(map(len, rewards)):
+        raise SampleFileError(file, None, "no rows")
+    pa.default_memory_pool().release_unused()
+    r = np.concatenate(rewards)
+    del rewards                     # one column's chunks at a time: the peak is 3 columns, not 4
+    return r, np.concatenate(probs)
+
+
+def _read_reference_json(file, reward_col, prob_col, max_record):
+    with _Source(file) as src:
+        raw = src.read(max_record + 1)
+    if len(raw) > max_record:
+        raise SampleFileError(file, None, f"JSON reference file larger than {max_record} bytes "
+                                          "(max_record_bytes): give a CSV file instead")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SampleFileError(file, None, f"not valid UTF-8 (byte {exc.start})") from None
+    if _too_deep(raw):
+        raise SampleFileError(file, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(text, object_pairs_hook=_json_object)
+    except json.JSONDecodeError as exc:
+        raise SampleFileError(file, None, f"invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise SampleFileError(file, None, f"invalid JSON ({exc})") from None
+
+    def numbers(cells, what):
+        out = np.empty(len(cells))
+        for i, (r, p) in enumerate(cells):
+            try:
+                out[i] = _number(r if what == "reward" else p, what)
+            except _Bad as exc:
+                raise SampleFileError(file, None, f"item {i}: {exc}") from None
+        return out
+
+    def repeated(obj, where):
+        if type(obj) is _JsonObject:
+            twice = [k for k in (reward_col, prob_col) if k in obj.repeated]
+            if twice:
+                raise SampleFileError(file, None, f"{where}key {twice[0]!r} given twice: "
+                                                  "which value is meant is ambiguous")
+
+    if isinstance(data, dict):
+        repeated(data, "")
+        if reward_col not in data or prob_col not in data:
+            raise SampleFileError(file, None, f"JSON object needs keys {reward_col!r} and {prob_col!r}")
+        r, p = data[reward_col], data[prob_col]
+        if not isinstance(r, list) or not isinstance(p, list):
+            raise SampleFileError(file, None, f"{reward_col!r} and {prob_col!r} must be lists")
+        if len(r) != len(p):
+            raise SampleFileError(file, None, f"{reward_col!r} has {len(r)} values and "
+                                              f"{prob_col!r} {len(p)}: give one per outcome")
+        pairs = list(zip(r, p))
+    elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        pairs = []
+        for i, x in enumerate(data):
+            repeated(x, f"item {i}: ")
+            if reward_col not in x or prob_col not in x:
+                missing = reward_col if reward_col not in x else prob_col
+                raise SampleFileError(file, None, f"item {i}: a record lacks key {missing!r}")
+            pairs.append((x[reward_col], x[prob_col]))
+    elif isinstance(data, list) and data and all(isinstance(x, list) and len(x) == 2 for x in data):
+        pairs = data
+    else:
+        raise SampleFileError(file, None, "expected an object of two lists, a list of records or "
+                                          "of [reward, prob] pairs")
+    if not pairs:
+        raise SampleFileError(file, None, "no outcomes")
+    return numbers(pairs, "reward"), numbers(pairs, "prob")
 
 
 # ---------------------------------------------------------------------------- writing

@@ -15,7 +15,7 @@ from .bon import best_of_n, bon_kl_estimate
 from .report import Section
 from .tilt import frontier
 
-__all__ = ["JobResult", "demo_job", "analyze_job"]
+__all__ = ["JobResult", "demo_job", "analyze_job", "shown_predictions", "SECOND_ORDER_RULE"]
 
 
 @dataclass
@@ -28,6 +28,63 @@ class JobResult:
     headline: list            # rows of (quantity, value, note) for the terminal
     summary: dict = field(default_factory=dict)
     extra_files: dict = field(default_factory=dict)   # name -> callable(path) writing a file beside the report
+
+
+#: When a second-order prediction of the BoN-RL convergence is shown (docs/second_order.md §5).
+SECOND_ORDER_RULE = ("a prediction is shown at length m only if m δ ≥ 1 (N = e^{mδ} ≥ e), "
+                     "2π m λ² σ² ≥ e² (the maximum lies in the large-deviation tail), m σ²/h² ≥ 1 for "
+                     "rewards on a lattice of span h (S_m locally Gaussian on the lattice), and the "
+                     "prediction itself is positive (a gap and a KL are); elsewhere it is left blank.")
+
+
+def shown_predictions(table, sigma2):
+    """Rows of a :class:`~klfrontier.ConvergenceTable` with the second-order predictions blanked
+    (NaN, and their ratios with them) where :data:`SECOND_ORDER_RULE` says they do not hold.
+
+    Parameters
+    ----------
+    table : ConvergenceTable
+        Its ``delta``, ``lam``, ``lattice`` and rows (``m``, ``gap_prediction``,
+        ``kl_to_optimal_prediction``).
+    sigma2 : float
+        ``σ² = Λ''(λ_δ)``, e.g. ``klfrontier.equivalence(ref, delta).sigma2``.
+
+    Returns
+    -------
+    list of dict
+        Copies of the rows with a boolean ``prediction_shown`` (the regime
+        holds at this ``m``); a prediction outside it, or not positive, is NaN.
+
+    Examples
+    --------
+    >>> import klfrontier as kf
+    >>> ref = kf.Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])
+    >>> tab = kf.convergence(ref, 0.1, lengths=[1, 2, 100])
+    >>> [round(r["gap_prediction"], 3) for r in tab.rows]                # m = 1, 2: negative
+    [-0.652, -0.098, 0.024]
+    >>> rows = shown_predictions(tab, kf.equivalence(ref, 0.1).sigma2)
+    >>> [r["prediction_shown"] for r in rows], [round(r["gap_prediction"], 3) for r in rows]
+    ([False, False, True], [nan, nan, 0.024])
+    """
+    lam, delta = float(table.lam), float(table.delta)
+    span = None if table.lattice is None else float(table.lattice[1])
+    out = []
+    for r in table.rows:
+        m = float(r["m"])
+        ok = (m * delta >= 1.0 and 2 * np.pi * m * lam ** 2 * sigma2 >= np.e ** 2
+              and (span is None or m * sigma2 / span ** 2 >= 1.0))
+        row = dict(r, prediction_shown=bool(ok))
+        for pred, ratio in (("gap_prediction", "gap_ratio"),
+                            ("kl_to_optimal_prediction", "kl_to_optimal_ratio")):
+            if not (ok and row[pred] > 0):
+                row[pred], row[ratio] = float("nan"), float("nan")
+        out.append(row)
+    return out
+
+
+def _shown(x, spec):
+    """A prediction for a sentence: formatted, or "not shown (m too small)" where it is blank."""
+    return format(x, spec) if np.isfinite(x) else "not shown (m too small)"
 
 
 def _step(progress, label):
@@ -179,13 +236,16 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     series = {}
     for d in deltas:
         tab = convergence(ref, d, lengths=list(lengths))
+        tab.rows = shown_predictions(tab, eqs[d].sigma2)      # second order only where it holds
         conv[d] = tab
         rows = tab.rows
         series[d] = {"gap": [r["gap"] for r in rows], "gap_pred": [r["gap_prediction"] for r in rows],
                      "kl_opt": [r["kl_to_optimal_per_token"] for r in rows],
                      "kl_opt_pred": [r["kl_to_optimal_prediction"] / r["m"] for r in rows]}
     fig_conv = convergence_figure(np.array(lengths, dtype=float), series)
-    summary["convergence"] = {str(d): conv[d].as_dict() for d in deltas}
+    summary["convergence"] = {str(d): {**conv[d].as_dict(),
+                                       "prediction_shown": [r["prediction_shown"] for r in conv[d].rows],
+                                       "prediction_rule": SECOND_ORDER_RULE} for d in deltas}
     table_rows = []
     for d in deltas:
         for r in conv[d].rows:
@@ -199,9 +259,10 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         "token approaches R*(δ), its KL per token approaches δ, and its KL to the optimal "
         "policy per token goes to 0 — the paper's theorem. The dashed lines are the "
         "second-order predictions (beyond the paper): the gap shrinks like (log m)/m while the "
-        "total KL between best-of-N and the optimal policy grows like ½ log m.",
+        "total KL between best-of-N and the optimal policy grows like ½ log m. They are asymptotic "
+        "in m and shown only where they hold: " + SECOND_ORDER_RULE,
         [("convergence", fig_conv, "Reward gap and KL to the optimal policy, per token, against m "
-                                   "(log axes); dashed: second-order predictions.")],
+                                   "(log axes); dashed: second-order predictions, where they hold.")],
         [("Convergence table", ["δ", "m", "BoN reward/token", "R*(δ)", "gap", "predicted gap",
                                 "KL(BoN‖p)/m", "KL(BoN‖φ_Δ)", "predicted", "engine"], table_rows)]))
 
@@ -228,9 +289,10 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         r = last[d]
         headline.append((f"δ = {d:g}: R*(δ) per token", r["optimal_reward"],
                          f"BoN at m = {r['m']:,}: {r['reward_per_token']:.5f} "
-                         f"(gap {r['gap']:.2e}, predicted {r['gap_prediction']:.2e})"))
+                         f"(gap {r['gap']:.2e}, predicted {_shown(r['gap_prediction'], '.2e')})"))
         headline.append((f"δ = {d:g}: KL(BoN‖φ_Δ)/m", r["kl_to_optimal_per_token"],
-                         f"total {r['kl_to_optimal']:.3f} nats, predicted {r['kl_to_optimal_prediction']:.3f}"))
+                         f"total {r['kl_to_optimal']:.3f} nats, "
+                         f"predicted {_shown(r['kl_to_optimal_prediction'], '.3f')}"))
     headline.extend(gold_head)
     summary["headline"] = [{"quantity": q, "value": v, "note": n} for q, v, n in headline]
     lead = (f"{inst.description} Best-of-N with N = e^(mδ) approaches the optimal KL-constrained "
@@ -257,7 +319,7 @@ def _gold_shape(kl, proxy, gold, proxy_name):
 
 
 def _proxy_gold(inst):
-    """Section 4 (SPEC §9): policies select with the proxy reward, the gold score judges them."""
+    """Section 4 (theory §9): policies select with the proxy reward, the gold score judges them."""
     from .plots import gold_figure
     from .reference import Reference
     from .soft_bon import soft_best_of_n
@@ -318,7 +380,7 @@ def _proxy_gold(inst):
         f"is judged by their {gold_name} score (the gold reward we actually wanted); the words of "
         f"highest {proxy_name} score ({top_words}) have mean {gold_name} score "
         f"{facts['gold_on_argmax']:.3g}. Every number is exact: within one proxy level each policy "
-        "here is proportional to p, so E_π g = Σ π(level) · E_p[g | level] (SPEC §9).\n\n"
+        "here is proportional to p, so E_π g = Σ π(level) · E_p[g | level] (theory §9).\n\n"
         f"The proxy reward rises with KL, as it must. The gold reward of the proxy-tilted policy "
         f"{shapes['tilted']}; under best-of-N it {shapes['best_of_n']}; under soft best-of-N "
         f"(λ = {soft_lam:g}) it {shapes['soft_best_of_n']} — as N grows soft best-of-N tends to the "
@@ -488,7 +550,7 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
     sections.append(Section(
         "3 · The optimum: average-KL frontier",
         "R*_avg(Δ) = mean over prompts of R_x(λ), with the one λ that makes the mean KL equal Δ "
-        "(SPEC §9); 'debiased' subtracts each prompt's jackknife bias, and the interval is for the true "
+        "(theory §9); 'debiased' subtracts each prompt's jackknife bias, and the interval is for the true "
         "optimum. Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with unequal "
         "budgets — have (mean KL, mean reward) on or below it.",
         figs,

@@ -223,7 +223,11 @@ def _solve_t(ref, x_u, max_iter=200, ends=None):
         cap = 10.0 + 2.0 * np.abs(ta)
         step = np.where(np.isfinite(step), np.clip(step, -cap, cap), np.where(g > 0, -cap, cap))
         cand = ta + step
-        done = (np.abs(g) <= tol_g[active]) | (np.abs(step) <= 4e-16 * np.abs(ta)) | (g == 0)
+        # (a bracket narrower than 1e-12 |t| also ends it: where g is only known to ~1e-14 -- a
+        # step-like mean, t ~ -90 -- Newton hops inside that noise band for ever; t enters
+        # the rate only at second order.  Found by sweep_numerics.)
+        done = ((np.abs(g) <= tol_g[active]) | (np.abs(step) <= 4e-16 * np.abs(ta)) | (g == 0)
+                | (hi[active] - lo[active] <= 1e-12 * np.maximum(1.0, np.abs(ta))))
         out[active[done]] = np.where(np.isfinite(cand[done]), cand[done], ta[done])
         l, h = lo[active], hi[active]
         inside = (cand > l) & (cand < h)
@@ -435,7 +439,10 @@ def cumulants(ref: Reference, lam, order=4):
     -------
     ndarray
         Shape ``np.shape(lam) + (order,)``.  The j-th cumulant of ``S_m``
-        under ``φ_Δ = φ_λ^{⊗m}`` is ``m Λ^{(j)}(λ)``.
+        under ``φ_Δ = φ_λ^{⊗m}`` is ``m Λ^{(j)}(λ)``.  A cumulant beyond
+        the float range (order ``j >= 2`` when the rewards spread over more
+        than about ``1e308^{1/j}``, e.g. a variance of rewards near 1e300) is
+        ``±inf``, never an error or NaN.
 
     Notes
     -----
@@ -478,11 +485,24 @@ def cumulants(ref: Reference, lam, order=4):
                 s -= _binom(n - 1, k - 1) * kap[k] * mu[n - k]
             kap[n] = s
         res[i, 0] = ref.to_reward(c)
-        scale = ref.reward_scale
-        with np.errstate(over="ignore"):
-            for j in range(2, order + 1):
-                res[i, j - 1] = kap[j] * scale**j
+        for j in range(2, order + 1):
+            res[i, j - 1] = _to_reward_power(kap[j], ref.reward_scale, j)
     return res.reshape(la.shape + (order,))
+
+
+def _to_reward_power(x, scale, j):
+    """``x · scale**j`` (a standardised quantity of degree ``j`` in reward units): ``±inf`` where
+    it exceeds the float range (e.g. a variance of rewards spread beyond ~1e154), 0 for ``x = 0``,
+    never an OverflowError or a NaN.
+
+    >>> [_to_reward_power(0.25, 1e300, 2), _to_reward_power(0.0, float("inf"), 2),
+    ...  _to_reward_power(-0.5, 2.0, 3)]
+    [inf, 0.0, -4.0]
+    """
+    if x == 0:
+        return 0.0
+    with np.errstate(over="ignore"):
+        return float(x * np.float64(scale) ** j)
 
 
 def _binom(n, k):
@@ -545,7 +565,9 @@ class Equivalence:
     frontier_reward : float
         ``R*(δ) = Λ'(λ_δ)``.
     sigma2 : float
-        ``Λ''(λ_δ)``, the per-token reward variance under ``φ_δ``.
+        ``Λ''(λ_δ)``, the per-token reward variance under ``φ_δ`` (``inf``
+        when it exceeds the float range, for rewards spread beyond about
+        1e154; the predictions work in standardised units and stay finite).
     lattice : (a, h) or None
         Rewards on ``a + hℤ`` with maximal span ``h``, or ``None``.
     I0_at_x_star : float
@@ -675,6 +697,8 @@ class Equivalence:
         Returns
         -------
         float or ndarray
+            Reward units (``±inf`` where the gap exceeds the float range,
+            for rewards spread near float max).
 
         Notes
         -----
@@ -699,7 +723,8 @@ class Equivalence:
         [0.009657, 0.009329, 0.009099]
         """
         ma, gl, _ = self._predict(m, form)
-        return _out(gl / (ma * self.lam))
+        with np.errstate(over="ignore", divide="ignore"):    # inf only where the gap passes float max
+            return _out(gl / (ma * self.lam))
 
     def kl_to_optimal_prediction(self, m, form="leading"):
         """Predicted total ``KL(π_N || φ_Δ)`` for BoN with ``N = e^{m δ}``.
@@ -751,7 +776,8 @@ def _discrete_gumbel(f, beta):
         a1 = np.exp(-beta * (k + 1 - f))
         logd = -a1 + log1mexp(-a * -np.expm1(-beta))
     d = np.exp(logd)
-    ent = -float(np.sum(np.where(d > 0, d * logd, 0.0)))
+    with np.errstate(invalid="ignore"):       # d = 0 where logd = -inf: 0 · -inf is masked out
+        ent = -float(np.sum(np.where(d > 0, d * logd, 0.0)))
     return float(d @ k), ent
 
 
@@ -916,5 +942,5 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     x_star = ref.to_reward(x_u)
     i0 = float(rate_function(ref, x_star))
     return Equivalence(delta=d, lam=lam, x_star=x_star, frontier_reward=x_star,
-                       sigma2=var_u * ref.reward_scale**2, lattice=lat, I0_at_x_star=i0,
+                       sigma2=_to_reward_power(var_u, ref.reward_scale, 2), lattice=lat, I0_at_x_star=i0,
                        _ref=ref, _lam_u=lam_u, _var_u=var_u, _dbot=float(st.dbot[0]))

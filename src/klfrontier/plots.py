@@ -284,6 +284,17 @@ def scgf_figure(t, direct, renyi, *, lam=0.0, title="Scaled cumulant generating 
     return _finish(fig)
 
 
+def _positive(values):
+    """Values as floats with the non-positive and non-finite ones NaN (not drawn on log axes).
+
+    >>> _positive([0.5, -0.65, 0.0, float("nan")]).tolist()
+    [0.5, nan, nan, nan]
+    """
+    v = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
 def convergence_figure(lengths, series, *, title="Best-of-N with N = exp(mδ) → optimal KL-RL with budget mδ"):
     """Convergence in m on log axes, exact values with predictions overlaid.
 
@@ -292,16 +303,18 @@ def convergence_figure(lengths, series, *, title="Best-of-N with N = exp(mδ) �
     lengths : array of m
     series : dict delta -> dict with keys ``gap``, ``gap_pred``, ``kl_opt``, ``kl_opt_pred``
         (``gap`` = R*(δ) − E[S_m]/m, ``kl_opt`` = KL(π_N ‖ φ_Δ)/m, both per token).
+        A prediction that is NaN (outside its validity, see
+        :func:`klfrontier.jobs.shown_predictions`) or not positive is not drawn:
+        the dashed line stops there instead of diving.
     """
     fig, (a1, a2) = _new(ncols=2, width=5.6)
     for i, (delta, s) in enumerate(series.items()):
         c = f"C{i}"
         a1.plot(lengths, s["gap"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
-        a1.plot(lengths, s["gap_pred"], "--", color=c, lw=1, label=f"δ = {delta:g}: 2nd-order prediction")
+        a1.plot(lengths, _positive(s["gap_pred"]), "--", color=c, lw=1,
+                label=f"δ = {delta:g}: 2nd-order prediction")
         a2.plot(lengths, s["kl_opt"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
-        # the asymptotic KL prediction can be <= 0 at small m: not drawable on log axes
-        kp = np.asarray(s["kl_opt_pred"], dtype=float)
-        a2.plot(lengths, np.where(kp > 0, kp, np.nan), "--", color=c, lw=1,
+        a2.plot(lengths, _positive(s["kl_opt_pred"]), "--", color=c, lw=1,
                 label=f"δ = {delta:g}: prediction")
     for ax, ylab in ((a1, "R*(δ) − E[S_m]/m  [reward per token]"),
                      (a2, "KL(π_N ‖ φ_Δ) / m  [nats per token]")):

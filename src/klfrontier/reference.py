@@ -212,9 +212,14 @@ class Reference:
             # log-space segment sums over tied levels: shift each by its own max.
             seg_max = np.maximum.reduceat(sub, sub_starts)
             sub -= np.repeat(seg_max, np.diff(np.append(sub_starts, sub.size)))
-            seg_sum = np.add.reduceat(np.exp(sub, out=sub), sub_starts)
+            # each segment's maximum is now exactly 0 (e^0 = 1): sum the rest and take log1p, so a
+            # top level of mass 1 - 1e-297 keeps its relative accuracy (log(1 + rest) rounds it away)
+            is_top = sub == 0.0
+            rest = np.exp(sub, out=sub)
+            rest[is_top] = 0.0
+            seg_rest = np.add.reduceat(rest, sub_starts) + (np.add.reduceat(is_top, sub_starts) - 1)
             # a level holding all the mass can sum to 1 + eps: log q <= 0 exactly
-            tied_logq = np.minimum(seg_max + np.log(seg_sum), 0.0)
+            tied_logq = np.minimum(seg_max + np.log1p(seg_rest), 0.0)
             self.level_values = _compact(sorted_r, new)
             self.level_logq = _compact(lp_sorted, new)
             self.level_logq[multi] = tied_logq
@@ -225,6 +230,14 @@ class Reference:
             # one level holds all the mass: log q = 0 exactly (the normalised log-probs
             # of tied outcomes sum to 1 - 4e-17, and BoN/tilted KLs came out ~1e-33)
             self.level_logq[0] = 0.0
+        elif n_levels < n:
+            # a tied level holding most of the mass: its log q is a difference of O(eps)
+            # terms (off by ~1e-30 absolutely); log(1 - rest) from the other levels keeps
+            # its relative accuracy (sweep_numerics: log q_top = -1.8e-28 for -1.7e-81)
+            j = int(np.argmax(self.level_logq))
+            if self.level_logq[j] > -np.log(2.0):
+                others = np.delete(self.level_logq, j)
+                self.level_logq[j] = min(float(log1mexp(log_total(others))), 0.0)
         if support is None:
             self.level_index = np.empty(n, dtype=np.intp)
             target = order
@@ -434,7 +447,9 @@ class Reference:
     def to_reward(self, u):
         """Map standardised rewards ``u`` in ``[-1, 0]`` back to reward units."""
         u = np.asarray(u, dtype=float)
-        out = self.level_values[-1] + (2.0 * u) * self._half_range
+        # r_max + 2 u h as (r_max + u h) + u h: 2 u h alone overflows near float max (sweep_numerics)
+        half = u * self._half_range
+        out = (self.level_values[-1] + half) + half
         return float(out) if out.ndim == 0 else out
 
     def lam_to_u(self, lam):

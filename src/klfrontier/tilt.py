@@ -360,8 +360,25 @@ def cgf(ref: Reference, t):
                 lc, _, _ = _tilt_sums(ref, lam[idx], centre, bool(np.all(np.abs(lam[idx]) * spread <= 1.0)))
                 r_c = ref.mean_reward if centre == mu else ref.to_reward(centre)
                 out[idx] = tt[idx] * r_c + lc
+                # The anchor can sit far from the tilted law (a p with one outcome of mass
+                # 1 - 1e-297 below the top: the active end is chosen, yet the law stays put),
+                # and then t r_c + lc cancels.  Such rows are recomputed at the mode of the
+                # tilted law (sweep_numerics: relative 3e-5 at Lambda = 1e-9 before).
+                with np.errstate(invalid="ignore"):
+                    cancel = np.abs(out[idx]) < 1e-3 * np.abs(tt[idx] * r_c)
+                for i in idx[cancel]:
+                    out[i] = _cgf_at_mode(ref, tt[i], lam[i])
         out = out.reshape(t.shape)
     return float(out) if out.ndim == 0 else out
+
+
+def _cgf_at_mode(ref, t, lam_u):
+    """``Λ(t) = t r_j + log q_j + log1p(Σ_{i≠j} e^{lev_i - lev_j})``, ``lev = log q + λ_u u`` and
+    ``j`` its argmax (the mode of the tilted law): no term larger than the result cancels."""
+    j = int(np.argmax(ref.level_logq + lam_u * ref.level_u))
+    d = (ref.level_logq - ref.level_logq[j]) + lam_u * (ref.level_u - ref.level_u[j])
+    rest = np.exp(np.delete(d, j))
+    return float(t * ref.level_values[j] + ref.level_logq[j] + np.log1p(np.sum(rest)))
 
 
 # --------------------------------------------------------------------- solvers
@@ -471,8 +488,12 @@ def _solve_increasing(ref, target, kind, lam_hint_max=None, tol=1e-14, max_iter=
         step = np.where(np.isfinite(newton) & np.isfinite(denom), step, np.nan)
         cand = l_cur[active] + step
         # g = mean - mu (kind "reward") cancels: its absolute error is a few eps
-        # (|u| <= 1), so |f| cannot be driven below ~eps/g.
-        f_floor = 1e-15 if kind == "kl" else np.maximum(1e-15, 8 * _EPS / np.maximum(gv, 1e-300))
+        # (|u| <= 1), so near the root |f| cannot be driven below ~eps/target.  (The floor is
+        # taken at the target, not at the iterate's g: far below the root g can be 1e-300,
+        # and eps/g would declare a wrong iterate converged -- found by sweep_numerics on a
+        # reference with one outcome of probability 1 and the rest at 1e-300.)
+        f_floor = (1e-15 if kind == "kl"
+                   else np.maximum(1e-15, 8 * _EPS / np.maximum(target[active], 1e-300)))
         # the bracket test stops a 2-cycle between iterates whose g values differ
         # only by evaluation noise (~1e-13 relative for small D), where neither
         # the step nor f can reach the tolerances above.
@@ -703,7 +724,7 @@ def solve_lam_for_reward(ref: Reference, reward):
     if ref.is_constant:
         out = np.zeros(flat.size)
     else:
-        x = (flat - ref.r_max) / ref.reward_scale    # standardised target
+        x = (flat / 2 - ref.r_max / 2) / ref._half_range    # standardised target (no overflow near float max)
         gap = x - ref.mean_u
         if np.any(gap < -1e-12 * max(1.0, abs(ref.mean_u))) or np.any(x > 1e-15):
             raise ValueError("reward must lie in [E_p r, r_max] for lam >= 0")
@@ -787,10 +808,18 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> Policy:
     lev = ref.level_logq + lam_u * ref.level_u - st.cgf[0]
     params = {"lam": lam_val, "saturated": False, "kl_budget": budget}
     if lam_val > 0:
-        # beta Lambda(1/beta) = r_max + Lambda_u(lam_u) / lam
-        params["regularized_value"] = ref.r_max + st.cgf[0] / lam_val
-    gain = float(st.gain[0]) * ref.reward_scale
-    reward = min(max(ref.mean_reward + gain, ref.r_min), ref.r_max)
+        # beta Lambda(1/beta) = r_max + Lambda_u(lam_u) / lam = r_max + 2 h Lambda_u / lam_u, in
+        # halves h: Lambda_u / lam alone overflows for rewards near float max (sweep_numerics)
+        c = float(st.cgf[0]) / lam_u
+        params["regularized_value"] = (ref.r_max + c * ref._half_range) + c * ref._half_range
+    # gain_u * (r_max - r_min) through the half range: the range itself overflows for rewards
+    # near ±float max, where reward_scale is inf (sweep_numerics)
+    gain = float(st.gain[0]) * 2.0 * ref._half_range
+    if np.isfinite(gain):
+        reward = ref.mean_reward + gain
+    else:
+        reward = 2.0 * (ref.mean_reward / 2 + float(st.gain[0]) * ref._half_range)
+    reward = min(max(reward, ref.r_min), ref.r_max)
     return Policy(ref, "tilted", lev, kl=float(st.kl[0]), reward=reward, params=params, gain=gain)
 
 

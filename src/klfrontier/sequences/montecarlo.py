@@ -150,8 +150,11 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
 
 def _result(m, ln, s, outside, method, keep):
     s = np.asarray(s, dtype=float)
-    mean = float(s.mean())
-    se = float(s.std(ddof=1) / np.sqrt(s.size))
+    # sums of rewards near 1e300 square past the float range: their spread is taken on s / max|s|
+    big = float(np.max(np.abs(s))) if s.size else 0.0
+    scale = big if big > 1e150 else 1.0
+    mean = float((s / scale).mean()) * scale
+    se = float((s / scale).std(ddof=1) / np.sqrt(s.size)) * scale
     return MonteCarloResult(m, ln, int(s.size), mean, se, (mean - _Z95 * se, mean + _Z95 * se),
                             outside, method, s if keep else None)
 
