@@ -147,12 +147,12 @@ def hostile_samples():
         "one-row.jsonl": _line(prompt_id="a", reward=1),
         "one-prompt.jsonl": _jsonl([{"prompt_id": "a", "reward": i} for i in range(5)]),
         "ties.jsonl": _jsonl([{"prompt_id": f"p{i % 3}", "reward": 0} for i in range(30)]),
-        "clean.jsonl.gz": gzip.compress(g),
+        "clean.jsonl.gz": gzip.compress(g, mtime=0),
         "plain-named.jsonl.gz": g,
-        "truncated.jsonl.gz": gzip.compress(g * 20)[:-40],
-        "corrupt.jsonl.gz": (lambda z: z[:30] + bytes(b ^ 0x5A for b in z[30:60]) + z[60:])(gzip.compress(g * 20)),
+        "truncated.jsonl.gz": gzip.compress(g * 20, mtime=0)[:-40],
+        "corrupt.jsonl.gz": (lambda z: z[:30] + bytes(b ^ 0x5A for b in z[30:60]) + z[60:])(gzip.compress(g * 20, mtime=0)),
         "empty.jsonl.gz": b"",
-        "gz-of-utf16.jsonl.gz": gzip.compress(g.decode().encode("utf-16")),
+        "gz-of-utf16.jsonl.gz": gzip.compress(g.decode().encode("utf-16"), mtime=0),
         # ---- CSV
         "clean.csv": c,
         "bom.csv": b"\xef\xbb\xbf" + c,
@@ -193,9 +193,9 @@ def hostile_samples():
         "negative-zero.csv": b"prompt_id,reward\na,-0\na,-0.0\nb,0\n",
         "logprob-positive.csv": b"prompt_id,reward,logprob\na,1,-1\na,2,0.5\na,3,\n",
         "escape-chars.csv": b'prompt_id,reward\na\\,b,1\n"a\\"b",2\n',
-        "clean.csv.gz": gzip.compress(c),
+        "clean.csv.gz": gzip.compress(c, mtime=0),
         "plain-named.csv.gz": c,
-        "truncated.csv.gz": gzip.compress(c * 20)[:-40],
+        "truncated.csv.gz": gzip.compress(c * 20, mtime=0)[:-40],
         # ---- format by suffix
         "no-suffix": g,
         "wrong-suffix.txt": g,
@@ -238,7 +238,7 @@ def hostile_refs():
         "ref-empty.csv": b"",
         "ref-header-only.csv": b"reward,prob\n",
         "ref-markup.csv": b"[/x],[bold]\n0,0.5\n",
-        "ref-clean.csv.gz": gzip.compress(b"reward,prob\n0,0.5\n1,0.5\n"),
+        "ref-clean.csv.gz": gzip.compress(b"reward,prob\n0,0.5\n1,0.5\n", mtime=0),
         "ref-plain.csv.gz": b"reward,prob\n0,0.5\n1,0.5\n",
         "ref-clean.json": json.dumps({"reward": [0, 1, 2], "prob": [0.25, 0.5, 0.25]}).encode(),
         "ref-records.json": json.dumps([{"reward": 0, "prob": 0.5}, {"reward": 1, "prob": 0.5}]).encode(),
@@ -265,7 +265,7 @@ def hostile_refs():
         "ref-markup.json": b'{"[/x]": [0], "prob": [1]}',
         "ref-nested-values.json": b'{"reward": [[0], [1]], "prob": [0.5, 0.5]}',
         "ref-pairs-mixed.json": b"[[0, 0.5], [1, 0.5, 3]]",
-        "ref-clean.json.gz": gzip.compress(b'{"reward": [0, 1], "prob": [0.5, 0.5]}'),
+        "ref-clean.json.gz": gzip.compress(b'{"reward": [0, 1], "prob": [0.5, 0.5]}', mtime=0),
     }
 
 
