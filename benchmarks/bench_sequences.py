@@ -46,7 +46,8 @@ from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo, reward_law
 from klfrontier.sequences._window import WindowLaw, bon_on_window, tails
-from klfrontier.sequences.lattice import lattice_dp, lattice_of
+from klfrontier.lattice import detect_lattice
+from klfrontier.sequences.lattice import lattice_dp
 from klfrontier.tilt import solve_lam_for_kl, tilt_stats
 
 HERE = Path(__file__).resolve().parent
@@ -120,7 +121,7 @@ def row_full_law(cfg, ref, exact):
 
 def row_dp(cfg, ref):
     budget = cfg["budget_s"]
-    lat = lattice_of(ref)
+    lat = detect_lattice(ref)
     # growth exponent (at least 2: O(m^2 L K)), then the largest m predicted
     # to finish within 70% of the budget
     times = {}
@@ -150,7 +151,7 @@ def row_naive(cfg, ref):
     budget = cfg["budget_s"]
     # token rate of the naive sampler
     t0 = time.perf_counter()
-    naive_bon_monte_carlo(ref, 100, 2000, size=5, rng=0)
+    naive_bon_monte_carlo(ref, 100, 2000, size=5, seed=0)
     rate = 5 * 2000 * 100 / (time.perf_counter() - t0)
     draws = 100
     cands = np.arange(10, 400, 5)
@@ -158,7 +159,7 @@ def row_naive(cfg, ref):
     m_mc = int(cands[cost <= 0.8 * budget].max())
     n_int = int(round(np.exp(m_mc * DELTA)))
     t0 = time.perf_counter()
-    mc = naive_bon_monte_carlo(ref, m_mc, n_int, size=draws, rng=2024, max_seconds=budget)
+    mc = naive_bon_monte_carlo(ref, m_mc, n_int, size=draws, seed=2024, max_seconds=budget)
     t_mc = time.perf_counter() - t0
     exact = Memoryless(ref, m_mc).best_of_n(n=n_int)
     half = (mc.ci[1] - mc.ci[0]) / 2
@@ -176,7 +177,7 @@ def row_naive(cfg, ref):
 def row_order_stat(cfg, ref, exact):
     m = cfg["m"]
     t0 = time.perf_counter()
-    mc = bon_monte_carlo(ref, m, log_n=m * DELTA, size=cfg["mc_draws"], rng=7)
+    mc = bon_monte_carlo(ref, m, log_n=m * DELTA, size=cfg["mc_draws"], seed=7)
     t = time.perf_counter() - t0
     ex = exact["reward_per_token"] * m
     return {"row": "order_stat_mc", "what": f"bon_monte_carlo (one uniform per BoN draw), "

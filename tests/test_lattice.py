@@ -190,21 +190,17 @@ def test_detected_span_passes_its_own_check(vals):
     assert again.h == fit.h and again.ks.tolist() == fit.ks.tolist()
 
 
-def test_ldp_sequences_and_instances_agree():
+def test_detect_lattice_and_instances_agree():
     from klfrontier.instances import lattice_span
-    from klfrontier.ldp import detect_lattice as ldp_detect
-    from klfrontier.sequences import detect_lattice as seq_detect
-    from klfrontier.sequences.lattice import lattice_of
+    from klfrontier.lattice import detect_lattice
 
     for vals in (VADER_LIKE, [0.1 * k for k in (-3, 2, 7, 10)], [0.0, 1.0, np.sqrt(2)]):
         ref = Reference(vals, probs=np.full(len(vals), 1.0 / len(vals)))
-        seq = seq_detect(ref)
-        ldp = ldp_detect(ref)
+        seq = detect_lattice(ref)
         if seq is None:
-            assert ldp is None
             continue
-        assert ldp == (seq.a, seq.h)
-        # sequences.convergence hands its span to ldp.equivalence: it must pass unchanged
-        assert ldp_detect(ref, seq.h) == (seq.a, seq.h)
-        assert lattice_of(ref, seq.h).ks.tolist() == seq.ks.tolist()
+        # sequences.convergence hands its span to equivalence: it must pass unchanged
+        again = detect_lattice(ref, lattice=seq.h)
+        assert (again.a, again.h) == (seq.a, seq.h)
+        assert again.ks.tolist() == seq.ks.tolist()
     assert lattice_span(VADER_LIKE, 0.1) == 0.1

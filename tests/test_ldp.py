@@ -17,7 +17,9 @@ from scipy.special import gammaln, logsumexp
 
 from klfrontier import Reference, best_of_n, cgf, tilted
 from klfrontier._logspace import kl_terms
-from klfrontier.ldp import cumulants, detect_lattice, equivalence, rate_function, scgf
+from klfrontier.equivalence import equivalence
+from klfrontier.lattice import detect_lattice
+from klfrontier.ldp import cumulants, rate_function, scgf
 
 mp.mp.dps = 50
 SQRT2 = math.sqrt(2.0)
@@ -177,8 +179,8 @@ def test_rate_function_endpoints_and_outside():
     assert np.isinf(out[[0, 3, 4, 5]]).all()
     # I_λ(r_max) = -log φ_λ(A),  I_λ(r_min) = -log φ_λ(argmin)
     lamc = float(mp_cgf(R_SPEC, P3, lam))
-    assert rate_function(ref, SQRT2, lam) == pytest.approx(-(np.log(0.2) + lam * SQRT2 - lamc), rel=1e-14)
-    assert rate_function(ref, 0.0, lam) == pytest.approx(-(np.log(0.5) - lamc), rel=1e-14)
+    assert rate_function(ref, SQRT2, lam=lam) == pytest.approx(-(np.log(0.2) + lam * SQRT2 - lamc), rel=1e-14)
+    assert rate_function(ref, 0.0, lam=lam) == pytest.approx(-(np.log(0.5) - lamc), rel=1e-14)
     # finite inside, continuous at the ends
     inside = np.linspace(0, SQRT2, 41)[1:-1]
     assert np.isfinite(rate_function(ref, inside)).all()
@@ -372,9 +374,9 @@ def test_cumulants_shapes_limits_and_errors():
     assert c[0, 0] == pytest.approx(ref.mean_reward, rel=1e-15)
     # Λ''(λ) = derivative of the SCGF's mean: finite difference check
     h = 1e-5
-    d = (cumulants(ref, 1.0 + h, 1)[0] - cumulants(ref, 1.0 - h, 1)[0]) / (2 * h)
+    d = (cumulants(ref, 1.0 + h, order=1)[0] - cumulants(ref, 1.0 - h, order=1)[0]) / (2 * h)
     assert d == pytest.approx(c[1, 1], rel=1e-8)
-    assert cumulants(Reference([4.0], probs=[1.0]), 2.0, 2).tolist() == [4.0, 0.0]
+    assert cumulants(Reference([4.0], probs=[1.0]), 2.0, order=2).tolist() == [4.0, 0.0]
     with pytest.raises(ValueError, match="order must lie"):
         cumulants(ref, 0.0, order=0)
     with pytest.raises(ValueError, match="order must be an integer"):
@@ -384,23 +386,29 @@ def test_cumulants_shapes_limits_and_errors():
 
 
 # ===================================================================== lattices
+def _origin_span(ref, lattice=None):
+    """``(a, h)`` of the :class:`~klfrontier.lattice.Lattice` that ``detect_lattice`` finds, or ``None``."""
+    lat = detect_lattice(ref, lattice=lattice)
+    return None if lat is None else (lat.a, lat.h)
+
+
 def test_detect_lattice():
-    assert detect_lattice(Reference([0, 1, 2], probs=P3)) == (0.0, 1.0)
-    assert detect_lattice(Reference([0.0, 1.0], probs=[0.7, 0.3])) == (0.0, 1.0)
-    assert detect_lattice(ref_spec()) is None
-    a, h = detect_lattice(Reference([0.1 * k for k in (-3, 2, 7, 10)], probs=[0.1, 0.2, 0.3, 0.4]))
+    assert _origin_span(Reference([0, 1, 2], probs=P3)) == (0.0, 1.0)
+    assert _origin_span(Reference([0.0, 1.0], probs=[0.7, 0.3])) == (0.0, 1.0)
+    assert _origin_span(ref_spec()) is None
+    a, h = _origin_span(Reference([0.1 * k for k in (-3, 2, 7, 10)], probs=[0.1, 0.2, 0.3, 0.4]))
     assert a == pytest.approx(-0.3) and h == pytest.approx(0.1, rel=1e-12)
     # the maximal span, whatever the grid the data were written on
-    assert detect_lattice(Reference([0.0, 2.0, 6.0], probs=P3)) == (0.0, 2.0)
-    assert detect_lattice(Reference([0, 1, 2], probs=P3), lattice=0.5) == (0.0, 1.0)
-    assert detect_lattice(Reference([0, 1, 2], probs=P3), lattice=False) is None
-    assert detect_lattice(Reference([5.0, 5.0], probs=[0.5, 0.5])) is None
+    assert _origin_span(Reference([0.0, 2.0, 6.0], probs=P3)) == (0.0, 2.0)
+    assert _origin_span(Reference([0, 1, 2], probs=P3), lattice=0.5) == (0.0, 1.0)
+    assert _origin_span(Reference([0, 1, 2], probs=P3), lattice=False) is None
+    assert _origin_span(Reference([5.0, 5.0], probs=[0.5, 0.5])) is None
     with pytest.raises(ValueError, match="lattice=0.3"):
-        detect_lattice(Reference([0, 1, 2], probs=P3), lattice=0.3)
+        _origin_span(Reference([0, 1, 2], probs=P3), lattice=0.3)
     with pytest.raises(ValueError, match="lattice must be None, False"):
-        detect_lattice(Reference([0, 1, 2], probs=P3), lattice=True)
+        _origin_span(Reference([0, 1, 2], probs=P3), lattice=True)
     with pytest.raises(ValueError, match="lattice must be a positive"):
-        detect_lattice(Reference([0, 1, 2], probs=P3), lattice=-1.0)
+        _origin_span(Reference([0, 1, 2], probs=P3), lattice=-1.0)
 
 
 # ============================================================== equivalence
@@ -411,7 +419,7 @@ def test_equivalence_fields():
     assert eq.lam == pytest.approx(pol.lam, rel=1e-13)
     assert eq.x_star == eq.frontier_reward == pytest.approx(pol.reward, rel=1e-14)
     assert eq.I0_at_x_star == pytest.approx(0.1, rel=1e-13)
-    assert eq.sigma2 == pytest.approx(cumulants(ref, eq.lam, 2)[1], rel=1e-13)
+    assert eq.sigma2 == pytest.approx(cumulants(ref, eq.lam, order=2)[1], rel=1e-13)
     assert eq.lattice is None and eq.beta is None
     # non-lattice closed forms
     m = np.array([50.0, 200.0])
@@ -431,12 +439,12 @@ def test_equivalence_bad_input():
     with pytest.raises(ValueError, match="delta must lie"):
         equivalence(Reference([1.0, 1.0], probs=[0.5, 0.5]), 0.1)
     eq = equivalence(ref, 0.1)
-    with pytest.raises(ValueError, match="m must be finite and >= 1"):
+    with pytest.raises(ValueError, match="length must be finite and >= 1"):
         eq.gap_prediction(0.5)
     with pytest.raises(ValueError, match="form must be"):
         eq.gap_prediction(10, form="exact")
     lat = equivalence(Reference([0, 1], probs=[0.7, 0.3]), 0.1)
-    with pytest.raises(ValueError, match="m must be an integer"):
+    with pytest.raises(ValueError, match="length must be an integer"):
         lat.gap_prediction(10.5)
     assert np.isfinite(lat.gap_prediction(10.5, form="averaged"))
 
@@ -463,7 +471,7 @@ def test_spec_second_order_claim_non_lattice():
         if m >= 200:
             assert abs(ratio - 1) < 0.05 and abs(sp - 1) < 0.015
             assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m), abs=0.07)
-            assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, "saddlepoint"), abs=0.03)
+            assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, form="saddlepoint"), abs=0.03)
 
 
 @pytest.mark.parametrize("p,r", [([0.7, 0.3], [0.0, 1.0]), (P3, [0.0, 1.0, 2.0])],
@@ -475,10 +483,10 @@ def test_lattice_second_order_small_delta(p, r):
     for m in (200, 400, 1000):
         gap, kl_phi, _, _ = exact_bon(p, r, 0.1, m, lattice=eq.lattice)
         assert gap / eq.gap_prediction(m) == pytest.approx(1, abs=0.03)
-        assert gap / eq.gap_prediction(m, "averaged") == pytest.approx(1, abs=0.03)
-        assert gap / eq.gap_prediction(m, "saddlepoint") == pytest.approx(1, abs=0.01)
+        assert gap / eq.gap_prediction(m, form="averaged") == pytest.approx(1, abs=0.03)
+        assert gap / eq.gap_prediction(m, form="saddlepoint") == pytest.approx(1, abs=0.01)
         assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m), abs=0.07)
-        assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, "saddlepoint"), abs=0.01)
+        assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, form="saddlepoint"), abs=0.01)
 
 
 def test_lattice_oscillation_is_captured():
@@ -494,9 +502,9 @@ def test_lattice_oscillation_is_captured():
     exact = np.array([exact_bon(p, r, 0.8, int(m), lattice=eq.lattice)[:2] for m in ms])
     gap, kl_phi = exact[:, 0], exact[:, 1]
     lead = gap / eq.gap_prediction(ms)
-    avg = gap / eq.gap_prediction(ms, "averaged")
+    avg = gap / eq.gap_prediction(ms, form="averaged")
     nonlat = gap / equivalence(Reference(r, probs=p), 0.8, lattice=False).gap_prediction(ms)
-    sp = gap / eq.gap_prediction(ms, "saddlepoint")
+    sp = gap / eq.gap_prediction(ms, form="saddlepoint")
     # the exact gap is not monotone in m: it oscillates
     assert (np.diff(gap) > 0).any() and (np.diff(gap) < 0).any()
     assert np.ptp(avg) > 0.06 and np.ptp(nonlat) > 0.06
@@ -505,7 +513,7 @@ def test_lattice_oscillation_is_captured():
     # KL(π_N||φ_Δ) oscillates too (by ~0.2 nats here) and is tracked
     assert np.ptp(kl_phi) > 0.15
     assert np.abs(kl_phi - eq.kl_to_optimal_prediction(ms)).max() < 0.12
-    assert np.abs(kl_phi - eq.kl_to_optimal_prediction(ms, "saddlepoint")).max() < 0.012
+    assert np.abs(kl_phi - eq.kl_to_optimal_prediction(ms, form="saddlepoint")).max() < 0.012
     assert np.corrcoef(kl_phi, eq.kl_to_optimal_prediction(ms))[0, 1] > 0.95
 
 
@@ -518,8 +526,8 @@ def test_lattice_large_m():
         for m in (2000, 3001):
             gap, kl_phi, _, _ = exact_bon(p, r, delta, m, lattice=eq.lattice)
             assert gap / eq.gap_prediction(m) == pytest.approx(1, abs=0.01)
-            assert gap / eq.gap_prediction(m, "saddlepoint") == pytest.approx(1, abs=1e-3)
-            assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, "saddlepoint"), abs=3e-3)
+            assert gap / eq.gap_prediction(m, form="saddlepoint") == pytest.approx(1, abs=1e-3)
+            assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, form="saddlepoint"), abs=3e-3)
 
 
 def test_lattice_forms_tend_to_non_lattice_as_span_shrinks():
@@ -530,8 +538,8 @@ def test_lattice_forms_tend_to_non_lattice_as_span_shrinks():
     assert eq.lattice[1] == pytest.approx(0.01) and eq.beta < 0.01
     cont = equivalence(ref, 0.05, lattice=False)
     for form in ("leading", "averaged"):
-        assert eq.gap_prediction(300, form) == pytest.approx(cont.gap_prediction(300), rel=1e-4)
-        assert eq.kl_to_optimal_prediction(300, form) == pytest.approx(
+        assert eq.gap_prediction(300, form=form) == pytest.approx(cont.gap_prediction(300), rel=1e-4)
+        assert eq.kl_to_optimal_prediction(300, form=form) == pytest.approx(
             cont.kl_to_optimal_prediction(300), abs=1e-4)
 
 
@@ -539,10 +547,10 @@ def test_averaged_is_the_phase_mean_of_leading():
     eq = equivalence(Reference([0.0, 1.0], probs=[0.7, 0.3]), 0.8)
     ms = np.arange(1000, 1400)       # phases equidistribute (x* irrational)
     g = eq.gap_prediction(ms) * ms
-    ga = eq.gap_prediction(ms, "averaged") * ms
+    ga = eq.gap_prediction(ms, form="averaged") * ms
     assert np.mean(g - ga) == pytest.approx(0, abs=2e-3 * np.mean(ga))
     k = eq.kl_to_optimal_prediction(ms)
-    ka = eq.kl_to_optimal_prediction(ms, "averaged")
+    ka = eq.kl_to_optimal_prediction(ms, form="averaged")
     assert np.mean(k - ka) == pytest.approx(0, abs=5e-3)
 
 
@@ -550,7 +558,7 @@ def test_lattice_fourier_form_and_amplitude():
     """docs/second_order.md §3: λ m gap as a Fourier series in the phase f_m."""
     from scipy.special import gamma
 
-    from klfrontier.ldp import _discrete_gumbel
+    from klfrontier.equivalence import discrete_gumbel as _discrete_gumbel
 
     for beta in (0.9, 3.07, 8.0):
         for f in (0.0, 0.3, 0.77):
@@ -573,4 +581,4 @@ def test_equivalence_skewed_reference():
         eq = equivalence(ref, delta)
         assert eq.I0_at_x_star == pytest.approx(delta, rel=1e-12)
         assert tilted(ref, lam=eq.lam).kl == pytest.approx(delta, rel=1e-12)
-        assert np.isfinite(eq.gap_prediction(100, "saddlepoint"))
+        assert np.isfinite(eq.gap_prediction(100, form="saddlepoint"))

@@ -112,7 +112,7 @@ def test_frontier_matches_mpmath_and_tilted(name):
     assert fr.reward[n] == ref.mean_reward and fr.lam[n] == 0.0
     assert fr.reward[n + 1] == ref.r_max and fr.lam[n + 1] == np.inf
     assert fr.kl_used[n + 2] == ref.kl_max and fr.slope[n + 2] == 0.0
-    assert set(fr.as_dict()) == {"kl", "kl_used", "reward", "lam", "saturated"}
+    assert set(fr.to_dict()) == {"kl", "kl_used", "reward", "lam", "saturated"}
 
 
 def test_cgf_at_zero_and_large_arguments():

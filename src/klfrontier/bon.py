@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._logspace import kl_terms, log1mexp, log_bon_kl_bound, log_neg_log1mexp
+from ._bon_kernel import level_logd
+from ._logspace import kl_terms, log1mexp, log_bon_kl_bound
 from ._validate import log_n_from
-from .policy import Policy
+from .policy import BestOfNPolicy
 from .reference import Reference, check_reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
 
@@ -29,8 +30,8 @@ __all__ = [
     "bon_curve",
     "BoNCurve",
     "bon_kl_bound",
-    "bon_kl_estimator",
-    "bon_kl_estimate",
+    "bon_kl_from_eps",
+    "bon_kl_beirami",
 ]
 
 # Levels whose BoN mass ratio d_j/q_j <= N F_j^{N-1} is below e^-PRUNE add less
@@ -52,38 +53,6 @@ def _times_n(log_n, x):
     """``N x`` for ``x <= 0`` as ``-exp(log N + log(-x))`` (no overflow of N)."""
     with np.errstate(divide="ignore", over="ignore"):   # N x = -inf is the right limit
         return -np.exp(log_n + np.log(-x))
-
-
-def _bon_tail_logs(ref: Reference):
-    """``log(-log F_j)`` and ``log(-log(F^-_j / F_j))`` at the levels, tail-exact.
-
-    ``-log F_j = -log(1 - S_j)`` is taken from the survival ``S_j`` (summed
-    from the top) where ``S_j < 1/2``, so levels whose tails lie far below
-    ``e^{-745}`` keep their exact contribution ``N S_j`` for astronomically
-    large N; ``-log(F^-_j/F_j) = -log(1 - q_j/F_j)``.  ``+inf`` at the bottom
-    level for the second, ``-inf`` at the top for the first.
-    """
-    cached = ref.__dict__.get("_bon_tail_logs")
-    if cached is None:
-        logF, _, logS = ref.level_log_cdf
-        with np.errstate(divide="ignore"):
-            lnl_f = np.where(logS < -np.log(2.0), log_neg_log1mexp(np.minimum(logS, 0.0)),
-                             np.log(-logF))
-        lnl_c = log_neg_log1mexp(np.minimum(ref.level_logq - logF, 0.0))
-        cached = ref.__dict__["_bon_tail_logs"] = (lnl_f, lnl_c)
-    return cached
-
-
-def _bon_level_logd(logq, lnl_f, lnl_c, log_n):
-    """Log-law of the BoN winner's level: ``-N A_j + log(1 - e^{-N C_j})``.
-
-    ``A_j = -log F_j``, ``C_j = -log(F^-_j/F_j)`` given as their logs
-    (:func:`_bon_tail_logs`), so ``N`` never appears outside an exponent.
-    """
-    if log_n == 0:
-        return np.array(logq, dtype=float)   # N = 1 is p, exactly
-    with np.errstate(over="ignore"):
-        return -np.exp(log_n + lnl_f) + log1mexp(-np.exp(log_n + lnl_c))
 
 
 def _bon_kl_terms(logq, lnl_f, lnl_c, lev, log_n):
@@ -120,7 +89,7 @@ def bon_kl_bound(n=None, *, log_n=None):
     return float(out) if np.ndim(out) == 0 else out
 
 
-def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
+def best_of_n(ref: Reference, n=None, *, log_n=None) -> BestOfNPolicy:
     """Exact law of best-of-N with uniform tie-breaking.
 
     Parameters
@@ -133,8 +102,8 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
 
     Returns
     -------
-    Policy
-        ``method="best_of_n"`` with ``n``, ``log_n``, ``kl_bound`` (``log N -
+    BestOfNPolicy
+        With ``n``, ``log_n``, ``kl_bound`` (``log N -
         (N-1)/N``), ``lam_same_kl`` and ``lam_same_reward`` (the inverse
         temperatures of the tilted policies with the same KL / the same reward:
         the BoN <-> RLHF dictionary; ``inf`` when BoN reaches ``r_max``).
@@ -155,8 +124,8 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     check_reference(ref)
     ln = float(log_n_from(n, log_n))
     lnc = float(_capped(ln))
-    tails = _bon_tail_logs(ref)
-    lev = _bon_level_logd(ref.level_logq, *tails, lnc)
+    tails = ref.bon_tail_logs
+    lev = level_logd(ref.level_logq, *tails, lnc)
     kl = float(np.sum(_bon_kl_terms(ref.level_logq, *tails, lev, lnc)))
     reward = ref.to_reward(np.exp(lev) @ ref.level_u)
     lam_kl = float(solve_lam_for_kl(ref, kl)) if kl > 0 else 0.0
@@ -169,9 +138,9 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> Policy:
     else:
         lam_rw = float(solve_lam_for_reward(ref, min(reward, ref.r_max)))
     n_val = float(np.exp(ln)) if ln < 709 else np.inf
-    return Policy(ref, "best_of_n", lev, kl=kl, reward=reward,
-                  params={"n": n_val, "log_n": ln, "kl_bound": float(log_bon_kl_bound(ln)),
-                          "lam_same_kl": lam_kl, "lam_same_reward": lam_rw})
+    return BestOfNPolicy(ref=ref, level_logprobs=lev, kl=kl, reward=reward, n=n_val, log_n=ln,
+                         kl_bound=float(log_bon_kl_bound(ln)), lam_same_kl=lam_kl,
+                         lam_same_reward=lam_rw)
 
 
 @dataclass
@@ -189,7 +158,7 @@ class BoNCurve:
         with np.errstate(over="ignore"):
             return np.exp(self.log_n)
 
-    def as_dict(self):
+    def to_dict(self):
         return {k: getattr(self, k).tolist() for k in ("log_n", "kl", "reward", "win_rate", "kl_bound")}
 
 
@@ -240,7 +209,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     kl[one], rw[one], win[one] = 0.0, ref.mean_u, 0.5
     rest = np.flatnonzero(~(np.isfinite(kl) & np.isfinite(rw) & np.isfinite(win)))
     if rest.size:
-        lnl_f, lnl_c = _bon_tail_logs(ref)
+        lnl_f, lnl_c = ref.bon_tail_logs
         log_neg_logF = lnl_f                  # decreasing in j; -inf at the top
         j0 = np.zeros(ln.size, dtype=np.intp)
         pos = ln > 0
@@ -253,7 +222,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     for i in rest:
         x, j = ln[i], int(j0[i])
         sl = slice(j, None)
-        lev = _bon_level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)
+        lev = level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)
         d = np.exp(lev)
         # In the sum q h(t) form a level with d = 0 contributes q: add the pruned mass.
         kl[i] = (np.sum(_bon_kl_terms(logq[sl], lnl_f[sl], lnl_c[sl], lev, x))
@@ -401,16 +370,28 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
     return out
 
 
-def bon_kl_estimator(eps, n=None, *, log_n=None):
-    """Beirami et al. (2024) per-sample BoN KL estimate ``D_hat(eps)``, ``eps = p(y)``.
+def bon_kl_from_eps(eps, n=None, *, log_n=None):
+    """Beirami et al.'s (2024) BoN KL formula ``D_hat(eps)`` as a function of ``eps = p(y)``.
+
+    The closed form, evaluated at given probabilities ``eps`` (no reference
+    needed): the KL of best-of-N on a law with an atom of mass ``eps`` on top
+    of an atomless rest (theory §3).  :func:`bon_kl_beirami` averages it over
+    best-of-N's outputs on a reference.
 
     ``D_hat = (1-eps)^N [log N + (N-1) log(1-eps) - (N-1)/N]
     + (1 - (1-eps)^N) log((1 - (1-eps)^N)/eps)``, with
     ``0 <= D_hat <= log N - (N-1)/N``.
 
+    Parameters
+    ----------
+    eps : float or array_like
+        Probabilities in ``(0, 1]``.
+    n, log_n : float
+        ``N >= 1`` or ``log N >= 0`` (exactly one).
+
     Examples
     --------
-    >>> round(float(bon_kl_estimator(1e-12, n=8)), 9)   # tiny eps: the bound
+    >>> round(float(bon_kl_from_eps(1e-12, n=8)), 9)   # tiny eps: the bound
     1.204441542
     """
     ln = log_n_from(n, log_n)
@@ -444,17 +425,20 @@ def _beirami(l1m, log_eps, ln):
     return np.asarray(cont + atom, dtype=float)
 
 
-def bon_kl_estimate(ref: Reference, n=None, *, log_n=None, samples=None):
-    """Average of :func:`bon_kl_estimator` over BoN outputs.
+def bon_kl_beirami(ref: Reference, n=None, *, log_n=None, samples=None):
+    """Beirami et al.'s (2024) estimate of ``KL(pi_N || p)`` on a reference.
 
-    With ``samples=None`` the average is exact: ``sum_y pi_N(y) D_hat(p(y))``.
-    Otherwise ``samples`` are outcome indices drawn from BoN and the sample
-    mean is returned.  Compare with the exact ``best_of_n(...).kl``.
+    The per-outcome formula :func:`bon_kl_from_eps` at ``eps = p(y)``,
+    averaged over best-of-N's outputs ``y ~ pi_N``.  With ``samples=None``
+    the average is exact: ``sum_y pi_N(y) D_hat(p(y))``.  Otherwise
+    ``samples`` are outcome indices drawn from BoN and their sample mean is
+    returned.  An estimate, not the KL: compare with the exact
+    ``best_of_n(...).kl`` (theory §3).
 
     Examples
     --------
     >>> ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
-    >>> round(bon_kl_estimate(ref, n=4), 6) > best_of_n(ref, n=4).kl
+    >>> round(bon_kl_beirami(ref, n=4), 6) > best_of_n(ref, n=4).kl
     True
     """
     check_reference(ref)

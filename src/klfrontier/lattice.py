@@ -2,14 +2,17 @@
 
 One kernel for every engine that treats rewards on a lattice (the exact
 FFT law of ``S_m`` in :mod:`klfrontier.sequences`, the lattice forms of the
-second-order terms in :mod:`klfrontier.ldp`, the ``lattice`` of a shipped
+second-order terms in :mod:`klfrontier.equivalence`, the ``lattice`` of a shipped
 :class:`~klfrontier.instances.Instance`).
 
 * :func:`find_lattice` detects the maximal-span lattice from the values;
 * :func:`check_span` checks a span ``h`` that a caller asserts and returns
   the maximal span it implies (``h`` times the gcd of the indices);
 * :func:`resolve_lattice` reads the ``lattice=`` argument shared by the
-  public API (``None`` detect, ``False`` none, a number a given span).
+  public API (``None`` detect, ``False`` none, a number a given span);
+* :func:`detect_lattice` does the same for a reference and returns the one
+  lattice type, :class:`Lattice` (the levels' indices and log-masses, with
+  the tilted statistics the FFT engine needs).
 
 Tolerance policy (decided here, once)
 -------------------------------------
@@ -31,7 +34,7 @@ detection and for a given span alike.  Detection searches at most
   of ``S_m`` exactly on the snapped values, so the tolerance is a silent
   perturbation of the rewards: ``1e-12`` of the range keeps it far below
   the engine's ``1e-8`` accuracy target;
-* :func:`klfrontier.ldp.equivalence` receives the span that
+* :func:`klfrontier.equivalence.equivalence` receives the span that
   :mod:`klfrontier.sequences` detected and re-checks it with the same
   tolerance, so the two always agree.
 
@@ -43,14 +46,17 @@ lattice (they would be merged).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 
+from ._engine import solve_mean, tilted_mean_var
 from .errors import NotOnLatticeError
 
-__all__ = ["RTOL", "MAX_STEPS", "LatticeFit", "NotOnLatticeError", "find_lattice", "check_span",
-           "resolve_lattice"]
+__all__ = ["RTOL", "MAX_STEPS", "Lattice", "LatticeFit", "NotOnLatticeError", "detect_lattice",
+           "find_lattice", "check_span", "resolve_lattice"]
 
 #: Tolerance on ``|v - a - k h|`` relative to the values' extent (see module notes).
 RTOL = 1e-12
@@ -311,3 +317,136 @@ def resolve_lattice(values, lattice=None, *, rtol=RTOL, max_steps=MAX_STEPS, nam
     if _levels(values)[0].size == 1:
         return None
     return check_span(values, h, rtol=rtol, name=name)
+
+
+@dataclass(frozen=True, eq=False)
+class Lattice:
+    """A reference's reward levels on a lattice: ``level_values[j] = a + h * ks[j]``.
+
+    The one lattice type of the library: :func:`detect_lattice` returns it,
+    the exact FFT engine of :mod:`klfrontier.sequences` runs on it and the
+    second-order terms of :mod:`klfrontier.equivalence` read its ``(a, h)``.
+
+    Attributes
+    ----------
+    a : float
+        ``r_min`` (index 0).
+    h : float
+        The maximal span (the level indices have gcd 1).
+    ks : (L,) int64 ndarray
+        Lattice index of each reward level, ascending, ``ks[0] = 0``.
+    logq : (L,) ndarray
+        Log masses of the levels.
+    """
+
+    a: float
+    h: float
+    ks: np.ndarray
+    logq: np.ndarray
+
+    @property
+    def span(self) -> int:
+        """``L``: the top level's index."""
+        return int(self.ks[-1])
+
+    def sum_values(self, length, t):
+        """Reward values ``m a + h t`` of lattice sums ``t`` of ``m = length`` tokens."""
+        return length * self.a + self.h * np.asarray(t, dtype=float)
+
+    # ------------------------------------------------------ tilted statistics
+    def stats(self, lam):
+        """``κ(λ) = log Σ q e^{λk}``, tilted mean and variance of ``k``, for an array of λ.
+
+        The tilt engine's batch kernel (:func:`klfrontier._engine.tilted_mean_var`).
+        """
+        return tilted_mean_var(self.logq, self._ks_float, lam)
+
+    @cached_property
+    def _ks_float(self):
+        return self.ks.astype(float)
+
+    def solve_lam(self, x, tol=1e-15, max_iter=300):
+        """λ with tilted mean ``κ'(λ) = x`` for ``0 < x < L`` (array), safeguarded Newton."""
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        L = float(self.span)
+        if ((x <= 0) | (x >= L)).any():
+            raise ValueError("tilted mean must lie strictly inside (0, L)")
+        return solve_mean(lambda th, _rows: self.stats(th)[1:], x, tol=tol, max_iter=max_iter,
+                          strict=False, name="lattice tilt")
+
+    def log_tail(self, length, t, *, upper=True, lam=0.0):
+        """Chernoff bound on ``log P_λ(T_m >= t)`` (``upper``) or ``log P_λ(T_m <= t)``, ``m = length``.
+
+        Under the λ-tilted per-token law:
+        ``log P_λ(T >= t) <= m [κ(λ') - κ(λ)] - (λ' - λ) t`` with
+        ``κ'(λ') = t/m`` (``λ' >= λ``), and the exact values at the ends of
+        the support.  ``lam=0`` bounds the reference law itself.
+        """
+        m = length
+        L = self.span
+        mL = m * L
+        kap0, mu0, _ = (float(v[0]) for v in self.stats([lam]))
+        if upper:
+            if t > mL:
+                return -np.inf
+            if t <= 0 or t <= m * mu0:
+                return 0.0
+            if t == mL:
+                return float(min(0.0, m * (self.logq[-1] + lam * L - kap0)))
+        else:
+            if t < 0:
+                return -np.inf
+            if t >= mL or t >= m * mu0:
+                return 0.0
+            if t == 0:
+                return float(min(0.0, m * (self.logq[0] - kap0)))
+        th = float(self.solve_lam([t / m])[0])
+        kap, _, _ = self.stats([th])
+        return float(min(0.0, m * (kap[0] - kap0) - (th - lam) * t))
+
+
+def detect_lattice(ref, *, lattice=None, rtol=RTOL, max_span=MAX_STEPS):
+    """The lattice ``a + hℤ`` carrying a reference's reward levels, or ``None``.
+
+    Parameters
+    ----------
+    ref : Reference
+    lattice : None, False, float or Lattice
+        ``None``: detect from the level values (:func:`find_lattice`);
+        ``False``: treat as non-lattice; a positive span ``h``: check that
+        every level lies on ``r_min + hℤ`` within ``rtol (r_max - r_min)``
+        and return the maximal span (``h`` times the gcd of the level
+        indices, :func:`check_span`); a :class:`Lattice` is passed through.
+    rtol : float, default 1e-12
+        Largest ``|v_j - a - k_j h|`` accepted, relative to ``r_max - r_min``
+        (see the module notes).  The sequence engine computes the law of
+        ``S_m`` exactly on the snapped levels ``a + k_j h``, so this is the
+        largest perturbation of the rewards.
+    max_span : int, default 65536
+        Largest number of lattice steps ``L`` across ``[r_min, r_max]``
+        that detection considers.
+
+    Returns
+    -------
+    Lattice or None
+        ``None`` for a constant reward, for ``lattice=False``, or when no
+        lattice with at most ``max_span`` steps fits.
+
+    Examples
+    --------
+    >>> from klfrontier import Reference
+    >>> lat = detect_lattice(Reference([0.0, 0.3, 1.0], probs=[0.2, 0.3, 0.5]))
+    >>> round(lat.h, 12), lat.ks.tolist()
+    (0.1, [0, 3, 10])
+    >>> lat = detect_lattice(Reference([0.0, 0.2, 0.6], probs=[0.2, 0.3, 0.5]), lattice=0.1)
+    >>> round(lat.h, 12), lat.ks.tolist()        # the maximal span
+    (0.2, [0, 1, 3])
+    >>> detect_lattice(Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])) is None
+    True
+    """
+    if isinstance(lattice, Lattice):
+        return None if ref.is_constant else lattice
+    fit = resolve_lattice(ref.level_values, lattice, rtol=rtol, max_steps=max_span)
+    if fit is None:
+        return None
+    return Lattice(a=fit.a, h=fit.h, ks=fit.ks, logq=ref.level_logq.copy())

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._logspace import kl_terms, log_cdf_levels, log_neg_log1mexp
-from ..bon import _bon_level_logd
+from .._bon_kernel import level_logd, tail_logs
+from .._logspace import kl_terms, log_cdf_levels
 
 #: Bound (log) on the BoN mass allowed outside a window: e^-41.5 ≈ 1e-18.
 LOG_OUTSIDE = -41.5
@@ -102,22 +102,21 @@ class BoNOnWindow:
 def bon_level_logd(logpmf, logsf, logcdf, log_n):
     """Log-law ``log(F^N - F^-^N)`` of the BoN winner's sum, from ``log N``.
 
-    ``N log F = -exp(log N + log(-log(1 - S)))`` (survival side) or
-    ``-exp(log N + log(-log F))`` (where ``S >= 1/2``), and
-    ``F^-/F = 1 - q/F`` enters as ``N log(F^-/F) = -exp(log N +
-    log(-log(1 - q/F)))``: no step forms ``1 - (tiny)``, so tails far below
-    ``1e-308`` (``N = e^{10^4}``) keep full relative accuracy.  The same
-    level law as single-token best-of-N (:mod:`klfrontier.bon`), whose
-    kernel combines the two tail logs.
+    The best-of-N level-law kernel (:mod:`klfrontier._bon_kernel`, shared
+    with single-token best-of-N) on the window's law: ``N log F`` and
+    ``N log(F^-/F)`` enter as ``-exp(log N + log(-log F))`` and
+    ``-exp(log N + log(-log(1 - q/F)))``, so no step forms ``1 - (tiny)``
+    and tails far below ``1e-308`` (``N = e^{10^4}``) keep full relative
+    accuracy.  Sums of zero mass keep ``-inf``.
+
+    >>> lp = np.log([0.5, 0.5])
+    >>> np.exp(bon_level_logd(lp, np.array([np.log(0.5), -np.inf]), np.log([0.5, 1.0]), np.log(2.0))).tolist()
+    [0.25, 0.75]
     """
     logpmf = np.asarray(logpmf, dtype=float)
-    logsf = np.asarray(logsf, dtype=float)
-    logcdf = np.asarray(logcdf, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lnl_f = np.where(logsf < -np.log(2.0), log_neg_log1mexp(np.minimum(logsf, 0.0)),
-                         np.log(-logcdf))                            # log(-log F)
-        lnl_c = log_neg_log1mexp(np.minimum(logpmf - logcdf, 0.0))  # log(-log(F^-/F))
-        logd = _bon_level_logd(logpmf, lnl_f, lnl_c, float(log_n))
+        lnl_f, lnl_c = tail_logs(logpmf, logcdf, logsf)
+        logd = level_logd(logpmf, lnl_f, lnl_c, float(log_n))
     return np.where(np.isneginf(logpmf), -np.inf, logd)
 
 

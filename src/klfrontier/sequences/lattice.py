@@ -5,17 +5,17 @@ Per-token rewards ``r = a + h k`` with integer ``k`` in ``[0, L]``; the sum
 convolution keeps ~16 digits *relative to the peak* and nothing below it,
 while best-of-N at ``N = e^{mδ}`` lives in tails like ``e^{-mδ}``.  So each
 piece of the support is computed under a tilted per-token law
-``q_θ(k) = q(k) e^{θk - κ(θ)}`` whose bulk sits there, and untilted exactly:
+``q_λ(k) = q(k) e^{λk - κ(λ)}`` whose bulk sits there, and untilted exactly:
 
-    log P(T = t) = log P_θ(T = t) - θ t + m κ(θ).
+    log P(T = t) = log P_λ(T = t) - λ t + m κ(λ).
 
 Numerical design (measured in ``tests/sequences``):
 
 * the tilted law of ``T`` is obtained on an FFT *window* of length ``n``
   centred at its mean: the aliased tails outside the window carry less than
   ``e^{-(τ + 40)}`` of the peak (Chernoff bound, checked), so ``n`` is a few
-  dozen standard deviations ``sqrt(m var_θ)`` instead of ``mL``;
-* the characteristic function ``φ_θ(ω)^m`` is formed as
+  dozen standard deviations ``sqrt(m var_λ)`` instead of ``mL``;
+* the characteristic function ``φ_λ(ω)^m`` is formed as
   ``exp(m log φ̃(ω))`` with ``φ̃`` centred at the tilted mean and
   ``log φ̃`` evaluated directly (``log1p``/``atan2`` on
   ``Σ q (-2 sin²(ωd/2) - i sin(ωd))``), which keeps its error at a few ulp
@@ -43,11 +43,9 @@ import scipy.fft as sfft
 from scipy.special import logsumexp
 
 from ..errors import ConvergenceError, WindowTooLargeError
-from ..lattice import MAX_STEPS, RTOL, find_lattice, resolve_lattice
-from ..reference import Reference
-from .saddlepoint import _solve_mean
+from ..lattice import Lattice
 
-__all__ = ["Lattice", "detect_lattice", "lattice_of", "LatticeEngine", "lattice_dp"]
+__all__ = ["LatticeEngine", "lattice_dp"]
 
 #: Trust depth (nats below a window's peak) for the direct characteristic function.
 TAU = 12.0
@@ -60,155 +58,6 @@ _LOG_NEGLIGIBLE = -800.0
 _MAX_WINDOW = 2**25
 #: Work (|K| L m^2) below which untrustable points are taken from the exact DP.
 _MAX_DP_WORK = 2e8
-
-
-@dataclass(frozen=True, eq=False)
-class Lattice:
-    """Reward levels on a lattice: ``level_values[j] = a + h * ks[j]``.
-
-    Attributes
-    ----------
-    a : float
-        ``r_min`` (index 0).
-    h : float
-        The maximal span (the level indices have gcd 1).
-    ks : (L,) int64 ndarray
-        Lattice index of each reward level, ascending, ``ks[0] = 0``.
-    logq : (L,) ndarray
-        Log masses of the levels.
-    """
-
-    a: float
-    h: float
-    ks: np.ndarray
-    logq: np.ndarray
-
-    @property
-    def span(self) -> int:
-        """``L``: the top level's index."""
-        return int(self.ks[-1])
-
-    def sum_values(self, m, t):
-        """Reward values ``m a + h t`` of lattice sums ``t``."""
-        return m * self.a + self.h * np.asarray(t, dtype=float)
-
-    # ------------------------------------------------------ tilted statistics
-    def stats(self, theta):
-        """``κ(θ) = log Σ q e^{θk}``, tilted mean and variance of ``k``, for an array of θ."""
-        th = np.atleast_1d(np.asarray(theta, dtype=float))
-        ks = self.ks.astype(float)
-        kap = np.empty(th.size)
-        mu = np.empty(th.size)
-        var = np.empty(th.size)
-        step = max(1, 2**20 // ks.size)
-        for s in range(0, th.size, step):
-            t = th[s:s + step, None]
-            lw = self.logq[None, :] + t * ks[None, :]
-            mx = lw.max(axis=1, keepdims=True)
-            w = np.exp(lw - mx)
-            tot = w.sum(axis=1)
-            kap[s:s + step] = mx[:, 0] + np.log(tot)
-            p = w / tot[:, None]
-            mu[s:s + step] = p @ ks
-            d = ks[None, :] - mu[s:s + step, None]
-            var[s:s + step] = np.einsum("ij,ij->i", p, d * d)
-        return kap, mu, var
-
-    def solve_theta(self, x, tol=1e-15, max_iter=300):
-        """θ with tilted mean ``κ'(θ) = x`` for ``0 < x < L`` (array), safeguarded Newton."""
-        x = np.atleast_1d(np.asarray(x, dtype=float))
-        L = float(self.span)
-        if ((x <= 0) | (x >= L)).any():
-            raise ValueError("tilted mean must lie strictly inside (0, L)")
-        return _solve_mean(lambda th: self.stats(th)[1:], x, tol, max_iter)
-
-    def log_tail(self, m, t, upper=True, theta=0.0):
-        """Chernoff bound on ``log P_θ(T_m >= t)`` (``upper``) or ``log P_θ(T_m <= t)``.
-
-        Under the θ-tilted per-token law:
-        ``log P_θ(T >= t) <= m [κ(θ') - κ(θ)] - (θ' - θ) t`` with
-        ``κ'(θ') = t/m`` (``θ' >= θ``), and the exact values at the ends of
-        the support.  ``theta=0`` bounds the reference law itself.
-        """
-        L = self.span
-        mL = m * L
-        kap0, mu0, _ = (float(v[0]) for v in self.stats([theta]))
-        if upper:
-            if t > mL:
-                return -np.inf
-            if t <= 0 or t <= m * mu0:
-                return 0.0
-            if t == mL:
-                return float(min(0.0, m * (self.logq[-1] + theta * L - kap0)))
-        else:
-            if t < 0:
-                return -np.inf
-            if t >= mL or t >= m * mu0:
-                return 0.0
-            if t == 0:
-                return float(min(0.0, m * (self.logq[0] - kap0)))
-        th = float(self.solve_theta([t / m])[0])
-        kap, _, _ = self.stats([th])
-        return float(min(0.0, m * (kap[0] - kap0) - (th - theta) * t))
-
-
-def detect_lattice(ref: Reference, *, rtol=RTOL, max_span=MAX_STEPS):
-    """Find the lattice ``a + hℤ`` carrying the reward levels, if there is one.
-
-    A thin wrapper of :func:`klfrontier.lattice.find_lattice` (its module
-    notes give the tolerance policy) returning a :class:`Lattice`.
-
-    Parameters
-    ----------
-    ref : Reference
-    rtol : float, default 1e-12
-        Largest ``|v_j - a - k_j h|`` accepted, relative to ``r_max - r_min``.
-        The engine computes the law of ``S_m`` exactly on the snapped levels
-        ``a + k_j h``, so this is the largest perturbation of the rewards.
-    max_span : int, default 65536
-        Largest number of lattice steps ``L`` across ``[r_min, r_max]``.
-
-    Returns
-    -------
-    Lattice or None
-        ``None`` for a constant reward or when no lattice with at most
-        ``max_span`` steps fits.
-
-    Examples
-    --------
-    >>> lat = detect_lattice(Reference([0.0, 0.3, 1.0], probs=[0.2, 0.3, 0.5]))
-    >>> round(lat.h, 12), lat.ks.tolist()
-    (0.1, [0, 3, 10])
-    >>> detect_lattice(Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])) is None
-    True
-    """
-    return _build(ref, find_lattice(ref.level_values, rtol=rtol, max_steps=max_span))
-
-
-def _build(ref, fit):
-    if fit is None:
-        return None
-    return Lattice(a=fit.a, h=fit.h, ks=fit.ks, logq=ref.level_logq.copy())
-
-
-def lattice_of(ref: Reference, lattice=None, *, rtol=RTOL, max_span=MAX_STEPS):
-    """Resolve the ``lattice=`` argument: ``None`` detect, ``False`` none, ``h`` a given span.
-
-    As :func:`klfrontier.lattice.resolve_lattice` (a given span must carry
-    every level within ``rtol (r_max - r_min)``; the returned span is the
-    maximal one, ``h`` times the gcd of the indices); a :class:`Lattice` is
-    passed through.
-
-    Examples
-    --------
-    >>> ref = Reference([0.0, 0.2, 0.6], probs=[0.2, 0.3, 0.5])
-    >>> lat = lattice_of(ref, 0.1)
-    >>> round(lat.h, 12), lat.ks.tolist()
-    (0.2, [0, 1, 3])
-    """
-    if isinstance(lattice, Lattice):
-        return None if ref.is_constant else lattice
-    return _build(ref, resolve_lattice(ref.level_values, lattice, rtol=rtol, max_steps=max_span))
 
 
 # ------------------------------------------------------------------ support
@@ -288,7 +137,7 @@ def _int_bits(x, nbits):
 class _Block:
     """Tilted law of ``T`` on the window ``t = o .. o + n - 1`` (aliased tails < bound)."""
 
-    theta: float
+    lam: float
     kap: float
     mu: float
     var: float
@@ -302,8 +151,8 @@ class _Block:
     direct: bool = True
 
     def log_untilt(self, t, m):
-        """``-θ t + m κ(θ)`` as ``-θ(t - m k_ref) + m(κ(θ) - θ k_ref)`` (no large cancellation)."""
-        return -self.theta * (np.asarray(t, dtype=float) - m * self.kref) + m * self.kap_ref
+        """``-λ t + m κ(λ)`` as ``-λ(t - m k_ref) + m(κ(λ) - λ k_ref)`` (no large cancellation)."""
+        return -self.lam * (np.asarray(t, dtype=float) - m * self.kref) + m * self.kap_ref
 
 
 class LatticeEngine:
@@ -318,8 +167,10 @@ class LatticeEngine:
 
     Examples
     --------
+    >>> from klfrontier import Reference
+    >>> from klfrontier.lattice import detect_lattice
     >>> ref = Reference([0.0, 1.0], probs=[0.7, 0.3])
-    >>> eng = LatticeEngine(lattice_of(ref), 50)
+    >>> eng = LatticeEngine(detect_lattice(ref), 50)
     >>> t, logp, score = eng.law(0, 50)
     >>> from scipy.stats import binom
     >>> bool(np.allclose(logp, binom.logpmf(t, 50, 0.3), rtol=1e-12, atol=0))
@@ -340,7 +191,7 @@ class LatticeEngine:
         self.dp_points = 0
 
     # --------------------------------------------------------------- windows
-    def _window(self, theta, mu, var):
+    def _window(self, lam, mu, var):
         m, mL, lat = self.m, self.mL, self.lat
         full_n = sfft.next_fast_len(mL + 1, real=True)
         if full_n > _MAX_WINDOW and m * var * 2 * (self.tau + _ALIAS_MARGIN + 8.0) * 4 > _MAX_WINDOW**2:
@@ -355,8 +206,8 @@ class LatticeEngine:
                 return full_n, 0
             hi_t = int(np.ceil(c + a))
             lo_t = int(np.floor(c - a))
-            up = lat.log_tail(m, hi_t, upper=True, theta=theta) if hi_t <= mL else -np.inf
-            dn = lat.log_tail(m, lo_t, upper=False, theta=theta) if lo_t >= 0 else -np.inf
+            up = lat.log_tail(m, hi_t, upper=True, lam=lam) if hi_t <= mL else -np.inf
+            dn = lat.log_tail(m, lo_t, upper=False, lam=lam) if lo_t >= 0 else -np.inf
             if max(up, dn) <= log_eps:
                 break
             a *= 1.3
@@ -371,18 +222,18 @@ class LatticeEngine:
         return n, o
 
     # ---------------------------------------------------------------- blocks
-    def block(self, theta) -> _Block:
-        """Tilted law of ``T_m`` under per-token tilt ``θ`` on its FFT window."""
+    def block(self, lam) -> _Block:
+        """Tilted law of ``T_m`` under per-token tilt ``λ`` on its FFT window."""
         lat, m = self.lat, self.m
         ks = lat.ks
-        kap, mu, var = (float(v[0]) for v in lat.stats([theta]))
-        n, o = self._window(theta, mu, var)
+        kap, mu, var = (float(v[0]) for v in lat.stats([lam]))
+        n, o = self._window(lam, mu, var)
         self.fft_lengths.append(n)
         # tilted per-token law, shifted by its largest exponent so that no
-        # large θk - κ(θ) cancels (which would perturb q_θ by |θk| ulp)
-        kref = int(ks[np.argmax(lat.logq + theta * ks)])
-        lw = lat.logq + theta * (ks - kref)
-        kap_ref = float(logsumexp(lw))              # κ(θ) - θ k_ref, no cancellation
+        # large λk - κ(λ) cancels (which would perturb q_λ by |λk| ulp)
+        kref = int(ks[np.argmax(lat.logq + lam * ks)])
+        lw = lat.logq + lam * (ks - kref)
+        kap_ref = float(logsumexp(lw))              # κ(λ) - λ k_ref, no cancellation
         lqt = lw - kap_ref
         qt = np.exp(lqt)
         nf = n // 2 + 1
@@ -426,17 +277,17 @@ class LatticeEngine:
             spec[f] = phi[f] ** m * (np.cos(ph) + 1j * np.sin(ph))
         p = sfft.irfft(spec, n)
         pmax = float(p.max())
-        blk = _Block(theta=float(theta), kap=kap, mu=mu, var=var, o=o, n=n, p=p,
+        blk = _Block(lam=float(lam), kap=kap, mu=mu, var=var, o=o, n=n, p=p,
                      kref=kref, kap_ref=kap_ref,
                      log_peak=np.log(pmax), direct=direct,
                      tau=self.tau if direct else max(4.0, self.tau - np.log(max(1.0, m * np.log2(n)))))
         self.blocks.append(blk)
         return blk
 
-    def theta_for_mean(self, c):
+    def lam_for_mean(self, c):
         """Tilt whose law of ``T_m`` has mean ``c`` (clipped inside ``(0, mL)``)."""
         x = min(max(c / self.m, 0.25 / self.m), self.lat.span - 0.25 / self.m)
-        return float(self.lat.solve_theta([x])[0])
+        return float(self.lat.solve_lam([x])[0])
 
     def trusted_run(self, blk, start):
         """Last index ``>= start`` such that every support point in ``[start, end]`` is trusted by ``blk``."""
@@ -452,10 +303,16 @@ class LatticeEngine:
         return lo + (int(nz[0]) - 1 if nz.size else hi - lo)
 
     # --------------------------------------------------------------- stitch
-    def cover(self, A, B, max_blocks=100000):
-        """Add tilts until every possible sum in ``[A, B]`` is trusted by some block."""
+    def cover(self, A, B, max_blocks=100000, max_untrusted=8):
+        """Add tilts until every possible sum in ``[A, B]`` is trusted by some block.
+
+        Raises :class:`~klfrontier.errors.WindowTooLargeError` after
+        ``max_untrusted`` sums that no fresh tilt trusts when the exact DP
+        that :meth:`law` uses for such sums is unaffordable.
+        """
         A, B = max(0, int(A)), min(self.mL, int(B))
         pos = A
+        untrusted = 0
         # points already covered by existing blocks
         while pos <= B:
             best_end = pos - 1
@@ -476,16 +333,23 @@ class LatticeEngine:
             # centre the next tilt ~0.8 trust half-widths above pos
             target = float(pos)
             for _ in range(3):
-                th = self.theta_for_mean(target)
+                th = self.lam_for_mean(target)
                 _, _, var = self.lat.stats([th])
                 hw = np.sqrt(2 * self.tau * self.m * var[0])
                 target = pos + 0.8 * hw
-            blk = self.block(self.theta_for_mean(target))
+            blk = self.block(self.lam_for_mean(target))
             end = self.trusted_run(blk, pos)
             if end < pos:
-                blk = self.block(self.theta_for_mean(float(pos)))
+                blk = self.block(self.lam_for_mean(float(pos)))
                 end = self.trusted_run(blk, pos)
             if end < pos:          # cannot trust this point under any tilt: keep best effort
+                untrusted += 1
+                if untrusted > max_untrusted and not self._dp_affordable():
+                    # each such point costs two FFTs of the window: the law of the sum is jagged
+                    # on this lattice (few levels, fine span), which tilts cannot resolve
+                    raise WindowTooLargeError(
+                        f"more than {max_untrusted} possible sums are trusted by no FFT tilt: "
+                        "the law of the sum is too jagged on this lattice")
                 pos += 1
             else:
                 pos = end + 1
@@ -556,8 +420,10 @@ def lattice_dp(lat: Lattice, m: int):
 
     Examples
     --------
+    >>> from klfrontier import Reference
+    >>> from klfrontier.lattice import detect_lattice
     >>> ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
-    >>> t, lp = lattice_dp(lattice_of(ref), 3)
+    >>> t, lp = lattice_dp(detect_lattice(ref), 3)
     >>> np.exp(lp).round(6).tolist()
     [0.125, 0.375, 0.375, 0.125]
     """

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erfcx
 
+from .._engine import solve_mean, tilt_stats
 from .._logspace import log1mexp
 from ..reference import Reference
-from ..tilt import tilt_stats
 
 __all__ = ["solve_saddle", "saddlepoint_logdensity", "saddlepoint_logsf", "saddlepoint_grid"]
 
@@ -38,60 +38,19 @@ def solve_saddle(ref: Reference, x_u, tol=1e-14, max_iter=300):
     if ((x <= -1) | (x >= 0)).any():
         raise ValueError("saddle points exist only strictly inside the reward range")
 
-    def mean_var(t):
-        st = tilt_stats(ref, t)
+    law = ref.level_law
+
+    def mean_var(t, rows):
+        st = tilt_stats(law, t)
         return st.mean, st.var
 
-    return _solve_mean(mean_var, x, tol, max_iter)
-
-
-def _solve_mean(mean_var, x, tol=1e-14, max_iter=300):
-    """Tilts ``t`` with tilted mean ``mean_var(t)[0] = x`` (array): safeguarded Newton.
-
-    ``mean_var(t) -> (mean, var)`` for an array of tilts; the mean increases
-    with ``t`` (its slope is the variance).  Brackets ``[lo, hi]`` are grown
-    by doubling from ``[-1, 1]``; a Newton step leaving the bracket is
-    replaced by bisection.  Shared by the saddle point (standardised units)
-    and the lattice engine's tilts (lattice-index units).
-    """
-    lo = np.full(x.size, -1.0)
-    hi = np.full(x.size, 1.0)
-    for _ in range(80):
-        bad = mean_var(lo)[0] > x
-        if not bad.any():
-            break
-        lo = np.where(bad, 2 * lo, lo)
-    for _ in range(80):
-        bad = mean_var(hi)[0] < x
-        if not bad.any():
-            break
-        hi = np.where(bad, 2 * hi, hi)
-    t = np.zeros(x.size)
-    out = np.empty(x.size)
-    active = np.arange(x.size)
-    for _ in range(max_iter):
-        mean, var = mean_var(t[active])
-        f = mean - x[active]
-        lo[active] = np.where(f < 0, t[active], lo[active])
-        hi[active] = np.where(f > 0, t[active], hi[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            new = t[active] - f / var
-        bad = ~np.isfinite(new) | (new <= lo[active]) | (new >= hi[active])
-        new = np.where(bad, 0.5 * (lo[active] + hi[active]), new)
-        done = (np.abs(new - t[active]) <= tol * np.maximum(1.0, np.abs(t[active]))) | (f == 0)
-        t[active] = new
-        out[active[done]] = new[done]
-        active = active[~done]
-        if active.size == 0:
-            return out
-    out[active] = t[active]
-    return out
+    return solve_mean(mean_var, x, tol=tol, max_iter=max_iter, strict=False, name="saddle point")
 
 
 def _pieces(ref, m, su):
     su = np.atleast_1d(np.asarray(su, dtype=float))
     t = solve_saddle(ref, su / m)
-    st = tilt_stats(ref, t)
+    st = tilt_stats(ref.level_law, t)
     return t, st
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
+from .._engine import log_tilt
 from .._logspace import kl_terms
 from ..reference import Reference
 
@@ -195,9 +196,8 @@ def types_window(ref: Reference, m: int, lam_u: float, lo: float, hi: float, *,
     """
     u, logq = ref.level_u, ref.level_logq
     K = u.size
-    x = lam_u * u
-    cgf = float(logsumexp(logq + x))
-    logphi = logq + x - cgf
+    lp, kap = log_tilt(logq, u, [lam_u])
+    logphi, cgf = lp[0], float(kap[0])
     phi = np.exp(logphi)
     j0 = int(np.argmax(phi))
     others = [j for j in range(K) if j != j0]
