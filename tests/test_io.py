@@ -435,3 +435,16 @@ def test_engines_agree_on_messy_files(tmp_path, fmt, seed):
         reasons = " ".join(reason for _, _, reason in a.bad_rows)
         assert ("gold" in reasons) == (columns is not None)
         assert "ref_logprob" in reasons
+
+
+def test_write_samples_is_atomic(tmp_path):
+    """A write that fails half-way leaves the old file whole and no temporary file beside it."""
+    bad = SampleSet.from_dict({"a": {"reward": [1.0, 2.0], "text": ["ok", "\ud800"]}})  # not UTF-8
+    for name in ("s.jsonl", "s.csv", "s.csv.gz"):
+        path = tmp_path / name
+        write_samples(path, {"a": [1.0]})
+        before = path.read_bytes()
+        with pytest.raises(UnicodeEncodeError):
+            write_samples(path, bad)
+        assert path.read_bytes() == before, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "s.csv.gz", "s.jsonl"]

@@ -9,15 +9,17 @@ import threading
 import numpy as np
 import pytest
 
-from klfrontier import io as kio
 from klfrontier.io import (
     MAX_JSON_DEPTH,
     SampleFileError,
-    _stable_order,
+    SampleSet,
     read_reference,
     read_samples,
     write_samples,
 )
+from klfrontier.io import _rows as io_rows
+from klfrontier.io import jsonl as io_jsonl
+from klfrontier.io.samples import stable_order
 
 pa = pytest.importorskip("pyarrow")
 ENGINES = ["python", "pyarrow"]
@@ -209,7 +211,7 @@ def test_json_depth_oracle():
         depth, x = 0, obj
         while isinstance(x, (list, dict)):
             depth, x = depth + 1, (x[0] if isinstance(x, list) else x["k"])
-        assert kio._json_depth(json.dumps(obj).encode()) == depth
+        assert io_rows.json_depth(json.dumps(obj).encode()) == depth
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -267,19 +269,19 @@ def test_stable_order_matches_numpy():
     rng = np.random.default_rng(0)
     for n_groups in (1, 3, 65536, 65537, 300_000):
         codes = rng.integers(0, n_groups, size=5000).astype(np.int32)
-        assert np.array_equal(_stable_order(codes, n_groups), np.argsort(codes, kind="stable"))
+        assert np.array_equal(stable_order(codes, n_groups), np.argsort(codes, kind="stable"))
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_prompt_order_of_first_appearance(tmp_path, fmt, monkeypatch):
     """Many prompts across chunks and id-table unifications: the order of first appearance and
     every value, against a plain dict (the oracle)."""
-    monkeypatch.setattr(kio, "_UNIFY_ROWS", 700)
+    monkeypatch.setattr(io_rows, "_UNIFY_ROWS", 700)
     rng = np.random.default_rng(1)
     pids = [f"q{int(k)}" for k in rng.zipf(1.3, size=6000) % 2500]
     rewards = rng.normal(size=6000).round(6)
     path = tmp_path / f"s.{fmt}"
-    s0 = kio.SampleSet.from_columns(pids, rewards)
+    s0 = SampleSet.from_columns(pids, rewards)
     write_samples(path, s0)
     order = list(dict.fromkeys(pids))
     for engine in (["pyarrow"] if fmt == "parquet" else ENGINES):
@@ -294,8 +296,8 @@ def test_prompt_order_of_first_appearance(tmp_path, fmt, monkeypatch):
 def test_clean_jsonl_takes_the_fast_path(tmp_path, monkeypatch):
     """pyarrow parses a clean file: the standard-library path is never called (a speed guard)."""
     calls = []
-    real = kio._jsonl_chunk_python
-    monkeypatch.setattr(kio, "_jsonl_chunk_python", lambda *a: calls.append(1) or real(*a))
+    real = io_jsonl._jsonl_chunk_python
+    monkeypatch.setattr(io_jsonl, "_jsonl_chunk_python", lambda *a: calls.append(1) or real(*a))
     path = tmp_path / "s.jsonl"
     rows = [{"prompt_id": f"p{i % 7}", "reward": i / 3, "logprob": -i / 5 - 0.1, "text": "é [x] \\"}
             for i in range(5000)]

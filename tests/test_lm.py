@@ -433,7 +433,7 @@ def test_missing_torch_names_the_extra(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"klfrontier\[lm\]"):
-        lm_model._import_lm()
+        lm_model.import_lm()
 
 
 def test_import_does_not_load_torch():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["one_of", "real_scalar", "real_array", "log_n_from"]
+__all__ = ["one_of", "real_scalar", "real_array", "prob_array", "float_or_array", "log_n_from"]
 
 
 def one_of(**kw):
@@ -26,17 +26,51 @@ def one_of(**kw):
     return given[0], kw[given[0]]
 
 
-def real_array(x, name):
-    """``x`` as a non-empty float array without NaN; ValueError naming ``name`` otherwise."""
+def _float_array(x, name):
+    """``x`` as a non-empty float array; ValueError naming ``name`` otherwise."""
     try:
         a = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be real numbers, got {x!r}") from exc
     if a.size == 0:
         raise ValueError(f"{name} is empty")
+    return a
+
+
+def real_array(x, name):
+    """``x`` as a non-empty float array without NaN; ValueError naming ``name`` otherwise."""
+    a = _float_array(x, name)
     if np.isnan(a).any():
         raise ValueError(f"{name} contains NaN" if a.ndim else f"{name} is NaN")
     return a
+
+
+def prob_array(x, name):
+    """``x`` as a non-empty float array of finite, non-negative masses (not renormalised);
+    ValueError naming ``name`` otherwise.
+
+    >>> prob_array([0.25, 0.75], "p")
+    array([0.25, 0.75])
+    >>> prob_array([0.5, -0.5], "p")
+    Traceback (most recent call last):
+    ValueError: p contains negative values
+    """
+    a = _float_array(x, name)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if (a < 0).any():
+        raise ValueError(f"{name} contains negative values")
+    return a
+
+
+def float_or_array(x):
+    """``float(x)`` for a scalar or a 0-d array, ``x`` unchanged otherwise: the return rule of
+    the public functions (a scalar in, a Python float out).
+
+    >>> float_or_array(np.float64(0.5)), float_or_array(np.array(2.0)), float_or_array(np.ones(2))
+    (0.5, 2.0, array([1., 1.]))
+    """
+    return float(x) if np.ndim(x) == 0 else x
 
 
 def real_scalar(x, name, *, allow_inf=False):
@@ -80,4 +114,4 @@ def log_n_from(n=None, log_n=None, *, allow_array=False, finite=False):
         if finite and np.isinf(arr).any():
             raise ValueError("log_n must be finite")
         out = arr
-    return float(out) if out.ndim == 0 else out
+    return float_or_array(out)

@@ -154,10 +154,10 @@ def _model_spec(model: str) -> str:
 
 def _write_selected(store, out: Path, *, best_of: int, seed: int):
     from ._atomic import write_text
+    from ._json import dumps
 
     records = best_of_selection(store.read_table(), n=best_of, seed=seed)
-    write_text(out / "selected.jsonl",
-               "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+    write_text(out / "selected.jsonl", "".join(dumps(r, ensure_ascii=False) + "\n" for r in records))
     return len(records)
 
 
@@ -190,7 +190,7 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
     """
     from rich.text import Text
 
-    from .lm.store import SampleStore, _parse_shard
+    from .lm.store import SampleStore, parse_shard
 
     for value, name in ((n, "--n"), (max_new_tokens, "--max-new-tokens"), (batch_prompts, "--batch-prompts")):
         if value < 1:
@@ -202,7 +202,7 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
     if tilt is not None and not reward.strip().lower().startswith("token-"):
         raise CLIError(f"--tilt needs a token-linear --reward (token-vader or token-afinn), got {reward!r}")
     try:
-        k, m = _parse_shard(shard)
+        k, m = parse_shard(shard)
     except ValueError as exc:
         raise CLIError(f"--shard: {exc}") from None
     texts = read_prompts(prompts)

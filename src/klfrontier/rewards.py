@@ -36,12 +36,10 @@ from types import MappingProxyType
 import numpy as np
 
 from .instances.unigram import REWARDS as LEXICONS
-from .instances.unigram import _check_reward, _lexicon_scores, _read_lexicon
+from .instances.unigram import check_reward, lexicon_scores, read_lexicon
 
 __all__ = ["LEXICONS", "WORD_PATTERN", "words", "Lexicon", "TokenLinear", "Classifier",
            "CallableReward", "lexicon", "token_linear", "classifier", "from_callable", "get"]
-
-_LM_EXTRA = 'pip install "klfrontier[lm]"'
 
 #: A word: a run of letters or digits (Unicode ``[^\W_]``), possibly joined by
 #: inner apostrophes (``don't``, ``o'clock``), matched on the lower-cased,
@@ -125,27 +123,18 @@ def _checked(values, n, what):
     return out
 
 
-def _import_lm():
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ImportError(f"this reward needs torch and transformers: {_LM_EXTRA}") from exc
-    return torch, transformers
-
-
 # ------------------------------------------------------------------------------------ lexicons
 @cache
 def _valences(name: str, lang: str):
     """``({word: valence}, label)``: the demo instance's per-word values for every lexicon key.
 
-    The values are computed by the demo's own :func:`_lexicon_scores` on the
+    The values are computed by the demo's own :func:`lexicon_scores` on the
     lexicon's keys, so a word's valence here is bit for bit its reward in
     ``unigram_sentiment(reward=name, lang=lang)``.
     """
-    lex, _ = _read_lexicon(name, lang)
+    lex, _ = read_lexicon(name, lang)
     keys = sorted(lex)
-    scores, _, _, _, label = _lexicon_scores(name, lang, keys)
+    scores, _, _, _, label = lexicon_scores(name, lang, keys)
     table = {k: float(s) for k, s in zip(keys, scores) if s != 0.0}
     return MappingProxyType(table), label
 
@@ -166,7 +155,7 @@ class Lexicon:
     """
 
     def __init__(self, name="vader", *, lang="en"):
-        self.name = _check_reward(name, lang, "name")
+        self.name = check_reward(name, lang, "name")
         self.lang = lang
         self.valences, label = _valences(self.name, lang)
         self.description = (f"sum over the words of the text (lower-cased, punctuation stripped) "
@@ -529,7 +518,9 @@ class Classifier:
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, Integral)
                                        or max_length < 1):
             raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
-        torch, transformers = _import_lm()
+        from .lm.model import import_lm
+
+        torch, transformers = import_lm("this reward")
         common = {"local_files_only": True, "trust_remote_code": bool(trust_remote_code)}
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **common)
         self.model = transformers.AutoModelForSequenceClassification.from_pretrained(folder, **common)

@@ -13,7 +13,7 @@ from ..reference import Reference
 
 __all__ = ["Instance", "lattice_span"]
 
-#: How many argmax words ``summary()`` lists (the argmax set is usually tiny).
+#: How many argmax words ``to_dict()`` lists (the argmax set is usually tiny).
 _MAX_LISTED = 20
 
 
@@ -111,7 +111,7 @@ class Instance:
             object.__setattr__(self, "_index_cache", idx)
         return idx
 
-    def summary(self) -> dict:
+    def to_dict(self) -> dict:
         """Headline facts: K, levels, ``p(r = 0)``, ``p(A)``, argmax words, ``kl_max``.
 
         ``argmax_words`` lists at most 20 words of ``A = argmax r`` by

@@ -57,7 +57,7 @@ import scipy.sparse as sp
 from ..reference import Reference
 from ..sequences.markov import BackoffTransition, Markov
 from ._base import Instance
-from .unigram import _EXTRA, _lexicon_scores, _version
+from .unigram import DATA_EXTRA, dist_version, lexicon_scores
 
 __all__ = ["BigramInstance", "bigram_vader", "TOKEN_PATTERN", "END", "UNK", "DISCOUNT"]
 
@@ -78,10 +78,10 @@ def _corpus_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the bigram instance reads gensim's test corpus; install the data extra: {_EXTRA}")
+        raise ImportError(f"the bigram instance reads gensim's test corpus; install the data extra: {DATA_EXTRA}")
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_CORPUS)
     if not path.is_file():
-        raise FileNotFoundError(f"gensim is installed but {path} is missing; reinstall it ({_EXTRA})")
+        raise FileNotFoundError(f"gensim is installed but {path} is missing; reinstall it ({DATA_EXTRA})")
     return path
 
 
@@ -137,9 +137,9 @@ class BigramInstance(Instance):
             out.append(" ".join(line))
         return "\n".join(out)
 
-    def summary(self) -> dict:
-        """:meth:`Instance.summary` of the stationary law, plus the chain's facts."""
-        return {**super().summary(), "length": self.markov.length,
+    def to_dict(self) -> dict:
+        """:meth:`Instance.to_dict` of the stationary law, plus the chain's facts."""
+        return {**super().to_dict(), "length": self.markov.length,
                 "transition": self.markov.transition_kind, **self.meta}
 
     def __repr__(self):
@@ -230,7 +230,7 @@ def bigram_vader(min_count: int = 2, *, length: int = 200, discount: float = DIS
     if vocab_size is not None and len(words) < vocab_size:
         raise ValueError(f"vocab_size={vocab_size} exceeds the corpus' {len(words)} states")
     P = _kneser_ney(C, d)
-    rewards, lattice, matched, lex_meta, label = _lexicon_scores("vader", "en", words)
+    rewards, lattice, matched, lex_meta, label = lexicon_scores("vader", "en", words)
     start = P.sparse[0].toarray().ravel() + P.weight[0] * P.backoff
     mk = Markov(start, P, rewards, length=length)
     pi = mk.perron(0.0).stationary
@@ -247,5 +247,5 @@ def bigram_vader(min_count: int = 2, *, length: int = 200, discount: float = DIS
                      + " plus <unk> and the sentence end </s>; interpolated "
                      f"Kneser–Ney smoothing (D = {d:g}); reward = {label}, 0 for the "
                      f"{len(words) - matched} states without an entry."),
-        source={"gensim": _version("gensim"), "vaderSentiment": _version("vaderSentiment")},
+        source={"gensim": dist_version("gensim"), "vaderSentiment": dist_version("vaderSentiment")},
         lattice=lattice, meta=meta)

@@ -1,8 +1,8 @@
 """Sample files drawn from a real instance, for trying ``klfrontier analyze``.
 
 Each prompt gets its own reference: the unigram law tilted towards positive
-words by a prompt-specific ``theta`` (some prompts invite friendlier answers
-than others).  A response is ``length`` words drawn i.i.d. from that law; its
+words by a prompt-specific inverse temperature ``lam`` (some prompts invite
+friendlier answers than others).  A response is ``length`` words drawn i.i.d. from that law; its
 reward is the sum of the lexicon scores and its log-probability is taken
 under the prompt's reference.
 """
@@ -15,7 +15,7 @@ __all__ = ["unigram_samples"]
 
 
 def unigram_samples(instance="unigram-vader", *, n_prompts=40, n_samples=64, length=12,
-                    top_n=50_000, theta_range=(0.0, 1.0), seed=0):
+                    top_n=50_000, lam_range=(0.0, 1.0), seed=0):
     """Draw a :class:`~klfrontier.io.SampleSet` of word sequences from a unigram instance.
 
     Parameters
@@ -27,8 +27,9 @@ def unigram_samples(instance="unigram-vader", *, n_prompts=40, n_samples=64, len
         Prompts, samples per prompt, words per sample (all >= 1).
     top_n : int
         Vocabulary size.
-    theta_range : (float, float)
-        Prompt tilts are uniform on this range (reward units, >= 0).
+    lam_range : (float, float)
+        Prompt tilts ``lam`` (inverse temperatures, reward units, >= 0) are
+        uniform on this range.
     seed : int
         Seed of every draw.
 
@@ -50,17 +51,17 @@ def unigram_samples(instance="unigram-vader", *, n_prompts=40, n_samples=64, len
     for name, v in (("n_prompts", n_prompts), ("n_samples", n_samples), ("length", length)):
         if int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer")
-    lo, hi = theta_range
+    lo, hi = lam_range
     if not 0 <= lo <= hi:
-        raise ValueError("theta_range must satisfy 0 <= low <= high")
+        raise ValueError("lam_range must satisfy 0 <= low <= high")
     kw = {"top_n": top_n} if instance.startswith("unigram") else {}
     inst = load(instance, **kw)
     ref, words = inst.ref, np.asarray(inst.words, dtype=object)
     rng = np.random.default_rng(seed)
     pids, rewards, logprobs, texts = [], [], [], []
     for p in range(n_prompts):
-        theta = rng.uniform(lo, hi)
-        pol = tilted(ref, lam=theta)
+        lam = rng.uniform(lo, hi)
+        pol = tilted(ref, lam=lam)
         probs = pol.probs
         idx = rng.choice(ref.size, size=(n_samples, length), p=probs / probs.sum())
         rewards.append(ref.rewards[idx].sum(axis=1))

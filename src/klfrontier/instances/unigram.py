@@ -27,7 +27,7 @@ from ._base import Instance, lattice_span
 
 __all__ = ["unigram_sentiment", "unigram_proxy_gold", "REWARDS"]
 
-_EXTRA = 'pip install "klfrontier[data]"'
+DATA_EXTRA = 'pip install "klfrontier[data]"'
 
 #: Lexicons: importable package, distribution name (for the version), data file
 #: per language, and the grid ``1/den`` the scores lie on.
@@ -55,11 +55,11 @@ REWARDS = tuple(_LEXICONS)
 def _missing(package: str) -> ImportError:
     return ImportError(
         f"klfrontier.instances.unigram_sentiment needs the {package!r} package; "
-        f"install the data extra: {_EXTRA}"
+        f"install the data extra: {DATA_EXTRA}"
     )
 
 
-def _version(dist: str) -> str:
+def dist_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - odd installs
@@ -79,7 +79,7 @@ def _package_dir(package: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def _read_lexicon(reward: str, lang: str):
+def read_lexicon(reward: str, lang: str):
     """Parse a lexicon file into ``{key: score}`` plus bookkeeping counts.
 
     Follows the packages' own readers: the first two tab-separated columns
@@ -91,7 +91,7 @@ def _read_lexicon(reward: str, lang: str):
     if not path.is_file():
         raise FileNotFoundError(
             f"{spec['package']} is installed but its lexicon {path} is missing; "
-            f"reinstall it ({_EXTRA})"
+            f"reinstall it ({DATA_EXTRA})"
         )
     lex: dict[str, float] = {}
     with path.open(encoding="utf-8") as fh:
@@ -161,7 +161,7 @@ def _check_top_n(top_n):
     return int(top_n)
 
 
-def _check_reward(reward, lang, name="reward"):
+def check_reward(reward, lang, name="reward"):
     """The lowercased lexicon name, after checking it and that it covers ``lang``."""
     if not isinstance(reward, str) or reward.lower() not in _LEXICONS:
         raise ValueError(f"{name} must be one of {', '.join(REWARDS)}, got {reward!r}")
@@ -175,7 +175,7 @@ def _check_reward(reward, lang, name="reward"):
     return reward
 
 
-def _lexicon_scores(reward, lang, words):
+def lexicon_scores(reward, lang, words):
     """Scores of ``words`` in a lexicon (0 without an entry), snapped to its grid.
 
     Returns ``(scores, lattice, matched, lexicon meta, label)``: ``lattice``
@@ -183,7 +183,7 @@ def _lexicon_scores(reward, lang, words):
     ``matched`` the number of words with an entry.
     """
     spec = _LEXICONS[reward]
-    lex, lex_meta = _read_lexicon(reward, lang)
+    lex, lex_meta = read_lexicon(reward, lang)
     den = spec["den"]
     scores = np.array([lex.get(w.lower(), 0.0) for w in words], dtype=float)
     lattice = lattice_span(scores, 1.0 / den)
@@ -248,10 +248,10 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
     ('the', 3.0, 1.0)
     """
     top_n = _check_top_n(top_n)
-    reward = _check_reward(reward, lang)
+    reward = check_reward(reward, lang)
     spec = _LEXICONS[reward]
     words, logp, n_list = _vocabulary(lang, top_n)
-    rewards, lattice, matched, lex_meta, label = _lexicon_scores(reward, lang, words)
+    rewards, lattice, matched, lex_meta, label = lexicon_scores(reward, lang, words)
 
     ref = Reference(rewards, logprobs=np.array(logp), normalize=True)
     n_txt = "all" if top_n is None else f"top {top_n}"
@@ -264,7 +264,7 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
         "words_with_reward": matched,
         **lex_meta,
     }
-    source = {"wordfreq": _version("wordfreq"), spec["dist"]: _version(spec["dist"])}
+    source = {"wordfreq": dist_version("wordfreq"), spec["dist"]: dist_version(spec["dist"])}
     return Instance(
         ref=ref,
         words=list(words),
@@ -332,11 +332,11 @@ def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: s
     ('unigram-vader-afinn', 1.9, 3.0)
     """
     top_n = _check_top_n(top_n)
-    proxy = _check_reward(proxy, lang, "proxy")
-    gold = _check_reward(gold, lang, "gold")
+    proxy = check_reward(proxy, lang, "proxy")
+    gold = check_reward(gold, lang, "gold")
     base = unigram_sentiment(top_n=top_n, reward=proxy, lang=lang)
     _, logp, _ = _vocabulary(lang, top_n)              # cached: the law base was built from
-    g, g_lattice, g_matched, g_meta, g_label = _lexicon_scores(gold, lang, base.words)
+    g, g_lattice, g_matched, g_meta, g_label = lexicon_scores(gold, lang, base.words)
     # the same arguments as unigram_sentiment's Reference: the same law, bit for bit
     ref = Reference(base.ref.rewards, logprobs=np.array(logp), normalize=True, gold=g)
     both = int(np.count_nonzero((ref.rewards != 0) & (g != 0)))
@@ -359,7 +359,7 @@ def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: s
             f"an entry. Policies select with the first (proxy) and are judged by the second "
             f"(gold); {both} words have both."
         ),
-        source={**base.source, _LEXICONS[gold]["dist"]: _version(_LEXICONS[gold]["dist"])},
+        source={**base.source, _LEXICONS[gold]["dist"]: dist_version(_LEXICONS[gold]["dist"])},
         lattice=base.lattice,
         meta=meta,
     )

@@ -35,7 +35,7 @@ __all__ = ["lm_demo_job", "builtin_prompts", "DEFAULTS"]
 
 #: Default sizes: under 10 minutes end to end on a 2-core CPU (model load included).
 DEFAULTS = {"n": 32, "tilt_n": 12, "max_new_tokens": 24, "lams": (0.25, 0.5, 0.75), "threads": 1,
-            "soft_thetas": (0.5, 2.0), "seed": 0, "lexicon": "vader", "batch_prompts": 8,
+            "soft_lams": (0.5, 2.0), "seed": 0, "lexicon": "vader", "batch_prompts": 8,
             "n_boot": 1000, "examples": 3}
 
 _PROMPTS_FILE = "prompts.txt"
@@ -82,7 +82,7 @@ def _policy_names(lams) -> list:
     return [f"token tilt λ={lam:.{decimals}f}" for lam in lams]
 
 
-def _check_args(n, tilt_n, max_new_tokens, lams, soft_thetas, lexicon, seed, threads, examples):
+def _check_args(n, tilt_n, max_new_tokens, lams, soft_lams, lexicon, seed, threads, examples):
     for value, name, low in ((n, "n", 2), (tilt_n, "tilt_n", 2), (max_new_tokens, "max_new_tokens", 1),
                              (examples, "examples", 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -99,16 +99,16 @@ def _check_args(n, tilt_n, max_new_tokens, lams, soft_thetas, lexicon, seed, thr
         raise ValueError(f"lams must be a non-empty list of finite numbers > 0, got {lams!r}")
     if len(set(lams)) != len(lams):
         raise ValueError(f"lams must not repeat a value, got {lams!r}")
-    thetas = [float(x) for x in soft_thetas]
-    if not all(np.isfinite(x) and x > 0 for x in thetas):
-        raise ValueError(f"soft_thetas must be finite numbers > 0, got {thetas!r}")
-    return sorted(lams), thetas
+    soft_lams = [float(x) for x in soft_lams]
+    if not all(np.isfinite(x) and x > 0 for x in soft_lams):
+        raise ValueError(f"soft_lams must be finite numbers > 0, got {soft_lams!r}")
+    return sorted(lams), soft_lams
 
 
-def _soft_bon_points(base, ns, thetas, progress):
+def _soft_bon_points(base, ns, soft_lams, progress):
     """Soft best-of-N plug-in points: exact law on each prompt's empirical law, averaged over prompts.
 
-    Returns ``{theta: {"n": [...], "kl": [...], "reward": [...]}}``; prompt
+    Returns ``{lam: {"n": [...], "kl": [...], "reward": [...]}}``; prompt
     ``x`` enters the average at ``N`` only when it has at least ``N`` samples
     (as analyze's best-of-N).
     """
@@ -116,20 +116,20 @@ def _soft_bon_points(base, ns, thetas, progress):
     from ..soft_bon import soft_best_of_n
 
     groups = list(base.groups.values())
-    out = {th: {"n": [int(v) for v in ns], "kl": [], "reward": []} for th in thetas}
-    per = {th: np.full((len(groups), len(ns)), np.nan) for th in thetas}
-    per_r = {th: np.full((len(groups), len(ns)), np.nan) for th in thetas}
+    out = {lam: {"n": [int(v) for v in ns], "kl": [], "reward": []} for lam in soft_lams}
+    per = {lam: np.full((len(groups), len(ns)), np.nan) for lam in soft_lams}
+    per_r = {lam: np.full((len(groups), len(ns)), np.nan) for lam in soft_lams}
     for x, r in enumerate(groups):
         ref = Reference.from_samples(r)
-        for th in thetas:
+        for lam in soft_lams:
             for j, nv in enumerate(ns):
                 if nv <= r.size:
-                    pol = soft_best_of_n(ref, n=float(nv), lam=th)
-                    per[th][x, j], per_r[th][x, j] = pol.kl, pol.reward
+                    pol = soft_best_of_n(ref, n=float(nv), lam=lam)
+                    per[lam][x, j], per_r[lam][x, j] = pol.kl, pol.reward
         progress("soft best-of-N", x + 1, len(groups))
-    for th in thetas:
-        out[th]["kl"] = np.nanmean(per[th], axis=0).tolist()
-        out[th]["reward"] = np.nanmean(per_r[th], axis=0).tolist()
+    for lam in soft_lams:
+        out[lam]["kl"] = np.nanmean(per[lam], axis=0).tolist()
+        out[lam]["reward"] = np.nanmean(per_r[lam], axis=0).tolist()
     return out
 
 
@@ -148,7 +148,7 @@ def _example_rows(prompts, base, base_r, tilts, tilt_r, names, count):
 
 def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAULTS["tilt_n"],
                 max_new_tokens=DEFAULTS["max_new_tokens"], lams=DEFAULTS["lams"],
-                soft_thetas=DEFAULTS["soft_thetas"], lexicon=DEFAULTS["lexicon"], seed=DEFAULTS["seed"],
+                soft_lams=DEFAULTS["soft_lams"], lexicon=DEFAULTS["lexicon"], seed=DEFAULTS["seed"],
                 threads=DEFAULTS["threads"], batch_prompts=DEFAULTS["batch_prompts"],
                 n_boot=DEFAULTS["n_boot"], examples=DEFAULTS["examples"],
                 progress: Callable[[str, int, int], None] | None = None):
@@ -168,13 +168,13 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     max_new_tokens : int, default 24
     lams : sequence of float > 0
         Token tilts ``λ`` (reward units: ``λ v`` is added to the logits).
-    soft_thetas : sequence of float > 0
+    soft_lams : sequence of float > 0
         Inverse temperatures of the soft best-of-N points.
     lexicon : {"vader", "afinn"}
         The token-linear reward's lexicon (:func:`klfrontier.rewards.token_linear`).
     seed : int
         Base samples are drawn from stream 0 of ``seed``, the tilt at the
-        k-th smallest λ from stream k (independent streams); the bootstrap
+        k-lam smallest λ from stream k (independent streams); the bootstrap
         uses ``seed`` too.  Same seed, machine and libraries: same report.
     threads : int or None, default 1
         torch threads while sampling (``None``: torch's setting).  One
@@ -218,7 +218,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     from .model import LM, load_model
     from .sampling import sample
 
-    lams, thetas = _check_args(n, tilt_n, max_new_tokens, lams, soft_thetas, lexicon, seed, threads,
+    lams, soft_lams = _check_args(n, tilt_n, max_new_tokens, lams, soft_lams, lexicon, seed, threads,
                                 examples)
     prompts = builtin_prompts() if prompts is None else (
         dict(prompts) if isinstance(prompts, dict) else {str(i): p for i, p in enumerate(prompts)})
@@ -268,7 +268,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     settings = {"model": lm_.name, "chat_template": bool(lm_.chat), "reference": base.reference_description,
                 "reward": f"token-linear {lexicon.upper()}: r(y) = Σ_t v(y_t) (rewards.token_linear)",
                 "prompts": len(prompts), "n": int(n), "tilt_n": int(tilt_n),
-                "max_new_tokens": int(max_new_tokens), "lams": lams, "soft_thetas": thetas,
+                "max_new_tokens": int(max_new_tokens), "lams": lams, "soft_lams": soft_lams,
                 "seed": int(seed), "threads": threads, "temperature": 1.0,
                 "batch_prompts": int(batch_prompts), "n_boot": int(n_boot),
                 "stream_seeds": {"base": _stream_seed(seed, 0),
@@ -282,7 +282,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     # 4 · soft best-of-N plug-in points -------------------------------------------------------
     t0 = time.perf_counter()
     ns = [int(v) for v in an["bon"]["n"]]
-    soft = _soft_bon_points(base_set, ns, thetas, tick)
+    soft = _soft_bon_points(base_set, ns, soft_lams, tick)
     timings["soft best-of-N"] = time.perf_counter() - t0
 
     # 5 · the experiment's sections -------------------------------------------------------------
@@ -309,12 +309,12 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
         # reach, "saturated", is flagged trusted there): the myopia gap also needs the policy's
         # KL inside the base samples' trust limit
         r["myopia_trusted"] = r["gap_trusted"] and r["within_kl_trust_limit"] and not r["saturated"]
-    fig = _figure(an, myopia, {th: soft[th] for th in thetas}, model_name=lm_.name, lexicon=lexicon)
+    fig = _figure(an, myopia, {lam: soft[lam] for lam in soft_lams}, model_name=lm_.name, lexicon=lexicon)
     m_rows = [[r["lam"], r["samples_per_prompt"], r["kl"], r["kl_lo"], r["kl_hi"], r["kl_steps"],
                r["reward"], r["optimal_reward"], r["gap"], r["gap_lo"], r["gap_hi"], r["gap_trusted"],
                r["within_kl_trust_limit"], r["saturated"], r["myopia_trusted"]] for r in myopia]
-    s_rows = [[th, nv, k, rwd, k <= trust_kl] for th in thetas
-              for nv, k, rwd in zip(soft[th]["n"], soft[th]["kl"], soft[th]["reward"])]
+    s_rows = [[lam, nv, k, rwd, k <= trust_kl] for lam in soft_lams
+              for nv, k, rwd in zip(soft[lam]["n"], soft[lam]["kl"], soft[lam]["reward"])]
     ex_rows = _example_rows(prompts, base, base_r, tilts, tilt_r, names, examples)
     sections = [
         Section("1 · The experiment",
@@ -357,7 +357,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
                   "'myopia gap trusted' also asks the tilt's KL to lie within the trust limit and the "
                   "optimum at that KL not to be saturated (beyond the largest reward the base samples "
                   "hold, where the estimated optimum stops rising and the gap is meaningless)."),
-                 ("Soft best-of-N (plug-in)", ["θ", "N", "KL", "reward", "within the KL trust limit"],
+                 ("Soft best-of-N (plug-in)", ["λ", "N", "KL", "reward", "within the KL trust limit"],
                   s_rows)]),
         Section("3 · Sample texts",
                 f"The first sample of the first {examples} prompts under the reference and each token "
@@ -376,7 +376,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
 
     summary = {"klfrontier_version": __version__, "settings": settings, "timings": timings,
                "myopia": myopia,
-               "soft_best_of_n": {f"{th:g}": soft[th] for th in thetas},
+               "soft_best_of_n": {f"{lam:g}": soft[lam] for lam in soft_lams},
                "examples": ex_rows, "analysis": an, "provenance": job.summary["provenance"]}
     headline: list = [("model", lm_.name, f"{len(prompts)} prompts × {n} base samples, ≤ {max_new_tokens} "
                                     f"new tokens; tilts: {tilt_n} samples per prompt")]
@@ -424,7 +424,7 @@ def _figure(an, myopia, soft, *, model_name, lexicon):
     """Every method on one reward–KL plane, from analyze's summary and the job's rows.
 
     ``an``: ``Analysis.to_dict()``; ``myopia``: the job's rows; ``soft``:
-    ``{theta: {"n", "kl", "reward"}}``.
+    ``{lam: {"n", "kl", "reward"}}``.
     """
     from ..plots import frontier_figure
 
@@ -434,8 +434,8 @@ def _figure(an, myopia, soft, *, model_name, lexicon):
     good = np.isfinite(f_lo) & np.isfinite(f_hi)
     ns = ", ".join(str(int(v)) for v in bon["n"])
     points = {f"best-of-N (plug-in), N = {ns}": (_arr(bon["kl"]), _arr(bon["reward_plugin"]))}
-    for th, pts in soft.items():
-        points[f"soft best-of-N (plug-in), θ = {float(th):g}"] = (_arr(pts["kl"]), _arr(pts["reward"]))
+    for lam, pts in soft.items():
+        points[f"soft best-of-N (plug-in), λ = {float(lam):g}"] = (_arr(pts["kl"]), _arr(pts["reward"]))
     pol_points = {f"tilt λ = {r['lam']:g}": {k: r[k] for k in ("kl", "kl_lo", "kl_hi", "reward", "reward_lo",
                                                              "reward_hi")} for r in myopia}
     return frontier_figure(

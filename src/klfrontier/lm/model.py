@@ -30,13 +30,13 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _import_lm():
-    """Import torch and transformers, or raise ImportError naming the extra."""
+def import_lm(what="klfrontier.lm"):
+    """``(torch, transformers)``, or an ImportError saying that ``what`` needs them and naming the extra."""
     try:
         import torch
         import transformers
     except ImportError as exc:
-        raise ImportError(f"klfrontier.lm needs torch and transformers: {_EXTRA}") from exc
+        raise ImportError(f"{what} needs torch and transformers: {_EXTRA}") from exc
     return torch, transformers
 
 
@@ -222,7 +222,7 @@ def load_model(spec=SMOLLM2, *, dtype=None, device="cpu", chat=None, trust_remot
         raise ValueError(f"spec must be {SMOLLM2!r} or a model directory, got {type(spec).__name__}")
     if chat not in (None, True, False):
         raise ValueError(f"chat must be None, True or False, got {chat!r}")
-    torch, transformers = _import_lm()
+    torch, transformers = import_lm()
     dtype = _resolve_dtype(torch, dtype)
     if str(spec) == SMOLLM2:
         (folder, gguf), name = _smollm2_location(), SMOLLM2

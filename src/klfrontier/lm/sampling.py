@@ -540,7 +540,8 @@ def sample_batches(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperatu
 
 def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, top_p, tilt,
               batch_prompts, batches, max_rows, threads):
-    from .tilt import _check_lam, _check_values
+    from .._validate import real_scalar
+    from .tilt import check_token_values
 
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         model = load_model(model)
@@ -569,7 +570,7 @@ def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, to
     if tilt is not None:
         if not isinstance(tilt, (tuple, list)) or len(tilt) != 2:
             raise ValueError("tilt must be None or a pair (lam, values)")
-        lam, values = _check_lam(tilt[0]), _check_values(tilt[1])
+        lam, values = real_scalar(tilt[0], "lam"), check_token_values(tilt[1])
         if values.shape[0] > model.vocab_size:
             raise ValueError(f"tilt values have {values.shape[0]} entries; the model has "
                              f"{model.vocab_size} tokens")
@@ -598,15 +599,15 @@ def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, to
 
 def _run(st, progress):
     """Generator over the batches to compute (validation already done)."""
-    from .model import _import_lm
+    from .model import import_lm
 
-    torch, _ = _import_lm()
+    torch, _ = import_lm()
     from transformers.generation.logits_process import (
         TopKLogitsWarper,
         TopPLogitsWarper,
     )
 
-    from .tilt import _values_for
+    from .tilt import values_for
 
     lm = st["model"]
     n, bp = st["n"], st["batch_prompts"]
@@ -616,7 +617,7 @@ def _run(st, progress):
     if st["top_p"] is not None:
         warpers.append(TopPLogitsWarper(top_p=st["top_p"], min_tokens_to_keep=1))
     device = lm.device
-    tilt_v = None if st["values"] is None else _values_for(torch, st["values"], lm.vocab_size, device)
+    tilt_v = None if st["values"] is None else values_for(torch, st["values"], lm.vocab_size, device)
     eos = torch.tensor(lm.eos_token_ids, dtype=torch.long)
     fwd = _Forward(torch, lm.model)
     todo = st["todo"]
@@ -780,10 +781,10 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
         TopPLogitsWarper,
     )
 
-    from .model import _import_lm
-    from .tilt import _values_for, tilt_log_softmax
+    from .model import import_lm
+    from .tilt import values_for, tilt_log_softmax
 
-    torch, _ = _import_lm()
+    torch, _ = import_lm()
     warpers = ([TopKLogitsWarper(top_k=st["top_k"])] if st["top_k"] else []) + \
               ([TopPLogitsWarper(top_p=st["top_p"])] if st["top_p"] is not None else [])
     fwd = _Forward(torch, lm.model)
@@ -816,7 +817,7 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
                 if st["lam"] == 0:
                     logp = torch.log_softmax(x.to(torch.float64), dim=-1)
                 else:
-                    v = _values_for(torch, st["values"], lm.vocab_size, x.device)
+                    v = values_for(torch, st["values"], lm.vocab_size, x.device)
                     _, logp, _ = tilt_log_softmax(x, v, st["lam"])
                 took = logp.gather(1, tok[:, j:j + 1]).squeeze(1).numpy()
                 live = np.array([j < len(c) for c in part])

@@ -102,7 +102,7 @@ def _param_differences(stored, given):
     return out
 
 
-def _parse_shard(shard):
+def parse_shard(shard):
     """``(k, m)`` from ``None`` (the whole range), a pair or the text ``"K/M"``."""
     if shard is None:
         return 0, 1
@@ -252,7 +252,7 @@ class SampleStore:
 
     def __init__(self, path, *, create=True, params=None, shard=None):
         self.path = Path(path)
-        self.shard = _parse_shard(shard)
+        self.shard = parse_shard(shard)
         given = None if params is None else _normalise_params(params)
         manifest_path = self.path / MANIFEST
         if not manifest_path.exists():

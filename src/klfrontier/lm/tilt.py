@@ -17,9 +17,11 @@ and :func:`klfrontier.lm.sample` calls the kernel inside its decoding loop.
 
 from __future__ import annotations
 
-import math
+import math  # noqa: F401 - the examples use it
 
 import numpy as np
+
+from .._validate import real_scalar
 
 try:  # the base class, when transformers is installed; the module imports without it
     from transformers import LogitsProcessor as _Base
@@ -31,17 +33,9 @@ __all__ = ["TokenTiltProcessor", "tilt_log_softmax"]
 _EXTRA = 'pip install "klfrontier[lm]"'
 
 
-def _check_lam(lam):
-    try:
-        value = float(lam)
-    except (TypeError, ValueError):
-        raise ValueError(f"lam must be a finite real number, got {lam!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"lam must be finite, got {lam!r}")
-    return value
-
-
-def _check_values(values):
+def check_token_values(values):
+    """``values`` (one per token) as a non-empty 1-D float64 array of finite numbers; else a
+    ValueError naming them."""
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:
         raise ValueError(f"values must be a non-empty 1-D array (one value per token), got shape {v.shape}")
@@ -50,7 +44,7 @@ def _check_values(values):
     return v
 
 
-def _values_for(torch, values, width, device):
+def values_for(torch, values, width, device):
     """``values`` as a float64 tensor of the logits' width (zeros past the tokenizer's vocabulary)."""
     if values.shape[0] > width:
         raise ValueError(f"values has {values.shape[0]} entries but the logits have {width}")
@@ -157,8 +151,8 @@ class TokenTiltProcessor(_Base):
     def __init__(self, values, lam, *, eos_token_id=None):
         if _Base is object:
             raise ImportError(f"TokenTiltProcessor needs transformers and torch: {_EXTRA}")
-        self.values = _check_values(values)
-        self.lam = _check_lam(lam)
+        self.values = check_token_values(values)
+        self.lam = real_scalar(lam, "lam")
         if eos_token_id is None:
             self.eos_token_id = ()
         else:
@@ -184,7 +178,7 @@ class TokenTiltProcessor(_Base):
             raise ValueError(f"scores must be (rows, vocab), got shape {tuple(scores.shape)}")
         rows, width = scores.shape
         if self._v is None or self._v.shape[0] != width or self._v.device != scores.device:
-            self._v = _values_for(torch, self.values, width, scores.device)
+            self._v = values_for(torch, self.values, width, scores.device)
         if self._kl is None:
             self._kl = torch.zeros(rows, dtype=torch.float64, device=scores.device)
             self._finished = torch.zeros(rows, dtype=torch.bool, device=scores.device)
