@@ -82,7 +82,10 @@ VADER_LENGTHS = (2, 8)              # m_x uniform on this closed range
 LAM_UNITS = (0.5, 1.0)              # lam = c / sd_pool
 KL_BUDGETS = (0.25, 1.0)            # nats, below log(16) - 1 = 1.77
 CONFIDENCE = 0.95
-QUANTITIES = ("bon_reward", "bon_kl", "tilt_reward", "tilt_kl", "frontier")
+QUANTITIES = ("bon_reward", "bon_kl", "tilt_reward", "tilt_kl", "frontier", "policy_gap")
+# The aligned policy of the policy cells: the exact tilt of each prompt's law at its own lam,
+# c_x / sd_pool with c_x alternating over the prompts (unequal budgets: below the optimum).
+POLICY_UNITS = (0.25, 1.0)
 PROMPT_MODES = ("fixed", "random")
 
 SIZES = {
@@ -265,6 +268,41 @@ def cell_truth(prompts, n, weights=None, lam_units=LAM_UNITS, kl_budgets=KL_BUDG
                    "sd_pool": sd_pool, "frontier_lam": {str(d): v for d, v in f_lam.items()}}
 
 
+def policy_truth(prompts, sd_pool, units=POLICY_UNITS):
+    """The policy's laws and its exact gap ``R*_avg(KL_pi) - E_pi r`` (means over ``prompts``).
+
+    Prompt ``x`` is tilted at ``units[x % len(units)] / sd_pool``.  Returns
+    ``(gap, info, samplers)``; ``samplers[x]`` is ``(level values, policy cdf,
+    log pi, log p)`` over the prompt's reward levels (the density ratio of a
+    tilt depends only on the level).
+    """
+    refs = [p.ref for p in prompts]
+    pols = [kf.tilted(r, lam=units[x % len(units)] / sd_pool) for x, r in enumerate(refs)]
+    kl_pi = float(np.mean([q.kl for q in pols]))
+    reward_pi = float(np.mean([q.reward for q in pols]))
+    lam = frontier_lam(refs, kl_pi)
+    optimum = float(np.mean([kf.tilted(r, lam=lam).reward for r in refs]))
+    samplers = []
+    for r, q in zip(refs, pols):
+        logpi = np.asarray(q.level_logprobs, dtype=float)
+        cdf = np.cumsum(np.exp(logpi - logpi.max()))
+        samplers.append((np.asarray(r.level_values, dtype=float), cdf / cdf[-1], logpi,
+                         np.asarray(r.level_logq, dtype=float)))
+    return optimum - reward_pi, {"policy_kl": kl_pi, "policy_reward": reward_pi, "policy_optimum": optimum,
+                                 "policy_lam_star": lam, "policy_units": list(units)}, samplers
+
+
+def sample_policy(samplers, rng, m):
+    """``{prompt id: {reward, logprob, ref_logprob}}``: ``m`` draws from each prompt's policy."""
+    from klfrontier.io import SampleSet
+
+    out = {}
+    for x, (values, cdf, logpi, logp) in enumerate(samplers):
+        k = np.minimum(np.searchsorted(cdf, rng.random(m), side="right"), values.size - 1)
+        out[f"x{x}"] = {"reward": values[k], "logprob": logpi[k], "ref_logprob": logp[k]}
+    return SampleSet.from_dict(out)
+
+
 # --------------------------------------------------------------- analyze
 def _find(col, value):
     col = np.asarray(col, dtype=float)
@@ -301,6 +339,9 @@ def extract_rows(res, keys, info):
             t = res.tilt
             i = _find(t.lam, info["lam"][str(g)])
             col = "reward" if q == "tilt_reward" else "kl"
+        elif q == "policy_gap":
+            t = res.policies["pi"]
+            i, col = 0, "gap"
         else:
             t = res.frontier
             i = _find(t.kl, g)
@@ -395,10 +436,12 @@ class Cell:
     seed: int = 20260101
     prompts: str = "fixed"
     K: int = K_ATOMS                  # atoms of the normal / t3 laws
+    policy: bool = False              # also an aligned policy (n samples a prompt) and its gap
 
     @property
     def name(self):
-        return f"{self.law}-P{self.P}-n{self.n}" + ("-rand" if self.prompts == "random" else "")
+        return (f"{self.law}-P{self.P}-n{self.n}" + ("-rand" if self.prompts == "random" else "")
+                + ("-pol" if self.policy else ""))
 
     def seeds(self):
         law_id = LAWS.index(self.law)
@@ -417,12 +460,18 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     """
     if cell.prompts not in PROMPT_MODES:
         raise ValueError(f"cell.prompts must be one of {PROMPT_MODES}, got {cell.prompts!r}")
+    if cell.policy and cell.prompts != "fixed":
+        raise ValueError("policy cells need fixed prompts (the policy is defined per prompt)")
     t0 = time.perf_counter()
     law_ss, rep_ss = cell.seeds()
     if cell.prompts == "fixed":
         prompts, params = make_prompts(cell.law, cell.P, law_ss, K=cell.K)
         truth, info = cell_truth(prompts, cell.n)
         labels = [p.label for p in prompts[:10]]
+        samplers = None
+        if cell.policy:
+            truth[("policy_gap", "tilt")], pinfo, samplers = policy_truth(prompts, info["sd_pool"])
+            info.update(pinfo)
     else:
         prompts, weights = population_prompts(cell.law, K=cell.K)
         truth, info = cell_truth(prompts, cell.n, weights)
@@ -442,10 +491,11 @@ def run_cell(cell: Cell, analyze_kwargs=None):
         if cell.prompts == "random":
             params = draw_params(cell.law, cell.P, rng)
         data = sample_data(cell.law, params, rng, cell.n, K=cell.K)
+        policies = {"pi": sample_policy(samplers, rng, cell.n)} if cell.policy else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = kf.analyze(data, seed=int(seeds[r]), **kw)
+                res = kf.analyze(data, policies=policies, seed=int(seeds[r]), **kw)
         except Exception as exc:          # recorded, counted, never hidden
             errors.append(f"rep {r}: {type(exc).__name__}: {exc}")
             arr[r, :, 3] = 0
@@ -498,7 +548,7 @@ def _num(x, spec=".3g"):
 
 def _grid_label(q, g):
     return {"bon_reward": f"N={g}", "bon_kl": f"N={g}", "tilt_reward": f"lam={g}/sd",
-            "tilt_kl": f"lam={g}/sd", "frontier": f"KL={g}"}[q]
+            "tilt_kl": f"lam={g}/sd", "frontier": f"KL={g}", "policy_gap": g}[q]
 
 
 def table_lines(cells):
@@ -603,10 +653,10 @@ def library_fingerprint():
             for p in sorted(root.glob("*.py"))}
 
 
-def build_cells(laws, Ps, ns, reps, n_boot, seed, prompts="fixed"):
+def build_cells(laws, Ps, ns, reps, n_boot, seed, prompts="fixed", policy=False):
     """The grid of cells; ``random`` prompts skip P = 1 (its interval is for its one prompt)."""
-    return [Cell(law, P, n, reps, n_boot, seed, prompts) for law in laws for P in Ps for n in ns
-            if not (prompts == "random" and P < 2)]
+    return [Cell(law, P, n, reps, n_boot, seed, prompts, policy=policy) for law in laws for P in Ps
+            for n in ns if not (prompts == "random" and P < 2)]
 
 
 def main(argv=None):
@@ -625,7 +675,12 @@ def main(argv=None):
     ap.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 999)")
     ap.add_argument("--workers", type=int, default=2, help="processes (cells run in parallel)")
     ap.add_argument("--seed", type=int, default=20260101)
+    ap.add_argument("--policy", action="store_true",
+                    help="add an aligned policy (exact tilts at unequal per-prompt lam) and track "
+                         "its reward gap to the optimum (fixed prompts)")
     args = ap.parse_args(argv)
+    if args.policy and args.prompts != "fixed":
+        ap.error("--policy needs --prompts fixed")
     mode = "quick" if args.quick else "full"
     cfg = dict(SIZES[mode])
     if args.P:
@@ -640,8 +695,10 @@ def main(argv=None):
     for law in laws:
         if law not in LAWS:
             ap.error(f"--laws: unknown law {law!r}")
-    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed, args.prompts)
-    out_path = args.out or DEFAULT_OUT[args.prompts]
+    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed, args.prompts,
+                        policy=args.policy)
+    out_path = args.out or (HERE / "results" / "coverage_policy.json" if args.policy
+                            else DEFAULT_OUT[args.prompts])
     print(f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
           f"{args.workers} workers ...", flush=True)
     load0 = os.getloadavg()[0]
@@ -660,7 +717,7 @@ def main(argv=None):
         "sizes": {**cfg, "laws": list(laws), "K_atoms": K_ATOMS, "vader_top_n": VADER_TOP_N,
                   "vader_lengths": list(VADER_LENGTHS), "lam_units": list(LAM_UNITS),
                   "kl_budgets": list(KL_BUDGETS), "confidence": CONFIDENCE, "seed": args.seed,
-                  "prompts": args.prompts},
+                  "prompts": args.prompts, "policy": args.policy, "policy_units": list(POLICY_UNITS)},
         "rules": {"band": list(BAND), "fail_below": FAIL_BELOW, "fail_trusted": FAIL_TRUSTED},
         "machine": machine,
         "library_sources": fingerprint,

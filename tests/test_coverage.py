@@ -240,3 +240,55 @@ def test_trusted_intervals_cover_random_prompts():
     # biased plug-in KL, whose zero-width interval must be left untrusted
     bad = _undercovered(out)
     assert not bad, f"trusted rows under 88% coverage (cell, quantity, grid, coverage, trusted): {bad}"
+
+
+# --------------------------------------------------------------- an aligned policy's gap
+def test_policy_truth_matches_brute_force():
+    """The policy cells' truth: exact tilts at unequal lam, and R*_avg at the policy's KL."""
+    K = 256
+    prompts, _ = bc.make_prompts("normal", 3, np.random.SeedSequence(2), K=K)
+    sd = 1.3
+    gap, info, samplers = bc.policy_truth(prompts, sd)
+    vals = [p.values for p in prompts]
+    probs = np.full(K, 1.0 / K)
+    pol = [brute_tilt(v, probs, bc.POLICY_UNITS[x % 2] / sd) for x, v in enumerate(vals)]
+    kl_pi = np.mean([k for _, k in pol])
+    reward_pi = np.mean([r for r, _ in pol])
+    lam = math.exp(optimize.brentq(lambda u: np.mean([brute_tilt(v, probs, math.exp(u))[1] for v in vals])
+                                   - kl_pi, -10, 10, xtol=1e-14))
+    optimum = np.mean([brute_tilt(v, probs, lam)[0] for v in vals])
+    assert info["policy_kl"] == pytest.approx(kl_pi, rel=1e-10)
+    assert info["policy_reward"] == pytest.approx(reward_pi, rel=1e-10, abs=1e-12)
+    assert gap == pytest.approx(optimum - reward_pi, rel=1e-8, abs=1e-10)
+    assert gap > 0.01                             # unequal budgets: strictly below the optimum
+
+
+def test_policy_sampler_draws_the_policy_with_its_density_ratio():
+    prompts, _ = bc.make_prompts("vader", 2, np.random.SeedSequence(3))
+    _, _, samplers = bc.policy_truth(prompts, 1.0)
+    s = bc.sample_policy(samplers, np.random.default_rng(0), 100_000)
+    for x, (values, _cdf, logpi, logp) in enumerate(samplers):
+        r = s.rewards[x]
+        lr = s.logprobs[x] - s.ref_logprobs[x]
+        k = np.searchsorted(values, r)
+        np.testing.assert_array_equal(values[k], r)
+        np.testing.assert_allclose(lr, logpi[k] - logp[k], rtol=0, atol=1e-12)
+        freq = np.bincount(k, minlength=values.size) / r.size
+        assert np.max(np.abs(freq - np.exp(logpi))) < 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("law", ["normal", "vader"])
+def test_policy_gap_intervals_cover(law):
+    # the gap R*_avg(KL_pi) - E_pi r of exact tilts at unequal per-prompt lam, 10 fixed prompts;
+    # its interval is printed whether or not it is trusted, so both coverages are held to 88%
+    if law == "vader":
+        pytest.importorskip("wordfreq")
+    _require_analyze()
+    out = bc.run_cell(bc.Cell(law, 10, 64, REPS, N_BOOT, seed=7, K=4096, policy=True))
+    assert out["n_errors"] == 0, out["errors"]
+    row = next(r for r in out["rows"] if r["quantity"] == "policy_gap")
+    assert row["n_interval"] >= 0.9 * REPS
+    assert row["coverage_all"] >= 0.88, row
+    if row["n_trusted"] >= MIN_TRUSTED:
+        assert row["coverage_trusted"] >= 0.88, row

@@ -419,7 +419,7 @@ def test_any_per_prompt_policies_lie_on_or_below_the_average_kl_optimum(samples,
         if kind == "bon":
             pol = best_of_n(ref, n=data.draw(st.floats(1.0, 30.0)))
         elif kind == "soft":
-            pol = soft_best_of_n(ref, data.draw(st.integers(1, 8)), data.draw(st.floats(0.0, 5.0)))
+            pol = soft_best_of_n(ref, data.draw(st.integers(1, 8)), lam=data.draw(st.floats(0.0, 5.0)))
         else:
             pol = tilted(ref, lam=data.draw(st.floats(0.0, 8.0)))
         kls.append(pol.kl)
@@ -480,13 +480,13 @@ def test_prompt_bootstrap_equals_scipy_bootstrap(method):
 
     ref = bootstrap((np.arange(P),), stat_idx, n_resamples=999, vectorized=True, confidence_level=0.9,
                     method=method, rng=np.random.default_rng(5), batch=100)
-    got = prompt_bootstrap(stat_c, P, n_resamples=999, confidence=0.9, rng=np.random.default_rng(5),
+    got = prompt_bootstrap(stat_c, P, n_resamples=999, confidence=0.9, seed=np.random.default_rng(5),
                            method=method)
     np.testing.assert_array_equal(got.distribution, np.asarray(ref.bootstrap_distribution))
     np.testing.assert_allclose(got.low, ref.confidence_interval.low, rtol=0, atol=1e-14)
     np.testing.assert_allclose(got.high, ref.confidence_interval.high, rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match="method"):
-        prompt_bootstrap(stat_c, P, n_resamples=9, confidence=0.9, rng=rng, method="basic")
+        prompt_bootstrap(stat_c, P, n_resamples=9, confidence=0.9, seed=rng, method="basic")
 
 
 def test_pareto_khat_with_tied_weights_stays_finite_and_bounded():

@@ -7,6 +7,8 @@ own units for reward.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 __all__ = [
@@ -19,26 +21,62 @@ __all__ = [
     "overoptimization_figure",
     "gold_figure",
     "save_figure",
+    "preload",
 ]
 
 _COLORS = {"frontier": "#1f3b73", "bon": "#d1495b", "soft": "#edae49", "tilted": "#00798c",
            "pred": "#444444", "band": "#1f3b73"}
 
 
-def _plt():
-    try:
-        import matplotlib
+_PRELOAD = []
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+
+def preload():
+    """Start importing matplotlib's figure machinery on a background thread (once per process).
+
+    A caller that will draw figures after a long computation (``klfrontier
+    analyze --out``) starts the import first; on a second core it costs no
+    wall time.  Drawing waits for it.  Call it only where no other thread is
+    importing modules that matplotlib imports too.
+    """
+    if _PRELOAD or "matplotlib.figure" in sys.modules:
+        return
+    import threading
+
+    def run():
+        try:
+            _figure_classes(wait=False)
+        except ImportError:        # reported by the drawing call itself
+            pass
+
+    thread = threading.Thread(target=run, name="klfrontier-import-matplotlib", daemon=True)
+    _PRELOAD.append(thread)
+    thread.start()
+
+
+def _figure_classes(wait=True):
+    """``(Figure, FigureCanvasAgg)`` (matplotlib is imported only when a figure is drawn)."""
+    if wait and _PRELOAD:
+        _PRELOAD[0].join()
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError('plotting needs matplotlib: pip install "klfrontier[plot]"') from exc
-    return plt
+    return Figure, FigureCanvasAgg
 
 
 def _new(ncols=1, width=6.4, height=4.4):
-    plt = _plt()
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), constrained_layout=True)
+    """A figure with ``ncols`` axes on its own Agg canvas.
+
+    The figure is not registered with :mod:`matplotlib.pyplot`: nothing has to
+    close it, and it is freed with its last reference (``pyplot`` is never
+    imported, so the process's backend is left alone).
+    """
+    Figure, FigureCanvasAgg = _figure_classes()
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols)
     return fig, axes
 
 
@@ -151,7 +189,6 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
     ...                       paths=[["ppo-1", "ppo-2"]])
     >>> [t.get_text() for t in fig.axes[0].texts if t.get_text()]
     ['ppo-1', 'ppo-2']
-    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     pol = {}
     for name, spec in (policies or {}).items():
@@ -429,7 +466,6 @@ def overoptimization_figure(series, *, title="Reward-model over-optimisation",
     ...                                              "gold_hi": [0, .5, float("nan")]}})
     >>> [ax.get_title() for ax in fig.axes]
     ['proxy reward: what the policy optimises', 'gold reward: what it is judged by']
-    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     if not hasattr(series, "items") or not series:
         raise ValueError("series must be a non-empty dict name -> {kl, proxy, gold[, gold_lo, gold_hi]}")
@@ -481,14 +517,15 @@ def save_figure(fig, path, dpi=130, *, svg=False, png=True):
 
     if not (svg or png):
         raise ValueError("save_figure: svg and png are both False: nothing to write")
-    plt = _plt()
     try:
         if svg:
             fig.savefig(Path(path).with_suffix(".svg"), format="svg", metadata={"Date": None})
         if png:
             fig.savefig(path, dpi=dpi)
     finally:
-        plt.close(fig)
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:          # a figure made through pyplot is registered there: release it
+            plt.close(fig)
     return path
 
 
@@ -512,7 +549,6 @@ def gold_figure(kl_series, *, gold_frontier=None, kl_max=None, title="Proxy vers
     >>> fig = gold_figure({"tilted": ([0.0, 1.0, 2.0], [0.0, 1.0, 1.5], [0.0, 0.8, 0.4])}, kl_max=2.0)
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['proxy reward (selects)', 'gold reward (judges)']
-    >>> _plt().close(fig)
     """
     fig, (a1, a2) = _new(ncols=2, width=5.6)
     markers = ["", "o", "s", "^", "D", "v"]

@@ -40,8 +40,11 @@ TABLES_DIR = "tables"
 class Section:
     """One part of a report: a heading, a paragraph, figures and tables.
 
-    ``figures``: list of ``(file stem, matplotlib Figure, caption)``; the
-    stem names ``<stem>.png`` and ``<stem>.svg`` and is unique in a report.
+    ``figures``: list of ``(file stem, figure, caption)``, where the figure is
+    a matplotlib Figure or a function of no arguments that draws one (called
+    only when the report is written, so a job shown on the console draws no
+    figure); the stem names ``<stem>.png`` and ``<stem>.svg`` and is unique in
+    a report.
     ``tables``: list of ``(caption, column names, rows)`` or
     ``(caption, column names, rows, note)``, where ``note`` is one sentence
     printed under the table (e.g. which method made its intervals).
@@ -636,6 +639,8 @@ def _write_into(tmp, rid, title, lead, plan, extras, summary_text, slugs, embed,
             for para in sec.text.strip().split("\n\n"):
                 parts.append(f"<p>{html.escape(para)}</p>")
         for stem, fig, caption in sec.figures:
+            if callable(fig):
+                fig = fig()
             files = {ext: tmp / f"{stem}.{ext}" for ext in formats}
             save_figure(fig, files.get("png", tmp / f"{stem}.png"), svg="svg" in files, png="png" in files)
             written |= {f.name for f in files.values()}

@@ -44,8 +44,45 @@ MIN_PROMPTS_BOOTSTRAP = 30
 MAX_PROMPTS_BCA = 2000
 # Rows of samples (prompts x samples) processed at once by the per-prompt kernels.
 _CHUNK = 1 << 18
+# Prompts per block of the Pareto k-hat fit (the trust rule can stop a column between blocks).
+_KHAT_ROWS = 512
 # Internal lam grid (times 1/sd) for the average-KL frontier; Hermite interpolation in log lam.
 _GRID = np.geomspace(1e-4, 1e4, 49)
+# Rewards whose largest magnitude lies outside [1/_SCALE_LIMIT, _SCALE_LIMIT] are analysed in
+# units of a power of two, where squares, variances and e^{lam r} stay finite.
+_SCALE_LIMIT = 2.0 ** 100
+# Reward-valued columns of the result tables (scaled back by `reward_scale`); "lam" is scaled inversely.
+_REWARD_COLUMNS = frozenset({"reward", "reward_lo", "reward_hi", "reward_plugin", "reward_debiased", "gain",
+                             "beta", "optimal_reward", "optimal_reward_debiased", "gap", "gap_lo",
+                             "gap_hi", "mean_reward"})
+
+
+def reward_scale(top):
+    """The unit (a power of two) in which rewards of largest magnitude ``top`` are analysed.
+
+    Every estimator of :func:`analyze` is equivariant under ``r -> r / s``
+    (rewards and their intervals scale by ``s``, ``lam`` by ``1/s``, KLs are
+    unchanged), and division by a power of two is exact.  ``1`` unless
+    ``top`` lies outside ``[2^-100, 2^100]``, where ``(r - mean)^2`` and
+    ``lam^2 Var`` could overflow or underflow.
+
+    >>> reward_scale(7.0), reward_scale(7e300) == 2.0 ** 999, reward_scale(0.0)
+    (1.0, True, 1.0)
+    """
+    top = float(top)
+    if not (math.isfinite(top) and top > 0) or 1.0 / _SCALE_LIMIT <= top <= _SCALE_LIMIT:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(top)[1] - 1)
+
+
+def _unscale(table, scale):
+    """Reward-valued columns of ``table`` times ``scale``, ``lam`` divided by it (in place)."""
+    with np.errstate(over="ignore"):       # beyond the float range: inf is the value
+        for key, v in table.data.items():
+            if key in _REWARD_COLUMNS or (key.startswith("bon") and key.endswith("_reward")):
+                table.data[key] = v * scale
+            elif key == "lam":
+                table.data[key] = v / scale
 
 
 # ----------------------------------------------------------------------------- results
@@ -98,9 +135,9 @@ class Table:
             raise ImportError("to_pandas needs pandas: pip install pandas") from exc
         return pd.DataFrame({k: v for k, v in self.data.items()})
 
-    def rows(self):
-        """The rows as tuples (for reports)."""
-        return list(zip(*(v.tolist() for v in self.data.values())))
+    def rows(self, limit=None):
+        """The rows as tuples (for reports); the first ``limit`` only when given."""
+        return list(zip(*(v[:limit].tolist() for v in self.data.values())))
 
 
 @dataclass(eq=False)
@@ -249,7 +286,7 @@ def _from_frame(frame, cols, what):
 class _Prompts:
     """Per-prompt estimates of the kept prompts (``n_x >= 2``), batched by sample count."""
 
-    def __init__(self, s, ns, progress, threads=1):
+    def __init__(self, s, ns, progress, threads=1, other_max=0.0):
         self.threads = int(threads)
         counts = s.counts
         keep = np.flatnonzero(counts >= 2)
@@ -274,8 +311,6 @@ class _Prompts:
         by_n = {}
         for j, i in enumerate(keep):
             by_n.setdefault(int(counts[i]), []).append((j, i))
-        done = 0
-        var_sum = 0.0
         for n, members in sorted(by_n.items()):
             rows = np.array([j for j, _ in members])
             r = np.array([s.rewards[i] for _, i in members], dtype=float).reshape(rows.size, n)
@@ -289,6 +324,15 @@ class _Prompts:
             else:
                 r.sort(axis=1)
             self.groups.append((n, rows, r, g))
+        # rows are sorted: the largest magnitude is in the first or the last column
+        top = max([max(float(r[:, -1].max()), -float(r[:, 0].min())) for _, _, r, _ in self.groups]
+                  + [float(other_max)])
+        self.scale = reward_scale(top)
+        done = 0
+        var_sum = 0.0
+        for n, rows, r, g in self.groups:
+            if self.scale != 1.0:
+                r /= self.scale            # a power of two: exact
             self.mean[rows] = r.mean(axis=1)
             var_sum += np.var(r, axis=1).sum()
             self._bon_group(n, rows, r, g)
@@ -297,8 +341,8 @@ class _Prompts:
                 progress("per-prompt best-of-N", done, P)
         self.sd_pool = float(np.sqrt(var_sum / P))
 
-    def _chunks(self, n, rows):
-        step = max(1, _CHUNK // max(n, 1))
+    def _chunks(self, n, rows, size=_CHUNK):
+        step = max(1, size // max(n, 1))
         for s0 in range(0, rows.size, step):
             yield slice(s0, s0 + step)
 
@@ -391,14 +435,37 @@ class _Prompts:
                        & (res["ess"] >= trust[1]))
                 if column_rule:
                     fit &= ((~fit).sum(axis=0) <= 0.05 * self.P)[None, :]
-            khat = np.full((self.P, G), np.nan)
+            khat = np.where(np.broadcast_to(lams, (self.P, G)) == 0.0, -np.inf, np.nan)   # as tilt_khat
+            # The trust rule fails a column when more than 5% of its prompts are bad.  Once a
+            # column has more bad prompts than 5% of all prompts (failing the gate above, or with
+            # khat above the threshold, among prompts whose tilt is finite and so counted by the
+            # rule), the rest of its khat decides nothing and is left unfitted (NaN).  Blocks go in
+            # rounds of `threads`, so what is fitted does not depend on timing.
+            early = trust is not None and column_rule and columns is None
+            if early:
+                counted = np.isfinite(res["reward"]) & np.isfinite(res["kl"])
+                if "gold" in res:
+                    counted &= np.isfinite(res["gold"])
+                bad = (~fit & counted).sum(axis=0)
+                kmax = _k.khat_threshold(self.n)[:, None]
+            live = np.ones(G, dtype=bool)
+            blocks = [(rows, r, sl) for n, rows, r, _ in self.groups
+                      for sl in self._chunks(n, rows, _KHAT_ROWS * n)]
 
-            def fit_one(job):
-                n, rows, r, g, sl = job
-                khat[rows[sl]] = _k.tilt_khat(r[sl], lams[rows[sl]] if per_row else lams, fit[rows[sl]])
+            def fit_one(block):
+                rows, r, sl = block
+                x = rows[sl]
+                khat[x] = _k.tilt_khat(r[sl], lams[x] if per_row else lams, fit[x] & live[None, :])
+                return x
 
-            for _ in self._map(fit_one, jobs):      # chunks write disjoint rows
-                pass
+            for b0 in range(0, len(blocks), self.threads):
+                if early:
+                    live = bad <= 0.05 * self.P
+                    if not live.any():
+                        break
+                for x in self._map(fit_one, blocks[b0:b0 + self.threads]):   # disjoint rows
+                    if early:
+                        bad += (fit[x] & counted[x] & ~(khat[x] <= kmax[x])).sum(axis=0)
             res["khat"] = khat
         if columns is not None:
             res = {k: v for k, v in res.items() if k in columns}
@@ -426,21 +493,44 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
     d0, d1 = dK[b_idx, jj - 1] * h, dK[b_idx, jj] * h
     target = np.broadcast_to(budgets, (B, Kb))
     lo, hi = np.zeros((B, Kb)), np.ones((B, Kb))
+    work = [np.empty((B, Kb)) for _ in range(5)]     # reused by every step: no fresh temporaries
 
     def herm(t, y0, y1, m0, m1):
-        t2, t3 = t * t, t * t * t
-        return (2 * t3 - 3 * t2 + 1) * y0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * y1 + (t3 - t2) * m1
+        # (2t³ − 3t² + 1) y0 + (t³ − 2t² + t) m0 + (−2t³ + 3t²) y1 + (t³ − t²) m1, term by term
+        t2, t3, acc, tmp, tmp2 = work
+        np.multiply(t, t, out=t2)
+        np.multiply(t2, t, out=t3)
+        np.multiply(2, t3, out=acc)
+        acc -= np.multiply(3, t2, out=tmp)
+        acc += 1
+        acc *= y0
+        np.multiply(2, t2, out=tmp)
+        np.subtract(t3, tmp, out=tmp)
+        tmp += t
+        tmp *= m0
+        acc += tmp
+        np.multiply(-2, t3, out=tmp)
+        tmp += np.multiply(3, t2, out=tmp2)
+        tmp *= y1
+        acc += tmp
+        np.subtract(t3, t2, out=tmp)
+        tmp *= m1
+        acc += tmp
+        return acc
 
+    mid = np.empty((B, Kb))
+    below = np.empty((B, Kb), dtype=bool)
     for _ in range(48):                       # bisection on the cubic: 2^-48 of a grid step
-        mid = 0.5 * (lo + hi)
-        below = herm(mid, k0, k1, d0, d1) < target
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
+        np.add(lo, hi, out=mid)
+        mid *= 0.5
+        np.less(herm(mid, k0, k1, d0, d1), target, out=below)
+        np.copyto(lo, mid, where=below)
+        np.copyto(hi, mid, where=~below)
     t = 0.5 * (lo + hi)
     r0, r1 = R[b_idx, jj - 1], R[b_idx, jj]
     e0, e1 = dR[b_idx, jj - 1] * h, dR[b_idx, jj] * h
     ustar = u[jj - 1] + t * h
-    rstar = herm(t, r0, r1, e0, e1)
+    rstar = herm(t, r0, r1, e0, e1).copy()
     ustar = np.where(j == 0, -np.inf, np.where(j >= H, np.inf, ustar))
     return ustar, rstar
 
@@ -448,11 +538,28 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
 class _Frontier:
     """The average-KL frontier: ``R*_avg(Δ) = mean_x R_x(lam)``, one ``lam`` with ``mean_x KL_x(lam) = Δ``."""
 
-    def __init__(self, prompts, scale):
+    def __init__(self, prompts, scale, kl_min=None):
         self.lam = _GRID / scale
         self.u = np.log(self.lam)
-        st = prompts.tilt_at(self.lam, jackknife=False, columns=("reward", "kl", "var"))
-        self.K, self.R, self.V = st["kl"], st["reward"], st["var"]
+        # Every solve is for a budget >= kl_min (when given).  KL_x(lam) = int_0^lam s Var_s ds
+        # <= lam^2 span_x^2 / 8 (Popoviciu: Var <= span^2 / 4), so the leading nodes where that
+        # bound is below kl_min / 2 for every prompt can never be the upper end of a bracket:
+        # their K is set to -1 (below every budget, and every weighted mean of it is -1) and R, V
+        # to NaN; the last of them is evaluated, as the lower end of the first bracket.
+        skip = 0
+        if kl_min is not None and kl_min > 0:
+            span = max(float(np.max(r[:, -1] - r[:, 0])) for _, _, r, _ in prompts.groups)
+            low = (self.lam * span) ** 2 / 8.0 < 0.5 * kl_min
+            skip = max(int(np.argmin(low)) if not low.all() else low.size, 1) - 1
+        H = self.lam.size
+        st = prompts.tilt_at(self.lam[skip:], jackknife=False, columns=("reward", "kl", "var"))
+        if skip:
+            self.K = np.full((prompts.P, H), -1.0)
+            self.R, self.V = np.full((prompts.P, H), np.nan), np.full((prompts.P, H), np.nan)
+            self.K[:, skip:], self.R[:, skip:], self.V[:, skip:] = st["kl"], st["reward"], st["var"]
+        else:
+            self.K, self.R, self.V = st["kl"], st["reward"], st["var"]
+        self.skipped = skip
         # saturation: KL -> log n - log(#samples at the top), reward -> r_max
         self.r_top = np.empty(prompts.P)
         self.k_top = np.empty(prompts.P)
@@ -639,11 +746,15 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     n_max = int(counts.max())
     ns = _check_grid(2 ** np.arange(int(np.floor(np.log2(max(n_max, 1)))) + 1)
                      if n_values is None else n_values, "n_values", integer=True)
-    pr = _Prompts(s, ns, tick, threads)
+    pol_top = max((max(float(r.max()), -float(r.min())) for ps in pol_sets.values() for r in ps.rewards
+                   if r.size), default=0.0)
+    pr = _Prompts(s, ns, tick, threads, other_max=pol_top)
     P = pr.P
     sd = pr.sd_pool if pr.sd_pool > 0 else 1.0
     lams = _check_grid(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 12) / sd])
                        if lam_values is None else lam_values, "lam_values")
+    if lam_values is not None:
+        lams = lams * pr.scale          # the user's lam in the units of the analysis
     n_med = float(np.median(pr.n))
     budgets = _check_grid(np.linspace(0.0, np.log(n_med), 21) if kl_values is None else kl_values,
                           "kl_values")
@@ -660,7 +771,9 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     tick("tilts", 0, 1)
     gate = (trust_margin, min_ess)
     tl = pr.tilt_at(lams, trust=gate) if lams.size else {}
-    fr = _Frontier(pr, sd)
+    positive = budgets[budgets > 0]
+    # with policies the solves also run at each policy's KL: evaluate the whole grid
+    fr = _Frontier(pr, sd, kl_min=float(positive.min()) if positive.size and not pol_sets else None)
     ones = np.ones((1, P))
     f_lam, f_rew, f_sat = fr.solve(ones, budgets)
     f_lam, f_rew, f_sat = f_lam[0], f_rew[0], f_sat[0]
@@ -870,8 +983,11 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     info = {"prompts": P, "samples": int(pr.n.sum()), "n_min": int(pr.n.min()),
             "n_median": n_med, "n_max": int(pr.n.max()), "interval": method, "n_boot": n_boot,
             "seed": seed, "confidence": conf, "trust_margin": trust_margin, "min_ess": min_ess,
-            "reward_sd": pr.sd_pool, "gold": bool(pr.has_gold),
+            "reward_sd": pr.sd_pool * pr.scale, "gold": bool(pr.has_gold),
             "kl_trust_limit_median": float(np.log(n_med) - trust_margin)}
+    if pr.scale != 1.0:             # back from the units of the analysis
+        for tab in (bon, tilt, frontier, frontier_equal, per_prompt, *pol_tables.values()):
+            _unscale(tab, pr.scale)
     return Analysis(bon=bon, tilt=tilt, frontier=frontier, frontier_equal=frontier_equal,
                     policies=pol_tables, per_prompt=per_prompt, methods=methods,
                     excluded=pr.excluded, info=info)
@@ -890,8 +1006,9 @@ def _newton_step(st, budgets, lam, rew):
     with np.errstate(divide="ignore", invalid="ignore"):
         step = (budgets - K) / (lam * V)
     ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam)
-    rew = np.where(live, np.where(ok, R + V * step, R), rew)
-    lam = np.where(ok, lam + step, lam)
+    with np.errstate(invalid="ignore", over="ignore"):     # values where not ok are not used
+        rew = np.where(live, np.where(ok, R + V * step, R), rew)
+        lam = np.where(ok, lam + step, lam)
     return lam, rew
 
 
@@ -919,8 +1036,9 @@ def _equal_budget(pr, fr, budgets, steps=1):
         with np.errstate(divide="ignore", invalid="ignore"):
             step = (b - st["kl"]) / (lam_x * st["var"])
         ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam_x)
-        rstar = np.where(live, np.where(ok, st["reward"] + st["var"] * step, st["reward"]), rstar)
-        lam_x = np.where(ok, lam_x + step, lam_x)
+        with np.errstate(invalid="ignore", over="ignore"):     # values where not ok are not used
+            rstar = np.where(live, np.where(ok, st["reward"] + st["var"] * step, st["reward"]), rstar)
+            lam_x = np.where(ok, lam_x + step, lam_x)
     rstar = np.where(sat, fr.r_top[:, None], rstar)
     rstar = np.where(b <= 0, fr.mean0[:, None], rstar)
     return rstar.mean(axis=0)
@@ -983,6 +1101,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
                          f"({len(unknown)} unknown)")
     for p_id, r, lp, rlp in zip(ps.prompts, ps.rewards, ps.logprobs, ps.ref_logprobs):
         x = pr.index[p_id]
+        r = r / pr.scale                # the units of the analysis (a power of two: exact)
         mask[x] = True
         lr = lp - rlp
         kl[x] = lr.mean()
@@ -1169,12 +1288,19 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
     replication's mean jackknife correction.
     """
     vals = np.where(cols.mask, cols._cat("values"), 0.0)
-    mask = cols.mask.astype(float)
+    mask = cols.mask
+    # a column over every prompt has the replication's total weight as denominator: counts are
+    # integers, so c.sum(axis=1) equals c @ mask exactly; only partial columns need the product
+    part = np.flatnonzero(~mask.all(axis=0))
+    mask_part = mask[:, part].astype(float)
     f_sl = cols.slices.get("frontier")
 
     def statistic(c):
+        den = np.repeat(c.sum(axis=1, keepdims=True), vals.shape[1], axis=1)
+        if part.size:
+            den[:, part] = c @ mask_part
         with np.errstate(invalid="ignore", divide="ignore"):
-            o = (c @ vals) / (c @ mask)
+            o = (c @ vals) / den
         if f_sl is not None:
             _, rstar, _ = fr.solve(c, budgets)
             o[:, f_sl] = rstar - (c @ f_corr) / c.sum(axis=1, keepdims=True)
@@ -1182,7 +1308,7 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
 
     bca = P <= MAX_PROMPTS_BCA
     res = _rs.prompt_bootstrap(statistic, P, n_resamples=n_boot, confidence=conf,
-                               rng=np.random.default_rng(seed), method="BCa" if bca else "percentile",
+                               seed=seed, method="BCa" if bca else "percentile",
                                progress=lambda d, t: tick("bootstrap over prompts", d, t))
     lo, hi = res.low, res.high
     # BCa is undefined where the replications do not vary (e.g. N = 1 plug-in KL): percentile there

@@ -153,22 +153,36 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
         out["kl_bias"] = np.empty((B, ns.size))
         out["kl_jkvar"] = np.empty((B, ns.size))
     win_w = (a + 0.5 * k) / n
+    # A group's quantities depend only on (c_hi, k), integers in [0, n]: when the rows hold more
+    # elements than there are pairs, evaluate on the (n + 1)^2 table of pairs and gather.
+    if 4 * (n + 1) ** 2 <= B * n:
+        grid = np.arange(n + 1, dtype=float)
+        cc, kk = grid[:, None], grid[None, :]
+        idx = (b + 1) * (n + 1) + (b - a + 1)
+
+        def pick(t):
+            return t.ravel().take(idx)
+    else:
+        cc, kk = c_hi, k
+
+        def pick(t):
+            return t
     for m, big_n in enumerate(ns):
         log_nb = np.log(big_n)
-        logd = _bon_group_logd(c_hi, k, n, log_nb)          # per element: its group's mass
-        d = np.exp(logd)
-        omega = d / k
+        with np.errstate(divide="ignore", invalid="ignore"):     # table cells with k = 0 or k > c
+            logd = _bon_group_logd(cc, kk, n, log_nb)           # a group's mass
+            d = np.exp(logd)
+            omega = pick(d / kk)
+            term = np.where(last, pick(np.where(d > 0, d * (logd + np.log(n) - np.log(kk)), 0.0)), 0.0)
         out["reward"][:, m] = np.sum(omega * r, axis=1)
         out["win_rate"][:, m] = np.sum(omega * win_w, axis=1)
         if gold is not None:
             out["gold"][:, m] = np.sum(omega * gold, axis=1)
-        with np.errstate(invalid="ignore"):
-            term = np.where(last & (d > 0), d * (logd + np.log(n) - np.log(k)), 0.0)
         # best-of-1 is p itself: its KL is exactly 0 (the terms would leave rounding behind)
         kl = np.zeros(B) if big_n == 1 else np.maximum(term.sum(axis=1), 0.0)
         out["kl"][:, m] = kl
         if jackknife is True or (jackknife and jackknife(big_n)):
-            out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(c_hi, k, a, b, last, n,
+            out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(cc, kk, pick, a, b, last, n,
                                                                             log_nb, kl)
         elif jackknife:
             out["kl_bias"][:, m] = out["kl_jkvar"][:, m] = np.nan
@@ -183,14 +197,18 @@ def _kl_term(c_hi, k, n, log_nb):
         return np.where((k > 0) & (d > 0), d * (logd + np.log(n) - np.log(np.maximum(k, 1.0))), 0.0)
 
 
-def _bon_kl_jackknife(c_hi, k, a, b, last, n, log_nb, kl):
-    """Jackknife bias ``(n-1)(mean_i KL_(-i) - KL)`` and variance of the plug-in BoN KL, per row."""
-    B = c_hi.shape[0]
+def _bon_kl_jackknife(c_hi, k, pick, a, b, last, n, log_nb, kl):
+    """Jackknife bias ``(n-1)(mean_i KL_(-i) - KL)`` and variance of the plug-in BoN KL, per row.
+
+    ``c_hi``, ``k`` are the elements' cumulative counts and group sizes, or a
+    table of all pairs with ``pick`` gathering each element's entry.
+    """
+    B = a.shape[0]
     m1 = n - 1.0
     # groups below h keep their counts, groups above lose one sample from the cumulative count
-    below = np.where(last, _kl_term(c_hi, k, m1, log_nb), 0.0)
-    above = np.where(last, _kl_term(c_hi - 1.0, k, m1, log_nb), 0.0)
-    mid = _kl_term(c_hi - 1.0, k - 1.0, m1, log_nb)     # group h itself, one sample fewer
+    below = np.where(last, pick(_kl_term(c_hi, k, m1, log_nb)), 0.0)
+    above = np.where(last, pick(_kl_term(c_hi - 1.0, k, m1, log_nb)), 0.0)
+    mid = pick(_kl_term(c_hi - 1.0, k - 1.0, m1, log_nb))     # group h itself, one sample fewer
     pre = np.zeros((B, n + 1))
     np.cumsum(below, axis=1, out=pre[:, 1:])
     suf = np.zeros((B, n + 1))
@@ -291,6 +309,10 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     sd, d2 = d.sum(axis=1), d * d
     sd2 = d2.sum(axis=1)
     sg = None if gold is None else gold.sum(axis=1)
+    # (B, n) work arrays reused for every lam: fresh temporaries per pass cost more than the arithmetic
+    x, e = np.empty((B, n)), np.empty((B, n))
+    if jackknife:
+        w, s0m, gain_l, kl_l = (np.empty((B, n)) for _ in range(4))
 
     def dot(a, b):
         return np.einsum("ij,ij->i", a, b)
@@ -300,13 +322,22 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
         zero = lam == 0.0
         with np.errstate(divide="ignore"):
             c = np.maximum(0.0, dmax - 50.0 / lam)       # no overflow in e^{lam (d - c)}
-        x = lam * (d - c)
-        e = np.exp(x)
-        e -= 1.0
+        shifted = bool(c.any())
+        if shifted:
+            np.subtract(d, c, out=x)
+            x *= lam                                     # x = lam (d - c)
+        else:
+            np.multiply(d, lam, out=x)                   # c = 0: the same numbers, one pass
         # where every |x| is small the KL is O(x^2): keep expm1's relative accuracy there
-        small = np.flatnonzero((lam * span)[:, 0] < 0.05)
-        if small.size:
-            e[small] = np.expm1(x[small])
+        is_small = (lam * span)[:, 0] < 0.05
+        small = np.flatnonzero(is_small)
+        if small.size == B:
+            np.expm1(x, out=e)
+        else:
+            np.exp(x, out=e)
+            e -= 1.0
+            if small.size:
+                e[small] = np.expm1(x[small])
         se = e.sum(axis=1)
         s0 = (n + se)[:, None]
         s1 = (dot(e, d) + sd)[:, None]
@@ -321,17 +352,29 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
         if gold is not None:
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
         if jackknife:
-            w = 1.0 + e
-            s0m = s0 - w
+            np.add(e, 1.0, out=w)
+            np.subtract(s0, w, out=s0m)
             # a sample holding all the weight leaves nothing to tilt: its leave-one-out is NaN
-            s0m = np.where(s0m > 0, s0m, np.nan)
-            gain_l = (s1 - w * d) / s0m                 # R_(-i) - rbar (any fixed centring works)
+            if not s0m.min() > 0:
+                s0m[~(s0m > 0)] = np.nan
+            np.multiply(w, d, out=gain_l)
+            np.subtract(s1, gain_l, out=gain_l)
+            gain_l /= s0m                               # R_(-i) - rbar (any fixed centring works)
             with np.errstate(invalid="ignore", divide="ignore"):
-                lmw_l = np.log(s0m / (n - 1.0))              # NaN where s0m is
-                if small.size:                               # O(x^2) KLs: log1p keeps their digits
-                    lmw_l[small] = np.log1p((se[small, None] - e[small]) / (n - 1.0))
-            kl_l = np.where(zero, 0.0, lam * (gain_l - c) - lmw_l)
-            loos = [("reward", gain_l, gain), ("kl", kl_l, kl)]
+                np.divide(s0m, n - 1.0, out=kl_l)
+                np.log(kl_l, out=kl_l)                  # log mean w without i (NaN where s0m is)
+                if small.size:                          # O(x^2) KLs: log1p keeps their digits
+                    kl_l[small] = np.log1p((se[small, None] - e[small]) / (n - 1.0))
+            # kl_(-i) = lam (gain_(-i) - c) - log mean w_(-i), 0 at lam = 0 (x is free again)
+            if shifted:
+                kl_loo = np.subtract(gain_l, c, out=x)
+                kl_loo *= lam
+            else:
+                kl_loo = np.multiply(gain_l, lam, out=x)
+            kl_loo -= kl_l
+            if zero.any():
+                kl_loo[zero[:, 0]] = 0.0
+            loos = [("reward", gain_l, gain), ("kl", kl_loo, kl)]
             if gold is not None:
                 swg = (w * gold).sum(axis=1, keepdims=True)
                 loos.append(("gold", (swg - w * gold) / s0m, swg / s0))

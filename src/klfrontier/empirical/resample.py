@@ -10,7 +10,7 @@ This is :func:`scipy.stats.bootstrap` (``vectorized=True``) on the data
 ``arange(P)``, computed on counts instead of index arrays: the resamples,
 the BCa bias correction and acceleration (Efron & Tibshirani 1993, §14.3 and
 Eq. 14.15) and the ``linear`` quantiles are the same, so that with the same
-``rng`` the intervals agree with scipy's to rounding
+seed the intervals agree with scipy's to rounding
 (``tests/test_empirical.py`` checks it).  It exists because ``import
 scipy.stats`` costs about a second, which on a million-row file is a third of
 all of ``analyze``.
@@ -59,7 +59,7 @@ def _linear_quantile(sorted_dist, q):
         return np.where(frac == 0, a, a + frac * (b - a))
 
 
-def prompt_bootstrap(statistic, P, *, n_resamples, confidence, rng, method="BCa", progress=None):
+def prompt_bootstrap(statistic, P, *, n_resamples, confidence, seed, method="BCa", progress=None):
     """Two-sided bootstrap interval of a statistic of prompt weights.
 
     Parameters
@@ -72,8 +72,9 @@ def prompt_bootstrap(statistic, P, *, n_resamples, confidence, rng, method="BCa"
         Number of prompts.
     n_resamples : int
     confidence : float
-    rng : numpy.random.Generator
-        Resamples are ``rng.integers(0, P, (b, P))`` in batches, as scipy draws them.
+    seed : int, numpy.random.Generator or None
+        Anything ``numpy.random.default_rng`` accepts; resamples are
+        ``rng.integers(0, P, (b, P))`` in batches, as scipy draws them.
     method : {"BCa", "percentile"}
     progress : callable(done, total), optional
 
@@ -93,12 +94,13 @@ def prompt_bootstrap(statistic, P, *, n_resamples, confidence, rng, method="BCa"
     >>> v = np.arange(40.0)[:, None]
     >>> mean = lambda c: (c @ v) / c.sum(axis=1, keepdims=True)
     >>> res = prompt_bootstrap(mean, 40, n_resamples=2000, confidence=0.95,
-    ...                        rng=np.random.default_rng(0))
+    ...                        seed=0)
     >>> bool(15.0 < res.low[0] < 19.5 < res.high[0] < 24.0)
     True
     """
     if method not in ("BCa", "percentile"):
         raise ValueError(f"method must be 'BCa' or 'percentile', got {method!r}")
+    rng = np.random.default_rng(seed)
     batch = max(1, min(n_resamples, _BLOCK // max(P, 1)))
     reps = []
     done = 0
