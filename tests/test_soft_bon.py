@@ -240,7 +240,7 @@ def test_lam_inf_is_best_of_n():
     ref = Reference([0.0, 1.0, 2.0, 2.0, 4.0], probs=[0.3, 0.2, 0.2, 0.1, 0.2])
     s = soft_best_of_n(ref, n=3.5, lam=np.inf)
     np.testing.assert_array_equal(s.level_logprobs, best_of_n(ref, n=3.5).level_logprobs)
-    assert s.params == {"n": 3.5, "lam": np.inf, "sum_error": 0.0}
+    assert (s.n, s.lam, s.sum_error) == (3.5, np.inf, 0.0)
 
 
 @pytest.mark.parametrize("lam", [0.5, 3.0])
@@ -342,7 +342,7 @@ def test_policy_object():
     ref = Reference([0.0, 2.0, 1.0, 2.0], probs=[0.4, 0.1, 0.3, 0.2])
     s = soft_best_of_n(ref, n=4, lam=1.25)
     assert isinstance(s, Policy) and s.method == "soft_best_of_n"
-    assert set(s.params) == {"n", "lam", "sum_error"}
+    assert {"n", "log_n", "lam", "sum_error"} <= set(s.to_dict())
     assert (s.n, s.lam) == (4.0, 1.25)
     # tied outcomes share their level's mass in proportion to p
     assert s.probs[3] / s.probs[1] == pytest.approx(2.0, rel=1e-14)
@@ -358,7 +358,7 @@ def test_policy_object():
     ({"n": 0.5, "lam": 1.0}, "n must be >= 1"),
     ({"n": -3, "lam": 1.0}, "n must be >= 1"),
     ({"n": [2, 3], "lam": 1.0}, "n must be a scalar"),
-    ({"n": None, "lam": 1.0}, "n must be a real scalar"),
+    ({"n": None, "lam": 1.0}, "give exactly one of n= or log_n="),
     ({"n": "many", "lam": 1.0}, "n must be a real scalar"),
     ({"n": 2, "lam": float("nan")}, "lam is NaN"),
     ({"n": 2, "lam": -0.1}, "lam must be >= 0"),
@@ -427,3 +427,29 @@ def test_refinement_failure_raises(monkeypatch):
     with pytest.raises(ConvergenceError, match="non-integer n") as info:
         soft_best_of_n(ref, n=1.1, lam=6.0)
     assert isinstance(info.value.partial, Policy)
+
+
+# ------------------------------------------------- rewards beyond an index
+@pytest.mark.parametrize("top", [1e30, 1.7e308])
+def test_soft_best_of_n_huge_reward_range_is_a_clear_error_not_an_index_error(top):
+    # lam (r_max - r_min) = 1e30 does not fit an intp; 1.7e308 makes the node count inf
+    ref = Reference([0.0, top], probs=[0.5, 0.5])
+    with pytest.raises(ValueError, match="lam is too large for the exact quadrature"):
+        soft_best_of_n(ref, n=2.5, lam=1.0)
+    ref = Reference([0.0, 1e30], probs=[0.5, 0.5])
+    # integer n: the best-of-N limit is certified, and exact (levels 0 and 1e30)
+    s = soft_best_of_n(ref, n=2, lam=1.0)
+    assert s.level_probs.tolist() == [0.25, 0.75] and s.reward == pytest.approx(7.5e29, rel=1e-15)
+
+
+def test_cli_soft_bon_huge_rewards():
+    from typer.testing import CliRunner
+
+    from klfrontier.cli import app
+
+    res = CliRunner().invoke(app, ["soft-bon", "--rewards", "0,1e30", "--probs", ".5,.5"])
+    assert res.exit_code == 0, res.output
+    assert "λ = 1" in res.output and "θ" not in res.output          # one name: lam / λ
+    bad = CliRunner().invoke(app, ["soft-bon", "--rewards", "0,1e30", "--probs", ".5,.5", "--n", "2.5"])
+    assert bad.exit_code == 2 and "lam is too large" in bad.output
+    assert "Traceback" not in bad.output and "IndexError" not in bad.output

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import klfrontier as kf
-from klfrontier.ldp import _to_reward_power
+from klfrontier.ldp import to_reward_power as _to_reward_power
 
 E308 = [-1.5670880011735717e308, -1.0486618437147920e308, 7.1163163937859037e307, -1.3365001710199434e308,
         7.8999991324450462e307, -1.5950732465620486e308]
@@ -60,7 +60,7 @@ def test_tilted_reward_when_the_range_overflows():
         spread = 3.2e308                                        # r_max - r_min
         assert abs(float(mpmath.mpf(pol.reward) - mean)) / spread < 1e-10
         assert pol.reward == pytest.approx(float(kf.frontier(ref, [frac * ref.kl_max]).reward[0]), rel=1e-12)
-        assert np.isfinite(pol.params["regularized_value"])    # r_max + Λ_u/λ overflowed
+        assert np.isfinite(pol.regularized_value)    # r_max + Λ_u/λ overflowed
 
 
 def test_solve_lam_for_reward_when_the_range_overflows():
@@ -101,7 +101,7 @@ def test_gap_prediction_past_float_max_is_inf_without_a_warning():
 def test_bon_monte_carlo_spread_of_rewards_near_1e300():
     ref = kf.Reference([3.394506683301824e299, -6.486964203928201e299, -7.329916681384153e299],
                        probs=[0.2, 0.3, 0.5])
-    mc = kf.bon_monte_carlo(ref, 2, n=4, size=400, rng=0)
+    mc = kf.bon_monte_carlo(ref, 2, n=4, size=400, seed=0)
     assert np.isfinite(mc.mean) and np.isfinite(mc.stderr) and mc.stderr > 0   # the square overflowed
     exact = kf.Memoryless(ref, 2).best_of_n(n=4).reward
     assert abs(mc.mean - exact) < 5 * mc.stderr
@@ -194,3 +194,88 @@ def test_rate_function_solver_converges_on_a_step_like_mean():
         t = mpmath.findroot(lambda t: mean_(t) - x, (-70, -30), solver="anderson")
         want = t * x - lam_(t)
     assert _rel(kf.rate_function(ref, [x])[0], want) < 1e-12
+
+
+# ------------------------------------------------ sequence BoN (convergence) against enumerated types
+def _mp_sequence_bon(rewards, probs, m, log_n, dps=60):
+    """``(E_{π_N} S_m, KL(π_N || p^m), R*(δ))`` at ``dps`` digits, ``N = e^{log_n}``, ``δ = log_n / m``.
+
+    The law of ``S_m`` from the types of ``m`` draws (multinomial masses);
+    ``π_N(s) = F(s)^N - F(s-)^N``; ``R*(δ) = E_{φ_λ} r`` with ``KL(φ_λ || p) = δ``.
+    """
+    from itertools import combinations_with_replacement
+
+    with mpmath.workdps(dps):
+        p = [mpmath.mpf(float(x)) for x in probs]
+        tot = mpmath.fsum(p)
+        p = [x / tot for x in p]
+        r = [mpmath.mpf(float(x)) for x in rewards]
+        law = {}
+        for combo in combinations_with_replacement(range(len(r)), m):
+            counts = [combo.count(j) for j in range(len(r))]
+            coef = mpmath.factorial(m)
+            mass = mpmath.mpf(1)
+            for j, c in enumerate(counts):
+                coef /= mpmath.factorial(c)
+                mass *= p[j] ** c
+            s = mpmath.fsum(c * r[j] for j, c in enumerate(counts))
+            law[s] = law.get(s, 0) + coef * mass
+        n = mpmath.exp(mpmath.mpf(float(log_n)))
+        cdf, reward, kl = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
+        for s in sorted(law):
+            q = law[s]
+            pi = (cdf + q) ** n - cdf ** n
+            cdf += q
+            if pi > 0:
+                reward += pi * s
+                kl += pi * mpmath.log(pi / q)
+        delta = mpmath.mpf(float(log_n)) / m
+        scale = max(abs(x) for x in r)
+
+        def tilt(lam):
+            w = [q * mpmath.exp(lam * x / scale) for q, x in zip(p, r)]
+            z = mpmath.fsum(w)
+            mean = mpmath.fsum(wi * x for wi, x in zip(w, r)) / z
+            return mean, lam * mean / scale - mpmath.log(z)
+
+        lam = mpmath.findroot(lambda t: tilt(t)[1] - delta, 1.0, tol=mpmath.mpf(10) ** (-dps + 10))
+        return reward, kl, tilt(lam)[0]
+
+
+@pytest.mark.parametrize("rewards", [[-1e308, 0.0, 1e308], [-1.7976931348623157e308, 0.0, 1.7976931348623157e308],
+                                     [0.0, 2.0 ** -997, 3 * 2.0 ** -997], [-1e308, -3.3e307, 1e308],
+                                     [1.7976931348623157e308, -1.7976931348623157e308]])
+def test_convergence_with_rewards_near_float_max_and_min(rewards):
+    """Was a ZeroDivisionError (the lattice span over an infinite reward range) at ±1e308."""
+    probs = [0.2, 0.5, 0.3] if len(rewards) == 3 else [0.25, 0.75]
+    tab = kf.convergence(kf.Reference(rewards, probs=probs), 0.1, lengths=[1, 2, 5])
+    span = max(rewards) / 2 - min(rewards) / 2        # half the range: no overflow
+    for row in tab.rows:
+        m = row["m"]
+        reward, kl, r_star = _mp_sequence_bon(rewards, probs, m, row["log_n"])
+        assert abs(row["reward_per_token"] - float(reward / m)) <= 1e-11 * span
+        assert abs(row["optimal_reward"] - float(r_star)) <= 1e-11 * span
+        assert abs(row["gap"] - float(r_star - reward / m)) <= 1e-11 * span
+        assert row["kl_per_token"] == pytest.approx(float(kl / m), rel=1e-10)
+    assert np.isfinite(tab.lam) and tab.lam > 0
+
+
+def test_convergence_on_a_fine_lattice_with_few_levels_is_fast_and_exact():
+    """Five levels on a lattice of 54176 steps: the FFT tilts could not trust the isolated sums
+    and ``lengths=[10]`` ran for minutes; the types engine takes them exactly."""
+    import time
+
+    rewards = [0.15834446333171442, 0.7418801602719767, 0.1995355755220981, 0.9805882710053424,
+               0.4169803302574065]
+    logp = [-2.630458323371632, -1.2994769513128686, -0.916270852518867, -3.0433927568227936,
+            -1.5721451934288333]
+    ref = kf.Reference(rewards, logprobs=logp, normalize=True)
+    t0 = time.perf_counter()
+    tab = kf.convergence(ref, 0.9130178270468381, lengths=[10, 100])
+    assert time.perf_counter() - t0 < 30
+    assert [r["exact"] for r in tab.rows] == [True, True]
+    row = tab.rows[0]
+    reward, kl, r_star = _mp_sequence_bon(rewards, np.exp(logp), 10, row["log_n"])
+    assert row["reward_per_token"] == pytest.approx(float(reward / 10), rel=1e-11)
+    assert row["gap"] == pytest.approx(float(r_star - reward / 10), rel=1e-9)
+    assert row["kl_per_token"] == pytest.approx(float(kl / 10), rel=1e-9)

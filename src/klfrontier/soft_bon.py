@@ -39,9 +39,9 @@ import math
 import numpy as np
 
 from ._logspace import kl_terms, logsumexp
+from ._validate import log_n_from, real_scalar
 from .bon import best_of_n
-from ._validate import real_scalar
-from .policy import Policy
+from .policy import SoftBestOfNPolicy
 from .reference import Reference, check_reference
 from .tilt import ConvergenceError, tilted
 
@@ -74,11 +74,20 @@ def _dot(a, b):
     return float(np.einsum("i,i->", a, b))
 
 
-def _check_n(n):
-    val = real_scalar(n, "n", allow_inf=True)
-    if val < 1:
-        raise ValueError("n must be >= 1")
-    return val
+def _check_n(n, log_n):
+    """``(N, log N)`` from exactly one of ``n`` and ``log_n`` (``N`` must be a finite float or inf)."""
+    n_val = None if n is None else real_scalar(n, "n", allow_inf=True)
+    if log_n is not None:
+        real_scalar(log_n, "log_n", allow_inf=True)
+    ln = log_n_from(n_val, log_n)
+    if n_val is not None:
+        return n_val, ln
+    with np.errstate(over="ignore"):
+        n_val = math.exp(ln) if ln < 709.0 else float(np.exp(ln))
+    if np.isinf(n_val) and np.isfinite(ln):
+        raise ValueError(f"log_n = {ln:g} is too large: soft best-of-N needs N as a finite "
+                         f"float (log_n <= 709) or log_n = inf")
+    return n_val, ln
 
 
 def _check_lam(lam):
@@ -213,16 +222,19 @@ def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
     log_m1 = float(logsumexp(logq + ell))
     x_lo = -float(np.logaddexp(0.0, log_nm1 + log_m1)) - _LEFT - offset
     h = _H
-    i0 = np.ceil((_LOG_EPS - ell - x_lo) / h).astype(np.intp)   # first direct node
-    i1 = np.floor((_T_HI - ell - x_lo) / h).astype(np.intp) + 1  # last direct node
-    Q = int(i1.max()) + 1
-    if Q > _MAX_NODES:
+    # the node count is checked in floating point before any cast to an index:
+    # lam (r_max - r_min) beyond ~1e18 does not fit an intp
+    q_nodes = (_T_HI - float(ell[0]) - x_lo) / h + 2.0     # may be inf: compared as a float
+    if not q_nodes <= _MAX_NODES:
         raise ValueError(
-            f"lam is too large for the exact quadrature ({Q} nodes for lam*(r_max-r_min) = "
+            f"lam is too large for the exact quadrature ({q_nodes:.6g} nodes for lam*(r_max-r_min) = "
             f"{-ell[0]:.6g}), and the law is not certified equal to best-of-N (that needs an "
             f"integer n and lam times every gap between neighbouring reward levels above "
             f"~40 + log n(n-1)); lam=inf gives best-of-N"
         )
+    i0 = np.ceil((_LOG_EPS - ell - x_lo) / h).astype(np.intp)   # first direct node
+    i1 = np.floor((_T_HI - ell - x_lo) / h).astype(np.intp) + 1  # last direct node
+    Q = int(i1.max()) + 1
     x = x_lo + h * np.arange(Q)
     with np.errstate(over="ignore"):
         # (N - 1) log M overflows only for N > ~1e305, where c = 0 anyway
@@ -442,7 +454,7 @@ def _bon_limit_certified(ref, lam_u, n):
     return bool(max(below.max(), above.max()) <= _LOG_BON_CERT - math.log(2.0))
 
 
-def _make_policy(ref, lev, n, lam, sum_error, log_ratio=None):
+def _make_policy(ref, lev, n, log_n, lam, sum_error, log_ratio=None):
     if log_ratio is None:
         kl = float(np.sum(kl_terms(lev, ref.level_logq)))
     else:
@@ -450,33 +462,37 @@ def _make_policy(ref, lev, n, lam, sum_error, log_ratio=None):
         # lev - log q when pi is within 1e-8 of p.
         kl = _dot(np.exp(ref.level_logq), kl_terms(log_ratio, 0.0))
     reward = ref.to_reward(_dot(np.exp(lev), ref.level_u))
-    return Policy(ref, "soft_best_of_n", lev, kl=kl, reward=reward,
-                  params={"n": n, "lam": lam, "sum_error": sum_error})
+    return SoftBestOfNPolicy(ref=ref, level_logprobs=lev, kl=kl, reward=reward, n=n,
+                             log_n=log_n, lam=lam, sum_error=sum_error)
 
 
-def soft_best_of_n(ref: Reference, n, lam) -> Policy:
+def soft_best_of_n(ref: Reference, n=None, *, log_n=None, lam) -> SoftBestOfNPolicy:
     r"""Exact law of soft best-of-N: N draws from ``p``, one kept with probability ``∝ e^{lam r}``.
 
     Parameters
     ----------
     ref : Reference
-    n : float
+    n : float, optional
         Number of draws, real ``n >= 1`` (``inf`` gives the tilted policy).
+    log_n : float, optional
+        ``log N`` instead of ``n`` (exactly one of the two; ``log_n <= 709``
+        or ``inf``).
     lam : float
         Inverse temperature ``lam >= 0`` in reward units (``0`` gives ``p``,
         ``inf`` gives best-of-N with uniform tie-breaking).
 
     Returns
     -------
-    Policy
-        ``method="soft_best_of_n"`` with ``n``, ``lam`` and ``sum_error``
+    SoftBestOfNPolicy
+        With ``n``, ``log_n``, ``lam`` and ``sum_error``
         (``|sum_y pi(y) - 1|`` of the quadrature before the final
         renormalisation; ``0.0`` for the closed-form limits).
 
     Raises
     ------
     ValueError
-        Bad ``n`` or ``lam`` (not a real scalar, NaN, ``n < 1``, ``lam < 0``),
+        Bad ``n``, ``log_n`` or ``lam`` (not a real scalar, NaN, both or neither
+        of ``n`` and ``log_n``, ``n < 1``, ``log_n < 0``, ``lam < 0``),
         or ``lam (r_max - r_min)`` above about ``4e5`` (the grid would exceed
         ``2e6`` nodes; ``lam=inf`` gives best-of-N) unless the law is
         certified to equal best-of-N (below).
@@ -525,19 +541,19 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     True
     """
     check_reference(ref)
-    n_val = _check_n(n)
+    n_val, ln = _check_n(n, log_n)
     lam_val = _check_lam(lam)
     if ref.is_constant or lam_val == 0.0 or n_val == 1.0:
-        return _make_policy(ref, ref.level_logq.copy(), n_val, lam_val, 0.0)
+        return _make_policy(ref, ref.level_logq, n_val, ln, lam_val, 0.0)
     if np.isinf(n_val):
         lev = tilted(ref, lam=lam_val).level_logprobs
-        return _make_policy(ref, lev, n_val, lam_val, 0.0)
+        return _make_policy(ref, lev, n_val, ln, lam_val, 0.0)
     lam_u = ref.lam_to_u(lam_val)
     if np.isinf(lam_u) or _bon_limit_certified(ref, lam_u, n_val):
         # every gap between distinct levels is (in effect) infinitely wide: best-of-N
         # is the law to below one ulp per level (_bon_limit_certified).
-        lev = best_of_n(ref, n=n_val).level_logprobs
-        return _make_policy(ref, lev, n_val, lam_val, 0.0)
+        lev = best_of_n(ref, log_n=ln).level_logprobs
+        return _make_policy(ref, lev, n_val, ln, lam_val, 0.0)
     ell = lam_u * ref.level_u
     logq = ref.level_logq
     engine = (_soft_bon_small_a if lam_u <= _SMALL_A
@@ -547,7 +563,7 @@ def soft_best_of_n(ref: Reference, n, lam) -> Policy:
     excess = _dot(np.exp(logq), np.expm1(t))
     sum_error = abs(excess)
     t = t - math.log1p(excess)
-    pol = _make_policy(ref, logq + t, n_val, lam_val, sum_error, log_ratio=t)
+    pol = _make_policy(ref, logq + t, n_val, ln, lam_val, sum_error, log_ratio=t)
     if not sum_error <= SUM_TOL:
         raise ConvergenceError(
             f"soft best-of-N quadrature: |sum pi - 1| = {sum_error:.3g} exceeds {SUM_TOL:g}",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validate import real_scalar
 from ..reference import Reference, check_reference
 from .memoryless import Memoryless
 
@@ -60,7 +61,7 @@ class ConvergenceTable:
     rows: list = field(default_factory=list)
     predictions: bool = True
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         """Columns as plain lists (JSON-ready)."""
         out = {"delta": self.delta, "lam": self.lam, "optimal_reward": self.optimal_reward,
                "lattice": self.lattice}
@@ -93,12 +94,36 @@ def _plain(v):
     return v
 
 
+# below this β = λh the predictions use the non-lattice forms: the phase-averaged lattice
+# correction log(sinh(β/2)/(β/2)) ~ β²/24 is < 5e-8, and its Gumbel entropy sums over ~50/β points
+_BETA_FINE = 1e-3
+
+
+def _unit_exponent(values, far=2.0**64):
+    """``e`` with ``max|v| 2^e`` in ``[1/2, 1)`` when ``max|v|`` lies outside ``[1/far, far]``, else 0.
+
+    Scaling by a power of two is exact (no level merges or moves, lattices
+    keep their indices) short of pushing a value below the normal range,
+    and keeps ``r_max - r_min`` and ``λ`` within the float range for rewards
+    near ``±1.8e308`` or ``1e-300``.
+
+    Examples
+    --------
+    >>> _unit_exponent(np.array([-1e308, 0.0, 1e308])), _unit_exponent(np.array([0.0, 3.0]))
+    (-1024, 0)
+    """
+    top = float(np.max(np.abs(values)))
+    if top == 0.0 or 1.0 / far <= top <= far:
+        return 0
+    return -int(np.frexp(top)[1])
+
+
 def _predictor(ref, delta, lattice):
-    """``klfrontier.ldp.equivalence`` (imported lazily), or None if unavailable."""
+    """``klfrontier.equivalence.equivalence`` (imported lazily), or None if unavailable."""
     try:
-        from ..ldp import equivalence
-    except ImportError:                               # pragma: no cover - ldp ships with klfrontier
-        warnings.warn("klfrontier.ldp is unavailable: no second-order predictions", stacklevel=3)
+        from ..equivalence import equivalence
+    except ImportError:                               # pragma: no cover - ships with klfrontier
+        warnings.warn("klfrontier.equivalence is unavailable: no second-order predictions", stacklevel=3)
         return None
     try:
         return equivalence(ref, delta, lattice=lattice)
@@ -152,39 +177,50 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
     if isinstance(ref, Markov):
         return markov_convergence(ref, delta, lengths, predictions=predictions)
     check_reference(ref)
-    try:
-        d = float(delta)
-    except (TypeError, ValueError) as exc:
-        raise ValueError("delta must be a real number") from exc
-    if not np.isfinite(d) or d <= 0:
+    d = real_scalar(delta, "delta")
+    if d <= 0:
         raise ValueError(f"delta must be a positive finite number, got {delta!r}")
     if ref.is_constant or d >= ref.kl_max:
         raise ValueError(f"delta must lie in (0, -log p(A)) = (0, {ref.kl_max:.6g})")
     ms = [int(x) for x in np.atleast_1d(lengths)]
     if not ms or any(x < 1 for x in ms):
         raise ValueError("lengths must be positive integers")
-    from .lattice import lattice_of
+    from ..lattice import Lattice, detect_lattice
 
-    lat = lattice_of(ref, lattice)
-    lat_t = None if lat is None else (float(lat.a), float(lat.h))
+    # every reward quantity below is computed in units r' = r * 2^e (exact, KL unchanged) with
+    # max |r'| in [1/2, 1) when |r| is far from 1, and mapped back with 2^-e (λ with 2^e)
+    # (a Lattice object is bound to ``ref``'s units: kept as given)
+    e = 0 if isinstance(lattice, Lattice) else _unit_exponent(ref.level_values)
+    if e:
+        ref = Reference(np.ldexp(ref.rewards, e), logprobs=ref.logprobs)
+        if lattice is not None and lattice is not False:
+            lattice = float(np.ldexp(float(lattice), e))
+    lat = detect_lattice(ref, lattice=lattice)
+    with np.errstate(over="ignore"):      # a span of rewards ±1.8e308 is past float max: inf
+        lat_t = None if lat is None else (float(np.ldexp(lat.a, -e)), float(np.ldexp(lat.h, -e)))
     eq = _predictor(ref, d, False if lat is None else lat.h) if predictions else None
+    if eq is not None and lat is not None and eq.lam * lat.h < _BETA_FINE:
+        # β = λh -> 0: the lattice forms tend to the continuous ones (corrections O(β²))
+        eq = _predictor(ref, d, False)
     table = None
     rows = []
     for m in ms:
         t0 = time.perf_counter()
         b = Memoryless(ref, m, lattice=lattice).best_of_n(log_n=m * d, method=method)
         secs = time.perf_counter() - t0
-        r_star = b.optimal_reward / m
+        r_star = float(np.ldexp(b.optimal_reward / m, -e))
         if table is None:
-            table = ConvergenceTable(delta=d, lam=b.lam, optimal_reward=r_star, lattice=lat_t,
-                                     predictions=eq is not None)
-        gp = float(eq.gap_prediction(m)) if eq is not None else np.nan
+            table = ConvergenceTable(delta=d, lam=float(np.ldexp(b.lam, e)), optimal_reward=r_star,
+                                     lattice=lat_t, predictions=eq is not None)
+        with np.errstate(over="ignore"):      # past float max in reward units: ±inf
+            gp = float(np.ldexp(eq.gap_prediction(m), -e)) if eq is not None else np.nan
+            gap = float(np.ldexp(b.reward_gap_per_token, -e))
         kp = float(eq.kl_to_optimal_prediction(m)) if eq is not None else np.nan
-        gap = b.reward_gap_per_token
         with np.errstate(divide="ignore", invalid="ignore"):
             rows.append({
                 "m": m, "log_n": b.log_n, "method": b.method, "exact": b.exact,
-                "reward_per_token": b.reward_per_token, "optimal_reward": r_star, "gap": gap,
+                "reward_per_token": float(np.ldexp(b.reward_per_token, -e)), "optimal_reward": r_star,
+                "gap": gap,
                 "kl_per_token": b.kl_per_token, "kl_to_optimal": b.kl_to_optimal,
                 "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
                 "gap_prediction": gp, "kl_to_optimal_prediction": kp,

@@ -19,6 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .._bon_kernel import log_neg_log_cdf
 from .._logspace import log1mexp, log_bon_kl_bound, log_cdf_levels
 from ..reference import Reference, check_reference
 from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
@@ -27,7 +28,8 @@ from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .._validate import log_n_from, one_of, real_scalar
 from ..errors import WindowTooLargeError
-from .lattice import Lattice, LatticeEngine, lattice_dp, lattice_of
+from ..lattice import Lattice, detect_lattice
+from .lattice import LatticeEngine, lattice_dp
 from .types import MAX_TYPES, types_count, types_law, types_window
 
 __all__ = ["RewardLaw", "reward_law", "Memoryless", "SequenceTilted", "SequenceBoN"]
@@ -57,7 +59,7 @@ def _check_method(method):
 
 def _values_from_su(ref, m, su):
     """``S_m = m r_max + (r_max - r_min) Σu`` without overflow of the range."""
-    return m * ref.r_max + (2.0 * np.asarray(su, dtype=float)) * ref._half_range
+    return m * ref.r_max + (2.0 * np.asarray(su, dtype=float)) * ref.half_range
 
 
 # ------------------------------------------------------------------ the law
@@ -120,6 +122,18 @@ class RewardLaw:
         """``E S_m`` under the law."""
         return float(np.exp(self.logpmf) @ self.values)
 
+    def to_dict(self) -> dict:
+        """The law as plain Python: the scalar fields, ``mean``, ``values`` and ``logpmf`` as lists.
+
+        >>> d = reward_law(Reference([0.0, 1.0], probs=[0.5, 0.5]), 2).to_dict()
+        >>> d["values"], d["mean"], d["method"]
+        ([0.0, 1.0, 2.0], 1.0, 'lattice-fft')
+        """
+        return {"length": self.length, "method": self.method, "exact": self.exact,
+                "lattice": None if self.lattice is None else list(self.lattice),
+                "error_estimate": float(self.error_estimate), "size": self.size,
+                "mean": self.mean, "values": self.values.tolist(), "logpmf": self.logpmf.tolist()}
+
     def as_reference(self) -> Reference:
         """The law as a :class:`~klfrontier.Reference` over the values of ``S_m``.
 
@@ -138,19 +152,44 @@ def _lattice_tuple(lat):
     return None if lat is None else (float(lat.a), float(lat.h))
 
 
+# lattices of this many steps or more are fine (see fine_lattice)
+FINE_SPAN = 4096
+# ... and with at most this many levels on such a lattice, the law of the sum is too jagged for FFT tilts
+FEW_LEVELS = 8
+
+
+def fine_lattice(lat):
+    """Whether the lattice has at least ``FINE_SPAN`` steps: exact types are tried before FFT tilts.
+
+    With few levels on a fine lattice (e.g. rewards ``k / 54176``) the
+    possible sums of ``m`` draws, at most ``C(m + L - 1, L - 1)`` (the
+    types) of the ``m s + 1`` lattice points, are isolated and their law is
+    jagged on the lattice: no FFT tilt trusts them, and covering them tilt by
+    tilt is slow.  Type enumeration (all types, or the typical ones in a
+    window) touches only those sums, exactly; the lattice engine is the
+    fallback where the typical types are too many.
+
+    >>> fine_lattice(detect_lattice(Reference([0.0, 2714 / 54176, 1.0], probs=[0.2, 0.3, 0.5])))
+    True
+    >>> fine_lattice(detect_lattice(Reference([0.0, 1.0, 2.0], probs=[0.2, 0.3, 0.5])))
+    False
+    """
+    return lat is not None and lat.span >= FINE_SPAN
+
+
 def _pick_method(ref, m, method, lat, max_types):
     if method != "auto":
         if method in ("lattice-fft", "direct") and lat is None:
             raise ValueError(f"method={method!r} needs lattice rewards (none detected; pass lattice=h)")
         return method
-    if lat is not None:
+    if lat is not None and not (fine_lattice(lat) and types_count(m, ref.n_levels) <= max_types):
         return "lattice-fft"
     if types_count(m, ref.n_levels) <= max_types:
         return "types"
     return "saddlepoint"
 
 
-def reward_law(ref: Reference, length: int, lattice=None, method="auto", *, grid=4097,
+def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid=4097,
                max_types=MAX_TYPES) -> RewardLaw:
     """Law of ``S_m = r(Y_1) + … + r(Y_m)``, ``Y_i`` i.i.d. from the reference.
 
@@ -207,7 +246,7 @@ def reward_law(ref: Reference, length: int, lattice=None, method="auto", *, grid
         v = np.array([m * ref.r_max])
         return RewardLaw(m, v, np.zeros(1), np.full(1, -np.inf), True,
                          "types" if method == "auto" else method, None)
-    lat = lattice_of(ref, lattice)
+    lat = detect_lattice(ref, lattice=lattice)
     method = _pick_method(ref, m, method, lat, max_types)
     info = {}
     err = 0.0
@@ -296,6 +335,13 @@ class SequenceTilted(_PerToken):
     saturated: bool
     kl_budget: float | None = None
 
+    def to_dict(self) -> dict:
+        """The scalar fields plus per-token values, as plain Python (``per_token`` omitted)."""
+        keys = ("length", "lam", "reward", "kl", "saturated", "kl_budget")
+        out = {k: getattr(self, k) for k in keys}
+        out.update(reward_per_token=self.reward_per_token, kl_per_token=self.kl_per_token)
+        return out
+
 
 # --------------------------------------------------------------------- BoN
 @dataclass(eq=False)
@@ -365,8 +411,9 @@ class SequenceBoN(_PerToken):
         """``R*(δ) - E_{π_N}[S_m]/m``."""
         return self.reward_gap / self.length
 
-    def summary(self) -> dict:
-        out = {k: getattr(self, k) for k in ("length", "log_n", "delta", "reward", "kl",
+    def to_dict(self) -> dict:
+        """The scalar fields plus per-token values, as plain Python (``details`` omitted)."""
+        out = {k: getattr(self, k) for k in ("length", "n", "log_n", "delta", "reward", "kl",
                                              "kl_to_optimal", "lam", "optimal_reward",
                                              "kl_bound", "exact", "method", "error_bound")}
         out.update(reward_per_token=self.reward_per_token, kl_per_token=self.kl_per_token,
@@ -387,8 +434,8 @@ def _trusted_interval(eng: LatticeEngine, blk):
 def _lattice_window(ref, lat: Lattice, m, log_n, lam, saturated, max_rounds=60):
     eng = LatticeEngine(lat, m)
     mL = eng.mL
-    theta = eng.theta_for_mean(mL - 1.0) if saturated else float(lam) * lat.h
-    blk = eng.block(theta)
+    lam_k = eng.lam_for_mean(mL - 1.0) if saturated else float(lam) * lat.h
+    blk = eng.block(lam_k)
     A, B = _trusted_interval(eng, blk)
     for _ in range(max_rounds):
         t, lp, sc = eng.law(A, B)
@@ -474,9 +521,8 @@ def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
     hi = min(-m * 1e-9, c + 60.0 / lam_u)
     for _ in range(30):
         su, logf, logsf = _sp.saddlepoint_grid(ref, m, lo, hi, grid)
-        with np.errstate(divide="ignore"):
-            lnl = np.where(logsf < -30, logsf, np.log(-np.log1p(-np.exp(np.minimum(logsf, 0.0)))))
-        A = -np.exp(log_n + lnl)                    # log F(s)^N
+        logcdf = log1mexp(np.minimum(logsf, 0.0))
+        A = -np.exp(log_n + log_neg_log_cdf(logsf, logcdf))     # log F(s)^N
         ok_lo = A[0] < -45 or lo <= -m * (1 - 1e-9)
         ok_hi = log_n + logsf[-1] <= LOG_OUTSIDE or hi >= -m * 1e-9
         if ok_lo and ok_hi:
@@ -493,7 +539,7 @@ def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
     lp = np.concatenate([[np.log1p(-min(np.exp(logsf[0]), 1 - 1e-16))],
                          logsf[:-1] + log1mexp(np.minimum(logsf[1:] - logsf[:-1], 0.0))])
     w = WindowLaw(su=su, values=_values_from_su(ref, m, su), logpmf=lp, logsf=logsf,
-                  logcdf=log1mexp(np.minimum(logsf, 0.0)), complete_low=False,
+                  logcdf=logcdf, complete_low=False,
                   complete_high=False, method="saddlepoint", exact=False, rel_error=np.nan,
                   info={"grid": int(grid), "window": (float(lo), float(hi))})
     return w, mean_su, kl, kl_opt
@@ -522,21 +568,24 @@ def _sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPE
         m_cgf = m * float(st.cgf[0])
         x_u = float(st.mean[0])
         opt_reward = float(_values_from_su(ref, m, m * x_u))
-    lat = lattice_of(ref, lattice)
+    lat = detect_lattice(ref, lattice=lattice)
     if method == "direct":
         raise ValueError("method='direct' is a reward_law engine; best_of_n uses "
                          "'auto', 'lattice-fft', 'types' or 'saddlepoint'")
     auto = method == "auto"
     if auto:
-        if lat is not None:
+        few = types_count(m, ref.n_levels) <= max_types
+        if lat is not None and not (fine_lattice(lat) and (few or not saturated)):
             method = "lattice-fft"
-        elif types_count(m, ref.n_levels) <= max_types or (not saturated and ref.n_levels <= 4):
+        elif few or (not saturated and (ref.n_levels <= 4 or lat is not None)):
+            # (a fine lattice: its typical types, windowed, before FFT tilts)
             method = "types"
         else:
             method = "saddlepoint"
     if method == "lattice-fft" and lat is None:
         raise ValueError("method='lattice-fft' needs lattice rewards (none detected; pass lattice=h)")
     window = None
+    fft_tried = method == "lattice-fft"
     if method == "lattice-fft":
         try:
             window = _lattice_window(ref, lat, m, log_n, lam, saturated)
@@ -556,7 +605,16 @@ def _sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPE
             except ValueError:
                 if not auto:
                     raise
-                method = "saddlepoint"     # too many typical types: approximate
+                # too many typical types: the lattice engine if there is one and its law of the
+                # sum is smooth enough for FFT tilts (not few levels on a fine lattice), else approximate
+                method = "saddlepoint"
+                jagged = fine_lattice(lat) and ref.n_levels <= FEW_LEVELS
+                if lat is not None and not fft_tried and not jagged:
+                    try:
+                        window = _lattice_window(ref, lat, m, log_n, lam, saturated)
+                        method = "lattice-fft"
+                    except WindowTooLargeError:
+                        pass
     if method == "saddlepoint":
         if saturated:
             raise ValueError("the saddle-point BoN needs log_n/m < -log p(A) (use an exact engine)")
@@ -613,18 +671,18 @@ class Memoryless:
     def __repr__(self):
         return f"Memoryless(length={self.length}, ref={self.ref!r})"
 
-    def reward_law(self, method="auto", **kwargs) -> RewardLaw:
+    def reward_law(self, *, method="auto", **kwargs) -> RewardLaw:
         """Law of ``S_m`` (see :func:`reward_law`)."""
         return reward_law(self.ref, self.length, lattice=kwargs.pop("lattice", self.lattice),
                           method=method, **kwargs)
 
-    def tilted(self, *, kl=None, lam=None, beta=None) -> SequenceTilted:
+    def tilted(self, *, kl=None, beta=None, lam=None) -> SequenceTilted:
         """Optimal policy over sequences: total budget ``kl = Δ``, or ``lam``/``beta``.
 
         ``φ_Δ = φ_λ^{⊗m}`` with ``D(λ) = Δ/m``; exact.  ``beta`` is the
         KL-regularised form ``max E S_m - β KL(φ || p^m)``, ``λ = 1/β``.
         """
-        one_of(kl=kl, lam=lam, beta=beta)
+        one_of(kl=kl, beta=beta, lam=lam)
         m = self.length
         if kl is not None:
             kv = real_scalar(kl, "kl", allow_inf=True)
