@@ -139,7 +139,7 @@ def test_soft_best_of_n_as_n_tends_to_one(n, lam):
     r, p = [0.0, 1.0, 2.0], [0.5, 0.3, 0.2]
     with mp.workdps(40):
         truth = _exact_soft_bon_kl(r, p, n, lam)
-    got = kf.soft_best_of_n(kf.Reference(r, probs=p), n, lam).kl
+    got = kf.soft_best_of_n(kf.Reference(r, probs=p), n, lam=lam).kl
     assert _rel(got, truth) < 1e-12
 
 

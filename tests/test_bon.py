@@ -30,8 +30,8 @@ from klfrontier import (
     best_of_n,
     bon_curve,
     bon_kl_bound,
-    bon_kl_estimate,
-    bon_kl_estimator,
+    bon_kl_beirami,
+    bon_kl_from_eps,
     tilted,
 )
 from oracles import mp_oracle as O
@@ -319,7 +319,7 @@ def test_exact_kl_far_below_the_bound_when_p_argmax_is_large():
 @pytest.mark.parametrize("row", TABLES["beirami"], ids=lambda r: f"eps={r['eps']},logN={r['log_n']}")
 def test_beirami_estimator_matches_mpmath(row):
     eps, ln = float(row["eps"]), float(row["log_n"])
-    got = bon_kl_estimator(eps, log_n=ln)
+    got = bon_kl_from_eps(eps, log_n=ln)
     exact = mp.mpf(row["value"])
     if exact < mp.mpf("1e-290"):
         assert abs(got - float(exact)) <= 1e-300
@@ -332,23 +332,23 @@ def test_beirami_estimator_bounds_and_limits():
     eps = np.array([5e-324, 1e-300, 1e-100, 1e-20, 1e-8, 1e-3, 0.1, 0.5, 0.9, 1 - 1e-16, 1.0])
     for ln in (0.0, 1e-300, 1e-12, 1e-6, 1e-3, 0.1, 1.0, 3.0, 10.0, 100.0, 700.0, 1e6, 1e300):
         bound = bon_kl_bound(log_n=ln)
-        v = bon_kl_estimator(eps, log_n=ln)
+        v = bon_kl_from_eps(eps, log_n=ln)
         assert np.all(v >= 0.0)
         assert np.all(v <= bound * (1 + 1e-14) + 1e-300)
         assert v[-1] == 0.0                                   # eps = 1: nothing to move
         if ln <= 100:                                         # N eps << 1: the bound
             assert v[1] == pytest.approx(bound, rel=1e-13)
-    assert bon_kl_estimator(0.3, n=1) == 0.0
-    assert bon_kl_estimator(0.25, n=4) == pytest.approx(float(O.beirami(0.25, n=4)), rel=1e-13)
+    assert bon_kl_from_eps(0.3, n=1) == 0.0
+    assert bon_kl_from_eps(0.25, n=4) == pytest.approx(float(O.beirami(0.25, n=4)), rel=1e-13)
     # the estimator for huge N: -log eps (the BoN output is the top atom)
-    assert bon_kl_estimator(1e-3, log_n=1e6) == pytest.approx(-np.log(1e-3), rel=1e-14)
+    assert bon_kl_from_eps(1e-3, log_n=1e6) == pytest.approx(-np.log(1e-3), rel=1e-14)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_exact_expected_estimator_matches_mpmath(name):
     ref = ref_of(name)
     for row in CASES[name]["bon"]:
-        e = bon_kl_estimate(ref, **_kw(row))
+        e = bon_kl_beirami(ref, **_kw(row))
         exact = mp.mpf(row["estimate"])
         if exact < mp.mpf("1e-290"):
             assert abs(e) <= 1e-290
@@ -386,7 +386,7 @@ def test_expected_estimator_versus_exact_kl():
         for n in (1.2, 2, 3, 10, 100):
             kl = best_of_n(ref, n=n).kl
             if kl > 1e-12:
-                worst = min(worst, bon_kl_estimate(ref, n=n) / kl)
+                worst = min(worst, bon_kl_beirami(ref, n=n) / kl)
     assert 1 - 1e-12 <= worst <= 1 + 1e-6
 
 
@@ -395,9 +395,9 @@ def test_sampled_estimate_is_seeded_and_consistent():
     b = best_of_n(ref, n=4)
     rng = np.random.default_rng(99)
     idx = rng.choice(ref.size, size=200_000, p=b.probs / b.probs.sum())
-    est = bon_kl_estimate(ref, n=4, samples=idx)
-    exact = bon_kl_estimate(ref, n=4)
-    per = bon_kl_estimator(ref.probs, n=4)
+    est = bon_kl_beirami(ref, n=4, samples=idx)
+    exact = bon_kl_beirami(ref, n=4)
+    per = bon_kl_from_eps(ref.probs, n=4)
     sd = np.sqrt(b.probs @ (per - exact) ** 2 / idx.size)
     assert abs(est - exact) <= 5 * sd
 
@@ -442,23 +442,23 @@ def test_bon_curve_and_bound_bad_arguments(kwargs, match):
                                        ([0.5, np.nan], "eps must lie in")])
 def test_estimator_bad_eps(eps, match):
     with pytest.raises(ValueError, match=match):
-        bon_kl_estimator(eps, n=4)
+        bon_kl_from_eps(eps, n=4)
 
 
 def test_estimator_bad_n_and_samples():
     with pytest.raises(ValueError, match="n must be >= 1"):
-        bon_kl_estimator(0.5, n=0.9)
+        bon_kl_from_eps(0.5, n=0.9)
     with pytest.raises(ValueError, match="log_n is NaN"):
-        bon_kl_estimate(REF, log_n=np.nan)
+        bon_kl_beirami(REF, log_n=np.nan)
     ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.5, 0.0])
     with pytest.raises(ValueError, match="samples contains indices outside the support"):
-        bon_kl_estimate(ref, n=2, samples=[0, 2])
+        bon_kl_beirami(ref, n=2, samples=[0, 2])
     with pytest.raises(ValueError, match="samples contains indices outside"):
-        bon_kl_estimate(ref, n=2, samples=[3])
+        bon_kl_beirami(ref, n=2, samples=[3])
     with pytest.raises(ValueError, match="samples must be a non-empty 1-D array"):
-        bon_kl_estimate(ref, n=2, samples=[])
+        bon_kl_beirami(ref, n=2, samples=[])
     with pytest.raises(ValueError, match="samples must be a non-empty 1-D array"):
-        bon_kl_estimate(ref, n=2, samples=[0.5])
+        bon_kl_beirami(ref, n=2, samples=[0.5])
 
 
 def test_random_extreme_references_against_mpmath():
@@ -479,7 +479,7 @@ def test_random_extreme_references_against_mpmath():
                 assert rel(got, rw) <= RTOL, (r, pr, ln)
             for got in (b.win_rate, curve.win_rate[k]):
                 assert rel(got, win) <= RTOL, (r, pr, ln)
-            assert rel(bon_kl_estimate(ref, log_n=ln),
+            assert rel(bon_kl_beirami(ref, log_n=ln),
                        O.beirami_expectation(r.tolist(), pr, log_n=ln)) <= RTOL
 
 
@@ -517,8 +517,8 @@ def test_n_infinite_is_the_saturated_limit():
     c = bon_curve(ref, n=[1.0, 2.0, np.inf])
     assert c.log_n[-1] == np.inf and c.kl_bound[-1] == np.inf
     assert c.kl[-1] == pytest.approx(ref.kl_max, rel=1e-15) and c.reward[-1] == ref.r_max
-    assert bon_kl_estimate(ref, n=np.inf) == pytest.approx(bon_kl_estimate(ref, log_n=1e6), rel=1e-15)
-    assert bon_kl_estimator(0.1, n=np.inf) == pytest.approx(-np.log(0.1), rel=1e-15)
+    assert bon_kl_beirami(ref, n=np.inf) == pytest.approx(bon_kl_beirami(ref, log_n=1e6), rel=1e-15)
+    assert bon_kl_from_eps(0.1, n=np.inf) == pytest.approx(-np.log(0.1), rel=1e-15)
 
 
 def test_huge_n_keeps_masses_below_the_float_range():

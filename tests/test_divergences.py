@@ -106,14 +106,14 @@ def test_renyi_divergence_matches_mpmath(case, j):
     rtol = RTOL_NEAR.get(case, RTOL)
     # D_0 = -log(sum b) is ~1e-17 for laws normalised in floats: absolute check there.
     atol = 1e-15 if D_ALPHAS[j] == 0 else 0.0
-    _check(renyi_divergence(a, b, D_ALPHAS[j]), TABLE[case][2 + j], rtol, atol)
+    _check(renyi_divergence(a, b, alpha=D_ALPHAS[j]), TABLE[case][2 + j], rtol, atol)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("j", range(len(H_ALPHAS)))
 def test_renyi_cross_entropy_matches_mpmath(case, j):
     a, b = CASES[case]
-    _check(renyi_cross_entropy(a, b, H_ALPHAS[j]), TABLE[case][2 + len(D_ALPHAS) + j], RTOL)
+    _check(renyi_cross_entropy(a, b, alpha=H_ALPHAS[j]), TABLE[case][2 + len(D_ALPHAS) + j], RTOL)
 
 
 # ------------------------------------------------------------------ limits
@@ -140,51 +140,51 @@ def _mp_rce(a, b, alpha):
 @pytest.mark.parametrize("h", STEPS)
 def test_renyi_divergence_continuous_at_alpha_one(h):
     alpha = 1.0 + h
-    assert renyi_divergence(A_DY, B_DY, alpha) == pytest.approx(
+    assert renyi_divergence(A_DY, B_DY, alpha=alpha) == pytest.approx(
         _mp_renyi(A_DY, B_DY, alpha), rel=1e-13)
     # and it tends to the KL branch
-    assert renyi_divergence(A_DY, B_DY, alpha) == pytest.approx(kl(A_DY, B_DY), rel=2 * abs(h))
+    assert renyi_divergence(A_DY, B_DY, alpha=alpha) == pytest.approx(kl(A_DY, B_DY), rel=2 * abs(h))
 
 
 @pytest.mark.parametrize("h", STEPS)
 def test_renyi_cross_entropy_continuous_at_alpha_one(h):
     alpha = 1.0 + h
-    assert renyi_cross_entropy(A_DY, B_DY, alpha) == pytest.approx(
+    assert renyi_cross_entropy(A_DY, B_DY, alpha=alpha) == pytest.approx(
         _mp_rce(A_DY, B_DY, alpha), rel=1e-13)
     shannon = -sum(x * math.log(y) for x, y in zip(A_DY, B_DY))
-    assert renyi_cross_entropy(A_DY, B_DY, 1.0) == pytest.approx(shannon, rel=1e-15)
-    assert renyi_cross_entropy(A_DY, B_DY, alpha) == pytest.approx(shannon, rel=2 * abs(h))
+    assert renyi_cross_entropy(A_DY, B_DY, alpha=1.0) == pytest.approx(shannon, rel=1e-15)
+    assert renyi_cross_entropy(A_DY, B_DY, alpha=alpha) == pytest.approx(shannon, rel=2 * abs(h))
 
 
 def test_renyi_limits_alpha_zero_and_infinity():
     a, b = [0.0, 0.25, 0.75], [0.5, 0.3, 0.2]
-    d0 = renyi_divergence(a, b, 0.0)
+    d0 = renyi_divergence(a, b, alpha=0.0)
     assert d0 == pytest.approx(-math.log(0.5), rel=1e-15)
-    assert renyi_divergence(a, b, 1e-12) == pytest.approx(d0, rel=1e-10)
-    dinf = renyi_divergence(a, b, math.inf)
+    assert renyi_divergence(a, b, alpha=1e-12) == pytest.approx(d0, rel=1e-10)
+    dinf = renyi_divergence(a, b, alpha=math.inf)
     assert dinf == pytest.approx(math.log(0.75 / 0.2), rel=1e-15)
-    assert renyi_divergence(a, b, 1e8) == pytest.approx(dinf, rel=1e-7)
+    assert renyi_divergence(a, b, alpha=1e8) == pytest.approx(dinf, rel=1e-7)
     # D_alpha is non-decreasing in alpha
     alphas = [0.0, 1e-3, 0.1, 0.5, 0.9, 1.0, 1.1, 2.0, 5.0, 50.0, 1e4, math.inf]
-    vals = [renyi_divergence(a, b, al) for al in alphas]
+    vals = [renyi_divergence(a, b, alpha=al) for al in alphas]
     assert all(x <= y + 1e-15 for x, y in zip(vals, vals[1:]))
 
 
 def test_renyi_divergence_infinite_off_support():
     a, b = [0.5, 0.5], [1.0, 0.0]
-    assert renyi_divergence(a, b, 2.0) == math.inf
-    assert renyi_divergence(a, b, 1.0) == math.inf
-    assert renyi_divergence(a, b, 1.0 + 1e-9) == math.inf
-    assert renyi_divergence(a, b, math.inf) == math.inf
-    assert renyi_divergence(a, b, 0.5) == pytest.approx(-2 * math.log(math.sqrt(0.5)), rel=1e-15)
-    assert renyi_divergence(a, b, 1.0 - 1e-9) == pytest.approx(1e9 * math.log(2), rel=1e-6)
+    assert renyi_divergence(a, b, alpha=2.0) == math.inf
+    assert renyi_divergence(a, b, alpha=1.0) == math.inf
+    assert renyi_divergence(a, b, alpha=1.0 + 1e-9) == math.inf
+    assert renyi_divergence(a, b, alpha=math.inf) == math.inf
+    assert renyi_divergence(a, b, alpha=0.5) == pytest.approx(-2 * math.log(math.sqrt(0.5)), rel=1e-15)
+    assert renyi_divergence(a, b, alpha=1.0 - 1e-9) == pytest.approx(1e9 * math.log(2), rel=1e-6)
     assert kl(a, b) == math.inf and jeffreys(a, b) == math.inf
 
 
 def test_identical_laws_give_zero():
     a = [0.1, 0.2, 0.3, 0.4]
     for al in (0.0, 0.5, 1.0, 1 + 1e-12, 2.0, math.inf):
-        assert renyi_divergence(a, a, al) == pytest.approx(0.0, abs=1e-15)
+        assert renyi_divergence(a, a, alpha=al) == pytest.approx(0.0, abs=1e-15)
     assert kl(a, a) == 0.0 and jeffreys(a, a) == 0.0
 
 
@@ -199,9 +199,9 @@ def test_broadcasting_and_axis(alpha):
     rng = np.random.default_rng(20240401)
     a = _laws(rng, 4, 5)
     b = _laws(rng, 5)
-    fns = [lambda x, y, **k: renyi_divergence(x, y, alpha, **k)]
+    fns = [lambda x, y, **k: renyi_divergence(x, y, alpha=alpha, **k)]
     if np.isfinite(alpha):
-        fns.append(lambda x, y, **k: renyi_cross_entropy(x, y, alpha, **k))
+        fns.append(lambda x, y, **k: renyi_cross_entropy(x, y, alpha=alpha, **k))
     if alpha == 1.0:
         fns += [kl, jeffreys]
     for f in fns:
@@ -222,15 +222,15 @@ def test_broadcasting_and_axis(alpha):
 
 def test_scalar_results_are_python_floats():
     for v in (kl([0.5, 0.5], [0.9, 0.1]), jeffreys([0.5, 0.5], [0.9, 0.1]),
-              renyi_divergence([0.5, 0.5], [0.9, 0.1], 2.0),
-              renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], 2.0)):
+              renyi_divergence([0.5, 0.5], [0.9, 0.1], alpha=2.0),
+              renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=2.0)):
         assert type(v) is float
 
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("f", [kl, jeffreys,
-                               lambda a, b, **k: renyi_divergence(a, b, 2.0, **k),
-                               lambda a, b, **k: renyi_cross_entropy(a, b, 2.0, **k)])
+                               lambda a, b, **k: renyi_divergence(a, b, alpha=2.0, **k),
+                               lambda a, b, **k: renyi_cross_entropy(a, b, alpha=2.0, **k)])
 def test_bad_inputs(f):
     with pytest.raises(ValueError, match="a is empty"):
         f([], [0.5, 0.5])
@@ -253,13 +253,13 @@ def test_bad_inputs(f):
 
 def test_bad_alpha():
     with pytest.raises(ValueError, match="alpha must be >= 0"):
-        renyi_divergence([0.5, 0.5], [0.9, 0.1], -0.5)
+        renyi_divergence([0.5, 0.5], [0.9, 0.1], alpha=-0.5)
     with pytest.raises(ValueError, match="alpha is NaN"):
-        renyi_divergence([0.5, 0.5], [0.9, 0.1], math.nan)
+        renyi_divergence([0.5, 0.5], [0.9, 0.1], alpha=math.nan)
     with pytest.raises(ValueError, match="alpha must be finite"):
-        renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], math.inf)
+        renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=math.inf)
     with pytest.raises(ValueError, match="alpha must be finite"):
-        renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], math.nan)
+        renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=math.nan)
 
 
 # ------------------------------------------------------- SPEC §5 identity
@@ -273,7 +273,7 @@ def test_cumulant_as_renyi_cross_entropy(t, scale):
     phi = np.array([3, 1, 7, 2, 2, 1]) / 16.0
     log_z = logsumexp(r)
     q = np.exp(r - log_z)
-    rhs = t * log_z - t * renyi_cross_entropy(phi, q, 1.0 + t)
+    rhs = t * log_z - t * renyi_cross_entropy(phi, q, alpha=1.0 + t)
     with mp.workdps(50):
         lhs = float(mp.log(mp.fsum(mp.mpf(f) * mp.exp(mp.mpf(t) * mp.mpf(x))
                                    for f, x in zip(phi, r))))

@@ -1,11 +1,11 @@
 """The fast paths behind benchmarks/bench_single.py agree with the plain ones.
 
-* ``frontier`` with many budgets takes ``_solve_kl_many`` (one exact pass per
+* ``frontier`` with many budgets takes ``_engine.solve_kl_many`` (one exact pass per
   budget, statistics by Taylor updates); the reference is the per-budget
-  solver ``_solve_increasing`` plus an exact ``tilt_stats`` evaluation.
+  iteration ``_engine.solve_kl_iter`` plus an exact ``tilt_stats`` evaluation.
 * ``bon_curve`` takes the blocked kernel ``_bon_sums_blocked`` for
   ``0.1 <= log N <= 600``; the reference is the per-N log-space law
-  ``_bon_level_logd`` with the ``q h(t)`` KL terms.
+  ``_bon_kernel.level_logd`` with the ``q h(t)`` KL terms.
 * ``Reference._build_levels`` against ``np.unique``.
 """
 
@@ -15,6 +15,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 
+import klfrontier._bon_kernel as bon_kernel
+import klfrontier._engine as engine
 import klfrontier.bon as bon_mod
 import klfrontier.tilt as tilt_mod
 from klfrontier import Reference, bon_curve, frontier
@@ -50,10 +52,11 @@ REFS = _refs()
 @pytest.mark.parametrize("ref", REFS, ids=lambda r: f"K{r.size}-L{r.n_levels}")
 def test_frontier_many_budgets_matches_per_budget_solver(ref):
     budgets = np.geomspace(1e-4, 0.999 * ref.kl_max, 60)
-    lam_u, mean_u, kl_u, ok = tilt_mod._solve_kl_many(ref, budgets)
+    law = ref.level_law
+    lam_u, mean_u, kl_u, ok = engine.solve_kl_many(lambda lm: engine.stats4(law, lm), budgets, law.sd)
     assert ok.mean() > 0.8                     # the fast path really is exercised
     fr = frontier(ref, budgets)
-    lam_ref = tilt_mod._solve_increasing(ref, budgets, "kl")
+    lam_ref = engine.solve_kl_iter(lambda lm: engine.tilt_stats(law, lm), budgets, law.sd)
     st = tilt_mod.tilt_stats(ref, lam_ref)
     np.testing.assert_allclose(ref.lam_to_u(fr.lam), lam_ref, rtol=1e-11)
     np.testing.assert_allclose(fr.kl_used, budgets, rtol=1e-12)
@@ -62,8 +65,8 @@ def test_frontier_many_budgets_matches_per_budget_solver(ref):
 
 
 def _bon_exact(ref, log_n):
-    lnl_f, lnl_c = bon_mod._bon_tail_logs(ref)
-    lev = bon_mod._bon_level_logd(ref.level_logq, lnl_f, lnl_c, log_n)
+    lnl_f, lnl_c = ref.bon_tail_logs
+    lev = bon_kernel.level_logd(ref.level_logq, lnl_f, lnl_c, log_n)
     kl = float(np.sum(kl_terms(lev, ref.level_logq)))
     return kl, ref.to_reward(np.exp(lev) @ ref.level_u), level_win_rate(ref, lev)
 

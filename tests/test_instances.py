@@ -97,7 +97,7 @@ def test_three_letter_is_spec_example():
     np.testing.assert_array_equal(inst.ref.rewards, [0.0, 1.0, math.sqrt(2.0)])
     assert inst.lattice is None
     assert lattice_span(inst.ref.rewards, 1.0) is None
-    s = inst.summary()
+    s = inst.to_dict()
     assert s["K"] == 3 and s["levels"] == 3
     assert s["argmax_words"] == ["c"] and s["n_argmax"] == 1
     assert s["p_reward_zero"] == pytest.approx(0.5, rel=1e-14)
@@ -113,7 +113,7 @@ def test_bernoulli_default_and_keyword():
     np.testing.assert_array_equal(inst.ref.rewards, [0.0, 1.0])
     assert inst.lattice == 1.0
     assert inst.lattice_indices().tolist() == [0, 1]
-    assert inst.summary()["kl_max"] == pytest.approx(-math.log(0.3), rel=1e-14)
+    assert inst.to_dict()["kl_max"] == pytest.approx(-math.log(0.3), rel=1e-14)
     tiny = load("bernoulli", p=1e-300)
     assert tiny.ref.kl_max == pytest.approx(300 * math.log(10), rel=1e-14)
     assert tiny.ref.logprobs[0] == pytest.approx(-1e-300, rel=1e-12)  # 1 - p not rounded to 1
@@ -271,7 +271,7 @@ def test_lattice_property_and_detection(name, h, levels, request):
 
 @needs_data
 def test_vader_headline_facts(vader):
-    s = vader.summary()
+    s = vader.to_dict()
     assert s["K"] == 50_000
     assert 0.90 < s["p_reward_zero"] < 0.95  # measured 0.9254 (wordfreq 3.1.1)
     assert s["p_argmax"] == pytest.approx(1.2186e-6, rel=0.05)  # SPEC §10: ≈1.2e-6
@@ -283,7 +283,7 @@ def test_vader_headline_facts(vader):
 
 @needs_data
 def test_afinn_headline_facts(afinn):
-    s = afinn.summary()
+    s = afinn.to_dict()
     assert 0.91 < s["p_reward_zero"] < 0.96  # measured 0.9349
     assert s["p_argmax"] == pytest.approx(5.684e-5, rel=0.05)
     assert s["r_max"] == 5.0 and s["r_min"] == -5.0
@@ -346,12 +346,12 @@ def test_proxy_gold_is_the_vader_law_with_afinn_gold(vader, afinn):
     assert set(inst.source) == {"wordfreq", "vaderSentiment", "afinn"}
     with pytest.raises(ValueError):
         inst.ref.gold[0] = 1.0
-    s = inst.summary()
+    s = inst.to_dict()
     # E_p g is the mean reward of unigram-afinn; the top VADER words have no AFINN entry
     assert s["mean_gold"] == pytest.approx(afinn.ref.mean_reward, rel=1e-12)
     assert s["gold_on_argmax"] == 0.0
     assert {"magnificently", "aml"} <= set(s["argmax_words"])
-    assert "mean_gold" not in vader.summary()
+    assert "mean_gold" not in vader.to_dict()
 
 
 @needs_data

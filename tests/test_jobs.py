@@ -112,10 +112,10 @@ def test_demo_proxy_gold_section_says_what_the_numbers_show(job):
 
 def test_demo_proxy_gold_over_optimises():
     """The 50k-word section: the gold reward peaks, then falls to ~0 at saturation."""
-    from klfrontier.jobs import _proxy_gold
+    from klfrontier.jobs import proxy_gold_section
 
     inst = instances.unigram_proxy_gold()
-    _, s, _ = _proxy_gold(inst)
+    s = proxy_gold_section(inst).summary["proxy_gold"]
     for key in ("tilted", "best_of_n"):
         g, peak = s[key]["gold"], s[key]["peak"]
         assert 2.0 < peak["gold"] < 3.5 and 3.0 < peak["kl"] < 8.0      # measured 2.67 near 5.3 nats

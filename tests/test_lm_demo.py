@@ -144,23 +144,23 @@ def test_soft_best_of_n_points_equal_a_closed_form_at_n_2(tiny_job):
         torch.set_num_threads(with_threads)
     r = base.rewards(rewards.token_linear(m.tokenizer, "vader"))
     pid = np.asarray(base.prompt_id)
-    for theta in (0.5, 2.0):
+    for lam in (0.5, 2.0):
         kls, rws = [], []
         for p in PROMPTS:
             v, c = np.unique(r[pid == p], return_counts=True)
-            q, w = c / c.sum(), np.exp(theta * v)
+            q, w = c / c.sum(), np.exp(lam * v)
             pi = q * ((2 * w[:, None] / (w[:, None] + w[None, :])) @ q)
             kls.append(float(np.sum(pi * np.log(pi / q))))
             rws.append(float(pi @ v))
-        pts = job.summary["soft_best_of_n"][f"{theta:g}"]
+        pts = job.summary["soft_best_of_n"][f"{lam:g}"]
         assert pts["n"][:2] == [1, 2]
         assert pts["kl"][1] == pytest.approx(np.mean(kls), rel=1e-10, abs=1e-14)
         assert pts["reward"][1] == pytest.approx(np.mean(rws), rel=1e-10)
         assert pts["reward"][0] == pytest.approx(r.mean(), rel=1e-12)      # N = 1: the reference
     # soft best-of-N never beats best-of-N's plug-in reward at the same N
     bon = job.summary["analysis"]["bon"]
-    for theta in ("0.5", "2"):
-        assert all(a <= b + 1e-12 for a, b in zip(job.summary["soft_best_of_n"][theta]["reward"],
+    for lam in ("0.5", "2"):
+        assert all(a <= b + 1e-12 for a, b in zip(job.summary["soft_best_of_n"][lam]["reward"],
                                                    bon["reward_plugin"]))
 
 
@@ -174,7 +174,7 @@ def test_same_seed_same_numbers(tiny_job):
 
 @pytest.mark.parametrize("kw, match", [({"lams": (0.0,)}, "lams"), ({"lams": (0.5, 0.5)}, "repeat"),
                                        ({"n": 1}, "n must"), ({"tilt_n": 0}, "tilt_n"),
-                                       ({"seed": -1}, "seed"), ({"soft_thetas": (-1.0,)}, "soft_thetas")])
+                                       ({"seed": -1}, "seed"), ({"soft_lams": (-1.0,)}, "soft_lams")])
 def test_bad_arguments_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         lm_demo_job(_tiny(), PROMPTS, **kw)

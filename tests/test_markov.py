@@ -323,7 +323,7 @@ def test_memoryless_is_the_special_case():
         for k in ("reward_per_token", "optimal_reward", "gap", "kl_per_token", "kl_to_optimal",
                   "gap_prediction", "kl_to_optimal_prediction"):
             assert r2[k] == pytest.approx(r1[k], rel=1e-10), k
-    assert set(c1.as_dict()) <= set(c2.as_dict())
+    assert set(c1.to_dict()) <= set(c2.to_dict())
 
 
 # ---------------------------------------------------------- Perron root
@@ -403,7 +403,7 @@ def test_equivalence_table_irreducible_aperiodic():
     assert tab.rows[-1]["kl_to_optimal_ratio"] == pytest.approx(1.0, abs=0.06)
     assert all(r["exact"] and r["error_bound"] < 1e-9 for r in tab.rows)
     text = tab.to_text()
-    assert "markov-dp" in text and "lam_m" in tab.as_dict()
+    assert "markov-dp" in text and "lam_m" in tab.to_dict()
 
 
 def _periodic():

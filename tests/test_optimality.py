@@ -305,7 +305,7 @@ def test_policy_objects_and_logprobs():
     for x in (b, c):
         assert x.kl == pytest.approx(a.kl, rel=1e-14)
         assert x.kl_to_optimal == pytest.approx(a.kl_to_optimal, rel=1e-12)
-    assert set(a.summary()) >= {"kl", "reward_gap", "kl_to_optimal", "lam"}
+    assert set(a.to_dict()) >= {"kl", "reward_gap", "kl_to_optimal", "lam"}
     assert "Optimality(" in repr(a)
 
 
@@ -318,15 +318,15 @@ def test_zero_mass_outcomes_are_allowed_if_phi_avoids_them():
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize("phi, msg", [
-    ([0.5, 0.5], r"policy_probs must have shape \(3,\)"),
-    ([[0.5, 0.3, 0.2]], r"policy_probs must have shape"),
-    ([0.5, np.nan, 0.5], "policy_probs contains NaN"),
-    ([0.5, np.inf, 0.5], "policy_probs contains inf"),
-    ([0.6, -0.1, 0.5], "policy_probs contains negative"),
-    ([0.5, 0.3, 0.3], "policy_probs sum to 1.1"),
-    ([0.0, 0.0, 0.0], "policy_probs: every outcome has probability zero"),
-    ([0.5, 0.3, 0.2 + 2e-9], "policy_probs sum to"),
-    (["a", "b", "c"], "policy_probs must be an array of real numbers"),
+    ([0.5, 0.5], r"policy must have shape \(3,\)"),
+    ([[0.5, 0.3, 0.2]], r"policy must have shape"),
+    ([0.5, np.nan, 0.5], "policy contains NaN"),
+    ([0.5, np.inf, 0.5], "policy contains inf"),
+    ([0.6, -0.1, 0.5], "policy contains negative"),
+    ([0.5, 0.3, 0.3], "policy sum to 1.1"),
+    ([0.0, 0.0, 0.0], "policy: every outcome has probability zero"),
+    ([0.5, 0.3, 0.2 + 2e-9], "policy sum to"),
+    (["a", "b", "c"], "policy must be an array of real numbers"),
 ])
 def test_bad_policy(phi, msg):
     with pytest.raises(ValueError, match=msg):
@@ -340,20 +340,20 @@ def test_rounding_in_the_sum_is_accepted():
 
 def test_not_absolutely_continuous():
     ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.5, 0.0])
-    with pytest.raises(ValueError, match=r"policy_probs is not absolutely continuous.*\[2\]"):
+    with pytest.raises(ValueError, match=r"policy is not absolutely continuous.*\[2\]"):
         optimality(ref, [0.25, 0.25, 0.5])
     with pytest.raises(ValueError, match="policy_logprobs is not absolutely continuous"):
         optimality(ref, policy_logprobs=np.log([0.25, 0.25, 0.5]))
 
 
 def test_other_argument_errors():
-    with pytest.raises(ValueError, match="exactly one of policy_probs= or policy_logprobs="):
+    with pytest.raises(ValueError, match="exactly one of policy= or policy_logprobs="):
         optimality(REF3)
-    with pytest.raises(ValueError, match="exactly one of policy_probs= or policy_logprobs="):
+    with pytest.raises(ValueError, match="exactly one of policy= or policy_logprobs="):
         optimality(REF3, [0.5, 0.3, 0.2], policy_logprobs=np.log([0.5, 0.3, 0.2]))
     with pytest.raises(ValueError, match="policy_logprobs contains \\+inf"):
         optimality(REF3, policy_logprobs=[0.0, np.inf, -1.0])
-    with pytest.raises(ValueError, match="policy_probs is a Policy on 4 outcomes"):
+    with pytest.raises(ValueError, match="policy is a Policy on 4 outcomes"):
         optimality(REF3, best_of_n(REF_TIE, n=2))
     opt = optimality(REF3, [0.4, 0.1, 0.5])
     with pytest.raises(ValueError, match="eps1 must be >= 0"):

@@ -146,8 +146,8 @@ def test_from_samples_single_sample():
 # ------------------------------------------------------------------- sampling
 def test_sample_is_seeded_and_follows_p():
     ref = Reference([0.0, 1.0, 2.0, 3.0], probs=[0.1, 0.0, 0.6, 0.3])
-    a = ref.sample(20_000, rng=123)
-    b = ref.sample(20_000, rng=np.random.default_rng(123))
+    a = ref.sample(20_000, seed=123)
+    b = ref.sample(20_000, seed=np.random.default_rng(123))
     assert np.array_equal(a, b)
     freq = np.bincount(a, minlength=4) / a.size
     assert freq[1] == 0.0
@@ -224,11 +224,11 @@ def test_public_entry_points_reject_a_non_reference_by_name():
 
     calls = [
         (kf.tilted, dict(kl=0.1)), (kf.frontier, dict(kl=[0.1])), (kf.best_of_n, dict(n=2)),
-        (kf.bon_curve, dict(n=[2])), (kf.bon_kl_estimate, dict(n=2)),
-        (kf.soft_best_of_n, dict(n=2, lam=1.0)), (kf.optimality, dict(policy_probs=[0.5, 0.5])),
+        (kf.bon_curve, dict(n=[2])), (kf.bon_kl_beirami, dict(n=2)),
+        (kf.soft_best_of_n, dict(n=2, lam=1.0)), (kf.optimality, dict(policy=[0.5, 0.5])),
         (kf.solve_lam_for_kl, dict(kl=0.1)), (kf.solve_lam_for_reward, dict(reward=1.0)),
         (kf.cgf, dict(t=1.0)), (ldp.rate_function, dict(x=0.5)), (ldp.scgf, dict(t=1.0)),
-        (ldp.cumulants, dict(lam=1.0)), (ldp.equivalence, dict(delta=0.1)),
+        (ldp.cumulants, dict(lam=1.0)), (kf.equivalence, dict(delta=0.1)),
         (reward_law, dict(length=3)), (bon_monte_carlo, dict(length=3, n=2)),
         (convergence, dict(delta=0.1)), (Memoryless, dict(length=3)),
     ]

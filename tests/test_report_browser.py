@@ -30,7 +30,7 @@ def report(tmp_path_factory):
     table = ("BoN", ["N", "KL", "bound"], [[int(a), b, c] for a, b, c in zip(n, cur.kl, cur.kl_bound)])
     table2 = ("Frontier", ["KL", "reward"], [[a, b] for a, b in zip(fr.kl[::10], fr.reward[::10])],
               "Exact: no interval.")
-    summary = {"bon": cur.as_dict(), "inf": np.inf, "b16": best_of_n(ref, n=16).summary()}
+    summary = {"bon": cur.to_dict(), "inf": np.inf, "b16": best_of_n(ref, n=16).to_dict()}
     index = write_report(out, "Test report <&>", [Section("Figures", "Some text.\n\nMore.", figs, [table, table2])],
                          summary, lead="Lead paragraph.")
     return out, index

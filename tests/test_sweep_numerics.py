@@ -32,10 +32,10 @@ def test_the_sweep_reaches_every_part(swept):
     # everything else must have run
     assert {"tilted.kl_identity", "frontier.concave", "bon.kl_bound", "bon_curve.matches", "soft_bon.sum_to_one",
             "optimality.identity", "divergence.kl_mpmath", "ldp.rate_at_x_star", "ldp.scgf_cgf",
-            "equivalence.consistent", "bon_kl_bound.mpmath", "bon_kl_estimator.mpmath"} <= ran
+            "equivalence.consistent", "bon_kl_bound.mpmath", "bon_kl_from_eps.mpmath"} <= ran
     called = set(rec.calls)
     public = {"tilted", "frontier", "cgf", "solve_lam_for_kl", "solve_lam_for_reward", "best_of_n", "bon_curve",
-              "bon_kl_bound", "bon_kl_estimator", "bon_kl_estimate", "soft_best_of_n", "optimality", "kl",
+              "bon_kl_bound", "bon_kl_from_eps", "bon_kl_beirami", "soft_best_of_n", "optimality", "kl",
               "renyi_divergence", "renyi_cross_entropy", "jeffreys", "rate_function", "scgf", "cumulants",
               "equivalence", "Reference"}
     assert public <= called, public - called

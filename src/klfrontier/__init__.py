@@ -6,23 +6,25 @@ instances, language models) live in submodules and are imported on use.
 
 from .errors import ConvergenceError, KlfrontierError, NotOnLatticeError, WindowTooLargeError
 from .reference import Reference
-from .policy import Policy
+from .policy import BestOfNPolicy, Policy, SoftBestOfNPolicy, TiltedPolicy
 from .tilt import (Frontier, cgf, frontier, solve_lam_for_kl,
                    solve_lam_for_reward, tilted)
-from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_estimate, bon_kl_estimator
+from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_beirami, bon_kl_from_eps
 from .soft_bon import soft_best_of_n
 from .divergences import jeffreys, kl, renyi_cross_entropy, renyi_divergence
 from .optimality import Optimality, optimality
-from .ldp import Equivalence, cumulants, equivalence, rate_function, scgf
+from .equivalence import Equivalence, equivalence
+from .ldp import cumulants, rate_function, scgf
 from .empirical import Analysis, analyze
 from .sequences import (ConvergenceTable, Markov, Memoryless, RewardLaw, bon_monte_carlo,
                         convergence, reward_law)
 
 __all__ = [
     # single step (theory §1-§5)
-    "Reference", "Policy", "tilted", "frontier", "Frontier", "cgf",
+    "Reference", "Policy", "TiltedPolicy", "BestOfNPolicy", "SoftBestOfNPolicy",
+    "tilted", "frontier", "Frontier", "cgf",
     "solve_lam_for_kl", "solve_lam_for_reward", "ConvergenceError",
-    "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_estimator", "bon_kl_estimate",
+    "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_from_eps", "bon_kl_beirami",
     "soft_best_of_n", "optimality", "Optimality",
     "kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys",
     # sequences and asymptotics (theory §6-§7)

@@ -337,7 +337,7 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     fr = _frontier(reference, budgets)
     rows = [[d, u, r, l, s] for d, u, r, l, s in zip(fr.kl, fr.kl_used, fr.reward, fr.lam, fr.saturated)]
     _print_table(f"Frontier R*(Δ) — {reference!r}", ["KL budget Δ", "KL used", "R*(Δ)", "λ", "saturated"],
-                 rows, as_json, fr.as_dict())
+                 rows, as_json, fr.to_dict())
 
 
 @app.command()
@@ -349,7 +349,7 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         log_n: Optional[str] = typer.Option(None, "--log-n", help="Values of log N instead of N."),
         as_json: bool = JsonOpt):
     """Exact best-of-N: KL (vs the usual log N - (N-1)/N), reward, win rate, and the λ dictionary."""
-    from . import best_of_n, bon_kl_estimate, frontier as _frontier
+    from . import best_of_n, bon_kl_beirami, frontier as _frontier
 
     if n is not None and log_n is not None:
         raise CLIError("give --n or --log-n, not both")
@@ -361,10 +361,10 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     rows, payload = [], []
     for spec in specs:
         b = best_of_n(reference, **spec)
-        est = bon_kl_estimate(reference, **spec)
+        est = bon_kl_beirami(reference, **spec)
         star = float(_frontier(reference, [b.kl]).reward[0])
         rows.append([b.n, b.kl, b.kl_bound, est, b.reward, star, b.win_rate, b.lam_same_kl, b.lam_same_reward])
-        payload.append({**b.summary(), "kl_estimate_beirami": est, "frontier_reward_at_kl": star})
+        payload.append({**b.to_dict(), "kl_estimate_beirami": est, "frontier_reward_at_kl": star})
     _print_table(f"Best-of-N — {reference!r}",
                  ["N", "KL exact", "log N-(N-1)/N", "Beirami D̂", "reward", "R*(KL)", "win rate",
                   "λ same KL", "λ same reward"], rows, as_json, {"best_of_n": payload})
@@ -376,9 +376,9 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
              n: str = typer.Option("1,2,4,8,16,64", "--n", help="Values of N, comma separated."),
-             lam: float = typer.Option(1.0, "--lam", help="Inverse temperature θ of the weights e^{θ r}."),
+             lam: float = typer.Option(1.0, "--lam", help="Inverse temperature λ of the weights e^{λ r}."),
              as_json: bool = JsonOpt):
-    """Exact soft best-of-N (sampling ∝ e^{θ r} among N draws)."""
+    """Exact soft best-of-N (sampling ∝ e^{λ r} among N draws)."""
     from . import frontier as _frontier
     from .soft_bon import soft_best_of_n
 
@@ -389,8 +389,8 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         s = soft_best_of_n(reference, n=nv, lam=lam)
         star = float(_frontier(reference, [s.kl]).reward[0])
         rows.append([nv, s.kl, s.reward, star, s.win_rate])
-        payload.append({**s.summary(), "frontier_reward_at_kl": star})
-    _print_table(f"Soft best-of-N, θ = {lam:g} — {reference!r}",
+        payload.append({**s.to_dict(), "frontier_reward_at_kl": star})
+    _print_table(f"Soft best-of-N, λ = {lam:g} — {reference!r}",
                  ["N", "KL", "reward", "R*(KL)", "win rate"], rows, as_json, {"soft_best_of_n": payload})
 
 
@@ -419,7 +419,7 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
     if as_json:
         from ._json import dumps
 
-        out = [{**t.as_dict(), "prediction_shown": [r["prediction_shown"] for r in t.rows],
+        out = [{**t.to_dict(), "prediction_shown": [r["prediction_shown"] for r in t.rows],
                 "prediction_rule": SECOND_ORDER_RULE} for t in tables]
         sys.stdout.write(dumps({"convergence": out}, indent=2) + "\n")
         return
@@ -703,6 +703,11 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
                                           max_record_bytes=max_record_bytes)
             bar.update(task, visible=False)
         _release_arrow_memory()
+        if out is not None:          # the report draws figures: import matplotlib while computing
+            from . import empirical  # noqa: F401  (the analysis's own imports come first)
+            from .plots import preload
+
+            preload()
 
         def progress(stage, done, total):
             if stage not in stages:

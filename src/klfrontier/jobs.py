@@ -7,15 +7,17 @@ sections and a JSON summary; it holds no mathematics of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from .bon import best_of_n, bon_kl_estimate
+from .bon import best_of_n, bon_kl_beirami
 from .report import Section
 from .tilt import frontier
 
-__all__ = ["JobResult", "demo_job", "analyze_job", "shown_predictions", "SECOND_ORDER_RULE"]
+__all__ = ["JobResult", "SectionPart", "demo_job", "frontier_section", "large_deviations_section",
+           "convergence_section", "proxy_gold_section", "analyze_job", "shown_predictions",
+           "SECOND_ORDER_RULE"]
 
 
 @dataclass
@@ -71,8 +73,11 @@ def shown_predictions(table, sigma2):
     out = []
     for r in table.rows:
         m = float(r["m"])
-        ok = (m * delta >= 1.0 and 2 * np.pi * m * lam ** 2 * sigma2 >= np.e ** 2
-              and (span is None or m * sigma2 / span ** 2 >= 1.0))
+        # λσ and σ/h are dimensionless: formed before squaring, they stay in range for any rewards
+        # (σ² itself is inf past |r| ~ 1e154: no prediction is shown there)
+        sd = float(np.sqrt(sigma2))
+        ok = (m * delta >= 1.0 and np.isfinite(sd) and 2 * np.pi * m * (lam * sd) ** 2 >= np.e ** 2
+              and (span is None or m * (sd / span) ** 2 >= 1.0))
         row = dict(r, prediction_shown=bool(ok))
         for pred, ratio in (("gap_prediction", "gap_ratio"),
                             ("kl_to_optimal_prediction", "kl_to_optimal_ratio")):
@@ -96,6 +101,7 @@ def _step(progress, label):
 DEMO_DELTAS = (0.05, 0.2, 1.0)
 DEMO_LENGTHS = (10, 30, 100, 300, 1000, 3000, 10_000)
 DEMO_N = np.unique(np.round(np.geomspace(2, 1e8, 24)))
+#: Soft best-of-N in the demo: (lam, N grid) pairs.
 DEMO_SOFT = ((2.0, (2, 4, 16, 64, 256, 1024)), (8.0, (2, 4, 16, 64, 256, 1024)))
 #: Proxy versus gold: (lam, N grid) of soft best-of-N; KL points of the proxy-tilted policy
 #: (geometric up to 4% of -log p(argmax), then evenly spaced up to saturation).
@@ -103,9 +109,32 @@ DEMO_GOLD_SOFT = (8.0, (2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536,
 DEMO_GOLD_KL_POINTS = (8, 30)
 
 
+class SectionPart(NamedTuple):
+    """One report section as its builder returns it.
+
+    Attributes
+    ----------
+    section : Section
+        Heading, text, figures and tables of the section.
+    summary : dict
+        Its entries of the job's JSON summary, keyed as they appear there (in order).
+    headline : list of tuple
+        Its ``(quantity, value, note)`` rows of the terminal headline.
+    """
+
+    section: Section
+    summary: dict
+    headline: list
+
+
 def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, lengths=DEMO_LENGTHS,
              progress: Optional[Callable[[str], None]] = None) -> JobResult:
     """Frontier, best-of-N, soft best-of-N, rate functions, SCGF, the BoN≡RL convergence, proxy vs gold.
+
+    The report is composed of one builder per section, in this order:
+    :func:`frontier_section`, :func:`large_deviations_section`,
+    :func:`convergence_section` and :func:`proxy_gold_section`; the summary
+    and the headline are their entries, after the instance's.
 
     The proxy-versus-gold section (4) runs on the unigram instances: the
     instance itself when its reference carries ``gold=`` (``unigram-vader-afinn``),
@@ -126,58 +155,119 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         Sequence lengths m (BoN uses N = e^{mδ}).
     progress : callable(str), optional
         Called with a label before each stage.
+
+    Returns
+    -------
+    JobResult
+        Sections 1-3 (4 with a gold reward); summary keys ``instance``, then
+        each section's, then ``headline``.
+
+    Examples
+    --------
+    >>> job = demo_job("bernoulli", deltas=(0.1,), lengths=(10,))
+    >>> [s.heading[:1] for s in job.sections], list(job.summary)[:4]
+    (['1', '2', '3'], ['instance', 'frontier', 'best_of_n', 'soft_best_of_n'])
     """
     if instance == "bigram":          # a Markov reference: its own sections (jobs_markov)
         from .jobs_markov import bigram_demo_job
 
         return bigram_demo_job(progress=progress)
     from . import instances
-    from .ldp import equivalence, rate_function, scgf
-    from .plots import (bon_kl_figure, convergence_figure, frontier_figure, rate_function_figure,
-                        scgf_figure)
-    from .sequences import convergence
-    from .soft_bon import soft_best_of_n
+    from .equivalence import equivalence
 
     _step(progress, "loading the instance")
     kw = {"top_n": top_n} if instance.startswith("unigram") else {}
     inst = instances.load(instance, **kw)
     ref = inst.ref
-    facts = inst.summary()
+    facts = inst.to_dict()
     summary = {"instance": {"name": inst.name, "description": inst.description, **facts}}
-    sections = []
+    headline = [("instance", inst.name, f"K = {ref.size:,}, {ref.n_levels} reward levels"),
+                ("p(reward = 0)", facts.get("p_reward_zero"), "mass of words without a lexicon entry"),
+                ("−log p(argmax)", ref.kl_max, "nats: KL at which the optimum saturates")]
 
-    # 1. single-token frontier vs BoN and soft BoN
     _step(progress, "frontier, best-of-N and soft best-of-N")
+    parts = [frontier_section(inst)]
+    _step(progress, "rate functions and the scaled CGF")
+    eqs = {d: equivalence(ref, d) for d in deltas}
+    parts.append(large_deviations_section(ref, eqs))
+    _step(progress, "sequence-level convergence (exact law of S_m)")
+    parts.append(convergence_section(ref, eqs, lengths))
+    pg = inst if inst.ref.gold is not None else (
+        instances.unigram_proxy_gold(top_n=top_n) if instance.startswith("unigram") else None)
+    if pg is not None:
+        _step(progress, "proxy versus gold")
+        parts.append(proxy_gold_section(pg))
+
+    # headline order: the instance, best-of-N (section 1), the budgets (3), gold (4)
+    for part in parts:
+        summary.update(part.summary)
+        headline.extend(part.headline)
+    summary["headline"] = [{"quantity": q, "value": v, "note": n} for q, v, n in headline]
+    lead = (f"{inst.description} Best-of-N with N = e^(mδ) approaches the optimal KL-constrained "
+            "policy with budget mδ as responses get long; below, the exact numbers that show it.")
+    return JobResult(title=f"klfrontier demo — {inst.name}", lead=lead,
+                     sections=[p.section for p in parts], headline=headline, summary=summary)
+
+
+def frontier_section(inst) -> SectionPart:
+    """Section 1: the one-token frontier R*(Δ) against exact best-of-N and soft best-of-N.
+
+    Best-of-N runs over :data:`DEMO_N`, soft best-of-N over :data:`DEMO_SOFT`;
+    each point is set against the frontier at its own KL, ``R*(KL)``.
+
+    Parameters
+    ----------
+    inst : Instance
+        The instance (``inst.ref``, ``inst.name``, ``inst.description``).
+
+    Returns
+    -------
+    SectionPart
+        Summary entries ``frontier``, ``best_of_n`` (one row per N) and
+        ``soft_best_of_n`` (keyed by the temperature); headline rows for the
+        N nearest 1e4 and the largest N.
+
+    Examples
+    --------
+    >>> from klfrontier import instances
+    >>> part = frontier_section(instances.load("bernoulli"))
+    >>> list(part.summary), len(part.headline)
+    (['frontier', 'best_of_n', 'soft_best_of_n'], 2)
+    >>> all(r["reward_gap"] >= -1e-12 for r in part.summary["best_of_n"])   # nothing beats R*
+    True
+    """
+    from .plots import bon_kl_figure, frontier_figure
+    from .soft_bon import soft_best_of_n
+
+    ref = inst.ref
     grid = np.linspace(0.0, ref.kl_max * 1.02, 240)
     fr = frontier(ref, grid)
-    bon_rows, bons = [], []
+    bon_rows = []
     for n in DEMO_N:
         b = best_of_n(ref, n=float(n))
-        est = bon_kl_estimate(ref, n=float(n))
+        est = bon_kl_beirami(ref, n=float(n))
         star = float(frontier(ref, [b.kl]).reward[0])
-        bons.append(b)
         bon_rows.append({"n": float(n), "kl": b.kl, "kl_bound": b.kl_bound, "kl_estimate": est,
                          "reward": b.reward, "frontier_reward": star, "reward_gap": star - b.reward,
                          "win_rate": b.win_rate, "lam_same_kl": b.lam_same_kl,
                          "lam_same_reward": b.lam_same_reward})
     soft = {}
-    for theta, ns in DEMO_SOFT:
-        pts = [soft_best_of_n(ref, n=n, lam=theta) for n in ns]
-        soft[theta] = [{"n": n, "kl": s.kl, "reward": s.reward,
+    for lam, ns in DEMO_SOFT:
+        pts = [soft_best_of_n(ref, n=n, lam=lam) for n in ns]
+        soft[lam] = [{"n": n, "kl": s.kl, "reward": s.reward,
                         "frontier_reward": float(frontier(ref, [s.kl]).reward[0])} for n, s in zip(ns, pts)]
     points = {"best-of-N (N = 2 … 1e8)": ([r["kl"] for r in bon_rows], [r["reward"] for r in bon_rows])}
-    for theta, rows in soft.items():
-        points[f"soft best-of-N, θ = {theta:g}"] = ([r["kl"] for r in rows], [r["reward"] for r in rows])
+    for lam, rows in soft.items():
+        points[f"soft best-of-N, λ = {lam:g}"] = ([r["kl"] for r in rows], [r["reward"] for r in rows])
     fig_frontier = frontier_figure(fr.kl, fr.reward, points=points, kl_max=ref.kl_max,
                                    title=f"Reward–KL frontier, one token — {inst.name}",
                                    reward_label="expected reward per token")
     n_arr = np.array([r["n"] for r in bon_rows])
     fig_bonkl = bon_kl_figure(n_arr, [r["kl"] for r in bon_rows], [r["kl_bound"] for r in bon_rows],
                               [r["kl_estimate"] for r in bon_rows], kl_max=ref.kl_max)
-    summary["frontier"] = fr.as_dict()
-    summary["best_of_n"] = bon_rows
-    summary["soft_best_of_n"] = {str(k): v for k, v in soft.items()}
-    sections.append(Section(
+    summary = {"frontier": fr.to_dict(), "best_of_n": bon_rows,
+               "soft_best_of_n": {str(k): v for k, v in soft.items()}}
+    section = Section(
         "1 · One token: how much reward per nat, and how close best-of-N gets",
         f"Reference: {inst.description} The curve is the best reward any policy can reach "
         f"at each KL budget (the exponentially tilted policy); it flattens at "
@@ -193,11 +283,43 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
           ["N", "exact KL", "log N−(N−1)/N", "reward", "R*(same KL)", "gap", "win rate",
            "λ (same KL)", "λ (same reward)"],
           [[r["n"], r["kl"], r["kl_bound"], r["reward"], r["frontier_reward"], r["reward_gap"],
-            r["win_rate"], r["lam_same_kl"], r["lam_same_reward"]] for r in bon_rows])]))
+            r["win_rate"], r["lam_same_kl"], r["lam_same_reward"]] for r in bon_rows])])
+    headline = []
+    for target in (1e4, n_arr[-1]):
+        r = bon_rows[_nearest(n_arr, target)]
+        headline.append((f"BoN N = {r['n']:.3g}: exact KL", r["kl"],
+                         f"usual formula log N − (N−1)/N = {r['kl_bound']:.3f}; reward {r['reward']:.4f} "
+                         f"vs optimal {r['frontier_reward']:.4f} at the same KL"))
+    return SectionPart(section, summary, headline)
 
-    # 2. large deviations: rate functions and the scaled CGF
-    _step(progress, "rate functions and the scaled CGF")
-    eqs = {d: equivalence(ref, d) for d in deltas}
+
+def large_deviations_section(ref, eqs) -> SectionPart:
+    """Section 2: the rate functions I₀ and I_λ and the scaled CGF with its Rényi form (theory §6).
+
+    Parameters
+    ----------
+    ref : Reference
+    eqs : dict
+        ``{δ: klfrontier.equivalence(ref, δ)}`` for the per-token budgets, in order.
+
+    Returns
+    -------
+    SectionPart
+        Summary entries ``rate_function`` and ``scgf`` (at the middle budget's λ,
+        with the largest gap between its two forms); no headline rows.
+
+    Examples
+    --------
+    >>> import klfrontier as kf
+    >>> ref = kf.Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
+    >>> part = large_deviations_section(ref, {d: kf.equivalence(ref, d) for d in (0.05, 0.2)})
+    >>> list(part.summary), part.summary["scgf"]["max_abs_difference"] < 1e-12
+    (['rate_function', 'scgf'], True)
+    """
+    from .ldp import rate_function, scgf
+    from .plots import rate_function_figure, scgf_figure
+
+    deltas = list(eqs)
     x = np.linspace(ref.r_min, ref.r_max, 801)
     i0 = rate_function(ref, x)
     i_lam = {eqs[d].lam: rate_function(ref, x, lam=eqs[d].lam) for d in deltas}
@@ -211,10 +333,10 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     direct = scgf(ref, t, lam=mid.lam)
     renyi = scgf(ref, t, lam=mid.lam, form="renyi")
     fig_scgf = scgf_figure(t, direct, renyi, lam=mid.lam)
-    summary["rate_function"] = {"x": x, "I0": i0, "I_lam": {str(k): v for k, v in i_lam.items()}}
-    summary["scgf"] = {"lam": mid.lam, "t": t, "direct": direct, "renyi": renyi,
-                       "max_abs_difference": float(np.max(np.abs(direct - renyi)))}
-    sections.append(Section(
+    summary = {"rate_function": {"x": x, "I0": i0, "I_lam": {str(k): v for k, v in i_lam.items()}},
+               "scgf": {"lam": mid.lam, "t": t, "direct": direct, "renyi": renyi,
+                        "max_abs_difference": float(np.max(np.abs(direct - renyi)))}}
+    section = Section(
         "2 · Large deviations of the per-token reward",
         "For a memoryless model with a linear reward, the average reward of a length-m "
         "response obeys a large-deviation principle. Under the reference its rate is I₀; "
@@ -228,10 +350,41 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         [("rate_functions", fig_rate, "Rate functions I₀ and I_λ (nats per token)."),
          ("scgf", fig_scgf, "Scaled CGF and its Rényi cross-entropy form.")],
         [("Per-token budgets", ["δ", "λ_δ", "R*(δ)", "I₀(R*(δ))", "σ²(λ_δ)"],
-          [[d, eqs[d].lam, eqs[d].frontier_reward, eqs[d].I0_at_x_star, eqs[d].sigma2] for d in deltas])]))
+          [[d, eqs[d].lam, eqs[d].frontier_reward, eqs[d].I0_at_x_star, eqs[d].sigma2] for d in deltas])])
+    return SectionPart(section, summary, [])
 
-    # 3. sequences: BoN with N = e^{mδ} vs KL-RL with budget mδ, exact
-    _step(progress, "sequence-level convergence (exact law of S_m)")
+
+def convergence_section(ref, eqs, lengths) -> SectionPart:
+    """Section 3: best-of-N with N = e^{mδ} against KL-RL with budget mδ, exact, as m grows.
+
+    Second-order predictions are shown only where :data:`SECOND_ORDER_RULE` holds.
+
+    Parameters
+    ----------
+    ref : Reference
+    eqs : dict
+        ``{δ: klfrontier.equivalence(ref, δ)}`` (its ``sigma2`` decides which predictions show).
+    lengths : sequence of int
+        Sequence lengths m.
+
+    Returns
+    -------
+    SectionPart
+        Summary entry ``convergence`` (keyed by ``str(δ)``); two headline rows
+        per budget, at the largest m.
+
+    Examples
+    --------
+    >>> import klfrontier as kf
+    >>> ref = kf.Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
+    >>> part = convergence_section(ref, {0.1: kf.equivalence(ref, 0.1)}, [10, 100])
+    >>> list(part.summary["convergence"]), len(part.headline)
+    (['0.1'], 2)
+    """
+    from .plots import convergence_figure
+    from .sequences import convergence
+
+    deltas = list(eqs)
     conv = {}
     series = {}
     for d in deltas:
@@ -243,16 +396,16 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
                      "kl_opt": [r["kl_to_optimal_per_token"] for r in rows],
                      "kl_opt_pred": [r["kl_to_optimal_prediction"] / r["m"] for r in rows]}
     fig_conv = convergence_figure(np.array(lengths, dtype=float), series)
-    summary["convergence"] = {str(d): {**conv[d].as_dict(),
-                                       "prediction_shown": [r["prediction_shown"] for r in conv[d].rows],
-                                       "prediction_rule": SECOND_ORDER_RULE} for d in deltas}
+    summary = {"convergence": {str(d): {**conv[d].to_dict(),
+                                        "prediction_shown": [r["prediction_shown"] for r in conv[d].rows],
+                                        "prediction_rule": SECOND_ORDER_RULE} for d in deltas}}
     table_rows = []
     for d in deltas:
         for r in conv[d].rows:
             table_rows.append([d, r["m"], r["reward_per_token"], r["optimal_reward"], r["gap"],
                                r["gap_prediction"], r["kl_per_token"], r["kl_to_optimal"],
                                r["kl_to_optimal_prediction"], r["method"]])
-    sections.append(Section(
+    section = Section(
         "3 · Long responses: best-of-N with N = e^{mδ} becomes KL-RL with budget mδ",
         "Exact values over all |V|^m sequences, computed through the exact law of the total "
         "reward S_m (tilted FFT on the reward lattice). As m grows, best-of-N's reward per "
@@ -264,41 +417,17 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
         [("convergence", fig_conv, "Reward gap and KL to the optimal policy, per token, against m "
                                    "(log axes); dashed: second-order predictions, where they hold.")],
         [("Convergence table", ["δ", "m", "BoN reward/token", "R*(δ)", "gap", "predicted gap",
-                                "KL(BoN‖p)/m", "KL(BoN‖φ_Δ)", "predicted", "engine"], table_rows)]))
-
-    # 4. proxy versus gold: select with one lexicon, judge with another
-    pg = inst if inst.ref.gold is not None else (
-        instances.unigram_proxy_gold(top_n=top_n) if instance.startswith("unigram") else None)
-    gold_head = []
-    if pg is not None:
-        _step(progress, "proxy versus gold")
-        section, summary["proxy_gold"], gold_head = _proxy_gold(pg)
-        sections.append(section)
-
-    last = {d: conv[d].rows[-1] for d in deltas}
-    headline = [("instance", inst.name, f"K = {ref.size:,}, {ref.n_levels} reward levels"),
-                ("p(reward = 0)", facts.get("p_reward_zero"), "mass of words without a lexicon entry"),
-                ("−log p(argmax)", ref.kl_max, "nats: KL at which the optimum saturates"),
-                ]
-    for target in (1e4, n_arr[-1]):
-        r = bon_rows[_nearest(n_arr, target)]
-        headline.append((f"BoN N = {r['n']:.3g}: exact KL", r["kl"],
-                         f"usual formula log N − (N−1)/N = {r['kl_bound']:.3f}; reward {r['reward']:.4f} "
-                         f"vs optimal {r['frontier_reward']:.4f} at the same KL"))
+                                "KL(BoN‖p)/m", "KL(BoN‖φ_Δ)", "predicted", "engine"], table_rows)])
+    headline = []
     for d in deltas:
-        r = last[d]
+        r = conv[d].rows[-1]
         headline.append((f"δ = {d:g}: R*(δ) per token", r["optimal_reward"],
                          f"BoN at m = {r['m']:,}: {r['reward_per_token']:.5f} "
                          f"(gap {r['gap']:.2e}, predicted {_shown(r['gap_prediction'], '.2e')})"))
         headline.append((f"δ = {d:g}: KL(BoN‖φ_Δ)/m", r["kl_to_optimal_per_token"],
                          f"total {r['kl_to_optimal']:.3f} nats, "
                          f"predicted {_shown(r['kl_to_optimal_prediction'], '.3f')}"))
-    headline.extend(gold_head)
-    summary["headline"] = [{"quantity": q, "value": v, "note": n} for q, v, n in headline]
-    lead = (f"{inst.description} Best-of-N with N = e^(mδ) approaches the optimal KL-constrained "
-            "policy with budget mδ as responses get long; below, the exact numbers that show it.")
-    return JobResult(title=f"klfrontier demo — {inst.name}", lead=lead, sections=sections,
-                     headline=headline, summary=summary)
+    return SectionPart(section, summary, headline)
 
 
 def _nearest(arr, value):
@@ -318,8 +447,34 @@ def _gold_shape(kl, proxy, gold, proxy_name):
             f"then falls to {last:.3f} at KL {kl[-1]:.2f} nats"), i
 
 
-def _proxy_gold(inst):
-    """Section 4 (theory §9): policies select with the proxy reward, the gold score judges them."""
+def proxy_gold_section(inst) -> SectionPart:
+    """Section 4 (theory §9): policies select with the proxy reward, the gold score judges them.
+
+    The proxy-tilted policy over a grid of budgets (:data:`DEMO_GOLD_KL_POINTS`),
+    best-of-N over ``N = 1`` and :data:`DEMO_N`, and soft best-of-N
+    (:data:`DEMO_GOLD_SOFT`), each with its gold reward ``E_π g`` and the most
+    gold any policy has at its KL (the frontier of the reference tilted by gold).
+
+    Parameters
+    ----------
+    inst : Instance
+        An instance whose reference carries ``gold=`` (e.g.
+        ``instances.unigram_proxy_gold()``); ``inst.meta`` names the proxy and the gold.
+
+    Returns
+    -------
+    SectionPart
+        Summary entry ``proxy_gold``; headline rows for the gold peaks of the
+        tilted policy and of best-of-N.
+
+    Examples
+    --------
+    >>> from klfrontier import instances
+    >>> part = proxy_gold_section(instances.unigram_proxy_gold(top_n=2000))
+    >>> s = part.summary["proxy_gold"]
+    >>> (s["proxy"], s["gold"]), s["tilted"]["peak"]["gold"] == max(s["tilted"]["gold"])
+    (('VADER', 'AFINN'), True)
+    """
     from .plots import gold_figure
     from .reference import Reference
     from .soft_bon import soft_best_of_n
@@ -366,7 +521,7 @@ def _proxy_gold(inst):
         peaks[k] = {"index": i, "gold": v["gold"][i], "kl": v["kl"][i], "proxy": v["proxy"][i],
                     "gold_at_largest_kl": v["gold"][-1], "largest_kl": v["kl"][-1]}
         tab[k]["peak"] = peaks[k]
-    facts = inst.summary()
+    facts = inst.to_dict()
     tp = peaks["tilted"]
     soft_cap = tab["soft_best_of_n"]["kl_limit"]
     if tp["index"] < len(tab["tilted"]["kl"]) - 1:
@@ -414,7 +569,7 @@ def _proxy_gold(inst):
          f"N = {tab['best_of_n']['n'][bp['index']]:.3g}, KL {bp['kl']:.2f} nats; at N = "
          f"{tab['best_of_n']['n'][-1]:.3g}: {bp['gold_at_largest_kl']:.3f}"),
     ]
-    return section, summary, headline
+    return SectionPart(section, {"proxy_gold": summary}, headline)
 
 
 # ------------------------------------------------------------------- analyze
@@ -454,6 +609,8 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
         Rows of the per-prompt table shown on the page (all rows are in the file).
     """
     from . import __version__
+    from functools import partial
+
     from .empirical import TRUST_RULE, analyze
     from .plots import empirical_figure, frontier_figure, overoptimization_figure
 
@@ -486,8 +643,8 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
 
     # 2 · best-of-N -----------------------------------------------------------------------
     ns = bon.n.astype(float)
-    fig_emp = empirical_figure(
-        ns, bon.reward_plugin, bon.reward, lo=bon.reward_lo, hi=bon.reward_hi,
+    fig_emp = partial(     # drawn when a report is written
+        empirical_figure, ns, bon.reward_plugin, bon.reward, lo=bon.reward_lo, hi=bon.reward_hi,
         kl=tilt.kl if len(tilt) else None, tilted_reward=tilt.reward if len(tilt) else None,
         tilted_lo=tilt.reward_lo if len(tilt) else None, tilted_hi=tilt.reward_hi if len(tilt) else None,
         trust_n=info["n_min"], trust_kl=info["kl_trust_limit_median"], trusted=bon.reward_trusted,
@@ -531,8 +688,8 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
         good = np.isfinite(fr.reward_lo) & np.isfinite(fr.reward_hi)
         bands = ({"true optimum, bias-corrected": (fr.kl[good], fr.reward_lo[good], fr.reward_hi[good])}
                  if good.any() else {})
-        figs.append(("frontier", frontier_figure(
-            fr.kl, fr.reward, points=points, bands=bands, trust_kl=info["kl_trust_limit_median"],
+        figs.append(("frontier", partial(
+            frontier_figure, fr.kl, fr.reward, points=points, bands=bands, trust_kl=info["kl_trust_limit_median"],
             frontier_label="optimum on these samples (plug-in, as the best-of-N points)",
             policies=pol_points or None, paths=paths or None,
             curves={"every prompt the same budget": (feq.kl, feq.reward)},
@@ -615,7 +772,8 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
             "selected. Best-of-N: the unbiased estimator with the gold averaged within ties of the "
             "proxy. Tilt: self-normalised weights e^{λ·proxy}. Where the gold curve bends down while "
             "the proxy keeps rising, selection is exploiting the proxy.",
-            [("overoptimization", overoptimization_figure(series, title="Proxy and gold reward against KL"),
+            [("overoptimization", partial(overoptimization_figure, series,
+                                          title="Proxy and gold reward against KL"),
               "Left: the proxy reward that selection optimises. Right: the gold reward it buys.")],
             [("Proxy versus gold", ["policy", "KL", "proxy reward", "gold reward", "lo", "hi", "trusted"],
               g_rows, "Intervals: " + res.methods["bon"] + "; for the tilt, " + res.methods["tilt"]
@@ -625,7 +783,7 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
     per = res.per_prompt
     cols = per.columns
     shown = [[(v if not isinstance(v, float) else float(v)) for v in row]
-             for row in per.rows()[:max_prompt_rows]]
+             for row in per.rows(max_prompt_rows)]
     ext = "parquet" if table_format == "parquet" else "csv"
     more = f"first {min(len(per), max_prompt_rows)} of {len(per)}; every prompt is in per_prompt.{ext}"
     sections.append(Section("7 · Per prompt", f"One row per prompt ({more}).", [],

@@ -67,7 +67,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     progress : callable(str), optional
     """
     from . import instances
-    from .ldp import equivalence
+    from .equivalence import equivalence
     from .plots import convergence_figure, frontier_figure
     from .sequences import Memoryless, convergence
     from .tilt import frontier
@@ -78,7 +78,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     m = mk.length
     deltas = tuple(float(d) for d in deltas)
     conv_deltas = tuple(float(d) for d in (conv_deltas or deltas[-2:]))
-    summary = {"instance": {"description": inst.description, **inst.summary()}}
+    summary = {"instance": {"description": inst.description, **inst.to_dict()}}
     sections = []
 
     # 1 · exact optimal chains --------------------------------------------------------
@@ -190,7 +190,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     rows4 = [[d, r["m"], r["reward_per_token"], r["optimal_reward"], r["stationary_reward"], r["gap"],
               r["gap_prediction"], r["kl_per_token"], r["kl_to_optimal"], r["kl_to_optimal_prediction"],
               r["seconds"]] for d, t in tabs.items() for r in t.rows]
-    summary["convergence"] = {str(d): t.as_dict() for d, t in tabs.items()}
+    summary["convergence"] = {str(d): t.to_dict() for d, t in tabs.items()}
     sections.append(Section(
         "4 · Convergence: best-of-N becomes the optimal chain",
         "Exact rows. The gap is measured against the exact optimum at the same m and total budget "

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._logspace import kl_terms, log_total, log_total_probs
 from ._validate import one_of
-from .policy import Policy
+from .policy import Policy, TiltedPolicy
 from .reference import SUM_TOL, Reference, check_reference
 from .tilt import tilted
 
@@ -45,8 +45,8 @@ class Optimality:
         reward or ``Δ = 0``).
     saturated : bool
         ``Δ >= -log p(A)``: the optimal policy is ``p(. | A)``.
-    optimal : Policy
-        The optimal policy ``phi_Δ`` of the same KL (``method="tilted"``).
+    optimal : TiltedPolicy
+        The optimal policy ``phi_Δ`` of the same KL.
     kl_optimal : float
         ``KL(phi_Δ || p)``: equals ``Δ`` up to the solver's tolerance, except
         when saturated (``-log p(A)``) or for a constant reward (0).
@@ -77,7 +77,7 @@ class Optimality:
     reward_gap: float
     lam: float
     saturated: bool
-    optimal: Policy
+    optimal: TiltedPolicy
     kl_optimal: float
     kl_to_optimal: float
     kl_to_optimal_identity: float
@@ -110,8 +110,8 @@ class Optimality:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         return eps1 + _times(self.lam, eps2)
 
-    def summary(self) -> dict:
-        """Plain-Python summary of the headline numbers."""
+    def to_dict(self) -> dict:
+        """The headline numbers as plain Python (every field except ``optimal``)."""
         keys = ("kl", "reward", "frontier_reward", "reward_gap", "lam", "saturated",
                 "kl_optimal", "kl_to_optimal", "kl_to_optimal_identity", "identity_residual")
         return {k: getattr(self, k) for k in keys}
@@ -128,28 +128,28 @@ def _times(lam, x):
     return 0.0 if x == 0 else lam * x
 
 
-def _policy_logprobs(ref: Reference, policy_probs, policy_logprobs):
+def _policy_logprobs(ref: Reference, policy, policy_logprobs):
     """Validate the policy and return its exactly normalised log-law on outcomes."""
-    one_of(policy_probs=policy_probs, policy_logprobs=policy_logprobs)
-    if isinstance(policy_probs, Policy):
-        if policy_probs.ref.size != ref.size:
-            raise ValueError(f"policy_probs is a Policy on {policy_probs.ref.size} outcomes, "
+    one_of(policy=policy, policy_logprobs=policy_logprobs)
+    if isinstance(policy, Policy):
+        if policy.ref.size != ref.size:
+            raise ValueError(f"policy is a Policy on {policy.ref.size} outcomes, "
                              f"ref has {ref.size}")
-        policy_logprobs, policy_probs = policy_probs.logprobs, None
-    name = "policy_probs" if policy_probs is not None else "policy_logprobs"
+        policy_logprobs, policy = policy.logprobs, None
+    name = "policy" if policy is not None else "policy_logprobs"
     try:
-        x = np.asarray(policy_probs if policy_probs is not None else policy_logprobs, dtype=float)
+        x = np.asarray(policy if policy is not None else policy_logprobs, dtype=float)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be an array of real numbers") from exc
     if x.ndim != 1 or x.size != ref.size:
         raise ValueError(f"{name} must have shape ({ref.size},) like ref, got {x.shape}")
     if np.isnan(x).any():
         raise ValueError(f"{name} contains NaN")
-    if name == "policy_probs":
+    if name == "policy":
         if np.isinf(x).any():
-            raise ValueError("policy_probs contains inf")
+            raise ValueError("policy contains inf")
         if (x < 0).any():
-            raise ValueError("policy_probs contains negative values")
+            raise ValueError("policy contains negative values")
         with np.errstate(divide="ignore"):
             lp = np.log(x)
     else:
@@ -158,7 +158,7 @@ def _policy_logprobs(ref: Reference, policy_probs, policy_logprobs):
         lp = x
     if np.isneginf(lp).all():
         raise ValueError(f"{name}: every outcome has probability zero")
-    total = log_total_probs(x) if name == "policy_probs" else log_total(lp)
+    total = log_total_probs(x) if name == "policy" else log_total(lp)
     if abs(np.expm1(total)) > SUM_TOL:
         raise ValueError(f"{name} sum to {np.exp(total):.12g}, not 1 (tolerance {SUM_TOL:g})")
     off = np.isneginf(ref.logprobs) & ~np.isneginf(lp)
@@ -171,19 +171,21 @@ def _policy_logprobs(ref: Reference, policy_probs, policy_logprobs):
     return lp - total
 
 
-def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Optimality:
+def optimality(ref: Reference, policy=None, *, policy_logprobs=None) -> Optimality:
     """Reward gap of a policy and its KL to the optimal policy of the same KL.
 
     Parameters
     ----------
     ref : Reference
-    policy_probs : (K,) array_like or Policy
-        Any law ``phi`` on ``ref``'s K outcomes: finite, ``>= 0``, summing to
-        1 within ``1e-9`` (the rounding is removed exactly), and absolutely
-        continuous w.r.t. ``p`` (no mass where ``p(y) = 0``).  A
-        :class:`~klfrontier.policy.Policy` is read through its log-law.
+    policy : Policy or (K,) array_like
+        A :class:`~klfrontier.policy.Policy` on ``ref``'s outcomes (read
+        through its log-law), or the probabilities of any law ``phi`` on
+        ``ref``'s K outcomes: finite, ``>= 0``, summing to 1 within ``1e-9``
+        (the rounding is removed exactly), and absolutely continuous w.r.t.
+        ``p`` (no mass where ``p(y) = 0``).
     policy_logprobs : (K,) array_like, optional
-        ``log phi`` instead of ``policy_probs`` (``-inf`` allowed).
+        ``log phi`` instead of ``policy`` (``-inf`` allowed); exactly one of
+        the two.
 
     Returns
     -------
@@ -192,7 +194,7 @@ def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Op
     Raises
     ------
     ValueError
-        If the policy is malformed (naming ``policy_probs``).
+        If the policy is malformed (naming ``policy`` or ``policy_logprobs``).
 
     Notes
     -----
@@ -225,7 +227,7 @@ def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Op
     True
     """
     check_reference(ref)
-    lphi = _policy_logprobs(ref, policy_probs, policy_logprobs)
+    lphi = _policy_logprobs(ref, policy, policy_logprobs)
     on = ref.level_index >= 0
     # standardised reward per outcome (0 off the support, where phi = 0 too)
     u = np.zeros(ref.size)
@@ -258,7 +260,7 @@ def optimality(ref: Reference, policy_probs=None, *, policy_logprobs=None) -> Op
         kl=kl,
         reward=ref.to_reward(mean_u),
         frontier_reward=float(opt.reward),
-        reward_gap=float((2.0 * gap_u) * ref._half_range),
+        reward_gap=float((2.0 * gap_u) * ref.half_range),
         lam=lam,
         saturated=saturated,
         optimal=opt,

@@ -6,6 +6,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ._bon_kernel import tail_logs
+from ._engine import LevelLaw
 from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs, total_rest
 from ._validate import one_of
 
@@ -124,6 +126,11 @@ class Reference:
 
     Notes
     -----
+    A reference owns its state: the arrays it exposes (``rewards``,
+    ``logprobs``, ``level_values``, ``level_logq``, ``level_u``,
+    ``level_index``, ``gold``) are read-only, and an array passed in is
+    copied rather than shared.
+
     Outcomes with ``p(y) = 0`` are kept (so that policies align with the
     input) but are never generated and carry no reward level.  Rewards are
     grouped into distinct *levels* ``v_1 < ... < v_L`` with masses ``q_j``;
@@ -170,9 +177,15 @@ class Reference:
             raise ValueError(
                 f"rewards and {name} have different lengths ({r.size} and {lp.size})"
             )
+        if isinstance(rewards, np.ndarray) and np.may_share_memory(r, rewards):
+            r = r.copy()                       # the caller's array: ours must not change with it
         self.rewards = r
         self.logprobs = _normalised(lp, total, name, normalize, own)
         self._build_levels()
+        # the reference owns its state: every array it hands out is read-only
+        for a in (self.rewards, self.logprobs, self.level_values, self.level_logq,
+                  self.level_u, self.level_index):
+            a.flags.writeable = False
 
     # ------------------------------------------------------------------ build
     def _build_levels(self):
@@ -342,6 +355,30 @@ class Reference:
                          for s in range(0, self.n_levels, _CHUNK)))
 
     @cached_property
+    def level_law(self):
+        """The level law ``(level_logq, level_u)`` as the tilt engine's ``klfrontier._engine.LevelLaw``.
+
+        It holds the derived arrays the tilts reuse (``q``, the cumulants of
+        ``u``), computed once per reference.
+
+        >>> Reference([0.0, 1.0], probs=[0.25, 0.75]).level_law.cumulants[2]
+        0.1875
+        """
+        return LevelLaw(self.level_logq, self.level_u, self.mean_u)
+
+    @cached_property
+    def bon_tail_logs(self):
+        """``(log(-log F_j), log(-log(F^-_j / F_j)))`` at the levels: the best-of-N kernel's input.
+
+        See ``klfrontier._bon_kernel.tail_logs``; computed once per reference.
+
+        >>> [round(float(x), 6) for x in Reference([0.0, 1.0], probs=[0.5, 0.5]).bon_tail_logs[0]]
+        [-0.366513, -inf]
+        """
+        logF, _, logS = self.level_log_cdf
+        return tail_logs(self.level_logq, logF, logS)
+
+    @cached_property
     def mean_reward(self) -> float:
         """``E_p r``, with the relative accuracy of a centred sum (``level_expect``).
 
@@ -440,9 +477,39 @@ class Reference:
 
     # ------------------------------------------------------------- units
     @property
+    def half_range(self) -> float:
+        """``(r_max - r_min) / 2``, finite for every finite reward (0 for a constant reward).
+
+        The unit of the standardised reward ``u = (r - r_max) / (2 h)``
+        (theory §1): in halves, ``r_max - r_min`` itself may overflow.
+
+        >>> Reference([-1e308, 1e308], probs=[0.5, 0.5]).half_range
+        1e+308
+        """
+        return self._half_range
+
+    @property
     def reward_scale(self) -> float:
         """``r_max - r_min`` (may be ``inf`` only for rewards near float max)."""
         return 2.0 * self._half_range
+
+    def to_u(self, reward):
+        """Map rewards to standardised units ``u = (r - r_max) / (r_max - r_min)``.
+
+        The inverse of :meth:`to_reward`; formed as ``(r/2 - r_max/2) / h``
+        with ``h = half_range``, so no intermediate overflows near float max.
+        A constant reward maps everything to ``u = 0``.
+
+        >>> ref = Reference([0.0, 1.0, 4.0], probs=[0.25, 0.25, 0.5])
+        >>> ref.to_u([0.0, 2.0, 4.0]).tolist(), ref.to_reward(ref.to_u(1.0))
+        ([-1.0, -0.5, 0.0], 1.0)
+        """
+        r = np.asarray(reward, dtype=float)
+        if self._half_range == 0:
+            out = np.zeros_like(r)
+        else:
+            out = (r / 2 - self.level_values[-1] / 2) / self._half_range
+        return float(out) if out.ndim == 0 else out
 
     def to_reward(self, u):
         """Map standardised rewards ``u`` in ``[-1, 0]`` back to reward units."""
@@ -485,9 +552,16 @@ class Reference:
             o[idx < 0] = -np.inf                  # p(y) = 0: never generated
         return out
 
-    def sample(self, size, rng=None):
-        """Draw outcome indices from ``p``."""
-        rng = np.random.default_rng(rng)
+    def sample(self, size, *, seed=None):
+        """Draw ``size`` outcome indices from ``p``.
+
+        ``seed``: anything ``numpy.random.default_rng`` accepts (an int,
+        a ``Generator``, ``None`` for fresh entropy).
+
+        >>> Reference([0.0, 1.0], probs=[0.0, 1.0]).sample(3, seed=0).tolist()
+        [1, 1, 1]
+        """
+        rng = np.random.default_rng(seed)
         return rng.choice(self.size, size=size, p=self.probs / self.probs.sum())
 
     def __repr__(self):

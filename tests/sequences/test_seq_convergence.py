@@ -85,7 +85,7 @@ def test_equivalence_81_level_lattice_to_1e5():
 
 def test_table_outputs():
     tab = convergence(BERN, 0.2, lengths=[10, 100])
-    d = tab.as_dict()
+    d = tab.to_dict()
     json.dumps(d)
     assert d["m"] == [10, 100] and d["delta"] == 0.2 and d["lattice"] == (0.0, 1.0)
     assert "lattice-fft" in tab.to_text() and str(tab) == tab.to_text()

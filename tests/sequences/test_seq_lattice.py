@@ -5,12 +5,12 @@ from __future__ import annotations
 import mpmath as mp
 import numpy as np
 import pytest
+import seq_oracle as orc
 from scipy.special import gammaln
 
-import seq_oracle as orc
 from klfrontier import Reference
 from klfrontier.sequences import detect_lattice, reward_law
-from klfrontier.sequences.lattice import LatticeEngine, _Support, lattice_dp, lattice_of
+from klfrontier.sequences.lattice import LatticeEngine, _Support, lattice_dp
 
 # The requirement: relative error <= 1e-8 in the log-pmf wherever log-pmf >= -1e5.
 REQ = 1e-8
@@ -45,15 +45,15 @@ def test_detect_rejects_irrational(irr):
 
 def test_given_span_and_errors():
     ref = Reference([0.0, 0.2, 0.6], probs=[0.2, 0.3, 0.5])
-    lat = lattice_of(ref, 0.1)              # finer than needed: the maximal span is returned
+    lat = detect_lattice(ref, lattice=0.1)              # finer than needed: the maximal span is returned
     assert lat.ks.tolist() == [0, 1, 3] and lat.h == pytest.approx(0.2)
-    assert lattice_of(ref, False) is None
+    assert detect_lattice(ref, lattice=False) is None
     with pytest.raises(ValueError, match="lattice"):
-        lattice_of(ref, 0.15)
+        detect_lattice(ref, lattice=0.15)
     with pytest.raises(ValueError, match="lattice"):
-        lattice_of(ref, -1.0)
+        detect_lattice(ref, lattice=-1.0)
     with pytest.raises(ValueError, match="lattice"):
-        lattice_of(ref, "x")
+        detect_lattice(ref, lattice="x")
     with pytest.raises(ValueError, match="lattice"):
         reward_law(Reference([0.0, 1.0, np.sqrt(2)], probs=[0.5, 0.3, 0.2]), 3, method="lattice-fft")
 
@@ -105,7 +105,7 @@ def test_fft_law_matches_mpmath(case, m):
 @pytest.mark.parametrize("m", [2, 5, 9])
 def test_direct_dp_matches_mpmath(m):
     ks, probs = CASES_MP[0]
-    lat = lattice_of(_ref_from_ks(ks, probs))
+    lat = detect_lattice(_ref_from_ks(ks, probs))
     t, lp = lattice_dp(lat, m)
     want = orc.lattice_law(ks, probs, m)
     assert t.tolist() == [i for i, x in enumerate(want) if x != mp.ninf]
@@ -178,7 +178,7 @@ def test_trinomial_lattice_equals_type_enumeration():
 
 
 def test_engine_windows_are_short_and_trusted(ref81):
-    eng = LatticeEngine(lattice_of(ref81), 10_000)
+    eng = LatticeEngine(detect_lattice(ref81), 10_000)
     blk = eng.block(0.02)
     assert blk.n < 10_000 * 80 / 5          # a window, not the whole support
     t, lp, score = eng.law(blk.o + blk.n // 2 - 100, blk.o + blk.n // 2 + 100)

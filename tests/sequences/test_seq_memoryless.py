@@ -195,9 +195,9 @@ def test_saddlepoint_bon_error_is_small_and_labelled():
         assert sp.kl_to_optimal == pytest.approx(ex.kl_to_optimal, rel=0.05)
 
 
-def test_per_token_views_and_summary():
+def test_per_token_views_and_to_dict():
     b = Memoryless(BERN, 100).best_of_n(log_n=10.0)
-    s = b.summary()
+    s = b.to_dict()
     assert s["reward_per_token"] == pytest.approx(b.reward / 100)
     assert b.reward_gap == pytest.approx(b.optimal_reward - b.reward)
     assert b.kl_to_optimal_per_token == pytest.approx(b.kl_to_optimal / 100)

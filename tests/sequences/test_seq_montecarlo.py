@@ -39,7 +39,7 @@ def test_winner_survival_formula(log_n, e):
 ])
 def test_order_statistic_sampler_agrees_with_exact(ref, m, log_n):
     exact = Memoryless(ref, m).best_of_n(log_n=log_n)
-    mc = bon_monte_carlo(ref, m, log_n=log_n, size=40_000, rng=12345)
+    mc = bon_monte_carlo(ref, m, log_n=log_n, size=40_000, seed=12345)
     assert mc.outside == 0
     assert mc.method == exact.method
     assert mc.covers(exact.reward), (mc.ci, exact.reward)
@@ -48,22 +48,22 @@ def test_order_statistic_sampler_agrees_with_exact(ref, m, log_n):
 
 
 def test_sampler_with_saddlepoint_law():
-    mc = bon_monte_carlo(THREE, 1000, log_n=100.0, size=20_000, rng=7, method="saddlepoint")
+    mc = bon_monte_carlo(THREE, 1000, log_n=100.0, size=20_000, seed=7, method="saddlepoint")
     exact = Memoryless(THREE, 1000).best_of_n(log_n=100.0)
     assert mc.method == "saddlepoint" and mc.covers(exact.reward)
 
 
 def test_sampler_n_equals_one_and_constant():
-    mc = bon_monte_carlo(BERN, 50, n=1, size=20_000, rng=3)
+    mc = bon_monte_carlo(BERN, 50, n=1, size=20_000, seed=3)
     assert mc.covers(50 * 0.3)
-    c = bon_monte_carlo(Reference([2.0, 2.0], probs=[0.5, 0.5]), 5, log_n=3.0, size=10, rng=0)
+    c = bon_monte_carlo(Reference([2.0, 2.0], probs=[0.5, 0.5]), 5, log_n=3.0, size=10, seed=0)
     assert c.mean == 10.0 and c.stderr == 0.0
 
 
 def test_naive_baseline_agrees_with_exact():
     m, n = 12, 20
     exact = Memoryless(THREE, m).best_of_n(n=n)
-    mc = naive_bon_monte_carlo(THREE, m, n, size=4000, rng=11)
+    mc = naive_bon_monte_carlo(THREE, m, n, size=4000, seed=11)
     assert mc.size == 4000 and mc.covers(exact.reward)
     per = mc.ci_per_token
     assert per[0] < exact.reward_per_token < per[1]
@@ -79,6 +79,6 @@ def test_sampler_errors():
 
 
 def test_sampler_is_reproducible():
-    a = bon_monte_carlo(BERN, 100, log_n=10.0, size=1000, rng=5, return_samples=True)
-    b = bon_monte_carlo(BERN, 100, log_n=10.0, size=1000, rng=5, return_samples=True)
+    a = bon_monte_carlo(BERN, 100, log_n=10.0, size=1000, seed=5, return_samples=True)
+    b = bon_monte_carlo(BERN, 100, log_n=10.0, size=1000, seed=5, return_samples=True)
     assert np.array_equal(a.samples, b.samples)

@@ -4,8 +4,8 @@ theory §6–§8 (memoryless and Markov references).  See :func:`reward_law`, :c
 :func:`convergence` and :func:`bon_monte_carlo`.
 """
 
+from ..lattice import Lattice, detect_lattice
 from .convergence import ConvergenceTable, convergence
-from .lattice import Lattice, detect_lattice
 from .markov import BackoffTransition, Markov, MarkovBoN, MarkovTilted
 from .memoryless import Memoryless, RewardLaw, SequenceBoN, SequenceTilted, reward_law
 from .montecarlo import MonteCarloResult, bon_monte_carlo, naive_bon_monte_carlo

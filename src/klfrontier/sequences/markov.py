@@ -35,7 +35,7 @@ moderate λ, degrading like ``1/λ`` as ``λ → 0`` (tested to 1e-10 for
 ``λ (r_max - r_min) >= 1e-3``).
 
 The scalar root finder for ``D(λ) = Δ`` and ``Λ'(θ) = x`` is
-:func:`klfrontier.sequences.saddlepoint._solve_mean` (safeguarded Newton on a
+:func:`klfrontier._engine.solve_mean` (safeguarded Newton on a
 statistics callback), used in ``log λ`` coordinates for ``D``.
 """
 
@@ -48,15 +48,15 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
+from .._engine import solve_mean
 from .._logspace import log_bon_kl_bound
 from ..lattice import resolve_lattice
 from .._validate import log_n_from, one_of, real_scalar
-from ..ldp import Equivalence, _discrete_gumbel
+from ..equivalence import Equivalence, discrete_gumbel
 from ..tilt import ConvergenceError, Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .convergence import ConvergenceTable
 from .memoryless import RewardLaw, SequenceBoN, _check_length, _PerToken
-from .saddlepoint import _solve_mean
 
 __all__ = ["Markov", "BackoffTransition", "MarkovTilted", "MarkovBoN", "PerronRoot",
            "DoobChain", "MarkovEquivalence", "markov_equivalence", "markov_convergence"]
@@ -515,10 +515,6 @@ class MarkovBoN(SequenceBoN):
     BoN mass outside it.
     """
 
-    def to_dict(self) -> dict:
-        """Plain fields plus per-token values (as :meth:`SequenceBoN.summary`)."""
-        return self.summary()
-
 
 @dataclass(eq=False)
 class PerronRoot:
@@ -823,10 +819,11 @@ class Markov:
                     out_v[i] = lam * lam * sw.var / sw.kl if sw.kl > 0 else np.nan
             return out_m, out_v
 
-        s = float(_solve_mean(mean_var, np.array([np.log(delta)]), tol=1e-14, max_iter=200)[0])
+        s = float(solve_mean(lambda t, _rows: mean_var(t), np.array([np.log(delta)]),
+                                  tol=1e-14, max_iter=200, strict=False)[0])
         return lam0 * np.exp(s)
 
-    def tilted(self, *, kl=None, lam=None, beta=None) -> MarkovTilted:
+    def tilted(self, *, kl=None, beta=None, lam=None) -> MarkovTilted:
         """The exact optimal policy over whole sequences: budget ``kl = Δ`` (total), or ``lam`` / ``beta``.
 
         Parameters
@@ -1148,7 +1145,8 @@ class Markov:
                 sw = self._sweep(float(x))
                 mv[i], vv[i] = sw.mean, sw.var
             return mv, vv
-        return float(_solve_mean(mean_var, np.array([float(s_target)]), tol=1e-10, max_iter=100)[0])
+        return float(solve_mean(lambda t, _rows: mean_var(t), np.array([float(s_target)]),
+                                      tol=1e-10, max_iter=100, strict=False)[0])
 
     def best_of_n(self, n=None, *, log_n=None) -> MarkovBoN:
         """Exact best-of-N over whole sequences (ties broken uniformly), lattice rewards.
@@ -1471,11 +1469,14 @@ class Markov:
             var = base + 2.0 * float(w @ ((R - mu) * g[cols]))
         return mu, max(var, 0.0)
 
-    def scgf(self, theta):
-        """``Λ(θ) = log ρ(P_θ) = lim (1/m) log E_p e^{θ S_m}`` (irreducible chains), per step."""
-        th = np.atleast_1d(np.asarray(theta, dtype=float))
-        out = np.array([self.perron(float(t)).log_rho for t in th.ravel()]).reshape(th.shape)
-        return float(out.ravel()[0]) if np.ndim(theta) == 0 else out
+    def scgf(self, t):
+        """``Λ(t) = log ρ(P_t) = lim (1/m) log E_p e^{t S_m}`` (irreducible chains), per step.
+
+        The argument is named as in :func:`klfrontier.scgf` (``t``, an array allowed).
+        """
+        th = np.atleast_1d(np.asarray(t, dtype=float))
+        out = np.array([self.perron(float(x)).log_rho for x in th.ravel()]).reshape(th.shape)
+        return float(out.ravel()[0]) if np.ndim(t) == 0 else out
 
     def _kl_rate(self, lam):
         pr = self.perron(lam)
@@ -1570,7 +1571,8 @@ class Markov:
                     vv[i] = lam * lam * pr.variance / d if d > 0 else np.nan
             return mm, vv
 
-        s = float(_solve_mean(mean_var, np.array([np.log(delta)]), tol=1e-13, max_iter=200)[0])
+        s = float(solve_mean(lambda t, _rows: mean_var(t), np.array([np.log(delta)]),
+                                  tol=1e-13, max_iter=200, strict=False)[0])
         return lam0 * np.exp(s)
 
     def rate_function(self, x):
@@ -1606,7 +1608,8 @@ class Markov:
                     mm[k], vv[k] = pr.derivative, pr.variance
                 return mm, vv
 
-            th = float(_solve_mean(mean_var, np.array([xi]), tol=1e-14, max_iter=200)[0])
+            th = float(solve_mean(lambda t, _rows: mean_var(t), np.array([xi]), tol=1e-14, max_iter=200,
+                                  strict=False)[0])
             out[i] = max(th * xi - self.perron(th).log_rho, 0.0)
         out = out.reshape(xa.shape)
         return float(out.ravel()[0]) if np.ndim(x) == 0 else out
@@ -1653,7 +1656,7 @@ class Markov:
 class MarkovEquivalence(Equivalence):
     """The BoN–RL equivalence for a Markov reference (theory §8): Perron root, Doob chain, predictions.
 
-    Same fields as :class:`~klfrontier.ldp.Equivalence` (``lam``,
+    Same fields as :class:`~klfrontier.equivalence.Equivalence` (``lam``,
     ``x_star``, ``sigma2`` from ``Λ = log ρ(P_θ)``), plus ``doob`` (the
     optimal stationary tilted chain) and ``structure``.
 
@@ -1673,15 +1676,13 @@ class MarkovEquivalence(Equivalence):
     structure: dict = field(default_factory=dict)
     _markov: object = field(default=None, repr=False)
 
-    def as_dict(self):
-        out = super().as_dict()
+    def to_dict(self):
+        """Public fields as a plain dict, with ``structure`` and the Doob chain's rates."""
+        out = super().to_dict()
         out.update(structure=self.structure,
                    doob={"reward_rate": self.doob.reward_rate, "kl_rate": self.doob.kl_rate,
                          "variance_rate": self.doob.variance_rate})
         return out
-
-    def to_dict(self):
-        return self.as_dict()
 
     def _predict_m(self, m, form, mk=None):
         if form not in ("leading", "averaged", "asymptotic"):
@@ -1704,27 +1705,30 @@ class MarkovEquivalence(Equivalence):
         if form == "averaged":
             g = ell - np.euler_gamma + np.log(np.sinh(beta / 2) / (beta / 2))
             f_avg = (np.arange(64) + 0.5) / 64
-            ent = float(np.mean([_discrete_gumbel(x, beta)[1] for x in f_avg]))
+            ent = float(np.mean([discrete_gumbel(x, beta)[1] for x in f_avg]))
             return g / (m * lam), -ent + ell - np.log(beta)
         z = (opt.reward - mk.n_terms * a) / h - ell_lat / beta
         f = z - np.floor(z)
-        mfloor, ent = _discrete_gumbel(f, beta)
+        mfloor, ent = discrete_gumbel(f, beta)
         return (ell_lat + beta * (f - mfloor)) / (m * lam), -ent + ell - np.log(beta)
 
     def _many(self, m, form, which):
         ma = np.atleast_1d(np.asarray(m, dtype=float))
         if not np.isfinite(ma).all() or (ma < 1).any() or (np.rint(ma) != ma).any():
-            raise ValueError("m must be integers >= 1")
+            raise ValueError("length must be integers >= 1")
         out = np.array([self._predict_m(int(x), form)[which] for x in ma.ravel()]).reshape(ma.shape)
         return float(out.ravel()[0]) if np.ndim(m) == 0 else out
 
-    def gap_prediction(self, m, form="leading"):
-        """Predicted per-token gap ``[E_{φ_Δ} S_m - E_{π_N} S_m]/m`` at ``N = e^{mδ}`` (see class notes)."""
-        return self._many(m, form, 0)
+    def gap_prediction(self, length, *, form="leading"):
+        """Predicted per-token gap ``[E_{φ_Δ} S_m - E_{π_N} S_m]/m`` at ``N = e^{mδ}``, ``m = length``.
 
-    def kl_to_optimal_prediction(self, m, form="leading"):
-        """Predicted total ``KL(π_N || φ_Δ)`` at ``N = e^{mδ}`` (see class notes)."""
-        return self._many(m, form, 1)
+        See the class notes.
+        """
+        return self._many(length, form, 0)
+
+    def kl_to_optimal_prediction(self, length, *, form="leading"):
+        """Predicted total ``KL(π_N || φ_Δ)`` at ``N = e^{mδ}``, ``m = length`` (see class notes)."""
+        return self._many(length, form, 1)
 
 
 def markov_equivalence(mk: Markov, delta, *, lattice=None) -> MarkovEquivalence:
@@ -1769,14 +1773,12 @@ class MarkovConvergenceTable(ConvergenceTable):
     keys: ``lam_m`` (the finite-``m`` λ) and ``stationary_reward``.
     """
 
-    def as_dict(self) -> dict:
-        out = super().as_dict()
+    def to_dict(self) -> dict:
+        """Columns as plain lists (JSON-ready), with ``lam_m`` and ``stationary_reward``."""
+        out = super().to_dict()
         for c in ("lam_m", "stationary_reward"):
             out[c] = [r[c] for r in self.rows]
         return out
-
-    def to_dict(self) -> dict:
-        return self.as_dict()
 
 
 def markov_convergence(mk: Markov, delta, lengths=(10, 20, 50, 100, 200), *, predictions=True,

@@ -73,7 +73,7 @@ def _log_winner_survival(log_n, e):
     return np.where(ly < -40.0, ly, log1mexp(-np.exp(np.minimum(ly, 700.0))))
 
 
-def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_000, rng=None,
+def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_000, seed=None,
                     method="auto", lattice=None, return_samples=False) -> MonteCarloResult:
     """Sequence-level BoN reward by the order-statistic trick.
 
@@ -86,8 +86,8 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
         ``N`` or ``log N`` (exactly one).
     size : int
         Number of BoN draws.
-    rng : int or numpy Generator
-        Seed (tests pass one).
+    seed : int, numpy Generator or None
+        Anything ``numpy.random.default_rng`` accepts (tests pass an int).
     method, lattice :
         Engine for the law of ``S_m`` (as in :meth:`Memoryless.best_of_n`).
 
@@ -107,7 +107,7 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
     Examples
     --------
     >>> ref = Reference([0.0, 1.0], probs=[0.7, 0.3])
-    >>> mc = bon_monte_carlo(ref, 100, log_n=10.0, size=20000, rng=0)
+    >>> mc = bon_monte_carlo(ref, 100, log_n=10.0, size=20000, seed=0)
     >>> from klfrontier.sequences import Memoryless
     >>> mc.covers(Memoryless(ref, 100).best_of_n(log_n=10.0).reward)
     True
@@ -118,7 +118,7 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
     size = int(size)
     if size < 2:
         raise ValueError("size must be >= 2")
-    gen = np.random.default_rng(rng)
+    gen = np.random.default_rng(seed)
     exact, w = _sequence_bon(ref, m, ln, method, lattice)
     if w is None:                                  # constant reward or N = 1
         if ref.is_constant:
@@ -159,17 +159,18 @@ def _result(m, ln, s, outside, method, keep):
                             outside, method, s if keep else None)
 
 
-def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, rng=None,
+def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, seed=None,
                           max_seconds=None, chunk_tokens=2**22) -> MonteCarloResult:
     """Baseline: draw ``N`` sequences of ``m`` tokens per BoN draw and keep the best sum.
 
     Costs ``N m`` token draws per BoN draw (``N`` must be an integer).
-    ``max_seconds`` stops early (the result reports the draws completed).
+    ``max_seconds`` stops early (the result reports the draws completed);
+    ``seed`` as in :func:`bon_monte_carlo`.
 
     Examples
     --------
     >>> ref = Reference([0.0, 1.0], probs=[0.7, 0.3])
-    >>> naive_bon_monte_carlo(ref, 10, 4, size=200, rng=0).size
+    >>> naive_bon_monte_carlo(ref, 10, 4, size=200, seed=0).size
     200
     """
     import time
@@ -179,7 +180,7 @@ def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, rng=
     N = int(n)
     if N < 1 or N != n:
         raise ValueError("n must be a positive integer for the naive sampler")
-    gen = np.random.default_rng(rng)
+    gen = np.random.default_rng(seed)
     vals = ref.level_values
     cdf = np.cumsum(np.exp(ref.level_logq))
     cdf /= cdf[-1]
