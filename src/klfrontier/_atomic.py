@@ -35,10 +35,10 @@ def atomic_path(path):
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:      # pragma: no cover - platforms without directory fds

@@ -1,6 +1,6 @@
 """Command line interface: a thin layer over the public API (no mathematics here).
 
-One error boundary (:func:`_friendly`, :class:`_OneLineErrors`): every expected
+One error boundary (:func:`friendly`, :class:`_OneLineErrors`): every expected
 failure is one line on stderr and exit code 2; an unexpected exception is one
 line naming it, a hint to rerun with ``--debug`` for the traceback, and exit
 code 1.  User data and paths are printed as literal text, never as console
@@ -153,7 +153,7 @@ def _expected(exc) -> Optional[str]:
     return None
 
 
-def _friendly(fn):
+def friendly(fn):
     """The error boundary of every command: expected failures are one line on stderr and exit
     code 2; anything else one line, a hint to rerun with --debug, and exit code 1.  Report-folder
     locks the command took are released on the way out."""
@@ -211,7 +211,7 @@ def _too_big(option: str, count: float, limit: int, per_item: float, what: str) 
                     f"(about {_memory(per_item)} per {what.rstrip('s')}); the limit is {limit:,}")
 
 
-def _floats(text: str, name: str) -> list[float]:
+def parse_floats(text: str, name: str) -> list[float]:
     """Comma-separated numbers: at least one, at most :data:`MAX_VALUES`."""
     parts = [x for x in text.replace(";", ",").split(",") if x.strip()]
     if not parts:
@@ -256,7 +256,7 @@ def load_reference(source: Optional[str], rewards: Optional[str], probs: Optiona
             raise CLIError("give either --ref or --rewards/--probs, not both")
         if rewards is None or probs is None:
             raise CLIError("--rewards and --probs go together")
-        return _reference(_floats(rewards, "--rewards"), _floats(probs, "--probs"), normalize)
+        return _reference(parse_floats(rewards, "--rewards"), parse_floats(probs, "--probs"), normalize)
     from .instances import available, load
 
     if source is None:
@@ -315,7 +315,7 @@ def _fmt(x) -> str:
 
 
 @app.command()
-@_friendly
+@friendly
 def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
@@ -330,7 +330,7 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         raise CLIError(f"--points must be >= 2, got {points}")
     if points > MAX_POINTS:
         raise _too_big("--points", points, MAX_POINTS, _BYTES_PER_POINT, "points")
-    kl_values = _floats(kl, "--kl") if kl is not None else None
+    kl_values = parse_floats(kl, "--kl") if kl is not None else None
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     budgets = (kl_values if kl_values is not None
                else np.linspace(0.0, kl_max if kl_max is not None else reference.kl_max * 1.05, points))
@@ -341,7 +341,7 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 
 
 @app.command()
-@_friendly
+@friendly
 def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
@@ -354,9 +354,9 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     if n is not None and log_n is not None:
         raise CLIError("give --n or --log-n, not both")
     if log_n is not None:
-        specs = [{"log_n": v} for v in _floats(log_n, "--log-n")]
+        specs = [{"log_n": v} for v in parse_floats(log_n, "--log-n")]
     else:
-        specs = [{"n": v} for v in (_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])]
+        specs = [{"n": v} for v in (parse_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])]
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
     for spec in specs:
@@ -371,7 +371,7 @@ def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 
 
 @app.command("soft-bon")
-@_friendly
+@friendly
 def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
              probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
@@ -382,7 +382,7 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
     from . import frontier as _frontier
     from .soft_bon import soft_best_of_n
 
-    n_values = _floats(n, "--n")
+    n_values = parse_floats(n, "--n")
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
     for nv in n_values:
@@ -395,7 +395,7 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
 
 
 @app.command()
-@_friendly
+@friendly
 def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
                 probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
              reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
@@ -408,7 +408,7 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
     from .jobs import SECOND_ORDER_RULE, shown_predictions
 
     ms = _lengths(lengths)
-    deltas = _floats(delta, "--delta")
+    deltas = parse_floats(delta, "--delta")
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     _check_budgets(deltas, reference.kl_max, "--delta", "a per-token KL budget")
     tables = []
@@ -442,7 +442,7 @@ MAX_LENGTH = 10**12
 
 def _lengths(text: str, option: str = "--lengths") -> list[int]:
     """Sequence lengths: integers in [1, MAX_LENGTH]."""
-    ms = _floats(text, option)
+    ms = parse_floats(text, option)
     if any(not np.isfinite(m) or m != int(m) or m < 1 for m in ms):
         raise CLIError(f"{option} must be positive integers, got {text!r}")
     if max(ms) > MAX_LENGTH:
@@ -463,7 +463,7 @@ def _check_budgets(values, kl_max, option, what):
 
 
 @app.command("instances")
-@_friendly
+@friendly
 def list_instances():
     """List the built-in and real reference instances."""
     from .instances import available
@@ -471,9 +471,9 @@ def list_instances():
     _print_table("Instances", ["name", "description"], [[k, v] for k, v in available().items()], False, {})
 
 
-def _run_job(job, out: Optional[Path], as_json: bool, figure_formats=("png", "svg")):
+def run_job(job, out: Optional[Path], as_json: bool, figure_formats=("png", "svg")):
     """Print a job's headline table (or its JSON) and write its report (atomically, see
-    :func:`klfrontier.report.write_report`; ``--out`` was locked by :func:`_check_out_dir`)."""
+    :func:`klfrontier.report.write_report`; ``--out`` was locked by :func:`check_out_dir`)."""
     from ._json import dumps
     from .report import write_report
 
@@ -506,7 +506,7 @@ DEMO_OUT = "out/demo"
 
 
 @app.command()
-@_friendly
+@friendly
 def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
                                       help="Reference instance (see `klfrontier instances`)."),
          reward: Optional[str] = typer.Option(None, "--reward",
@@ -527,15 +527,15 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
             raise CLIError(f"--reward must be 'vader' or 'afinn', got {reward!r}")
         instance = f"unigram-{reward}"
     ms = _lengths(lengths)
-    deltas = _floats(delta, "--delta")
+    deltas = parse_floats(delta, "--delta")
     if instance != "bigram":
         _check_demo_instance(instance, top_n, deltas)
     if out is None and not as_json:
         out = Path(DEMO_OUT)
-    _check_out_dir(out)
+    check_out_dir(out)
     job = demo_job(instance, top_n=top_n, deltas=tuple(deltas),
                    lengths=tuple(ms), progress=None if as_json else _stage_printer())
-    _run_job(job, out, as_json)
+    run_job(job, out, as_json)
 
 
 def _check_demo_instance(instance: str, top_n: int, deltas):
@@ -559,10 +559,10 @@ def _check_demo_instance(instance: str, top_n: int, deltas):
                    + ", a per-token KL budget")
 
 
-def _check_out_dir(out: Optional[Path]):
+def check_out_dir(out: Optional[Path]):
     """Before any work: lock ``--out`` for this command (another run on it fails at once), finish
     or clean up what an interrupted earlier write left, and create it; fail with one line when it
-    cannot hold a report.  The lock is released when the command ends (:func:`_friendly`)."""
+    cannot hold a report.  The lock is released when the command ends (:func:`friendly`)."""
     if out is None:
         return
     import os
@@ -617,7 +617,7 @@ def _file_provenance(path: Path) -> dict:
 
 
 @app.command()
-@_friendly
+@friendly
 def analyze(samples: Path = typer.Argument(..., help="Base samples from the reference: JSONL, CSV or Parquet, one row per sample."),
             policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' (reference) columns. Repeatable; names differing only in numbers (step100, step200) form a path."),
             gold_col: Optional[str] = typer.Option(None, "--gold-col", help="Column of a gold reward: select with --reward-col, measure this."),
@@ -661,12 +661,12 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
         raise CLIError(f"--tables must be parquet or csv, got {tables!r}")
     n_values = None
     if n is not None:
-        n_values = _floats(n, "--n")
+        n_values = parse_floats(n, "--n")
         if any(not np.isfinite(v) or v != int(v) or v < 1 for v in n_values):
             raise CLIError(f"--n must be positive integers, got {n!r}")
         n_values = [int(v) for v in n_values]
-    kl_values = _floats(kl, "--kl") if kl is not None else None
-    lam_values = _floats(lam, "--lam") if lam is not None else None
+    kl_values = parse_floats(kl, "--kl") if kl is not None else None
+    lam_values = parse_floats(lam, "--lam") if lam is not None else None
     _check_input_file(samples)
     pol_files = {}
     for spec in policy or []:
@@ -677,7 +677,7 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
             raise CLIError(f"--policy {name!r} given twice")
         _check_input_file(Path(file), f"--policy {name}:")
         pol_files[name] = Path(file)
-    _check_out_dir(out)
+    check_out_dir(out)
     # the base samples' log-probabilities are not used by the analysis: not read (memory)
     base_cols = {"prompt_id": prompt_col, "reward": reward_col, "logprob": None, "text": text_col,
                  "ref_logprob": None}
@@ -729,7 +729,7 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     excluded = job.summary["analysis"]["n_excluded_prompts"]
     if excluded and not as_json:
         _say_warning(f"{excluded} prompt(s) with fewer than two samples left out")
-    _run_job(job, out, as_json, figure_formats=("png", "svg") if svg else ("png",))
+    run_job(job, out, as_json, figure_formats=("png", "svg") if svg else ("png",))
 
 
 #: Most bootstrap replications, and about how many statistics a default analyze report bootstraps.
@@ -761,7 +761,7 @@ _SAMPLE_ROW_BYTES, _SAMPLE_WORD_BYTES = 250, 15
 
 
 @app.command("samples")
-@_friendly
+@friendly
 def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .csv or .parquet)."),
                  instance: str = typer.Option("unigram-vader", "--instance", "-i", help="Word-level instance."),
                  prompts: int = typer.Option(40, "--prompts", help="Number of prompts."),

@@ -15,7 +15,7 @@ import numpy as np
 import typer
 
 from ._atomic import sha256_file
-from .cli import CLIError, _friendly, app, console, err_console
+from .cli import CLIError, friendly, app, console, err_console
 
 __all__ = ["read_prompts", "best_of_selection"]
 
@@ -162,7 +162,7 @@ def _write_selected(store, out: Path, *, best_of: int, seed: int):
 
 
 @_command("sample")
-@_friendly
+@friendly
 def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
            prompts: Path = typer.Option(..., "--prompts", help="Prompt file: one prompt per line, or JSONL (.jsonl) with 'prompt' and optional 'prompt_id'."),
            n: int = typer.Option(64, "--n", help="Samples per prompt."),
@@ -305,7 +305,7 @@ _LM_DEMO = _lm_demo_defaults()
 
 
 @_command("lm-demo")
-@_friendly
+@friendly
 def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
             prompts: Path | None = typer.Option(None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."),
             n: int = typer.Option(_LM_DEMO["n"], "--n", help="Base samples per prompt (the frontier, best-of-N, soft best-of-N)."),
@@ -325,7 +325,7 @@ def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smo
     headline: how far token tilting falls below the sequence-level optimum at
     the same KL (the myopia gap), with an interval.  See docs/lm.md.
     """
-    from .cli import _check_out_dir, _floats, _run_job
+    from .cli import check_out_dir, parse_floats, run_job
     from .lm.demo import lm_demo_job
 
     if lexicon not in ("vader", "afinn"):
@@ -339,12 +339,12 @@ def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smo
         raise CLIError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if seed < 0:
         raise CLIError(f"--seed must be >= 0, got {seed}")
-    lam_list = _floats(lams, "--lams")
+    lam_list = parse_floats(lams, "--lams")
     if not lam_list or any(not np.isfinite(x) or x <= 0 for x in lam_list) or len(set(lam_list)) < len(lam_list):
         raise CLIError(f"--lams must be distinct numbers > 0, got {lams!r}")
     texts = None if prompts is None else read_prompts(prompts)
     spec = _model_spec(model)
-    _check_out_dir(out)
+    check_out_dir(out)
     try:    # transformers' own loading bars would garble ours
         from transformers.utils import logging as hf_logging
 
@@ -354,7 +354,7 @@ def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smo
     with _stage_bars() as progress:
         job = lm_demo_job(spec, texts, n=n, tilt_n=tilt_n, max_new_tokens=max_new_tokens, lams=lam_list,
                           lexicon=lexicon, seed=seed, threads=threads, progress=progress)
-    _run_job(job, out, as_json)
+    run_job(job, out, as_json)
 
 
 class _stage_bars:

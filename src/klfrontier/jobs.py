@@ -92,7 +92,7 @@ def _shown(x, spec):
     return format(x, spec) if np.isfinite(x) else "not shown (m too small)"
 
 
-def _step(progress, label):
+def report_stage(progress, label):
     if progress is not None:
         progress(label)
 
@@ -175,7 +175,7 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
     from . import instances
     from .equivalence import equivalence
 
-    _step(progress, "loading the instance")
+    report_stage(progress, "loading the instance")
     kw = {"top_n": top_n} if instance.startswith("unigram") else {}
     inst = instances.load(instance, **kw)
     ref = inst.ref
@@ -185,17 +185,17 @@ def demo_job(instance="unigram-vader", *, top_n=50_000, deltas=DEMO_DELTAS, leng
                 ("p(reward = 0)", facts.get("p_reward_zero"), "mass of words without a lexicon entry"),
                 ("−log p(argmax)", ref.kl_max, "nats: KL at which the optimum saturates")]
 
-    _step(progress, "frontier, best-of-N and soft best-of-N")
+    report_stage(progress, "frontier, best-of-N and soft best-of-N")
     parts = [frontier_section(inst)]
-    _step(progress, "rate functions and the scaled CGF")
+    report_stage(progress, "rate functions and the scaled CGF")
     eqs = {d: equivalence(ref, d) for d in deltas}
     parts.append(large_deviations_section(ref, eqs))
-    _step(progress, "sequence-level convergence (exact law of S_m)")
+    report_stage(progress, "sequence-level convergence (exact law of S_m)")
     parts.append(convergence_section(ref, eqs, lengths))
     pg = inst if inst.ref.gold is not None else (
         instances.unigram_proxy_gold(top_n=top_n) if instance.startswith("unigram") else None)
     if pg is not None:
-        _step(progress, "proxy versus gold")
+        report_stage(progress, "proxy versus gold")
         parts.append(proxy_gold_section(pg))
 
     # headline order: the instance, best-of-N (section 1), the budgets (3), gold (4)
@@ -807,16 +807,16 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
     for i in range(len(bon)):
         if int(bon.n[i]) in (2, 4, 16, 64):
             headline.append((f"best-of-{int(bon.n[i])} reward (unbiased)", float(bon.reward[i]),
-                             _ci_note(bon.reward_lo[i], bon.reward_hi[i], bon.reward_trusted[i], pct)))
+                             ci_note(bon.reward_lo[i], bon.reward_hi[i], bon.reward_trusted[i], pct)))
     for i in range(len(fr)):
         if i in (len(fr) // 4, len(fr) // 2):
             headline.append((f"optimal reward at mean KL {fr.kl[i]:.3g}", float(fr.reward_debiased[i]),
-                             _ci_note(fr.reward_lo[i], fr.reward_hi[i], fr.trusted[i], pct)
+                             ci_note(fr.reward_lo[i], fr.reward_hi[i], fr.trusted[i], pct)
                              + f"; plug-in {fr.reward[i]:.4g}"))
     for name, t in res.policies.items():
         headline.append((f"policy {name}: KL to the optimum", float(t.kl_to_optimal[0]),
                          f"KL {t.kl[0]:.4g}, reward {t.reward[0]:.4g} vs optimal "
-                         f"{t.optimal_reward_debiased[0]:.4g}; " + _ci_note(t.kl_to_optimal_lo[0], t.kl_to_optimal_hi[0],
+                         f"{t.optimal_reward_debiased[0]:.4g}; " + ci_note(t.kl_to_optimal_lo[0], t.kl_to_optimal_hi[0],
                                                                           t.trusted[0], pct)))
     headline.append(("KL trust limit (median prompt)", info["kl_trust_limit_median"],
                      "log(median samples per prompt) − 1"))
@@ -827,7 +827,7 @@ def analyze_job(base, *, policies=None, gold_col=None, n_values=None, kl_values=
                      extra_files={f"per_prompt.{ext}": write_per_prompt})
 
 
-def _ci_note(lo, hi, trusted, pct):
+def ci_note(lo, hi, trusted, pct):
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "no interval"
     return f"{pct} CI [{float(lo):.4g}, {float(hi):.4g}]" + ("" if trusted else " (untrusted)")

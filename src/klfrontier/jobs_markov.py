@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .jobs import JobResult, _step
+from .jobs import JobResult, report_stage
 from .report import Section
 
 __all__ = ["bigram_demo_job", "BIGRAM_DELTAS", "BIGRAM_BON_LENGTH", "BIGRAM_CONV_LENGTHS"]
@@ -72,7 +72,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     from .sequences import Memoryless, convergence
     from .tilt import frontier
 
-    _step(progress, "building the bigram model")
+    report_stage(progress, "building the bigram model")
     inst = instances.bigram_vader(min_count=min_count, length=length)
     mk, ref = inst.markov, inst.ref
     m = mk.length
@@ -82,7 +82,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     sections = []
 
     # 1 · exact optimal chains --------------------------------------------------------
-    _step(progress, "exact optimal chains and the Doob transform")
+    report_stage(progress, "exact optimal chains and the Doob transform")
     opts = {d: mk.tilted(kl=m * d) for d in deltas}
     eqs = {d: equivalence(mk, d) for d in sorted(set(deltas) | set(conv_deltas))}
     mem = {d: equivalence(ref, d) for d in deltas}
@@ -112,7 +112,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
               "transitions).")]))
 
     # 2 · sentences ---------------------------------------------------------------------
-    _step(progress, "sampling sentences")
+    report_stage(progress, "sampling sentences")
     base = mk.tilted(lam=0.0)
     rows2 = []
     samples = {}
@@ -132,7 +132,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
         [("Samples", ["policy", "reward/token of the sample", "text"], rows2)]))
 
     # 3 · frontier against best-of-N ----------------------------------------------------
-    _step(progress, "frontiers and exact best-of-N")
+    report_stage(progress, "frontiers and exact best-of-N")
     top = max(deltas) * 1.25
     grid = np.linspace(0.0, top, 13)
     fr_m = mk.frontier(m * grid)
@@ -179,7 +179,7 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
                         "memoryless BoN reward/token"], rows3)]))
 
     # 4 · convergence -------------------------------------------------------------------
-    _step(progress, "convergence table (exact best-of-N as m grows)")
+    report_stage(progress, "convergence table (exact best-of-N as m grows)")
     tabs = {d: convergence(mk, d, lengths=list(conv_lengths)) for d in conv_deltas}
     series = {d: {"gap": [r["gap"] for r in t.rows], "gap_pred": [r["gap_prediction"] for r in t.rows],
                   "kl_opt": [r["kl_to_optimal_per_token"] for r in t.rows],

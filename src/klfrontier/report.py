@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ._atomic import _fsync_dir, sha256_file, write_csv
+from ._atomic import fsync_dir, sha256_file, write_csv
 from ._json import dumps, jsonable
 from .errors import KlfrontierError
 
@@ -309,7 +309,7 @@ def _recover(out):
         else:
             if old:
                 os.rename(old[-1], out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     for p in new + old:
         if os.path.lexists(p):
             shutil.rmtree(p, ignore_errors=True)
@@ -349,10 +349,10 @@ def _swap_in(tmp, out, run_id):
     """
     if not os.path.lexists(out):
         os.rename(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return
     if _exchange(tmp, out):
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         shutil.rmtree(tmp)        # now the old report
         return
     old = out.parent / f".{out.name}.old-{run_id}"
@@ -362,7 +362,7 @@ def _swap_in(tmp, out, run_id):
     except BaseException:
         os.rename(old, out)       # an error (not a kill) between the renames: the old report goes back
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     shutil.rmtree(old)
 
 
@@ -421,7 +421,7 @@ def _fsync_tree(top):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(root)
+        fsync_dir(root)
 
 
 def check_report(out_dir) -> dict:
@@ -606,7 +606,7 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
                 fh.write(dumps(manifest, indent=2))
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             _swap_in(tmp, out, rid)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

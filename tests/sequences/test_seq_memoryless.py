@@ -145,9 +145,9 @@ def test_window_matches_full_law_and_library_bon():
 
 def test_types_window_matches_full_types():
     m = 1500           # 1.1e6 types: full enumeration still possible
-    from klfrontier.sequences.memoryless import _sequence_bon
-    full, _ = _sequence_bon(THREE, m, 0.1 * m, "types", max_types=4_000_000)
-    win, _ = _sequence_bon(THREE, m, 0.1 * m, "types", max_types=1000)
+    from klfrontier.sequences.memoryless import sequence_bon
+    full, _ = sequence_bon(THREE, m, 0.1 * m, "types", max_types=4_000_000)
+    win, _ = sequence_bon(THREE, m, 0.1 * m, "types", max_types=1000)
     assert full.details["window"] is False and win.details["window"] is not False
     assert win.reward == pytest.approx(full.reward, rel=1e-13)
     assert win.kl == pytest.approx(full.kl, rel=1e-11)

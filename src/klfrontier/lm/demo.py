@@ -213,7 +213,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     >>> [(r["lam"], r["gap"], r["gap_lo"], r["gap_hi"]) for r in job.summary["myopia"]]  # doctest: +SKIP
     """
     from .. import __version__, rewards
-    from ..jobs import JobResult, _ci_note, analyze_job
+    from ..jobs import JobResult, ci_note, analyze_job
     from ..report import Section
     from .model import LM, load_model
     from .sampling import sample
@@ -384,7 +384,7 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
         headline.append((f"myopia gap, λ = {r['lam']:g}", r["gap"],
                          f"at KL {r['kl']:.3g} nats (reward {r['reward']:.3g} vs optimal "
                          f"{r['optimal_reward']:.3g}); "
-                         + _ci_note(r["gap_lo"], r["gap_hi"], r["myopia_trusted"], pct)
+                         + ci_note(r["gap_lo"], r["gap_hi"], r["myopia_trusted"], pct)
                          + ("" if r["within_kl_trust_limit"] and not r["saturated"]
                             else "; KL beyond the base samples' reach")))
     headline.append(("KL trust limit", trust_kl, "log(median base samples per prompt) − 1"))

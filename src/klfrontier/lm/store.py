@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import _fsync_dir, atomic_path, sha256_file
+from .._atomic import fsync_dir, atomic_path, sha256_file
 
 __all__ = ["SampleStore", "MANIFEST", "STORE_FORMAT"]
 
@@ -364,7 +364,7 @@ class SampleStore:
                 stale_manifest = name.startswith(f".{MANIFEST}.") and name.endswith(".tmp")
                 if orphan or stale_tmp or stale_manifest:
                     p.unlink(missing_ok=True)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     def append(self, batch_index, samples, *, reward=None, gold=None) -> dict:
         """Commit one batch: its shard (temp, fsync, rename), then the manifest.
@@ -431,7 +431,7 @@ class SampleStore:
                     raise ValueError(f"samples: columns {sorted(names)} differ from the store's "
                                      f"{sorted(manifest['columns'])}")
                 os.replace(tmp, final)
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
                 entry = {"batch": b, "file": final.name, "rows": table.num_rows, "sha256": digest}
                 manifest["batches"].append(entry)
                 self._write_manifest(manifest)

@@ -56,7 +56,7 @@ from ..equivalence import Equivalence, discrete_gumbel
 from ..tilt import ConvergenceError, Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .convergence import ConvergenceTable
-from .memoryless import RewardLaw, SequenceBoN, _check_length, _PerToken
+from .memoryless import RewardLaw, SequenceBoN, check_length, PerToken
 
 __all__ = ["Markov", "BackoffTransition", "MarkovTilted", "MarkovBoN", "PerronRoot",
            "DoobChain", "MarkovEquivalence", "markov_equivalence", "markov_convergence"]
@@ -428,7 +428,7 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
 
 # ============================================================== results
 @dataclass(eq=False)
-class MarkovTilted(_PerToken):
+class MarkovTilted(PerToken):
     """The optimal KL-constrained policy over length-``m`` sequences of a Markov reference.
 
     ``φ(y^m) = p(y^m) e^{λ S_m} / Z``: a non-homogeneous Markov chain (theory §8).
@@ -642,7 +642,7 @@ class Markov:
         self.initial = _check_initial(initial, self._ch.K)
         with np.errstate(divide="ignore"):
             self._log_mu = np.log(self.initial)
-        self.length = _check_length(length)
+        self.length = check_length(length)
         if not self._ch.per_token and self.length < 2:
             raise ValueError("per-transition rewards need length >= 2")
         self.lattice = lattice
@@ -674,7 +674,7 @@ class Markov:
         """The same chain and reward at another length (shares the validated matrices)."""
         new = object.__new__(Markov)
         new.__dict__.update(self.__dict__)
-        new.length = _check_length(length)
+        new.length = check_length(length)
         new._cache = {}
         return new
 

@@ -40,7 +40,7 @@ _MAX_FULL_LATTICE = 2**27
 
 
 # ---------------------------------------------------------------- validation
-def _check_length(length):
+def check_length(length):
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
         if isinstance(length, float) and length.is_integer():
             length = int(length)
@@ -239,7 +239,7 @@ def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid
     ('types', 6, True)
     """
     check_reference(ref)
-    m = _check_length(length)
+    m = check_length(length)
     method = _check_method(method)
     t0 = time.perf_counter()
     if ref.is_constant:
@@ -291,7 +291,7 @@ def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid
 
 
 # ------------------------------------------------------------ tilted policy
-class _PerToken:
+class PerToken:
     """``reward`` and ``kl`` of a length-``length`` sequence policy, per token."""
 
     @property
@@ -304,7 +304,7 @@ class _PerToken:
 
 
 @dataclass(eq=False)
-class SequenceTilted(_PerToken):
+class SequenceTilted(PerToken):
     """The optimal KL-constrained policy over length-``m`` sequences.
 
     ``φ_Δ(y^m) = Π_i φ_λ(y_i)`` with ``D(λ) = Δ/m`` (theory §6): a product of
@@ -345,7 +345,7 @@ class SequenceTilted(_PerToken):
 
 # --------------------------------------------------------------------- BoN
 @dataclass(eq=False)
-class SequenceBoN(_PerToken):
+class SequenceBoN(PerToken):
     """Exact best-of-N over length-``m`` sequences (sequence-level BoN).
 
     Attributes
@@ -545,7 +545,7 @@ def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
     return w, mean_su, kl, kl_opt
 
 
-def _sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPES):
+def sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPES):
     """Core of :meth:`Memoryless.best_of_n`; returns ``(SequenceBoN, WindowLaw or None)``."""
     t0 = time.perf_counter()
     method = _check_method(method)
@@ -665,7 +665,7 @@ class Memoryless:
     def __init__(self, ref: Reference, length: int, *, lattice=None):
         check_reference(ref)
         self.ref = ref
-        self.length = _check_length(length)
+        self.length = check_length(length)
         self.lattice = lattice
 
     def __repr__(self):
@@ -720,4 +720,4 @@ class Memoryless:
         ``KL(π_N||φ_Δ) = Σ d log(d/(q e^{λs - mΛ(λ)}))`` with ``Δ = log N``.
         """
         ln = log_n_from(n, log_n, finite=True)
-        return _sequence_bon(self.ref, self.length, ln, method, self.lattice)[0]
+        return sequence_bon(self.ref, self.length, ln, method, self.lattice)[0]

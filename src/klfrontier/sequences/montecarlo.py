@@ -17,7 +17,7 @@ import numpy as np
 from .._logspace import log1mexp
 from ..reference import Reference, check_reference
 from .._validate import log_n_from
-from .memoryless import _check_length, _sequence_bon
+from .memoryless import check_length, sequence_bon
 
 __all__ = ["MonteCarloResult", "bon_monte_carlo", "naive_bon_monte_carlo"]
 
@@ -113,13 +113,13 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
     True
     """
     check_reference(ref)
-    m = _check_length(length)
+    m = check_length(length)
     ln = log_n_from(n, log_n, finite=True)
     size = int(size)
     if size < 2:
         raise ValueError("size must be >= 2")
     gen = np.random.default_rng(seed)
-    exact, w = _sequence_bon(ref, m, ln, method, lattice)
+    exact, w = sequence_bon(ref, m, ln, method, lattice)
     if w is None:                                  # constant reward or N = 1
         if ref.is_constant:
             s = np.full(size, exact.reward)
@@ -176,7 +176,7 @@ def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, seed
     import time
 
     check_reference(ref)
-    m = _check_length(length)
+    m = check_length(length)
     N = int(n)
     if N < 1 or N != n:
         raise ValueError("n must be a positive integer for the naive sampler")
