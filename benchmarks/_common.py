@@ -11,10 +11,16 @@ import klfrontier
 
 
 def machine_info():
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "cpu_count": os.cpu_count(),
-            "python": sys.version.split()[0], "numpy": np.__version__,
-            "scipy": scipy.__version__, "klfrontier": getattr(klfrontier, "__version__", "?")}
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "klfrontier": getattr(klfrontier, "__version__", "?"),
+    }
     try:  # the CPU model is worth having next to the timings
         with open("/proc/cpuinfo") as fh:
             for line in fh:

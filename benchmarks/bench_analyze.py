@@ -56,13 +56,13 @@ DEFAULT_DATA = Path(os.environ.get("TMPDIR") or tempfile.gettempdir()) / "klfron
 
 #: Bump when the generator's output changes: cached files of another version are rewritten.
 GENERATOR_VERSION = 1
-SIZES = {"1M": (10_000, 100), "10M": (100_000, 100)}      # label -> (prompts, samples per prompt)
+SIZES = {"1M": (10_000, 100), "10M": (100_000, 100)}  # label -> (prompts, samples per prompt)
 FORMATS = ("jsonl", "parquet")
-CHUNK_ROWS = 1_000_000                                       # rows formatted / written at a time
+CHUNK_ROWS = 1_000_000  # rows formatted / written at a time
 
-GOAL_RATIO_1M = 5.0             # ours wall <= 5 x floor wall at 1M rows
-GOAL_RSS_10M = 1.5e9            # ours peak RSS < 1.5 GB at 10M rows
-GOAL_SUMMARY = 2e6              # summary.json <= 2 MB
+GOAL_RATIO_1M = 5.0  # ours wall <= 5 x floor wall at 1M rows
+GOAL_RSS_10M = 1.5e9  # ours peak RSS < 1.5 GB at 10M rows
+GOAL_SUMMARY = 2e6  # summary.json <= 2 MB
 
 
 # ----------------------------------------------------------------- generator
@@ -90,12 +90,12 @@ def sample_columns(n_prompts, per_prompt, seed=0):
 
     rewards = mu[codes] + sigma[codes] * rng.standard_normal(n)
     grid = kind[codes] == 0
-    rewards[grid] = np.round(rewards[grid] * 20.0) / 20.0      # k / 20: prints as "0.35"
+    rewards[grid] = np.round(rewards[grid] * 20.0) / 20.0  # k / 20: prints as "0.35"
     ints = kind[codes] == 1
     hits = rng.random(n) >= p0[codes]
     counts = (1.0 + rng.poisson(2.0, n)) * hits
     rewards[ints] = counts[ints]
-    rewards += 0.0                                              # no "-0" in the file
+    rewards += 0.0  # no "-0" in the file
     logprobs = -rng.gamma(4.0, 25.0, n)
     logprobs = np.minimum(logprobs, -1e-12)
 
@@ -117,14 +117,15 @@ def _write_jsonl_chunk(fh, codes, rewards, logprobs):
     import pyarrow.compute as pc
 
     pids = _prompt_strings(codes)
-    r = pc.cast(pa.array(rewards), pa.string())                 # shortest round-trip repr
+    r = pc.cast(pa.array(rewards), pa.string())  # shortest round-trip repr
     lp = pc.cast(pa.array(logprobs), pa.string())
-    lines = pc.binary_join_element_wise('{"prompt_id": "', pids, '", "reward": ', r,
-                                        ', "logprob": ', lp, "}\n", "")
+    lines = pc.binary_join_element_wise(
+        '{"prompt_id": "', pids, '", "reward": ', r, ', "logprob": ', lp, "}\n", ""
+    )
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
-    offsets = offsets[lines.offset:lines.offset + len(lines) + 1]
+    offsets = offsets[lines.offset : lines.offset + len(lines) + 1]
     data = memoryview(lines.buffers()[2])
-    fh.write(data[offsets[0]:offsets[-1]])
+    fh.write(data[offsets[0] : offsets[-1]])
 
 
 def generate(label, data_dir, *, seed=0, log=print):
@@ -151,30 +152,42 @@ def generate(label, data_dir, *, seed=0, log=print):
     t0 = time.perf_counter()
     codes, rewards, logprobs = sample_columns(n_prompts, per_prompt, seed)
     n = codes.size
-    schema = pa.schema([("prompt_id", pa.string()), ("reward", pa.float64()),
-                        ("logprob", pa.float64())])
+    schema = pa.schema([("prompt_id", pa.string()), ("reward", pa.float64()), ("logprob", pa.float64())])
     tmp = {f: p.with_name(p.name + ".part") for f, p in paths.items()}
     with open(tmp["jsonl"], "wb") as fh, pq.ParquetWriter(tmp["parquet"], schema) as pw:
         for lo in range(0, n, CHUNK_ROWS):
             sl = slice(lo, min(lo + CHUNK_ROWS, n))
             _write_jsonl_chunk(fh, codes[sl], rewards[sl], logprobs[sl])
-            pw.write_table(pa.table([_prompt_strings(codes[sl]), pa.array(rewards[sl]),
-                                     pa.array(logprobs[sl])], schema=schema))
+            pw.write_table(
+                pa.table(
+                    [_prompt_strings(codes[sl]), pa.array(rewards[sl]), pa.array(logprobs[sl])], schema=schema
+                )
+            )
     for f in FORMATS:
         os.replace(tmp[f], paths[f])
-    few = codes < 300                               # ties on the first 300 prompts
+    few = codes < 300  # ties on the first 300 prompts
     few_codes, few_rewards = codes[few], rewards[few]
     distinct = [np.unique(few_rewards[few_codes == i]).size for i in range(min(n_prompts, 300))]
-    meta = {"label": label, "rows": int(n), "prompts": int(n_prompts), "per_prompt": per_prompt,
-            "seed": seed, "generator_version": GENERATOR_VERSION,
-            "generate_s": round(time.perf_counter() - t0, 2),
-            "bytes": {f: paths[f].stat().st_size for f in FORMATS},
-            "distinct_rewards_per_prompt_first300": {
-                "grid": float(np.mean(distinct[0::3])), "integer": float(np.mean(distinct[1::3])),
-                "continuous": float(np.mean(distinct[2::3]))}}
+    meta = {
+        "label": label,
+        "rows": int(n),
+        "prompts": int(n_prompts),
+        "per_prompt": per_prompt,
+        "seed": seed,
+        "generator_version": GENERATOR_VERSION,
+        "generate_s": round(time.perf_counter() - t0, 2),
+        "bytes": {f: paths[f].stat().st_size for f in FORMATS},
+        "distinct_rewards_per_prompt_first300": {
+            "grid": float(np.mean(distinct[0::3])),
+            "integer": float(np.mean(distinct[1::3])),
+            "continuous": float(np.mean(distinct[2::3])),
+        },
+    }
     meta_path.write_text(json.dumps(meta, indent=2))
-    log(f"  wrote {n} rows in {meta['generate_s']} s "
-        f"(jsonl {meta['bytes']['jsonl'] / 1e6:.0f} MB, parquet {meta['bytes']['parquet'] / 1e6:.0f} MB)")
+    log(
+        f"  wrote {n} rows in {meta['generate_s']} s "
+        f"(jsonl {meta['bytes']['jsonl'] / 1e6:.0f} MB, parquet {meta['bytes']['parquet'] / 1e6:.0f} MB)"
+    )
     return {**meta, "paths": {f: str(p) for f, p in paths.items()}, "cached": False}
 
 
@@ -255,8 +268,12 @@ print(json.dumps({"wall_s": wall, "rc": os.waitstatus_to_exitcode(status),
 def measure(cmd, log_stem, timeout_s):
     """Run ``cmd`` under a fresh wrapper; its wall time, peak RSS and exit code."""
     out, err = f"{log_stem}.stdout", f"{log_stem}.stderr"
-    proc = subprocess.run([sys.executable, "-c", WRAP_SRC, str(timeout_s), out, err,
-                           *map(str, cmd)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAP_SRC, str(timeout_s), out, err, *map(str, cmd)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["peak_rss_bytes"] = res["maxrss_bytes"]
     res["cpu_s"] = res["user_s"] + res["sys_s"]
@@ -318,8 +335,13 @@ def check_per_prompt(out_dir, floor_npz):
     want = dict(zip(floor["prompt"].tolist(), floor["mean"].tolist()))
     missing = sum(p not in want for p in pids)
     worst = max((abs(m - want[p]) for p, m in zip(pids, means) if p in want), default=float("nan"))
-    return {"table": str(table), "max_abs_diff_mean_reward": worst, "prompts_compared": len(pids),
-            "prompts_in_floor": len(want), "prompts_unknown_to_floor": missing}
+    return {
+        "table": str(table),
+        "max_abs_diff_mean_reward": worst,
+        "prompts_compared": len(pids),
+        "prompts_in_floor": len(want),
+        "prompts_unknown_to_floor": missing,
+    }
 
 
 def run_row(label, fmt, gen, args, exe):
@@ -336,19 +358,22 @@ def run_row(label, fmt, gen, args, exe):
         floor["phases"] = json.loads(Path(floor["stdout"]).read_text().strip().splitlines()[-1])
     else:
         floor["error"] = _tail(floor["stderr"])
-    print(f"  floor {floor['wall_s']:.2f} s, {floor['peak_rss_bytes'] / 1e6:.0f} MB; "
-          f"ours (n_boot={args.n_boot}) ...", flush=True)
+    print(
+        f"  floor {floor['wall_s']:.2f} s, {floor['peak_rss_bytes'] / 1e6:.0f} MB; "
+        f"ours (n_boot={args.n_boot}) ...",
+        flush=True,
+    )
     out_dir = work / "analyze"
-    cmd = [exe, "analyze", path, "--n-boot", str(args.n_boot), "--seed", str(args.seed),
-           "--out", out_dir]
+    cmd = [exe, "analyze", path, "--n-boot", str(args.n_boot), "--seed", str(args.seed), "--out", out_dir]
     ours = measure(cmd, work / "ours", args.timeout)
     ours["cmd"] = " ".join(map(str, cmd))
     if ours["rc"] != 0:
         ours["error"] = "timed out" if ours["timed_out"] else _tail(ours["stderr"])
     summary = out_dir / "summary.json"
     summary_bytes = summary.stat().st_size if ours["rc"] == 0 and summary.exists() else None
-    print(f"  ours {ours['wall_s']:.2f} s, {ours['peak_rss_bytes'] / 1e6:.0f} MB, rc {ours['rc']}",
-          flush=True)
+    print(
+        f"  ours {ours['wall_s']:.2f} s, {ours['peak_rss_bytes'] / 1e6:.0f} MB, rc {ours['rc']}", flush=True
+    )
 
     ratio = ours["wall_s"] / floor["wall_s"] if ours["rc"] == 0 and floor["rc"] == 0 else None
     goals = []
@@ -358,10 +383,18 @@ def run_row(label, fmt, gen, args, exe):
         goals.append(("RSS < 1.5 GB", ours["rc"] == 0 and ours["peak_rss_bytes"] < GOAL_RSS_10M))
     goals.append(("summary <= 2 MB", summary_bytes is not None and summary_bytes <= GOAL_SUMMARY))
     return {
-        "row": f"{label}-{fmt}", "file": path, "format": fmt, "rows": gen["rows"],
-        "prompts": gen["prompts"], "file_bytes": gen["bytes"][fmt],
-        "floor": floor, "ours": ours, "ratio": ratio, "summary_bytes": summary_bytes,
-        "goal": ", ".join(g for g, _ in goals), "goals": {g: bool(m) for g, m in goals},
+        "row": f"{label}-{fmt}",
+        "file": path,
+        "format": fmt,
+        "rows": gen["rows"],
+        "prompts": gen["prompts"],
+        "file_bytes": gen["bytes"][fmt],
+        "floor": floor,
+        "ours": ours,
+        "ratio": ratio,
+        "summary_bytes": summary_bytes,
+        "goal": ", ".join(g for g, _ in goals),
+        "goals": {g: bool(m) for g, m in goals},
         "met": all(m for _, m in goals),
         "check": check_per_prompt(out_dir, npz) if ours["rc"] == 0 and floor["rc"] == 0 else None,
     }
@@ -369,8 +402,19 @@ def run_row(label, fmt, gen, args, exe):
 
 # ------------------------------------------------------------------ output
 def print_table(rows, machine, quick=False):
-    header = ["file", "rows", "prompts", "floor wall", "floor RSS", "ours wall", "ours RSS",
-              "ratio", "summary.json", "goal", "met"]
+    header = [
+        "file",
+        "rows",
+        "prompts",
+        "floor wall",
+        "floor RSS",
+        "ours wall",
+        "ours RSS",
+        "ratio",
+        "summary.json",
+        "goal",
+        "met",
+    ]
 
     def mb(b):
         return "-" if b is None else f"{b / 1e6:,.0f} MB"
@@ -378,16 +422,29 @@ def print_table(rows, machine, quick=False):
     lines = []
     for r in rows:
         f, o = r["floor"], r["ours"]
-        ours_wall = f"{o['wall_s']:.2f} s" + ("" if o["rc"] == 0 else
-                                             (" (timeout)" if o["timed_out"] else f" (rc {o['rc']})"))
-        lines.append([f"{r['rows'] // 10**6}M {r['format']}", f"{r['rows']:,}", f"{r['prompts']:,}",
-                      f"{f['wall_s']:.2f} s", mb(f["peak_rss_bytes"]), ours_wall,
-                      mb(o["peak_rss_bytes"]), "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
-                      "-" if r["summary_bytes"] is None else f"{r['summary_bytes'] / 1e3:,.0f} kB",
-                      r["goal"], "yes" if r["met"] else "NO"])
-    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
-            f"{machine.get('mem_total_gb', '?')} GB RAM, pyarrow {machine.get('pyarrow', '?')}, "
-            f"load average {machine.get('loadavg_start', '?')} -> {machine.get('loadavg_end', '?')}")
+        ours_wall = f"{o['wall_s']:.2f} s" + (
+            "" if o["rc"] == 0 else (" (timeout)" if o["timed_out"] else f" (rc {o['rc']})")
+        )
+        lines.append(
+            [
+                f"{r['rows'] // 10**6}M {r['format']}",
+                f"{r['rows']:,}",
+                f"{r['prompts']:,}",
+                f"{f['wall_s']:.2f} s",
+                mb(f["peak_rss_bytes"]),
+                ours_wall,
+                mb(o["peak_rss_bytes"]),
+                "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+                "-" if r["summary_bytes"] is None else f"{r['summary_bytes'] / 1e3:,.0f} kB",
+                r["goal"],
+                "yes" if r["met"] else "NO",
+            ]
+        )
+    note = (
+        f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
+        f"{machine.get('mem_total_gb', '?')} GB RAM, pyarrow {machine.get('pyarrow', '?')}, "
+        f"load average {machine.get('loadavg_start', '?')} -> {machine.get('loadavg_end', '?')}"
+    )
     title = "klfrontier analyze at scale (ratio = ours wall / floor wall; MB = 10^6 bytes)"
     try:
         from rich.console import Console
@@ -410,9 +467,11 @@ def print_table(rows, machine, quick=False):
     for r in rows:
         extra = []
         if r["check"]:
-            extra.append(f"per-prompt mean vs floor: max |diff| "
-                         f"{r['check']['max_abs_diff_mean_reward']:.1e} over "
-                         f"{r['check']['prompts_compared']} prompts")
+            extra.append(
+                f"per-prompt mean vs floor: max |diff| "
+                f"{r['check']['max_abs_diff_mean_reward']:.1e} over "
+                f"{r['check']['prompts_compared']} prompts"
+            )
         for side in ("ours", "floor"):
             if r[side].get("error"):
                 last = r[side]["error"].splitlines()[-1].strip(" │")
@@ -420,8 +479,10 @@ def print_table(rows, machine, quick=False):
         extra.append(f"CPU s (user + sys): floor {r['floor']['cpu_s']:.2f}, ours {r['ours']['cpu_s']:.2f}")
         ph = r["floor"].get("phases")
         if ph:
-            extra.append(f"floor phases: import {ph['import_s']:.2f} s, read {ph['read_s']:.2f} s, "
-                         f"group {ph['group_s']:.2f} s")
+            extra.append(
+                f"floor phases: import {ph['import_s']:.2f} s, read {ph['read_s']:.2f} s, "
+                f"group {ph['group_s']:.2f} s"
+            )
         if extra:
             print(f"* {r['row']}: " + "; ".join(extra))
 
@@ -456,8 +517,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the 1M-row files only")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                    help="cache of sample files and run outputs (default $TMPDIR/klfrontier-bench)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="cache of sample files and run outputs (default $TMPDIR/klfrontier-bench)",
+    )
     ap.add_argument("--sizes", default=None, help="comma-separated subset of 1M,10M")
     ap.add_argument("--formats", default="jsonl,parquet", help="comma-separated subset of jsonl,parquet")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap replications (default 1000)")
@@ -489,12 +554,22 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_analyze",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
-        "config": {"n_boot": args.n_boot, "seed": args.seed, "sizes": sizes, "formats": formats,
-                   "data_dir": str(args.data_dir), "klfrontier": exe, "timeout_s": args.timeout,
-                   "goals": {"ratio_1M": GOAL_RATIO_1M, "rss_10M_bytes": GOAL_RSS_10M,
-                             "summary_bytes": GOAL_SUMMARY}},
+        "config": {
+            "n_boot": args.n_boot,
+            "seed": args.seed,
+            "sizes": sizes,
+            "formats": formats,
+            "data_dir": str(args.data_dir),
+            "klfrontier": exe,
+            "timeout_s": args.timeout,
+            "goals": {
+                "ratio_1M": GOAL_RATIO_1M,
+                "rss_10M_bytes": GOAL_RSS_10M,
+                "summary_bytes": GOAL_SUMMARY,
+            },
+        },
         "data": {s: {k: v for k, v in g.items()} for s, g in gens.items()},
         "machine": machine,
         "rows": rows,

@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")      # one BLAS thread per worker process
+    os.environ.setdefault(_v, "1")  # one BLAS thread per worker process
 
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
@@ -72,15 +72,17 @@ import klfrontier as kf  # noqa: E402
 from _common import machine_info  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = {"fixed": HERE / "results" / "coverage.json",
-               "random": HERE / "results" / "coverage_random.json"}
+DEFAULT_OUT = {
+    "fixed": HERE / "results" / "coverage.json",
+    "random": HERE / "results" / "coverage_random.json",
+}
 
 LAWS = ("normal", "t3", "vader")
 K_ATOMS = 2**16
 VADER_TOP_N = 2000
-VADER_LENGTHS = (2, 8)              # m_x uniform on this closed range
-LAM_UNITS = (0.5, 1.0)              # lam = c / sd_pool
-KL_BUDGETS = (0.25, 1.0)            # nats, below log(16) - 1 = 1.77
+VADER_LENGTHS = (2, 8)  # m_x uniform on this closed range
+LAM_UNITS = (0.5, 1.0)  # lam = c / sd_pool
+KL_BUDGETS = (0.25, 1.0)  # nats, below log(16) - 1 = 1.77
 CONFIDENCE = 0.95
 QUANTITIES = ("bon_reward", "bon_kl", "tilt_reward", "tilt_kl", "frontier", "policy_gap")
 # The aligned policy of the policy cells: the exact tilt of each prompt's law at its own lam,
@@ -140,8 +142,8 @@ class Prompt:
     """One prompt's true law (what :func:`sample_data` draws from) as a Reference."""
 
     ref: kf.Reference
-    values: np.ndarray           # outcome rewards the sampler indexes
-    cdf: np.ndarray | None       # None: equal masses (uniform indices)
+    values: np.ndarray  # outcome rewards the sampler indexes
+    cdf: np.ndarray | None  # None: equal masses (uniform indices)
     label: str
 
 
@@ -190,7 +192,7 @@ def make_prompts_from(law, params, K=K_ATOMS):
         atoms = quantile_atoms(law, K)
         mu, s = params
         for x in range(mu.size):
-            vals = mu[x] + s[x] * atoms          # the same floats sample_data returns
+            vals = mu[x] + s[x] * atoms  # the same floats sample_data returns
             ref = kf.Reference(vals, probs=np.full(vals.size, 1.0 / vals.size))
             out.append(Prompt(ref, vals, None, f"mu={mu[x]:.3f} s={s[x]:.3f}"))
     else:
@@ -222,6 +224,7 @@ def population_prompts(law, K=K_ATOMS, nodes=32):
 # ------------------------------------------------------------------ truth
 def frontier_lam(refs, kl, weights=None):
     """The ONE lam with ``mean_x KL(phi_x,lam || p_x) = kl`` (brentq on log lam)."""
+
     def g(loglam):
         lam = math.exp(loglam)
         return np.average([kf.tilted(r, lam=lam).kl for r in refs], weights=weights) - kl
@@ -244,7 +247,7 @@ def cell_truth(prompts, n, weights=None, lam_units=LAM_UNITS, kl_budgets=KL_BUDG
     ``sd_pool``.
     """
     refs = [p.ref for p in prompts]
-    mean = (lambda v: float(np.average(v, weights=weights)))
+    mean = lambda v: float(np.average(v, weights=weights))
     Ns = n_grid(n)
     truth = {}
     # bon_curve is best_of_n at many N in one pass (tests/test_coverage.py checks they agree)
@@ -264,8 +267,12 @@ def cell_truth(prompts, n, weights=None, lam_units=LAM_UNITS, kl_budgets=KL_BUDG
         lam = frontier_lam(refs, d, weights)
         f_lam[d] = lam
         truth[("frontier", d)] = mean([kf.tilted(r, lam=lam).reward for r in refs])
-    return truth, {"Ns": list(Ns), "lam": {str(c): v for c, v in lams.items()},
-                   "sd_pool": sd_pool, "frontier_lam": {str(d): v for d, v in f_lam.items()}}
+    return truth, {
+        "Ns": list(Ns),
+        "lam": {str(c): v for c, v in lams.items()},
+        "sd_pool": sd_pool,
+        "frontier_lam": {str(d): v for d, v in f_lam.items()},
+    }
 
 
 def policy_truth(prompts, sd_pool, units=POLICY_UNITS):
@@ -286,10 +293,25 @@ def policy_truth(prompts, sd_pool, units=POLICY_UNITS):
     for r, q in zip(refs, pols):
         logpi = np.asarray(q.level_logprobs, dtype=float)
         cdf = np.cumsum(np.exp(logpi - logpi.max()))
-        samplers.append((np.asarray(r.level_values, dtype=float), cdf / cdf[-1], logpi,
-                         np.asarray(r.level_logq, dtype=float)))
-    return optimum - reward_pi, {"policy_kl": kl_pi, "policy_reward": reward_pi, "policy_optimum": optimum,
-                                 "policy_lam_star": lam, "policy_units": list(units)}, samplers
+        samplers.append(
+            (
+                np.asarray(r.level_values, dtype=float),
+                cdf / cdf[-1],
+                logpi,
+                np.asarray(r.level_logq, dtype=float),
+            )
+        )
+    return (
+        optimum - reward_pi,
+        {
+            "policy_kl": kl_pi,
+            "policy_reward": reward_pi,
+            "policy_optimum": optimum,
+            "policy_lam_star": lam,
+            "policy_units": list(units),
+        },
+        samplers,
+    )
 
 
 def sample_policy(samplers, rng, m):
@@ -322,9 +344,13 @@ def _row(table, i, col):
     cols = table.columns
     est = f"{col}_debiased" if f"{col}_debiased" in cols else col
     flag = f"{col}_trusted" if f"{col}_trusted" in cols else "trusted"
-    return (float(getattr(table, est)[i]), float(getattr(table, f"{col}_lo")[i]),
-            float(getattr(table, f"{col}_hi")[i]), bool(getattr(table, flag)[i]),
-            float(getattr(table, col)[i]))
+    return (
+        float(getattr(table, est)[i]),
+        float(getattr(table, f"{col}_lo")[i]),
+        float(getattr(table, f"{col}_hi")[i]),
+        bool(getattr(table, flag)[i]),
+        float(getattr(table, col)[i]),
+    )
 
 
 def extract_rows(res, keys, info):
@@ -374,8 +400,9 @@ def summarise_row(truth, arr, P):
     c_a = float(cov[has].mean()) if m_a else None
     # Monte-Carlo se of a coverage c from m replications, with the Agresti-Coull
     # centre (k + 2)/(m + 4) so that c = 0 or 1 does not report se = 0
-    se = (lambda c, m: None if c is None else
-          math.sqrt((c * m + 2) / (m + 4) * (1 - (c * m + 2) / (m + 4)) / m))
+    se = lambda c, m: (
+        None if c is None else math.sqrt((c * m + 2) / (m + 4) * (1 - (c * m + 2) / (m + 4)) / m)
+    )
     width_t = float(np.mean(hi[tw] - lo[tw])) if m_t else None
     width_a = float(np.mean(hi[has] - lo[has])) if m_a else None
     fin = np.isfinite(est)
@@ -395,9 +422,8 @@ def summarise_row(truth, arr, P):
         "mean_estimate": float(est[fin].mean()) if fin.any() else None,
         "bias": float(est[fin].mean() - truth) if fin.any() else None,
         "sd_estimate": float(est[fin].std(ddof=1)) if fin.sum() > 1 else None,
-        "bias_plugin": (float(plug[np.isfinite(plug)].mean() - truth)
-                        if np.isfinite(plug).any() else None),
-        "below": float(np.mean(hi[tw] < truth)) if m_t else None,   # interval entirely below
+        "bias_plugin": (float(plug[np.isfinite(plug)].mean() - truth) if np.isfinite(plug).any() else None),
+        "below": float(np.mean(hi[tw] < truth)) if m_t else None,  # interval entirely below
         "above": float(np.mean(lo[tw] > truth)) if m_t else None,
     }
     row["status"] = row_status(row, P)
@@ -435,13 +461,16 @@ class Cell:
     n_boot: int
     seed: int = 20260101
     prompts: str = "fixed"
-    K: int = K_ATOMS                  # atoms of the normal / t3 laws
-    policy: bool = False              # also an aligned policy (n samples a prompt) and its gap
+    K: int = K_ATOMS  # atoms of the normal / t3 laws
+    policy: bool = False  # also an aligned policy (n samples a prompt) and its gap
 
     @property
     def name(self):
-        return (f"{self.law}-P{self.P}-n{self.n}" + ("-rand" if self.prompts == "random" else "")
-                + ("-pol" if self.policy else ""))
+        return (
+            f"{self.law}-P{self.P}-n{self.n}"
+            + ("-rand" if self.prompts == "random" else "")
+            + ("-pol" if self.policy else "")
+        )
 
     def seeds(self):
         law_id = LAWS.index(self.law)
@@ -476,7 +505,7 @@ def run_cell(cell: Cell, analyze_kwargs=None):
         prompts, weights = population_prompts(cell.law, K=cell.K)
         truth, info = cell_truth(prompts, cell.n, weights)
         labels = ["random"]
-    del prompts                       # the samplers need only params: free the References
+    del prompts  # the samplers need only params: free the References
     t_truth = time.perf_counter() - t0
     keys = list(truth)
     lam_values = [info["lam"][str(c)] for c in LAM_UNITS]
@@ -484,8 +513,13 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     rng = np.random.default_rng(rep_ss)
     seeds = rng.integers(2**31, size=cell.reps)
     errors = []
-    kw = dict(n_values=list(info["Ns"]), kl_values=list(KL_BUDGETS), lam_values=lam_values,
-              n_boot=cell.n_boot, confidence=CONFIDENCE)
+    kw = dict(
+        n_values=list(info["Ns"]),
+        kl_values=list(KL_BUDGETS),
+        lam_values=lam_values,
+        n_boot=cell.n_boot,
+        confidence=CONFIDENCE,
+    )
     kw.update(analyze_kwargs or {})
     for r in range(cell.reps):
         if cell.prompts == "random":
@@ -496,7 +530,7 @@ def run_cell(cell: Cell, analyze_kwargs=None):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = kf.analyze(data, policies=policies, seed=int(seeds[r]), **kw)
-        except Exception as exc:          # recorded, counted, never hidden
+        except Exception as exc:  # recorded, counted, never hidden
             errors.append(f"rep {r}: {type(exc).__name__}: {exc}")
             arr[r, :, 3] = 0
             continue
@@ -505,12 +539,33 @@ def run_cell(cell: Cell, analyze_kwargs=None):
     rows = []
     for j, (q, g) in enumerate(keys):
         s = summarise_row(truth[(q, g)], arr[:, j, :], cell.P)
-        rows.append({"law": cell.law, "P": cell.P, "n": cell.n, "prompts": cell.prompts,
-                     "quantity": q, "grid": g, **s})
-    return {"cell": cell.name, "law": cell.law, "P": cell.P, "n": cell.n, "reps": cell.reps,
-            "prompt_mode": cell.prompts, "n_boot": cell.n_boot, "truth_info": info, "prompts": labels,
-            "truth_s": t_truth, "wall_s": wall, "errors": errors[:20], "n_errors": len(errors),
-            "rows": rows}
+        rows.append(
+            {
+                "law": cell.law,
+                "P": cell.P,
+                "n": cell.n,
+                "prompts": cell.prompts,
+                "quantity": q,
+                "grid": g,
+                **s,
+            }
+        )
+    return {
+        "cell": cell.name,
+        "law": cell.law,
+        "P": cell.P,
+        "n": cell.n,
+        "reps": cell.reps,
+        "prompt_mode": cell.prompts,
+        "n_boot": cell.n_boot,
+        "truth_info": info,
+        "prompts": labels,
+        "truth_s": t_truth,
+        "wall_s": wall,
+        "errors": errors[:20],
+        "n_errors": len(errors),
+        "rows": rows,
+    }
 
 
 def _cost(cell):
@@ -547,48 +602,96 @@ def _num(x, spec=".3g"):
 
 
 def _grid_label(q, g):
-    return {"bon_reward": f"N={g}", "bon_kl": f"N={g}", "tilt_reward": f"lam={g}/sd",
-            "tilt_kl": f"lam={g}/sd", "frontier": f"KL={g}", "policy_gap": g}[q]
+    return {
+        "bon_reward": f"N={g}",
+        "bon_kl": f"N={g}",
+        "tilt_reward": f"lam={g}/sd",
+        "tilt_kl": f"lam={g}/sd",
+        "frontier": f"KL={g}",
+        "policy_gap": g,
+    }[q]
 
 
 def table_lines(cells):
-    header = ["cell", "quantity", "grid", "truth", "cov|trusted %", "se", "trusted %",
-              "width", "cov all %", "bias", "status"]
+    header = [
+        "cell",
+        "quantity",
+        "grid",
+        "truth",
+        "cov|trusted %",
+        "se",
+        "trusted %",
+        "width",
+        "cov all %",
+        "bias",
+        "status",
+    ]
     lines = []
     for c in cells:
         for r in c["rows"]:
-            lines.append([c["cell"], r["quantity"], _grid_label(r["quantity"], r["grid"]),
-                          _num(r["truth"], ".4g"), _pct(r["coverage_trusted"]),
-                          _pct(r["coverage_trusted_se"]), _pct(r["trusted_frac"]),
-                          _num(r["width_all"]), _pct(r["coverage_all"]), _num(r["bias"], ".2g"),
-                          r["status"]])
+            lines.append(
+                [
+                    c["cell"],
+                    r["quantity"],
+                    _grid_label(r["quantity"], r["grid"]),
+                    _num(r["truth"], ".4g"),
+                    _pct(r["coverage_trusted"]),
+                    _pct(r["coverage_trusted_se"]),
+                    _pct(r["trusted_frac"]),
+                    _num(r["width_all"]),
+                    _pct(r["coverage_all"]),
+                    _num(r["bias"], ".2g"),
+                    r["status"],
+                ]
+            )
     return header, lines
 
 
 def lost(row):
     """A row trusted in < half the replications whose intervals cover >= 93% regardless."""
-    return (row["trusted_frac"] < FAIL_TRUSTED and row["coverage_all"] is not None
-            and row["coverage_all"] >= BAND[0] and row["n_interval"] >= 0.9 * row["reps"])
+    return (
+        row["trusted_frac"] < FAIL_TRUSTED
+        and row["coverage_all"] is not None
+        and row["coverage_all"] >= BAND[0]
+        and row["n_interval"] >= 0.9 * row["reps"]
+    )
 
 
 def summary_lines(cells):
     """One line per (cell, quantity): coverage range over its rows trusted in >= half the reps."""
-    header = ["cell", "quantity", "rows", "trusted>=50%", "coverage|trusted % (min-max)",
-              "FAIL", "never trusted", "distrusted, covers>=93%"]
+    header = [
+        "cell",
+        "quantity",
+        "rows",
+        "trusted>=50%",
+        "coverage|trusted % (min-max)",
+        "FAIL",
+        "never trusted",
+        "distrusted, covers>=93%",
+    ]
     lines = []
     for c in cells:
         for q in QUANTITIES:
             rows = [r for r in c["rows"] if r["quantity"] == q]
             if not rows:
                 continue
-            held = [r for r in rows
-                    if r["trusted_frac"] >= FAIL_TRUSTED and r["coverage_trusted"] is not None]
+            held = [
+                r for r in rows if r["trusted_frac"] >= FAIL_TRUSTED and r["coverage_trusted"] is not None
+            ]
             cov = [r["coverage_trusted"] for r in held]
             span = f"{_pct(min(cov))}-{_pct(max(cov))}" if cov else "-"
-            lines.append([c["cell"], q, str(len(rows)), str(len(held)), span,
-                          str(sum(r["status"] == "FAIL" for r in rows)),
-                          str(sum(r["status"] == "untrusted" for r in rows)),
-                          str(sum(lost(r) for r in rows))])
+            lines.append(
+                [
+                    c["cell"],
+                    q,
+                    str(len(rows)),
+                    str(len(held)),
+                    span,
+                    str(sum(r["status"] == "FAIL" for r in rows)),
+                    str(sum(r["status"] == "untrusted" for r in rows)),
+                    str(sum(lost(r) for r in rows)),
+                ]
+            )
     return header, lines
 
 
@@ -610,11 +713,14 @@ def failures(cells):
 
 def print_table(cells, machine, wall, quick=False, prompts="fixed"):
     header, lines = table_lines(cells)
-    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; "
-            f"wall {wall:.0f} s")
-    title = ("coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se); "
-             + {"fixed": "prompt laws fixed per cell, truth = their mean",
-                "random": "prompts redrawn every replication, truth = population mean"}[prompts])
+    note = f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus; wall {wall:.0f} s"
+    title = (
+        "coverage of kf.analyze's nominal 95% intervals (percent; se = Monte-Carlo se); "
+        + {
+            "fixed": "prompt laws fixed per cell, truth = their mean",
+            "random": "prompts redrawn every replication, truth = population mean",
+        }[prompts]
+    )
     if quick:
         title += " -- --quick: few replications, wide Monte-Carlo error"
     print(title)
@@ -629,14 +735,18 @@ def print_table(cells, machine, wall, quick=False, prompts="fixed"):
     print("row status counts:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     fails = failures(cells)
     if fails:
-        print(f"TRUST-RULE FAILURES ({len(fails)}): trusted in >= {FAIL_TRUSTED:.0%} of "
-              f"replications, coverage < {FAIL_BELOW:.0%}")
+        print(
+            f"TRUST-RULE FAILURES ({len(fails)}): trusted in >= {FAIL_TRUSTED:.0%} of "
+            f"replications, coverage < {FAIL_BELOW:.0%}"
+        )
         for name, r in fails:
-            print(f"  {name} {r['quantity']} {_grid_label(r['quantity'], r['grid'])}: coverage "
-                  f"{_pct(r['coverage_trusted'])}% (se {_pct(r['coverage_trusted_se'])}), trusted "
-                  f"{_pct(r['trusted_frac'])}%, truth {r['truth']:.4g}, mean estimate "
-                  f"{_num(r['mean_estimate'], '.4g')}, interval below truth "
-                  f"{_pct(r['below'])}% / above {_pct(r['above'])}%")
+            print(
+                f"  {name} {r['quantity']} {_grid_label(r['quantity'], r['grid'])}: coverage "
+                f"{_pct(r['coverage_trusted'])}% (se {_pct(r['coverage_trusted_se'])}), trusted "
+                f"{_pct(r['trusted_frac'])}%, truth {r['truth']:.4g}, mean estimate "
+                f"{_num(r['mean_estimate'], '.4g')}, interval below truth "
+                f"{_pct(r['below'])}% / above {_pct(r['above'])}%"
+            )
     else:
         print("no trust-rule failures")
     errs = [(c["cell"], c["n_errors"], c["errors"][:1]) for c in cells if c["n_errors"]]
@@ -649,25 +759,37 @@ def library_fingerprint():
     import hashlib
 
     root = Path(kf.__file__).resolve().parent / "empirical"
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-            for p in sorted(root.glob("*.py"))}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in sorted(root.glob("*.py"))}
 
 
 def build_cells(laws, Ps, ns, reps, n_boot, seed, prompts="fixed", policy=False):
     """The grid of cells; ``random`` prompts skip P = 1 (its interval is for its one prompt)."""
-    return [Cell(law, P, n, reps, n_boot, seed, prompts, policy=policy) for law in laws for P in Ps
-            for n in ns if not (prompts == "random" and P < 2)]
+    return [
+        Cell(law, P, n, reps, n_boot, seed, prompts, policy=policy)
+        for law in laws
+        for P in Ps
+        for n in ns
+        if not (prompts == "random" and P < 2)
+    ]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer replications (minutes)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="JSON results path (default results/coverage.json, "
-                         "results/coverage_random.json with --prompts random)")
-    ap.add_argument("--prompts", choices=PROMPT_MODES, default="fixed",
-                    help="fixed: prompt laws drawn once per cell, truth = their mean (default); "
-                         "random: new prompts every replication, truth = the population mean")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results path (default results/coverage.json, "
+        "results/coverage_random.json with --prompts random)",
+    )
+    ap.add_argument(
+        "--prompts",
+        choices=PROMPT_MODES,
+        default="fixed",
+        help="fixed: prompt laws drawn once per cell, truth = their mean (default); "
+        "random: new prompts every replication, truth = the population mean",
+    )
     ap.add_argument("--laws", default=",".join(LAWS), help="comma-separated subset of " + ",".join(LAWS))
     ap.add_argument("--P", default=None, help="comma-separated prompt counts (default 1,10,100)")
     ap.add_argument("--n", default=None, help="comma-separated samples per prompt (default 16,64,256)")
@@ -675,9 +797,12 @@ def main(argv=None):
     ap.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 999)")
     ap.add_argument("--workers", type=int, default=2, help="processes (cells run in parallel)")
     ap.add_argument("--seed", type=int, default=20260101)
-    ap.add_argument("--policy", action="store_true",
-                    help="add an aligned policy (exact tilts at unequal per-prompt lam) and track "
-                         "its reward gap to the optimum (fixed prompts)")
+    ap.add_argument(
+        "--policy",
+        action="store_true",
+        help="add an aligned policy (exact tilts at unequal per-prompt lam) and track "
+        "its reward gap to the optimum (fixed prompts)",
+    )
     args = ap.parse_args(argv)
     if args.policy and args.prompts != "fixed":
         ap.error("--policy needs --prompts fixed")
@@ -695,14 +820,19 @@ def main(argv=None):
     for law in laws:
         if law not in LAWS:
             ap.error(f"--laws: unknown law {law!r}")
-    cells = build_cells(laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed, args.prompts,
-                        policy=args.policy)
-    out_path = args.out or (HERE / "results" / "coverage_policy.json" if args.policy
-                            else DEFAULT_OUT[args.prompts])
-    print(f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
-          f"{args.workers} workers ...", flush=True)
+    cells = build_cells(
+        laws, cfg["P"], cfg["n"], cfg["reps"], cfg["n_boot"], args.seed, args.prompts, policy=args.policy
+    )
+    out_path = args.out or (
+        HERE / "results" / "coverage_policy.json" if args.policy else DEFAULT_OUT[args.prompts]
+    )
+    print(
+        f"{len(cells)} cells x {cfg['reps']} replications, n_boot={cfg['n_boot']}, "
+        f"{args.workers} workers ...",
+        flush=True,
+    )
     load0 = os.getloadavg()[0]
-    fingerprint = library_fingerprint()     # before the run: the sources the workers import
+    fingerprint = library_fingerprint()  # before the run: the sources the workers import
     t0 = time.perf_counter()
     results = run_study(cells, workers=args.workers)
     wall = time.perf_counter() - t0
@@ -712,12 +842,22 @@ def main(argv=None):
     out_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "bench_coverage",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "mode": mode,
-        "sizes": {**cfg, "laws": list(laws), "K_atoms": K_ATOMS, "vader_top_n": VADER_TOP_N,
-                  "vader_lengths": list(VADER_LENGTHS), "lam_units": list(LAM_UNITS),
-                  "kl_budgets": list(KL_BUDGETS), "confidence": CONFIDENCE, "seed": args.seed,
-                  "prompts": args.prompts, "policy": args.policy, "policy_units": list(POLICY_UNITS)},
+        "sizes": {
+            **cfg,
+            "laws": list(laws),
+            "K_atoms": K_ATOMS,
+            "vader_top_n": VADER_TOP_N,
+            "vader_lengths": list(VADER_LENGTHS),
+            "lam_units": list(LAM_UNITS),
+            "kl_budgets": list(KL_BUDGETS),
+            "confidence": CONFIDENCE,
+            "seed": args.seed,
+            "prompts": args.prompts,
+            "policy": args.policy,
+            "policy_units": list(POLICY_UNITS),
+        },
         "rules": {"band": list(BAND), "fail_below": FAIL_BELOW, "fail_trusted": FAIL_TRUSTED},
         "machine": machine,
         "library_sources": fingerprint,

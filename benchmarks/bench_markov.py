@@ -62,27 +62,49 @@ def run(m, repeats, full_dense):
     rows = []
 
     def solve():
-        fresh = mk.with_length(m)             # empty cache: every sweep is timed
+        fresh = mk.with_length(m)  # empty cache: every sweep is timed
         return fresh, fresh.tilted(kl=m * DELTA)
 
     t_solve, (fresh, opt) = best_time(solve, repeats)
     sweeps = n_sweeps(fresh)
-    rows.append({"row": "sparse_solve", "seconds": t_solve, "sweeps": sweeps, "lam": opt.lam,
-                 "reward_per_token": opt.reward_per_token, "kl": opt.kl,
-                 "kl_error": rel(opt.kl, m * DELTA)})
+    rows.append(
+        {
+            "row": "sparse_solve",
+            "seconds": t_solve,
+            "sweeps": sweeps,
+            "lam": opt.lam,
+            "reward_per_token": opt.reward_per_token,
+            "kl": opt.kl,
+            "kl_error": rel(opt.kl, m * DELTA),
+        }
+    )
     t_sp, sw_sp = best_time(lambda: mk.with_length(m)._sweep(opt.lam), repeats)
     rows.append({"row": "sparse_sweep", "seconds": t_sp, "reward": sw_sp.mean, "kl": sw_sp.kl})
     dense = Markov(mk.initial, mk._ch.dense_matrix(), mk._ch.R, length=m)
     t_de, sw_de = best_time(lambda: dense.with_length(m)._sweep(opt.lam), 1)
-    rows.append({"row": "dense_sweep", "seconds": t_de, "reward": sw_de.mean, "kl": sw_de.kl,
-                 "reward_rel_diff": rel(sw_de.mean, sw_sp.mean), "kl_rel_diff": rel(sw_de.kl, sw_sp.kl)})
+    rows.append(
+        {
+            "row": "dense_sweep",
+            "seconds": t_de,
+            "reward": sw_de.mean,
+            "kl": sw_de.kl,
+            "reward_rel_diff": rel(sw_de.mean, sw_sp.mean),
+            "kl_rel_diff": rel(sw_de.kl, sw_sp.kl),
+        }
+    )
     if full_dense:
         t0 = time.perf_counter()
         dopt = dense.with_length(m).tilted(kl=m * DELTA)
         t_ds = time.perf_counter() - t0
-        rows.append({"row": "dense_solve", "seconds": t_ds, "extrapolated": False,
-                     "lam_rel_diff": rel(dopt.lam, opt.lam),
-                     "reward_rel_diff": rel(dopt.reward, opt.reward)})
+        rows.append(
+            {
+                "row": "dense_solve",
+                "seconds": t_ds,
+                "extrapolated": False,
+                "lam_rel_diff": rel(dopt.lam, opt.lam),
+                "reward_rel_diff": rel(dopt.reward, opt.reward),
+            }
+        )
     else:
         t_ds = sweeps * t_de
         rows.append({"row": "dense_solve", "seconds": t_ds, "extrapolated": True})
@@ -92,8 +114,10 @@ def run(m, repeats, full_dense):
 
 def _note(r):
     if r["row"] == "sparse_solve":
-        return (f"{r['sweeps']} sweeps, λ = {r['lam']:.6g}, reward/token {r['reward_per_token']:.6f}, "
-                f"|KL/Δ - 1| = {r['kl_error']:.1e}")
+        return (
+            f"{r['sweeps']} sweeps, λ = {r['lam']:.6g}, reward/token {r['reward_per_token']:.6f}, "
+            f"|KL/Δ - 1| = {r['kl_error']:.1e}"
+        )
     if r["row"] == "sparse_sweep":
         return f"reward {r['reward']:.10g}, KL {r['kl']:.10g}"
     if r["row"] == "dense_sweep":
@@ -104,16 +128,20 @@ def _note(r):
 
 
 def table(res, machine):
-    print(f"K = {res['K']:,} states (sparse part {res['nnz_sparse']:,} non-zeros + rank-one), "
-          f"m = {res['m']:,}, δ = {res['delta']}")
+    print(
+        f"K = {res['K']:,} states (sparse part {res['nnz_sparse']:,} non-zeros + rank-one), "
+        f"m = {res['m']:,}, δ = {res['delta']}"
+    )
     print(f"{'row':<14} | {'seconds':>9} | notes")
     print("-" * 78)
     for r in res["rows"]:
         note = _note(r)
         print(f"{r['row']:<14} | {r['seconds']:>9.3f} | {note}")
     print(f"dense / sparse: {res['ratio']['sweep']:.0f}x per sweep, {res['ratio']['solve']:.0f}x per solve")
-    print(f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
-          f"load {machine.get('load_average')}")
+    print(
+        f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
+        f"load {machine.get('load_average')}"
+    )
 
 
 def main(argv=None):
@@ -127,8 +155,13 @@ def main(argv=None):
     res = run(size["m"], size["repeats"], args.full_dense)
     machine["load_average_after"] = machine_info().get("load_average")
     table(res, machine)
-    payload = {"benchmark": "bench_markov", "date": _dt.datetime.now().isoformat(timespec="seconds"),
-               "machine": machine, "size": "quick" if args.quick else "full", **res}
+    payload = {
+        "benchmark": "bench_markov",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine,
+        "size": "quick" if args.quick else "full",
+        **res,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, dumps(payload, indent=2))
     print(f"wrote {args.out}")

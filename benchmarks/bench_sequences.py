@@ -44,9 +44,9 @@ import scipy.fft as sfft
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, machine_info  # noqa: E402
 from klfrontier import Reference
+from klfrontier.lattice import detect_lattice
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo, reward_law
 from klfrontier.sequences._window import WindowLaw, bon_on_window, tails
-from klfrontier.lattice import detect_lattice
 from klfrontier.sequences.lattice import lattice_dp
 from klfrontier.tilt import solve_lam_for_kl, tilt_stats
 
@@ -75,8 +75,17 @@ def bon_from_law(ref, m, values, logpmf, log_n):
     """Exact BoN (reward, KL to p^m, KL to φ_Δ) on a complete law of S_m."""
     su = (values - m * ref.r_max) / ref.reward_scale
     logsf, logcdf = tails(logpmf, True)
-    w = WindowLaw(su=su, values=values, logpmf=logpmf, logsf=logsf, logcdf=logcdf,
-                  complete_low=True, complete_high=True, method="given", exact=True)
+    w = WindowLaw(
+        su=su,
+        values=values,
+        logpmf=logpmf,
+        logsf=logsf,
+        logcdf=logcdf,
+        complete_low=True,
+        complete_high=True,
+        method="given",
+        exact=True,
+    )
     lam_u = float(ref.lam_to_u(solve_lam_for_kl(ref, log_n / m)))
     m_cgf = m * float(tilt_stats(ref, [lam_u]).cgf[0])
     out = bon_on_window(w, log_n, lam_u, m_cgf)
@@ -88,21 +97,29 @@ def row_fft(cfg):
     n = cfg["m"] * 80
     x = np.random.default_rng(0).random(n)
     t, _ = best_time(lambda: sfft.irfft(sfft.rfft(x), n), cfg["repeats"])
-    return {"row": "fft_pair", "what": f"scipy.fft rfft + irfft, length m*80 = {n}",
-            "seconds": t}
+    return {"row": "fft_pair", "what": f"scipy.fft rfft + irfft, length m*80 = {n}", "seconds": t}
 
 
 def row_exact(cfg, ref, t_fft):
     m = cfg["m"]
     t, b = best_time(lambda: Memoryless(ref, m).best_of_n(log_n=m * DELTA), cfg["repeats"])
-    return {"row": "exact_bon", "what": f"Memoryless(ref81, m={m}).best_of_n(log_n=m*{DELTA})",
-            "seconds": t, "ratio_to_fft": t / t_fft,
-            "goal": "<= 10x fft_pair and <= 5 s", "met": bool(t <= 10 * t_fft and t <= 5.0),
-            "reward_per_token": b.reward_per_token, "optimal_reward": b.optimal_reward / m,
-            "kl_per_token": b.kl_per_token, "kl_to_optimal": b.kl_to_optimal,
-            "kl_to_optimal_identity": b.details["kl_to_optimal_identity"],
-            "error_bound": b.error_bound, "tilts": b.details["tilts"],
-            "fft_lengths": b.details["fft_lengths"], "window_points": b.details["window_size"]}
+    return {
+        "row": "exact_bon",
+        "what": f"Memoryless(ref81, m={m}).best_of_n(log_n=m*{DELTA})",
+        "seconds": t,
+        "ratio_to_fft": t / t_fft,
+        "goal": "<= 10x fft_pair and <= 5 s",
+        "met": bool(t <= 10 * t_fft and t <= 5.0),
+        "reward_per_token": b.reward_per_token,
+        "optimal_reward": b.optimal_reward / m,
+        "kl_per_token": b.kl_per_token,
+        "kl_to_optimal": b.kl_to_optimal,
+        "kl_to_optimal_identity": b.details["kl_to_optimal_identity"],
+        "error_bound": b.error_bound,
+        "tilts": b.details["tilts"],
+        "fft_lengths": b.details["fft_lengths"],
+        "window_points": b.details["window_size"],
+    }
 
 
 def row_full_law(cfg, ref, exact):
@@ -111,12 +128,18 @@ def row_full_law(cfg, ref, exact):
     law = reward_law(ref, m)
     t_law = time.perf_counter() - t0
     rw, kl, klo = bon_from_law(ref, m, law.values, law.logpmf, m * DELTA)
-    return {"row": "full_law", "what": f"reward_law(ref81, m={m}) (all {law.size} points), "
-                                       "then BoN on it",
-            "seconds": t_law, "tilts": law.info["tilts"], "error_estimate": law.error_estimate,
-            "diff_vs_exact": {"reward": rel(rw, exact["reward_per_token"] * m),
-                              "kl": rel(kl, exact["kl_per_token"] * m),
-                              "kl_to_optimal": rel(klo, exact["kl_to_optimal"])}}
+    return {
+        "row": "full_law",
+        "what": f"reward_law(ref81, m={m}) (all {law.size} points), then BoN on it",
+        "seconds": t_law,
+        "tilts": law.info["tilts"],
+        "error_estimate": law.error_estimate,
+        "diff_vs_exact": {
+            "reward": rel(rw, exact["reward_per_token"] * m),
+            "kl": rel(kl, exact["kl_per_token"] * m),
+            "kl_to_optimal": rel(klo, exact["kl_to_optimal"]),
+        },
+    }
 
 
 def row_dp(cfg, ref):
@@ -140,11 +163,19 @@ def row_dp(cfg, ref):
     ours = Memoryless(ref, m_dp).best_of_n(log_n=m_dp * DELTA)
     t_ours = time.perf_counter() - t0
     m_full = cfg["m"]
-    return {"row": "dp", "what": "log-space DP for the law of S_m (O(m^2 L K)), then exact BoN",
-            "m": m_dp, "seconds": t_dp, "ours_seconds_same_m": t_ours,
-            "extrapolated_seconds_at_full_m": t_dp * (m_full / m_dp) ** 2,
-            "error_vs_exact": {"reward": rel(rw, ours.reward), "kl": rel(kl, ours.kl),
-                               "kl_to_optimal": rel(klo, ours.kl_to_optimal)}}
+    return {
+        "row": "dp",
+        "what": "log-space DP for the law of S_m (O(m^2 L K)), then exact BoN",
+        "m": m_dp,
+        "seconds": t_dp,
+        "ours_seconds_same_m": t_ours,
+        "extrapolated_seconds_at_full_m": t_dp * (m_full / m_dp) ** 2,
+        "error_vs_exact": {
+            "reward": rel(rw, ours.reward),
+            "kl": rel(kl, ours.kl),
+            "kl_to_optimal": rel(klo, ours.kl_to_optimal),
+        },
+    }
 
 
 def row_naive(cfg, ref):
@@ -163,15 +194,22 @@ def row_naive(cfg, ref):
     t_mc = time.perf_counter() - t0
     exact = Memoryless(ref, m_mc).best_of_n(n=n_int)
     half = (mc.ci[1] - mc.ci[0]) / 2
-    return {"row": "naive_mc", "what": "Monte Carlo drawing N*m tokens per BoN draw "
-                                       "(N = round(e^{m delta}))",
-            "m": m_mc, "n": n_int, "draws": mc.size, "seconds": t_mc,
-            "tokens": float(n_int) * m_mc * mc.size, "tokens_per_second": rate,
-            "mean_per_token": mc.mean_per_token, "exact_per_token": exact.reward_per_token,
-            "error_per_token": abs(mc.mean_per_token - exact.reward_per_token),
-            "ci95_halfwidth_per_token": half / m_mc,
-            "covers_exact": mc.covers(exact.reward),
-            "extrapolated_tokens_at_full_m": f"e^{cfg['m'] * DELTA:.0f} * {cfg['m']} per draw"}
+    return {
+        "row": "naive_mc",
+        "what": "Monte Carlo drawing N*m tokens per BoN draw (N = round(e^{m delta}))",
+        "m": m_mc,
+        "n": n_int,
+        "draws": mc.size,
+        "seconds": t_mc,
+        "tokens": float(n_int) * m_mc * mc.size,
+        "tokens_per_second": rate,
+        "mean_per_token": mc.mean_per_token,
+        "exact_per_token": exact.reward_per_token,
+        "error_per_token": abs(mc.mean_per_token - exact.reward_per_token),
+        "ci95_halfwidth_per_token": half / m_mc,
+        "covers_exact": mc.covers(exact.reward),
+        "extrapolated_tokens_at_full_m": f"e^{cfg['m'] * DELTA:.0f} * {cfg['m']} per draw",
+    }
 
 
 def row_order_stat(cfg, ref, exact):
@@ -180,12 +218,16 @@ def row_order_stat(cfg, ref, exact):
     mc = bon_monte_carlo(ref, m, log_n=m * DELTA, size=cfg["mc_draws"], seed=7)
     t = time.perf_counter() - t0
     ex = exact["reward_per_token"] * m
-    return {"row": "order_stat_mc", "what": f"bon_monte_carlo (one uniform per BoN draw), "
-                                            f"m={m}, {mc.size} draws",
-            "seconds": t, "mean_per_token": mc.mean_per_token,
-            "exact_per_token": exact["reward_per_token"],
-            "z": (mc.mean - ex) / mc.stderr, "covers_exact": mc.covers(ex),
-            "outside_window": mc.outside}
+    return {
+        "row": "order_stat_mc",
+        "what": f"bon_monte_carlo (one uniform per BoN draw), m={m}, {mc.size} draws",
+        "seconds": t,
+        "mean_per_token": mc.mean_per_token,
+        "exact_per_token": exact["reward_per_token"],
+        "z": (mc.mean - ex) / mc.stderr,
+        "covers_exact": mc.covers(ex),
+        "outside_window": mc.outside,
+    }
 
 
 # ------------------------------------------------------------------ output
@@ -194,24 +236,32 @@ def print_table(rows, machine):
     for r in rows:
         extra = ""
         if r["row"] == "exact_bon":
-            extra = (f"ratio to FFT {r['ratio_to_fft']:.2f} (goal <= 10, <= 5 s: "
-                     f"{'met' if r['met'] else 'NOT met'}); E[S]/m {r['reward_per_token']:.10f}, "
-                     f"KL/m {r['kl_per_token']:.8f}, KL(pi||phi) {r['kl_to_optimal']:.6f}")
+            extra = (
+                f"ratio to FFT {r['ratio_to_fft']:.2f} (goal <= 10, <= 5 s: "
+                f"{'met' if r['met'] else 'NOT met'}); E[S]/m {r['reward_per_token']:.10f}, "
+                f"KL/m {r['kl_per_token']:.8f}, KL(pi||phi) {r['kl_to_optimal']:.6f}"
+            )
         elif r["row"] == "full_law":
             d = r["diff_vs_exact"]
             extra = f"{r['tilts']} tilts; vs exact_bon: " + ", ".join(f"{k} {v:.1e}" for k, v in d.items())
         elif r["row"] == "dp":
             d = r["error_vs_exact"]
-            extra = (f"m={r['m']} (ours {r['ours_seconds_same_m']:.3f} s at that m; "
-                     f"~{r['extrapolated_seconds_at_full_m']:.2g} s at full m); error: "
-                     + ", ".join(f"{k} {v:.1e}" for k, v in d.items()))
+            extra = (
+                f"m={r['m']} (ours {r['ours_seconds_same_m']:.3f} s at that m; "
+                f"~{r['extrapolated_seconds_at_full_m']:.2g} s at full m); error: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in d.items())
+            )
         elif r["row"] == "naive_mc":
-            extra = (f"m={r['m']}, N={r['n']}, {r['draws']} draws, {r['tokens']:.2g} tokens; "
-                     f"error/token {r['error_per_token']:.2e} +- {r['ci95_halfwidth_per_token']:.2e} "
-                     f"(95%), covers exact: {r['covers_exact']}")
+            extra = (
+                f"m={r['m']}, N={r['n']}, {r['draws']} draws, {r['tokens']:.2g} tokens; "
+                f"error/token {r['error_per_token']:.2e} +- {r['ci95_halfwidth_per_token']:.2e} "
+                f"(95%), covers exact: {r['covers_exact']}"
+            )
         elif r["row"] == "order_stat_mc":
-            extra = (f"mean/token {r['mean_per_token']:.8f} vs exact {r['exact_per_token']:.8f} "
-                     f"(z = {r['z']:+.2f})")
+            extra = (
+                f"mean/token {r['mean_per_token']:.8f} vs exact {r['exact_per_token']:.8f} "
+                f"(z = {r['z']:+.2f})"
+            )
         elif r["row"] == "fft_pair":
             extra = r["what"]
         lines.append((r["row"], f"{r['seconds']:.3f}", extra))
@@ -221,8 +271,10 @@ def print_table(rows, machine):
     print("-" * (w0 + w1 + 60))
     for a, b, c in lines:
         print(f"{a.ljust(w0)} | {b.rjust(w1)} | {c}")
-    print(f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
-          f"numpy {machine['numpy']}, scipy {machine['scipy']}")
+    print(
+        f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
+        f"numpy {machine['numpy']}, scipy {machine['scipy']}"
+    )
 
 
 def main(argv=None):
@@ -232,7 +284,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cfg = SIZES["quick" if args.quick else "full"]
     ref = instance()
-    Memoryless(ref, 100).best_of_n(log_n=10.0)              # warm imports / caches
+    Memoryless(ref, 100).best_of_n(log_n=10.0)  # warm imports / caches
     rows = []
     print("running fft_pair ...", flush=True)
     rows.append(row_fft(cfg))
@@ -251,10 +303,15 @@ def main(argv=None):
     machine = machine_info()
     print_table(rows, machine)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "bench_sequences",
-               "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-               "mode": "quick" if args.quick else "full", "sizes": cfg, "delta": DELTA,
-               "machine": machine, "rows": rows}
+    payload = {
+        "benchmark": "bench_sequences",
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "sizes": cfg,
+        "delta": DELTA,
+        "machine": machine,
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(payload, indent=2, default=float))
     print(f"wrote {args.out}")
     return 0

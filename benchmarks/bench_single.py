@@ -40,10 +40,22 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "bench_single.json"
 
 SIZES = {
-    "full": {"frontier_K": 10**6, "bon_K": 10**7, "soft_L": 10**5,
-             "brentq_budgets": 20, "quad_levels": 8, "repeats": 3},
-    "quick": {"frontier_K": 10**5, "bon_K": 10**6, "soft_L": 10**4,
-              "brentq_budgets": 10, "quad_levels": 4, "repeats": 2},
+    "full": {
+        "frontier_K": 10**6,
+        "bon_K": 10**7,
+        "soft_L": 10**5,
+        "brentq_budgets": 20,
+        "quad_levels": 8,
+        "repeats": 3,
+    },
+    "quick": {
+        "frontier_K": 10**5,
+        "bon_K": 10**6,
+        "soft_L": 10**4,
+        "brentq_budgets": 10,
+        "quad_levels": 4,
+        "repeats": 2,
+    },
 }
 
 
@@ -86,7 +98,7 @@ def brentq_lambda(rewards, probs, delta):
         m = a.max()
         w = np.exp(a - m)
         z = w.sum()
-        return m + np.log(z), (w @ rewards) / z          # Lambda, Lambda'
+        return m + np.log(z), (w @ rewards) / z  # Lambda, Lambda'
 
     def f(lam):
         cgf, mean = stats(lam)
@@ -129,9 +141,9 @@ def row_frontier(cfg):
     return {
         "row": "frontier",
         "what": f"Reference + frontier, K={K:.0e} outcomes, 200 budgets "
-                f"geomspace(1e-3, 0.95 kl_max={kl_max:.3g})",
+        f"geomspace(1e-3, 0.95 kl_max={kl_max:.3g})",
         "baseline": f"brentq per budget on direct sums ({evals:.0f} sums of K terms per "
-                    f"budget); run on {sub.size} of 200 budgets, extrapolated x{budgets.size / sub.size:g}",
+        f"budget); run on {sub.size} of 200 budgets, extrapolated x{budgets.size / sub.size:g}",
         "ours_s": t_ours,
         "baseline_s": t_base,
         "baseline_measured_s": t_sub,
@@ -140,7 +152,7 @@ def row_frontier(cfg):
         "met": bool(t_ours <= 1.0 and t_base / t_ours >= 20),
         "check": diffs,
         "check_note": "max rel diff vs brentq: lam, reward (relative to r_max - r_min), "
-                      "and |kl_used - budget|/budget",
+        "and |kl_used - budget|/budget",
     }
 
 
@@ -148,8 +160,8 @@ def row_frontier(cfg):
 def bon_instance(K, seed=2, tied_fraction=0.1):
     rng = np.random.default_rng(seed)
     rewards = rng.standard_normal(K)
-    tied = rng.random(K) < tied_fraction            # ~10% of outcomes share rewards
-    rewards[tied] = np.round(rewards[tied], 2)      # on a 0.01 grid: ~800 tied levels
+    tied = rng.random(K) < tied_fraction  # ~10% of outcomes share rewards
+    rewards[tied] = np.round(rewards[tied], 2)  # on a 0.01 grid: ~800 tied levels
     probs = rng.exponential(size=K)
     probs /= probs.sum()
     return rewards, probs
@@ -162,7 +174,7 @@ def naive_bon(sorted_r, sorted_p, n):
     F = np.cumsum(q)
     F /= F[-1]
     Fm = np.concatenate([[0.0], F[:-1]])
-    d = F ** n - Fm ** n
+    d = F**n - Fm**n
     pos = d > 0
     kl = np.sum(d[pos] * np.log(d[pos] / q[pos]))
     return kl, d @ vals
@@ -198,7 +210,7 @@ def row_bon(cfg):
     return {
         "row": "bon_curve",
         "what": f"Reference (levels) + bon_curve, K={K:.0e} outcomes "
-                f"({ref.n_levels} levels, ~10% of outcomes tied), n = geomspace(1, 1e6, 100)",
+        f"({ref.n_levels} levels, ~10% of outcomes tied), n = geomspace(1, 1e6, 100)",
         "baseline": "one np.argsort of the rewards",
         "ours_s": t_ours,
         "baseline_s": t_base,
@@ -209,8 +221,8 @@ def row_bon(cfg):
         "parts_best_s": parts,
         "check": diffs,
         "check_note": "max rel diff vs a naive F^n - F^-^n (linear-space cumsum) at n index "
-                      f"{check_n} (reward: relative to r_max - r_min; the naive side "
-                      "loses digits to cancellation)",
+        f"{check_n} (reward: relative to r_max - r_min; the naive side "
+        "loses digits to cancellation)",
     }
 
 
@@ -240,11 +252,19 @@ def row_soft(cfg):
     try:
         from klfrontier.soft_bon import soft_best_of_n
     except ImportError as exc:
-        return {"row": "soft_bon", "what": f"soft_best_of_n(ref, n=8, lam=2.0), L={L:.0e} levels",
-                "baseline": "scipy.integrate.quad per level (subset, extrapolated)",
-                "ours_s": None, "baseline_s": None, "speedup": None,
-                "goal": "ours <= 1 s, |sum pi - 1| <= 1e-10", "met": None,
-                "status": "pending", "check": {}, "check_note": f"not importable: {exc}"}
+        return {
+            "row": "soft_bon",
+            "what": f"soft_best_of_n(ref, n=8, lam=2.0), L={L:.0e} levels",
+            "baseline": "scipy.integrate.quad per level (subset, extrapolated)",
+            "ours_s": None,
+            "baseline_s": None,
+            "speedup": None,
+            "goal": "ours <= 1 s, |sum pi - 1| <= 1e-10",
+            "met": None,
+            "status": "pending",
+            "check": {},
+            "check_note": f"not importable: {exc}",
+        }
     rewards, probs = soft_instance(L)
     ref = Reference(rewards, probs=probs)
 
@@ -255,15 +275,14 @@ def row_soft(cfg):
 
     sub = np.unique(np.linspace(0, ref.n_levels - 1, cfg["quad_levels"]).round().astype(int))
     t0 = time.perf_counter()
-    base = np.array([quad_soft_level(j, ref.level_values, np.exp(ref.level_logq), 8, 2.0)
-                     for j in sub])
+    base = np.array([quad_soft_level(j, ref.level_values, np.exp(ref.level_logq), 8, 2.0) for j in sub])
     t_sub = time.perf_counter() - t0
     t_base = t_sub * ref.n_levels / sub.size
     return {
         "row": "soft_bon",
         "what": f"soft_best_of_n(ref, n=8, lam=2.0), L={ref.n_levels:.0e} distinct levels",
         "baseline": f"scipy.integrate.quad per level (M(s) by direct sums) on {sub.size} "
-                    f"levels, extrapolated x{ref.n_levels / sub.size:.0f}",
+        f"levels, extrapolated x{ref.n_levels / sub.size:.0f}",
         "ours_s": t_ours,
         "baseline_s": t_base,
         "baseline_measured_s": t_sub,
@@ -272,7 +291,7 @@ def row_soft(cfg):
         "met": bool(t_ours <= 1.0 and sum_err <= 1e-10),
         "check": {"pi": max_rel_diff(pi[sub], base), "sum_pi_minus_1": sum_err},
         "check_note": "max rel diff of pi at the quad levels; |sum pi - 1| before the "
-                      "engine's final renormalisation (its sum_error)",
+        "engine's final renormalisation (its sum_error)",
     }
 
 
@@ -287,13 +306,19 @@ def print_table(rows, machine, quick=False):
     for r in rows:
         check = ", ".join(f"{k} {v:.1e}" for k, v in r.get("check", {}).items()) or r.get("status", "")
         met = {True: "yes", False: "NO", None: r.get("status", "-")}[r["met"]]
-        speed = "-" if r["speedup"] is None else (
-            f"{r['speedup']:.1f}x" if r["speedup"] >= 1 else f"1/{1 / r['speedup']:.2f}x")
-        lines.append([r["row"], _fmt(r["ours_s"], ".3f"), _fmt(r["baseline_s"], ".3f"),
-                      speed, r["goal"], met, check])
-    note = (f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
-            f"numpy {machine['numpy']}, scipy {machine['scipy']}, load average "
-            f"{machine.get('loadavg_start', '?')} -> {machine.get('loadavg_end', '?')}")
+        speed = (
+            "-"
+            if r["speedup"] is None
+            else (f"{r['speedup']:.1f}x" if r["speedup"] >= 1 else f"1/{1 / r['speedup']:.2f}x")
+        )
+        lines.append(
+            [r["row"], _fmt(r["ours_s"], ".3f"), _fmt(r["baseline_s"], ".3f"), speed, r["goal"], met, check]
+        )
+    note = (
+        f"{machine.get('cpu_model', machine['processor'])}, {machine['cpu_count']} cpus, "
+        f"numpy {machine['numpy']}, scipy {machine['scipy']}, load average "
+        f"{machine.get('loadavg_start', '?')} -> {machine.get('loadavg_end', '?')}"
+    )
     try:
         from rich.console import Console
         from rich.table import Table
@@ -324,8 +349,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (seconds, for CI)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
-    ap.add_argument("--rows", default="frontier,bon,soft",
-                    help="comma-separated subset of frontier,bon,soft")
+    ap.add_argument("--rows", default="frontier,bon,soft", help="comma-separated subset of frontier,bon,soft")
     args = ap.parse_args(argv)
     cfg = SIZES["quick" if args.quick else "full"]
     runners = {"frontier": row_frontier, "bon": row_bon, "soft": row_soft}

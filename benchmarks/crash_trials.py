@@ -66,10 +66,19 @@ def inspect_folder(out: Path) -> dict:
     """What a reader finds in ``out``: complete or not, run id, 0-byte files, extra files, lock, leftovers."""
     from klfrontier.report import MANIFEST, check_report, lock_path
 
-    res = {"complete": False, "run_id": None, "problem": None, "zero_byte": [], "extra": [],
-           "lock_free": _lock_free(lock_path(out)),
-           "leftovers": sorted(p.name for p in out.parent.iterdir()
-                               if p.name.startswith(f".{out.name}.new-") or p.name.startswith(f".{out.name}.old-"))}
+    res = {
+        "complete": False,
+        "run_id": None,
+        "problem": None,
+        "zero_byte": [],
+        "extra": [],
+        "lock_free": _lock_free(lock_path(out)),
+        "leftovers": sorted(
+            p.name
+            for p in out.parent.iterdir()
+            if p.name.startswith(f".{out.name}.new-") or p.name.startswith(f".{out.name}.old-")
+        ),
+    }
     if not out.is_dir():
         res["problem"] = "folder missing"
         return res
@@ -99,7 +108,7 @@ def _lock_free(path: Path) -> bool:
     except BlockingIOError:
         return False
     finally:
-        os.close(fd)          # also releases the probe's lock
+        os.close(fd)  # also releases the probe's lock
     return True
 
 
@@ -111,8 +120,9 @@ def calibrate(exe, sample_file, out, extra, env, timeout):
     """One full run into ``out``: its wall time and when its temporary folder first appeared."""
     prefix = f".{out.name}.new-"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(_command(exe, sample_file, out, extra), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        _command(exe, sample_file, out, extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     t_write = None
     while proc.poll() is None:
         if t_write is None and any(n.startswith(prefix) for n in os.listdir(out.parent)):
@@ -129,8 +139,17 @@ def calibrate(exe, sample_file, out, extra, env, timeout):
     return wall, (t_write if t_write is not None else wall)
 
 
-def run_trials(sample_file, work_dir, *, trials=TRIALS, seed=0, exe=None, extra=("--n-boot", "200"),
-               timeout=600.0, log=print):
+def run_trials(
+    sample_file,
+    work_dir,
+    *,
+    trials=TRIALS,
+    seed=0,
+    exe=None,
+    extra=("--n-boot", "200"),
+    timeout=600.0,
+    log=print,
+):
     """Run the crash trials; returns a dict with every trial and the counts."""
     work_dir = Path(work_dir)
     if work_dir.exists():
@@ -154,8 +173,12 @@ def run_trials(sample_file, work_dir, *, trials=TRIALS, seed=0, exe=None, extra=
         lo, hi = (0.05, wall + 0.1) if phase_aimed == "any" else (max(0.05, t_write - 0.1), wall + 0.1)
         kill_at = float(rng.uniform(lo, hi))
         t0 = time.perf_counter()
-        proc = subprocess.Popen(_command(exe, sample_file, out, extra), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            _command(exe, sample_file, out, extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
         exited_before = proc.poll() is not None
         if not exited_before:
@@ -163,27 +186,44 @@ def run_trials(sample_file, work_dir, *, trials=TRIALS, seed=0, exe=None, extra=
         rc = proc.wait(timeout=timeout)
         state = inspect_folder(out)
         new_id = state["run_id"] is not None and state["run_id"] != current
-        ok = (state["complete"] and state["lock_free"]
-              and (state["run_id"] == current or state["run_id"] not in seen))
-        row = {"trial": i, "aimed": phase_aimed, "kill_at_s": round(kill_at, 3),
-               "phase": ("exited" if exited_before else "write" if kill_at >= t_write else "compute"),
-               "rc": rc, "ok": bool(ok), "report": "new" if new_id else "old",
-               "run_id": state["run_id"], "leftovers": len(state["leftovers"]),
-               "zero_byte": state["zero_byte"], "extra": state["extra"], "lock_free": state["lock_free"],
-               "problem": state["problem"]}
+        ok = (
+            state["complete"]
+            and state["lock_free"]
+            and (state["run_id"] == current or state["run_id"] not in seen)
+        )
+        row = {
+            "trial": i,
+            "aimed": phase_aimed,
+            "kill_at_s": round(kill_at, 3),
+            "phase": ("exited" if exited_before else "write" if kill_at >= t_write else "compute"),
+            "rc": rc,
+            "ok": bool(ok),
+            "report": "new" if new_id else "old",
+            "run_id": state["run_id"],
+            "leftovers": len(state["leftovers"]),
+            "zero_byte": state["zero_byte"],
+            "extra": state["extra"],
+            "lock_free": state["lock_free"],
+            "problem": state["problem"],
+        }
         rows.append(row)
         if state["run_id"]:
             seen.add(state["run_id"])
             current = state["run_id"]
-        log(f"  trial {i:2d}: kill at {kill_at:6.3f} s ({row['phase']:7s}) -> {row['report']} report, "
+        log(
+            f"  trial {i:2d}: kill at {kill_at:6.3f} s ({row['phase']:7s}) -> {row['report']} report, "
             f"{'ok' if ok else 'FAILED: ' + str(state['problem'])}"
-            + (f", {row['leftovers']} leftover folder(s)" if row["leftovers"] else ""))
+            + (f", {row['leftovers']} leftover folder(s)" if row["leftovers"] else "")
+        )
 
     # a new run after all the kills: succeeds, cleans the leftovers, leaves a complete report
-    final = subprocess.run(_command(exe, sample_file, out, extra), capture_output=True, env=env, timeout=timeout)
+    final = subprocess.run(
+        _command(exe, sample_file, out, extra), capture_output=True, env=env, timeout=timeout
+    )
     after = inspect_folder(out)
-    final_ok = (final.returncode == 0 and after["complete"] and not after["leftovers"]
-                and after["run_id"] not in seen)
+    final_ok = (
+        final.returncode == 0 and after["complete"] and not after["leftovers"] and after["run_id"] not in seen
+    )
     counts = {
         "trials": trials,
         "survived": sum(r["ok"] for r in rows),
@@ -198,25 +238,41 @@ def run_trials(sample_file, work_dir, *, trials=TRIALS, seed=0, exe=None, extra=
         "lock_held_after": sum(not r["lock_free"] for r in rows),
         "final_run_ok": bool(final_ok),
     }
-    return {"calibration": {"full_run_s": round(wall, 3), "write_phase_from_s": round(t_write, 3)},
-            "counts": counts, "trials": rows,
-            "final_run": {"rc": final.returncode, "run_id": after["run_id"], "leftovers": after["leftovers"],
-                          "stderr_tail": final.stderr.decode("utf-8", "replace")[-300:]}}
+    return {
+        "calibration": {"full_run_s": round(wall, 3), "write_phase_from_s": round(t_write, 3)},
+        "counts": counts,
+        "trials": rows,
+        "final_run": {
+            "rc": final.returncode,
+            "run_id": after["run_id"],
+            "leftovers": after["leftovers"],
+            "stderr_tail": final.stderr.decode("utf-8", "replace")[-300:],
+        },
+    }
 
 
 def print_table(res):
     c = res["counts"]
     cal = res["calibration"]
     print()
-    print(f"kill -9 crash trials: full run {cal['full_run_s']} s, write phase from {cal['write_phase_from_s']} s")
+    print(
+        f"kill -9 crash trials: full run {cal['full_run_s']} s, write phase from {cal['write_phase_from_s']} s"
+    )
     print(f"{'':34s}{'count':>8s}")
-    for key, label in (("trials", "trials"), ("survived", "report whole afterwards"),
-                       ("failed", "report damaged or mixed"), ("killed_in_compute", "killed while computing"),
-                       ("killed_in_write", "killed while writing the report"),
-                       ("exited_before_kill", "finished before the kill"),
-                       ("old_report_after", "old report in place"), ("new_report_after", "new report in place"),
-                       ("zero_byte_files", "0-byte files"), ("trials_with_leftovers", "left a temporary folder"),
-                       ("lock_held_after", "lock still held after"), ("final_run_ok", "next run succeeds and cleans")):
+    for key, label in (
+        ("trials", "trials"),
+        ("survived", "report whole afterwards"),
+        ("failed", "report damaged or mixed"),
+        ("killed_in_compute", "killed while computing"),
+        ("killed_in_write", "killed while writing the report"),
+        ("exited_before_kill", "finished before the kill"),
+        ("old_report_after", "old report in place"),
+        ("new_report_after", "new report in place"),
+        ("zero_byte_files", "0-byte files"),
+        ("trials_with_leftovers", "left a temporary folder"),
+        ("lock_held_after", "lock still held after"),
+        ("final_run_ok", "next run succeeds and cleans"),
+    ):
         print(f"{label:34s}{str(c[key]):>8s}")
 
 
@@ -224,8 +280,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=TRIALS, help=f"number of kills (default {TRIALS})")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    ap.add_argument("--file", type=Path, default=None,
-                    help="sample file (default: the 1M-row JSONL of bench_analyze, generated if missing)")
+    ap.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="sample file (default: the 1M-row JSONL of bench_analyze, generated if missing)",
+    )
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_DATA / "crash-trials", help="scratch folder")
     ap.add_argument("--n-boot", type=int, default=200, help="--n-boot of the analyze runs")
     ap.add_argument("--klfrontier", default=None, help="the klfrontier executable (default .venv/bin)")
@@ -242,17 +302,30 @@ def main(argv=None):
 
             sample_file = Path(generate("1M", DEFAULT_DATA)["paths"]["jsonl"])
     load0 = os.getloadavg()
-    res = run_trials(sample_file, args.work_dir, trials=args.trials, seed=args.seed, exe=args.klfrontier,
-                     extra=("--n-boot", str(args.n_boot)))
+    res = run_trials(
+        sample_file,
+        args.work_dir,
+        trials=args.trials,
+        seed=args.seed,
+        exe=args.klfrontier,
+        extra=("--n-boot", str(args.n_boot)),
+    )
     print_table(res)
     machine = machine_info()
     machine["loadavg_start"], machine["loadavg_end"] = load0, os.getloadavg()
-    payload = {"benchmark": "crash_trials",
-               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "config": {"trials": args.trials, "seed": args.seed, "file": str(sample_file),
-                          "rows": sum(1 for _ in open(sample_file, "rb")) if sample_file.suffix == ".jsonl" else None,
-                          "n_boot": args.n_boot},
-               "machine": machine, **res}
+    payload = {
+        "benchmark": "crash_trials",
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": {
+            "trials": args.trials,
+            "seed": args.seed,
+            "file": str(sample_file),
+            "rows": sum(1 for _ in open(sample_file, "rb")) if sample_file.suffix == ".jsonl" else None,
+            "n_boot": args.n_boot,
+        },
+        "machine": machine,
+        **res,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.out}")

@@ -59,8 +59,11 @@ IDENTITIES = {
     "reference.finite": ("kl_max = -log p(A) finite >= 0, r_min <= E_p r <= r_max", "0 or 1 (violated)", 0.5),
     "tilted.kl_identity": ("KL(φ_λ||p) = λ R - Λ(λ)", "|diff| / (|λR| + |Λ|)", 1e-9),
     "tilted.budget": ("KL(φ_Δ||p) = Δ (not saturated)", "|diff| / Δ", 1e-9),
-    "tilted.kl_from_levels": ("engine KL = Σ φ (log φ - log q) over levels",
-                              "(|diff| - 64 eps (Σ φ|log φ/q| + log2 L + λ_u)) / KL", 1e-9),
+    "tilted.kl_from_levels": (
+        "engine KL = Σ φ (log φ - log q) over levels",
+        "(|diff| - 64 eps (Σ φ|log φ/q| + log2 L + λ_u)) / KL",
+        1e-9,
+    ),
     "tilted.reward_range": ("E_p r <= R*(Δ) <= r_max", "shortfall / range", 1e-12),
     "solve_lam.kl_roundtrip": ("solve_lam_for_kl(Δ) = λ of tilted(kl=Δ)", "|diff| / λ", 1e-9),
     "solve_lam.reward_roundtrip": ("tilted(lam=solve_lam_for_reward(R)).reward = R", "|diff| / range", 1e-10),
@@ -79,8 +82,11 @@ IDENTITIES = {
     "soft_bon.sum_to_one": ("Σ π_{N,θ} = 1 (sum_error)", "|Σ - 1|", 1e-10),
     "soft_bon.kl_range": ("0 <= KL <= -log p(A)", "excess / max(1, kl_max)", 1e-10),
     "soft_bon.below_frontier": ("E r <= R*(KL)", "excess / range", 1e-9),
-    "optimality.identity": ("KL(φ||φ_Δ) = [KL(φ||p) - Δ] + λ [R* - E_φ r]",
-                            "(|diff| - 64 eps terms - λ·location rounding) / KL(φ||φ_Δ)", 1e-9),
+    "optimality.identity": (
+        "KL(φ||φ_Δ) = [KL(φ||p) - Δ] + λ [R* - E_φ r]",
+        "(|diff| - 64 eps terms - λ·location rounding) / KL(φ||φ_Δ)",
+        1e-9,
+    ),
     "optimality.kl": ("optimality's KL(φ||p) against mpmath (K <= 30)", "|diff| / Σ φ|log φ/p|", 1e-10),
     "optimality.gap_nonneg": ("R*(KL(φ||p)) >= E_φ r", "shortfall / range", 1e-10),
     "divergence.kl_mpmath": ("kl against mpmath (50 digits)", "|diff| / Σ a|log a/b|", 1e-12),
@@ -93,12 +99,19 @@ IDENTITIES = {
     "ldp.rate_at_rmax": ("I_0(r_max) = -log p(A)", "|diff| / max(1, kl_max)", 1e-10),
     "ldp.rate_convex": ("I_0 convex on a grid inside [r_min, r_max]", "worst -2nd difference / max I", 1e-8),
     "ldp.scgf_cgf": ("scgf(t, λ) = Λ(λ+t) - Λ(λ)", "|diff| / (|Λ(λ+t)| + |Λ(λ)|)", 1e-10),
-    "ldp.scgf_renyi": ("scgf forms 'cgf' = 'renyi' (r_max - r_min < 700)", "|diff| / (|t| range + |value|)", 1e-9),
+    "ldp.scgf_renyi": (
+        "scgf forms 'cgf' = 'renyi' (r_max - r_min < 700)",
+        "|diff| / (|t| range + |value|)",
+        1e-9,
+    ),
     "ldp.cumulants": ("κ1 = tilted reward, 0 <= κ2 <= range²/4", "max(|dκ1|/range, κ2 excess/range²)", 1e-10),
     "equivalence.consistent": ("x* = R*(δ), I_0(x*) = δ, σ² = κ2(λ_δ)", "max relative error", 1e-8),
     "memoryless.law_bruteforce": ("reward_law(m) = enumeration of K^m sequences", "max |Δ log pmf|", 1e-9),
-    "memoryless.bon_bruteforce": ("sequence BoN = single-step BoN on the enumerated product",
-                                  "(|diff| - error_bound (1 + log N)) / value", 1e-8),
+    "memoryless.bon_bruteforce": (
+        "sequence BoN = single-step BoN on the enumerated product",
+        "(|diff| - error_bound (1 + log N)) / value",
+        1e-8,
+    ),
     "memoryless.tilted": ("Memoryless.tilted(mΔ) = m × tilted(Δ) per token", "relative error", 1e-9),
     "convergence.gap_nonneg": ("R*(δ) - E[S_m]/m >= 0 (BoN below the optimum)", "shortfall / range", 1e-9),
     "markov.iid_is_memoryless": ("Markov with rows = p: tilted = Memoryless tilted", "relative error", 1e-8),
@@ -113,11 +126,13 @@ KNOWN = {
     "markov.iid_is_memoryless": (
         "Markov.tilted keeps KL only absolutely: an i.i.d. chain whose low level has mass 7e-111 "
         "returns KL -0.0 for a budget of 2.8e-111 (Memoryless: 2.8e-111); reproducer: "
-        "Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=1).tilted(kl=2.8e-111)"),
+        "Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=1).tilted(kl=2.8e-111)"
+    ),
     "Markov.tilted": (
         "Markov.tilted warns (overflow in square / multiply) for rewards near 1e300 and for rewards "
         "near 1e-300 (lam ~ 1e300), e.g. Markov([.5, .5], [[.5, .5]] * 2, [0, 1e300], length=2)"
-        ".tilted(kl=0.3): it works in reward units, not standardised ones"),
+        ".tilted(kl=0.3): it works in reward units, not standardised ones"
+    ),
 }
 
 
@@ -128,7 +143,7 @@ class Recorder:
         self.ident = {k: {"cases": 0, "worst": 0.0, "failures": []} for k in IDENTITIES}
         self.calls = {}
         self.refusals = {}
-        self.errors = []          # unexpected exceptions, warnings, non-finite output
+        self.errors = []  # unexpected exceptions, warnings, non-finite output
         self.references = 0
 
     def check(self, name, err, case):
@@ -149,7 +164,7 @@ class Recorder:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 return fn(*args, **kwargs)
-        except kf.ConvergenceError as exc:          # a solver that gave up is a failure, not a refusal
+        except kf.ConvergenceError as exc:  # a solver that gave up is a failure, not a refusal
             self._error(fn_name, f"ConvergenceError: {exc}", case)
             return None
         except (ValueError, kf.KlfrontierError) as exc:
@@ -160,9 +175,12 @@ class Recorder:
             return None
         except Warning as exc:
             self._error(fn_name, f"{type(exc).__name__}: {exc}", case)
-        except Exception as exc:          # noqa: BLE001 - recorded, the sweep goes on
-            self._error(fn_name, f"{type(exc).__name__}: {exc} @ {traceback.format_exc(limit=-2).strip()[-300:]}",
-                        case)
+        except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+            self._error(
+                fn_name,
+                f"{type(exc).__name__}: {exc} @ {traceback.format_exc(limit=-2).strip()[-300:]}",
+                case,
+            )
         return None
 
     def finite(self, fn_name, values, case, allow_neg_inf=False):
@@ -203,14 +221,14 @@ def make_reference(k, prob_style, reward_style, seed):
         r = rng.choice([-1.0, 1.0], k) * rng.uniform(1e307, 1.7e308, k)
     elif reward_style == "narrow300":
         r = 1e300 * (1.0 + rng.integers(0, 4, k) * 1e-10)
-    else:                         # "tiny"
+    else:  # "tiny"
         r = rng.uniform(-1, 1, k) * 1e-300
     return r, p
 
 
 def _range(ref):
     rng_ = float(ref.r_max) - float(ref.r_min)
-    if not math.isfinite(rng_):           # ±1.7e308 ranges overflow in reward units
+    if not math.isfinite(rng_):  # ±1.7e308 ranges overflow in reward units
         rng_ = float(ref.r_max) / 2 - float(ref.r_min) / 2
         return 2 * rng_ if rng_ < 8e307 else float(np.finfo(float).max)
     return rng_ if rng_ > 0 else 1.0
@@ -306,19 +324,28 @@ def _check_tilted(rec, ref, kl_max, mean, rng_, lvl_q, case):
             continue
         rec.finite("tilted.level_logprobs", pol.level_logprobs, case, allow_neg_inf=True)
         sat = bool(pol.saturated)
-        rec.check("tilted.reward_range", _loc_excess(max(mean - pol.reward, pol.reward - float(ref.r_max)), ref), case)
+        rec.check(
+            "tilted.reward_range",
+            _loc_excess(max(mean - pol.reward, pol.reward - float(ref.r_max)), ref),
+            case,
+        )
         if not sat:
             rec.check("tilted.budget", _rel(pol.kl, d, d), case)
             lam_cgf = rec.call("cgf", kf.cgf, ref, lam, case=case)
             if lam_cgf is not None and rec.finite("cgf", lam_cgf, case):
                 lr = lam * float(pol.reward)
-                rec.check("tilted.kl_identity", _rel(pol.kl, lr - float(lam_cgf), abs(lr) + abs(float(lam_cgf))),
-                          case)
+                rec.check(
+                    "tilted.kl_identity",
+                    _rel(pol.kl, lr - float(lam_cgf), abs(lr) + abs(float(lam_cgf))),
+                    case,
+                )
             lam2 = rec.call("solve_lam_for_kl", kf.solve_lam_for_kl, ref, d, case=case)
             if lam2 is not None:
                 rec.check("solve_lam.kl_roundtrip", _rel(lam2, lam, abs(lam)), case)
             if float(pol.reward) < float(ref.r_max):
-                lam3 = rec.call("solve_lam_for_reward", kf.solve_lam_for_reward, ref, float(pol.reward), case=case)
+                lam3 = rec.call(
+                    "solve_lam_for_reward", kf.solve_lam_for_reward, ref, float(pol.reward), case=case
+                )
                 if lam3 is not None:
                     back = rec.call("tilted", kf.tilted, ref, lam=float(lam3), case=case)
                     if back is not None:
@@ -374,15 +401,21 @@ def _check_bon(rec, ref, kl_max, mean, rng_, case, heavy):
                 rec.check("bon.below_frontier", _loc_excess(float(b.reward) - float(fr.reward[0]), ref), case)
         est = rec.call("bon_kl_beirami", kf.bon_kl_beirami, ref, **spec, case=case)
         if est is not None and bound is not None and rec.finite("bon_kl_beirami", est, case):
-            rec.check("bon_kl_beirami.range", max(0.0, -float(est), float(est) - float(bound)) / max(1.0, float(bound)),
-                      case)
+            rec.check(
+                "bon_kl_beirami.range",
+                max(0.0, -float(est), float(est) - float(bound)) / max(1.0, float(bound)),
+                case,
+            )
     ns = [s["n"] for s, _ in bons if "n" in s]
     if ns:
         cur = rec.call("bon_curve", kf.bon_curve, ref, n=ns, case=case)
         if cur is not None and rec.finite("bon_curve", np.r_[cur.kl, cur.reward], case):
             for (_spec, b), k_, r_ in zip([x for x in bons if "n" in x[0]], cur.kl, cur.reward):
-                rec.check("bon_curve.matches", max(_rel(k_, b.kl, max(abs(float(b.kl)), 1e-300)),
-                                                   _loc_err(r_, b.reward, ref)), case)
+                rec.check(
+                    "bon_curve.matches",
+                    max(_rel(k_, b.kl, max(abs(float(b.kl)), 1e-300)), _loc_err(r_, b.reward, ref)),
+                    case,
+                )
 
 
 def _mp_bound(n):
@@ -393,7 +426,7 @@ def _mp_bound(n):
 def _mp_estimator(eps, n):
     eps, n = mpmath.mpf(eps), mpmath.mpf(n)
     log1m = mpmath.log1p(-eps)
-    a = mpmath.exp(n * log1m)                 # (1 - eps)^N
+    a = mpmath.exp(n * log1m)  # (1 - eps)^N
     one_minus_a = -mpmath.expm1(n * log1m)
     return a * (mpmath.log(n) + (n - 1) * log1m - (n - 1) / n) + one_minus_a * mpmath.log(one_minus_a / eps)
 
@@ -405,16 +438,21 @@ def check_closed_forms(rec):
         got = rec.call("bon_kl_bound", kf.bon_kl_bound, n=n, case={"n": n})
         if got is not None:
             want = _mp_bound(n)
-            rec.check("bon_kl_bound.mpmath", 0.0 if want == 0 and got == 0 else
-                      float(abs(mpmath.mpf(float(got)) - want) / abs(want)), {"n": n})
+            rec.check(
+                "bon_kl_bound.mpmath",
+                0.0 if want == 0 and got == 0 else float(abs(mpmath.mpf(float(got)) - want) / abs(want)),
+                {"n": n},
+            )
     for eps in (1e-300, 1e-12, 1e-3, 0.1, 0.5, 0.999):
         for n in (2.0, 7.0, 1e3, 1e9):
             got = rec.call("bon_kl_from_eps", kf.bon_kl_from_eps, eps, n=n, case={"eps": eps, "n": n})
             if got is not None and rec.finite("bon_kl_from_eps", got, {"eps": eps, "n": n}):
                 want = _mp_estimator(eps, n)
-                rec.check("bon_kl_from_eps.mpmath",
-                          float(abs(mpmath.mpf(float(got)) - want) / max(abs(want), mpmath.mpf(1e-300))),
-                          {"eps": eps, "n": n})
+                rec.check(
+                    "bon_kl_from_eps.mpmath",
+                    float(abs(mpmath.mpf(float(got)) - want) / max(abs(want), mpmath.mpf(1e-300))),
+                    {"eps": eps, "n": n},
+                )
 
 
 def _check_soft(rec, ref, kl_max, rng_, case):
@@ -429,7 +467,9 @@ def _check_soft(rec, ref, kl_max, rng_, case):
         rec.check("soft_bon.kl_range", max(0.0, -float(s.kl), float(s.kl) - kl_max) / max(1.0, kl_max), case)
         fr = rec.call("frontier", kf.frontier, ref, [float(s.kl)], case=case)
         if fr is not None:
-            rec.check("soft_bon.below_frontier", _loc_excess(float(s.reward) - float(fr.reward[0]), ref), case)
+            rec.check(
+                "soft_bon.below_frontier", _loc_excess(float(s.reward) - float(fr.reward[0]), ref), case
+            )
 
 
 def _check_optimality(rec, ref, probs, rng_, case):
@@ -440,24 +480,37 @@ def _check_optimality(rec, ref, probs, rng_, case):
     phi = phi / phi.sum()
     o = rec.call("optimality", kf.optimality, ref, policy=phi, case=case)
     # saturated: φ_Δ = p(.|A), and KL(φ||φ_Δ) = inf wherever φ leaves A (documented)
-    if o is None or not rec.finite("optimality", [o.kl, o.reward] + ([] if o.saturated else [o.kl_to_optimal]), case):
+    if o is None or not rec.finite(
+        "optimality", [o.kl, o.reward] + ([] if o.saturated else [o.kl_to_optimal]), case
+    ):
         return
     lam = float(o.lam)
     if math.isfinite(lam):
         # the reward gap is a difference of locations, owed eps·range: λ·range·64 eps joins the terms
-        terms = (abs(float(o.kl)) + abs(float(o.kl_optimal)) + abs(lam * float(o.reward_gap))
-                 + abs(float(o.kl_to_optimal)))
+        terms = (
+            abs(float(o.kl))
+            + abs(float(o.kl_optimal))
+            + abs(lam * float(o.reward_gap))
+            + abs(float(o.kl_to_optimal))
+        )
         allow = 64 * EPS * terms + lam * (_slack(ref) + 64 * EPS * rng_)
-        rec.check("optimality.identity", _beyond(o.kl_to_optimal, o.kl_to_optimal_identity, allow,
-                                                 max(abs(float(o.kl_to_optimal)), FLOOR)), case)
-    if len(probs) <= 30:          # KL(φ||p) of the normalised laws, at 400 digits (masses 1 - 1e-300)
+        rec.check(
+            "optimality.identity",
+            _beyond(
+                o.kl_to_optimal, o.kl_to_optimal_identity, allow, max(abs(float(o.kl_to_optimal)), FLOOR)
+            ),
+            case,
+        )
+    if len(probs) <= 30:  # KL(φ||p) of the normalised laws, at 400 digits (masses 1 - 1e-300)
         mpmath.mp.dps = 400
         P = [mpmath.mpf(float(x)) for x in probs]
         F = [mpmath.mpf(float(x)) for x in phi]
         tp, tf = mpmath.fsum(P), mpmath.fsum(F)
         want = mpmath.fsum((f / tf) * mpmath.log((f / tf) / (q / tp)) for f, q in zip(F, P) if f > 0)
         scale = mpmath.fsum((f / tf) * abs(mpmath.log((f / tf) / (q / tp))) for f, q in zip(F, P) if f > 0)
-        rec.check("optimality.kl", float(abs(mpmath.mpf(float(o.kl)) - want) / max(scale, mpmath.mpf(FLOOR))), case)
+        rec.check(
+            "optimality.kl", float(abs(mpmath.mpf(float(o.kl)) - want) / max(scale, mpmath.mpf(FLOOR))), case
+        )
     rec.check("optimality.gap_nonneg", _loc_excess(-float(o.reward_gap), ref), case)
 
 
@@ -474,8 +527,11 @@ def _check_divergences(rec, probs, case):
     # sums of K terms round to ~eps log2 K absolutely (a = b gives KL = noise, not 0)
     noise = 8 * EPS * (1 + math.log2(a.size))
     if None not in (kab, kba, jf):
-        rec.check("divergence.jeffreys", max(0.0, abs(float(jf) - float(kab + kba)) - noise) / max(abs(kab + kba), FLOOR),
-                  case)
+        rec.check(
+            "divergence.jeffreys",
+            max(0.0, abs(float(jf) - float(kab + kba)) - noise) / max(abs(kab + kba), FLOOR),
+            case,
+        )
     alphas = (0.25, 0.5, 0.9, 0.999, 1.001, 2.0, 5.0)
     ds = [rec.call("renyi_divergence", kf.renyi_divergence, a, b, alpha=al, case=case) for al in alphas]
     # D_α = log(Σ a^α b^{1-α}) / (α - 1): the sum is 1 + O(eps) for a = b, so D_α is owed
@@ -484,7 +540,7 @@ def _check_divergences(rec, probs, case):
     if None not in ds and rec.finite("renyi_divergence", ds, case):
         ds = np.asarray(ds, dtype=float)
         drop = max(0.0, float(np.max(ds[:-1] - ds[1:] - np.asarray(floors[:-1]))))
-        if float(np.max(np.abs(ds))) > 100 * max(floors):        # a = b: every D_α is rounding noise
+        if float(np.max(np.abs(ds))) > 100 * max(floors):  # a = b: every D_α is rounding noise
             rec.check("divergence.renyi_monotone", drop / float(ds.max()), case)
     if a.size <= 8:
         mpmath.mp.dps = 400
@@ -492,12 +548,15 @@ def _check_divergences(rec, probs, case):
         want = mpmath.fsum(x * mpmath.log(x / y) for x, y in zip(A, B) if x > 0)
         scale = mpmath.fsum(x * abs(mpmath.log(x / y)) for x, y in zip(A, B) if x > 0)
         if kab is not None:
-            rec.check("divergence.kl_mpmath", float(abs(mpmath.mpf(float(kab)) - want) / max(scale, mpmath.mpf(FLOOR))),
-                      case)
+            rec.check(
+                "divergence.kl_mpmath",
+                float(abs(mpmath.mpf(float(kab)) - want) / max(scale, mpmath.mpf(FLOOR))),
+                case,
+            )
         for al, d, fl in zip(alphas, ds if isinstance(ds, np.ndarray) else [None] * len(alphas), floors):
             if d is None:
                 continue
-            s = mpmath.fsum(x ** al * y ** (1 - al) for x, y in zip(A, B) if x > 0)
+            s = mpmath.fsum(x**al * y ** (1 - al) for x, y in zip(A, B) if x > 0)
             w = mpmath.log(s) / (al - 1)
             excess = max(abs(mpmath.mpf(float(d)) - w) - mpmath.mpf(fl), 0)
             rec.check("divergence.renyi_mpmath", float(excess / max(abs(w), mpmath.mpf(FLOOR))), case)
@@ -506,14 +565,17 @@ def _check_divergences(rec, probs, case):
             if h is None:
                 continue
             w = mpmath.log(mpmath.fsum(x * y ** (al - 1) for x, y in zip(A, B) if x > 0)) / (1 - al)
-            rec.check("divergence.cross_entropy_mpmath",
-                      float(abs(mpmath.mpf(float(h)) - w) / max(abs(w), mpmath.mpf(1))), case)
+            rec.check(
+                "divergence.cross_entropy_mpmath",
+                float(abs(mpmath.mpf(float(h)) - w) / max(abs(w), mpmath.mpf(1))),
+                case,
+            )
 
 
 def _check_ldp(rec, ref, kl_max, mean, rng_, case):
     rmin, rmax = float(ref.r_min), float(ref.r_max)
     f = np.linspace(0.0, 1.0, 9)
-    up = rmax / 2 - mean / 2                      # halves: no overflow near float max
+    up = rmax / 2 - mean / 2  # halves: no overflow near float max
     xs = mean + f * up + f * up
     down = mean / 2 - rmin / 2
     xs = np.r_[rmin + f[:-1] * down + f[:-1] * down, xs] if mean > rmin else xs
@@ -545,8 +607,11 @@ def _check_ldp(rec, ref, kl_max, mean, rng_, case):
         d = _fraction(ref, f)
         eq = rec.call("equivalence", kf.equivalence, ref, d, case=case)
         # σ² is documented to be inf beyond the float range (rewards spread beyond ~1e154)
-        if eq is None or not rec.finite("equivalence", [eq.lam, eq.x_star, eq.I0_at_x_star], case) \
-                or np.isnan(eq.sigma2):
+        if (
+            eq is None
+            or not rec.finite("equivalence", [eq.lam, eq.x_star, eq.I0_at_x_star], case)
+            or np.isnan(eq.sigma2)
+        ):
             continue
         fr = rec.call("frontier", kf.frontier, ref, [d], case=case)
         cum = rec.call("cumulants", kf.cumulants, ref, eq.lam, case=case)
@@ -557,14 +622,16 @@ def _check_ldp(rec, ref, kl_max, mean, rng_, case):
             if math.isfinite(float(eq.sigma2)):
                 errs.append(_rel(eq.sigma2, cum[1], abs(float(cum[1]))))
             pol = rec.call("tilted", kf.tilted, ref, lam=eq.lam, case=case)
-            if pol is not None:          # κ2 = inf past the float range is documented
+            if pol is not None:  # κ2 = inf past the float range is documented
                 k2 = float(cum[1]) / rng_ / rng_ - 0.25 if math.isfinite(float(cum[1])) else 0.0
                 rec.check("ldp.cumulants", max(_loc_err(cum[0], pol.reward, ref), max(0.0, k2)), case)
         Ix = rec.call("rate_function", kf.rate_function, ref, [float(eq.x_star)], case=case)
         # x* is a location, owed eps·(range + |r|): I_0 moves by λ·dx, so δ is owed up to λ·that·64 eps
         cond = float(eq.lam) * (_slack(ref) + 64 * EPS * rng_)
         if Ix is not None:
-            rec.check("ldp.rate_at_x_star", max(0.0, abs(float(np.asarray(Ix).ravel()[0]) - d) - cond) / d, case)
+            rec.check(
+                "ldp.rate_at_x_star", max(0.0, abs(float(np.asarray(Ix).ravel()[0]) - d) - cond) / d, case
+            )
         errs[0] = max(0.0, abs(float(eq.I0_at_x_star) - d) - cond) / d
         rec.check("equivalence.consistent", max(errs), case)
         gp = rec.call("Equivalence.gap_prediction", eq.gap_prediction, [1, 10, 1000], case=case)
@@ -576,7 +643,9 @@ def _check_ldp(rec, ref, kl_max, mean, rng_, case):
             a1 = rec.call("cgf", kf.cgf, ref, eq.lam + t, case=case)
             a0 = rec.call("cgf", kf.cgf, ref, eq.lam, case=case)
             if None not in (v, a1, a0) and rec.finite("scgf", [v, a1, a0], case):
-                rec.check("ldp.scgf_cgf", _rel(v, float(a1) - float(a0), abs(float(a1)) + abs(float(a0))), case)
+                rec.check(
+                    "ldp.scgf_cgf", _rel(v, float(a1) - float(a0), abs(float(a1)) + abs(float(a0))), case
+                )
             if rmax - rmin < 700 and v is not None:
                 w = rec.call("scgf(renyi)", kf.scgf, ref, t, lam=eq.lam, form="renyi", case=case)
                 if w is not None and rec.finite("scgf(renyi)", w, case):
@@ -607,34 +676,54 @@ def _check_sequences(rec, ref, kl_max, rng_, case):
             else:
                 tol_v = 1e-9 * max(rng_ * m, 1e-300)
                 same = np.all(np.abs(lv - keys) <= tol_v + 4 * EPS * np.abs(keys))
-                rec.check("memoryless.law_bruteforce",
-                          float(np.max(np.abs(lp - want))) if same else float("inf"), dict(case, m=m))
+                rec.check(
+                    "memoryless.law_bruteforce",
+                    float(np.max(np.abs(lp - want))) if same else float("inf"),
+                    dict(case, m=m),
+                )
         seq_ref = rec.call("Reference", kf.Reference, keys, logprobs=want, normalize=True, case=case)
         for f in (0.2, 0.7):
             log_n = m * _fraction(ref, f)
             sb = rec.call("Memoryless.best_of_n", kf.Memoryless(ref, m).best_of_n, log_n=log_n, case=case)
-            if sb is None or seq_ref is None or not rec.finite("Memoryless.best_of_n", [sb.kl, sb.reward], case):
+            if (
+                sb is None
+                or seq_ref is None
+                or not rec.finite("Memoryless.best_of_n", [sb.kl, sb.reward], case)
+            ):
                 continue
             one = rec.call("best_of_n", kf.best_of_n, seq_ref, log_n=log_n, case=case)
             if one is not None:
                 eb = float(sb.error_bound)
-                rec.check("memoryless.bon_bruteforce",
-                          max(_beyond(sb.kl, one.kl, eb * (1 + log_n) + SEQ_KL_ABS, abs(float(one.kl))),
-                              _beyond(sb.reward, one.reward, eb * m * rng_ + m * _slack(ref), m * rng_)),
-                          dict(case, m=m))
+                rec.check(
+                    "memoryless.bon_bruteforce",
+                    max(
+                        _beyond(sb.kl, one.kl, eb * (1 + log_n) + SEQ_KL_ABS, abs(float(one.kl))),
+                        _beyond(sb.reward, one.reward, eb * m * rng_ + m * _slack(ref), m * rng_),
+                    ),
+                    dict(case, m=m),
+                )
         d = _fraction(ref, 0.4)
         mt = rec.call("Memoryless.tilted", kf.Memoryless(ref, m).tilted, kl=m * d, case=case)
         one = rec.call("tilted", kf.tilted, ref, kl=d, case=case)
         if mt is not None and one is not None:
-            rec.check("memoryless.tilted", max(_rel(mt.kl, m * one.kl, m * one.kl),
-                                               _loc_err(mt.reward_per_token, one.reward, ref)), dict(case, m=m))
-            mk = rec.call("Markov", kf.Markov, np.exp(lq), np.tile(np.exp(lq), (len(lq), 1)), vals, length=m, case=case)
+            rec.check(
+                "memoryless.tilted",
+                max(_rel(mt.kl, m * one.kl, m * one.kl), _loc_err(mt.reward_per_token, one.reward, ref)),
+                dict(case, m=m),
+            )
+            mk = rec.call(
+                "Markov", kf.Markov, np.exp(lq), np.tile(np.exp(lq), (len(lq), 1)), vals, length=m, case=case
+            )
             if mk is not None:
                 t2 = rec.call("Markov.tilted", mk.tilted, kl=m * d, case=case)
                 if t2 is not None:
-                    rec.check("markov.iid_is_memoryless", max(_rel(t2.kl, mt.kl, mt.kl),
-                                                              _loc_err(t2.reward_per_token, mt.reward_per_token, ref)),
-                              dict(case, m=m))
+                    rec.check(
+                        "markov.iid_is_memoryless",
+                        max(
+                            _rel(t2.kl, mt.kl, mt.kl), _loc_err(t2.reward_per_token, mt.reward_per_token, ref)
+                        ),
+                        dict(case, m=m),
+                    )
     d = _fraction(ref, 0.3)
     tab = rec.call("convergence", kf.convergence, ref, d, lengths=[1, 3, 10], case=case)
     if tab is not None:
@@ -656,8 +745,10 @@ def _check_analyze(rec, ref, case):
     data = {f"p{i}": vals[rng.choice(len(vals), 16, p=q)] for i in range(3)}
     res = rec.call("analyze", kf.analyze, data, n_values=[1, 2, 4], n_boot=0, interval="none", case=case)
     if res is not None:
-        ok = np.isfinite(np.asarray(res.bon.reward, dtype=float)).all() and \
-            np.isfinite(np.asarray(res.bon.kl, dtype=float)).all()
+        ok = (
+            np.isfinite(np.asarray(res.bon.reward, dtype=float)).all()
+            and np.isfinite(np.asarray(res.bon.kl, dtype=float)).all()
+        )
         rec.check("analyze.finite", 0.0 if ok else 1.0, case)
 
 
@@ -676,10 +767,21 @@ def sweep(examples=300, seed=0, max_k=100_000, log=print):
     check_closed_forms(rec)
     sizes = st.sampled_from(["one", "small", "small", "medium", "medium", "large"])
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(size=sizes, prob_style=st.sampled_from(PROB_STYLES), reward_style=st.sampled_from(REWARD_STYLES),
-           data_seed=st.integers(0, 2**32 - 1), frac=st.floats(0.0, 1.0))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        size=sizes,
+        prob_style=st.sampled_from(PROB_STYLES),
+        reward_style=st.sampled_from(REWARD_STYLES),
+        data_seed=st.integers(0, 2**32 - 1),
+        frac=st.floats(0.0, 1.0),
+    )
     def one(size, prob_style, reward_style, data_seed, frac):
         lo, hi = K_CHOICES[size]
         hi = min(hi, max_k)
@@ -699,25 +801,39 @@ def summarize(rec):
     rows = []
     for name, (what, measure, tol) in IDENTITIES.items():
         r = rec.ident[name]
-        rows.append({"identity": name, "what": what, "error": measure, "tolerance": tol, "cases": r["cases"],
-                     "worst": r["worst"], "failures": len(r["failures"]) and r["failures"],
-                     "ok": r["cases"] > 0 and not r["failures"],
-                     "known": KNOWN.get(name) if r["failures"] else None})
+        rows.append(
+            {
+                "identity": name,
+                "what": what,
+                "error": measure,
+                "tolerance": tol,
+                "cases": r["cases"],
+                "worst": r["worst"],
+                "failures": len(r["failures"]) and r["failures"],
+                "ok": r["cases"] > 0 and not r["failures"],
+                "known": KNOWN.get(name) if r["failures"] else None,
+            }
+        )
     return rows
 
 
 def print_table(rows, rec, seconds):
-    print(f"\nnumerical sweep: {rec.references} references, {sum(rec.calls.values())} calls "
-          f"of {len(rec.calls)} functions, {seconds:.0f} s")
+    print(
+        f"\nnumerical sweep: {rec.references} references, {sum(rec.calls.values())} calls "
+        f"of {len(rec.calls)} functions, {seconds:.0f} s"
+    )
     print(f"{'identity':32s} {'cases':>7s} {'worst error':>12s} {'tolerance':>10s}  ok")
     for r in rows:
-        verdict = ("yes" if r["ok"] else "NO CASES" if not r["cases"] else
-                   "known (reported)" if r["known"] else "NO")
+        verdict = (
+            "yes" if r["ok"] else "NO CASES" if not r["cases"] else "known (reported)" if r["known"] else "NO"
+        )
         print(f"{r['identity']:32s} {r['cases']:7d} {r['worst']:12.3g} {r['tolerance']:10.0e}  {verdict}")
     errs = rec.errors
     new = [e for e in errs if e["function"] not in KNOWN]
-    print(f"errors / warnings / non-finite outputs: {len(rec.errors)} "
-          f"({len(rec.errors) - len(new)} in functions with a known, reported finding)")
+    print(
+        f"errors / warnings / non-finite outputs: {len(rec.errors)} "
+        f"({len(rec.errors) - len(new)} in functions with a known, reported finding)"
+    )
     for e in new[:10]:
         print(f"  {e['function']}: {e['error'][:160]}  {e['case']}")
     for name, finding in KNOWN.items():
@@ -744,12 +860,19 @@ def main(argv=None):
     seconds = time.perf_counter() - t0
     rows = summarize(rec)
     print_table(rows, rec, seconds)
-    payload = {"benchmark": "sweep_numerics",
-               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-               "config": {"examples": args.examples, "seed": args.seed, "max_k": args.max_k},
-               "machine": machine_info(), "seconds": round(seconds, 1), "references": rec.references,
-               "calls": rec.calls, "identities": rows, "errors": rec.errors[:200],
-               "n_errors": len(rec.errors), "refusals": rec.refusals}
+    payload = {
+        "benchmark": "sweep_numerics",
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "config": {"examples": args.examples, "seed": args.seed, "max_k": args.max_k},
+        "machine": machine_info(),
+        "seconds": round(seconds, 1),
+        "references": rec.references,
+        "calls": rec.calls,
+        "identities": rows,
+        "errors": rec.errors[:200],
+        "n_errors": len(rec.errors),
+        "refusals": rec.refusals,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {args.out}")
@@ -759,8 +882,9 @@ def main(argv=None):
 def unknown_failures(rec, rows):
     """Failures and errors not in :data:`KNOWN` (what the test version asserts is empty)."""
     bad = [r["identity"] for r in rows if r["failures"] and r["identity"] not in KNOWN]
-    bad += [f"{e['function']}: {e['error'][:200]} {e['case']}" for e in rec.errors
-            if e["function"] not in KNOWN]
+    bad += [
+        f"{e['function']}: {e['error'][:200]} {e['case']}" for e in rec.errors if e["function"] not in KNOWN
+    ]
     return bad
 
 

@@ -33,10 +33,10 @@ def _rel(x, truth):
 def test_small_mean_near_r_min():
     ref = kf.Reference([0.0, 1.0], probs=[1 - 1e-12, 1e-12])
     mean, tr, gain = _exact_tilt([0.0, 1.0], ref.probs, 1e-3)
-    assert _rel(ref.mean_reward, mean) < 1e-14          # was 2.2e-5
+    assert _rel(ref.mean_reward, mean) < 1e-14  # was 2.2e-5
     pol = kf.tilted(ref, lam=1e-3)
-    assert _rel(pol.reward, tr) < 1e-14                 # was 2.3e-5
-    assert _rel(pol.reward_gain, gain) < 1e-12          # was 1.3e-3
+    assert _rel(pol.reward, tr) < 1e-14  # was 2.3e-5
+    assert _rel(pol.reward_gain, gain) < 1e-12  # was 1.3e-3
 
 
 def test_gain_far_below_the_rewards_magnitude():
@@ -44,9 +44,9 @@ def test_gain_far_below_the_rewards_magnitude():
     _, _, gain = _exact_tilt(x, np.full(x.size, 1.0), 1e-6)
     assert float(gain) == pytest.approx(9.54e-13, rel=1e-3)
     pol = kf.tilted(kf.Reference.from_samples(x), lam=1e-6)
-    assert _rel(pol.reward_gain, gain) < 1e-9           # was 0
+    assert _rel(pol.reward_gain, gain) < 1e-9  # was 0
     got = tilted_gain_cov(x, 1e-6)
-    assert got > 0 and _rel(got, gain) < 1e-9           # had the wrong sign
+    assert got > 0 and _rel(got, gain) < 1e-9  # had the wrong sign
 
 
 @pytest.mark.parametrize("lam", [1e-4, 1e-2, 0.7, 5.0, 40.0])
@@ -127,9 +127,9 @@ def _exact_soft_bon_kl(r, p, n, lam):
 
     ts = []
     for wj in w:
-        f = lambda x: mp.e ** x * mp.e ** (-mp.e ** x * wj) * mp.expm1((N - 1) * log_m(mp.e ** x))  # noqa: E731
+        f = lambda x: mp.e**x * mp.e ** (-(mp.e**x) * wj) * mp.expm1((N - 1) * log_m(mp.e**x))  # noqa: E731
         ts.append(mp.log(N) + mp.log1p(wj * mp.quad(f, mp.linspace(-60, 60, 61))))
-    return mp.fsum(qj * (mp.e ** t * (t - 1) + 1) for qj, t in zip(q, ts))
+    return mp.fsum(qj * (mp.e**t * (t - 1) + 1) for qj, t in zip(q, ts))
 
 
 @pytest.mark.parametrize("lam", [0.5, 20.0])

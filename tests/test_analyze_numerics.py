@@ -21,7 +21,7 @@ def _two_prompts(scale):
 
 def _analyze_strict(data, **kw):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # any RuntimeWarning fails the test
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
         return analyze(data, **kw)
 
 
@@ -32,15 +32,16 @@ def test_two_level_rewards_at_any_scale_warn_nothing(scale):
     assert np.isfinite(res.bon.reward).all() and np.isfinite(res.tilt.reward).all()
 
 
-@pytest.mark.parametrize("scale", [2.0 ** 997, 2.0 ** -997, 1e300, 1e-300])
+@pytest.mark.parametrize("scale", [2.0**997, 2.0**-997, 1e300, 1e-300])
 def test_results_are_equivariant_under_reward_scaling(scale):
     """Oracle: r -> s r multiplies rewards (and 1/λ) by s and leaves every KL as it is."""
     rng = np.random.default_rng(4)
     base = {f"q{i}": np.round(rng.normal(size=int(rng.integers(20, 40))), 1) for i in range(12)}
     kw = dict(n_values=[1, 2, 4, 8], kl_values=[0.0, 0.3, 1.0], n_boot=0, interval="t")
     ref = _analyze_strict(base, lam_values=[0.0, 0.5, 2.0], **kw)
-    res = _analyze_strict({k: v * scale for k, v in base.items()},
-                          lam_values=[0.0, 0.5 / scale, 2.0 / scale], **kw)
+    res = _analyze_strict(
+        {k: v * scale for k, v in base.items()}, lam_values=[0.0, 0.5 / scale, 2.0 / scale], **kw
+    )
     for name, tab in ref.tables().items():
         for col in tab.columns:
             a, b = np.asarray(tab.data[col]), np.asarray(res.tables()[name].data[col])
@@ -54,10 +55,10 @@ def test_results_are_equivariant_under_reward_scaling(scale):
 
 
 def test_reward_scale_is_a_power_of_two_only_outside_the_safe_range():
-    assert reward_scale(1.0) == reward_scale(2.0 ** 100) == reward_scale(2.0 ** -100) == 1.0
-    for top in (7e300, 3e-300, 2.0 ** 101, 5e-324):
+    assert reward_scale(1.0) == reward_scale(2.0**100) == reward_scale(2.0**-100) == 1.0
+    for top in (7e300, 3e-300, 2.0**101, 5e-324):
         s = reward_scale(top)
-        assert np.frexp(s)[0] == 0.5 and s <= top < 2 * s        # 2^floor(log2 top)
+        assert np.frexp(s)[0] == 0.5 and s <= top < 2 * s  # 2^floor(log2 top)
     assert reward_scale(0.0) == reward_scale(np.inf) == 1.0
 
 
@@ -71,12 +72,12 @@ def test_bon_plugin_table_path_equals_the_direct_path(levels):
     r.sort(axis=1)
     gold = rng.normal(size=r.shape)
     ns = np.array([1.0, 2.0, 3.5, 8.0, 24.0])
-    assert 4 * (n + 1) ** 2 <= r.size                 # the batch is on the table path
+    assert 4 * (n + 1) ** 2 <= r.size  # the batch is on the table path
     batch = K.bon_plugin(r, ns, gold=gold, jackknife=True)
     for i in range(0, 400, 37):
-        one = K.bon_plugin(r[i:i + 1], ns, gold=gold[i:i + 1], jackknife=True)
+        one = K.bon_plugin(r[i : i + 1], ns, gold=gold[i : i + 1], jackknife=True)
         for key, v in one.items():
-            np.testing.assert_array_equal(batch[key][i:i + 1], v, err_msg=key)
+            np.testing.assert_array_equal(batch[key][i : i + 1], v, err_msg=key)
 
 
 def test_tilt_rows_batched_equals_row_by_row_across_the_expm1_switch():
@@ -86,9 +87,9 @@ def test_tilt_rows_batched_equals_row_by_row_across_the_expm1_switch():
     lams = np.array([0.0, 1e-3, 0.02, 0.3, 5.0])
     batch = K.tilt_rows(r, lams, jackknife=True, variances=True)
     for i in range(60):
-        one = K.tilt_rows(r[i:i + 1], lams, jackknife=True, variances=True)
+        one = K.tilt_rows(r[i : i + 1], lams, jackknife=True, variances=True)
         for key, v in one.items():
-            np.testing.assert_array_equal(batch[key][i:i + 1], v, err_msg=key)
+            np.testing.assert_array_equal(batch[key][i : i + 1], v, err_msg=key)
 
 
 def test_khat_early_stop_decides_every_column_as_the_full_fit_does():
@@ -112,10 +113,10 @@ def test_khat_early_stop_decides_every_column_as_the_full_fit_does():
         return (~(gate & (khat <= kmax))).sum(axis=0) <= 0.05 * P
 
     stopped = np.isnan(tl["khat"]) & gate
-    assert stopped.any()                                    # the early stop happened somewhere
+    assert stopped.any()  # the early stop happened somewhere
     np.testing.assert_array_equal(trusted(tl["khat"]), trusted(full))
     done = ~np.isnan(tl["khat"])
-    np.testing.assert_array_equal(tl["khat"][done], full[done])   # fitted values are the full fit's
+    np.testing.assert_array_equal(tl["khat"][done], full[done])  # fitted values are the full fit's
 
 
 # ----------------------------------------------------------------------------- figures
@@ -133,7 +134,7 @@ def test_analyze_without_a_report_leaves_no_figure_open(tmp_path):
     analyze(data, n_boot=0)
     job = analyze_job(data, n_boot=0)
     assert plt.get_fignums() == []
-    assert all(callable(f) for sec in job.sections for _, f, _ in sec.figures)   # drawn on writing only
+    assert all(callable(f) for sec in job.sections for _, f, _ in sec.figures)  # drawn on writing only
     path = tmp_path / "s.jsonl"
     from klfrontier.io import SampleSet
 
@@ -149,10 +150,12 @@ def test_analyze_without_a_report_leaves_no_figure_open(tmp_path):
 def test_a_job_shown_on_the_console_never_imports_matplotlib():
     import subprocess
 
-    code = ("import sys, numpy as np; from klfrontier.jobs import analyze_job; "
-            "rng = np.random.default_rng(0); "
-            "analyze_job({f'q{i}': rng.normal(size=32) for i in range(8)}, n_boot=0); "
-            "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))")
+    code = (
+        "import sys, numpy as np; from klfrontier.jobs import analyze_job; "
+        "rng = np.random.default_rng(0); "
+        "analyze_job({f'q{i}': rng.normal(size=32) for i in range(8)}, n_boot=0); "
+        "print(sorted(m for m in sys.modules if m.startswith('matplotlib')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -170,8 +173,10 @@ def test_frontier_grid_skips_only_nodes_below_every_budget():
     part = _Frontier(pr, pr.sd_pool, kl_min=0.05)
     assert part.skipped > 0 and full.skipped == 0
     # the bound holds where nodes were skipped (the oracle for skipping them)
-    assert (full.K[:, :part.skipped] < 0.5 * 0.05).all()
-    weights = np.vstack([np.ones(pr.P), rng.multinomial(pr.P, np.full(pr.P, 1 / pr.P), size=30)]).astype(float)
+    assert (full.K[:, : part.skipped] < 0.5 * 0.05).all()
+    weights = np.vstack([np.ones(pr.P), rng.multinomial(pr.P, np.full(pr.P, 1 / pr.P), size=30)]).astype(
+        float
+    )
     for a, b in zip(full.solve(weights, budgets), part.solve(weights, budgets)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(_equal_budget(pr, full, budgets), _equal_budget(pr, part, budgets))
@@ -180,8 +185,10 @@ def test_frontier_grid_skips_only_nodes_below_every_budget():
 def test_preload_imports_matplotlib_in_the_background_and_drawing_waits_for_it():
     import subprocess
 
-    code = ("import sys, threading; from klfrontier import plots; plots.preload(); "
-            "t = plots._PRELOAD[0]; fig = plots.empirical_figure([1, 2], [0.0, 0.5], [0.0, 0.6]); "
-            "print(t.name, t.is_alive(), type(fig).__name__, 'matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import sys, threading; from klfrontier import plots; plots.preload(); "
+        "t = plots._PRELOAD[0]; fig = plots.empirical_figure([1, 2], [0.0, 0.5], [0.0, 0.6]); "
+        "print(t.name, t.is_alive(), type(fig).__name__, 'matplotlib.pyplot' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["klfrontier-import-matplotlib", "False", "Figure", "False"], out.stdout

@@ -21,8 +21,22 @@ from klfrontier.policy import BestOfNPolicy, Policy, SoftBestOfNPolicy, TiltedPo
 REF = kf.Reference([0.0, 1.0, 1.0, 2.5], probs=[0.4, 0.1, 0.2, 0.3])
 
 #: Parameters that tune a method: never positional.
-METHOD_PARAMS = {"lam", "beta", "log_n", "lattice", "method", "seed", "alpha", "axis", "form",
-                 "order", "normalize", "logprobs", "policy_logprobs", "samples"}
+METHOD_PARAMS = {
+    "lam",
+    "beta",
+    "log_n",
+    "lattice",
+    "method",
+    "seed",
+    "alpha",
+    "axis",
+    "form",
+    "order",
+    "normalize",
+    "logprobs",
+    "policy_logprobs",
+    "samples",
+}
 #: Functions *of* lam (its cumulants, its conversion): there lam is the subject.
 LAM_IS_THE_SUBJECT = {"cumulants", "Reference.lam_to_u", "Lattice.stats"}
 #: Old names of ideas that have one name now.
@@ -53,8 +67,9 @@ PUBLIC = dict(_public_callables())
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_method_parameters_are_keyword_only(name):
     sig = inspect.signature(PUBLIC[name])
-    positional = [p.name for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     allowed = {"lam"} if name in LAM_IS_THE_SUBJECT else set()
     assert not (set(positional) & METHOD_PARAMS) - allowed, (name, str(sig))
 
@@ -70,15 +85,29 @@ def test_results_use_to_dict_only():
     classes += [TiltedPolicy, BestOfNPolicy, SoftBestOfNPolicy]
     for cls in classes:
         assert not hasattr(cls, "summary") and not hasattr(cls, "as_dict"), cls.__name__
-    for cls in (kf.Policy, kf.Optimality, kf.RewardLaw, kf.ConvergenceTable, kf.Analysis,
-                ks.SequenceTilted, ks.SequenceBoN, ks.MarkovTilted, ks.MarkovBoN):
+    for cls in (
+        kf.Policy,
+        kf.Optimality,
+        kf.RewardLaw,
+        kf.ConvergenceTable,
+        kf.Analysis,
+        ks.SequenceTilted,
+        ks.SequenceBoN,
+        ks.MarkovTilted,
+        ks.MarkovBoN,
+    ):
         assert callable(getattr(cls, "to_dict", None)), cls.__name__
 
 
 # ------------------------------------------------------------------ typed policies
 def _policies():
-    return [kf.tilted(REF, kl=0.2), kf.tilted(REF, lam=0.0), kf.tilted(REF, kl=50.0),
-            kf.best_of_n(REF, n=3), kf.soft_best_of_n(REF, n=3, lam=1.5)]
+    return [
+        kf.tilted(REF, kl=0.2),
+        kf.tilted(REF, lam=0.0),
+        kf.tilted(REF, kl=50.0),
+        kf.best_of_n(REF, n=3),
+        kf.soft_best_of_n(REF, n=3, lam=1.5),
+    ]
 
 
 def test_each_method_returns_its_typed_policy():
@@ -89,23 +118,26 @@ def test_each_method_returns_its_typed_policy():
         assert kf.TiltedPolicy is TiltedPolicy and kf.BestOfNPolicy is BestOfNPolicy
 
 
-@pytest.mark.parametrize("cls, own", [
-    (TiltedPolicy, {"lam", "saturated", "kl_budget", "regularized_value"}),
-    (BestOfNPolicy, {"n", "log_n", "kl_bound", "lam_same_kl", "lam_same_reward"}),
-    (SoftBestOfNPolicy, {"n", "log_n", "lam", "sum_error"}),
-])
+@pytest.mark.parametrize(
+    "cls, own",
+    [
+        (TiltedPolicy, {"lam", "saturated", "kl_budget", "regularized_value"}),
+        (BestOfNPolicy, {"n", "log_n", "kl_bound", "lam_same_kl", "lam_same_reward"}),
+        (SoftBestOfNPolicy, {"n", "log_n", "lam", "sum_error"}),
+    ],
+)
 def test_policy_fields_are_real_documented_attributes(cls, own):
     names = {f.name for f in dataclasses.fields(cls)}
     assert names == {"ref", "level_logprobs", "kl", "reward", "reward_gain"} | own
     doc = inspect.getdoc(cls)
     for name in own:
-        assert f"{name} :" in doc, (cls.__name__, name)        # numpydoc Attributes entry
+        assert f"{name} :" in doc, (cls.__name__, name)  # numpydoc Attributes entry
     pol = next(p for p in _policies() if type(p) is cls)
     assert own <= set(dir(pol))
     for name in own:
-        getattr(pol, name)                                       # no __getattr__ indirection
+        getattr(pol, name)  # no __getattr__ indirection
     with pytest.raises(AttributeError):
-        pol.params                                               # noqa: B018
+        pol.params  # noqa: B018
 
 
 def test_policies_are_immutable():
@@ -135,7 +167,7 @@ def test_base_policy_validates_its_inputs():
     with pytest.raises(ValueError, match="ref must be a klfrontier.Reference"):
         Policy(ref=[0.0, 1.0], level_logprobs=[0.0], kl=0.0, reward=1.0)
     with pytest.raises(TypeError):
-        Policy(REF, REF.level_logq, 0.0, 1.0)                    # fields are keyword-only
+        Policy(REF, REF.level_logq, 0.0, 1.0)  # fields are keyword-only
 
 
 def test_tilted_fields_against_mpmath():
@@ -143,7 +175,7 @@ def test_tilted_fields_against_mpmath():
     with mp.workdps(40):
         w = [mp.mpf(p) * mp.exp(mp.mpf("0.7") * mp.mpf(r)) for p, r in zip(REF.probs, REF.rewards)]
         z = mp.fsum(w)
-        value = mp.log(z) / mp.mpf("0.7")                        # beta Lambda(1/beta)
+        value = mp.log(z) / mp.mpf("0.7")  # beta Lambda(1/beta)
         mean = mp.fsum(wi * mp.mpf(r) for wi, r in zip(w, REF.rewards)) / z
         gain = mean - mp.fsum(mp.mpf(p) * mp.mpf(r) for p, r in zip(REF.probs, REF.rewards))
     assert pol.lam == 0.7 and not pol.saturated and pol.kl_budget is None
@@ -165,7 +197,7 @@ def test_soft_best_of_n_takes_log_n_and_keyword_lam():
     assert b.log_n == math.log(3) and a.log_n == math.log(3)
     assert kf.soft_best_of_n(REF, log_n=math.inf, lam=1.5).n == math.inf
     with pytest.raises(TypeError):
-        kf.soft_best_of_n(REF, 3, 1.5)                           # lam is keyword-only
+        kf.soft_best_of_n(REF, 3, 1.5)  # lam is keyword-only
     with pytest.raises(ValueError, match="give exactly one of n= or log_n="):
         kf.soft_best_of_n(REF, 3, log_n=1.0, lam=1.5)
     with pytest.raises(ValueError, match="log_n must be >= 0"):
@@ -190,8 +222,9 @@ def test_beirami_names_say_what_they_compute():
     # bon_kl_from_eps: the closed form at given eps; bon_kl_beirami: its mean under pi_N
     n, eps = 4, Fraction(1, 4)
     c = 1 - eps
-    want = (float(c ** n) * (math.log(n) + (n - 1) * math.log(c) - (n - 1) / n)
-            + float(1 - c ** n) * math.log(float((1 - c ** n) / eps)))
+    want = float(c**n) * (math.log(n) + (n - 1) * math.log(c) - (n - 1) / n) + float(1 - c**n) * math.log(
+        float((1 - c**n) / eps)
+    )
     assert kf.bon_kl_from_eps(0.25, n=4) == pytest.approx(want, rel=1e-14)
     bon = kf.best_of_n(REF, n=4)
     mean = float(bon.probs @ kf.bon_kl_from_eps(REF.probs, n=4))
@@ -245,8 +278,9 @@ def test_reward_law_to_dict():
 
 
 # ------------------------------------------------------ the reference owns its state
-@pytest.mark.parametrize("attr", ["rewards", "logprobs", "level_values", "level_logq", "level_u",
-                                  "level_index", "gold"])
+@pytest.mark.parametrize(
+    "attr", ["rewards", "logprobs", "level_values", "level_logq", "level_u", "level_index", "gold"]
+)
 def test_reference_arrays_are_read_only(attr):
     ref = kf.Reference([0.0, 2.0, 2.0, 5.0], probs=[0.1, 0.2, 0.3, 0.4], gold=[1.0, 2.0, 3.0, 4.0])
     a = getattr(ref, attr)
@@ -261,7 +295,7 @@ def test_reference_does_not_share_the_callers_array():
     ref = kf.Reference(r, probs=[0.2, 0.3, 0.5])
     r[0] = 100.0
     assert ref.rewards.tolist() == [0.0, 1.0, 3.0] and ref.r_min == 0.0
-    assert r.flags.writeable                                      # the caller's array is left alone
+    assert r.flags.writeable  # the caller's array is left alone
 
 
 def test_half_range_and_unit_conversions_exact():
@@ -273,7 +307,7 @@ def test_half_range_and_unit_conversions_exact():
         assert ref.to_reward(ref.to_u(r)) == r
     np.testing.assert_array_equal(ref.to_u(ref.level_values), ref.level_u)
     huge = kf.Reference([-1.5e308, 1.5e308], probs=[0.5, 0.5])
-    assert huge.half_range == 1.5e308 and huge.to_u(0.0) == -0.5      # no overflow
+    assert huge.half_range == 1.5e308 and huge.to_u(0.0) == -0.5  # no overflow
     const = kf.Reference([2.0, 2.0], probs=[0.5, 0.5])
     assert const.half_range == 0.0 and const.to_u([2.0, 2.0]).tolist() == [0.0, 0.0]
 

@@ -29,8 +29,8 @@ from klfrontier import (
     Reference,
     best_of_n,
     bon_curve,
-    bon_kl_bound,
     bon_kl_beirami,
+    bon_kl_bound,
     bon_kl_from_eps,
     tilted,
 )
@@ -65,7 +65,7 @@ def test_best_of_n_matches_mpmath(name):
             exact = mp.mpf(exact)
             if exact > mp.mpf("1e-290"):
                 assert rel(got, exact) <= RTOL, (name, row.get("n"), got, exact)
-            else:                      # below the float range (or nearly): absolute
+            else:  # below the float range (or nearly): absolute
                 assert abs(got - float(exact)) <= 1e-300
         assert b.kl <= b.kl_bound * (1 + 1e-14) + 1e-300
         assert b.probs.sum() == pytest.approx(1.0, abs=1e-13)
@@ -104,7 +104,7 @@ def test_dictionary_lambdas_match_mpmath(name):
         if "lam_same_kl" in row:
             lam = mp.mpf(row["lam_same_kl"])
             kl, _, _, var, _ = O.tilt_all(c["rewards"], c["probs"], lam)
-            if kl / (lam ** 2 * var) <= COND_OK:
+            if kl / (lam**2 * var) <= COND_OK:
                 ok_kl = True
                 assert rel(b.lam_same_kl, lam) <= RTOL, (name, row, b.lam_same_kl)
         if b.lam_same_reward not in (0.0, np.inf):
@@ -146,14 +146,22 @@ def test_best_of_n_matches_brute_force_enumeration(rewards, probs, n):
     b = best_of_n(ref, n=n)
     np.testing.assert_allclose(b.probs, [float(x) for x in law], rtol=1e-13, atol=1e-16)
     # win rate: P(r(Y_N) > r(Y)) + P(=)/2 with Y ~ p, exactly
-    win = sum(law[i] * probs[j] * (1 if rewards[i] > rewards[j] else Fraction(1, 2)
-                                   if rewards[i] == rewards[j] else 0)
-              for i in range(len(rewards)) for j in range(len(rewards)))
+    win = sum(
+        law[i]
+        * probs[j]
+        * (1 if rewards[i] > rewards[j] else Fraction(1, 2) if rewards[i] == rewards[j] else 0)
+        for i in range(len(rewards))
+        for j in range(len(rewards))
+    )
     assert b.win_rate == pytest.approx(float(win), rel=1e-13)
     with mp.workdps(50):
-        kl = mp.fsum(mp.mpf(a.numerator) / a.denominator
-                     * mp.log(mp.mpf(a.numerator * q.denominator) / (a.denominator * q.numerator))
-                     for a, q in zip(law, probs) if a != 0)
+        kl = mp.fsum(
+            mp.mpf(a.numerator)
+            / a.denominator
+            * mp.log(mp.mpf(a.numerator * q.denominator) / (a.denominator * q.numerator))
+            for a, q in zip(law, probs)
+            if a != 0
+        )
         reward = mp.fsum(mp.mpf(a.numerator) / a.denominator * r for a, r in zip(law, rewards))
     assert rel(b.kl, kl) <= 1e-12 or (kl == 0 and b.kl == 0.0)
     assert rel(b.reward, reward) <= 1e-13
@@ -175,8 +183,9 @@ def test_n_equal_one_is_p(name):
     assert c.kl[0] == 0.0 and c.win_rate[0] == 0.5
 
 
-@pytest.mark.parametrize("name", ["three", "ties", "tiny_probs", "tiny_top", "interior_mass",
-                                  "top_near_one", "huge_rewards"])
+@pytest.mark.parametrize(
+    "name", ["three", "ties", "tiny_probs", "tiny_top", "interior_mass", "top_near_one", "huge_rewards"]
+)
 def test_huge_n_saturates_to_p_given_argmax(name):
     ref = ref_of(name)
     top = ref.level_index == ref.n_levels - 1
@@ -222,8 +231,11 @@ def _fsum_oracle(n):
     """
     j = np.arange(K5, dtype=float)
     with np.errstate(divide="ignore"):
-        d = np.where(j > 0, np.exp(n * np.log(np.maximum(j, 1) / K5)) * np.expm1(n * np.log1p(1 / np.maximum(j, 1))),
-                     np.exp(-n * np.log(K5)))
+        d = np.where(
+            j > 0,
+            np.exp(n * np.log(np.maximum(j, 1) / K5)) * np.expm1(n * np.log1p(1 / np.maximum(j, 1))),
+            np.exp(-n * np.log(K5)),
+        )
     kl = math.fsum(xlogy(d, K5 * d).tolist())
     reward = math.fsum((d * j).tolist())
     win = math.fsum((d * (j + 0.5) / K5).tolist())
@@ -256,8 +268,8 @@ def test_distinct_atoms_kl_approaches_the_bound(uniform_distinct, n):
     assert b.kl_bound == pytest.approx(bound, rel=1e-15)
     assert b.kl < bound
     if n > 2:
-        gap = n * (n - 1) ** 2 / (24 * (n - 2) * K5 ** 2)
-        assert (bound - b.kl) == pytest.approx(gap, rel=1e-3, abs=3e-14 + K5 ** -n)
+        gap = n * (n - 1) ** 2 / (24 * (n - 2) * K5**2)
+        assert (bound - b.kl) == pytest.approx(gap, rel=1e-3, abs=3e-14 + K5**-n)
     assert b.reward == pytest.approx(reward, rel=1e-13)
 
 
@@ -272,8 +284,8 @@ def test_distinct_atoms_win_rate_and_reward(uniform_distinct, n):
     Tolerances: 1e-13 absolute (the next term is < 1e-14 for N <= 1000).
     """
     b = best_of_n(uniform_distinct, n=n)
-    assert b.win_rate == pytest.approx(n / (n + 1) - n / (12 * K5 ** 2), abs=1e-13)
-    assert b.reward / K5 == pytest.approx(n / (n + 1) - 1 / (2 * K5) - n / (12 * K5 ** 2), abs=1e-13)
+    assert b.win_rate == pytest.approx(n / (n + 1) - n / (12 * K5**2), abs=1e-13)
+    assert b.reward / K5 == pytest.approx(n / (n + 1) - 1 / (2 * K5) - n / (12 * K5**2), abs=1e-13)
     c = bon_curve(uniform_distinct, n=[n])
     assert c.win_rate[0] == pytest.approx(b.win_rate, rel=1e-13)
     assert c.kl[0] == pytest.approx(b.kl, rel=1e-12)
@@ -293,7 +305,7 @@ def test_kl_never_exceeds_the_bound_on_random_references():
         c = bon_curve(ref, log_n=log_ns)
         assert np.all(c.kl <= bound * (1 + 1e-13) + 1e-300)
         assert np.all(c.kl <= ref.kl_max * (1 + 1e-13))
-        assert np.all(np.diff(c.kl) >= -1e-15 * (1 + c.kl[1:]))       # KL increases with N
+        assert np.all(np.diff(c.kl) >= -1e-15 * (1 + c.kl[1:]))  # KL increases with N
         assert np.all(np.diff(c.win_rate) >= -1e-15)
         assert np.all(c.win_rate >= 0.5 - 1e-15) and np.all(c.win_rate <= 1.0)
 
@@ -304,8 +316,8 @@ def test_exact_kl_far_below_the_bound_when_p_argmax_is_large():
     log_ns = np.array([1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1e4])
     c = bon_curve(ref, log_n=log_ns)
     assert np.all(c.kl <= np.log(2.0) * (1 + 1e-15))
-    assert np.all(np.diff(c.kl) >= -2e-16)                            # flat to rounding at saturation
-    assert c.kl[-3] == pytest.approx(np.log(2.0), rel=1e-15)          # N = e^50
+    assert np.all(np.diff(c.kl) >= -2e-16)  # flat to rounding at saturation
+    assert c.kl[-3] == pytest.approx(np.log(2.0), rel=1e-15)  # N = e^50
     # log 2 - KL = (mass not yet moved) -> 0 like (1/2)^N: at N = e^2 it is still visible
     assert np.log(2.0) - c.kl[1] > 1e-3
     assert c.kl_bound[-1] == pytest.approx(1e4 - 1.0, rel=1e-15)
@@ -335,8 +347,8 @@ def test_beirami_estimator_bounds_and_limits():
         v = bon_kl_from_eps(eps, log_n=ln)
         assert np.all(v >= 0.0)
         assert np.all(v <= bound * (1 + 1e-14) + 1e-300)
-        assert v[-1] == 0.0                                   # eps = 1: nothing to move
-        if ln <= 100:                                         # N eps << 1: the bound
+        assert v[-1] == 0.0  # eps = 1: nothing to move
+        if ln <= 100:  # N eps << 1: the bound
             assert v[1] == pytest.approx(bound, rel=1e-13)
     assert bon_kl_from_eps(0.3, n=1) == 0.0
     assert bon_kl_from_eps(0.25, n=4) == pytest.approx(float(O.beirami(0.25, n=4)), rel=1e-13)
@@ -406,30 +418,36 @@ def test_sampled_estimate_is_seeded_and_consistent():
 REF = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({}, "give exactly one of n= or log_n="),
-    ({"n": 2, "log_n": 1.0}, "give exactly one of n= or log_n="),
-    ({"n": 0.5}, "n must be >= 1"),
-    ({"n": 0}, "n must be >= 1"),
-    ({"n": -3}, "n must be >= 1"),
-    ({"n": np.nan}, "n is NaN"),
-    ({"log_n": np.nan}, "log_n is NaN"),
-    ({"log_n": -1e-9}, "log_n must be >= 0"),
-    ({"n": [2, 3]}, "n must be a scalar"),
-    ({"log_n": [1.0]}, "log_n must be a scalar"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({}, "give exactly one of n= or log_n="),
+        ({"n": 2, "log_n": 1.0}, "give exactly one of n= or log_n="),
+        ({"n": 0.5}, "n must be >= 1"),
+        ({"n": 0}, "n must be >= 1"),
+        ({"n": -3}, "n must be >= 1"),
+        ({"n": np.nan}, "n is NaN"),
+        ({"log_n": np.nan}, "log_n is NaN"),
+        ({"log_n": -1e-9}, "log_n must be >= 0"),
+        ({"n": [2, 3]}, "n must be a scalar"),
+        ({"log_n": [1.0]}, "log_n must be a scalar"),
+    ],
+)
 def test_best_of_n_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         best_of_n(REF, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({}, "give exactly one of n= or log_n="),
-    ({"n": [2.0, 0.5]}, "n must be >= 1"),
-    ({"n": [2.0, np.nan]}, "n contains NaN"),
-    ({"log_n": [1.0, -1.0]}, "log_n must be >= 0"),
-    ({"log_n": []}, "log_n is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({}, "give exactly one of n= or log_n="),
+        ({"n": [2.0, 0.5]}, "n must be >= 1"),
+        ({"n": [2.0, np.nan]}, "n contains NaN"),
+        ({"log_n": [1.0, -1.0]}, "log_n must be >= 0"),
+        ({"log_n": []}, "log_n is empty"),
+    ],
+)
 def test_bon_curve_and_bound_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         bon_curve(REF, **kwargs)
@@ -437,9 +455,16 @@ def test_bon_curve_and_bound_bad_arguments(kwargs, match):
         bon_kl_bound(**kwargs)
 
 
-@pytest.mark.parametrize("eps,match", [(0.0, "eps must lie in"), (-0.1, "eps must lie in"),
-                                       (1.5, "eps must lie in"), (np.nan, "eps must lie in"),
-                                       ([0.5, np.nan], "eps must lie in")])
+@pytest.mark.parametrize(
+    "eps,match",
+    [
+        (0.0, "eps must lie in"),
+        (-0.1, "eps must lie in"),
+        (1.5, "eps must lie in"),
+        (np.nan, "eps must lie in"),
+        ([0.5, np.nan], "eps must lie in"),
+    ],
+)
 def test_estimator_bad_eps(eps, match):
     with pytest.raises(ValueError, match=match):
         bon_kl_from_eps(eps, n=4)
@@ -464,8 +489,18 @@ def test_estimator_bad_n_and_samples():
 def test_random_extreme_references_against_mpmath():
     """best_of_n and bon_curve on 40 seeded references (p down to 1e-260, rewards to 1e+-280,
     ties) at 10 values of N from 1 + 1e-12 to e^(1e6), against mpmath; rtol 1e-10."""
-    log_ns = [1e-12, 1e-6, float(np.log(1.5)), float(np.log(2.5)), float(np.log(7.0)), 4.6, 14.0,
-              40.0, 700.0, 1e6]
+    log_ns = [
+        1e-12,
+        1e-6,
+        float(np.log(1.5)),
+        float(np.log(2.5)),
+        float(np.log(7.0)),
+        4.6,
+        14.0,
+        40.0,
+        700.0,
+        1e6,
+    ]
     for r, p in O.extreme_laws(1, 40, k_min=1):
         ref = Reference(r, probs=p)
         pr = ref.probs.tolist()
@@ -479,18 +514,27 @@ def test_random_extreme_references_against_mpmath():
                 assert rel(got, rw) <= RTOL, (r, pr, ln)
             for got in (b.win_rate, curve.win_rate[k]):
                 assert rel(got, win) <= RTOL, (r, pr, ln)
-            assert rel(bon_kl_beirami(ref, log_n=ln),
-                       O.beirami_expectation(r.tolist(), pr, log_n=ln)) <= RTOL
+            assert rel(bon_kl_beirami(ref, log_n=ln), O.beirami_expectation(r.tolist(), pr, log_n=ln)) <= RTOL
 
 
 def test_bon_curve_does_not_depend_on_the_order_of_n():
     """Regression: unsorted log_n with equal pruning points truncated the KL series (2.5e-8)."""
     rng = np.random.default_rng(8)
     grid = np.array([0.0, 1e-9, 0.05, 0.5, 1.0, 2.0, float(np.log(100.0)), 7.5, 30.0, 300.0, 1e4])
-    refs = [ref_of("random7"), ref_of("ties"),
-            Reference([0.0, 0.0, 2.0, 0.0, 1.0],
-                      probs=[0.11572201454907277, 0.6143970676696946, 0.014607845561662473,
-                             0.25268936081678817, 0.0025837114027821694])]
+    refs = [
+        ref_of("random7"),
+        ref_of("ties"),
+        Reference(
+            [0.0, 0.0, 2.0, 0.0, 1.0],
+            probs=[
+                0.11572201454907277,
+                0.6143970676696946,
+                0.014607845561662473,
+                0.25268936081678817,
+                0.0025837114027821694,
+            ],
+        ),
+    ]
     for ref in refs:
         single = [best_of_n(ref, log_n=x) for x in grid]
         for _ in range(5):

@@ -9,7 +9,7 @@ from klfrontier import Reference, best_of_n, bon_curve
 @pytest.mark.parametrize("seed", [0, 1])
 def test_curve_matches_single_calls_over_huge_n_range(seed):
     rng = np.random.default_rng(seed)
-    rewards = rng.integers(0, 40, size=300).astype(float)        # many ties
+    rewards = rng.integers(0, 40, size=300).astype(float)  # many ties
     ref = Reference(rewards, probs=rng.dirichlet(np.ones(300)))
     log_n = np.concatenate([[0.0, 1e-9, 0.3], np.linspace(1, 40, 25), [1e3, 1e6]])
     cur = bon_curve(ref, log_n=log_n)
@@ -19,7 +19,7 @@ def test_curve_matches_single_calls_over_huge_n_range(seed):
         assert cur.kl[i] == pytest.approx(b.kl, rel=1e-12, abs=1e-300)
         assert cur.reward[i] == pytest.approx(b.reward, rel=1e-12)
         assert cur.win_rate[i] == pytest.approx(b.win_rate, rel=1e-12)
-    assert cur.kl[-1] == pytest.approx(ref.kl_max, rel=1e-14)   # saturates to -log p(A)
+    assert cur.kl[-1] == pytest.approx(ref.kl_max, rel=1e-14)  # saturates to -log p(A)
 
 
 def test_tails_below_float_range_are_exact():

@@ -26,8 +26,9 @@ def test_help_lists_commands():
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "klfrontier.cli", "--help"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "klfrontier.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "frontier" in out.stdout
 
 
@@ -62,17 +63,20 @@ def test_reference_from_csv_and_json(tmp_path):
     assert json.loads(res2.output)["reward"] == json.loads(res.output)["reward"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("frontier", "--rewards", "0,1", "--probs", "0.5,0.6"), "not 1; pass --normalize to rescale"),
-    (("frontier", "--rewards", "0,nan", "--probs", "0.5,0.5"), "rewards"),
-    (("frontier", "--rewards", "0,1", "--probs", "0.5"), "lengths"),
-    (("frontier", "--rewards", "0,1"), "go together"),
-    (("frontier", "--ref", "nosuch"), "unknown reference"),
-    (("frontier", "--ref", "missing.csv"), "no such file"),
-    (("frontier", "--ref", "bernoulli", "--kl", "-1"), "kl"),
-    (("bon", "--ref", "bernoulli", "--n", "0.5"), "n must be >= 1"),
-    (("bon", "--ref", "bernoulli", "--n", "abc"), "--n"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("frontier", "--rewards", "0,1", "--probs", "0.5,0.6"), "not 1; pass --normalize to rescale"),
+        (("frontier", "--rewards", "0,nan", "--probs", "0.5,0.5"), "rewards"),
+        (("frontier", "--rewards", "0,1", "--probs", "0.5"), "lengths"),
+        (("frontier", "--rewards", "0,1"), "go together"),
+        (("frontier", "--ref", "nosuch"), "unknown reference"),
+        (("frontier", "--ref", "missing.csv"), "no such file"),
+        (("frontier", "--ref", "bernoulli", "--kl", "-1"), "kl"),
+        (("bon", "--ref", "bernoulli", "--n", "0.5"), "n must be >= 1"),
+        (("bon", "--ref", "bernoulli", "--n", "abc"), "--n"),
+    ],
+)
 def test_bad_input_one_line_exit_2(args, needle):
     res = run(*args)
     assert res.exit_code == 2
@@ -99,10 +103,13 @@ def test_convergence_command_matches_api():
     assert table.exit_code == 0 and "R*(δ) = 0.850786033" in table.output
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("convergence", "--ref", "bernoulli", "--lengths", "10,2.5"), "--lengths"),
-    (("convergence", "--ref", "bernoulli", "--delta", "5"), "delta"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("convergence", "--ref", "bernoulli", "--lengths", "10,2.5"), "--lengths"),
+        (("convergence", "--ref", "bernoulli", "--delta", "5"), "delta"),
+    ],
+)
 def test_convergence_bad_input(args, needle):
     res = run(*args)
     assert res.exit_code == 2 and needle in res.output
@@ -120,9 +127,22 @@ def test_reference_file_variants(tmp_path):
     named.write_text("score,p\n0,0.5\n1,0.5\n")
     pairs = tmp_path / "pairs.json"
     pairs.write_text("[[0, 0.5], [1, 0.5]]")
-    outs = [run("frontier", "--ref", str(bare), "--kl", "0.1", "--json"),
-            run("frontier", "--ref", str(named), "--reward-col", "score", "--prob-col", "p", "--kl", "0.1", "--json"),
-            run("frontier", "--ref", str(pairs), "--kl", "0.1", "--json")]
+    outs = [
+        run("frontier", "--ref", str(bare), "--kl", "0.1", "--json"),
+        run(
+            "frontier",
+            "--ref",
+            str(named),
+            "--reward-col",
+            "score",
+            "--prob-col",
+            "p",
+            "--kl",
+            "0.1",
+            "--json",
+        ),
+        run("frontier", "--ref", str(pairs), "--kl", "0.1", "--json"),
+    ]
     assert all(o.exit_code == 0 for o in outs), [o.output for o in outs]
     assert len({json.dumps(json.loads(o.output)["reward"]) for o in outs}) == 1
     three = tmp_path / "three.csv"

@@ -68,7 +68,7 @@ def test_usage_errors_are_one_line():
 def test_default_reference_is_named_on_stderr():
     res = run("frontier", "--kl", "0.1", "--json")
     assert res.exit_code == 0
-    assert json.loads(res.stdout)["kl"] == [0.1]                  # stdout stays pure JSON
+    assert json.loads(res.stdout)["kl"] == [0.1]  # stdout stays pure JSON
     note = res.stderr.strip().splitlines()
     assert len(note) == 1 and "no --ref given" in note[0] and "'three-letter'" in note[0]
     res = run("frontier", "--ref", "bernoulli", "--kl", "0.1", "--json")
@@ -98,10 +98,10 @@ def test_top_n_and_delta_limits_in_words():
     from klfrontier.instances import load
 
     assert m and float(m.group(1)) == pytest.approx(load("unigram-vader").ref.kl_max, rel=1e-3)
-    assert "highest-reward" in msg and "p(A)" not in msg and " A " not in msg       # words, not "A"
+    assert "highest-reward" in msg and "p(A)" not in msg and " A " not in msg  # words, not "A"
     msg = one_line_error(run("convergence", "--ref", "bernoulli", "--delta", "0.1,2"))
     assert "--delta 2:" in msg and "1.204 nats" in msg
-    assert time.perf_counter() - t0 < 30                          # no frontier, no BoN, no FFT ran
+    assert time.perf_counter() - t0 < 30  # no frontier, no BoN, no FFT ran
 
 
 def test_empty_and_zero_counts_name_the_option(tmp_path):
@@ -111,16 +111,32 @@ def test_empty_and_zero_counts_name_the_option(tmp_path):
     assert msg.startswith("error: --n must be a positive integer") and "n_samples" not in msg
     assert not (tmp_path / "s.jsonl").exists()
     assert "--prompts" in one_line_error(run("samples", tmp_path / "s.jsonl", "--prompts", "-1"))
-    assert "--n must be positive integers" in one_line_error(run("analyze", tmp_path / "x.jsonl", "--n", "1,inf"))
+    assert "--n must be positive integers" in one_line_error(
+        run("analyze", tmp_path / "x.jsonl", "--n", "1,inf")
+    )
 
 
-@pytest.mark.parametrize("args, needle, memory", [
-    (("analyze", "nonexistent.jsonl", "--n-boot", "1000000000"), "--n-boot 1,000,000,000", "8 GB per statistic"),
-    (("frontier", "--ref", "bernoulli", "--points", "1000000000"), "--points: 1,000,000,000 points", "1 TB"),
-    (("bon", "--ref", "bernoulli", "--n", ",".join(["2"] * 20_001)), "--n: 20,001 values", "20 MB"),
-    (("samples", "s.jsonl", "--prompts", "1000000", "--n", "1000000"), "--prompts × --n: 1,000,000,000,000 rows",
-     "430 TB"),
-])
+@pytest.mark.parametrize(
+    "args, needle, memory",
+    [
+        (
+            ("analyze", "nonexistent.jsonl", "--n-boot", "1000000000"),
+            "--n-boot 1,000,000,000",
+            "8 GB per statistic",
+        ),
+        (
+            ("frontier", "--ref", "bernoulli", "--points", "1000000000"),
+            "--points: 1,000,000,000 points",
+            "1 TB",
+        ),
+        (("bon", "--ref", "bernoulli", "--n", ",".join(["2"] * 20_001)), "--n: 20,001 values", "20 MB"),
+        (
+            ("samples", "s.jsonl", "--prompts", "1000000", "--n", "1000000"),
+            "--prompts × --n: 1,000,000,000,000 rows",
+            "430 TB",
+        ),
+    ],
+)
 def test_resource_limits_state_the_memory(args, needle, memory):
     msg = one_line_error(run(*args))
     assert needle in msg and memory in msg and "the limit is" in msg
@@ -129,7 +145,9 @@ def test_resource_limits_state_the_memory(args, needle, memory):
 def test_lengths_past_double_precision_are_refused():
     msg = one_line_error(run("convergence", "--ref", "bernoulli", "--lengths", "10,1e13"))
     assert "--lengths" in msg and "1e+12" in msg
-    assert "positive integers" in one_line_error(run("convergence", "--ref", "bernoulli", "--lengths", "10,inf"))
+    assert "positive integers" in one_line_error(
+        run("convergence", "--ref", "bernoulli", "--lengths", "10,inf")
+    )
 
 
 # ------------------------------------------------------------------------------ second-order predictions
@@ -139,11 +157,14 @@ def _oracle_valid(m, delta, lam, sigma2, span):
     return ok and (span is None or m * sigma2 >= span * span)
 
 
-@pytest.mark.parametrize("rewards, probs, delta", [
-    ([0.0, 1.0, 2 ** 0.5], [0.5, 0.3, 0.2], 0.1),      # non-lattice (SPEC §6)
-    ([0.0, 1.0], [0.7, 0.3], 1.2),                       # lattice near saturation (table G): σ² tiny
-    ([0.0, 1.0, 2.0], [0.5, 0.3, 0.2], 0.1),             # lattice
-])
+@pytest.mark.parametrize(
+    "rewards, probs, delta",
+    [
+        ([0.0, 1.0, 2**0.5], [0.5, 0.3, 0.2], 0.1),  # non-lattice (SPEC §6)
+        ([0.0, 1.0], [0.7, 0.3], 1.2),  # lattice near saturation (table G): σ² tiny
+        ([0.0, 1.0, 2.0], [0.5, 0.3, 0.2], 0.1),  # lattice
+    ],
+)
 def test_predictions_shown_only_where_they_hold(rewards, probs, delta):
     ref = kf.Reference(rewards, probs=probs)
     lengths = [1, 2, 5, 10, 30, 100, 400, 1000]
@@ -155,13 +176,18 @@ def test_predictions_shown_only_where_they_hold(rewards, probs, delta):
     for r0, r in zip(raw, rows):
         valid = _oracle_valid(r["m"], delta, eq.lam, eq.sigma2, span)
         assert r["prediction_shown"] == valid
-        for key, ratio in (("gap_prediction", "gap_ratio"), ("kl_to_optimal_prediction", "kl_to_optimal_ratio")):
+        for key, ratio in (
+            ("gap_prediction", "gap_ratio"),
+            ("kl_to_optimal_prediction", "kl_to_optimal_ratio"),
+        ):
             if valid and r0[key] > 0:
                 assert r[key] == r0[key] and r[ratio] == r0[ratio]
             else:
                 assert np.isnan(r[key]) and np.isnan(r[ratio])
-    assert any(r0["gap_prediction"] < 0 or r0["kl_to_optimal_prediction"] < 0 for r0 in raw)   # the case exists
-    assert all(not (r["gap_prediction"] <= 0) for r in rows)                                   # never shown
+    assert any(
+        r0["gap_prediction"] < 0 or r0["kl_to_optimal_prediction"] < 0 for r0 in raw
+    )  # the case exists
+    assert all(not (r["gap_prediction"] <= 0) for r in rows)  # never shown
 
 
 def test_convergence_command_blanks_invalid_predictions():
@@ -182,8 +208,17 @@ def test_convergence_figure_draws_no_dive():
     from klfrontier.plots import convergence_figure
 
     m = np.array([1.0, 2.0, 10.0, 100.0])
-    fig = convergence_figure(m, {0.1: {"gap": [0.2, 0.19, 0.1, 0.02], "gap_pred": [-0.65, -0.1, np.nan, 0.024],
-                                        "kl_opt": [0.07, 0.06, 0.03, 0.009], "kl_opt_pred": [-1.5, -1.1, 0.0, 0.008]}})
+    fig = convergence_figure(
+        m,
+        {
+            0.1: {
+                "gap": [0.2, 0.19, 0.1, 0.02],
+                "gap_pred": [-0.65, -0.1, np.nan, 0.024],
+                "kl_opt": [0.07, 0.06, 0.03, 0.009],
+                "kl_opt_pred": [-1.5, -1.1, 0.0, 0.008],
+            }
+        },
+    )
     dashed = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     assert len(dashed) == 2
     for ln in dashed:
@@ -200,7 +235,7 @@ def test_unexpected_error_is_one_line_with_debug_hint(monkeypatch):
     msg = one_line_error(run("frontier", "--ref", "bernoulli"), code=1)
     assert "unexpected ZeroDivisionError: boom second line" in msg and "--debug" in msg
     res = run("--debug", "frontier", "--ref", "bernoulli")
-    assert isinstance(res.exception, ZeroDivisionError)            # the traceback is the user's
+    assert isinstance(res.exception, ZeroDivisionError)  # the traceback is the user's
 
 
 def test_expected_os_errors_are_one_line(tmp_path):
@@ -215,10 +250,13 @@ def test_expected_os_errors_are_one_line(tmp_path):
 
 
 def test_memory_and_recursion_errors_are_expected(monkeypatch):
-    for exc, needle in ((MemoryError(), "out of memory"), (RecursionError("deep"), "nested too deeply"),
-                        (EOFError("Compressed file ended before the end-of-stream marker was reached"),
-                         "end-of-stream"),
-                        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "invalid start byte")):
+    for exc, needle in (
+        (MemoryError(), "out of memory"),
+        (RecursionError("deep"), "nested too deeply"),
+        (EOFError("Compressed file ended before the end-of-stream marker was reached"), "end-of-stream"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "invalid start byte"),
+    ):
+
         def raising(*a, _exc=exc, **k):
             raise _exc
 
@@ -254,12 +292,14 @@ def test_out_checked_before_any_work(tmp_path, small_samples):
     assert "exists and is not a directory" in one_line_error(run("analyze", small_samples, "--out", afile))
     msg = one_line_error(run("analyze", small_samples, "--out", afile / "sub"))
     assert msg.startswith(f"error: --out {afile / 'sub'}: cannot create it")
-    assert "holds the current directory" in one_line_error(run("analyze", small_samples, "--out", os.getcwd()))
+    assert "holds the current directory" in one_line_error(
+        run("analyze", small_samples, "--out", os.getcwd())
+    )
 
 
 def test_second_run_on_a_locked_out_fails_at_once(tmp_path, small_samples):
     out = tmp_path / "rep"
-    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT)      # another holder of the lock
+    fd = os.open(lock_path(out), os.O_RDWR | os.O_CREAT)  # another holder of the lock
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         t0 = time.perf_counter()
@@ -270,7 +310,7 @@ def test_second_run_on_a_locked_out_fails_at_once(tmp_path, small_samples):
         os.close(fd)
     res = run("analyze", small_samples, "--n-boot", "20", "--out", out)  # the lock is free again
     assert res.exit_code == 0, res.output
-    fd = os.open(lock_path(out), os.O_RDWR)                           # and released by the command
+    fd = os.open(lock_path(out), os.O_RDWR)  # and released by the command
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
@@ -287,7 +327,7 @@ def test_analyze_png_by_default_svg_on_request_no_stale_files(tmp_path, small_sa
     assert res.exit_code == 0, res.output
     second = check_report(out)
     assert second["run_id"] != first["run_id"]
-    assert not list(out.glob("*.svg"))                               # the earlier run's SVGs are gone
+    assert not list(out.glob("*.svg"))  # the earlier run's SVGs are gone
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk == set(second["files"]) | {MANIFEST}
     html = (out / "index.html").read_text()

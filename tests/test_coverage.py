@@ -70,7 +70,7 @@ def test_quantile_truth_matches_brute_force(law):
     K = 64
     prompts, _ = bc.make_prompts(law, 3, np.random.SeedSequence(5), K=K)
     truth, info = bc.cell_truth(prompts, 16)
-    for j, N in enumerate(bc.n_grid(16)):           # bon_curve (the truth's engine) = best_of_n
+    for j, N in enumerate(bc.n_grid(16)):  # bon_curve (the truth's engine) = best_of_n
         pol = [kf.best_of_n(p.ref, n=N) for p in prompts]
         assert truth[("bon_reward", N)] == pytest.approx(np.mean([q.reward for q in pol]), rel=1e-12)
         assert truth[("bon_kl", N)] == pytest.approx(np.mean([q.kl for q in pol]), rel=1e-12)
@@ -80,7 +80,7 @@ def test_quantile_truth_matches_brute_force(law):
         brute = np.mean([brute_bon(v, probs, N) for v in vals], axis=0)
         assert truth[("bon_reward", N)] == pytest.approx(brute[0], rel=1e-10, abs=1e-12)
         assert truth[("bon_kl", N)] == pytest.approx(brute[1], rel=1e-9, abs=1e-12)
-    sd = math.sqrt(np.mean([np.var(v) for v in vals]))       # equal masses: np.var is exact
+    sd = math.sqrt(np.mean([np.var(v) for v in vals]))  # equal masses: np.var is exact
     assert info["sd_pool"] == pytest.approx(sd, rel=1e-12)
     for c in bc.LAM_UNITS:
         brute = np.mean([brute_tilt(v, probs, c / sd) for v in vals], axis=0)
@@ -88,8 +88,13 @@ def test_quantile_truth_matches_brute_force(law):
         assert truth[("tilt_kl", c)] == pytest.approx(brute[1], rel=1e-9)
     # the frontier: an independent brentq on lam (not log lam) with direct sums
     for d in bc.KL_BUDGETS:
-        lam = optimize.brentq(lambda t: np.mean([brute_tilt(v, probs, t)[1] for v in vals]) - d,
-                              1e-9, 50.0, xtol=1e-14, rtol=1e-14)
+        lam = optimize.brentq(
+            lambda t: np.mean([brute_tilt(v, probs, t)[1] for v in vals]) - d,
+            1e-9,
+            50.0,
+            xtol=1e-14,
+            rtol=1e-14,
+        )
         assert info["frontier_lam"][str(d)] == pytest.approx(lam, rel=1e-8)
         r = np.mean([brute_tilt(v, probs, lam)[0] for v in vals])
         assert truth[("frontier", d)] == pytest.approx(r, rel=1e-9)
@@ -99,7 +104,7 @@ def test_quantile_sampler_draws_the_reference_atoms():
     prompts, params = bc.make_prompts("normal", 2, np.random.SeedSequence(1), K=256)
     data = bc.sample_data("normal", params, np.random.default_rng(0), 20_000, K=256)
     for p, x in zip(prompts, data.values()):
-        assert np.isin(x, p.ref.rewards).all()        # the very floats of the Reference
+        assert np.isin(x, p.ref.rewards).all()  # the very floats of the Reference
         # uniform over the 256 atoms: chi-square test at a 1e-4 level
         counts = np.bincount(np.searchsorted(np.sort(p.values), x), minlength=256)
         assert stats.chisquare(counts).pvalue > 1e-4
@@ -152,7 +157,7 @@ def test_vader_sentence_law_against_direct_convolution():
     h = inst.lattice
     k = inst.lattice_indices()
     k0 = k.min()
-    tok = np.bincount(k - k0, weights=inst.ref.probs)           # per-word pmf on the grid
+    tok = np.bincount(k - k0, weights=inst.ref.probs)  # per-word pmf on the grid
     for m in (2, 5, 8):
         law, cdf = bc.vader_law(m)
         pmf = np.array([1.0])
@@ -200,10 +205,11 @@ MIN_TRUSTED = 50
 
 
 def _undercovered(out):
-    return [(out["cell"], r["quantity"], r["grid"], round(r["coverage_trusted"], 3),
-             round(r["trusted_frac"], 3))
-            for r in out["rows"]
-            if r["n_trusted"] >= MIN_TRUSTED and r["coverage_trusted"] < 0.88]
+    return [
+        (out["cell"], r["quantity"], r["grid"], round(r["coverage_trusted"], 3), round(r["trusted_frac"], 3))
+        for r in out["rows"]
+        if r["n_trusted"] >= MIN_TRUSTED and r["coverage_trusted"] < 0.88
+    ]
 
 
 def _require_analyze():
@@ -254,13 +260,19 @@ def test_policy_truth_matches_brute_force():
     pol = [brute_tilt(v, probs, bc.POLICY_UNITS[x % 2] / sd) for x, v in enumerate(vals)]
     kl_pi = np.mean([k for _, k in pol])
     reward_pi = np.mean([r for r, _ in pol])
-    lam = math.exp(optimize.brentq(lambda u: np.mean([brute_tilt(v, probs, math.exp(u))[1] for v in vals])
-                                   - kl_pi, -10, 10, xtol=1e-14))
+    lam = math.exp(
+        optimize.brentq(
+            lambda u: np.mean([brute_tilt(v, probs, math.exp(u))[1] for v in vals]) - kl_pi,
+            -10,
+            10,
+            xtol=1e-14,
+        )
+    )
     optimum = np.mean([brute_tilt(v, probs, lam)[0] for v in vals])
     assert info["policy_kl"] == pytest.approx(kl_pi, rel=1e-10)
     assert info["policy_reward"] == pytest.approx(reward_pi, rel=1e-10, abs=1e-12)
     assert gap == pytest.approx(optimum - reward_pi, rel=1e-8, abs=1e-10)
-    assert gap > 0.01                             # unequal budgets: strictly below the optimum
+    assert gap > 0.01  # unequal budgets: strictly below the optimum
 
 
 def test_policy_sampler_draws_the_policy_with_its_density_ratio():

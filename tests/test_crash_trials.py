@@ -25,15 +25,17 @@ def small_samples(tmp_path_factory):
     from klfrontier.io import write_samples
 
     path = tmp_path_factory.mktemp("crash") / "samples.jsonl"
-    write_samples(path, unigram_samples("unigram-vader", n_prompts=60, n_samples=20, length=6, seed=3,
-                                        top_n=2000))
+    write_samples(
+        path, unigram_samples("unigram-vader", n_prompts=60, n_samples=20, length=6, seed=3, top_n=2000)
+    )
     return path
 
 
 @pytest.mark.slow
 def test_kill_9_trials_keep_one_complete_report(small_samples, tmp_path):
-    res = crash_trials.run_trials(small_samples, tmp_path / "w", trials=5, seed=7,
-                                  extra=("--n-boot", "20"), log=lambda *a, **k: None)
+    res = crash_trials.run_trials(
+        small_samples, tmp_path / "w", trials=5, seed=7, extra=("--n-boot", "20"), log=lambda *a, **k: None
+    )
     c = res["counts"]
     assert c["trials"] == 5 and c["survived"] == 5 and c["failed"] == 0, res["trials"]
     assert c["zero_byte_files"] == 0 and c["lock_held_after"] == 0
@@ -50,15 +52,15 @@ def test_inspect_folder_catches_mixed_and_empty_files(tmp_path):
     out = tmp_path / "r"
     _report(out, 1, run_id="first")
     assert crash_trials.inspect_folder(out)["complete"]
-    (out / "summary.json").write_text(json.dumps({"run_id": "second", "x": 2}))      # a mix of runs
+    (out / "summary.json").write_text(json.dumps({"run_id": "second", "x": 2}))  # a mix of runs
     state = crash_trials.inspect_folder(out)
     assert not state["complete"] and "summary.json" in state["problem"]
     _report(out, 1, run_id="third")
-    (out / "tables" / "s-t.csv").write_bytes(b"")                                       # a 0-byte file
+    (out / "tables" / "s-t.csv").write_bytes(b"")  # a 0-byte file
     state = crash_trials.inspect_folder(out)
     assert not state["complete"] and "s-t.csv" in state["problem"]
     _report(out, 1, run_id="fourth")
-    (out / "stale.png").write_bytes(b"png")                       # not the report's: the folder is not clean
+    (out / "stale.png").write_bytes(b"png")  # not the report's: the folder is not clean
     assert crash_trials.inspect_folder(out)["extra"] == ["stale.png"]
 
 
@@ -72,7 +74,7 @@ def test_fallback_swap_error_between_renames_puts_the_old_report_back(tmp_path, 
 
     def failing_rename(src, dst):
         calls.append((Path(src).name, Path(dst).name))
-        if len(calls) == 2:                    # the second rename: new folder -> out
+        if len(calls) == 2:  # the second rename: new folder -> out
             raise OSError(5, "I/O error")
         real_rename(src, dst)
 
@@ -84,7 +86,7 @@ def test_fallback_swap_error_between_renames_puts_the_old_report_back(tmp_path, 
     assert check_report(out)["run_id"] == "old"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["r"]
     monkeypatch.setattr(rep, "_exchange", lambda a, b: False)
-    _report(out, 3, run_id="third")                            # and the fallback swap works
+    _report(out, 3, run_id="third")  # and the fallback swap works
     assert check_report(out)["run_id"] == "third"
 
 
@@ -97,11 +99,9 @@ def test_killed_between_the_renames_is_recovered_by_the_next_run(tmp_path, new_c
     _report(tmp_path / "staging", 2, run_id="new")
     out.rename(tmp_path / ".r.old-new")
     if not new_complete:
-        (tmp_path / "staging" / rep.MANIFEST).unlink()            # killed before the manifest was written
+        (tmp_path / "staging" / rep.MANIFEST).unlink()  # killed before the manifest was written
     (tmp_path / "staging").rename(tmp_path / ".r.new-new")
     lock = rep.prepare_report_dir(out)
     lock.release()
     assert check_report(out)["run_id"] == ("new" if new_complete else "old")
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["r"]
-
-

@@ -35,23 +35,103 @@ from klfrontier import jeffreys, kl, renyi_cross_entropy, renyi_divergence
 CASES = {
     "A": ([0.5, 0.3, 0.2], [0.1, 0.6, 0.3]),
     "B": ([0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]),
-    "C": ([0.0, 0.4, 0.6], [0.2, 0.3, 0.5]),                 # a has a zero
-    "D": ([1 - 2.0**-10, 2.0**-10], [1e-200, 1.0]),           # huge ratio
-    "E": ([0.5, 0.5], [0.5 + 2.0**-20, 0.5 - 2.0**-20]),      # near-equal, KL ~ 1e-12
-    "F": ([0.375, 0.125, 0.5],                                # near-equal, KL ~ 1e-18
-          [0.375 + 2.0**-30, 0.125 - 2.0**-31, 0.5 - 2.0**-31]),
+    "C": ([0.0, 0.4, 0.6], [0.2, 0.3, 0.5]),  # a has a zero
+    "D": ([1 - 2.0**-10, 2.0**-10], [1e-200, 1.0]),  # huge ratio
+    "E": ([0.5, 0.5], [0.5 + 2.0**-20, 0.5 - 2.0**-20]),  # near-equal, KL ~ 1e-12
+    "F": (
+        [0.375, 0.125, 0.5],  # near-equal, KL ~ 1e-18
+        [0.375 + 2.0**-30, 0.125 - 2.0**-31, 0.5 - 2.0**-31],
+    ),
 }
 D_ALPHAS = (0.0, 0.5, 2.0, 1 + 2.0**-30, math.inf)
 H_ALPHAS = (0.0, 0.5, 2.0, 3.0, 1 - 2.0**-40)
 inf = math.inf
 # columns: kl, jeffreys, D_alpha for D_ALPHAS, H_alpha for H_ALPHAS
 TABLE = {
-    "A": [0.51568178042743371202, 0.89226582995244012377, 2.7755575615628913896e-17, 0.22674092910138260166, 1.0236492501946543777, 0.51568178098913009299, 1.6094379124341003191, 1.8191584434161694085, 1.6948118831281959137, 1.2378743560016173734, 1.0162789778904927989, 1.545334794492294227],
-    "B": [0.42981319461032671313, 0.87565956707489087279, 2.7755575615628913896e-17, 0.22707289024041716094, 0.67512867505726694462, 0.42981319494093746458, 0.91629073187415500967, 2.0614230361771575635, 1.964542973080486552, 1.3862943611198906466, 1.0201104142632773726, 1.816107555730540194],
-    "C": [0.22446576305708516385, inf, 0.22314355131420976964, 0.22380211909711831117, 0.22580666873369347611, 0.2244657630583257792, 0.28768207245178101996, 0.92953595862417573459, 0.91336164794099069908, 0.86750056770472308327, 0.84100430263446791937, 0.89747743006637008798],
-    "D": [460.05954984689103603, 466.99102165249048912, 0.0, 6.9314718055994530942, 460.5150645195134836, 460.0595499461595452, 460.51604155916131021, 460.51604155916131021, 460.5150645195134836, 6.9314718055994530942, 3.4657359027997265471, 460.06729494792782593],
-    "E": [1.8189894035491651983e-12, 3.6379788070961245816e-12, 0.0, 9.0949470177416900883e-13, 3.6379788070983303966e-12, 1.8189894052432310928e-12, 1.9073504518042165138e-6, 0.69314718056358328822, 0.69314718056267379352, 0.69314718055994530942, 0.69314718055812632001, 0.69314718056176429882],
-    "F": [2.2406844901773543432e-18, 4.4813689801677194283e-18, 0.0, 1.1203422450419298572e-18, 4.4813689807286871989e-18, 2.2406844922641543916e-18, 3.7252903054008079836e-9, 1.0986122893924717006, 1.0292758247448715679, 0.90078654519490941495, 0.85826802395474145042, 0.97431475286943689228],
+    "A": [
+        0.51568178042743371202,
+        0.89226582995244012377,
+        2.7755575615628913896e-17,
+        0.22674092910138260166,
+        1.0236492501946543777,
+        0.51568178098913009299,
+        1.6094379124341003191,
+        1.8191584434161694085,
+        1.6948118831281959137,
+        1.2378743560016173734,
+        1.0162789778904927989,
+        1.545334794492294227,
+    ],
+    "B": [
+        0.42981319461032671313,
+        0.87565956707489087279,
+        2.7755575615628913896e-17,
+        0.22707289024041716094,
+        0.67512867505726694462,
+        0.42981319494093746458,
+        0.91629073187415500967,
+        2.0614230361771575635,
+        1.964542973080486552,
+        1.3862943611198906466,
+        1.0201104142632773726,
+        1.816107555730540194,
+    ],
+    "C": [
+        0.22446576305708516385,
+        inf,
+        0.22314355131420976964,
+        0.22380211909711831117,
+        0.22580666873369347611,
+        0.2244657630583257792,
+        0.28768207245178101996,
+        0.92953595862417573459,
+        0.91336164794099069908,
+        0.86750056770472308327,
+        0.84100430263446791937,
+        0.89747743006637008798,
+    ],
+    "D": [
+        460.05954984689103603,
+        466.99102165249048912,
+        0.0,
+        6.9314718055994530942,
+        460.5150645195134836,
+        460.0595499461595452,
+        460.51604155916131021,
+        460.51604155916131021,
+        460.5150645195134836,
+        6.9314718055994530942,
+        3.4657359027997265471,
+        460.06729494792782593,
+    ],
+    "E": [
+        1.8189894035491651983e-12,
+        3.6379788070961245816e-12,
+        0.0,
+        9.0949470177416900883e-13,
+        3.6379788070983303966e-12,
+        1.8189894052432310928e-12,
+        1.9073504518042165138e-6,
+        0.69314718056358328822,
+        0.69314718056267379352,
+        0.69314718055994530942,
+        0.69314718055812632001,
+        0.69314718056176429882,
+    ],
+    "F": [
+        2.2406844901773543432e-18,
+        4.4813689801677194283e-18,
+        0.0,
+        1.1203422450419298572e-18,
+        4.4813689807286871989e-18,
+        2.2406844922641543916e-18,
+        3.7252903054008079836e-9,
+        1.0986122893924717006,
+        1.0292758247448715679,
+        0.90078654519490941495,
+        0.85826802395474145042,
+        0.97431475286943689228,
+    ],
 }
 RTOL = 1e-13
 # Near alpha = 1 the value depends on sum(a) - 1 divided by (alpha - 1); the
@@ -90,7 +170,7 @@ def test_kl_of_random_near_equal_laws_against_mpmath():
         a = rng.dirichlet(np.ones(k))
         b = a * (1 + 10.0 ** rng.uniform(-14, -6) * rng.standard_normal(k))
         if _ % 2:
-            b /= b.sum()          # both laws sum to 1 up to rounding: KL ~ perturbation^2
+            b /= b.sum()  # both laws sum to 1 up to rounding: KL ~ perturbation^2
         with mp.workdps(60):
             A, B = [mp.mpf(float(x)) for x in a], [mp.mpf(float(x)) for x in b]
             want = mp.fsum(x * mp.log(x / y) for x, y in zip(A, B))
@@ -140,8 +220,7 @@ def _mp_rce(a, b, alpha):
 @pytest.mark.parametrize("h", STEPS)
 def test_renyi_divergence_continuous_at_alpha_one(h):
     alpha = 1.0 + h
-    assert renyi_divergence(A_DY, B_DY, alpha=alpha) == pytest.approx(
-        _mp_renyi(A_DY, B_DY, alpha), rel=1e-13)
+    assert renyi_divergence(A_DY, B_DY, alpha=alpha) == pytest.approx(_mp_renyi(A_DY, B_DY, alpha), rel=1e-13)
     # and it tends to the KL branch
     assert renyi_divergence(A_DY, B_DY, alpha=alpha) == pytest.approx(kl(A_DY, B_DY), rel=2 * abs(h))
 
@@ -150,7 +229,8 @@ def test_renyi_divergence_continuous_at_alpha_one(h):
 def test_renyi_cross_entropy_continuous_at_alpha_one(h):
     alpha = 1.0 + h
     assert renyi_cross_entropy(A_DY, B_DY, alpha=alpha) == pytest.approx(
-        _mp_rce(A_DY, B_DY, alpha), rel=1e-13)
+        _mp_rce(A_DY, B_DY, alpha), rel=1e-13
+    )
     shannon = -sum(x * math.log(y) for x, y in zip(A_DY, B_DY))
     assert renyi_cross_entropy(A_DY, B_DY, alpha=1.0) == pytest.approx(shannon, rel=1e-15)
     assert renyi_cross_entropy(A_DY, B_DY, alpha=alpha) == pytest.approx(shannon, rel=2 * abs(h))
@@ -216,21 +296,33 @@ def test_broadcasting_and_axis(alpha):
         assert got3.shape == (2, 4)
         # axis=1 on a (2, 5, 4) stack equals the last-axis result of its transpose
         np.testing.assert_allclose(
-            f(np.swapaxes(a3, 1, 2), np.swapaxes(_laws(np.random.default_rng(1), 4, 5), 0, 1),
-              axis=1), got3, rtol=1e-14, atol=1e-16)
+            f(np.swapaxes(a3, 1, 2), np.swapaxes(_laws(np.random.default_rng(1), 4, 5), 0, 1), axis=1),
+            got3,
+            rtol=1e-14,
+            atol=1e-16,
+        )
 
 
 def test_scalar_results_are_python_floats():
-    for v in (kl([0.5, 0.5], [0.9, 0.1]), jeffreys([0.5, 0.5], [0.9, 0.1]),
-              renyi_divergence([0.5, 0.5], [0.9, 0.1], alpha=2.0),
-              renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=2.0)):
+    for v in (
+        kl([0.5, 0.5], [0.9, 0.1]),
+        jeffreys([0.5, 0.5], [0.9, 0.1]),
+        renyi_divergence([0.5, 0.5], [0.9, 0.1], alpha=2.0),
+        renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=2.0),
+    ):
         assert type(v) is float
 
 
 # ------------------------------------------------------------------ errors
-@pytest.mark.parametrize("f", [kl, jeffreys,
-                               lambda a, b, **k: renyi_divergence(a, b, alpha=2.0, **k),
-                               lambda a, b, **k: renyi_cross_entropy(a, b, alpha=2.0, **k)])
+@pytest.mark.parametrize(
+    "f",
+    [
+        kl,
+        jeffreys,
+        lambda a, b, **k: renyi_divergence(a, b, alpha=2.0, **k),
+        lambda a, b, **k: renyi_cross_entropy(a, b, alpha=2.0, **k),
+    ],
+)
 def test_bad_inputs(f):
     with pytest.raises(ValueError, match="a is empty"):
         f([], [0.5, 0.5])
@@ -275,8 +367,7 @@ def test_cumulant_as_renyi_cross_entropy(t, scale):
     q = np.exp(r - log_z)
     rhs = t * log_z - t * renyi_cross_entropy(phi, q, alpha=1.0 + t)
     with mp.workdps(50):
-        lhs = float(mp.log(mp.fsum(mp.mpf(f) * mp.exp(mp.mpf(t) * mp.mpf(x))
-                                   for f, x in zip(phi, r))))
+        lhs = float(mp.log(mp.fsum(mp.mpf(f) * mp.exp(mp.mpf(t) * mp.mpf(x)) for f, x in zip(phi, r))))
     # rounding of log Z, log q and H, each O(|log Z| + max|r|), is multiplied by t
     atol = 1e-14 * abs(t) * (abs(log_z) + np.abs(r).max())
     assert rhs == pytest.approx(lhs, rel=1e-12, abs=atol)

@@ -29,7 +29,7 @@ def test_unbiased_matches_enumeration_of_subsets(seed):
     """Brute force: the mean of max over all C(n, N) subsets, exact in rationals."""
     rng = np.random.default_rng(seed)
     n = 9
-    r = rng.integers(-3, 4, size=n).astype(float)           # ties on purpose
+    r = rng.integers(-3, 4, size=n).astype(float)  # ties on purpose
     if seed % 2:
         r = rng.normal(size=n)
     for big_n in range(1, n + 1):
@@ -41,7 +41,7 @@ def test_unbiased_matches_enumeration_of_subsets(seed):
 def test_unbiased_closed_form_at_one_million():
     """Ranks 1..n: E[max of N drawn without replacement] = N (n + 1) / (N + 1), exactly."""
     n = 10**6
-    r = np.arange(1, n + 1, dtype=float)[::-1].copy()       # order must not matter
+    r = np.arange(1, n + 1, dtype=float)[::-1].copy()  # order must not matter
     ns = np.array([1, 2, 10, 1000, 500_000, n - 1, n])
     got = unbiased_bon_reward(r, ns)
     want = ns * (n + 1) / (ns + 1)
@@ -72,6 +72,7 @@ def test_unbiased_is_unbiased_in_expectation():
         mean += np.prod(p[list(idx)]) * unbiased_bon_reward(vals[list(idx)], big_n)
     assert mean == pytest.approx(truth, rel=1e-13)
 
+
 # ----------------------------------------------------------------------------- tilt
 @pytest.mark.parametrize("lam", [0.0, 1e-4, 0.3, 1.0, 7.0, 60.0])
 def test_covariance_form_equals_plugin_tilt(lam):
@@ -93,14 +94,13 @@ def test_covariance_form_vectorised_and_checked():
     lams = np.array([[0.0, 1.0], [2.0, 1e3]])
     out = tilted_gain_cov(r, lams)
     assert out.shape == (2, 2)
-    assert out[1, 1] == pytest.approx(5.0 - 2.0)                # all mass on the max
+    assert out[1, 1] == pytest.approx(5.0 - 2.0)  # all mass on the max
     with pytest.raises(ValueError, match="lam"):
         tilted_gain_cov(r, -1.0)
 
 
-
 def test_kl_trust_limit():
-    assert kl_trust_limit(np.e ** 3, margin=1.0) == pytest.approx(2.0)
+    assert kl_trust_limit(np.e**3, margin=1.0) == pytest.approx(2.0)
 
 
 # ----------------------------------------------------------------------------- gold
@@ -109,7 +109,7 @@ def test_unbiased_gold_matches_enumeration_with_uniform_tie_break(seed):
     """Brute force over all N-subsets; a subset's winner is uniform over its tied maxima."""
     rng = np.random.default_rng(seed)
     n = 8
-    proxy = rng.integers(0, 3, size=n).astype(float)          # many ties in the proxy
+    proxy = rng.integers(0, 3, size=n).astype(float)  # many ties in the proxy
     gold = rng.normal(size=n)
     for big_n in range(1, n + 1):
         tot, cnt = Fraction(0), 0
@@ -119,8 +119,9 @@ def test_unbiased_gold_matches_enumeration_with_uniform_tie_break(seed):
             tot += sum(Fraction(gold[i]) for i in win) / len(win)
             cnt += 1
         assert unbiased_bon_gold(proxy, gold, big_n) == pytest.approx(float(tot / cnt), rel=1e-12, abs=1e-13)
-    np.testing.assert_allclose(unbiased_bon_gold(proxy, proxy, [1, 3]), unbiased_bon_reward(proxy, [1, 3]),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        unbiased_bon_gold(proxy, proxy, [1, 3]), unbiased_bon_reward(proxy, [1, 3]), rtol=1e-14
+    )
     with pytest.raises(ValueError, match="gold must have the length"):
         unbiased_bon_gold(proxy, gold[:-1], 1)
 
@@ -157,8 +158,9 @@ def test_bon_kl_jackknife_matches_brute_force_leave_one_out(ties):
         loo = np.array([K.bon_plugin(np.delete(r[b], i)[None, :], ns)["kl"][0] for i in range(n)])
         mu = loo.mean(axis=0)
         np.testing.assert_allclose(out["kl_bias"][b], (n - 1) * (mu - out["kl"][b]), atol=1e-12)
-        np.testing.assert_allclose(out["kl_jkvar"][b], (n - 1) / n * ((loo - mu) ** 2).sum(axis=0),
-                                   atol=1e-13)
+        np.testing.assert_allclose(
+            out["kl_jkvar"][b], (n - 1) / n * ((loo - mu) ** 2).sum(axis=0), atol=1e-13
+        )
 
 
 def test_unbiased_jackknife_matches_brute_force():
@@ -186,14 +188,17 @@ def test_tilt_rows_match_exact_engine_and_brute_force_jackknife(lam):
         assert out["ess"][b, 0] == pytest.approx(w.sum() ** 2 / (w * w).sum(), rel=1e-12)
         assert out["logmgf"][b, 0] == pytest.approx(np.log(np.mean(np.exp(lam * r[b]))), rel=1e-12, abs=1e-15)
         if lam in (0.4, 3.0):
-            loo = [K.tilt_rows(np.delete(r[b], i)[None, :], np.array([lam]), gold=np.delete(g[b], i)[None, :])
-                   for i in range(n)]
+            loo = [
+                K.tilt_rows(np.delete(r[b], i)[None, :], np.array([lam]), gold=np.delete(g[b], i)[None, :])
+                for i in range(n)
+            ]
             for key in ("reward", "kl", "gold"):
                 vals = np.array([o[key][0, 0] for o in loo])
                 full = out[key][b, 0]
                 assert out[key + "_bias"][b, 0] == pytest.approx((n - 1) * (vals.mean() - full), abs=1e-11)
                 assert out[key + "_jkvar"][b, 0] == pytest.approx(
-                    (n - 1) / n * ((vals - vals.mean()) ** 2).sum(), rel=1e-9)
+                    (n - 1) / n * ((vals - vals.mean()) ** 2).sum(), rel=1e-9
+                )
 
 
 def test_tilt_rows_small_lam_keeps_relative_accuracy():
@@ -204,7 +209,7 @@ def test_tilt_rows_small_lam_keeps_relative_accuracy():
     v = np.var(r[0] - r[0].mean())
     assert out["kl"][0, 0] == pytest.approx(1e-14 * v / 2, rel=1e-6)
     gain = out["reward"][0, 0] - r[0].mean()
-    assert gain == pytest.approx(1e-7 * v, rel=1e-2)      # rounding of r.mean() itself dominates here
+    assert gain == pytest.approx(1e-7 * v, rel=1e-2)  # rounding of r.mean() itself dominates here
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -238,13 +243,21 @@ def test_analyze_point_estimates_match_the_exact_engines():
     np.testing.assert_allclose(res.frontier_equal.reward, eq, rtol=1e-6)
     assert np.all(res.frontier.reward >= res.frontier_equal.reward - 1e-9)
     for g, lam in enumerate(res.tilt.lam):
-        assert res.tilt.reward[g] == pytest.approx(np.mean([tilted(r, lam=lam).reward for r in refs]), rel=1e-12)
-        assert res.tilt.kl[g] == pytest.approx(np.mean([tilted(r, lam=lam).kl for r in refs]), rel=1e-9, abs=1e-15)
+        assert res.tilt.reward[g] == pytest.approx(
+            np.mean([tilted(r, lam=lam).reward for r in refs]), rel=1e-12
+        )
+        assert res.tilt.kl[g] == pytest.approx(
+            np.mean([tilted(r, lam=lam).kl for r in refs]), rel=1e-9, abs=1e-15
+        )
     for i, N in enumerate(res.bon.n):
         use = [(v, r) for v, r in zip(data.values(), refs) if len(v) >= N]
         assert res.bon.prompts[i] == len(use)
-        assert res.bon.reward[i] == pytest.approx(np.mean([unbiased_bon_reward(v, N) for v, _ in use]), rel=1e-12)
-        assert res.bon.kl[i] == pytest.approx(np.mean([best_of_n(r, n=N).kl for _, r in use]), rel=1e-10, abs=1e-14)
+        assert res.bon.reward[i] == pytest.approx(
+            np.mean([unbiased_bon_reward(v, N) for v, _ in use]), rel=1e-12
+        )
+        assert res.bon.kl[i] == pytest.approx(
+            np.mean([best_of_n(r, n=N).kl for _, r in use]), rel=1e-10, abs=1e-14
+        )
 
 
 def test_uneven_counts_exclude_small_prompts_and_never_leak_nan():
@@ -254,9 +267,9 @@ def test_uneven_counts_exclude_small_prompts_and_never_leak_nan():
     res = analyze(data, n_values=[1, 2, 4, 8], interval="t")
     assert res.excluded == [("one", 1)]
     assert res.info["prompts"] == 6
-    assert res.bon.prompts.tolist() == [6, 6, 5, 5]       # 'three' has 3 < 4 samples
+    assert res.bon.prompts.tolist() == [6, 6, 5, 5]  # 'three' has 3 < 4 samples
     assert np.isfinite(res.bon.reward).all() and np.isfinite(res.bon.reward_lo).all()
-    text = json.dumps(res.to_dict(), allow_nan=False)        # strict JSON
+    text = json.dumps(res.to_dict(), allow_nan=False)  # strict JSON
     assert "NaN" not in text and "Infinity" not in text
     with pytest.raises(ValueError, match="two or more samples"):
         analyze({"a": [1.0], "b": [2.0]})
@@ -266,7 +279,7 @@ def test_interval_method_is_chosen_by_the_number_of_prompts():
     rng = np.random.default_rng(3)
     one = analyze({"a": rng.normal(size=40)}, n_values=[1, 4], kl_values=[0.3], lam_values=[0.5])
     assert one.info["interval"] == "jackknife"
-    assert np.isfinite(one.bon.reward_lo).all()               # U_N: exact leave-one-out values
+    assert np.isfinite(one.bon.reward_lo).all()  # U_N: exact leave-one-out values
     assert np.isnan(one.bon.reward_plugin).sum() == 0
     few = analyze({f"q{i}": rng.normal(size=20) for i in range(12)}, n_values=[2], kl_values=[0.3])
     assert few.info["interval"] == "t" and few.methods["bon"].startswith("Student-t over 12 prompts")
@@ -277,7 +290,7 @@ def test_interval_method_is_chosen_by_the_number_of_prompts():
     many = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
     assert many.info["interval"] == "bootstrap" and "BCa" in many.methods["bon"]
     again = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=4)
-    np.testing.assert_array_equal(again.frontier.reward_lo, many.frontier.reward_lo)   # seeded
+    np.testing.assert_array_equal(again.frontier.reward_lo, many.frontier.reward_lo)  # seeded
     other = analyze(many_prompts(), n_values=[2], kl_values=[0.3], n_boot=200, seed=5)
     assert other.frontier.reward_lo[0] != many.frontier.reward_lo[0]
     for res in (one, few, many):
@@ -289,21 +302,28 @@ def test_continuous_bon_kl_is_never_trusted_and_discrete_is():
     """No ties: the BoN KL estimate is the same for every prompt and biased, so no honest interval."""
     rng = np.random.default_rng(6)
     cont = analyze({f"q{i}": rng.normal(size=64) for i in range(20)}, n_values=[1, 2, 4])
-    assert cont.bon.kl_trusted.tolist() == [True, False, False]        # N = 1: KL = 0 exactly
-    disc = analyze({f"q{i}": rng.integers(0, 4, size=64).astype(float) for i in range(20)},
-                   n_values=[1, 2, 4, 8])
-    assert disc.bon.kl_trusted.tolist() == [True, True, False, False]   # N <= n / 32
+    assert cont.bon.kl_trusted.tolist() == [True, False, False]  # N = 1: KL = 0 exactly
+    disc = analyze(
+        {f"q{i}": rng.integers(0, 4, size=64).astype(float) for i in range(20)}, n_values=[1, 2, 4, 8]
+    )
+    assert disc.bon.kl_trusted.tolist() == [True, True, False, False]  # N <= n / 32
     # the interval is for the true KL, around the jackknife-corrected estimate
     assert disc.bon.kl_lo[1] < disc.bon.kl_debiased[1] < disc.bon.kl_hi[1]
 
 
 def test_argument_errors_name_the_argument():
     data = _data(7)
-    for kwargs, match in [({"interval": "magic"}, "interval"), ({"confidence": 1.5}, "confidence"),
-                          ({"n_boot": -1}, "n_boot"), ({"n_boot": 10**9}, "n_boot"),
-                          ({"n_values": [0]}, "n_values"), ({"kl_values": [np.nan]}, "kl_values"),
-                          ({"lam_values": [-1.0]}, "lam_values"), ({"min_ess": -1}, "min_ess"),
-                          ({"progress": 3}, "progress")]:
+    for kwargs, match in [
+        ({"interval": "magic"}, "interval"),
+        ({"confidence": 1.5}, "confidence"),
+        ({"n_boot": -1}, "n_boot"),
+        ({"n_boot": 10**9}, "n_boot"),
+        ({"n_values": [0]}, "n_values"),
+        ({"kl_values": [np.nan]}, "kl_values"),
+        ({"lam_values": [-1.0]}, "lam_values"),
+        ({"min_ess": -1}, "min_ess"),
+        ({"progress": 3}, "progress"),
+    ]:
         with pytest.raises(ValueError, match=match):
             analyze(data, **kwargs)
     with pytest.raises(ValueError, match="base must be"):
@@ -329,15 +349,21 @@ def test_inputs_path_table_and_sampleset_agree(tmp_path):
 
 def test_gold_column():
     rng = np.random.default_rng(9)
-    data = {f"q{i}": {"reward": np.round(rng.normal(size=30), 1), "gold": rng.normal(size=30)} for i in range(8)}
+    data = {
+        f"q{i}": {"reward": np.round(rng.normal(size=30), 1), "gold": rng.normal(size=30)} for i in range(8)
+    }
     res = analyze(data, n_values=[1, 4], lam_values=[0.0, 1.0], interval="t")
     means = np.mean([v["gold"].mean() for v in data.values()])
     assert res.bon.gold[0] == pytest.approx(means, rel=1e-12)
     assert res.tilt.gold[0] == pytest.approx(means, rel=1e-12)
     want = np.mean([unbiased_bon_gold(v["reward"], v["gold"], 4) for v in data.values()])
     assert res.bon.gold[1] == pytest.approx(want, rel=1e-12)
-    same = analyze({k: {"reward": v["reward"], "gold": v["reward"]} for k, v in data.items()},
-                   n_values=[1, 4], lam_values=[1.0], interval="t")
+    same = analyze(
+        {k: {"reward": v["reward"], "gold": v["reward"]} for k, v in data.items()},
+        n_values=[1, 4],
+        lam_values=[1.0],
+        interval="t",
+    )
     np.testing.assert_allclose(same.bon.gold, same.bon.reward, rtol=1e-12)
     np.testing.assert_allclose(same.tilt.gold, same.tilt.reward, rtol=1e-12)
 
@@ -351,7 +377,7 @@ def _policy_samples(ref, pol, prompts, n, rng):
         lev = rng.choice(levels.size, size=n, p=probs / probs.sum())
         # log pi(y) - log p(y) depends only on the level: log(pi(level)/q(level))
         lr = pol.level_logprobs[lev] - ref.level_logq[lev]
-        ref_lp = ref.level_logq[lev] - 5.0                   # any outcome inside the level
+        ref_lp = ref.level_logq[lev] - 5.0  # any outcome inside the level
         out[p] = {"reward": levels[lev], "logprob": ref_lp + lr, "ref_logprob": ref_lp}
     return out
 
@@ -364,12 +390,14 @@ def test_policies_against_the_optimum():
     base = {p: ref.level_values[rng.choice(4, size=400, p=[0.4, 0.3, 0.2, 0.1])] for p in prompts}
     tilt_pol = tilted(ref, lam=0.8)
     bon_pol = best_of_n(ref, n=4)
-    pols = {"tilt": _policy_samples(ref, tilt_pol, prompts, 400, rng),
-            "bon4": _policy_samples(ref, bon_pol, prompts, 400, rng)}
+    pols = {
+        "tilt": _policy_samples(ref, tilt_pol, prompts, 400, rng),
+        "bon4": _policy_samples(ref, bon_pol, prompts, 400, rng),
+    }
     res = analyze(base, policies=pols, n_values=[1, 4], kl_values=[0.2], n_boot=300, seed=1)
     t, b = res.policies["tilt"], res.policies["bon4"]
 
-    def within(tab, key, truth, k=2.0):         # |estimate - truth| <= k half-widths (~4 s.e.)
+    def within(tab, key, truth, k=2.0):  # |estimate - truth| <= k half-widths (~4 s.e.)
         half = 0.5 * (getattr(tab, key + "_hi")[0] - getattr(tab, key + "_lo")[0])
         assert 0 < half < 0.05
         assert abs(getattr(tab, key)[0] - truth) <= k * half
@@ -425,8 +453,13 @@ def test_any_per_prompt_policies_lie_on_or_below_the_average_kl_optimum(samples,
         kls.append(pol.kl)
         rews.append(pol.reward)
     K, R = float(np.mean(kls)), float(np.mean(rews))
-    res = analyze({f"q{i}": x for i, x in enumerate(samples)}, n_values=[1], kl_values=[K],
-                  lam_values=[], interval="none")
+    res = analyze(
+        {f"q{i}": x for i, x in enumerate(samples)},
+        n_values=[1],
+        kl_values=[K],
+        lam_values=[],
+        interval="none",
+    )
     scale = max(float(np.ptp(np.concatenate(samples))), 1.0)
     assert R <= res.frontier.reward[0] + 1e-9 * scale
 
@@ -469,7 +502,7 @@ def test_prompt_bootstrap_equals_scipy_bootstrap(method):
     vals = rng.standard_t(3, size=(P, 3))
     w = rng.uniform(0.5, 2.0, size=P)
 
-    def stat_c(c):                         # linear, a ratio, and a nonlinear function of a mean
+    def stat_c(c):  # linear, a ratio, and a nonlinear function of a mean
         m = (c @ vals) / c.sum(axis=1, keepdims=True)
         return np.column_stack([m, (c @ (vals[:, 0] * w)) / (c @ w), np.exp(m[:, 0])])
 
@@ -478,10 +511,19 @@ def test_prompt_bootstrap_equals_scipy_bootstrap(method):
         out = stat_c(counts_from_index(flat, P))
         return np.moveaxis(out.reshape(idx.shape[:-1] + (out.shape[1],)), -1, 0)
 
-    ref = bootstrap((np.arange(P),), stat_idx, n_resamples=999, vectorized=True, confidence_level=0.9,
-                    method=method, rng=np.random.default_rng(5), batch=100)
-    got = prompt_bootstrap(stat_c, P, n_resamples=999, confidence=0.9, seed=np.random.default_rng(5),
-                           method=method)
+    ref = bootstrap(
+        (np.arange(P),),
+        stat_idx,
+        n_resamples=999,
+        vectorized=True,
+        confidence_level=0.9,
+        method=method,
+        rng=np.random.default_rng(5),
+        batch=100,
+    )
+    got = prompt_bootstrap(
+        stat_c, P, n_resamples=999, confidence=0.9, seed=np.random.default_rng(5), method=method
+    )
     np.testing.assert_array_equal(got.distribution, np.asarray(ref.bootstrap_distribution))
     np.testing.assert_allclose(got.low, ref.confidence_interval.low, rtol=0, atol=1e-14)
     np.testing.assert_allclose(got.high, ref.confidence_interval.high, rtol=0, atol=1e-14)
@@ -500,9 +542,15 @@ def test_a_policy_beyond_the_base_samples_reach_is_saturated_and_untrusted():
     """A policy KL above log n - log #top: the optimum is p_hat(. | top), its distance infinite."""
     rng = np.random.default_rng(4)
     base = {f"q{i}": rng.normal(size=16) for i in range(40)}
-    pol = {p: {"reward": np.full(8, r.max() - 0.1), "logprob": np.full(8, -1.0),
-               "ref_logprob": np.full(8, -30.0)} for p, r in base.items()}   # KL 29 nats
+    pol = {
+        p: {
+            "reward": np.full(8, r.max() - 0.1),
+            "logprob": np.full(8, -1.0),
+            "ref_logprob": np.full(8, -30.0),
+        }
+        for p, r in base.items()
+    }  # KL 29 nats
     t = analyze(base, policies={"far": pol}, n_values=[1, 2], kl_values=[0.5], n_boot=200).policies["far"]
     assert bool(t.saturated[0]) and not bool(t.trusted[0]) and not bool(t.gap_trusted[0])
     assert np.isinf(t.kl_to_optimal[0])
-    assert t.gap[0] == pytest.approx(0.1, abs=1e-9)          # r_top - (r_top - 0.1) on every prompt
+    assert t.gap[0] == pytest.approx(0.1, abs=1e-9)  # r_top - (r_top - 0.1) on every prompt

@@ -45,8 +45,15 @@ def _mp_stats_raw(logq, u, lam):
     q = [mp.exp(a) / zq for a in lq]
     kl = mp.fsum(p * (mp.log(p) - mp.log(qq)) for p, qq in zip(phi, q) if p > 0)
     mu0 = mp.fsum(qq * b for qq, b in zip(q, uu))
-    return {"cgf": lam_, "mean": mean, "var": c[0], "k3": c[1], "k4": c[2] - 3 * c[0] ** 2,
-            "kl": kl, "gain": mean - mu0}
+    return {
+        "cgf": lam_,
+        "mean": mean,
+        "var": c[0],
+        "k3": c[1],
+        "k4": c[2] - 3 * c[0] ** 2,
+        "kl": kl,
+        "gain": mean - mu0,
+    }
 
 
 def _rel(a, b):
@@ -56,8 +63,10 @@ def _rel(a, b):
 
 LAWS = {
     "bernoulli": (np.log([0.5, 0.5]), [-1.0, 0.0]),
-    "tiny_masses": (np.array([np.log1p(-1e-6 - 1e-12), np.log(1e-6), np.log(1e-12), np.log(1e-300)]),
-                    [-1.0, -0.5, -0.25, 0.0]),
+    "tiny_masses": (
+        np.array([np.log1p(-1e-6 - 1e-12), np.log(1e-6), np.log(1e-12), np.log(1e-300)]),
+        [-1.0, -0.5, -0.25, 0.0],
+    ),
     "mass_one_below_top": (np.array([np.log(1e-300), 0.0, np.log(1e-200)]), [-1.0, -1e-3, 0.0]),
     "skewed": (np.log([0.9, 0.09, 0.009, 0.001]), [-1.0, -0.7, -0.2, 0.0]),
 }
@@ -211,8 +220,13 @@ def test_solve_mean_two_cycle_is_broken_and_non_convergence_is_reported():
     r = en.solve_mean(granular, np.array([0.3]), lo=0.0, hi=1.0, btol=1e-11)
     assert abs(r[0] - 0.3) < 1e-11
     with pytest.raises(ConvergenceError) as info:
-        en.solve_mean(lambda t, rows: (np.sin(t) * 0 + 1e-3 * np.sign(t - 0.5), np.ones_like(t)),
-                      np.array([0.0]), lo=0.0, hi=1.0, max_iter=5)
+        en.solve_mean(
+            lambda t, rows: (np.sin(t) * 0 + 1e-3 * np.sign(t - 0.5), np.ones_like(t)),
+            np.array([0.0]),
+            lo=0.0,
+            hi=1.0,
+            max_iter=5,
+        )
     assert info.value.partial is not None
 
 
@@ -225,8 +239,8 @@ def test_bon_kernel_matches_mpmath_for_astronomical_n():
 def _bon_kernel_case():
     logq = np.array([np.log1p(-1e-300 - 1e-20), np.log(1e-20), np.log(1e-300)])
     q = [mp.mpf(1) - mp.mpf("1e-300") - mp.mpf("1e-20"), mp.mpf("1e-20"), mp.mpf("1e-300")]
-    F = [mp.fsum(q[:j + 1]) for j in range(3)]
-    S = [mp.fsum(q[j + 1:]) for j in range(3)]
+    F = [mp.fsum(q[: j + 1]) for j in range(3)]
+    S = [mp.fsum(q[j + 1 :]) for j in range(3)]
     logF = np.array([float(mp.log(f)) for f in F])
     logS = np.array([float(mp.log(s)) if s > 0 else -np.inf for s in S])
     lnl_f, lnl_c = bk.tail_logs(logq, logF, logS)

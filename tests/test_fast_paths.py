@@ -33,11 +33,11 @@ def _refs():
         if kind == 0:
             r = rng.standard_normal(K)
         elif kind == 1:
-            r = rng.integers(0, 6, K).astype(float)          # few levels, heavy ties
+            r = rng.integers(0, 6, K).astype(float)  # few levels, heavy ties
         elif kind == 2:
-            r = np.round(rng.standard_normal(K), 1)          # lattice
+            r = np.round(rng.standard_normal(K), 1)  # lattice
         else:
-            r = 1e-8 * rng.standard_normal(K)                # tiny reward scale
+            r = 1e-8 * rng.standard_normal(K)  # tiny reward scale
         p = rng.exponential(size=K) ** rng.choice([1, 4, 12])  # up to very skewed
         p /= p.sum()
         ref = Reference(r, probs=p)
@@ -54,7 +54,7 @@ def test_frontier_many_budgets_matches_per_budget_solver(ref):
     budgets = np.geomspace(1e-4, 0.999 * ref.kl_max, 60)
     law = ref.level_law
     lam_u, mean_u, kl_u, ok = engine.solve_kl_many(lambda lm: engine.stats4(law, lm), budgets, law.sd)
-    assert ok.mean() > 0.8                     # the fast path really is exercised
+    assert ok.mean() > 0.8  # the fast path really is exercised
     fr = frontier(ref, budgets)
     lam_ref = engine.solve_kl_iter(lambda lm: engine.tilt_stats(law, lm), budgets, law.sd)
     st = tilt_mod.tilt_stats(ref, lam_ref)
@@ -84,7 +84,7 @@ def test_bon_curve_blocked_matches_per_n_law(ref, monkeypatch):
     monkeypatch.setattr(bon_mod, "_bon_sums_blocked", spy)
     log_n = np.log([1.0, 1.2, 2.0, 3.7, 10.0, 100.0, 1e3, 1e5, 1e8])
     curve = bon_curve(ref, log_n=log_n)
-    assert calls                                   # the blocked kernel ran
+    assert calls  # the blocked kernel ran
     for i, x in enumerate(log_n):
         kl, rw, win = _bon_exact(ref, x)
         assert curve.kl[i] == pytest.approx(kl, rel=1e-11, abs=1e-300)

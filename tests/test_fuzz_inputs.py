@@ -37,16 +37,20 @@ def commands(path, case_name=""):
     """``(label, argv)`` of every command run on one input."""
     limit = ["--max-record-bytes", str(SMALL_LIMIT)] if "long" in case_name else []
     analyze = ["analyze", path, "--json", "--n-boot", "0", "--interval", "none", *limit]
-    return [("analyze", analyze), ("analyze --strict", [*analyze, "--strict"]),
-            ("frontier", ["frontier", "--ref", path, "--json", "--kl", "0.1"]),
-            ("bon", ["bon", "--ref", path, "--json", "--n", "1,4"]),
-            ("soft-bon", ["soft-bon", "--ref", path, "--json", "--n", "2"]),
-            # m = 1, 2: longer lengths can take minutes on a non-lattice reference (sequences/lattice.py)
-            ("convergence", ["convergence", "--ref", path, "--json", "--lengths", "1,2"])]
+    return [
+        ("analyze", analyze),
+        ("analyze --strict", [*analyze, "--strict"]),
+        ("frontier", ["frontier", "--ref", path, "--json", "--kl", "0.1"]),
+        ("bon", ["bon", "--ref", path, "--json", "--n", "1,4"]),
+        ("soft-bon", ["soft-bon", "--ref", path, "--json", "--n", "2"]),
+        # m = 1, 2: longer lengths can take minutes on a non-lattice reference (sequences/lattice.py)
+        ("convergence", ["convergence", "--ref", path, "--json", "--lengths", "1,2"]),
+    ]
 
 
 def _strict_json(text):
     """Whether ``text`` is strict JSON (no NaN or Infinity literals)."""
+
     def refuse(name):
         raise ValueError(name)
 
@@ -64,7 +68,7 @@ def check_run(label, argv, where):
         res = runner.invoke(COMMAND, argv)
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
-        plt.close("all")        # analyze builds figures that only a report saves; one process, many runs
+        plt.close("all")  # analyze builds figures that only a report saves; one process, many runs
     out, err = res.stdout, res.stderr
     lines = [x for x in err.splitlines() if x.strip()]
     problems = []
@@ -109,22 +113,40 @@ def test_the_hostile_cases_say_what_is_wrong(corpus):
     """The one line names the problem (spot checks of issue 10's list)."""
     root, _ = corpus
     expect = {
-        "zero.jsonl": "is a device", "a-directory.jsonl": "is a directory", "loop-a.jsonl": "symbolic link",
-        "dangling.jsonl": "symbolic link", "absent.jsonl": "no such file",
-        "plain-named.jsonl.gz": "not a valid gzip file", "truncated.jsonl.gz": "truncated gzip",
-        "utf16-bom.jsonl": "UTF-16", "utf16-nobom.jsonl": "NUL byte", "binary-png.jsonl": "NUL byte",
-        "dup-header.csv": "ambiguous", "empty.jsonl": "no valid rows", "deep-only.jsonl": "nested deeper",
-        "long-no-newline.jsonl": "record longer than", "not-parquet.parquet": "Parquet",
-        "dup-columns.parquet": "ambiguous", "wrong-suffix.txt": "--format",
+        "zero.jsonl": "is a device",
+        "a-directory.jsonl": "is a directory",
+        "loop-a.jsonl": "symbolic link",
+        "dangling.jsonl": "symbolic link",
+        "absent.jsonl": "no such file",
+        "plain-named.jsonl.gz": "not a valid gzip file",
+        "truncated.jsonl.gz": "truncated gzip",
+        "utf16-bom.jsonl": "UTF-16",
+        "utf16-nobom.jsonl": "NUL byte",
+        "binary-png.jsonl": "NUL byte",
+        "dup-header.csv": "ambiguous",
+        "empty.jsonl": "no valid rows",
+        "deep-only.jsonl": "nested deeper",
+        "long-no-newline.jsonl": "record longer than",
+        "not-parquet.parquet": "Parquet",
+        "dup-columns.parquet": "ambiguous",
+        "wrong-suffix.txt": "--format",
     }
     for name, needle in expect.items():
         limit = ["--max-record-bytes", str(SMALL_LIMIT)] if "long" in name else []
-        res = runner.invoke(COMMAND, ["analyze", os.path.join(root, name), "--json", "--n-boot", "0",
-                                      "--interval", "none", *limit])
+        res = runner.invoke(
+            COMMAND,
+            ["analyze", os.path.join(root, name), "--json", "--n-boot", "0", "--interval", "none", *limit],
+        )
         assert res.exit_code == 2 and needle.lower() in res.stderr.lower(), (name, res.stderr)
-    for name, needle in {"ref-dup-reward.csv": "ambiguous", "ref-bools.json": "not a number",
-                         "ref-deep.json": "nested deeper", "ref-bom.csv": None, "ref-utf16.csv": "UTF-16",
-                         "ref-dup-key.json": "given twice", "ref-bad-cell.csv": ":3:"}.items():
+    for name, needle in {
+        "ref-dup-reward.csv": "ambiguous",
+        "ref-bools.json": "not a number",
+        "ref-deep.json": "nested deeper",
+        "ref-bom.csv": None,
+        "ref-utf16.csv": "UTF-16",
+        "ref-dup-key.json": "given twice",
+        "ref-bad-cell.csv": ":3:",
+    }.items():
         res = runner.invoke(COMMAND, ["frontier", "--ref", os.path.join(root, name), "--json"])
         if needle is None:
             assert res.exit_code == 0, (name, res.stderr)
@@ -134,10 +156,23 @@ def test_the_hostile_cases_say_what_is_wrong(corpus):
 
 def test_strict_names_the_first_bad_row(corpus):
     root, _ = corpus
-    res = runner.invoke(COMMAND, ["analyze", os.path.join(root, "invalid-utf8-pid.jsonl"), "--strict", "--json"])
+    res = runner.invoke(
+        COMMAND, ["analyze", os.path.join(root, "invalid-utf8-pid.jsonl"), "--strict", "--json"]
+    )
     assert res.exit_code == 2 and "invalid-utf8-pid.jsonl:25: prompt_id is not valid UTF-8" in res.stderr
-    res = runner.invoke(COMMAND, ["analyze", os.path.join(root, "invalid-utf8-unused.jsonl"), "--strict", "--json",
-                              "--n-boot", "0", "--interval", "none"])
+    res = runner.invoke(
+        COMMAND,
+        [
+            "analyze",
+            os.path.join(root, "invalid-utf8-unused.jsonl"),
+            "--strict",
+            "--json",
+            "--n-boot",
+            "0",
+            "--interval",
+            "none",
+        ],
+    )
     assert res.exit_code == 0, res.stderr
 
 
@@ -158,8 +193,13 @@ def run_cli(args, stdin=None, timeout=120):
     """Run the CLI in a process: ``(exit code, stdout, stderr, seconds)``."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    p = subprocess.run([*CLI, *args], stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                       capture_output=True, env=env, timeout=timeout)
+    p = subprocess.run(
+        [*CLI, *args],
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+    )
     return p.returncode, p.stdout.decode(), p.stderr.decode(), time.perf_counter() - t0
 
 
@@ -182,12 +222,18 @@ def run_measured(args, timeout=300):
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return (p.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss * 1024,
-                time.perf_counter() - t0)
+        return (
+            p.returncode,
+            out.read().decode(),
+            err.read().decode(),
+            usage.ru_maxrss * 1024,
+            time.perf_counter() - t0,
+        )
 
 
 def feed_fifo(path, chunks):
     """Write ``chunks`` (an iterable of bytes) into the FIFO ``path`` from a thread."""
+
     def write():
         try:
             with open(path, "wb") as f:
@@ -217,16 +263,18 @@ def test_processes_device_pipe_and_fifo(tmp_path):
     r, w = os.pipe()
     os.write(w, GOOD_CSV)
     os.close(w)
-    code, out, err, _ = run_cli(["analyze", "/dev/stdin", "--format", "csv", "--json", "--n-boot", "0",
-                                    "--interval", "none"], stdin=r)
+    code, out, err, _ = run_cli(
+        ["analyze", "/dev/stdin", "--format", "csv", "--json", "--n-boot", "0", "--interval", "none"], stdin=r
+    )
     os.close(r)
     assert code == 0 and json.loads(out)["klfrontier_version"], err
     # a named FIFO .csv is opened once (twice would hang)
     fifo = tmp_path / "f.csv"
     os.mkfifo(fifo)
     writer = feed_fifo(fifo, [GOOD_CSV])
-    code, out, err, _ = run_cli(["analyze", str(fifo), "--json", "--n-boot", "0", "--interval", "none"],
-                                   timeout=60)
+    code, out, err, _ = run_cli(
+        ["analyze", str(fifo), "--json", "--n-boot", "0", "--interval", "none"], timeout=60
+    )
     writer.join(5)
     assert code == 0 and json.loads(out)["klfrontier_version"], err
     # a FIFO fed zeros without end: refused at its first bytes

@@ -37,15 +37,19 @@ RTOL = 1e-10
 # Small cases: ties in the proxy with different gold values everywhere; a zero-probability
 # outcome whose (huge) gold value must carry no weight; gold of both signs.
 CASES = {
-    "tied-top": dict(rewards=[0.0, 1.0, 2.0, 2.0], probs=[0.4, 0.3, 0.2, 0.1],
-                     gold=[1.0, -2.0, 5.0, -3.0]),
-    "tied-middle": dict(rewards=[-1.0, 0.5, 0.5, 0.5, 3.0], probs=[0.3, 0.1, 0.25, 0.15, 0.2],
-                        gold=[0.25, 7.0, -1.5, 2.0, -0.75]),
+    "tied-top": dict(rewards=[0.0, 1.0, 2.0, 2.0], probs=[0.4, 0.3, 0.2, 0.1], gold=[1.0, -2.0, 5.0, -3.0]),
+    "tied-middle": dict(
+        rewards=[-1.0, 0.5, 0.5, 0.5, 3.0],
+        probs=[0.3, 0.1, 0.25, 0.15, 0.2],
+        gold=[0.25, 7.0, -1.5, 2.0, -0.75],
+    ),
     "all-tied": dict(rewards=[1.0, 1.0, 1.0], probs=[0.2, 0.5, 0.3], gold=[3.0, -1.0, 10.0]),
-    "zero-prob": dict(rewards=[0.0, 2.0, 1.0, 2.0], probs=[0.5, 0.2, 0.0, 0.3],
-                      gold=[0.5, 1.0, 1e6, 4.0]),
-    "irrational": dict(rewards=[0.0, 1.0, math.sqrt(2.0), 1.0], probs=[0.35, 0.25, 0.2, 0.2],
-                       gold=[math.pi, -math.e, 0.1, 1.0 / 3.0]),
+    "zero-prob": dict(rewards=[0.0, 2.0, 1.0, 2.0], probs=[0.5, 0.2, 0.0, 0.3], gold=[0.5, 1.0, 1e6, 4.0]),
+    "irrational": dict(
+        rewards=[0.0, 1.0, math.sqrt(2.0), 1.0],
+        probs=[0.35, 0.25, 0.2, 0.2],
+        gold=[math.pi, -math.e, 0.1, 1.0 / 3.0],
+    ),
 }
 
 
@@ -98,7 +102,7 @@ def _bon_levels(case, n):
             mean = mp.fsum(p[i] * g[i] for i in range(len(r)) if r[i] == v) / q
             F = mp.fsum(p[i] for i in range(len(r)) if r[i] <= v)
             Fm = mp.fsum(p[i] for i in range(len(r)) if r[i] < v)
-            total += (F ** n - Fm ** n) * mean
+            total += (F**n - Fm**n) * mean
         return total
 
 
@@ -194,7 +198,7 @@ def test_identities(case):
     for pol in _policies(ref):
         assert pol.expect(ref.rewards) == pytest.approx(pol.reward, rel=1e-13, abs=1e-15)
         assert pol.expect(np.ones(ref.size)) == 1.0
-        assert pol.expect(np.full(ref.size, 0.1)) == 0.1          # a constant is itself
+        assert pol.expect(np.full(ref.size, 0.1)) == 0.1  # a constant is itself
         gold_is_proxy = kf.Reference(ref.rewards, logprobs=ref.logprobs, gold=ref.rewards)
         # same levels, same law: the gold of "gold = proxy" is the policy's reward
         same = dataclasses.replace(pol, ref=gold_is_proxy)
@@ -208,8 +212,10 @@ def test_identities(case):
 def test_expect_equals_the_outcome_sum(ref, data):
     """``expect`` (through levels) equals ``sum_y pi(y) g(y)`` over the outcomes, in mpmath."""
     g = np.asarray(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=ref.size, max_size=ref.size)))
-    for pol in (kf.tilted(ref, lam=data.draw(st.floats(0.0, 50.0)) / max(ref.reward_scale, 1e-300)),
-                kf.best_of_n(ref, n=data.draw(st.floats(1.0, 1e4)))):
+    for pol in (
+        kf.tilted(ref, lam=data.draw(st.floats(0.0, 50.0)) / max(ref.reward_scale, 1e-300)),
+        kf.best_of_n(ref, n=data.draw(st.floats(1.0, 1e4))),
+    ):
         pi = pol.probs
         with mp.workdps(50):
             terms = [mp.mpf(float(a)) * mp.mpf(float(b)) for a, b in zip(pi, g)]
@@ -217,8 +223,9 @@ def test_expect_equals_the_outcome_sum(ref, data):
             spread = mp.fsum(abs(t) for t in terms)
         # error relative to sum |pi g| (the outcome law's own rounding is ~ K eps of it)
         assert abs(mp.mpf(pol.expect(g)) - exact) <= 1e-12 * spread + 1e-300
-        assert pol.expect(ref.rewards) == pytest.approx(pol.reward, rel=1e-12,
-                                                        abs=1e-13 * max(abs(ref.r_min), abs(ref.r_max)))
+        assert pol.expect(ref.rewards) == pytest.approx(
+            pol.reward, rel=1e-12, abs=1e-13 * max(abs(ref.r_min), abs(ref.r_max))
+        )
 
 
 # ----------------------------------------------------------------- level_mean
@@ -247,10 +254,10 @@ def test_level_mean_huge_values_of_both_signs_do_not_overflow():
     x = [1.5e308, -1.7e308, 1.7976931348623157e308, 1.7976931348623157e308]
     m = ref.level_mean(x)
     assert m[0] == pytest.approx(-1e307, rel=1e-14)
-    assert m[1] == 1.7976931348623157e308                          # a level of equal values: exact
-    b = kf.best_of_n(ref, n=2)                                      # levels: (0.25, 0.75)
+    assert m[1] == 1.7976931348623157e308  # a level of equal values: exact
+    b = kf.best_of_n(ref, n=2)  # levels: (0.25, 0.75)
     assert b.expect(x) == pytest.approx(0.25 * -1e307 + 0.75 * 1.7976931348623157e308, rel=1e-14)
-    tiny = ref.level_mean([1e-310, 3e-310, -2e-300, 4e-300])        # subnormals and tiny values
+    tiny = ref.level_mean([1e-310, 3e-310, -2e-300, 4e-300])  # subnormals and tiny values
     assert tiny[0] == pytest.approx(2e-310, rel=1e-6) and tiny[1] == pytest.approx(1e-300, rel=1e-14)
 
 
@@ -276,7 +283,7 @@ def test_level_mean_is_centred_within_a_level():
 
 def test_level_expect_limits():
     assert level_expect([0.0], [4.25]) == 4.25
-    assert level_expect([-np.inf, 0.0, -np.inf], [1e300, -2.0, np.nan]) == -2.0   # unreached levels ignored
+    assert level_expect([-np.inf, 0.0, -np.inf], [1e300, -2.0, np.nan]) == -2.0  # unreached levels ignored
     assert level_expect(np.log([0.5, 0.5]), [0.0, 0.0]) == 0.0
 
 
@@ -291,11 +298,13 @@ def test_reference_gold_is_validated_copied_and_read_only():
     with pytest.raises(ValueError):
         ref.level_gold[0] = 5.0
     assert kf.Reference([0.0, 1.0], probs=[0.5, 0.5]).gold is None
-    for bad, match in (([1.0, 2.0], "gold must have one entry per outcome"),
-                       ([1.0, np.nan, 2.0], "gold contains NaN"),
-                       ([1.0, np.inf, 2.0], "gold contains inf"),
-                       ([[1.0, 2.0, 3.0]], "gold must be one-dimensional"),
-                       (["a", "b", "c"], "gold must be an array of real numbers")):
+    for bad, match in (
+        ([1.0, 2.0], "gold must have one entry per outcome"),
+        ([1.0, np.nan, 2.0], "gold contains NaN"),
+        ([1.0, np.inf, 2.0], "gold contains inf"),
+        ([[1.0, 2.0, 3.0]], "gold must be one-dimensional"),
+        (["a", "b", "c"], "gold must be an array of real numbers"),
+    ):
         with pytest.raises(ValueError, match=match):
             kf.Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2], gold=bad)
     with pytest.raises(ValueError, match="gold"):
@@ -304,11 +313,13 @@ def test_reference_gold_is_validated_copied_and_read_only():
 
 def test_expect_errors_name_values():
     pol = kf.best_of_n(_ref("tied-top"), n=3)
-    for bad, match in (([1.0, 2.0], "values must have one entry per outcome \\(4\\), got 2"),
-                       ([1.0, np.nan, 2.0, 0.0], "values contains NaN"),
-                       ([1.0, -np.inf, 2.0, 0.0], "values contains inf"),
-                       (np.ones((2, 2)), "values must be one-dimensional"),
-                       ([], "values is empty")):
+    for bad, match in (
+        ([1.0, 2.0], "values must have one entry per outcome \\(4\\), got 2"),
+        ([1.0, np.nan, 2.0, 0.0], "values contains NaN"),
+        ([1.0, -np.inf, 2.0, 0.0], "values contains inf"),
+        (np.ones((2, 2)), "values must be one-dimensional"),
+        ([], "values is empty"),
+    ):
         with pytest.raises(ValueError, match=match):
             pol.expect(bad)
         with pytest.raises(ValueError, match=match):
@@ -333,8 +344,11 @@ def test_from_samples_with_gold():
     assert w.level_gold[1] == pytest.approx(4.0, rel=1e-15)
     # SPEC §9 from samples: best-of-N chosen by the proxy on the empirical law, by enumeration
     b = kf.best_of_n(ref, n=2)
-    exact = sum(0.25 * 0.25 * (np.mean([g[i] for i in (a, c) if r[i] == max(r[a], r[c])]))
-                for a in range(4) for c in range(4))
+    exact = sum(
+        0.25 * 0.25 * (np.mean([g[i] for i in (a, c) if r[i] == max(r[a], r[c])]))
+        for a in range(4)
+        for c in range(4)
+    )
     assert b.gold == pytest.approx(exact, rel=1e-14)
     with pytest.raises(ValueError, match="gold must have one entry per outcome"):
         kf.Reference.from_samples(r, gold=[1.0])

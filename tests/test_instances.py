@@ -80,8 +80,13 @@ def test_import_klfrontier_does_not_import_optional_packages():
 
 def test_available_lists_all_names_with_descriptions():
     names = available()
-    assert set(names) == {"unigram-vader", "unigram-afinn", "unigram-vader-afinn", "three-letter",
-                          "bernoulli"}
+    assert set(names) == {
+        "unigram-vader",
+        "unigram-afinn",
+        "unigram-vader-afinn",
+        "three-letter",
+        "bernoulli",
+    }
     for name, desc in names.items():
         assert isinstance(desc, str) and desc and "\n" not in desc
     assert "klfrontier[data]" in names["unigram-vader"]
@@ -149,8 +154,7 @@ def test_lattice_span_helper():
 
 def test_instance_checks_word_count():
     with pytest.raises(ValueError, match="words has 2 entries"):
-        Instance(ref=Reference([0, 1, 2], probs=[0.2, 0.3, 0.5]), words=["a", "b"],
-                 name="x", description="x")
+        Instance(ref=Reference([0, 1, 2], probs=[0.2, 0.3, 0.5]), words=["a", "b"], name="x", description="x")
 
 
 # -------------------------------------------------- argument validation
@@ -173,8 +177,9 @@ def test_unknown_reward(reward):
         unigram_sentiment(top_n=100, reward=reward)
 
 
-@pytest.mark.parametrize(("reward", "lang"), [("vader", "da"), ("vader", "xx"), ("afinn", "fr"),
-                                               ("afinn", None)])
+@pytest.mark.parametrize(
+    ("reward", "lang"), [("vader", "da"), ("vader", "xx"), ("afinn", "fr"), ("afinn", None)]
+)
 def test_unsupported_lang(reward, lang):
     with pytest.raises(ValueError, match="lang"):
         unigram_sentiment(top_n=100, reward=reward, lang=lang)

@@ -16,6 +16,7 @@ DATA = Path(__file__).parent / "data"
 
 try:
     import pyarrow  # noqa: F401
+
     HAVE_ARROW = True
 except ImportError:  # pragma: no cover
     HAVE_ARROW = False
@@ -27,13 +28,21 @@ FORMATS = ["jsonl", "csv", "jsonl.gz", "csv.gz", pytest.param("parquet", marks=n
 
 def tricky_samples():
     """Floats that must survive a text round trip, ids and texts that need quoting."""
-    return SampleSet.from_dict({
-        "plain": {"reward": [0.1, 1 / 3, -2.5e10], "logprob": [-1e-300, -0.0, -745.5],
-                  "text": ["a", "line one\nline two", ""]},
-        'comma, "quote"': {"reward": [5e-324, 1.7976931348623157e308], "logprob": [-1.0, -2.0],
-                           "text": ['say "hi", then go', "tab\there"]},
-        "ünïcødé 🙂": {"reward": [-0.0], "logprob": [-3.25], "text": ["naïve\r\nwindows"]},
-    })
+    return SampleSet.from_dict(
+        {
+            "plain": {
+                "reward": [0.1, 1 / 3, -2.5e10],
+                "logprob": [-1e-300, -0.0, -745.5],
+                "text": ["a", "line one\nline two", ""],
+            },
+            'comma, "quote"': {
+                "reward": [5e-324, 1.7976931348623157e308],
+                "logprob": [-1.0, -2.0],
+                "text": ['say "hi", then go', "tab\there"],
+            },
+            "ünïcødé 🙂": {"reward": [-0.0], "logprob": [-3.25], "text": ["naïve\r\nwindows"]},
+        }
+    )
 
 
 def assert_same(a: SampleSet, b: SampleSet, *, text=True):
@@ -163,16 +172,14 @@ def test_bad_rows_csv_lines(engine):
     assert [(line, reason) for _, line, reason in s.bad_rows] == CSV_BAD
     assert all(f == os.fspath(path) for f, _, _ in s.bad_rows)
     assert s.n_bad_rows == len(CSV_BAD)
-    assert s.groups == {"p1": pytest.approx([1.0]), "p4": pytest.approx([3.0]),
-                        "p5": pytest.approx([2.5])}
+    assert s.groups == {"p1": pytest.approx([1.0]), "p4": pytest.approx([3.0]), "p5": pytest.approx([2.5])}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bad_rows_jsonl_lines(engine):
     s = read_samples(DATA / "bad_rows.jsonl", engine=engine)
     assert [(line, reason) for _, line, reason in s.bad_rows] == JSONL_BAD
-    assert s.groups == {"p1": pytest.approx([1.0]), "p2": pytest.approx([4.5]),
-                        "p3": pytest.approx([7.0])}
+    assert s.groups == {"p1": pytest.approx([1.0]), "p2": pytest.approx([4.5]), "p3": pytest.approx([7.0])}
     assert s.logprob_groups["p3"].tolist() == [-0.5]
 
 
@@ -224,11 +231,13 @@ def test_parquet_bad_rows_and_types(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({
-        "prompt_id": pa.array([1, 1, None, 2, 2, 3], type=pa.int64()),
-        "reward": pa.array(["1.5", "x", "2", "nan", "3", "4"]),
-        "logprob": pa.array([-1.0, -1.0, -1.0, -1.0, 0.5, None]),
-    })
+    table = pa.table(
+        {
+            "prompt_id": pa.array([1, 1, None, 2, 2, 3], type=pa.int64()),
+            "reward": pa.array(["1.5", "x", "2", "nan", "3", "4"]),
+            "logprob": pa.array([-1.0, -1.0, -1.0, -1.0, 0.5, None]),
+        }
+    )
     path = tmp_path / "s.parquet"
     pq.write_table(table, path)
     s = read_samples(path)
@@ -254,8 +263,11 @@ def test_streaming_in_chunks(tmp_path, fmt):
     rng = np.random.default_rng(7)
     n = 20_000
     pid = rng.integers(0, 50, size=n)
-    data = {"prompt_id": [f"p{k}" for k in pid], "reward": rng.normal(size=n).round(6),
-            "logprob": -rng.exponential(10.0, size=n).round(6)}
+    data = {
+        "prompt_id": [f"p{k}" for k in pid],
+        "reward": rng.normal(size=n).round(6),
+        "logprob": -rng.exponential(10.0, size=n).round(6),
+    }
     full = SampleSet.from_columns(data["prompt_id"], data["reward"], logprob=data["logprob"])
     path = tmp_path / f"big.{fmt}"
     write_samples(path, full)
@@ -270,20 +282,24 @@ def test_streaming_in_chunks(tmp_path, fmt):
 def test_long_csv_field(tmp_path, engine):
     """A record longer than a pyarrow block and than the csv module's default field limit."""
     long_text = "x" * 300_000 + "\n" + "y" * 10
-    s = SampleSet.from_dict({"a": {"reward": [1.0, 2.0], "text": [long_text, "short"]},
-                             "b": {"reward": [3.0], "text": ["z"]}})
+    s = SampleSet.from_dict(
+        {"a": {"reward": [1.0, 2.0], "text": [long_text, "short"]}, "b": {"reward": [3.0], "text": ["z"]}}
+    )
     path = tmp_path / "long.csv"
     write_samples(path, s)
     back = read_samples(path, keep_text=True, chunk_rows=1, engine=engine)
     assert_same(back, s)
     import csv
-    assert csv.field_size_limit() == 131072          # restored
+
+    assert csv.field_size_limit() == 131072  # restored
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_byte_order_mark(tmp_path, engine):
-    for name, body in [("s.csv", "prompt_id,reward\na,1\n"),
-                       ("s.jsonl", '{"prompt_id": "a", "reward": 1}\n')]:
+    for name, body in [
+        ("s.csv", "prompt_id,reward\na,1\n"),
+        ("s.jsonl", '{"prompt_id": "a", "reward": 1}\n'),
+    ]:
         path = tmp_path / name
         path.write_bytes(b"\xef\xbb\xbf" + body.encode())
         assert read_samples(path, engine=engine).groups == {"a": pytest.approx([1.0])}
@@ -342,8 +358,7 @@ def test_sampleset_validation():
 
 
 def test_io_does_not_import_pyarrow():
-    code = ("import sys, klfrontier, klfrontier.io, klfrontier.empirical; "
-            "print('pyarrow' in sys.modules)")
+    code = "import sys, klfrontier, klfrontier.io, klfrontier.empirical; print('pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -352,11 +367,11 @@ def test_missing_pyarrow_message(tmp_path, monkeypatch):
     """Without pyarrow: Parquet names the extra; CSV and JSONL fall back to the standard library."""
     path = tmp_path / "s.csv"
     write_samples(path, {"a": [1.0]})
-    monkeypatch.setitem(sys.modules, "pyarrow", None)     # makes `import pyarrow` fail
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
     assert read_samples(path).groups == {"a": pytest.approx([1.0])}
-    with pytest.raises(ImportError, match=r'klfrontier\[data\]'):
+    with pytest.raises(ImportError, match=r"klfrontier\[data\]"):
         read_samples(path, engine="pyarrow")
-    with pytest.raises(ImportError, match=r'klfrontier\[data\]'):
+    with pytest.raises(ImportError, match=r"klfrontier\[data\]"):
         write_samples(tmp_path / "s.parquet", {"a": [1.0]})
 
 
@@ -383,17 +398,20 @@ def test_engines_agree_on_messy_files(tmp_path, fmt, seed):
     keep the same rows and report the same bad rows at the same lines — with and without
     the gold and ref_logprob roles."""
     rng = np.random.default_rng(seed)
-    cells = {"pid": ["p1", "p2", "", "7", "x y"], "reward": ["1.5", "-2", "nan", "abc", "", "1e400",
-                                                            " 3 ", "inf", "0"],
-             "gold": ["0.25", "x", "", "nan", "-1e300", " 2 ", "true", "-inf", "1e400"],
-             "logprob": ["-1.0", "0.5", "", "-inf", "-0.0", "-3e2"],
-             "ref_logprob": ["-2.0", "1", "", "nan", "-0.0", "oops", "-1e-300"],
-             "text": ["t", "two\nlines", 'q "x", y', ""]}
+    cells = {
+        "pid": ["p1", "p2", "", "7", "x y"],
+        "reward": ["1.5", "-2", "nan", "abc", "", "1e400", " 3 ", "inf", "0"],
+        "gold": ["0.25", "x", "", "nan", "-1e300", " 2 ", "true", "-inf", "1e400"],
+        "logprob": ["-1.0", "0.5", "", "-inf", "-0.0", "-3e2"],
+        "ref_logprob": ["-2.0", "1", "", "nan", "-0.0", "oops", "-1e-300"],
+        "text": ["t", "two\nlines", 'q "x", y', ""],
+    }
     rows = []
     for i in range(300):
         # row 0 is clean, so the first valid line has every column (JSONL decides on it)
-        pick = {k: v[0] if i == 0 or rng.random() < 0.8 else v[rng.integers(len(v))]
-                for k, v in cells.items()}
+        pick = {
+            k: v[0] if i == 0 or rng.random() < 0.8 else v[rng.integers(len(v))] for k, v in cells.items()
+        }
         if rng.random() < 0.5:
             pick["pid"] = f"p{rng.integers(5)}"
         rows.append(pick)
@@ -401,6 +419,7 @@ def test_engines_agree_on_messy_files(tmp_path, fmt, seed):
     header = ["prompt_id", "reward", "gold", "logprob", "ref_logprob", "text"]
     if fmt == "csv":
         import csv
+
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(header)
@@ -410,17 +429,28 @@ def test_engines_agree_on_messy_files(tmp_path, fmt, seed):
                 elif i % 53 == 52:
                     f.write("\n")
                 else:
-                    w.writerow([row["pid"], row["reward"], row["gold"], row["logprob"],
-                                row["ref_logprob"], row["text"]])
+                    w.writerow(
+                        [
+                            row["pid"],
+                            row["reward"],
+                            row["gold"],
+                            row["logprob"],
+                            row["ref_logprob"],
+                            row["text"],
+                        ]
+                    )
     else:
         with open(path, "w") as f:
             for i, row in enumerate(rows):
                 if i % 41 == 40:
                     f.write('{"prompt_id": "p1", "reward": \n')
                     continue
-                obj = {"prompt_id": row["pid"] or None, "text": row["text"],
-                       "reward": _json_cell(row["reward"])}
-                if row["gold"]:               # an empty cell: the key is absent
+                obj = {
+                    "prompt_id": row["pid"] or None,
+                    "text": row["text"],
+                    "reward": _json_cell(row["reward"]),
+                }
+                if row["gold"]:  # an empty cell: the key is absent
                     obj["gold"] = _json_cell(row["gold"])
                 for role in ("logprob", "ref_logprob"):
                     if row[role]:

@@ -21,9 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def one_input(data: bytes) -> None:
     """The fuzz target: ``data`` as a JSONL and as a CSV sample file, through both engines."""
-    from test_io_differential import digest, outcome
-
     from klfrontier.io import read_samples
+    from test_io_differential import digest, outcome
 
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
         for name in ("s.jsonl", "s.csv"):
@@ -37,9 +36,11 @@ def one_input(data: bytes) -> None:
                     raise AssertionError(f"engines disagree on {name} {kwargs}: {data!r}")
 
 
-SEEDS = [b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "b", "reward": -0, "gold": 2}\n',
-         b'prompt_id,reward,gold,text\na,1,2,"x\ny"\nb,2,3,\xff\n',
-         b'{"prompt_id": "a", "reward": 1} {"prompt_id": "b", "reward": 2}\n\n[[[[\n']
+SEEDS = [
+    b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "b", "reward": -0, "gold": 2}\n',
+    b'prompt_id,reward,gold,text\na,1,2,"x\ny"\nb,2,3,\xff\n',
+    b'{"prompt_id": "a", "reward": 1} {"prompt_id": "b", "reward": 2}\n\n[[[[\n',
+]
 
 
 def main(argv):
@@ -59,10 +60,16 @@ def main(argv):
 def test_atheris_row_parser():
     pytest.importorskip("atheris")
     pytest.importorskip("pyarrow")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, __file__, "-runs=3000", "-max_len=512"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
+    res = subprocess.run(
+        [sys.executable, __file__, "-runs=3000", "-max_len=512"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
 

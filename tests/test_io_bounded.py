@@ -7,7 +7,7 @@ import pytest
 
 from klfrontier.io import MAX_RECORD_BYTES, SampleFileError, read_samples
 
-LONG = 48 << 20          # a 48 MiB line
+LONG = 48 << 20  # a 48 MiB line
 
 
 def _write(path, head, long_line, tail):
@@ -23,8 +23,12 @@ def _write(path, head, long_line, tail):
 @pytest.mark.parametrize("engine", ["python", "pyarrow"])
 def test_jsonl_long_line_is_a_bad_row_with_bounded_memory(tmp_path, engine):
     p = tmp_path / "s.jsonl"
-    _write(p, b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "a", "reward": ',
-           b'2}\n', b'{"prompt_id": "b", "reward": 3}\n{"prompt_id": "b", "reward": 4}\n')
+    _write(
+        p,
+        b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "a", "reward": ',
+        b"2}\n",
+        b'{"prompt_id": "b", "reward": 3}\n{"prompt_id": "b", "reward": 4}\n',
+    )
     tracemalloc.start()
     s = read_samples(p, engine=engine, max_record_bytes=1 << 20)
     peak = tracemalloc.get_traced_memory()[1]
@@ -32,7 +36,7 @@ def test_jsonl_long_line_is_a_bad_row_with_bounded_memory(tmp_path, engine):
     assert s.groups == {"a": pytest.approx([1.0]), "b": pytest.approx([3.0, 4.0])}
     assert s.n_bad_rows == 1 and s.bad_rows[0][1] == 2
     assert "longer than 1048576 bytes" in s.bad_rows[0][2]
-    assert peak < 16 << 20            # the 48 MiB line was never held
+    assert peak < 16 << 20  # the 48 MiB line was never held
 
 
 @pytest.mark.parametrize("engine", ["python", "pyarrow"])

@@ -58,11 +58,15 @@ def _csv(rows):
     return buf.getvalue().encode()
 
 
-GOOD = [{"prompt_id": f"p{i % 4}", "reward": float(i % 5) - 1.5, "logprob": -1.0 - i / 7,
-         "text": f"t{i}"} for i in range(24)]
+GOOD = [
+    {"prompt_id": f"p{i % 4}", "reward": float(i % 5) - 1.5, "logprob": -1.0 - i / 7, "text": f"t{i}"}
+    for i in range(24)
+]
 GOOD_JSONL = _jsonl(GOOD)
-GOOD_CSV = _csv([["prompt_id", "reward", "logprob", "text"]]
-                + [[r["prompt_id"], repr(r["reward"]), repr(r["logprob"]), r["text"]] for r in GOOD])
+GOOD_CSV = _csv(
+    [["prompt_id", "reward", "logprob", "text"]]
+    + [[r["prompt_id"], repr(r["reward"]), repr(r["logprob"]), r["text"]] for r in GOOD]
+)
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
@@ -96,7 +100,8 @@ def hostile_samples():
         "dup-key-used.jsonl": g + b'{"prompt_id": "a", "prompt_id": "b", "reward": 1}\n',
         "dup-key-reward.jsonl": g + b'{"prompt_id": "a", "reward": 1, "reward": 2}\n',
         "dup-key-unused.jsonl": g + b'{"prompt_id": "a", "reward": 1, "x": 1, "x": 2}\n',
-        "two-objects-one-line.jsonl": g + b'{"prompt_id": "a", "reward": 1} {"prompt_id": "b", "reward": 2}\n\n',
+        "two-objects-one-line.jsonl": g
+        + b'{"prompt_id": "a", "reward": 1} {"prompt_id": "b", "reward": 2}\n\n',
         "lone-cr.jsonl": g + b'{"prompt_id": "a", "reward": 1}\r{"prompt_id": "b", "reward": 2}\n',
         "crlf.jsonl": g.replace(b"\n", b"\r\n"),
         "blank-lines.jsonl": b"\n \n\t\r\n" + g + b"\n\x0c\n   ",
@@ -115,42 +120,67 @@ def hostile_samples():
         "long-no-newline.jsonl": b"a" * 100_000,
         "empty.jsonl": b"",
         "only-blank.jsonl": b"\n\n  \n",
-        "huge-rewards.jsonl": _jsonl([{"prompt_id": f"p{i % 3}", "reward": s * 1.7e308}
-                                      for i, s in enumerate([1, -1, 1, 1, -1, 1, 1, -1, -1])]),
-        "max-float.jsonl": _jsonl([{"prompt_id": f"p{i % 2}", "reward": v} for i, v in
-                                   enumerate([1.7976931348623157e308, -1.7976931348623157e308,
-                                              5e-324, 1e308, -1e308, 0.0])]),
+        "huge-rewards.jsonl": _jsonl(
+            [
+                {"prompt_id": f"p{i % 3}", "reward": s * 1.7e308}
+                for i, s in enumerate([1, -1, 1, 1, -1, 1, 1, -1, -1])
+            ]
+        ),
+        "max-float.jsonl": _jsonl(
+            [
+                {"prompt_id": f"p{i % 2}", "reward": v}
+                for i, v in enumerate(
+                    [1.7976931348623157e308, -1.7976931348623157e308, 5e-324, 1e308, -1e308, 0.0]
+                )
+            ]
+        ),
         "nan-inf-literals.jsonl": g + b'{"prompt_id": "a", "reward": NaN}\n'
-                                      b'{"prompt_id": "a", "reward": Infinity}\n'
-                                      b'{"prompt_id": "a", "reward": -Infinity}\n'
-                                      b'{"prompt_id": "a", "reward": 1e400}\n',
+        b'{"prompt_id": "a", "reward": Infinity}\n'
+        b'{"prompt_id": "a", "reward": -Infinity}\n'
+        b'{"prompt_id": "a", "reward": 1e400}\n',
         "bool-rewards.jsonl": g + b'{"prompt_id": "a", "reward": true}\n{"prompt_id": false, "reward": 1}\n',
-        "string-rewards.jsonl": _jsonl([{"prompt_id": "a", "reward": v} for v in
-                                        ["1.5", " 2 ", "1_000", "\u0661\u0662", "0x10", "inf", "", "1e5"]]),
+        "string-rewards.jsonl": _jsonl(
+            [
+                {"prompt_id": "a", "reward": v}
+                for v in ["1.5", " 2 ", "1_000", "\u0661\u0662", "0x10", "inf", "", "1e5"]
+            ]
+        ),
         "big-ints.jsonl": g + b'{"prompt_id": 123456789012345678901234567890, "reward": 1}\n'
-                              b'{"prompt_id": "a", "reward": 123456789012345678901234567890}\n'
-                              b'{"prompt_id": "a", "reward": ' + b"9" * 5000 + b"}\n",
+        b'{"prompt_id": "a", "reward": 123456789012345678901234567890}\n'
+        b'{"prompt_id": "a", "reward": ' + b"9" * 5000 + b"}\n",
         "negative-zero.jsonl": b'{"prompt_id": "a", "reward": -0}\n{"prompt_id": "a", "reward": -0.0}\n'
-                               b'{"prompt_id": -0, "reward": 0}\n' + g,
+        b'{"prompt_id": -0, "reward": 0}\n' + g,
         "underflow.jsonl": g + b'{"prompt_id": "a", "reward": 1e-400}\n',
-        "markup.jsonl": _jsonl([{"prompt_id": "[/x]", "reward": 1}, {"prompt_id": "[bold red]x[/]", "reward": 2},
-                                {"prompt_id": "[/x]", "reward": "[/x]"}, {"prompt_id": "[link=x]y", "reward": 3}]),
+        "markup.jsonl": _jsonl(
+            [
+                {"prompt_id": "[/x]", "reward": 1},
+                {"prompt_id": "[bold red]x[/]", "reward": 2},
+                {"prompt_id": "[/x]", "reward": "[/x]"},
+                {"prompt_id": "[link=x]y", "reward": 3},
+            ]
+        ),
         "not-objects.jsonl": g + b'[1, 2]\n"str"\n1\nnull\n{}\n',
         "logprob-positive.jsonl": g + _line(prompt_id="a", reward=1, logprob=0.5),
         "logprob-first-missing.jsonl": _line(prompt_id="a", reward=1) + g,
-        "mixed-pid-types.jsonl": _jsonl([{"prompt_id": i if i % 2 else f"{i}", "reward": i} for i in range(12)]),
+        "mixed-pid-types.jsonl": _jsonl(
+            [{"prompt_id": i if i % 2 else f"{i}", "reward": i} for i in range(12)]
+        ),
         "pid-float.jsonl": g + _line(prompt_id=1.0, reward=1),
         "pid-empty.jsonl": g + _line(prompt_id="", reward=1) + _line(prompt_id=None, reward=1),
-        "control-chars.jsonl": g + b'{"prompt_id": "a\tb", "reward": 1}\n{"prompt_id": "a", "reward": 1, "x": "\x01"}\n',
+        "control-chars.jsonl": g
+        + b'{"prompt_id": "a\tb", "reward": 1}\n{"prompt_id": "a", "reward": 1, "x": "\x01"}\n',
         "single-quotes.jsonl": g + b"{'prompt_id': 'a', 'reward': 1}\n",
-        "trailing-garbage.jsonl": g + b'{"prompt_id": "a", "reward": 1} x\n{"prompt_id": "a", "reward": 1}\x0c\n',
+        "trailing-garbage.jsonl": g
+        + b'{"prompt_id": "a", "reward": 1} x\n{"prompt_id": "a", "reward": 1}\x0c\n',
         "one-row.jsonl": _line(prompt_id="a", reward=1),
         "one-prompt.jsonl": _jsonl([{"prompt_id": "a", "reward": i} for i in range(5)]),
         "ties.jsonl": _jsonl([{"prompt_id": f"p{i % 3}", "reward": 0} for i in range(30)]),
         "clean.jsonl.gz": gzip.compress(g, mtime=0),
         "plain-named.jsonl.gz": g,
         "truncated.jsonl.gz": gzip.compress(g * 20, mtime=0)[:-40],
-        "corrupt.jsonl.gz": (lambda z: z[:30] + bytes(b ^ 0x5A for b in z[30:60]) + z[60:])(gzip.compress(g * 20, mtime=0)),
+        "corrupt.jsonl.gz": (lambda z: z[:30] + bytes(b ^ 0x5A for b in z[30:60]) + z[60:])(
+            gzip.compress(g * 20, mtime=0)
+        ),
         "empty.jsonl.gz": b"",
         "gz-of-utf16.jsonl.gz": gzip.compress(g.decode().encode("utf-16"), mtime=0),
         # ---- CSV
@@ -186,8 +216,8 @@ def hostile_samples():
         "nan-inf.csv": b"prompt_id,reward\na,nan\na,inf\na,-Infinity\na,1e400\na,1\n",
         "bool-strings.csv": b"prompt_id,reward\na,true\na,False\na,1\n",
         "odd-numbers.csv": "prompt_id,reward\na,1_000\na,\u0661\u0662\na,0x1p3\na,.5\na,5.\na,+1\na,1e5\n".encode(),
-        "huge-rewards.csv": b"prompt_id,reward\n" + b"".join(f"p{i % 3},{s}1.7e308\n".encode()
-                                                             for i, s in enumerate("+-++-++--")),
+        "huge-rewards.csv": b"prompt_id,reward\n"
+        + b"".join(f"p{i % 3},{s}1.7e308\n".encode() for i, s in enumerate("+-++-++--")),
         "semicolons.csv": b"prompt_id;reward\na;1\n",
         "header-spaces.csv": b" prompt_id , reward \na,1\n",
         "negative-zero.csv": b"prompt_id,reward\na,-0\na,-0.0\nb,0\n",
@@ -278,23 +308,30 @@ def _parquet_cases(root):
     rewards = [float(i % 4) for i in range(n)]
     tables = {
         "clean.parquet": pa.table({"prompt_id": pids, "reward": rewards}),
-        "dict-string-rewards.parquet": pa.table({"prompt_id": pids,
-                                                 "reward": pa.array([str(r) for r in rewards]).dictionary_encode()}),
-        "string-rewards.parquet": pa.table({"prompt_id": pids, "reward": [str(r) for r in rewards[:-1]] + ["x"]}),
+        "dict-string-rewards.parquet": pa.table(
+            {"prompt_id": pids, "reward": pa.array([str(r) for r in rewards]).dictionary_encode()}
+        ),
+        "string-rewards.parquet": pa.table(
+            {"prompt_id": pids, "reward": [str(r) for r in rewards[:-1]] + ["x"]}
+        ),
         "dict-pids.parquet": pa.table({"prompt_id": pa.array(pids).dictionary_encode(), "reward": rewards}),
         "int-pids.parquet": pa.table({"prompt_id": list(range(n)), "reward": rewards}),
         "float-pids.parquet": pa.table({"prompt_id": [float(i) for i in range(n)], "reward": rewards}),
         "bool-rewards.parquet": pa.table({"prompt_id": pids, "reward": [bool(i % 2) for i in range(n)]}),
         "null-cells.parquet": pa.table({"prompt_id": pids[:-1] + [None], "reward": [None] + rewards[1:]}),
         "large-string.parquet": pa.table({"prompt_id": pa.array(pids, pa.large_string()), "reward": rewards}),
-        "binary-pids.parquet": pa.table({"prompt_id": pa.array([p.encode() for p in pids[:-1]] + [b"\xff"]),
-                                         "reward": rewards}),
-        "huge-rewards.parquet": pa.table({"prompt_id": pids, "reward": [(-1) ** i * 1.7e308 for i in range(n)]}),
+        "binary-pids.parquet": pa.table(
+            {"prompt_id": pa.array([p.encode() for p in pids[:-1]] + [b"\xff"]), "reward": rewards}
+        ),
+        "huge-rewards.parquet": pa.table(
+            {"prompt_id": pids, "reward": [(-1) ** i * 1.7e308 for i in range(n)]}
+        ),
         "nan-rewards.parquet": pa.table({"prompt_id": pids, "reward": [float("nan")] + rewards[1:]}),
         "markup.parquet": pa.table({"prompt_id": ["[/x]"] * n, "reward": rewards}),
         "no-reward.parquet": pa.table({"prompt_id": pids, "score": rewards}),
-        "logprob.parquet": pa.table({"prompt_id": pids, "reward": rewards,
-                                     "logprob": [-1.0] * (n - 1) + [0.5]}),
+        "logprob.parquet": pa.table(
+            {"prompt_id": pids, "reward": rewards, "logprob": [-1.0] * (n - 1) + [0.5]}
+        ),
         "long-text.parquet": pa.table({"prompt_id": pids[:-1] + ["x" * 50_000], "reward": rewards}),
     }
     out = []
@@ -302,8 +339,9 @@ def _parquet_cases(root):
         pq.write_table(table, os.path.join(root, name))
         out.append((name, "samples"))
     # two columns named prompt_id
-    dup = pa.Table.from_arrays([pa.array(pids), pa.array(pids), pa.array(rewards)],
-                               names=["prompt_id", "prompt_id", "reward"])
+    dup = pa.Table.from_arrays(
+        [pa.array(pids), pa.array(pids), pa.array(rewards)], names=["prompt_id", "prompt_id", "reward"]
+    )
     pq.write_table(dup, os.path.join(root, "dup-columns.parquet"))
     out.append(("dup-columns.parquet", "samples"))
     return out
@@ -311,12 +349,53 @@ def _parquet_cases(root):
 
 # ----------------------------------------------------------------------------- random cases
 _PIDS = ["p1", "p2", "", "7", "x y", "[/x]", "é", "p\xff", "0", "-0", "🙂"]
-_NUMBERS = ["1.5", "-2", "nan", "abc", "", "1e400", " 3 ", "inf", "0", "-0", "true", "1_0", "0.1",
-            "-1e-300", "1.7e308", "-5e-324", "\xff", "1e", ".5", "1,5", "9" * 30]
+_NUMBERS = [
+    "1.5",
+    "-2",
+    "nan",
+    "abc",
+    "",
+    "1e400",
+    " 3 ",
+    "inf",
+    "0",
+    "-0",
+    "true",
+    "1_0",
+    "0.1",
+    "-1e-300",
+    "1.7e308",
+    "-5e-324",
+    "\xff",
+    "1e",
+    ".5",
+    "1,5",
+    "9" * 30,
+]
 _LOGPROBS = ["-1.0", "0.5", "", "-inf", "-0.0", "-3e2", "0", "-1e-320"]
 _TEXTS = ["t", "two\nlines", 'q "x", y', "", "\r", "[b]", "\xff\xfe", "{[", "\\", "\t"]
-_NOISE = [b"\xff", b"\xc3", b"\xed\xa0\x80", b'"', b",", b"\r", b"\n", b"\r\n", b"{", b"[", b"}", b"\\",
-          b"\xef\xbb\xbf", b" ", b"\t", b"\x0c", b"NaN", b"-0", b"true", b'{"prompt_id": "z", "reward": 1}']
+_NOISE = [
+    b"\xff",
+    b"\xc3",
+    b"\xed\xa0\x80",
+    b'"',
+    b",",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"{",
+    b"[",
+    b"}",
+    b"\\",
+    b"\xef\xbb\xbf",
+    b" ",
+    b"\t",
+    b"\x0c",
+    b"NaN",
+    b"-0",
+    b"true",
+    b'{"prompt_id": "z", "reward": 1}',
+]
 
 
 def _mutate(rng, data, rate):
@@ -331,9 +410,9 @@ def _mutate(rng, data, rate):
         if op == 0:
             data[k:k] = noise
         elif op == 1:
-            del data[k:k + int(rng.integers(1, 4))]
+            del data[k : k + int(rng.integers(1, 4))]
         else:
-            data[k:k + len(noise)] = noise
+            data[k : k + len(noise)] = noise
     return bytes(data)
 
 
@@ -341,13 +420,21 @@ def _random_cells(rng, n):
     rows = []
     for i in range(n):
         clean = i == 0 or rng.random() < 0.75
-        rows.append({
-            "pid": f"p{rng.integers(4)}" if clean else _PIDS[rng.integers(len(_PIDS))],
-            "reward": str(round(float(rng.normal()), 3)) if clean else _NUMBERS[rng.integers(len(_NUMBERS))],
-            "gold": str(round(float(rng.normal()), 3)) if clean else _NUMBERS[rng.integers(len(_NUMBERS))],
-            "logprob": str(-round(float(rng.exponential()), 3)) if clean else _LOGPROBS[rng.integers(len(_LOGPROBS))],
-            "text": _TEXTS[rng.integers(len(_TEXTS))],
-        })
+        rows.append(
+            {
+                "pid": f"p{rng.integers(4)}" if clean else _PIDS[rng.integers(len(_PIDS))],
+                "reward": str(round(float(rng.normal()), 3))
+                if clean
+                else _NUMBERS[rng.integers(len(_NUMBERS))],
+                "gold": str(round(float(rng.normal()), 3))
+                if clean
+                else _NUMBERS[rng.integers(len(_NUMBERS))],
+                "logprob": str(-round(float(rng.exponential()), 3))
+                if clean
+                else _LOGPROBS[rng.integers(len(_LOGPROBS))],
+                "text": _TEXTS[rng.integers(len(_TEXTS))],
+            }
+        )
     return rows
 
 
@@ -403,17 +490,24 @@ def random_ref(seed):
         elif shape == 2:
             data = [[r, p] for r, p in zip(data["reward"], data["prob"])]
         return ".json", _mutate(rng, json.dumps(data).encode(), rate=float(rng.choice([0.0, 0.5])))
-    body = ([["reward", "prob"]] if rng.random() < 0.8 else []) + [[r, repr(float(p))]
-                                                                     for r, p in zip(rewards, probs)]
+    body = ([["reward", "prob"]] if rng.random() < 0.8 else []) + [
+        [r, repr(float(p))] for r, p in zip(rewards, probs)
+    ]
     return ".csv", _mutate(rng, _csv(body), rate=float(rng.choice([0.0, 0.5])))
 
 
 # ----------------------------------------------------------------------------- Hypothesis
-_cell_text = st.text(alphabet=st.sampled_from(list("ab1.-e,\"\n\r {}[]\\ \t") + ["é", "\x00", "\udcff"]),
-                     max_size=8)
-_json_cell = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20),
-                       st.floats(allow_nan=True, allow_infinity=True), _cell_text,
-                       st.lists(st.integers(), max_size=2))
+_cell_text = st.text(
+    alphabet=st.sampled_from(list('ab1.-e,"\n\r {}[]\\ \t') + ["é", "\x00", "\udcff"]), max_size=8
+)
+_json_cell = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _cell_text,
+    st.lists(st.integers(), max_size=2),
+)
 
 
 @st.composite
@@ -440,12 +534,13 @@ def jsonl_files(draw):
 @st.composite
 def csv_files(draw):
     """Bytes of a CSV sample file: a header with the roles (shuffled, maybe more) and random cells."""
-    header = draw(st.permutations(["prompt_id", "reward", "logprob", "text", "x"]))[:draw(st.integers(2, 5))]
+    header = draw(st.permutations(["prompt_id", "reward", "logprob", "text", "x"]))[: draw(st.integers(2, 5))]
     if "prompt_id" not in header or "reward" not in header:
         header = ["prompt_id", "reward", *[h for h in header if h not in ("prompt_id", "reward")]]
     cells = st.one_of(_cell_text, st.floats(allow_nan=True).map(repr), st.integers(-5, 5).map(str))
-    rows = draw(st.lists(st.lists(cells, min_size=len(header) - 1, max_size=len(header) + 1),
-                         min_size=1, max_size=12))
+    rows = draw(
+        st.lists(st.lists(cells, min_size=len(header) - 1, max_size=len(header) + 1), min_size=1, max_size=12)
+    )
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header] + rows)
     data = buf.getvalue().encode("utf-8", "surrogateescape")
@@ -506,8 +601,17 @@ def build_corpus(root) -> list[Case]:
     os.symlink("/dev/zero", os.path.join(root, "zero.jsonl"))
     os.symlink("/dev/zero", os.path.join(root, "zero.csv"))
     os.symlink("/dev/null", os.path.join(root, "null.csv"))
-    for name in ("a-directory.jsonl", "a-directory.csv", "loop-a.jsonl", "loop-a.csv", "dangling.jsonl",
-                 "zero.jsonl", "zero.csv", "null.csv", "absent.jsonl"):
+    for name in (
+        "a-directory.jsonl",
+        "a-directory.csv",
+        "loop-a.jsonl",
+        "loop-a.csv",
+        "dangling.jsonl",
+        "zero.jsonl",
+        "zero.csv",
+        "null.csv",
+        "absent.jsonl",
+    ):
         cases.append(Case(name, name, "samples"))
     return cases
 

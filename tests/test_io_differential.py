@@ -53,10 +53,18 @@ def digest(result):
     if result[0] == "error":
         return result
     s = result[1]
-    return ("ok", s.prompts, [bits(r) for r in s.rewards],
-            *[None if getattr(s, n) is None else [bits(x) for x in getattr(s, n)]
-              for n in ("gold", "logprobs", "ref_logprobs")],
-            s.texts, s.bad_rows, s.n_bad_rows)
+    return (
+        "ok",
+        s.prompts,
+        [bits(r) for r in s.rewards],
+        *[
+            None if getattr(s, n) is None else [bits(x) for x in getattr(s, n)]
+            for n in ("gold", "logprobs", "ref_logprobs")
+        ],
+        s.texts,
+        s.bad_rows,
+        s.n_bad_rows,
+    )
 
 
 def assert_engines_agree(path, limit=None):
@@ -81,7 +89,7 @@ def test_engines_agree_on_the_corpus(corpus):
     n = 0
     for case in cases:
         if case.name.endswith((".parquet", ".pq")):
-            continue                    # one engine reads Parquet
+            continue  # one engine reads Parquet
         path = os.path.join(root, case.path)
         limit = SMALL_LIMIT if case.small_limit else None
         assert_engines_agree(path, limit)
@@ -94,8 +102,9 @@ def test_engines_agree_on_small_record_limits(corpus):
     """A limit below the records' length makes some of them bad: the same ones in both."""
     root, cases = corpus
     for case in cases:
-        if case.name.startswith(("random-00", "random-01", "clean", "quoted", "long", "ref-clean")) \
-                and not case.name.endswith(".parquet"):
+        if case.name.startswith(
+            ("random-00", "random-01", "clean", "quoted", "long", "ref-clean")
+        ) and not case.name.endswith(".parquet"):
             path = os.path.join(root, case.path)
             for limit in (64, 100):
                 assert_engines_agree(path, limit)
@@ -114,8 +123,12 @@ def test_engines_agree_on_generated_files(suffix, files, data):
 def test_unused_bytes_never_matter(tmp_path):
     """Invalid UTF-8 (or anything else) in a field that is not read changes nothing."""
     for name, head, clean, dirty in [
-        ("s.jsonl", b"", b'{"prompt_id": "a", "reward": 1, "x": "ok"}\n',
-         b'{"prompt_id": "a", "reward": 1, "x": "\xff\xfe\xed\xa0\x80"}\n'),
+        (
+            "s.jsonl",
+            b"",
+            b'{"prompt_id": "a", "reward": 1, "x": "ok"}\n',
+            b'{"prompt_id": "a", "reward": 1, "x": "\xff\xfe\xed\xa0\x80"}\n',
+        ),
         ("s.csv", b"prompt_id,reward,x\n", b"a,1,ok\n", b"a,1,\xff\xfe\xed\xa0\x80\n"),
     ]:
         results = []
@@ -131,9 +144,14 @@ def test_unused_bytes_never_matter(tmp_path):
 def test_a_row_does_not_depend_on_its_neighbours(tmp_path, engine):
     """The same good row is kept (with the same value) whatever shares its chunk."""
     good = b'{"prompt_id": "a", "reward": 0.1}\n'
-    neighbours = [b'{"prompt_id": "b", "reward": 2}\n', b'{"prompt_id": "b", "reward": "x"}\n',
-                  b'{"prompt_id": "b\xff", "reward": 2}\n', b"[[[[\n", b'{"prompt_id": "b", "reward": -0}\n',
-                  b'{"prompt_id": "b", "reward": 1} {"prompt_id": "c", "reward": 1}\n\n']
+    neighbours = [
+        b'{"prompt_id": "b", "reward": 2}\n',
+        b'{"prompt_id": "b", "reward": "x"}\n',
+        b'{"prompt_id": "b\xff", "reward": 2}\n',
+        b"[[[[\n",
+        b'{"prompt_id": "b", "reward": -0}\n',
+        b'{"prompt_id": "b", "reward": 1} {"prompt_id": "c", "reward": 1}\n\n',
+    ]
     for other in neighbours:
         path = tmp_path / "s.jsonl"
         path.write_bytes(other + good + other)

@@ -28,12 +28,14 @@ ENGINES = ["python", "pyarrow"]
 # ----------------------------------------------------------------------------- reference files
 @pytest.mark.parametrize("engine", ENGINES)
 def test_reference_csv_forms(tmp_path, engine):
-    forms = {"named.csv": b"x,reward,prob\na,0,0.25\nb,1,0.75\n",
-             "bom.csv": b"\xef\xbb\xbfreward,prob\n0,0.25\n1,0.75\n",
-             "spaces.csv": b" reward , prob \n0,0.25\n\n1,0.75\n\n",
-             "headerless.csv": b"0,0.25\r\n1,0.75\r\n",
-             "quoted.csv": b'"reward","prob"\n"0","0.25"\n1,.75\n',
-             "gz.csv.gz": gzip.compress(b"reward,prob\n0,0.25\n1,0.75\n")}
+    forms = {
+        "named.csv": b"x,reward,prob\na,0,0.25\nb,1,0.75\n",
+        "bom.csv": b"\xef\xbb\xbfreward,prob\n0,0.25\n1,0.75\n",
+        "spaces.csv": b" reward , prob \n0,0.25\n\n1,0.75\n\n",
+        "headerless.csv": b"0,0.25\r\n1,0.75\r\n",
+        "quoted.csv": b'"reward","prob"\n"0","0.25"\n1,.75\n',
+        "gz.csv.gz": gzip.compress(b"reward,prob\n0,0.25\n1,0.75\n"),
+    }
     for name, data in forms.items():
         (tmp_path / name).write_bytes(data)
         r, p = read_reference(tmp_path / name, engine=engine)
@@ -42,20 +44,26 @@ def test_reference_csv_forms(tmp_path, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("data, message", [
-    (b"reward,reward,prob\n0,1,0.5\n", "column 'reward' appears 2 times in the header: which one is meant is ambiguous"),
-    (b"reward,prob\n0,0.5\nx,0.5\n", ":3: reward is not a number: 'x'"),
-    (b"reward,prob\ntrue,0.5\n", ":2: reward is not a number: 'true'"),
-    (b"reward,prob\n0,nan\n", ":2: prob is not finite: 'nan'"),
-    (b"reward,prob\n0,0.5,1\n", ":2: expected 2 fields, found 3"),
-    (b"reward,prob\n0\xff,0.5\n", ":2: reward is not valid UTF-8"),
-    (b"0,0.5,1\n", "exactly two columns"),
-    (b"score,p\n0,1\n", "CSV header must contain 'reward' and 'prob'"),
-    (b"", "empty file"),
-    (b"reward,prob\n", "no rows"),
-    (b"reward,prob\n0,0.5\n1,0.5," + b"9" * 300 + b"\n", ":3: record longer than 128 bytes"),
-    ("reward,prob\n0,1\n".encode("utf-16"), "UTF-16"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            b"reward,reward,prob\n0,1,0.5\n",
+            "column 'reward' appears 2 times in the header: which one is meant is ambiguous",
+        ),
+        (b"reward,prob\n0,0.5\nx,0.5\n", ":3: reward is not a number: 'x'"),
+        (b"reward,prob\ntrue,0.5\n", ":2: reward is not a number: 'true'"),
+        (b"reward,prob\n0,nan\n", ":2: prob is not finite: 'nan'"),
+        (b"reward,prob\n0,0.5,1\n", ":2: expected 2 fields, found 3"),
+        (b"reward,prob\n0\xff,0.5\n", ":2: reward is not valid UTF-8"),
+        (b"0,0.5,1\n", "exactly two columns"),
+        (b"score,p\n0,1\n", "CSV header must contain 'reward' and 'prob'"),
+        (b"", "empty file"),
+        (b"reward,prob\n", "no rows"),
+        (b"reward,prob\n0,0.5\n1,0.5," + b"9" * 300 + b"\n", ":3: record longer than 128 bytes"),
+        ("reward,prob\n0,1\n".encode("utf-16"), "UTF-16"),
+    ],
+)
 def test_reference_csv_errors(tmp_path, engine, data, message):
     path = tmp_path / "ref.csv"
     path.write_bytes(data)
@@ -66,8 +74,11 @@ def test_reference_csv_errors(tmp_path, engine, data, message):
 
 def test_reference_json_forms_and_errors(tmp_path):
     path = tmp_path / "ref.json"
-    for data in ({"reward": [0, 1], "prob": [0.25, 0.75]}, [{"reward": 0, "prob": 0.25}, {"reward": 1, "prob": 0.75}],
-                 [[0, 0.25], [1, 0.75]]):
+    for data in (
+        {"reward": [0, 1], "prob": [0.25, 0.75]},
+        [{"reward": 0, "prob": 0.25}, {"reward": 1, "prob": 0.75}],
+        [[0, 0.25], [1, 0.75]],
+    ):
         path.write_text(json.dumps(data))
         r, p = read_reference(path)
         assert r.tolist() == [0.0, 1.0] and p.tolist() == [0.25, 0.75]
@@ -105,7 +116,7 @@ def test_reference_from_a_fifo_is_read_once(tmp_path):
 
     t = threading.Thread(target=write)
     t.start()
-    r, p = read_reference(fifo)          # pyarrow would seek: the standard library reads it once
+    r, p = read_reference(fifo)  # pyarrow would seek: the standard library reads it once
     t.join(5)
     assert r.tolist() == [0.0, 1.0] and not t.is_alive()
 
@@ -119,7 +130,8 @@ def test_whole_file_errors_are_one_line(tmp_path):
     os.symlink("nowhere.jsonl", tmp_path / "dangling.jsonl")
     os.symlink("/dev/zero", tmp_path / "zero.csv")
     files = {
-        "plain.jsonl.gz": good, "truncated.jsonl.gz": gzip.compress(good * 100)[:-30],
+        "plain.jsonl.gz": good,
+        "truncated.jsonl.gz": gzip.compress(good * 100)[:-30],
         "utf16.jsonl": "\ufeff".encode("utf-16-le") + good.decode().encode("utf-16-le"),
         "utf32.csv": "prompt_id,reward\n".encode("utf-32"),
         "nul.jsonl": good + b'{"prompt_id": "a\x00", "reward": 1}\n',
@@ -127,11 +139,15 @@ def test_whole_file_errors_are_one_line(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     expect = {
-        "dir.jsonl": "is a directory, not a file", "loop1.jsonl": "symbolic link loop",
+        "dir.jsonl": "is a directory, not a file",
+        "loop1.jsonl": "symbolic link loop",
         "dangling.jsonl": "is a symbolic link to 'nowhere.jsonl', which does not exist",
-        "zero.csv": "is a device", "plain.jsonl.gz": "not a valid gzip file",
-        "truncated.jsonl.gz": "truncated gzip file", "utf16.jsonl": "UTF-16 text (byte-order mark)",
-        "utf32.csv": "UTF-32 text", "nul.jsonl": f"NUL byte at byte {len(good) + 16}",
+        "zero.csv": "is a device",
+        "plain.jsonl.gz": "not a valid gzip file",
+        "truncated.jsonl.gz": "truncated gzip file",
+        "utf16.jsonl": "UTF-16 text (byte-order mark)",
+        "utf32.csv": "UTF-32 text",
+        "nul.jsonl": f"NUL byte at byte {len(good) + 16}",
     }
     for name, message in expect.items():
         for engine in ENGINES:
@@ -151,7 +167,9 @@ def test_bom_in_every_reader(tmp_path, engine):
     for name in ("s.csv", "s.jsonl", "s.csv.gz"):
         assert read_samples(tmp_path / name, engine=engine).groups == {"a": [1.0]}
     # a second mark is not one: line 1 is then bad (in both engines)
-    (tmp_path / "s.jsonl").write_bytes(bom + bom + b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "b", "reward": 2}\n')
+    (tmp_path / "s.jsonl").write_bytes(
+        bom + bom + b'{"prompt_id": "a", "reward": 1}\n{"prompt_id": "b", "reward": 2}\n'
+    )
     s = read_samples(tmp_path / "s.jsonl", engine=engine)
     assert s.prompts == ["b"] and s.bad_rows[0][1] == 1
 
@@ -160,8 +178,10 @@ def test_bom_in_every_reader(tmp_path, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_record_limit_boundary(tmp_path, engine):
     limit = 100
-    for fmt, make in (("jsonl", lambda n: b'{"prompt_id": "a", "reward": 1, "t": "' + b"x" * (n - 40) + b'"}'),
-                      ("csv", lambda n: b"a,1," + b"x" * (n - 4))):
+    for fmt, make in (
+        ("jsonl", lambda n: b'{"prompt_id": "a", "reward": 1, "t": "' + b"x" * (n - 40) + b'"}'),
+        ("csv", lambda n: b"a,1," + b"x" * (n - 4)),
+    ):
         head = b"prompt_id,reward,t\n" if fmt == "csv" else b""
         for eol in (b"\n", b"\r\n"):
             at, over = make(limit), make(limit + 1)
@@ -191,12 +211,17 @@ def test_csv_record_limit_counts_the_lines_a_quoted_field_spans(tmp_path, engine
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_json_depth_boundary(tmp_path, engine):
-    def line(depth):      # the object is level 1, each list one more
-        return (b'{"prompt_id": "a", "reward": 1, "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}\n")
+    def line(depth):  # the object is level 1, each list one more
+        return b'{"prompt_id": "a", "reward": 1, "x": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}\n"
 
     path = tmp_path / "s.jsonl"
-    path.write_bytes(line(MAX_JSON_DEPTH) + line(MAX_JSON_DEPTH + 1)
-                     + b'{"prompt_id": "a", "reward": 2, "x": "' + b"[" * 500 + b'"}\n')
+    path.write_bytes(
+        line(MAX_JSON_DEPTH)
+        + line(MAX_JSON_DEPTH + 1)
+        + b'{"prompt_id": "a", "reward": 2, "x": "'
+        + b"[" * 500
+        + b'"}\n'
+    )
     s = read_samples(path, engine=engine)
     assert s.groups["a"].tolist() == [1.0, 2.0]
     assert s.bad_rows == [(str(path), 2, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")]
@@ -217,10 +242,14 @@ def test_json_depth_oracle():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_repeated_keys(tmp_path, engine):
     path = tmp_path / "s.jsonl"
-    path.write_bytes(b'{"prompt_id": "a", "reward": 1, "x": 1, "x": 2}\n'
-                     b'{"prompt_id": "a", "reward": 1, "reward": 2}\n')
+    path.write_bytes(
+        b'{"prompt_id": "a", "reward": 1, "x": 1, "x": 2}\n{"prompt_id": "a", "reward": 1, "reward": 2}\n'
+    )
     s = read_samples(path, engine=engine)
-    assert s.n_samples == 1 and s.bad_rows[0][1:] == (2, "key 'reward' given twice: which value is meant is ambiguous")
+    assert s.n_samples == 1 and s.bad_rows[0][1:] == (
+        2,
+        "key 'reward' given twice: which value is meant is ambiguous",
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -236,7 +265,7 @@ def test_invalid_utf8_is_a_bad_row_with_its_line(tmp_path, engine):
         assert s.bad_rows[0][2].startswith("prompt_id is not valid UTF-8")
         with pytest.raises(SampleFileError, match=f":{line}: prompt_id is not valid UTF-8"):
             read_samples(path, engine=engine, strict=True)
-        if name == "s.csv":       # the text is read too: row 2's text is then bad as well
+        if name == "s.csv":  # the text is read too: row 2's text is then bad as well
             with pytest.raises(SampleFileError, match=r"2 bad rows; first: line 2: text is not valid UTF-8"):
                 read_samples(path, engine=engine, keep_text=True)
 
@@ -255,12 +284,19 @@ def test_parquet_dictionaries_read_like_plain_columns(tmp_path):
     rewards = ["1.5", "2", "x", "3", "-0.0", "1e400"]
     plain, dicts = tmp_path / "plain.parquet", tmp_path / "dict.parquet"
     pq.write_table(pa.table({"prompt_id": pids, "reward": rewards}), plain)
-    pq.write_table(pa.table({"prompt_id": pa.array(pids).dictionary_encode(),
-                             "reward": pa.array(rewards).dictionary_encode()}), dicts)
+    pq.write_table(
+        pa.table(
+            {"prompt_id": pa.array(pids).dictionary_encode(), "reward": pa.array(rewards).dictionary_encode()}
+        ),
+        dicts,
+    )
     a, b = read_samples(plain), read_samples(dicts)
     assert a.prompts == b.prompts == ["p1", "p0", "p2"]
     assert [x.tolist() for x in a.rewards] == [x.tolist() for x in b.rewards] == [[1.5], [2.0, -0.0], [3.0]]
-    assert a.bad_rows == [(str(plain), 3, "reward is not a number: 'x'"), (str(plain), 6, "reward is not finite: '1e400'")]
+    assert a.bad_rows == [
+        (str(plain), 3, "reward is not a number: 'x'"),
+        (str(plain), 6, "reward is not finite: '1e400'"),
+    ]
     assert [r[1:] for r in b.bad_rows] == [r[1:] for r in a.bad_rows]
 
 
@@ -284,7 +320,7 @@ def test_prompt_order_of_first_appearance(tmp_path, fmt, monkeypatch):
     s0 = SampleSet.from_columns(pids, rewards)
     write_samples(path, s0)
     order = list(dict.fromkeys(pids))
-    for engine in (["pyarrow"] if fmt == "parquet" else ENGINES):
+    for engine in ["pyarrow"] if fmt == "parquet" else ENGINES:
         s = read_samples(path, engine=engine, chunk_rows=333)
         assert s.prompts == order
         expect = {}
@@ -299,8 +335,10 @@ def test_clean_jsonl_takes_the_fast_path(tmp_path, monkeypatch):
     real = io_jsonl._jsonl_chunk_python
     monkeypatch.setattr(io_jsonl, "_jsonl_chunk_python", lambda *a: calls.append(1) or real(*a))
     path = tmp_path / "s.jsonl"
-    rows = [{"prompt_id": f"p{i % 7}", "reward": i / 3, "logprob": -i / 5 - 0.1, "text": "é [x] \\"}
-            for i in range(5000)]
+    rows = [
+        {"prompt_id": f"p{i % 7}", "reward": i / 3, "logprob": -i / 5 - 0.1, "text": "é [x] \\"}
+        for i in range(5000)
+    ]
     path.write_text("".join(json.dumps(r) + "\r\n" for r in rows))
     s = read_samples(path, engine="pyarrow", chunk_rows=1000, keep_text=True)
     assert s.n_samples == 5000 and not calls

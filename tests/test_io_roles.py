@@ -14,6 +14,7 @@ from klfrontier.io import SampleFileError, SampleSet, read_samples, write_sample
 
 try:
     import pyarrow  # noqa: F401
+
     HAVE_ARROW = True
 except ImportError:  # pragma: no cover
     HAVE_ARROW = False
@@ -27,16 +28,31 @@ POS = "; a log-probability must be <= 0"
 
 def policy_samples():
     """Gold rewards and reference log-probabilities that must survive a text round trip."""
-    return SampleSet.from_dict({
-        "plain": {"reward": [0.1, 1 / 3, -2.5e10], "gold": [5e-324, -0.0, 1.7976931348623157e308],
-                  "logprob": [-1e-300, -0.0, -745.5], "ref_logprob": [-0.0, -1 / 3, -1e-300],
-                  "text": ["a", "line one\nline two", ""]},
-        'comma, "quote"': {"reward": [5e-324, 2.0], "gold": [1 / 7, -2.5e-10],
-                           "logprob": [-1.0, -2.0], "ref_logprob": [-700.25, -3.0],
-                           "text": ['say "hi", then go', "tab\there"]},
-        "ünïcødé 🙂": {"reward": [-0.0], "gold": [-1e300], "logprob": [-3.25],
-                       "ref_logprob": [-4.5], "text": ["naïve\r\nwindows"]},
-    })
+    return SampleSet.from_dict(
+        {
+            "plain": {
+                "reward": [0.1, 1 / 3, -2.5e10],
+                "gold": [5e-324, -0.0, 1.7976931348623157e308],
+                "logprob": [-1e-300, -0.0, -745.5],
+                "ref_logprob": [-0.0, -1 / 3, -1e-300],
+                "text": ["a", "line one\nline two", ""],
+            },
+            'comma, "quote"': {
+                "reward": [5e-324, 2.0],
+                "gold": [1 / 7, -2.5e-10],
+                "logprob": [-1.0, -2.0],
+                "ref_logprob": [-700.25, -3.0],
+                "text": ['say "hi", then go', "tab\there"],
+            },
+            "ünïcødé 🙂": {
+                "reward": [-0.0],
+                "gold": [-1e300],
+                "logprob": [-3.25],
+                "ref_logprob": [-4.5],
+                "text": ["naïve\r\nwindows"],
+            },
+        }
+    )
 
 
 def assert_arrays(xs, ys):
@@ -45,7 +61,7 @@ def assert_arrays(xs, ys):
         assert len(xs) == len(ys)
         for x, y in zip(xs, ys):
             np.testing.assert_array_equal(x, y)
-            assert np.signbit(x).tolist() == np.signbit(np.asarray(y)).tolist()   # -0.0 kept
+            assert np.signbit(x).tolist() == np.signbit(np.asarray(y)).tolist()  # -0.0 kept
 
 
 def assert_same(a, b, *, text=True):
@@ -123,8 +139,9 @@ def test_from_dict_validation_names_the_key():
     with pytest.raises(ValueError, match="gold of prompt 'a' contain NaN or inf"):
         SampleSet.from_dict({"a": {"reward": [1.0, 2.0], "gold": [1.0, np.nan]}})
     with pytest.raises(ValueError, match="gold of prompt 'b' do not match its rewards in length"):
-        SampleSet.from_dict({"a": {"reward": [1.0], "gold": [1.0]},
-                             "b": {"reward": [1.0, 2.0], "gold": [1.0]}})
+        SampleSet.from_dict(
+            {"a": {"reward": [1.0], "gold": [1.0]}, "b": {"reward": [1.0, 2.0], "gold": [1.0]}}
+        )
     with pytest.raises(ValueError, match="ref_logprobs of prompt 'a' contain positive values"):
         SampleSet.from_dict({"a": {"reward": [1.0], "ref_logprob": [0.5]}})
     with pytest.raises(ValueError, match="ref_logprobs of prompt 'a' contain NaN or inf"):
@@ -162,8 +179,14 @@ def test_engines_agree_on_round_trip(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_renamed_columns_round_trip(tmp_path, fmt):
-    cols = {"prompt_id": "q", "reward": "proxy", "gold": "human", "logprob": "lp_pi",
-            "ref_logprob": "lp_ref", "text": None}
+    cols = {
+        "prompt_id": "q",
+        "reward": "proxy",
+        "gold": "human",
+        "logprob": "lp_pi",
+        "ref_logprob": "lp_ref",
+        "text": None,
+    }
     path = tmp_path / f"s.{fmt}"
     write_samples(path, policy_samples(), columns=cols)
     if fmt == "csv":
@@ -195,21 +218,21 @@ def test_gold_may_be_the_reward_column(tmp_path, engine, fmt):
 
 # ----------------------------------------------------------------------------- bad rows
 BAD_CSV = (
-    "prompt_id,reward,g,logprob,ref_logprob,text\n"        # 1
-    'p1,1.0,0.5,-1.0,-2.0,"multi\n'                        # 2
-    'line"\n'                                              # 3
-    "p1,2.0,x,-1.0,-2.0,t\n"                               # 4
-    "p2,3.0,,-1.0,-2.0,t\n"                                # 5
-    "\n"                                                   # 6
-    "p2,4.0,inf,-1.0,-2.0,t\n"                             # 7
-    "p3,5.0,1.5,-1.0,0.5,t\n"                              # 8
-    "p3,6.0,1.5,-1.0,,t\n"                                 # 9
-    "p3,7.0,1.5,-1.0,nan,t\n"                              # 10
-    "p3,x,bad,-1.0,bad,t\n"                                # 11
-    "p4,8.0,bad,0.5,1.0,t\n"                               # 12
-    "p4,9.0,2.5,0.5,1.0,t\n"                               # 13
-    'p4,10.0,2.5,-0.5,abc,"a ""q"", b"\n'                  # 14
-    "p5,11.0,-1e308,-0.0,-0.0,t\n"                         # 15
+    "prompt_id,reward,g,logprob,ref_logprob,text\n"  # 1
+    'p1,1.0,0.5,-1.0,-2.0,"multi\n'  # 2
+    'line"\n'  # 3
+    "p1,2.0,x,-1.0,-2.0,t\n"  # 4
+    "p2,3.0,,-1.0,-2.0,t\n"  # 5
+    "\n"  # 6
+    "p2,4.0,inf,-1.0,-2.0,t\n"  # 7
+    "p3,5.0,1.5,-1.0,0.5,t\n"  # 8
+    "p3,6.0,1.5,-1.0,,t\n"  # 9
+    "p3,7.0,1.5,-1.0,nan,t\n"  # 10
+    "p3,x,bad,-1.0,bad,t\n"  # 11
+    "p4,8.0,bad,0.5,1.0,t\n"  # 12
+    "p4,9.0,2.5,0.5,1.0,t\n"  # 13
+    'p4,10.0,2.5,-0.5,abc,"a ""q"", b"\n'  # 14
+    "p5,11.0,-1e308,-0.0,-0.0,t\n"  # 15
 )
 BAD_CSV_GOLD = [
     (4, "gold is not a number: 'x'"),
@@ -218,9 +241,9 @@ BAD_CSV_GOLD = [
     (8, "ref_logprob is positive ('0.5')" + POS),
     (9, "missing ref_logprob"),
     (10, "ref_logprob is not finite: 'nan'"),
-    (11, "reward is not a number: 'x'"),                   # reward is checked before gold
-    (12, "gold is not a number: 'bad'"),                   # gold before logprob
-    (13, "logprob is positive ('0.5')" + POS),             # logprob before ref_logprob
+    (11, "reward is not a number: 'x'"),  # reward is checked before gold
+    (12, "gold is not a number: 'bad'"),  # gold before logprob
+    (13, "logprob is positive ('0.5')" + POS),  # logprob before ref_logprob
     (14, "ref_logprob is not a number: 'abc'"),
 ]
 BAD_CSV_NO_GOLD = [  # the g column is not read: rows 4, 5, 7 are good, row 12 fails on logprob
@@ -250,8 +273,11 @@ def test_bad_rows_csv(tmp_path, engine):
     plain = read_samples(path, engine=engine)
     assert lines_reasons(plain) == BAD_CSV_NO_GOLD
     assert plain.gold is None
-    assert plain.groups == {"p1": pytest.approx([1.0, 2.0]), "p2": pytest.approx([3.0, 4.0]),
-                            "p5": pytest.approx([11.0])}
+    assert plain.groups == {
+        "p1": pytest.approx([1.0, 2.0]),
+        "p2": pytest.approx([3.0, 4.0]),
+        "p5": pytest.approx([11.0]),
+    }
 
     with pytest.raises(SampleFileError) as info:
         read_samples(path, columns={"gold": "g"}, strict=True, engine=engine)
@@ -260,18 +286,18 @@ def test_bad_rows_csv(tmp_path, engine):
 
 
 BAD_JSONL = [
-    '{"prompt_id": "p1", "reward": 1, "g": 0.5, "ref_logprob": -2}',          # 1
-    '{"prompt_id": "p1", "reward": 2, "g": "x", "ref_logprob": -2}',          # 2
-    '{"prompt_id": "p1", "reward": 3, "ref_logprob": -2}',                    # 3
-    '{"prompt_id": "p2", "reward": 4, "g": null, "ref_logprob": -2}',         # 4
-    "",                                                                      # 5
-    '{"prompt_id": "p2", "reward": 5, "g": true, "ref_logprob": -2}',         # 6
-    '{"prompt_id": "p2", "reward": 6, "g": 1e999, "ref_logprob": -2}',        # 7
-    '{"prompt_id": "p3", "reward": 7, "g": "2.5", "ref_logprob": 0.5}',       # 8
-    '{"prompt_id": "p3", "reward": 8, "g": "2.5"}',                           # 9
-    '{"prompt_id": "p3", "reward": 9, "g": "2.5", "ref_logprob": "-1.5"}',    # 10
-    '{"prompt_id": "p3", "reward": 10, "g": [1], "ref_logprob": -1}',         # 11
-    '{"prompt_id": "p4", "reward": 11, "g": -3, "ref_logprob": -0.0}',        # 12
+    '{"prompt_id": "p1", "reward": 1, "g": 0.5, "ref_logprob": -2}',  # 1
+    '{"prompt_id": "p1", "reward": 2, "g": "x", "ref_logprob": -2}',  # 2
+    '{"prompt_id": "p1", "reward": 3, "ref_logprob": -2}',  # 3
+    '{"prompt_id": "p2", "reward": 4, "g": null, "ref_logprob": -2}',  # 4
+    "",  # 5
+    '{"prompt_id": "p2", "reward": 5, "g": true, "ref_logprob": -2}',  # 6
+    '{"prompt_id": "p2", "reward": 6, "g": 1e999, "ref_logprob": -2}',  # 7
+    '{"prompt_id": "p3", "reward": 7, "g": "2.5", "ref_logprob": 0.5}',  # 8
+    '{"prompt_id": "p3", "reward": 8, "g": "2.5"}',  # 9
+    '{"prompt_id": "p3", "reward": 9, "g": "2.5", "ref_logprob": "-1.5"}',  # 10
+    '{"prompt_id": "p3", "reward": 10, "g": [1], "ref_logprob": -1}',  # 11
+    '{"prompt_id": "p4", "reward": 11, "g": -3, "ref_logprob": -0.0}',  # 12
 ]
 BAD_JSONL_GOLD = [
     (2, "gold is not a number: 'x'"),
@@ -299,8 +325,7 @@ def test_bad_rows_jsonl(tmp_path, engine, chunk_rows):
     assert s.logprobs is None
 
     plain = read_samples(path, engine=engine, chunk_rows=chunk_rows)
-    assert lines_reasons(plain) == [(8, "ref_logprob is positive (0.5)" + POS),
-                                    (9, "missing ref_logprob")]
+    assert lines_reasons(plain) == [(8, "ref_logprob is positive (0.5)" + POS), (9, "missing ref_logprob")]
     assert plain.gold is None and plain.n_samples == 9
 
     with pytest.raises(SampleFileError, match=r"bad\.jsonl:2: gold is not a number: 'x'$"):
@@ -310,9 +335,11 @@ def test_bad_rows_jsonl(tmp_path, engine, chunk_rows):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_jsonl_first_valid_line_decides_ref_logprob(tmp_path, engine):
     path = tmp_path / "s.jsonl"
-    path.write_text('{"prompt_id": "a", "reward": "bad", "ref_logprob": -1}\n'   # bad: no decision
-                    '{"prompt_id": "a", "reward": 1}\n'                          # decides: none
-                    '{"prompt_id": "a", "reward": 2, "ref_logprob": 5}\n')       # not read
+    path.write_text(
+        '{"prompt_id": "a", "reward": "bad", "ref_logprob": -1}\n'  # bad: no decision
+        '{"prompt_id": "a", "reward": 1}\n'  # decides: none
+        '{"prompt_id": "a", "reward": 2, "ref_logprob": 5}\n'
+    )  # not read
     s = read_samples(path, engine=engine)
     assert s.ref_logprobs is None and s.n_samples == 2
     assert lines_reasons(s) == [(1, "reward is not a number: 'bad'")]
@@ -323,12 +350,14 @@ def test_bad_rows_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({
-        "prompt_id": ["a", "a", "a", "b", "b", "b", "c"],
-        "reward": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
-        "g": pa.array(["0.5", "x", None, "nan", "1", "1", " 2 "]),
-        "ref_logprob": pa.array([-1.0, -1.0, -1.0, -1.0, 0.5, None, -0.0]),
-    })
+    table = pa.table(
+        {
+            "prompt_id": ["a", "a", "a", "b", "b", "b", "c"],
+            "reward": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            "g": pa.array(["0.5", "x", None, "nan", "1", "1", " 2 "]),
+            "ref_logprob": pa.array([-1.0, -1.0, -1.0, -1.0, 0.5, None, -0.0]),
+        }
+    )
     path = tmp_path / "s.parquet"
     pq.write_table(table, path)
     s = read_samples(path, columns={"gold": "g"}, chunk_rows=3)
@@ -343,7 +372,9 @@ def test_bad_rows_parquet(tmp_path):
     assert [x.tolist() for x in s.ref_logprobs] == [[-1.0], [-0.0]]
     plain = read_samples(path)
     assert plain.gold is None and lines_reasons(plain) == [
-        (5, "ref_logprob is positive (0.5)" + POS), (6, "missing ref_logprob")]
+        (5, "ref_logprob is positive (0.5)" + POS),
+        (6, "missing ref_logprob"),
+    ]
     with pytest.raises(SampleFileError, match=r"s\.parquet:2: gold is not a number: 'x'$"):
         read_samples(path, columns={"gold": "g"}, strict=True)
     pq.write_table(pa.table({"prompt_id": ["a"], "reward": [1.0], "g": [True]}), tmp_path / "b.parquet")
@@ -382,17 +413,20 @@ def test_missing_gold_column_parquet(tmp_path):
 def test_missing_gold_column_jsonl(tmp_path, engine, chunk_rows):
     """The first valid line (bad lines do not count) shows whether the file has gold."""
     path = tmp_path / "s.jsonl"
-    path.write_text('{"prompt_id": "a", "reward": "bad"}\n'       # bad for its reward
-                    "\n"
-                    '{"prompt_id": "a", "reward": 1, "gold": "x"}\n'  # bad for its gold
-                    '{"prompt_id": "a", "reward": 2, "other": 3}\n'   # valid but for gold
-                    '{"prompt_id": "a", "reward": 3, "gold": 1}\n')
+    path.write_text(
+        '{"prompt_id": "a", "reward": "bad"}\n'  # bad for its reward
+        "\n"
+        '{"prompt_id": "a", "reward": 1, "gold": "x"}\n'  # bad for its gold
+        '{"prompt_id": "a", "reward": 2, "other": 3}\n'  # valid but for gold
+        '{"prompt_id": "a", "reward": 3, "gold": 1}\n'
+    )
     with pytest.raises(SampleFileError) as info:
         read_samples(path, columns=GOLD, engine=engine, chunk_rows=chunk_rows)
     err = info.value
     assert (err.file, err.line) == (os.fspath(path), 4)
-    assert err.reason == "missing column 'gold' (keys of the first valid line: " \
-                         "['other', 'prompt_id', 'reward'])"
+    assert (
+        err.reason == "missing column 'gold' (keys of the first valid line: ['other', 'prompt_id', 'reward'])"
+    )
     assert read_samples(path, engine=engine, chunk_rows=chunk_rows).n_samples == 3
 
 

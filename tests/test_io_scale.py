@@ -53,8 +53,9 @@ def write_samples(path, total_bytes, seed=0):
     written = n_rows = blocks = 0
     with open(path, "w", encoding="utf-8") as f:
         while written < total_bytes:
-            text = "".join(f'{{"prompt_id": "b{blocks}-p{p}", "reward": {r}, "context": "{pad}"}}\n'
-                           for p, r in rows)
+            text = "".join(
+                f'{{"prompt_id": "b{blocks}-p{p}", "reward": {r}, "context": "{pad}"}}\n' for p, r in rows
+            )
             f.write(text)
             written += len(text)
             n_rows += BLOCK_ROWS
@@ -74,7 +75,7 @@ def write_ref_csv(path, n_rows, chunk=1_000_000, seed=0):
 def test_generators_write_what_they_say(tmp_path):
     n, prompts, size = write_samples(tmp_path / "s.jsonl", 10_000)
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
-    assert len(lines) == n == BLOCK_ROWS and prompts == PROMPTS_PER_BLOCK       # one block: > 10 kB
+    assert len(lines) == n == BLOCK_ROWS and prompts == PROMPTS_PER_BLOCK  # one block: > 10 kB
     assert size == os.path.getsize(tmp_path / "s.jsonl")
     assert len({json.loads(x)["prompt_id"] for x in lines}) == prompts
     write_ref_csv(tmp_path / "r.csv", 2500, chunk=1000)
@@ -88,15 +89,18 @@ def test_a_3gb_sample_file_streams_through_analyze(tmp_path):
     path = tmp_path / "big.jsonl"
     try:
         n_rows, n_prompts, size = write_samples(path, SAMPLE_BYTES)
-        rc, out, err, rss, secs = run_measured(["analyze", str(path), "--json", "--n-boot", "0",
-                                                "--interval", "none"], timeout=900)
+        rc, out, err, rss, secs = run_measured(
+            ["analyze", str(path), "--json", "--n-boot", "0", "--interval", "none"], timeout=900
+        )
     finally:
         path.unlink(missing_ok=True)
     assert rc == 0, err
     info = json.loads(out)["analysis"]["info"]
     assert info["samples"] == n_rows and info["prompts"] == n_prompts
-    print(f"\nanalyze: {size / GIB:.2f} GiB, {n_rows} rows in {secs:.1f} s = {n_rows / secs:,.0f} rows/s "
-          f"({size / secs / 2**20:.0f} MiB/s), peak RSS {rss / 2**20:.0f} MiB")
+    print(
+        f"\nanalyze: {size / GIB:.2f} GiB, {n_rows} rows in {secs:.1f} s = {n_rows / secs:,.0f} rows/s "
+        f"({size / secs / 2**20:.0f} MiB/s), peak RSS {rss / 2**20:.0f} MiB"
+    )
     assert rss < RSS_LIMIT, f"peak RSS {rss / 2**20:.0f} MiB"
 
 
@@ -105,14 +109,16 @@ def test_a_10m_row_ref_csv_streams_through_frontier(tmp_path):
     try:
         write_ref_csv(path, REF_ROWS)
         size = os.path.getsize(path)
-        rc, out, err, rss, secs = run_measured(["frontier", "--ref", str(path), "--normalize", "--json",
-                                                "--kl", "0.1,1"], timeout=900)
+        rc, out, err, rss, secs = run_measured(
+            ["frontier", "--ref", str(path), "--normalize", "--json", "--kl", "0.1,1"], timeout=900
+        )
     finally:
         path.unlink(missing_ok=True)
     assert rc == 0, err
     reward = np.asarray(json.loads(out)["reward"], dtype=float)
     assert reward.shape == (2,) and np.isfinite(reward).all()
-    print(f"\nfrontier --ref: {REF_ROWS} rows ({size / 2**20:.0f} MiB) in {secs:.1f} s = "
-          f"{REF_ROWS / secs:,.0f} rows/s, peak RSS {rss / 2**20:.0f} MiB")
+    print(
+        f"\nfrontier --ref: {REF_ROWS} rows ({size / 2**20:.0f} MiB) in {secs:.1f} s = "
+        f"{REF_ROWS / secs:,.0f} rows/s, peak RSS {rss / 2**20:.0f} MiB"
+    )
     assert rss < RSS_LIMIT, f"peak RSS {rss / 2**20:.0f} MiB"
-

@@ -26,7 +26,7 @@ def test_demo_numbers_match_the_api(job):
     for row in s["best_of_n"][::5]:
         b = kf.best_of_n(ref, n=row["n"])
         assert row["kl"] == pytest.approx(b.kl, rel=1e-12)
-        assert row["reward"] <= row["frontier_reward"] + 1e-12      # nothing beats the frontier
+        assert row["reward"] <= row["frontier_reward"] + 1e-12  # nothing beats the frontier
         assert row["kl"] <= row["kl_bound"] + 1e-12
     conv = s["convergence"]["0.1"]
     api = kf.convergence(ref, 0.1, lengths=[10, 100, 1000])
@@ -37,12 +37,34 @@ def test_demo_numbers_match_the_api(job):
 
 def test_demo_cli_writes_report(tmp_path):
     out = tmp_path / "rep"
-    res = CliRunner().invoke(app, ["demo", "--reward", "afinn", "--top-n", "3000", "--delta", "0.2",
-                                   "--lengths", "10,100", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--reward",
+            "afinn",
+            "--top-n",
+            "3000",
+            "--delta",
+            "0.2",
+            "--lengths",
+            "10,100",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "klfrontier demo" in res.output
-    for name in ("index.html", "summary.json", "frontier.png", "bon_kl.png", "rate_functions.png",
-                 "scgf.png", "convergence.png", "proxy_gold.png"):
+    for name in (
+        "index.html",
+        "summary.json",
+        "frontier.png",
+        "bon_kl.png",
+        "rate_functions.png",
+        "scgf.png",
+        "convergence.png",
+        "proxy_gold.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["instance"]["name"] == "unigram-afinn"
@@ -56,7 +78,7 @@ def test_demo_json_and_errors():
     r = CliRunner().invoke(app, ["demo", "-i", "bernoulli", "--delta", "0.1", "--lengths", "10", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["instance"]["name"] == "bernoulli"
-    assert "proxy_gold" not in json.loads(r.output)          # a built-in instance has no gold
+    assert "proxy_gold" not in json.loads(r.output)  # a built-in instance has no gold
     bad = CliRunner().invoke(app, ["demo", "--reward", "nope"])
     assert bad.exit_code == 2 and "--reward" in bad.output
 
@@ -72,7 +94,7 @@ def test_demo_proxy_gold_numbers_match_the_api(job):
     s = job.summary["proxy_gold"]
     assert (s["instance"], s["proxy"], s["gold"]) == ("unigram-vader-afinn", "VADER", "AFINN")
     ref = instances.unigram_proxy_gold(top_n=5000).ref
-    gold = instances.load("unigram-afinn", top_n=5000).ref.rewards       # AFINN, word by word
+    gold = instances.load("unigram-afinn", top_n=5000).ref.rewards  # AFINN, word by word
     t = s["tilted"]
     assert t["kl_budget"][0] == 0.0 and t["gold"][0] == pytest.approx(s["mean_gold_reference"], rel=1e-12)
     for d, kl, proxy, g in list(zip(t["kl_budget"], t["kl"], t["proxy"], t["gold"]))[::4]:
@@ -80,7 +102,7 @@ def test_demo_proxy_gold_numbers_match_the_api(job):
         assert kl == pytest.approx(pol.kl, rel=1e-12, abs=1e-15)
         assert proxy == pytest.approx(pol.reward, rel=1e-12)
         assert g == pytest.approx(_outcome_gold(pol, gold), rel=1e-10, abs=1e-14)
-    assert t["kl"][-1] == pytest.approx(ref.kl_max, rel=1e-12)     # the grid ends at saturation
+    assert t["kl"][-1] == pytest.approx(ref.kl_max, rel=1e-12)  # the grid ends at saturation
     b = s["best_of_n"]
     assert b["n"][0] == 1.0 and b["gold"][0] == pytest.approx(s["mean_gold_reference"], rel=1e-12)
     for n, g in list(zip(b["n"], b["gold"]))[::5]:
@@ -95,7 +117,7 @@ def test_demo_proxy_gold_numbers_match_the_api(job):
         order = np.argsort(series["kl"])
         assert np.all(np.diff(np.asarray(series["proxy"])[order]) >= -1e-12)
         assert series["peak"]["gold"] == max(series["gold"])
-    json.dumps(to_jsonable(job.summary), allow_nan=False)                # strict JSON, every number
+    json.dumps(to_jsonable(job.summary), allow_nan=False)  # strict JSON, every number
 
 
 def test_demo_proxy_gold_section_says_what_the_numbers_show(job):
@@ -104,9 +126,10 @@ def test_demo_proxy_gold_section_says_what_the_numbers_show(job):
     peak = job.summary["proxy_gold"]["tilted"]["peak"]
     assert f"rises to {peak['gold']:.3f} at KL ≈ {peak['kl']:.2f} nats" in sec.text
     assert [f[0] for f in sec.figures] == ["proxy_gold"]
-    (caption, cols, rows), = sec.tables
-    assert len(rows) == sum(len(job.summary["proxy_gold"][k]["kl"])
-                            for k in ("tilted", "best_of_n", "soft_best_of_n"))
+    ((caption, cols, rows),) = sec.tables
+    assert len(rows) == sum(
+        len(job.summary["proxy_gold"][k]["kl"]) for k in ("tilted", "best_of_n", "soft_best_of_n")
+    )
     assert any(q.startswith("AFINN peak, tilted by VADER") for q, _, _ in job.headline)
 
 
@@ -118,9 +141,9 @@ def test_demo_proxy_gold_over_optimises():
     s = proxy_gold_section(inst).summary["proxy_gold"]
     for key in ("tilted", "best_of_n"):
         g, peak = s[key]["gold"], s[key]["peak"]
-        assert 2.0 < peak["gold"] < 3.5 and 3.0 < peak["kl"] < 8.0      # measured 2.67 near 5.3 nats
+        assert 2.0 < peak["gold"] < 3.5 and 3.0 < peak["kl"] < 8.0  # measured 2.67 near 5.3 nats
         assert g[-1] < 1e-3 and s[key]["kl"][-1] == pytest.approx(inst.ref.kl_max, rel=1e-6)
-    assert s["gold_on_argmax"] == 0.0            # 'magnificently', 'aml': no AFINN entry
+    assert s["gold_on_argmax"] == 0.0  # 'magnificently', 'aml': no AFINN entry
 
 
 def test_checkpoint_paths_order_by_the_numbers_values():

@@ -49,9 +49,9 @@ def test_decimal_grids_accepted_despite_float_error():
 
 
 def test_offsets():
-    fit = find_lattice([7.25, 8.75, 9.25])              # 7.25 + 0.5 {0, 3, 4}
+    fit = find_lattice([7.25, 8.75, 9.25])  # 7.25 + 0.5 {0, 3, 4}
     assert (fit.a, fit.h, fit.ks.tolist()) == (7.25, 0.5, [0, 3, 4])
-    fit = find_lattice([-0.7, 0.5, 2.3])                # -0.7 + 0.6 {0, 2, 5}
+    fit = find_lattice([-0.7, 0.5, 2.3])  # -0.7 + 0.6 {0, 2, 5}
     assert fit.a == -0.7 and fit.h == pytest.approx(0.6, rel=1e-14) and fit.ks.tolist() == [0, 2, 5]
     # an offset that is not on the span's multiples: a = 1/3
     fit = find_lattice(np.array([1.0, 4.0, 10.0]) / 3.0)
@@ -61,9 +61,9 @@ def test_offsets():
 def test_single_level():
     assert find_lattice([2.5]) is None
     assert find_lattice([2.5, 2.5, 2.5]) is None
-    fit = check_span([2.5, 2.5], 0.5)                   # the grid itself
+    fit = check_span([2.5, 2.5], 0.5)  # the grid itself
     assert (fit.a, fit.h, fit.ks.tolist()) == (2.5, 0.5, [0, 0])
-    assert resolve_lattice([2.5], 0.5) is None         # a constant reward has no lattice to use
+    assert resolve_lattice([2.5], 0.5) is None  # a constant reward has no lattice to use
     assert resolve_lattice([2.5], None) is None
 
 
@@ -101,9 +101,9 @@ def test_max_steps():
 
 # ------------------------------------------------------------ tolerance policy
 def test_tolerance_is_relative_to_the_range():
-    base = np.array([0.0, 3.0, 10.0])                   # range 10, span 1
-    assert find_lattice(base + [0, 5e-12, 0]).h == pytest.approx(1.0)      # 5e-13 of the range
-    assert find_lattice(base + [0, 1e-9, 0]) is None                       # 1e-10 of the range
+    base = np.array([0.0, 3.0, 10.0])  # range 10, span 1
+    assert find_lattice(base + [0, 5e-12, 0]).h == pytest.approx(1.0)  # 5e-13 of the range
+    assert find_lattice(base + [0, 1e-9, 0]) is None  # 1e-10 of the range
     assert check_span(base + [0, 5e-12, 0], 1.0).h == 1.0
     with pytest.raises(NotOnLatticeError, match="off the grid"):
         check_span(base + [0, 1e-9, 0], 1.0)
@@ -114,7 +114,7 @@ def test_tolerance_is_relative_to_the_range():
 
 
 def test_distinct_values_on_one_grid_point():
-    vals = [0.3, 0.1 + 0.2, 0.6]                         # two distinct levels 6e-17 apart
+    vals = [0.3, 0.1 + 0.2, 0.6]  # two distinct levels 6e-17 apart
     assert find_lattice(vals) is None
     with pytest.raises(NotOnLatticeError, match="same grid point"):
         check_span(vals, 0.1)
@@ -123,7 +123,7 @@ def test_distinct_values_on_one_grid_point():
 def test_extreme_values():
     fit = find_lattice([-1e300, 0.0, 1e300])
     assert (fit.a, fit.h, fit.ks.tolist()) == (-1e300, 1e300, [0, 1, 2])
-    assert find_lattice([-1.5e308, 1.5e308]) is None     # the span overflows
+    assert find_lattice([-1.5e308, 1.5e308]) is None  # the span overflows
     fit = check_span([-1e300, 0.0, 1e300], 5e299)
     assert (fit.h, fit.ks.tolist()) == (1e300, [0, 1, 2])
     assert find_lattice([0.0, 1e-300, 3e-300]).ks.tolist() == [0, 1, 3]
@@ -142,10 +142,10 @@ def test_off_grid_h_names_h_and_value():
     with pytest.raises(NotOnLatticeError, match=r"h=0.15: the values do not lie on min\(values\) \+ 0.15 Z"):
         check_span([0.0, 0.2, 0.6], 0.15)
     with pytest.raises(ValueError, match=r"h=0.1: .* on 0.0 \+ 0.1 Z"):
-        check_span([0.05, 0.15], 0.1, origin=0.0)          # on 0.05 + 0.1Z but not on 0.1Z
+        check_span([0.05, 0.15], 0.1, origin=0.0)  # on 0.05 + 0.1Z but not on 0.1Z
     assert check_span([0.05, 0.15], 0.1).h == 0.1
     with pytest.raises(NotOnLatticeError, match="cannot resolve"):
-        check_span([0.0, 1.0], 1e-10)                      # 1e10 steps: tolerance > 1e-3 step
+        check_span([0.0, 1.0], 1e-10)  # 1e10 steps: tolerance > 1e-3 step
 
 
 def test_bad_values_and_options():
@@ -181,8 +181,17 @@ def test_resolve_lattice_argument():
 
 
 # ------------------------------------------------ one policy for every engine
-@pytest.mark.parametrize("vals", [VADER_LIKE, [0.0, 1.0], [-0.3, 0.2, 0.7, 1.0], [0.0, 0.6, 0.9],
-                                  np.arange(-5, 6) * 1.0, np.arange(81) * 0.1 - 4.0])
+@pytest.mark.parametrize(
+    "vals",
+    [
+        VADER_LIKE,
+        [0.0, 1.0],
+        [-0.3, 0.2, 0.7, 1.0],
+        [0.0, 0.6, 0.9],
+        np.arange(-5, 6) * 1.0,
+        np.arange(81) * 0.1 - 4.0,
+    ],
+)
 def test_detected_span_passes_its_own_check(vals):
     fit = find_lattice(vals)
     again = check_span(vals, fit.h)

@@ -24,7 +24,7 @@ from klfrontier.ldp import cumulants, rate_function, scgf
 mp.mp.dps = 50
 SQRT2 = math.sqrt(2.0)
 P3 = [0.5, 0.3, 0.2]
-R_SPEC = [0.0, 1.0, SQRT2]          # SPEC §6 non-lattice example
+R_SPEC = [0.0, 1.0, SQRT2]  # SPEC §6 non-lattice example
 
 
 def ref_spec():
@@ -58,8 +58,15 @@ def types_law(p, r, m):
     n1, n2 = n1[keep], n2[keep]
     n0 = m - n1 - n2
     lp = np.log(p)
-    logw = (gammaln(m + 1) - gammaln(n0 + 1) - gammaln(n1 + 1) - gammaln(n2 + 1)
-            + n0 * lp[0] + n1 * lp[1] + n2 * lp[2])
+    logw = (
+        gammaln(m + 1)
+        - gammaln(n0 + 1)
+        - gammaln(n1 + 1)
+        - gammaln(n2 + 1)
+        + n0 * lp[0]
+        + n1 * lp[1]
+        + n2 * lp[2]
+    )
     return n0 * r[0] + n1 * r[1] + n2 * r[2], logw
 
 
@@ -73,7 +80,7 @@ def lattice_law(p, k, m):
     for _ in range(m):
         new = np.full(cur.size + L, -np.inf)
         for j in np.flatnonzero(np.isfinite(lp1)):
-            new[j:j + cur.size] = np.logaddexp(new[j:j + cur.size], cur + lp1[j])
+            new[j : j + cur.size] = np.logaddexp(new[j : j + cur.size], cur + lp1[j])
         cur = new
     return np.arange(cur.size), cur
 
@@ -96,14 +103,14 @@ def exact_bon_law(lp, log_n):
     ``d_j = F_j^N (1 - e^{N log(1 - q_j/F_j)})``.
     """
     lp = np.asarray(lp, float)
-    down_incl = np.logaddexp.accumulate(lp[::-1])[::-1]       # log P(S >= s_j)
-    logS = np.append(down_incl[1:], -np.inf)                   # log P(S > s_j)
-    up = np.logaddexp.accumulate(lp)                           # log F_j from the bottom
-    with np.errstate(divide="ignore", over="ignore"):          # N (-log F) = inf: F^N = 0
+    down_incl = np.logaddexp.accumulate(lp[::-1])[::-1]  # log P(S >= s_j)
+    logS = np.append(down_incl[1:], -np.inf)  # log P(S > s_j)
+    up = np.logaddexp.accumulate(lp)  # log F_j from the bottom
+    with np.errstate(divide="ignore", over="ignore"):  # N (-log F) = inf: F^N = 0
         L = np.where(logS < -np.log(2), _log_neg_log1m(logS), np.log(-np.minimum(up, 0.0)))
-        a = -np.exp(log_n + L)                                 # log F_j^N
+        a = -np.exp(log_n + L)  # log F_j^N
         logF = np.where(logS < -np.log(2), -np.exp(L), up)
-        c = -np.exp(log_n + _log_neg_log1m(np.minimum(lp - logF, 0.0)))   # N log(F^-/F)
+        c = -np.exp(log_n + _log_neg_log1m(np.minimum(lp - logF, 0.0)))  # N log(F^-/F)
         logd = a + np.log(-np.expm1(c))
     return logd
 
@@ -254,7 +261,7 @@ def test_rate_function_near_tied_top_levels():
         want = []
         for x in xs:
             x = mp.mpf(x)
-            lo, hi = mp.mpf(-1e3), mp.mpf(1e13)   # bisection: Newton from 0 is hopeless here
+            lo, hi = mp.mpf(-1e3), mp.mpf(1e13)  # bisection: Newton from 0 is hopeless here
             for _ in range(400):
                 mid = (lo + hi) / 2
                 lo, hi = (mid, hi) if mp_mean(rm, P3, mid) < x else (lo, mid)
@@ -474,8 +481,9 @@ def test_spec_second_order_claim_non_lattice():
             assert kl_phi == pytest.approx(eq.kl_to_optimal_prediction(m, form="saddlepoint"), abs=0.03)
 
 
-@pytest.mark.parametrize("p,r", [([0.7, 0.3], [0.0, 1.0]), (P3, [0.0, 1.0, 2.0])],
-                         ids=["bernoulli", "three-letter"])
+@pytest.mark.parametrize(
+    "p,r", [([0.7, 0.3], [0.0, 1.0]), (P3, [0.0, 1.0, 2.0])], ids=["bernoulli", "three-letter"]
+)
 def test_lattice_second_order_small_delta(p, r):
     ref = Reference(r, probs=p)
     eq = equivalence(ref, 0.1)
@@ -540,12 +548,13 @@ def test_lattice_forms_tend_to_non_lattice_as_span_shrinks():
     for form in ("leading", "averaged"):
         assert eq.gap_prediction(300, form=form) == pytest.approx(cont.gap_prediction(300), rel=1e-4)
         assert eq.kl_to_optimal_prediction(300, form=form) == pytest.approx(
-            cont.kl_to_optimal_prediction(300), abs=1e-4)
+            cont.kl_to_optimal_prediction(300), abs=1e-4
+        )
 
 
 def test_averaged_is_the_phase_mean_of_leading():
     eq = equivalence(Reference([0.0, 1.0], probs=[0.7, 0.3]), 0.8)
-    ms = np.arange(1000, 1400)       # phases equidistribute (x* irrational)
+    ms = np.arange(1000, 1400)  # phases equidistribute (x* irrational)
     g = eq.gap_prediction(ms) * ms
     ga = eq.gap_prediction(ms, form="averaged") * ms
     assert np.mean(g - ga) == pytest.approx(0, abs=2e-3 * np.mean(ga))
@@ -563,15 +572,20 @@ def test_lattice_fourier_form_and_amplitude():
     for beta in (0.9, 3.07, 8.0):
         for f in (0.0, 0.3, 0.77):
             lhs = f - _discrete_gumbel(f, beta)[0]
-            four = 0.5 - np.euler_gamma / beta - sum(
-                (np.exp(2j * np.pi * k * f) * gamma(1 - 2j * np.pi * k / beta)).imag / (np.pi * k)
-                for k in range(1, 40))
+            four = (
+                0.5
+                - np.euler_gamma / beta
+                - sum(
+                    (np.exp(2j * np.pi * k * f) * gamma(1 - 2j * np.pi * k / beta)).imag / (np.pi * k)
+                    for k in range(1, 40)
+                )
+            )
             assert lhs == pytest.approx(four, abs=1e-12)
     # oscillation amplitude of λ m gap over the phase: 2 sqrt(β) e^{-π²/β} (first harmonic)
     beta = 3.07
     f = np.linspace(0, 1, 401)
     g = beta * np.array([x - _discrete_gumbel(x, beta)[0] for x in f])
-    assert np.ptp(g) / 2 == pytest.approx(2 * np.sqrt(beta) * np.exp(-np.pi**2 / beta), rel=0.03)
+    assert np.ptp(g) / 2 == pytest.approx(2 * np.sqrt(beta) * np.exp(-(np.pi**2) / beta), rel=0.03)
 
 
 def test_equivalence_skewed_reference():

@@ -26,8 +26,7 @@ from klfrontier.lm.tilt import TokenTiltProcessor, tilt_log_softmax
 
 V = 64
 PAD, BOS, EOS = 0, 1, 2
-PROMPTS = {"a": "w1 w2 w3", "b": "w4", "c": "w5 w6 w7 w8 w9 w10 w11 w12", "d": "w13 w14",
-           "e": "w15 w16 w17"}
+PROMPTS = {"a": "w1 w2 w3", "b": "w4", "c": "w5 w6 w7 w8 w9 w10 w11 w12", "d": "w13 w14", "e": "w15 w16 w17"}
 
 
 def _tokenizer():
@@ -36,29 +35,48 @@ def _tokenizer():
     words = ["<pad>", "<bos>", "<eos>"] + [f"w{i}" for i in range(V - 3)]
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="w0"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>",
-                                                bos_token="<bos>", eos_token="<eos>")
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
 
 
 def _llama(dtype=torch.float64, seed=0):
-    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=256, bos_token_id=BOS, eos_token_id=EOS,
-                                   pad_token_id=PAD, initializer_range=0.3)
+    cfg = transformers.LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        initializer_range=0.3,
+    )
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(cfg).to(dtype).eval()
 
 
 def _gpt2(seed=1):
-    cfg = transformers.GPT2Config(vocab_size=V, n_positions=256, n_embd=32, n_layer=2, n_head=4,
-                                  bos_token_id=BOS, eos_token_id=EOS, initializer_range=0.3)
+    cfg = transformers.GPT2Config(
+        vocab_size=V,
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        initializer_range=0.3,
+    )
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(cfg).to(torch.float64).eval()
 
 
 def _wrap(model, name="tiny"):
-    return lm.LM(model=model, tokenizer=_tokenizer(), name=name, chat=False, eos_token_ids=(EOS,),
-                 vocab_size=V)
+    return lm.LM(
+        model=model, tokenizer=_tokenizer(), name=name, chat=False, eos_token_ids=(EOS,), vocab_size=V
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -145,8 +163,7 @@ def test_logprobs_equal_a_direct_forward_pass(tiny, max_rows):
 
 def test_logprobs_with_temperature_top_k_top_p_and_tilt(tiny, values):
     kw = dict(temperature=0.7, top_k=20, top_p=0.9)
-    res = lm.sample(tiny, PROMPTS, n=5, max_new_tokens=8, seed=4, batch_prompts=2,
-                    tilt=(1.3, values), **kw)
+    res = lm.sample(tiny, PROMPTS, n=5, max_new_tokens=8, seed=4, batch_prompts=2, tilt=(1.3, values), **kw)
     assert (res.kl_steps > 0).all() and (res.logprob != res.ref_logprob).all()
     _check_against_oracle(tiny, res, PROMPTS, 1e-10, lam=1.3, v=values, **kw)
     assert "temperature 0.7, top-k 20, top-p 0.9" in res.reference_description
@@ -155,8 +172,7 @@ def test_logprobs_with_temperature_top_k_top_p_and_tilt(tiny, values):
 
 def test_gpt2_model(values):
     m = _wrap(_gpt2(), name="gpt2-tiny")
-    res = lm.sample(m, PROMPTS, n=4, max_new_tokens=6, seed=0, batch_prompts=4, tilt=(-0.8, values),
-                    top_k=10)
+    res = lm.sample(m, PROMPTS, n=4, max_new_tokens=6, seed=0, batch_prompts=4, tilt=(-0.8, values), top_k=10)
     _check_against_oracle(m, res, PROMPTS, 1e-10, lam=-0.8, v=values, top_k=10)
 
 
@@ -174,8 +190,9 @@ def test_float32_model_agrees_to_1e5(values):
 def test_tilt_values_shorter_than_the_logits_get_zero(tiny, values):
     short = values[:40]
     a = lm.sample(tiny, PROMPTS, n=3, max_new_tokens=6, seed=2, tilt=(0.9, short))
-    b = lm.sample(tiny, PROMPTS, n=3, max_new_tokens=6, seed=2,
-                  tilt=(0.9, np.concatenate([short, np.zeros(V - 40)])))
+    b = lm.sample(
+        tiny, PROMPTS, n=3, max_new_tokens=6, seed=2, tilt=(0.9, np.concatenate([short, np.zeros(V - 40)]))
+    )
     assert a.token_ids == b.token_ids and np.array_equal(a.logprob, b.logprob)
     with pytest.raises(ValueError, match="tilt values"):
         lm.sample(tiny, PROMPTS, n=1, max_new_tokens=2, tilt=(0.9, np.zeros(V + 1)))
@@ -214,8 +231,7 @@ def test_a_batch_depends_only_on_seed_and_index(tiny):
 
 
 def test_batches_iterator_and_batch_seed(tiny):
-    parts = list(lm.sample_batches(tiny, PROMPTS, n=2, max_new_tokens=4, batch_prompts=2,
-                                   batches=[2, 0]))
+    parts = list(lm.sample_batches(tiny, PROMPTS, n=2, max_new_tokens=4, batch_prompts=2, batches=[2, 0]))
     assert [set(p.batch_index) for p in parts] == [{0}, {2}]
     assert lm.n_batches(list(PROMPTS), 2) == 3
     assert lm.batch_seed(0, 1) != lm.batch_seed(1, 0)
@@ -224,15 +240,15 @@ def test_batches_iterator_and_batch_seed(tiny):
 # ------------------------------------------------------------------------------ EOS
 def test_eos_stops_a_row_and_is_counted(tiny):
     v = np.zeros(V)
-    v[EOS] = 1.0                         # tilt towards EOS: most rows stop early
+    v[EOS] = 1.0  # tilt towards EOS: most rows stop early
     res = lm.sample(tiny, PROMPTS, n=8, max_new_tokens=12, seed=0, tilt=(3.0, v))
     assert 0.3 < res.finished.mean() < 1.0
     for ids, n_tok, fin in zip(res.token_ids, res.n_tokens, res.finished):
         assert len(ids) == n_tok
-        assert EOS not in ids[:-1]                      # nothing after an EOS
+        assert EOS not in ids[:-1]  # nothing after an EOS
         assert (ids[-1] == EOS) == fin
         assert fin or n_tok == 12
-    assert all("<eos>" not in t for t in res.text)      # special tokens left out of the text
+    assert all("<eos>" not in t for t in res.text)  # special tokens left out of the text
     _check_against_oracle(tiny, res, PROMPTS, 1e-10, lam=3.0, v=v)
     assert res.n_generated_tokens == res.n_tokens.sum()
 
@@ -250,10 +266,10 @@ def test_inverse_cdf_draw_matches_its_law_and_avoids_zero_mass():
     from scipy import stats
 
     rng = np.random.default_rng(0)
-    width = 300                                   # not a multiple of the block size
+    width = 300  # not a multiple of the block size
     p = rng.dirichlet(np.full(width, 0.3))
     p[rng.choice(width, 120, replace=False)] = 0.0
-    p[-5:] = 0.0                                  # zero mass at the end: the u -> 1 edge
+    p[-5:] = 0.0  # zero mass at the end: the u -> 1 edge
     p /= p.sum()
     logp = torch.log(torch.tensor(p)).expand(40_000, width)
     gen = torch.Generator().manual_seed(1)
@@ -283,8 +299,8 @@ def _kl_numpy(scores, v, lam):
 def test_processor_kl_equals_explicit_computation(values):
     rng = np.random.default_rng(2)
     scores = rng.normal(scale=3.0, size=(4, V))
-    scores[1, rng.choice(V, 40, replace=False)] = -np.inf         # a truncated law
-    scores[2] = 0.0                                                # uniform
+    scores[1, rng.choice(V, 40, replace=False)] = -np.inf  # a truncated law
+    scores[2] = 0.0  # uniform
     for lam in (1e-4, 0.3, 2.0, -1.5):
         proc = TokenTiltProcessor(values, lam)
         out = proc(torch.zeros((4, 1), dtype=torch.long), torch.tensor(scores))
@@ -301,16 +317,26 @@ def test_processor_kl_equals_explicit_computation(values):
 def test_processor_in_generate_records_the_kl_of_each_row(values):
     model = _llama()
     v = values.copy()
-    v[EOS] = 2.0                                     # so that some rows finish
+    v[EOS] = 2.0  # so that some rows finish
     proc = TokenTiltProcessor(v, 1.5, eos_token_id=EOS)
     ids = torch.tensor([[BOS, 5, 6, 7]])
     torch.manual_seed(0)
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0,
-                         temperature=1.0, max_new_tokens=10, num_return_sequences=6,
-                         logits_processor=transformers.LogitsProcessorList([proc]),
-                         output_logits=True, return_dict_in_generate=True, pad_token_id=PAD)
-    gen = out.sequences[:, ids.shape[1]:].numpy()
-    raw = [step.double().numpy() for step in out.logits]      # logits before any processor
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=10,
+        num_return_sequences=6,
+        logits_processor=transformers.LogitsProcessorList([proc]),
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=PAD,
+    )
+    gen = out.sequences[:, ids.shape[1] :].numpy()
+    raw = [step.double().numpy() for step in out.logits]  # logits before any processor
     want = np.zeros(gen.shape[0])
     for row in range(gen.shape[0]):
         for t in range(gen.shape[1]):
@@ -372,19 +398,36 @@ def test_samples_concat_batches_round_trip(tiny):
     parts = [s for _, s in res.batches()]
     assert [len(p) for p in parts] == [4, 4, 2]
     _same(lm.Samples.concat(parts), res)
-    assert set(res.columns()) >= {"prompt_id", "sample_index", "text", "token_ids", "n_tokens",
-                                  "logprob", "ref_logprob", "kl_steps"}
+    assert set(res.columns()) >= {
+        "prompt_id",
+        "sample_index",
+        "text",
+        "token_ids",
+        "n_tokens",
+        "logprob",
+        "ref_logprob",
+        "kl_steps",
+    }
     assert res.params["n"] == 2 and res.params["lam"] is None
 
 
 # ------------------------------------------------------------------------------ arguments
-@pytest.mark.parametrize("kw, match", [
-    (dict(n=0), "n must"), (dict(max_new_tokens=1.5), "max_new_tokens"), (dict(seed=-1), "seed"),
-    (dict(temperature=0.0), "temperature"), (dict(top_p=1.5), "top_p"), (dict(top_k=-2), "top_k"),
-    (dict(tilt=(1.0,)), "tilt"), (dict(tilt=(np.inf, np.zeros(V))), "lam"),
-    (dict(batches=[5]), "batches"), (dict(batch_prompts=0), "batch_prompts"),
-    (dict(threads=0), "threads"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(n=0), "n must"),
+        (dict(max_new_tokens=1.5), "max_new_tokens"),
+        (dict(seed=-1), "seed"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-2), "top_k"),
+        (dict(tilt=(1.0,)), "tilt"),
+        (dict(tilt=(np.inf, np.zeros(V))), "lam"),
+        (dict(batches=[5]), "batches"),
+        (dict(batch_prompts=0), "batch_prompts"),
+        (dict(threads=0), "threads"),
+    ],
+)
 def test_bad_arguments_name_themselves(tiny, kw, match):
     with pytest.raises(ValueError, match=match):
         lm.sample(tiny, PROMPTS, **kw)
@@ -401,13 +444,15 @@ def test_bad_prompts(tiny):
 # ------------------------------------------------------------------------------ loading
 def test_load_model_from_a_directory(tmp_path):
     model, tok = _llama(dtype=torch.float32), _tokenizer()
-    tok.chat_template = ("{% for m in messages %}<bos> {{ m['content'] }} <eos>{% endfor %}"
-                         "{% if add_generation_prompt %} <bos>{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<bos> {{ m['content'] }} <eos>{% endfor %}"
+        "{% if add_generation_prompt %} <bos>{% endif %}"
+    )
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     lm.load_model.cache_clear()
     m = lm.load_model(tmp_path / "m")
-    assert m is lm.load_model(str(tmp_path / "m"))                 # cached per process
+    assert m is lm.load_model(str(tmp_path / "m"))  # cached per process
     assert m.chat and m.eos_token_ids == (EOS,) and m.vocab_size == V
     assert m.encode_prompt("w5 w6") == [BOS, 8, 9, EOS, BOS]
     plain = lm.load_model(tmp_path / "m", chat=False, dtype="float64")
@@ -421,7 +466,7 @@ def test_load_model_errors(tmp_path):
     with pytest.raises(ValueError, match="spec"):
         lm.load_model(tmp_path / "missing")
     with pytest.raises(ValueError, match="spec"):
-        lm.load_model(tmp_path)                                    # no config.json, no gguf
+        lm.load_model(tmp_path)  # no config.json, no gguf
     with pytest.raises(ValueError, match="spec"):
         lm.load_model(3)
     with pytest.raises(ValueError, match="dtype"):
@@ -437,8 +482,9 @@ def test_missing_torch_names_the_extra(monkeypatch):
 
 
 def test_import_does_not_load_torch():
-    code = ("import sys, klfrontier, klfrontier.lm; "
-            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    code = (
+        "import sys, klfrontier, klfrontier.lm; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -467,9 +513,13 @@ def test_score_equals_the_recorded_logprobs(tiny, values):
         rows = [i for i, p in enumerate(res.prompt_id) if p == pid]
         got = lm.score(tiny, PROMPTS[pid], [res.token_ids[i] for i in rows], **kw)
         np.testing.assert_allclose(got, res.logprob[rows], rtol=1e-10)
-        ref = lm.score(tiny, PROMPTS[pid], [res.token_ids[i] + [5, 6] if res.finished[i]
-                                            else res.token_ids[i] for i in rows],
-                       temperature=0.8, top_k=30)          # tokens after an EOS are ignored
+        ref = lm.score(
+            tiny,
+            PROMPTS[pid],
+            [res.token_ids[i] + [5, 6] if res.finished[i] else res.token_ids[i] for i in rows],
+            temperature=0.8,
+            top_k=30,
+        )  # tokens after an EOS are ignored
         np.testing.assert_allclose(ref, res.ref_logprob[rows], rtol=1e-10)
     # a token outside the top-k support has probability 0
     z = tiny.model(torch.tensor([tiny.encode_prompt("w4")])).logits[0, -1]
@@ -482,9 +532,16 @@ def test_score_equals_the_recorded_logprobs(tiny, values):
 def test_progress_and_threads(tiny):
     calls = []
     before = torch.get_num_threads()
-    lm.sample(tiny, PROMPTS, n=3, max_new_tokens=5, batch_prompts=2, threads=2,
-              progress=lambda stage, done, total: calls.append((stage, done, total)))
-    assert torch.get_num_threads() == before                       # restored
+    lm.sample(
+        tiny,
+        PROMPTS,
+        n=3,
+        max_new_tokens=5,
+        batch_prompts=2,
+        threads=2,
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )
+    assert torch.get_num_threads() == before  # restored
     samples = [c for c in calls if c[0] == "samples"]
     tokens = [c for c in calls if c[0] == "tokens"]
     assert samples[-1] == ("samples", 15, 15)

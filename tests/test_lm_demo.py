@@ -23,12 +23,42 @@ from klfrontier.lm.demo import builtin_prompts, lm_demo_job
 from klfrontier.report import write_report
 
 PAD, BOS, EOS = 0, 1, 2
-WORDS = ["<pad>", "<bos>", "<eos>", "good", "bad", "happy", "sad", "great", "terrible", "love", "hate",
-         "nice", "awful", "fun", "boring", "the", "a", "day", "cat", "dog", "weekend", "rain", "sun",
-         "is", "was", "it", "and", "very", "my", "we", "went", "home"]
+WORDS = [
+    "<pad>",
+    "<bos>",
+    "<eos>",
+    "good",
+    "bad",
+    "happy",
+    "sad",
+    "great",
+    "terrible",
+    "love",
+    "hate",
+    "nice",
+    "awful",
+    "fun",
+    "boring",
+    "the",
+    "a",
+    "day",
+    "cat",
+    "dog",
+    "weekend",
+    "rain",
+    "sun",
+    "is",
+    "was",
+    "it",
+    "and",
+    "very",
+    "my",
+    "we",
+    "went",
+    "home",
+]
 V = len(WORDS)
-PROMPTS = {"p1": "my weekend was", "p2": "the dog", "p3": "it is a", "p4": "we went home and",
-           "p5": "rain"}
+PROMPTS = {"p1": "my weekend was", "p2": "the dog", "p3": "it is a", "p4": "we went home and", "p5": "rain"}
 
 
 def _tiny():
@@ -36,14 +66,27 @@ def _tiny():
 
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="a"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>",
-                                               eos_token="<eos>")
-    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, initializer_range=0.3)
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+    cfg = transformers.LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        initializer_range=0.3,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).to(torch.float64).eval()
-    return lm.LM(model=model, tokenizer=tok, name="tiny-llama", chat=False, eos_token_ids=(EOS,), vocab_size=V)
+    return lm.LM(
+        model=model, tokenizer=tok, name="tiny-llama", chat=False, eos_token_ids=(EOS,), vocab_size=V
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +95,18 @@ def tiny_job():
     torch.set_num_threads(1)
     stages = []
     try:
-        job = lm_demo_job(_tiny(), PROMPTS, n=32, tilt_n=12, max_new_tokens=6, lams=(0.3, 1.0),
-                          seed=3, n_boot=200, examples=2, progress=lambda s, d, t: stages.append((s, d, t)))
+        job = lm_demo_job(
+            _tiny(),
+            PROMPTS,
+            n=32,
+            tilt_n=12,
+            max_new_tokens=6,
+            lams=(0.3, 1.0),
+            seed=3,
+            n_boot=200,
+            examples=2,
+            progress=lambda s, d, t: stages.append((s, d, t)),
+        )
     finally:
         torch.set_num_threads(before)
     return job, stages
@@ -73,8 +126,9 @@ def test_the_reward_is_not_trivial_on_the_tiny_vocabulary():
 
 def test_job_report_summary_and_figure(tiny_job, tmp_path):
     job, stages = tiny_job
-    index = write_report(tmp_path, job.title, job.sections, job.summary, lead=job.lead,
-                         extra_files=job.extra_files)
+    index = write_report(
+        tmp_path, job.title, job.sections, job.summary, lead=job.lead, extra_files=job.extra_files
+    )
     assert index.is_file() and (tmp_path / "lm_frontier.png").stat().st_size > 10_000
     assert (tmp_path / "lm_frontier.svg").is_file() and (tmp_path / "per_prompt.csv").is_file()
     # strict JSON: no NaN / Infinity tokens
@@ -100,17 +154,30 @@ def test_job_report_summary_and_figure(tiny_job, tmp_path):
     soft = summary["soft_best_of_n"]
     assert set(soft) == {"0.5", "2"}
     for pts in soft.values():
-        assert pts["kl"][0] == pytest.approx(0.0, abs=1e-12)      # N = 1 is the reference
+        assert pts["kl"][0] == pytest.approx(0.0, abs=1e-12)  # N = 1 is the reference
         assert np.all(np.diff(pts["kl"]) > 0) and np.all(np.diff(pts["reward"]) > 0)
     s = summary["settings"]
     assert (s["n"], s["tilt_n"], s["max_new_tokens"], s["seed"], s["lams"]) == (32, 12, 6, 3, [0.3, 1.0])
-    assert set(summary["timings"]) >= {"loading the model", "base samples", "analysis", "figures and tables", "total"}
+    assert set(summary["timings"]) >= {
+        "loading the model",
+        "base samples",
+        "analysis",
+        "figures and tables",
+        "total",
+    }
     assert len(summary["examples"]) == 2 * 3
     html = index.read_text()
     assert "Myopia gap per λ" in html and "Sample texts" in html and "Analysis: Best-of-N" in html
     seen = {s for s, _, _ in stages}
-    assert {"loading the model", "base samples", "token tilt λ=0.3", "token tilt λ=1.0", "analysis",
-            "soft best-of-N", "figures and tables"} <= seen
+    assert {
+        "loading the model",
+        "base samples",
+        "token tilt λ=0.3",
+        "token tilt λ=1.0",
+        "analysis",
+        "soft best-of-N",
+        "figures and tables",
+    } <= seen
     assert ("base samples", 5 * 32, 5 * 32) in stages
 
 
@@ -120,8 +187,10 @@ def test_sample_files_reproduce_the_gap_through_analyze(tiny_job, tmp_path):
     job, _ = tiny_job
     write_report(tmp_path, job.title, job.sections, job.summary, extra_files=job.extra_files)
     base = tmp_path / "samples" / "base.csv"
-    pols = {r["policy"]: tmp_path / "samples" / f"tilt_lam{r['policy'].split('=')[1]}.csv"
-            for r in job.summary["myopia"]}
+    pols = {
+        r["policy"]: tmp_path / "samples" / f"tilt_lam{r['policy'].split('=')[1]}.csv"
+        for r in job.summary["myopia"]
+    }
     assert base.is_file() and all(p.is_file() for p in pols.values())
     res = kf.analyze(base, policies=pols, seed=3, n_boot=200)
     for r in job.summary["myopia"]:
@@ -156,25 +225,44 @@ def test_soft_best_of_n_points_equal_a_closed_form_at_n_2(tiny_job):
         assert pts["n"][:2] == [1, 2]
         assert pts["kl"][1] == pytest.approx(np.mean(kls), rel=1e-10, abs=1e-14)
         assert pts["reward"][1] == pytest.approx(np.mean(rws), rel=1e-10)
-        assert pts["reward"][0] == pytest.approx(r.mean(), rel=1e-12)      # N = 1: the reference
+        assert pts["reward"][0] == pytest.approx(r.mean(), rel=1e-12)  # N = 1: the reference
     # soft best-of-N never beats best-of-N's plug-in reward at the same N
     bon = job.summary["analysis"]["bon"]
     for lam in ("0.5", "2"):
-        assert all(a <= b + 1e-12 for a, b in zip(job.summary["soft_best_of_n"][lam]["reward"],
-                                                   bon["reward_plugin"]))
+        assert all(
+            a <= b + 1e-12 for a, b in zip(job.summary["soft_best_of_n"][lam]["reward"], bon["reward_plugin"])
+        )
 
 
 def test_same_seed_same_numbers(tiny_job):
     job, _ = tiny_job
-    again = lm_demo_job(_tiny(), PROMPTS, n=32, tilt_n=12, max_new_tokens=6, lams=(0.3, 1.0), seed=3,
-                        n_boot=200, examples=2, threads=1)
+    again = lm_demo_job(
+        _tiny(),
+        PROMPTS,
+        n=32,
+        tilt_n=12,
+        max_new_tokens=6,
+        lams=(0.3, 1.0),
+        seed=3,
+        n_boot=200,
+        examples=2,
+        threads=1,
+    )
     assert again.summary["myopia"] == job.summary["myopia"]
     assert again.summary["soft_best_of_n"] == job.summary["soft_best_of_n"]
 
 
-@pytest.mark.parametrize("kw, match", [({"lams": (0.0,)}, "lams"), ({"lams": (0.5, 0.5)}, "repeat"),
-                                       ({"n": 1}, "n must"), ({"tilt_n": 0}, "tilt_n"),
-                                       ({"seed": -1}, "seed"), ({"soft_lams": (-1.0,)}, "soft_lams")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"lams": (0.0,)}, "lams"),
+        ({"lams": (0.5, 0.5)}, "repeat"),
+        ({"n": 1}, "n must"),
+        ({"tilt_n": 0}, "tilt_n"),
+        ({"seed": -1}, "seed"),
+        ({"soft_lams": (-1.0,)}, "soft_lams"),
+    ],
+)
 def test_bad_arguments_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         lm_demo_job(_tiny(), PROMPTS, **kw)
@@ -189,12 +277,31 @@ def test_lm_demo_command_on_smollm2(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("Write one sentence about your weekend.\nDescribe the weather today.\n"
-                       "Tell me how you feel about Mondays.\n")
+    prompts.write_text(
+        "Write one sentence about your weekend.\nDescribe the weather today.\n"
+        "Tell me how you feel about Mondays.\n"
+    )
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, ["lm-demo", "--prompts", str(prompts), "--n", "8", "--tilt-n", "4",
-                                   "--max-new-tokens", "8", "--lams", "0.5", "--threads", "1",
-                                   "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "lm-demo",
+            "--prompts",
+            str(prompts),
+            "--n",
+            "8",
+            "--tilt-n",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--lams",
+            "0.5",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     (row,) = summary["myopia"]

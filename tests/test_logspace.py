@@ -11,7 +11,14 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from klfrontier._logspace import _CUMSUM_BLOCK, kl_terms, log1mexp, log_bon_kl_bound, log_cdf_levels, log_cumsum
+from klfrontier._logspace import (
+    _CUMSUM_BLOCK,
+    kl_terms,
+    log1mexp,
+    log_bon_kl_bound,
+    log_cdf_levels,
+    log_cumsum,
+)
 
 mp.mp.dps = 50
 
@@ -25,9 +32,30 @@ def _rel(got, exact):
 
 # ------------------------------------------------------------------ log1mexp
 LOG1MEXP_ARGS = [
-    -1e-300, -1e-200, -1e-30, -1e-16, -1e-10, -1e-5, -1e-3, -0.1, -0.5,
-    -np.log(2.0), np.nextafter(-np.log(2.0), 0.0), np.nextafter(-np.log(2.0), -1.0),
-    -0.7, -1.0, -2.0, -10.0, -36.0, -37.0, -100.0, -700.0, -745.0, -746.0, -1e4, -1e300,
+    -1e-300,
+    -1e-200,
+    -1e-30,
+    -1e-16,
+    -1e-10,
+    -1e-5,
+    -1e-3,
+    -0.1,
+    -0.5,
+    -np.log(2.0),
+    np.nextafter(-np.log(2.0), 0.0),
+    np.nextafter(-np.log(2.0), -1.0),
+    -0.7,
+    -1.0,
+    -2.0,
+    -10.0,
+    -36.0,
+    -37.0,
+    -100.0,
+    -700.0,
+    -745.0,
+    -746.0,
+    -1e4,
+    -1e300,
 ]
 
 
@@ -44,7 +72,7 @@ def test_log1mexp_matches_mpmath(x):
     # log(1 - e^x); rtol 1e-15 (a few ulps); results below the float range are 0
     exact = _mp_log1mexp(x)
     got = log1mexp(x)
-    if abs(exact) < mp.mpf("2.3e-308"):   # subnormal or underflow: absolute check
+    if abs(exact) < mp.mpf("2.3e-308"):  # subnormal or underflow: absolute check
         assert abs(got - float(exact)) <= 5e-324, (x, got, exact)
     else:
         assert _rel(got, exact) <= 1e-15, (x, got, exact)
@@ -72,11 +100,11 @@ def _mp_cdf(logq):
     the bottom (``log sum_{k<=j} q_k``) otherwise; ``log S_j`` is always the
     top-down sum (SPEC §3: "summed from the top").
     """
-    with mp.workdps(800):   # 1 - 1e-300 must be visible
+    with mp.workdps(800):  # 1 - 1e-300 must be visible
         q = [mp.exp(mp.mpf(x)) for x in logq]
         L = len(q)
         below = [mp.fsum(q[: j + 1]) for j in range(L)]
-        above = [mp.fsum(q[j + 1:]) for j in range(L)]
+        above = [mp.fsum(q[j + 1 :]) for j in range(L)]
         lg = lambda v: mp.log(v) if v > 0 else -mp.inf  # noqa: E731
         F = [lg(1 - a) if a < 0.5 else lg(b) for a, b in zip(above, below)]
         S = [lg(a) for a in above]
@@ -157,14 +185,21 @@ LOG_CUMSUM_CASES = {
     # several blocks, every block narrow: the linear-space path throughout
     "smooth": lambda rng: np.log(rng.random(3 * _CUMSUM_BLOCK + 17)),
     # a block spanning > 700 nats (fallback), next to narrow ones
-    "wide block": lambda rng: np.concatenate([
-        np.log(rng.random(_CUMSUM_BLOCK)), -rng.uniform(0, 2000, _CUMSUM_BLOCK), np.log(rng.random(50))]),
+    "wide block": lambda rng: np.concatenate(
+        [np.log(rng.random(_CUMSUM_BLOCK)), -rng.uniform(0, 2000, _CUMSUM_BLOCK), np.log(rng.random(50))]
+    ),
     # a rising law whose first entries are far below the later ones (1e-300 under 1)
     "rising tail": lambda rng: np.linspace(-3000.0, 0.0, 2 * _CUMSUM_BLOCK + 1),
     # -inf entries, a whole -inf block, and magnitudes near the float limits
-    "with -inf": lambda rng: np.concatenate([
-        np.full(5, -np.inf), np.log(rng.random(_CUMSUM_BLOCK)), np.full(_CUMSUM_BLOCK, -np.inf),
-        rng.uniform(-745, 700, 40), [-np.inf]]),
+    "with -inf": lambda rng: np.concatenate(
+        [
+            np.full(5, -np.inf),
+            np.log(rng.random(_CUMSUM_BLOCK)),
+            np.full(_CUMSUM_BLOCK, -np.inf),
+            rng.uniform(-745, 700, 40),
+            [-np.inf],
+        ]
+    ),
 }
 
 
@@ -185,7 +220,7 @@ def test_log_cumsum_matches_mpmath(name):
 def test_log_cumsum_beats_sequential_logaddexp():
     """The reason it exists: 10^5 equal masses, prefix errors vs np.logaddexp.accumulate."""
     logx = np.full(10**5, -np.log(1e5))
-    exact = np.log(np.arange(1, 10**5 + 1) / 1e5)       # float64 log of the exact k/K: ~1 ulp
+    exact = np.log(np.arange(1, 10**5 + 1) / 1e5)  # float64 log of the exact k/K: ~1 ulp
     err_new = np.abs(log_cumsum(logx) - exact).max()
     err_seq = np.abs(np.logaddexp.accumulate(logx) - exact).max()
     assert err_new <= 5e-15 < err_seq
@@ -224,11 +259,11 @@ KL_TERM_ARGS = [
     (np.log(0.5) - 0.1001, np.log(0.5)),
     (-700.0, -690.0),
     (-690.0, -700.0),
-    (-1.0, -740.0),          # a >> b: term ~ a (t - 1), t = 739
-    (-740.0, -1.0),          # a << b: term ~ b
-    (-1e-3, -1e5),           # b underflows in floats; t = 1e5 - 1e-3
-    (-1e5, -2e5),            # both underflow; t = 1e5
-    (700.0, 0.0),            # unnormalised a: must not overflow to inf needlessly
+    (-1.0, -740.0),  # a >> b: term ~ a (t - 1), t = 739
+    (-740.0, -1.0),  # a << b: term ~ b
+    (-1e-3, -1e5),  # b underflows in floats; t = 1e5 - 1e-3
+    (-1e5, -2e5),  # both underflow; t = 1e5
+    (700.0, 0.0),  # unnormalised a: must not overflow to inf needlessly
 ]
 
 
@@ -265,13 +300,35 @@ def test_kl_terms_conventions_and_sum_is_kl():
         sa, sb = mp.fsum(A), mp.fsum(B)
         exact = mp.fsum((x / sa) * mp.log((x / sa) / (y / sb)) for x, y in zip(A, B))
     got = kl_terms(la, np.log(b)).sum()
-    assert _rel(got, exact) <= 1e-6  # ~1e-18 divergence from float inputs: 1e-6 is the rounding of the inputs' sums
+    assert (
+        _rel(got, exact) <= 1e-6
+    )  # ~1e-18 divergence from float inputs: 1e-6 is the rounding of the inputs' sums
     assert kl_terms(np.zeros((3, 4)), np.zeros(4)).shape == (3, 4)
 
 
 # ------------------------------------------------------------ log_bon_kl_bound
-BOUND_ARGS = [0.0, 1e-300, 1e-20, 1e-10, 1e-5, 1e-3, 0.00999, 0.01, 0.0101, 0.1,
-              np.log(2.0), 1.0, 2.0, 10.0, 36.0, 700.0, 1e3, 1e6, 1e15, 1e300]
+BOUND_ARGS = [
+    0.0,
+    1e-300,
+    1e-20,
+    1e-10,
+    1e-5,
+    1e-3,
+    0.00999,
+    0.01,
+    0.0101,
+    0.1,
+    np.log(2.0),
+    1.0,
+    2.0,
+    10.0,
+    36.0,
+    700.0,
+    1e3,
+    1e6,
+    1e15,
+    1e300,
+]
 
 
 @pytest.mark.parametrize("x", BOUND_ARGS)
@@ -297,11 +354,19 @@ def test_chunked_kernels_match_the_unchunked_kernel_exactly():
 
     rng = np.random.default_rng(5)
     n = 3 * ls._ELEMENT_CHUNK + 7
-    x = -np.concatenate([rng.exponential(size=n - 4) * rng.choice([1e-12, 1.0, 50.0, 1e3], n - 4),
-                         [0.0, np.inf, 1e-300, 745.5]])
+    x = -np.concatenate(
+        [
+            rng.exponential(size=n - 4) * rng.choice([1e-12, 1.0, 50.0, 1e3], n - 4),
+            [0.0, np.inf, 1e-300, 745.5],
+        ]
+    )
     y = np.log(rng.random(n))
-    for fn, args in [(log1mexp, (x,)), (ls.log_neg_log1mexp, (x,)), (kl_terms, (x, y)),
-                     (kl_terms, (x[: 7 * (n // 7)].reshape(7, -1), np.float64(-0.5)))]:
+    for fn, args in [
+        (log1mexp, (x,)),
+        (ls.log_neg_log1mexp, (x,)),
+        (kl_terms, (x, y)),
+        (kl_terms, (x[: 7 * (n // 7)].reshape(7, -1), np.float64(-0.5))),
+    ]:
         got = fn(*args)
         want = fn.__wrapped__(*args)
         assert got.shape == want.shape
@@ -312,7 +377,7 @@ def test_log_cdf_levels_on_many_blocks_against_mpmath():
     """5000 levels (three blocks of log_cumsum), masses spanning e^-600..1: both sides."""
     rng = np.random.default_rng(17)
     logq = -rng.exponential(20.0, 5000)
-    logq[rng.integers(0, 5000, 5)] = 0.0                 # a few heavy atoms
+    logq[rng.integers(0, 5000, 5)] = 0.0  # a few heavy atoms
     logq -= np.logaddexp.reduce(logq)
     logF, logFm, logS = log_cdf_levels(logq)
     with mp.workdps(40):
@@ -323,7 +388,7 @@ def test_log_cdf_levels_on_many_blocks_against_mpmath():
             up.append(acc)
         down, acc = [mp.mpf(0)] * len(q), mp.mpf(0)
         for j in range(len(q) - 1, -1, -1):
-            down[j] = acc                                # sum_{k>j} q_k
+            down[j] = acc  # sum_{k>j} q_k
             acc += q[j]
         for j in range(0, len(q) - 1, 7):
             eS = mp.log(down[j])
@@ -338,9 +403,14 @@ def test_log_total_and_log_total_probs_against_mpmath():
     from klfrontier._logspace import log_total, log_total_probs
 
     rng = np.random.default_rng(9)
-    cases = [np.array([1.0, 1e-100]), np.array([0.5, 0.5 + 1e-12]), np.array([1e-300, 2e-300]),
-             np.array([0.0, 0.3, 0.0, 0.7]), rng.exponential(size=50_000) * 1e-5,
-             np.full(3, 1e300)]                                  # the sum overflows: log path
+    cases = [
+        np.array([1.0, 1e-100]),
+        np.array([0.5, 0.5 + 1e-12]),
+        np.array([1e-300, 2e-300]),
+        np.array([0.0, 0.3, 0.0, 0.7]),
+        rng.exponential(size=50_000) * 1e-5,
+        np.full(3, 1e300),
+    ]  # the sum overflows: log path
     with mp.workdps(60):
         for p in cases:
             with np.errstate(divide="ignore"):

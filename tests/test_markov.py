@@ -51,8 +51,13 @@ def brute_tilt(paths, lam):
     Z = mp.fsum(w)
     es = mp.fsum(wi * s for wi, (_, _, s) in zip(w, paths)) / Z
     var = mp.fsum(wi * (s - es) ** 2 for wi, (_, _, s) in zip(w, paths)) / Z
-    return {"log_z": mp.log(Z), "reward": es, "kl": lam * es - mp.log(Z), "var": var,
-            "logphi": {p: mp.log(wi / Z) for wi, (p, _, _) in zip(w, paths)}}
+    return {
+        "log_z": mp.log(Z),
+        "reward": es,
+        "kl": lam * es - mp.log(Z),
+        "var": var,
+        "logphi": {p: mp.log(wi / Z) for wi, (p, _, _) in zip(w, paths)},
+    }
 
 
 def brute_law(paths):
@@ -208,8 +213,8 @@ def test_bon_per_transition_and_saturated():
 
 
 def test_per_transition_sparse_rewards_agree_with_dense():
-    P = np.array([[.5, .5, 0], [0, .3, .7], [.6, 0, .4]])
-    R = np.array([[1., 2, 0], [0, 0, 1], [3, 0, .5]])
+    P = np.array([[0.5, 0.5, 0], [0, 0.3, 0.7], [0.6, 0, 0.4]])
+    R = np.array([[1.0, 2, 0], [0, 0, 1], [3, 0, 0.5]])
     a = Markov([1 / 3] * 3, P, R, length=12)
     b = Markov([1 / 3] * 3, sp.csr_matrix(P), sp.csr_matrix(R), length=12)
     assert b.tilted(kl=2.0).reward == pytest.approx(a.tilted(kl=2.0).reward, rel=1e-13)
@@ -226,7 +231,7 @@ def test_best_of_n_refuses_non_lattice_rewards():
     mk = Markov(mu, P, [0.0, 1.0, np.sqrt(2.0)], length=4)
     with pytest.raises(ValueError, match="lattice"):
         mk.best_of_n(log_n=2.0)
-    assert mk.tilted(kl=1.0).kl == pytest.approx(1.0, rel=1e-12)      # the optimum needs no lattice
+    assert mk.tilted(kl=1.0).kl == pytest.approx(1.0, rel=1e-12)  # the optimum needs no lattice
     assert mk.best_of_n(n=1).kl == 0.0
 
 
@@ -245,8 +250,11 @@ def test_sparse_dense_and_backoff_agree():
     dense = bt.toarray()
     r = np.round(rng.normal(size=K), 1)
     mu = np.full(K, 1.0 / K)
-    mks = [Markov(mu, dense, r, length=m), Markov(mu, sp.csr_matrix(dense), r, length=m),
-           Markov(mu, bt, r, length=m)]
+    mks = [
+        Markov(mu, dense, r, length=m),
+        Markov(mu, sp.csr_matrix(dense), r, length=m),
+        Markov(mu, bt, r, length=m),
+    ]
     assert [x.transition_kind for x in mks] == ["dense", "sparse", "backoff"]
     opts = [x.tilted(kl=8.0) for x in mks]
     for o in opts[1:]:
@@ -314,14 +322,22 @@ def test_memoryless_is_the_special_case():
         assert getattr(e2, f) == pytest.approx(getattr(e1, f), rel=RTOL)
     assert e2.lattice == e1.lattice
     np.testing.assert_allclose(e2.gap_prediction([50, 101]), e1.gap_prediction([50, 101]), rtol=1e-10)
-    np.testing.assert_allclose(e2.kl_to_optimal_prediction([50, 101]),
-                               e1.kl_to_optimal_prediction([50, 101]), rtol=1e-10)
+    np.testing.assert_allclose(
+        e2.kl_to_optimal_prediction([50, 101]), e1.kl_to_optimal_prediction([50, 101]), rtol=1e-10
+    )
     c1 = kf.convergence(ref, 0.1, lengths=[20, 100])
     c2 = kf.convergence(mk, 0.1, lengths=[20, 100])
     assert isinstance(c2, kf.ConvergenceTable)
     for r1, r2 in zip(c1.rows, c2.rows):
-        for k in ("reward_per_token", "optimal_reward", "gap", "kl_per_token", "kl_to_optimal",
-                  "gap_prediction", "kl_to_optimal_prediction"):
+        for k in (
+            "reward_per_token",
+            "optimal_reward",
+            "gap",
+            "kl_per_token",
+            "kl_to_optimal",
+            "gap_prediction",
+            "kl_to_optimal_prediction",
+        ):
             assert r2[k] == pytest.approx(r1[k], rel=1e-10), k
     assert set(c1.to_dict()) <= set(c2.to_dict())
 
@@ -407,8 +423,8 @@ def test_equivalence_table_irreducible_aperiodic():
 
 
 def _periodic():
-    P = np.array([[0, 0, .7, .3], [0, 0, .7, .3], [.6, .4, 0, 0], [.6, .4, 0, 0]])
-    return Markov([.5, .5, 0, 0], P, [0.0, 1.0, 0.0, 2.0], length=10)
+    P = np.array([[0, 0, 0.7, 0.3], [0, 0, 0.7, 0.3], [0.6, 0.4, 0, 0], [0.6, 0.4, 0, 0]])
+    return Markov([0.5, 0.5, 0, 0], P, [0.0, 1.0, 0.0, 2.0], length=10)
 
 
 def test_periodic_chain_documented():
@@ -417,14 +433,18 @@ def test_periodic_chain_documented():
     mk = _periodic()
     assert mk.structure() == {"irreducible": True, "n_classes": 1, "period": 2}
     eq = kf.equivalence(mk, 0.1)
-    ev = np.linalg.eigvals(np.array([[0, 0, .7, .3], [0, 0, .7, .3], [.6, .4, 0, 0], [.6, .4, 0, 0]])
-                           * np.exp(eq.lam * np.array([0, 1, 0, 2]))[None, :])
-    assert np.sort(np.abs(ev))[-2] == pytest.approx(np.exp(mk.perron(eq.lam).log_rho))   # ±ρ
+    ev = np.linalg.eigvals(
+        np.array([[0, 0, 0.7, 0.3], [0, 0, 0.7, 0.3], [0.6, 0.4, 0, 0], [0.6, 0.4, 0, 0]])
+        * np.exp(eq.lam * np.array([0, 1, 0, 2]))[None, :]
+    )
+    assert np.sort(np.abs(ev))[-2] == pytest.approx(np.exp(mk.perron(eq.lam).log_rho))  # ±ρ
     assert eq.lam == pytest.approx(0.57034403007704, rel=1e-10)
     assert eq.x_star == pytest.approx(0.84338920843012, rel=1e-10)
     # m (R_m - x*) alternates in sign with the parity of m: +0.1002, -0.0992 at m = 10, 11
     d = {m: mk.with_length(m).tilted(kl=0.1 * m).reward_per_token - eq.x_star for m in (160, 161)}
-    assert 160 * d[160] == pytest.approx(0.1002, abs=2e-3) and 161 * d[161] == pytest.approx(-0.0978, abs=2e-3)
+    assert 160 * d[160] == pytest.approx(0.1002, abs=2e-3) and 161 * d[161] == pytest.approx(
+        -0.0978, abs=2e-3
+    )
     tab = kf.convergence(mk, 0.1, lengths=[80, 81, 320])
     assert tab.rows[2]["gap"] < tab.rows[0]["gap"]
     assert tab.rows[0]["gap"] == pytest.approx(0.040479, rel=1e-4)
@@ -436,7 +456,7 @@ def _reducible():
     P = np.zeros((4, 4))
     P[:2, :2] = 0.5
     P[2:, 2:] = [[0.9, 0.1], [0.9, 0.1]]
-    return Markov([.25] * 4, P, [0.0, 1.0, 0.0, 1.0], length=10)
+    return Markov([0.25] * 4, P, [0.0, 1.0, 0.0, 1.0], length=10)
 
 
 def test_reducible_chain_documented():
@@ -459,7 +479,7 @@ def test_reducible_chain_documented():
     assert mk.rate_function(0.3) == 0.0
     law = mk.with_length(800).reward_law()
     i = int(np.argmin(np.abs(law.values - 240)))
-    assert -law.logpmf[i] / 800 == pytest.approx(0.0875, abs=1e-3)      # → 0.0823 as m grows
+    assert -law.logpmf[i] / 800 == pytest.approx(0.0875, abs=1e-3)  # → 0.0823 as m grows
     tab = kf.convergence(mk, 0.1, lengths=[80, 320])
     assert tab.rows[1]["gap"] < tab.rows[0]["gap"]
 
@@ -498,7 +518,7 @@ def test_properties_against_numpy_enumeration(ch, lam, log_n):
     assert b.reward <= mk.max_reward + 1e-12
     if np.isfinite(b.kl_to_optimal):
         assert b.details["kl_to_optimal_identity"] == pytest.approx(b.kl_to_optimal, rel=1e-7, abs=1e-10)
-        assert b.reward <= b.optimal_reward + 1e-9          # no policy beats the optimum at its KL
+        assert b.reward <= b.optimal_reward + 1e-9  # no policy beats the optimum at its KL
     fr = mk.frontier([0.1, 0.5, 1.0])
     assert np.all(np.diff(fr.reward) >= -1e-12)
 
@@ -534,7 +554,8 @@ def test_errors_name_the_argument():
 # ------------------------------------------------------ the real instance
 needs_data = pytest.mark.skipif(
     importlib.util.find_spec("gensim") is None or importlib.util.find_spec("vaderSentiment") is None,
-    reason="needs the data extra (gensim, vaderSentiment)")
+    reason="needs the data extra (gensim, vaderSentiment)",
+)
 
 
 @needs_data
@@ -549,14 +570,15 @@ def test_bigram_instance_runs_in_seconds_at_m_200():
     opt = mk.tilted(kl=200 * 0.2)
     secs = time.perf_counter() - t0
     assert opt.kl == pytest.approx(40.0, rel=1e-12)
-    assert secs < 30          # a few seconds unshared; generous for a loaded CI machine
+    assert secs < 30  # a few seconds unshared; generous for a loaded CI machine
     assert opt.reward_per_token > inst.ref.mean_reward + 0.2
     text = inst.decode(opt.sample(1, seed=0)[0])
     assert text.count(".") >= 1 and "</s>" not in text
     assert tokenize("It's 5 p.m. now!") == ["it's", "p", END, "m", END, "now", END]
     # memoryless approximation: the stationary unigram law with the same reward
     assert inst.ref.size == 4043 and inst.ref.mean_reward == pytest.approx(
-        mk.perron(0.0).derivative, rel=1e-9)
+        mk.perron(0.0).derivative, rel=1e-9
+    )
 
 
 @needs_data
@@ -565,8 +587,9 @@ def test_bigram_demo_sections_small(tmp_path, monkeypatch):
     from klfrontier import jobs, jobs_markov
     from klfrontier.report import write_report
 
-    job = jobs_markov.bigram_demo_job(min_count=30, length=30, deltas=(0.2, 1.0), bon_length=6,
-                                      conv_lengths=(4, 8), conv_deltas=(0.2,))
+    job = jobs_markov.bigram_demo_job(
+        min_count=30, length=30, deltas=(0.2, 1.0), bon_length=6, conv_lengths=(4, 8), conv_deltas=(0.2,)
+    )
     assert [s.heading[0] for s in job.sections] == ["1", "2", "3", "4", "5"]
     rows = {r["delta"]: r for r in job.summary["memoryless_vs_markov"]}
     assert set(rows) == {0.2, 1.0}

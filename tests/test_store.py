@@ -36,9 +36,17 @@ def _batch(b, *, prompts_per_batch=2, n=3, seed=0):
     lengths = rng.integers(1, 6, size=len(pids))
     tokens = [rng.integers(0, 1000, size=k).tolist() for k in lengths]
     lp = -rng.exponential(3.0, size=len(pids))
-    return {"prompt_id": pids, "sample_index": idx, "text": [" ".join(map(str, t)) for t in tokens],
-            "token_ids": tokens, "n_tokens": lengths, "logprob": lp, "ref_logprob": lp - 0.25,
-            "kl_steps": rng.random(len(pids)), "reward": rng.normal(size=len(pids))}
+    return {
+        "prompt_id": pids,
+        "sample_index": idx,
+        "text": [" ".join(map(str, t)) for t in tokens],
+        "token_ids": tokens,
+        "n_tokens": lengths,
+        "logprob": lp,
+        "ref_logprob": lp - 0.25,
+        "kl_steps": rng.random(len(pids)),
+        "reward": rng.normal(size=len(pids)),
+    }
 
 
 def _files(path):
@@ -49,17 +57,22 @@ def _files(path):
 def test_round_trip_in_batch_order_and_exact(tmp_path):
     path = tmp_path / "s"
     with SampleStore(path, params={"seed": 0, "n": 3}) as store:
-        for b in (2, 0, 3, 1):                      # committed out of order
+        for b in (2, 0, 3, 1):  # committed out of order
             entry = store.append(b, _batch(b))
             assert entry["batch"] == b and entry["rows"] == 6
     store = SampleStore(path, create=False)
     assert store.done_batches() == {0, 1, 2, 3}
     table = store.read_table()
-    want = {k: [x for b in range(4) for x in (np.asarray(_batch(b)[k]).tolist()
-                                                 if k != "token_ids" else _batch(b)[k])]
-            for k in _batch(0)}
+    want = {
+        k: [
+            x
+            for b in range(4)
+            for x in (np.asarray(_batch(b)[k]).tolist() if k != "token_ids" else _batch(b)[k])
+        ]
+        for k in _batch(0)
+    }
     for k, v in want.items():
-        assert table.column(k).to_pylist() == v, k          # floats bit for bit, lists exact
+        assert table.column(k).to_pylist() == v, k  # floats bit for bit, lists exact
     s = store.read()
     assert s.prompts == [f"p{i}" for i in range(8)]
     assert s.has_logprobs and s.has_ref_logprobs and not s.has_gold
@@ -94,11 +107,10 @@ def test_gold_column_and_read_samples_roles(tmp_path):
         store.append(0, {k: v for k, v in b.items() if k != "reward"}, reward=b["reward"], gold=gold)
     s = SampleStore(tmp_path / "s").read()
     assert s.has_gold and s.gold[1].tolist() == [3.0, 4.0, 5.0]
-    assert not read_samples(tmp_path / "s").has_gold            # as for files: gold on request
+    assert not read_samples(tmp_path / "s").has_gold  # as for files: gold on request
     g = read_samples(tmp_path / "s", columns={"gold": "gold"})
     assert g.gold[0].tolist() == [0.0, 1.0, 2.0]
-    by_gold = read_samples(tmp_path / "s", columns={"reward": "gold", "logprob": None,
-                                                    "ref_logprob": None})
+    by_gold = read_samples(tmp_path / "s", columns={"reward": "gold", "logprob": None, "ref_logprob": None})
     assert by_gold.rewards[0].tolist() == [0.0, 1.0, 2.0] and not by_gold.has_logprobs
     with pytest.raises(ValueError, match="no column 'score'"):
         read_samples(tmp_path / "s", columns={"reward": "score"})
@@ -111,7 +123,7 @@ def test_append_twice_is_refused(tmp_path):
         store.append(0, _batch(0))
         with pytest.raises(ValueError, match="batch_index 0 is already committed"):
             store.append(0, _batch(0))
-    with SampleStore(tmp_path / "s") as other:                   # another writer, later
+    with SampleStore(tmp_path / "s") as other:  # another writer, later
         with pytest.raises(ValueError, match="already committed"):
             other.append(0, _batch(0))
     assert SampleStore(tmp_path / "s").read().n_samples == 6
@@ -143,11 +155,11 @@ def test_bad_appends(tmp_path):
 
 def test_parameters_must_match(tmp_path):
     SampleStore(tmp_path / "s", params={"model": "smollm2", "seed": 0, "tilt": None})
-    with pytest.raises(ValueError, match=r'seed: store has 0, given 1\)'):
+    with pytest.raises(ValueError, match=r"seed: store has 0, given 1\)"):
         SampleStore(tmp_path / "s", params={"model": "smollm2", "seed": 1, "tilt": None})
     with pytest.raises(ValueError, match=r'tilt: store has null, given 0.5; top_k: store has "<absent>"'):
         SampleStore(tmp_path / "s", params={"model": "smollm2", "seed": 0, "tilt": 0.5, "top_k": 4})
-    assert SampleStore(tmp_path / "s").params["model"] == "smollm2"      # params=None: any
+    assert SampleStore(tmp_path / "s").params["model"] == "smollm2"  # params=None: any
     with pytest.raises(ValueError, match="params must be JSON values"):
         SampleStore(tmp_path / "t", params={"x": float("nan")})
 
@@ -206,12 +218,12 @@ def test_crash_between_shard_and_manifest_leaves_an_ignored_orphan(tmp_path, mon
             store.append(1, _batch(1))
         monkeypatch.undo()
     orphans = [f for f in _files(path) if f.startswith("shard-000001-")]
-    assert len(orphans) == 1                                   # the renamed shard is there...
+    assert len(orphans) == 1  # the renamed shard is there...
     reader = SampleStore(path, create=False)
-    assert reader.done_batches() == {0}                        # ...but not committed
+    assert reader.done_batches() == {0}  # ...but not committed
     assert reader.read().n_samples == 6
-    assert orphans[0] in _files(path)                          # readers never delete
-    with SampleStore(path) as writer:                          # a writer removes it, then redoes it
+    assert orphans[0] in _files(path)  # readers never delete
+    with SampleStore(path) as writer:  # a writer removes it, then redoes it
         writer.lock()
         assert orphans[0] not in _files(path)
         writer.append(1, _batch(1))
@@ -222,12 +234,15 @@ def test_stale_temporaries_are_removed_by_the_range_writer(tmp_path):
     path = tmp_path / "s"
     with SampleStore(path) as store:
         store.append(0, _batch(0))
-    junk = [f".tmp-shard-000003-{'a' * 32}.parquet", f".tmp-shard-000004-{'b' * 32}.parquet",
-            ".manifest.json.x1y2.tmp"]
+    junk = [
+        f".tmp-shard-000003-{'a' * 32}.parquet",
+        f".tmp-shard-000004-{'b' * 32}.parquet",
+        ".manifest.json.x1y2.tmp",
+    ]
     for name in junk:
         (path / name).write_bytes(b"half a file")
     with SampleStore(path, shard="1/2") as w:
-        w.lock()                                  # batch 3 is in range 1/2, batch 4 is not
+        w.lock()  # batch 3 is in range 1/2, batch 4 is not
     assert set(_files(path)) & set(junk) == {junk[1]}
     with SampleStore(path, shard="0/2") as w:
         w.lock()
@@ -266,16 +281,16 @@ def test_locks_keep_two_writers_out_of_one_range(tmp_path):
     a = SampleStore(path, shard="0/2").lock()
     with pytest.raises(ValueError, match="another process is writing shard 0/2"):
         SampleStore(path, shard="0/2").lock()
-    b = SampleStore(path, shard="1/2").lock()                  # the other range is free
+    b = SampleStore(path, shard="1/2").lock()  # the other range is free
     with pytest.raises(ValueError, match="shards K/2; use the same M"):
         SampleStore(path, shard="0/3").lock()
     with pytest.raises(ValueError, match="K/2"):
-        SampleStore(path).append(0, _batch(0))                 # the whole range (0/1) overlaps
+        SampleStore(path).append(0, _batch(0))  # the whole range (0/1) overlaps
     a.append(0, _batch(0))
     b.append(1, _batch(1))
     a.close()
     b.close()
-    with SampleStore(path, shard="0/3") as c:                  # free again once closed
+    with SampleStore(path, shard="0/3") as c:  # free again once closed
         c.append(3, _batch(3))
     assert SampleStore(path).done_batches() == {0, 1, 3}
 
@@ -299,7 +314,7 @@ def test_lock_dies_with_its_process(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    SampleStore(path).lock().close()                          # the kernel dropped the lock
+    SampleStore(path).lock().close()  # the kernel dropped the lock
 
 
 def test_concurrent_writers_merge_their_commits(tmp_path):
@@ -326,8 +341,10 @@ def test_concurrent_writers_merge_their_commits(tmp_path):
 # ---------------------------------------------------------------------------- `klfrontier sample`
 # A tiny random Llama model with a word-level tokenizer over words the VADER
 # lexicon scores, so that token-vader is a real token-linear reward here.
-_WORDS = ("good bad happy sad love hate great terrible nice awful the a cat dog is was very not and "
-          "movie food day night friend enemy best worst fun boring").split()
+_WORDS = (
+    "good bad happy sad love hate great terrible nice awful the a cat dog is was very not and "
+    "movie food day night friend enemy best worst fun boring"
+).split()
 # Sampling settings shared by the command-line tests: 12 prompts, one per batch.
 _N, _NEW, _BATCH, _SEED, _LAM, _BEST = 8, 16, 1, 3, 0.5, 4
 
@@ -342,12 +359,22 @@ def _build_tiny_model(path):
     vocab = {w: i for i, w in enumerate(specials + list(_WORDS))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                   bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=1,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     fast.save_pretrained(path)
     return path
@@ -368,10 +395,34 @@ def tiny(tmp_path_factory):
 
 def _args(tiny, out, *extra):
     model, prompts = tiny
-    return ["sample", "--model", str(model), "--prompts", str(prompts), "--n", str(_N),
-            "--max-new-tokens", str(_NEW), "--batch-prompts", str(_BATCH), "--seed", str(_SEED),
-            "--reward", "token-vader", "--gold-reward", "vader", "--tilt", str(_LAM),
-            "--best-of", str(_BEST), "--threads", "1", "--out", str(out), *extra]
+    return [
+        "sample",
+        "--model",
+        str(model),
+        "--prompts",
+        str(prompts),
+        "--n",
+        str(_N),
+        "--max-new-tokens",
+        str(_NEW),
+        "--batch-prompts",
+        str(_BATCH),
+        "--seed",
+        str(_SEED),
+        "--reward",
+        "token-vader",
+        "--gold-reward",
+        "vader",
+        "--tilt",
+        str(_LAM),
+        "--best-of",
+        str(_BEST),
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _invoke(args):
@@ -384,8 +435,19 @@ def _invoke(args):
     return result.exit_code, result.output
 
 
-_COMPARED = ("prompt_id", "sample_index", "text", "token_ids", "n_tokens", "finished", "logprob",
-             "ref_logprob", "kl_steps", "reward", "gold")
+_COMPARED = (
+    "prompt_id",
+    "sample_index",
+    "text",
+    "token_ids",
+    "n_tokens",
+    "finished",
+    "logprob",
+    "ref_logprob",
+    "kl_steps",
+    "reward",
+    "gold",
+)
 
 
 def _rows(path):
@@ -397,8 +459,11 @@ def _rows(path):
 
 
 def _subprocess_env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(
-        [SRC, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     return env
 
 
@@ -407,10 +472,14 @@ def baseline(tiny, tmp_path_factory):
     """One uninterrupted run in a subprocess, with its timings."""
     out = tmp_path_factory.mktemp("baseline") / "store"
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "klfrontier.cli", *_args(tiny, out)],
-                            env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    commits, state = [], (None, 0)          # when each batch lands
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klfrontier.cli", *_args(tiny, out)],
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    commits, state = [], (None, 0)  # when each batch lands
     while proc.poll() is None:
         seen = state[1]
         state = _committed(out, state)
@@ -420,19 +489,23 @@ def baseline(tiny, tmp_path_factory):
     assert proc.returncode == 0, stderr
     assert "12 of 12 batches committed" in stdout
     gaps = np.diff(commits) if len(commits) > 1 else [0.05]
-    return {"store": out, "rows": _rows(out), "startup": commits[0] if commits else 5.0,
-            "batch": max(float(np.median(gaps)), 0.005),
-            "selected": (out / "selected.jsonl").read_text()}
+    return {
+        "store": out,
+        "rows": _rows(out),
+        "startup": commits[0] if commits else 5.0,
+        "batch": max(float(np.median(gaps)), 0.005),
+        "selected": (out / "selected.jsonl").read_text(),
+    }
 
 
 def test_sample_command_writes_a_complete_store(tiny, baseline):
     rows = baseline["rows"]
     assert len(rows) == 12 * _N
-    assert {k[0] for k in rows} == {str(i) for i in range(1, 13)}          # ids: line numbers
+    assert {k[0] for k in rows} == {str(i) for i in range(1, 13)}  # ids: line numbers
     s = read_samples(baseline["store"], columns={"gold": "gold"}, keep_text=True)
     assert s.n_prompts == 12 and set(s.counts) == {_N} and s.has_gold and s.has_ref_logprobs
     r = next(iter(rows.values()))
-    assert r["logprob"] != r["ref_logprob"] and r["kl_steps"] > 0            # the tilt is on
+    assert r["logprob"] != r["ref_logprob"] and r["kl_steps"] > 0  # the tilt is on
     # token-vader is token-linear: the stored reward is Σ_t v(y_t) of the stored tokens
     from klfrontier import lm, rewards
 
@@ -459,11 +532,11 @@ def test_sample_command_resumes_and_shards_to_the_same_samples(tiny, baseline, t
     assert not (out / "selected.jsonl").exists()
     code, text = _invoke(_args(tiny, out, "--shard", "0/3"))
     assert code == 0 and "8 of 12" in text
-    code, text = _invoke(_args(tiny, out))           # the rest, unsharded; then selected.jsonl
+    code, text = _invoke(_args(tiny, out))  # the rest, unsharded; then selected.jsonl
     assert code == 0 and "12 of 12 batches committed (4 by this run" in text
     assert _rows(out) == baseline["rows"]
     assert (out / "selected.jsonl").read_text() == baseline["selected"]
-    code, text = _invoke(_args(tiny, out))           # nothing left to do: no model loaded
+    code, text = _invoke(_args(tiny, out))  # nothing left to do: no model loaded
     assert code == 0 and "(0 by this run" in text
 
 
@@ -489,8 +562,9 @@ def test_sample_command_errors_are_one_line(tiny, tmp_path):
     code, text = _invoke(_args(tiny, out, "--seed", "4"))
     assert code == 2 and "written with other parameters (seed: store has 3, given 4)" in text
     jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text('{"prompt_id": "x", "prompt": "the cat"}\n{"prompt": "a dog"}\n'
-                     '{"prompt_id": "x", "prompt": "nice"}\n')
+    jsonl.write_text(
+        '{"prompt_id": "x", "prompt": "the cat"}\n{"prompt": "a dog"}\n{"prompt_id": "x", "prompt": "nice"}\n'
+    )
     bad = list(_args(tiny, tmp_path / "t"))
     bad[bad.index("--prompts") + 1] = str(jsonl)
     code, text = _invoke(bad)
@@ -517,10 +591,15 @@ def test_best_of_selection_breaks_ties_uniformly():
     from klfrontier.cli_lm import best_of_selection
 
     # 400 prompts, each with samples 0 and 2 tied for the best of the first 3
-    t = pa.table({"prompt_id": [f"p{i}" for i in range(400) for _ in range(4)],
-                  "sample_index": [0, 1, 2, 3] * 400, "reward": [5.0, 1.0, 5.0, 9.0] * 400})
+    t = pa.table(
+        {
+            "prompt_id": [f"p{i}" for i in range(400) for _ in range(4)],
+            "sample_index": [0, 1, 2, 3] * 400,
+            "reward": [5.0, 1.0, 5.0, 9.0] * 400,
+        }
+    )
     picks = [r["sample_index"] for r in best_of_selection(t, n=3, seed=0)]
-    assert set(picks) == {0, 2} and 160 < picks.count(0) < 240        # Binomial(400, 1/2): ±4 sd
+    assert set(picks) == {0, 2} and 160 < picks.count(0) < 240  # Binomial(400, 1/2): ±4 sd
     assert picks == [r["sample_index"] for r in best_of_selection(t, n=3, seed=0)]
     assert picks != [r["sample_index"] for r in best_of_selection(t, n=3, seed=1)]
 
@@ -535,7 +614,7 @@ def _committed(out, last=None):
         st = os.stat(out / MANIFEST)
     except FileNotFoundError:
         return None, 0
-    stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)   # each commit renames a new file
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)  # each commit renames a new file
     if last is not None and stamp == last[0]:
         return last
     return stamp, len(SampleStore(out).done_batches())
@@ -566,9 +645,12 @@ def _kill_phase(trial, tiny, out, startup, batch):
         # are left: while selected.jsonl is written or the process exits)
         j = 0 if rng.random() < 0.25 else int(rng.integers(1, 12 - before + 1))
         delay = float(rng.uniform(0, startup if j == 0 else batch))
-        proc = subprocess.Popen([sys.executable, "-m", "klfrontier.cli", *_args(tiny, out)],
-                                env=_subprocess_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "klfrontier.cli", *_args(tiny, out)],
+            env=_subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if j:
             _wait_for_commits(out, proc, before + j)
         time.sleep(delay)
@@ -577,13 +659,27 @@ def _kill_phase(trial, tiny, out, startup, batch):
         proc.wait()
         after = len(SampleStore(out).done_batches()) if (out / MANIFEST).exists() else 0
         # debris of the crash (removed by the next writer): temporaries, unlisted shards
-        listed = ({e["file"] for e in SampleStore(out).manifest()["batches"]}
-                  if (out / MANIFEST).exists() else set())
-        debris = [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".tmp-")
-                  or (p.name.startswith("shard-") and p.name not in listed)] if out.exists() else []
-        moments.append(f"{j} commits + {delay:.3f}s: {before}->{after} batches"
-                       + (f", debris {debris}" if debris else "")
-                       + (" (it had exited)" if finished else ""))
+        listed = (
+            {e["file"] for e in SampleStore(out).manifest()["batches"]}
+            if (out / MANIFEST).exists()
+            else set()
+        )
+        debris = (
+            [
+                p.name
+                for p in out.iterdir()
+                if p.name.endswith(".tmp")
+                or p.name.startswith(".tmp-")
+                or (p.name.startswith("shard-") and p.name not in listed)
+            ]
+            if out.exists()
+            else []
+        )
+        moments.append(
+            f"{j} commits + {delay:.3f}s: {before}->{after} batches"
+            + (f", debris {debris}" if debris else "")
+            + (" (it had exited)" if finished else "")
+        )
     return moments
 
 
@@ -597,23 +693,29 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_samples(ti
     want = baseline["rows"]
     report = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(_kill_phase, t, tiny, tmp_path / f"trial{t}", baseline["startup"],
-                               baseline["batch"]) for t in range(_TRIALS)]
+        futures = [
+            pool.submit(_kill_phase, t, tiny, tmp_path / f"trial{t}", baseline["startup"], baseline["batch"])
+            for t in range(_TRIALS)
+        ]
         for trial, fut in enumerate(futures):
             moments = fut.result()
             out = tmp_path / f"trial{trial}"
             if (out / MANIFEST).exists() and SampleStore(out).done_batches():
-                got = _rows(out)            # what a kill leaves reads, and is already final
+                got = _rows(out)  # what a kill leaves reads, and is already final
                 assert all(got[k] == want[k] for k in got)
-            code, text = _invoke(_args(tiny, out))                 # resume
+            code, text = _invoke(_args(tiny, out))  # resume
             assert code == 0, text
             got = _rows(out)
-            assert len(got) == len(want) == 12 * _N                  # each pair exactly once
-            assert got == want                                       # text, tokens, logprobs, ...
+            assert len(got) == len(want) == 12 * _N  # each pair exactly once
+            assert got == want  # text, tokens, logprobs, ...
             assert (out / "selected.jsonl").read_text() == baseline["selected"]
             listed = {e["file"] for e in SampleStore(out).manifest()["batches"]}
-            assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")
-                        or (p.name.startswith("shard-") and p.name not in listed)]
+            assert not [
+                p.name
+                for p in out.iterdir()
+                if p.name.startswith(".tmp-") or (p.name.startswith("shard-") and p.name not in listed)
+            ]
             report.append(f"trial {trial:2d}: " + "; ".join(moments) + " -> resumed, identical")
-    print(f"\n(start-up {baseline['startup']:.2f}s, one batch {baseline['batch']:.3f}s)\n"
-          + "\n".join(report))
+    print(
+        f"\n(start-up {baseline['startup']:.2f}s, one batch {baseline['batch']:.3f}s)\n" + "\n".join(report)
+    )

@@ -30,14 +30,44 @@ def test_the_sweep_reaches_every_part(swept):
     ran = {r["identity"] for r in rows if r["cases"]}
     # identities that need a non-constant reference with K <= 6 (sequences) may draw no case in 30;
     # everything else must have run
-    assert {"tilted.kl_identity", "frontier.concave", "bon.kl_bound", "bon_curve.matches", "soft_bon.sum_to_one",
-            "optimality.identity", "divergence.kl_mpmath", "ldp.rate_at_x_star", "ldp.scgf_cgf",
-            "equivalence.consistent", "bon_kl_bound.mpmath", "bon_kl_from_eps.mpmath"} <= ran
+    assert {
+        "tilted.kl_identity",
+        "frontier.concave",
+        "bon.kl_bound",
+        "bon_curve.matches",
+        "soft_bon.sum_to_one",
+        "optimality.identity",
+        "divergence.kl_mpmath",
+        "ldp.rate_at_x_star",
+        "ldp.scgf_cgf",
+        "equivalence.consistent",
+        "bon_kl_bound.mpmath",
+        "bon_kl_from_eps.mpmath",
+    } <= ran
     called = set(rec.calls)
-    public = {"tilted", "frontier", "cgf", "solve_lam_for_kl", "solve_lam_for_reward", "best_of_n", "bon_curve",
-              "bon_kl_bound", "bon_kl_from_eps", "bon_kl_beirami", "soft_best_of_n", "optimality", "kl",
-              "renyi_divergence", "renyi_cross_entropy", "jeffreys", "rate_function", "scgf", "cumulants",
-              "equivalence", "Reference"}
+    public = {
+        "tilted",
+        "frontier",
+        "cgf",
+        "solve_lam_for_kl",
+        "solve_lam_for_reward",
+        "best_of_n",
+        "bon_curve",
+        "bon_kl_bound",
+        "bon_kl_from_eps",
+        "bon_kl_beirami",
+        "soft_best_of_n",
+        "optimality",
+        "kl",
+        "renyi_divergence",
+        "renyi_cross_entropy",
+        "jeffreys",
+        "rate_function",
+        "scgf",
+        "cumulants",
+        "equivalence",
+        "Reference",
+    }
     assert public <= called, public - called
     assert public <= set(kf.__all__) | {"Reference"}
 
@@ -50,6 +80,7 @@ def test_the_checks_can_fail():
 
     def warns():
         import warnings
+
         warnings.warn("overflow", RuntimeWarning, stacklevel=2)
 
     rec.call("tilted", warns, case={"case": 3})

@@ -15,11 +15,25 @@ import pytest
 import klfrontier as kf
 from klfrontier.ldp import to_reward_power as _to_reward_power
 
-E308 = [-1.5670880011735717e308, -1.0486618437147920e308, 7.1163163937859037e307, -1.3365001710199434e308,
-        7.8999991324450462e307, -1.5950732465620486e308]
-TINY = [-6.442326320899925e-301, 5.141293168242116e-301, 3.516327807265387e-301, 3.768783219063223e-301,
-        2.040224902473660e-301, 5.731846950143172e-302, 6.378385408297424e-301, -1.869253295250910e-301]
-DOMINANT = [1.0] + [1e-300] * 7           # one outcome of probability ~1, the rest at 1e-300
+E308 = [
+    -1.5670880011735717e308,
+    -1.0486618437147920e308,
+    7.1163163937859037e307,
+    -1.3365001710199434e308,
+    7.8999991324450462e307,
+    -1.5950732465620486e308,
+]
+TINY = [
+    -6.442326320899925e-301,
+    5.141293168242116e-301,
+    3.516327807265387e-301,
+    3.768783219063223e-301,
+    2.040224902473660e-301,
+    5.731846950143172e-302,
+    6.378385408297424e-301,
+    -1.869253295250910e-301,
+]
+DOMINANT = [1.0] + [1e-300] * 7  # one outcome of probability ~1, the rest at 1e-300
 
 
 @pytest.fixture(autouse=True)
@@ -53,27 +67,36 @@ def _rel(got, want):
 def test_tilted_reward_when_the_range_overflows():
     """The gain was multiplied by reward_scale = inf: every tilted policy reported r_max."""
     ref = kf.Reference(E308, probs=np.ones(6), normalize=True)
-    assert ref.reward_scale == np.inf                          # r_max - r_min > float max
+    assert ref.reward_scale == np.inf  # r_max - r_min > float max
     for frac in (1e-9, 0.1, 0.5, 0.9):
         pol = kf.tilted(ref, kl=frac * ref.kl_max)
         mean, _, _ = _mp_tilted(E308, np.ones(6), pol.lam)
-        spread = 3.2e308                                        # r_max - r_min
+        spread = 3.2e308  # r_max - r_min
         assert abs(float(mpmath.mpf(pol.reward) - mean)) / spread < 1e-10
         assert pol.reward == pytest.approx(float(kf.frontier(ref, [frac * ref.kl_max]).reward[0]), rel=1e-12)
-        assert np.isfinite(pol.regularized_value)    # r_max + Λ_u/λ overflowed
+        assert np.isfinite(pol.regularized_value)  # r_max + Λ_u/λ overflowed
 
 
 def test_solve_lam_for_reward_when_the_range_overflows():
     ref = kf.Reference(E308, probs=np.ones(6), normalize=True)
     pol = kf.tilted(ref, kl=0.3 * ref.kl_max)
     lam = kf.solve_lam_for_reward(ref, pol.reward)
-    assert lam == pytest.approx(pol.lam, rel=1e-9)              # was inf: (R - r_max) / inf = 0
+    assert lam == pytest.approx(pol.lam, rel=1e-9)  # was inf: (R - r_max) / inf = 0
 
 
 def test_to_reward_and_cgf_near_float_max():
-    ref = kf.Reference([-1.1461162654107838e308, 1.0419695657227363e308, -1.5229769890248493e308,
-                        -1.0832489185165896e308, -2.9080205659918067e307], probs=np.ones(5), normalize=True)
-    assert ref.to_reward(-1.0) == ref.r_min and ref.to_reward(0.0) == ref.r_max   # 2 u h overflowed
+    ref = kf.Reference(
+        [
+            -1.1461162654107838e308,
+            1.0419695657227363e308,
+            -1.5229769890248493e308,
+            -1.0832489185165896e308,
+            -2.9080205659918067e307,
+        ],
+        probs=np.ones(5),
+        normalize=True,
+    )
+    assert ref.to_reward(-1.0) == ref.r_min and ref.to_reward(0.0) == ref.r_max  # 2 u h overflowed
     lam = kf.equivalence(ref, 0.3 * ref.kl_max).lam
     _, want, _ = _mp_tilted(ref.rewards, ref.probs, lam - 2.0 / 3.2e308)
     assert _rel(kf.cgf(ref, lam - 2.0 / 3.2e308), want) < 1e-10
@@ -84,25 +107,32 @@ def test_variance_past_the_float_range_is_inf_not_an_error():
     rewards = [3.394506683301824e299, -6.486964203928201e299, -7.329916681384153e299]
     ref = kf.Reference(rewards, probs=[3.86e-256, 8.73e-189, 2.28e-233], normalize=True)
     eq = kf.equivalence(ref, 0.3 * ref.kl_max)
-    assert eq.sigma2 == np.inf and np.isfinite(eq.x_star) and eq.I0_at_x_star == pytest.approx(eq.delta, rel=1e-8)
+    assert (
+        eq.sigma2 == np.inf
+        and np.isfinite(eq.x_star)
+        and eq.I0_at_x_star == pytest.approx(eq.delta, rel=1e-8)
+    )
     k = kf.cumulants(ref, eq.lam)
     assert np.isfinite(k[0]) and k[1] == np.inf and not np.isnan(k).any()
     assert _to_reward_power(0.0, np.inf, 2) == 0.0 and _to_reward_power(-1.0, 1e300, 3) == -np.inf
 
 
 def test_gap_prediction_past_float_max_is_inf_without_a_warning():
-    ref = kf.Reference([6.8259815681538281e307, -9.1487871363665984e307, -7.3310290142303755e307,
-                        -1.5134389670383007e307],
-                       probs=[2.708e-129, 1.687e-207, 7.809e-193, 1.545e-143], normalize=True)
+    ref = kf.Reference(
+        [6.8259815681538281e307, -9.1487871363665984e307, -7.3310290142303755e307, -1.5134389670383007e307],
+        probs=[2.708e-129, 1.687e-207, 7.809e-193, 1.545e-143],
+        normalize=True,
+    )
     gp = kf.equivalence(ref, 0.3 * ref.kl_max).gap_prediction([1, 10, 1000])
-    assert not np.isnan(gp).any()                               # ±inf (documented), no warning
+    assert not np.isnan(gp).any()  # ±inf (documented), no warning
 
 
 def test_bon_monte_carlo_spread_of_rewards_near_1e300():
-    ref = kf.Reference([3.394506683301824e299, -6.486964203928201e299, -7.329916681384153e299],
-                       probs=[0.2, 0.3, 0.5])
+    ref = kf.Reference(
+        [3.394506683301824e299, -6.486964203928201e299, -7.329916681384153e299], probs=[0.2, 0.3, 0.5]
+    )
     mc = kf.bon_monte_carlo(ref, 2, n=4, size=400, seed=0)
-    assert np.isfinite(mc.mean) and np.isfinite(mc.stderr) and mc.stderr > 0   # the square overflowed
+    assert np.isfinite(mc.mean) and np.isfinite(mc.stderr) and mc.stderr > 0  # the square overflowed
     exact = kf.Memoryless(ref, 2).best_of_n(n=4).reward
     assert abs(mc.mean - exact) < 5 * mc.stderr
 
@@ -130,22 +160,33 @@ def test_cgf_does_not_cancel_when_the_law_stays_put():
         pol = kf.tilted(ref, kl=frac * ref.kl_max)
         mean, want, kl = _mp_tilted(rewards, probs, pol.lam)
         assert _rel(kf.cgf(ref, pol.lam), want) < 1e-12
-        assert _rel(pol.lam * pol.reward - kf.cgf(ref, pol.lam), kl) < 1e-9    # KL = λR - Λ(λ)
+        assert _rel(pol.lam * pol.reward - kf.cgf(ref, pol.lam), kl) < 1e-9  # KL = λR - Λ(λ)
 
 
 def test_tied_top_level_mass_near_one():
     """A tied level of mass 1 - 1.7e-81 had log q = -1.8e-28 (a difference of O(eps) terms)."""
     rewards = [7.0, 0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.5, 2.0, 0.0, 7.0]
-    probs = [6.0704487321099134e-179, 7.2460722996068411e-133, 9.4596956013346770e-285, 1.8102738569897910e-165,
-             7.3037181806785603e-296, 2.3452167395931742e-002, 1.7916522634632311e-173, 6.1212039178078482e-168,
-             1.2536374525933015e-163, 4.0321458624960203e-083, 1.4580008132797666e-245, 2.1492593390079559e-085,
-             1.2030245827595689e-015]
+    probs = [
+        6.0704487321099134e-179,
+        7.2460722996068411e-133,
+        9.4596956013346770e-285,
+        1.8102738569897910e-165,
+        7.3037181806785603e-296,
+        2.3452167395931742e-002,
+        1.7916522634632311e-173,
+        6.1212039178078482e-168,
+        1.2536374525933015e-163,
+        4.0321458624960203e-083,
+        1.4580008132797666e-245,
+        2.1492593390079559e-085,
+        1.2030245827595689e-015,
+    ]
     ref = kf.Reference(rewards, probs=probs, normalize=True)
     with mpmath.workdps(400):
         p = [mpmath.mpf(x) for x in probs]
         want = mpmath.log(mpmath.fsum(x for x, r in zip(p, rewards) if r == 7.0) / mpmath.fsum(p))
     assert _rel(ref.level_logq[-1], want) < 1e-12 and _rel(-ref.kl_max, want) < 1e-12
-    for frac in (1e-3, 0.5, 0.999999):                       # budgets of 1e-84: were missed by 1e4
+    for frac in (1e-3, 0.5, 0.999999):  # budgets of 1e-84: were missed by 1e4
         assert kf.tilted(ref, kl=frac * ref.kl_max).kl == pytest.approx(frac * ref.kl_max, rel=1e-9)
     assert kf.rate_function(ref, [7.0])[0] == pytest.approx(ref.kl_max, rel=1e-12)
 
@@ -156,29 +197,48 @@ def test_tied_top_level_at_1_minus_1e_297():
     ref = kf.Reference(rewards, probs=probs, normalize=True)
     with mpmath.workdps(400):
         p = [mpmath.mpf(x) for x in probs]
-        want = mpmath.log((p[0] + p[1]) / mpmath.fsum(p))             # -3.5e-298
-    assert _rel(ref.level_logq[-1], want) < 1e-12                       # log(1 + 1.6e-298) rounded to 0
+        want = mpmath.log((p[0] + p[1]) / mpmath.fsum(p))  # -3.5e-298
+    assert _rel(ref.level_logq[-1], want) < 1e-12  # log(1 + 1.6e-298) rounded to 0
     assert kf.rate_function(ref, [5.0])[0] == pytest.approx(-float(want), rel=1e-12)
 
 
 def test_gap_prediction_has_no_warning_on_dominant_ties():
-    ref = kf.Reference([2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 2.0],
-                       probs=[1e-300] * 4 + [1.0] + [1e-300] * 4, normalize=True)
+    ref = kf.Reference(
+        [2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 2.0],
+        probs=[1e-300] * 4 + [1.0] + [1e-300] * 4,
+        normalize=True,
+    )
     for frac in (0.01, 0.3, 0.9):
         gp = kf.equivalence(ref, frac * ref.kl_max).gap_prediction([1, 10, 1000])
-        assert np.isfinite(gp).all()                            # 0 · log 0 in the Gumbel entropy warned
+        assert np.isfinite(gp).all()  # 0 · log 0 in the Gumbel entropy warned
 
 
 # ------------------------------------------------------------------- the rate function's solver
 def test_rate_function_solver_converges_on_a_step_like_mean():
     """Masses 1 .. 1e-26: Newton hopped inside g's rounding band until it ran out of iterations."""
-    rewards = [-0.06435930214026199, 0.7191368776906355, -0.24321983652004797, 0.8661128410916351,
-               -0.41662934016206604, -0.4348886035991045, -0.9002446348573402, -0.557099139074445]
-    probs = [9.9998139027236577e-01, 1.8572841176216499e-05, 3.6879931843994638e-08, 6.5218844955099556e-12,
-             3.4646168620545776e-15, 9.0565267222921378e-16, 2.8198270865479376e-20, 1.8764315975233216e-26]
+    rewards = [
+        -0.06435930214026199,
+        0.7191368776906355,
+        -0.24321983652004797,
+        0.8661128410916351,
+        -0.41662934016206604,
+        -0.4348886035991045,
+        -0.9002446348573402,
+        -0.557099139074445,
+    ]
+    probs = [
+        9.9998139027236577e-01,
+        1.8572841176216499e-05,
+        3.6879931843994638e-08,
+        6.5218844955099556e-12,
+        3.4646168620545776e-15,
+        9.0565267222921378e-16,
+        2.8198270865479376e-20,
+        1.8764315975233216e-26,
+    ]
     ref = kf.Reference(rewards, probs=probs, normalize=True)
     xs = np.linspace(ref.r_min, ref.r_max, 201)[1:-1]
-    assert np.isfinite(kf.rate_function(ref, xs)).all()         # ConvergenceError before
+    assert np.isfinite(kf.rate_function(ref, xs)).all()  # ConvergenceError before
     x = -0.15837449495877054
     with mpmath.workdps(60):
         p = [mpmath.mpf(v) for v in probs]
@@ -224,7 +284,7 @@ def _mp_sequence_bon(rewards, probs, m, log_n, dps=60):
         cdf, reward, kl = mpmath.mpf(0), mpmath.mpf(0), mpmath.mpf(0)
         for s in sorted(law):
             q = law[s]
-            pi = (cdf + q) ** n - cdf ** n
+            pi = (cdf + q) ** n - cdf**n
             cdf += q
             if pi > 0:
                 reward += pi * s
@@ -242,14 +302,21 @@ def _mp_sequence_bon(rewards, probs, m, log_n, dps=60):
         return reward, kl, tilt(lam)[0]
 
 
-@pytest.mark.parametrize("rewards", [[-1e308, 0.0, 1e308], [-1.7976931348623157e308, 0.0, 1.7976931348623157e308],
-                                     [0.0, 2.0 ** -997, 3 * 2.0 ** -997], [-1e308, -3.3e307, 1e308],
-                                     [1.7976931348623157e308, -1.7976931348623157e308]])
+@pytest.mark.parametrize(
+    "rewards",
+    [
+        [-1e308, 0.0, 1e308],
+        [-1.7976931348623157e308, 0.0, 1.7976931348623157e308],
+        [0.0, 2.0**-997, 3 * 2.0**-997],
+        [-1e308, -3.3e307, 1e308],
+        [1.7976931348623157e308, -1.7976931348623157e308],
+    ],
+)
 def test_convergence_with_rewards_near_float_max_and_min(rewards):
     """Was a ZeroDivisionError (the lattice span over an infinite reward range) at ±1e308."""
     probs = [0.2, 0.5, 0.3] if len(rewards) == 3 else [0.25, 0.75]
     tab = kf.convergence(kf.Reference(rewards, probs=probs), 0.1, lengths=[1, 2, 5])
-    span = max(rewards) / 2 - min(rewards) / 2        # half the range: no overflow
+    span = max(rewards) / 2 - min(rewards) / 2  # half the range: no overflow
     for row in tab.rows:
         m = row["m"]
         reward, kl, r_star = _mp_sequence_bon(rewards, probs, m, row["log_n"])
@@ -265,10 +332,20 @@ def test_convergence_on_a_fine_lattice_with_few_levels_is_fast_and_exact():
     and ``lengths=[10]`` ran for minutes; the types engine takes them exactly."""
     import time
 
-    rewards = [0.15834446333171442, 0.7418801602719767, 0.1995355755220981, 0.9805882710053424,
-               0.4169803302574065]
-    logp = [-2.630458323371632, -1.2994769513128686, -0.916270852518867, -3.0433927568227936,
-            -1.5721451934288333]
+    rewards = [
+        0.15834446333171442,
+        0.7418801602719767,
+        0.1995355755220981,
+        0.9805882710053424,
+        0.4169803302574065,
+    ]
+    logp = [
+        -2.630458323371632,
+        -1.2994769513128686,
+        -0.916270852518867,
+        -3.0433927568227936,
+        -1.5721451934288333,
+    ]
     ref = kf.Reference(rewards, logprobs=logp, normalize=True)
     t0 = time.perf_counter()
     tab = kf.convergence(ref, 0.9130178270468381, lengths=[10, 100])

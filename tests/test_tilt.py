@@ -28,8 +28,8 @@ from klfrontier.tilt import ConvergenceError, solve_lam_for_kl, solve_lam_for_re
 from oracles import mp_oracle as O
 from oracles.cases import CASES, ref_of, rel
 
-RTOL = 1e-10          # the issue's target for lambda, KL and reward
-COND_OK = 1e4         # lambda is checked to RTOL where kappa <= COND_OK (kappa eps << RTOL)
+RTOL = 1e-10  # the issue's target for lambda, KL and reward
+COND_OK = 1e4  # lambda is checked to RTOL where kappa <= COND_OK (kappa eps << RTOL)
 
 
 # ---------------------------------------------------------------- oracles
@@ -108,7 +108,7 @@ def test_frontier_matches_mpmath_and_tilted(name):
         assert rel(fr.kl_used[i], row["kl"]) <= RTOL
         if float(row["cond"]) <= COND_OK:
             assert rel(fr.lam[i], row["lam"]) <= RTOL
-    assert not fr.saturated[:n + 1].any() and fr.saturated[n + 1:].all()
+    assert not fr.saturated[: n + 1].any() and fr.saturated[n + 1 :].all()
     assert fr.reward[n] == ref.mean_reward and fr.lam[n] == 0.0
     assert fr.reward[n + 1] == ref.r_max and fr.lam[n + 1] == np.inf
     assert fr.kl_used[n + 2] == ref.kl_max and fr.slope[n + 2] == 0.0
@@ -155,7 +155,7 @@ def _geometric_closed_form(a, h, rho_log, lam):
     with mp.workdps(60):
         a, h, lam, lr = mp.mpf(a), mp.mpf(h), mp.mpf(lam), mp.mpf(rho_log)
 
-        def log_s(x):        # log sum_{j<K} e^{x j}
+        def log_s(x):  # log sum_{j<K} e^{x j}
             if x == 0:
                 return mp.log(K6)
             return mp.log(mp.expm1(K6 * x) / mp.expm1(x))
@@ -170,6 +170,7 @@ def _geometric_closed_form(a, h, rho_log, lam):
 def _closed_form_lam(a, h, rho_log, delta):
     def below(ell):
         return _geometric_closed_form(a, h, rho_log, mp.exp(ell))[2] < delta
+
     with mp.workdps(60):
         # bisection in log lam (D increases with lam) over lam (r_max - r_min) in
         # [1e-30, 1e4]: beyond, the 60-digit closed form cancels (lam a ~ 1e304)
@@ -186,10 +187,15 @@ def _closed_form_lam(a, h, rho_log, delta):
         return mp.exp((lo + hi) / 2)
 
 
-@pytest.mark.slow   # ~11 s each: 5 budgets on 10^6 levels plus a 60-digit closed-form bisection
-@pytest.mark.parametrize("a,h", [(1e299, 9e299 / (K6 - 1)),       # rewards in [1e299, 1e300]
-                                 (-1e300, 9e299 / (K6 - 1)),      # rewards in [-1e300, -1e299]
-                                 (0.0, 1.0 / (K6 - 1))])          # rewards in [0, 1]
+@pytest.mark.slow  # ~11 s each: 5 budgets on 10^6 levels plus a 60-digit closed-form bisection
+@pytest.mark.parametrize(
+    "a,h",
+    [
+        (1e299, 9e299 / (K6 - 1)),  # rewards in [1e299, 1e300]
+        (-1e300, 9e299 / (K6 - 1)),  # rewards in [-1e300, -1e299]
+        (0.0, 1.0 / (K6 - 1)),
+    ],
+)  # rewards in [0, 1]
 def test_million_outcomes_against_closed_form(a, h):
     """K = 10^6 distinct rewards, probabilities from 7e-4 down to 2e-303."""
     ref, rho_log = _geometric_reference(a, h)
@@ -219,7 +225,7 @@ def test_million_outcomes_two_levels_closed_form_lambda():
     rng = np.random.default_rng(2024)
     w = rng.uniform(0.5, 1.5, size=K6) * np.exp(-rng.uniform(0, 600, size=K6) * (rng.random(K6) < 0.3))
     p = w / w.sum()
-    r = np.where(np.arange(K6) < 37, 3.0, -2.0)            # 37 top outcomes, tiny mass
+    r = np.where(np.arange(K6) < 37, 3.0, -2.0)  # 37 top outcomes, tiny mass
     p[:37] *= 1e-6
     p /= p.sum()
     ref = Reference(r, probs=p)
@@ -229,7 +235,7 @@ def test_million_outcomes_two_levels_closed_form_lambda():
         b = mp.mpf(b)
         with mp.workdps(60):
             delta = b * mp.log(b / a) + (1 - b) * mp.log((1 - b) / (1 - a))
-            lam = (mp.log(b / (1 - b)) - mp.log(a / (1 - a))) / 5   # reward gap 5
+            lam = (mp.log(b / (1 - b)) - mp.log(a / (1 - a))) / 5  # reward gap 5
             reward = -2 + 5 * b
         pol = tilted(ref, kl=float(delta))
         assert rel(pol.kl, delta) <= RTOL
@@ -239,7 +245,7 @@ def test_million_outcomes_two_levels_closed_form_lambda():
 
 
 # ------------------------------------------------------------ scale invariance
-@pytest.mark.parametrize("factor", [2.0 ** 996, 1e300, 1e-300, 2.0 ** -996])
+@pytest.mark.parametrize("factor", [2.0**996, 1e300, 1e-300, 2.0**-996])
 def test_scale_invariance(factor):
     """Rewards x c gives lam / c, the same KL and the reward x c."""
     base = Reference([0.0, 1.0, 1.7, 2.0], probs=[0.4, 0.3, 0.2, 0.1])
@@ -256,9 +262,14 @@ def test_scale_invariance(factor):
 
 
 # ----------------------------------------------------------- degenerate cases
-@pytest.mark.parametrize("ref", [Reference([1.5, 1.5, 1.5], probs=[0.2, 0.3, 0.5]),
-                                 Reference([-4.0], probs=[1.0]),
-                                 Reference([1e300, 1e300], logprobs=[np.log(0.25), np.log(0.75)])])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        Reference([1.5, 1.5, 1.5], probs=[0.2, 0.3, 0.5]),
+        Reference([-4.0], probs=[1.0]),
+        Reference([1e300, 1e300], logprobs=[np.log(0.25), np.log(0.75)]),
+    ],
+)
 def test_constant_reward_returns_p(ref):
     for kw in ({"kl": 0.0}, {"kl": 0.5}, {"kl": np.inf}, {"beta": 2.0}, {"lam": 3.0}, {"lam": 0.0}):
         pol = tilted(ref, **kw)
@@ -282,15 +293,16 @@ def test_zero_budget_is_p():
 def test_small_budgets_are_continuous_at_zero():
     """Delta -> 0: lam ~ sqrt(2 Delta / Var_p r), reward gain ~ sqrt(2 Delta Var_p r)."""
     ref = ref_of("three")
-    var = 0.5 * 0.7 ** 2 + 0.3 * 0.3 ** 2 + 0.2 * 1.3 ** 2
+    var = 0.5 * 0.7**2 + 0.3 * 0.3**2 + 0.2 * 1.3**2
     for d in (1e-300, 1e-100, 1e-30, 1e-14, 1e-8):
         pol = tilted(ref, kl=d)
         assert pol.kl == pytest.approx(d, rel=1e-14)
         # next-order terms are O(lam) relative: lam ~ sqrt(d)
         assert pol.lam == pytest.approx(np.sqrt(2 * d / var), rel=10 * np.sqrt(d) + 1e-14)
         # the gain is resolved down to the rounding of the reward itself (eps R)
-        assert pol.reward_gain == pytest.approx(np.sqrt(2 * d * var), rel=10 * np.sqrt(d),
-                                                abs=4 * np.finfo(float).eps * pol.reward)
+        assert pol.reward_gain == pytest.approx(
+            np.sqrt(2 * d * var), rel=10 * np.sqrt(d), abs=4 * np.finfo(float).eps * pol.reward
+        )
 
 
 # ------------------------------------------------------------------ saturation
@@ -355,7 +367,7 @@ def test_frontier_is_increasing_and_concave(name):
     # second differences of a concave function on a uniform grid are <= 0
     # (rounding: a few eps of R)
     assert np.all(np.diff(R, 2) <= 1e-14)
-    assert np.all(np.diff(fr.lam) > 0)             # slope 1/lam decreases
+    assert np.all(np.diff(fr.lam) > 0)  # slope 1/lam decreases
     assert np.all(np.diff(fr.slope[1:]) < 0)
 
 
@@ -416,7 +428,7 @@ def test_array_budgets_in_solve_lam_for_kl():
     assert lam.shape == (2, 2) and lam[0, 0] == 0.0 and lam[1, 0] == np.inf
     assert lam[0, 1] == pytest.approx(tilted(ref, kl=0.1).lam, rel=1e-14)
     with pytest.raises(ValueError, match="kl must be >= 0"):
-        solve_lam_for_kl(ref, [0.1, -1.0])          # returned lam = 0 silently
+        solve_lam_for_kl(ref, [0.1, -1.0])  # returned lam = 0 silently
     with pytest.raises(ValueError, match="kl is NaN"):
         solve_lam_for_kl(ref, np.nan)
 
@@ -425,28 +437,32 @@ def test_array_budgets_in_solve_lam_for_kl():
 REF = Reference([0.0, 1.0, 2.0], probs=[0.5, 0.3, 0.2])
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({}, "give exactly one of kl=, beta= or lam="),
-    ({"kl": 0.1, "beta": 1.0}, "give exactly one of kl=, beta= or lam="),
-    ({"kl": 0.1, "lam": 1.0}, "give exactly one of"),
-    ({"beta": 1.0, "lam": 1.0}, "give exactly one of"),
-    ({"kl": -0.1}, "kl must be >= 0"),
-    ({"kl": np.nan}, "kl is NaN"),
-    ({"kl": [0.1, 0.2]}, "kl must be a scalar"),
-    ({"beta": 0.0}, "beta must be > 0"),
-    ({"beta": -1.0}, "beta must be > 0"),
-    ({"beta": np.nan}, "beta is NaN"),
-    ({"lam": -1.0}, "lam must be >= 0"),
-    ({"lam": np.nan}, "lam is NaN"),
-    ({"lam": -np.inf}, "lam must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({}, "give exactly one of kl=, beta= or lam="),
+        ({"kl": 0.1, "beta": 1.0}, "give exactly one of kl=, beta= or lam="),
+        ({"kl": 0.1, "lam": 1.0}, "give exactly one of"),
+        ({"beta": 1.0, "lam": 1.0}, "give exactly one of"),
+        ({"kl": -0.1}, "kl must be >= 0"),
+        ({"kl": np.nan}, "kl is NaN"),
+        ({"kl": [0.1, 0.2]}, "kl must be a scalar"),
+        ({"beta": 0.0}, "beta must be > 0"),
+        ({"beta": -1.0}, "beta must be > 0"),
+        ({"beta": np.nan}, "beta is NaN"),
+        ({"lam": -1.0}, "lam must be >= 0"),
+        ({"lam": np.nan}, "lam is NaN"),
+        ({"lam": -np.inf}, "lam must be >= 0"),
+    ],
+)
 def test_tilted_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tilted(REF, **kwargs)
 
 
-@pytest.mark.parametrize("kl,match", [([], "kl is empty"), ([0.1, np.nan], "kl contains NaN"),
-                                      ([-1.0], "kl must be >= 0")])
+@pytest.mark.parametrize(
+    "kl,match", [([], "kl is empty"), ([0.1, np.nan], "kl contains NaN"), ([-1.0], "kl must be >= 0")]
+)
 def test_frontier_bad_arguments(kl, match):
     with pytest.raises(ValueError, match=match):
         frontier(REF, kl)
@@ -497,9 +513,11 @@ def test_budget_one_ulp_below_saturation():
     moved lam to where R* sat 2.4e-21 (2e-13 of the reward scale) below r_max; the
     true R*(kl_max - 1 ulp) is within ~4e-25 of r_max.
     """
-    ref = Reference([-7.5e-09] * 6 + [5e-09, 0.0],
-                    logprobs=[-np.inf] * 4 + [-0.015602643312663459, -9.225943015288847,
-                                              -23.18536514156525, -4.174485726672335])
+    ref = Reference(
+        [-7.5e-09] * 6 + [5e-09, 0.0],
+        logprobs=[-np.inf] * 4
+        + [-0.015602643312663459, -9.225943015288847, -23.18536514156525, -4.174485726672335],
+    )
     d = float(np.nextafter(ref.kl_max, 0.0))
     pol = tilted(ref, kl=d)
     assert not pol.saturated

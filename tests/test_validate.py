@@ -22,13 +22,16 @@ def test_float_or_array_leaves_arrays_alone():
     assert float_or_array(b) is b
 
 
-@pytest.mark.parametrize("x, message", [
-    ([], "p is empty"),
-    ([0.5, np.nan], "p contains NaN or inf"),
-    ([0.5, np.inf], "p contains NaN or inf"),
-    ([0.5, -1e-300], "p contains negative values"),
-    (["a", "b"], "p must be real numbers"),
-])
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        ([], "p is empty"),
+        ([0.5, np.nan], "p contains NaN or inf"),
+        ([0.5, np.inf], "p contains NaN or inf"),
+        ([0.5, -1e-300], "p contains negative values"),
+        (["a", "b"], "p must be real numbers"),
+    ],
+)
 def test_prob_array_names_the_argument(x, message):
     with pytest.raises(ValueError, match=f"^{message}"):
         prob_array(x, "p")

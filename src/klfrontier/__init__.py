@@ -4,36 +4,72 @@ The public API, in names of the theory (docs/theory.md).  Optional parts (plots,
 instances, language models) live in submodules and are imported on use.
 """
 
-from .errors import ConvergenceError, KlfrontierError, NotOnLatticeError, WindowTooLargeError
-from .reference import Reference
-from .policy import BestOfNPolicy, Policy, SoftBestOfNPolicy, TiltedPolicy
-from .tilt import (Frontier, cgf, frontier, solve_lam_for_kl,
-                   solve_lam_for_reward, tilted)
-from .bon import best_of_n, bon_curve, bon_kl_bound, bon_kl_beirami, bon_kl_from_eps
-from .soft_bon import soft_best_of_n
+from .bon import best_of_n, bon_curve, bon_kl_beirami, bon_kl_bound, bon_kl_from_eps
 from .divergences import jeffreys, kl, renyi_cross_entropy, renyi_divergence
-from .optimality import Optimality, optimality
-from .equivalence import Equivalence, equivalence
-from .ldp import cumulants, rate_function, scgf
 from .empirical import Analysis, analyze
-from .sequences import (ConvergenceTable, Markov, Memoryless, RewardLaw, bon_monte_carlo,
-                        convergence, reward_law)
+from .equivalence import Equivalence, equivalence
+from .errors import ConvergenceError, KlfrontierError, NotOnLatticeError, WindowTooLargeError
+from .ldp import cumulants, rate_function, scgf
+from .optimality import Optimality, optimality
+from .policy import BestOfNPolicy, Policy, SoftBestOfNPolicy, TiltedPolicy
+from .reference import Reference
+from .sequences import (
+    ConvergenceTable,
+    Markov,
+    Memoryless,
+    RewardLaw,
+    bon_monte_carlo,
+    convergence,
+    reward_law,
+)
+from .soft_bon import soft_best_of_n
+from .tilt import Frontier, cgf, frontier, solve_lam_for_kl, solve_lam_for_reward, tilted
 
 __all__ = [
     # single step (theory §1-§5)
-    "Reference", "Policy", "TiltedPolicy", "BestOfNPolicy", "SoftBestOfNPolicy",
-    "tilted", "frontier", "Frontier", "cgf",
-    "solve_lam_for_kl", "solve_lam_for_reward", "ConvergenceError",
-    "best_of_n", "bon_curve", "bon_kl_bound", "bon_kl_from_eps", "bon_kl_beirami",
-    "soft_best_of_n", "optimality", "Optimality",
-    "kl", "renyi_divergence", "renyi_cross_entropy", "jeffreys",
+    "Reference",
+    "Policy",
+    "TiltedPolicy",
+    "BestOfNPolicy",
+    "SoftBestOfNPolicy",
+    "tilted",
+    "frontier",
+    "Frontier",
+    "cgf",
+    "solve_lam_for_kl",
+    "solve_lam_for_reward",
+    "ConvergenceError",
+    "best_of_n",
+    "bon_curve",
+    "bon_kl_bound",
+    "bon_kl_from_eps",
+    "bon_kl_beirami",
+    "soft_best_of_n",
+    "optimality",
+    "Optimality",
+    "kl",
+    "renyi_divergence",
+    "renyi_cross_entropy",
+    "jeffreys",
     # sequences and asymptotics (theory §6-§7)
-    "rate_function", "scgf", "cumulants", "equivalence", "Equivalence",
-    "Memoryless", "reward_law", "RewardLaw", "convergence", "ConvergenceTable", "bon_monte_carlo",
+    "rate_function",
+    "scgf",
+    "cumulants",
+    "equivalence",
+    "Equivalence",
+    "Memoryless",
+    "reward_law",
+    "RewardLaw",
+    "convergence",
+    "ConvergenceTable",
+    "bon_monte_carlo",
     "Markov",
     # samples from real models (theory §9)
-    "analyze", "Analysis",
+    "analyze",
+    "Analysis",
     # errors (klfrontier.errors)
-    "KlfrontierError", "NotOnLatticeError", "WindowTooLargeError",
+    "KlfrontierError",
+    "NotOnLatticeError",
+    "WindowTooLargeError",
 ]
 __version__ = "0.1.0"

@@ -41,11 +41,11 @@ def atomic_path(path):
 def fsync_dir(directory):
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:      # pragma: no cover - platforms without directory fds
+    except OSError:  # pragma: no cover - platforms without directory fds
         return
     try:
         os.fsync(fd)
-    except OSError:      # pragma: no cover
+    except OSError:  # pragma: no cover
         pass
     finally:
         os.close(fd)
@@ -106,8 +106,12 @@ def write_table(path, columns, *, format="csv"):
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pa.table({k: (pa.array([str(x) for x in a]) if a.dtype == object else a)
-                              for k, a in zip(names, arrays)})
+            table = pa.table(
+                {
+                    k: (pa.array([str(x) for x in a]) if a.dtype == object else a)
+                    for k, a in zip(names, arrays)
+                }
+            )
             pq.write_table(table, tmp)
         else:
             raise ValueError(f"format must be 'csv' or 'parquet', got {format!r}")

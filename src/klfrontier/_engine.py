@@ -228,7 +228,7 @@ def tilt_sums(law: LevelLaw, lam, centre, centred):
             base += Pt.sum(axis=1)
         for r0 in range(0, R, rb):
             r1 = min(R, r0 + rb)
-            X = np.multiply(lam_col[r0:r1], uc, out=buf[:r1 - r0, :w])
+            X = np.multiply(lam_col[r0:r1], uc, out=buf[: r1 - r0, :w])
             if centred:
                 np.expm1(X, out=X)
             else:
@@ -265,7 +265,7 @@ def tilt_sums(law: LevelLaw, lam, centre, centred):
         wts = np.exp(a - amax)
         tot = wts.sum(axis=1)
         lam_c[low] = amax[:, 0] + np.log(tot) - log_sum_q
-        m[low] = (wts @ np.stack([uc, uc ** 2, uc ** 3, uc ** 4], axis=1)) / tot[:, None]
+        m[low] = (wts @ np.stack([uc, uc**2, uc**3, uc**4], axis=1)) / tot[:, None]
     return lam_c, m, None
 
 
@@ -330,7 +330,7 @@ def tilt_stats(law: LevelLaw, lam_u, *, accurate=True) -> TiltStats:
         gain = g if centred else (centre - mu) + m1
         kl = lam * m1 - lc
         var = np.maximum(m2 - m1 * m1, 0.0)
-        k3 = m3 - 3 * m1 * m2 + 2 * m1 ** 3
+        k3 = m3 - 3 * m1 * m2 + 2 * m1**3
         if accurate:
             scale = np.abs(lam) * np.sqrt(m2) + np.abs(lc)
             bad = ~(np.abs(kl) * 1e4 > scale)
@@ -352,15 +352,18 @@ def tilt_stats(law: LevelLaw, lam_u, *, accurate=True) -> TiltStats:
                 # absolute, fatal for the small t of a tiny-q level carrying the KL.
                 t = lam[bad, None] * dm - lam_m[:, None]
                 small = np.abs(t) < 0.1
-                terms = np.where(small, law.q[None, :] * kl_terms(np.where(small, t, 0.0), 0.0),
-                                 kl_terms(logphi, logq[None, :]))
+                terms = np.where(
+                    small,
+                    law.q[None, :] * kl_terms(np.where(small, t, 0.0), 0.0),
+                    kl_terms(logphi, logq[None, :]),
+                )
                 kl[bad] = terms.sum(axis=1)
                 ph = np.exp(logphi)
                 e1 = (ph * dm).sum(axis=1)
                 e2 = (ph * dm * dm).sum(axis=1)
                 var[bad] = np.maximum(e2 - e1 * e1, 0.0)
                 gain[bad] = (u[jm] - mu) + e1
-                k3[bad] = (ph * dm ** 3).sum(axis=1) - 3 * e1 * e2 + 2 * e1 ** 3
+                k3[bad] = (ph * dm**3).sum(axis=1) - 3 * e1 * e2 + 2 * e1**3
         out["cgf"][idx] = lc + lam * centre
         out["mean"][idx] = centre + m1
         out["var"][idx] = var
@@ -386,9 +389,9 @@ def series_stats(law: LevelLaw, lam_u) -> TiltStats:
     l = np.asarray(lam_u, dtype=float)
     ks = range(2, 7)
     cgf_ = mu * l + sum(k[j] * l**j / fact[j] for j in ks)
-    gain = sum(k[j] * l**(j - 1) / fact[j - 1] for j in ks)
-    var = sum(k[j] * l**(j - 2) / fact[j - 2] for j in ks)
-    k3 = sum(k[j] * l**(j - 3) / fact[j - 3] for j in range(3, 7))
+    gain = sum(k[j] * l ** (j - 1) / fact[j - 1] for j in ks)
+    var = sum(k[j] * l ** (j - 2) / fact[j - 2] for j in ks)
+    k3 = sum(k[j] * l ** (j - 3) / fact[j - 3] for j in range(3, 7))
     kl = sum((j - 1) * k[j] * l**j / fact[j] for j in ks)
     return TiltStats(lam_u=l, cgf=cgf_, mean=mu + gain, var=var, k3=k3, kl=kl, gain=gain)
 
@@ -416,8 +419,8 @@ def level_cumulants(level_logprobs, u, mean):
     """
     m = dict.fromkeys(range(1, 7), 0.0)
     for s in range(0, u.size, _TILE_ELEMENTS):
-        d = u[s:s + _TILE_ELEMENTS] - mean
-        qd = np.exp(level_logprobs[s:s + _TILE_ELEMENTS])
+        d = u[s : s + _TILE_ELEMENTS] - mean
+        qd = np.exp(level_logprobs[s : s + _TILE_ELEMENTS])
         qd *= d
         m[1] += float(np.sum(qd))
         for j in range(2, 7):
@@ -425,12 +428,17 @@ def level_cumulants(level_logprobs, u, mean):
             m[j] += float(np.sum(qd))
     m1 = m[1]
     # central moments about the exact mean (mean + m1) from those about ``mean``
-    c2 = m[2] - m1 ** 2
-    c3 = m[3] - 3 * m1 * m[2] + 2 * m1 ** 3
-    c4 = m[4] - 4 * m1 * m[3] + 6 * m1 ** 2 * m[2] - 3 * m1 ** 4
-    c5, c6 = m[5], m[6]                      # m1 ~ eps: its corrections there are below rounding
-    return {2: c2, 3: c3, 4: c4 - 3 * c2 ** 2, 5: c5 - 10 * c3 * c2,
-            6: c6 - 15 * c4 * c2 - 10 * c3 ** 2 + 30 * c2 ** 3}
+    c2 = m[2] - m1**2
+    c3 = m[3] - 3 * m1 * m[2] + 2 * m1**3
+    c4 = m[4] - 4 * m1 * m[3] + 6 * m1**2 * m[2] - 3 * m1**4
+    c5, c6 = m[5], m[6]  # m1 ~ eps: its corrections there are below rounding
+    return {
+        2: c2,
+        3: c3,
+        4: c4 - 3 * c2**2,
+        5: c5 - 10 * c3 * c2,
+        6: c6 - 15 * c4 * c2 - 10 * c3**2 + 30 * c2**3,
+    }
 
 
 def stats4(law: LevelLaw, lam):
@@ -462,8 +470,8 @@ def stats4(law: LevelLaw, lam):
         cgf_[idx] = lc + lm * centre
         mean[idx] = centre + m1
         var[idx] = m2 - m1 * m1
-        k3[idx] = m3 - 3 * m1 * m2 + 2 * m1 ** 3
-        k4[idx] = m4 - 4 * m3 * m1 - 3 * m2 * m2 + 12 * m2 * m1 * m1 - 6 * m1 ** 4
+        k3[idx] = m3 - 3 * m1 * m2 + 2 * m1**3
+        k4[idx] = m4 - 4 * m3 * m1 - 3 * m2 * m2 + 12 * m2 * m1 * m1 - 6 * m1**4
     return cgf_, mean, var, k3, k4, kl, ok & (var > 0)
 
 
@@ -661,8 +669,9 @@ def end_rows(law: LevelLaw, t_u, kl_to=()) -> EndRows:
     kls = [np.empty(n) for _ in kl_to]
     # K_c(lam) for each target and each centre in use; the target's log-law
     cs = np.unique(c_all)
-    targets = [(lv, centred_cgf(logq, u, np.full(cs.size, lv), cs)[0], level_logphi(law, lv)[0])
-               for lv in kl_to]
+    targets = [
+        (lv, centred_cgf(logq, u, np.full(cs.size, lv), cs)[0], level_logphi(law, lv)[0]) for lv in kl_to
+    ]
     for sl in chunks(n, u.size):
         t = t_all[sl]
         c = c_all[sl]
@@ -674,7 +683,7 @@ def end_rows(law: LevelLaw, t_u, kl_to=()) -> EndRows:
         d = u[None, :] - mean[:, None]
         out["var"][sl] = np.einsum("ij,ij->i", phi, d * d)
         out["dtop"][sl], out["dbot"][sl], out["mean"][sl] = dtop, dbot, mean
-        mc = np.where(near_top, -dtop - c, dbot - (1.0 + c))     # mean - c, accurately
+        mc = np.where(near_top, -dtop - c, dbot - (1.0 + c))  # mean - c, accurately
         which = np.searchsorted(cs, c)
         for dst, (lv, k_l_by_c, logphi_l) in zip(kls, targets):
             k_l = k_l_by_c[which]
@@ -709,7 +718,7 @@ def solve_t(law: LevelLaw, x_u, *, ends=None, max_iter=200):
             ltar = np.where(top, np.log(-x_u), np.log1p(x_u))
         else:
             ltar = np.where(top, np.log(ends[1]), np.log(ends[0]))
-    sgn = np.where(top, -1.0, 1.0)   # sgn * (log d - ltar) increases with t
+    sgn = np.where(top, -1.0, 1.0)  # sgn * (log d - ltar) increases with t
     var0 = max(float(end_rows(law, [0.0]).var[0]), 1e-300)
 
     def stats(t, rows):
@@ -720,9 +729,19 @@ def solve_t(law: LevelLaw, x_u, *, ends=None, max_iter=200):
             g = sgn[rows] * (np.log(dist) - ltar[rows])
         return g, st.var / np.maximum(dist, 1e-320)
 
-    return solve_mean(stats, np.zeros(x_u.size), t0=np.clip((x_u - law.mean) / var0, -50.0, 50.0),
-                      lo=-np.inf, hi=np.inf, tol=4e-16, ftol=8 * _EPS * np.maximum(1.0, np.abs(ltar)),
-                      btol=1e-12, cap=True, max_iter=max_iter, name="t(x)")
+    return solve_mean(
+        stats,
+        np.zeros(x_u.size),
+        t0=np.clip((x_u - law.mean) / var0, -50.0, 50.0),
+        lo=-np.inf,
+        hi=np.inf,
+        tol=4e-16,
+        ftol=8 * _EPS * np.maximum(1.0, np.abs(ltar)),
+        btol=1e-12,
+        cap=True,
+        max_iter=max_iter,
+        name="t(x)",
+    )
 
 
 def interior_rates(law: LevelLaw, x_u, lams=(0.0,), ends=None):
@@ -741,15 +760,28 @@ def interior_rates(law: LevelLaw, x_u, lams=(0.0,), ends=None):
     st = end_rows(law, t, kl_to=lams)
     if ends is None:
         miss = x_u - st.mean
-    else:                           # x - Lambda'(t) as a difference of distances to one end
+    else:  # x - Lambda'(t) as a difference of distances to one end
         miss = np.where(x_u >= -0.5, st.dtop - ends[1], ends[0] - st.dbot)
     rates = [np.maximum(k + (t - lv) * miss, 0.0) for k, lv in zip(st.kl, lams)]
     return rates, t, st.var
 
 
 # ------------------------------------------------------------------ solvers
-def solve_mean(stats, x, *, t0=None, lo=None, hi=None, tol=1e-14, ftol=0.0, btol=0.0,
-               cap=False, max_iter=300, strict=True, name="mean"):
+def solve_mean(
+    stats,
+    x,
+    *,
+    t0=None,
+    lo=None,
+    hi=None,
+    tol=1e-14,
+    ftol=0.0,
+    btol=0.0,
+    cap=False,
+    max_iter=300,
+    strict=True,
+    name="mean",
+):
     """Solve ``stats(t, rows)[0] = x`` for ``t`` (vectorised): safeguarded Newton in a bracket.
 
     Parameters
@@ -851,8 +883,13 @@ def solve_mean(stats, x, *, t0=None, lo=None, hi=None, tol=1e-14, ftol=0.0, btol
             # converged: the Newton step or the actual move (a bisection inside a bracket
             # closed to the noise band of the value) is below tol, |f| <= ftol, or the
             # bracket is below btol
-            done = ((astep <= tol * scale) | (np.abs(nxt - ta) <= tol * scale)
-                    | (np.abs(f) <= ftol[active]) | (f == 0) | (h_ - l_ <= btol * scale))
+            done = (
+                (astep <= tol * scale)
+                | (np.abs(nxt - ta) <= tol * scale)
+                | (np.abs(f) <= ftol[active])
+                | (f == 0)
+                | (h_ - l_ <= btol * scale)
+            )
             if done.any():
                 keep = np.isfinite(cand) & (astep <= 1e-8 * scale)
                 out[active[done]] = np.where(keep, cand, ta)[done]
@@ -863,8 +900,7 @@ def solve_mean(stats, x, *, t0=None, lo=None, hi=None, tol=1e-14, ftol=0.0, btol
     if not strict:
         out[active] = t[active]
         return out
-    raise ConvergenceError(f"{name} solver did not converge for {active.size} targets",
-                           partial=t.copy())
+    raise ConvergenceError(f"{name} solver did not converge for {active.size} targets", partial=t.copy())
 
 
 def _log_kl_derivs(lam, var, k3, k4, kl):
@@ -873,7 +909,7 @@ def _log_kl_derivs(lam, var, k3, k4, kl):
     g1 = lam2 * var / kl
     g2 = (2 * lam2 * var + lam2 * lam * k3) / kl
     g3 = (4 * lam2 * var + 5 * lam2 * lam * k3 + lam2 * lam2 * k4) / kl
-    return g1, g2 - g1 * g1, g3 - 3 * g1 * g2 + 2 * g1 ** 3
+    return g1, g2 - g1 * g1, g3 - 3 * g1 * g2 + 2 * g1**3
 
 
 def solve_kl(stats, target, *, sd, stats4_fn=None, tol=1e-14, max_iter=60):
@@ -937,8 +973,8 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
         # 1e-200): the slopes then overflow to inf/nan and the iteration
         # bisects.
         with np.errstate(over="ignore", invalid="ignore"):
-            d1 = lam * lam * st.var                        # dD/dl, l = log lam
-            d2 = 2 * lam * lam * st.var + lam ** 3 * st.k3  # d2D/dl2
+            d1 = lam * lam * st.var  # dD/dl, l = log lam
+            d2 = 2 * lam * lam * st.var + lam**3 * st.k3  # d2D/dl2
         return st.kl, d1, d2
 
     # grid in log lam: start where D is tiny, extend until above all targets.
@@ -970,7 +1006,7 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
     d1 = np.concatenate([x[1] for x in gs])
     with np.errstate(divide="ignore"):
         lg = np.log(np.maximum(g, 1e-320))
-    slope = d1 / np.maximum(g, 1e-320)             # d log D / d log lam
+    slope = d1 / np.maximum(g, 1e-320)  # d log D / d log lam
     lt = np.log(target)
     k = np.clip(np.searchsorted(lg, lt), 1, lg.size - 1)
     # cubic Hermite inverse interpolation of l(log D) between bracketing nodes
@@ -985,7 +1021,7 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
     l_cur = h00 * y0 + h10 * h * s0 + h01 * y1 + h11 * h * s1
     l_lo, l_hi = y0.copy(), y1.copy()
     l_cur = np.clip(l_cur, l_lo, l_hi)
-    l_cur = np.where(np.isfinite(l_cur), l_cur, 0.5 * (l_lo + l_hi))   # nan slopes
+    l_cur = np.where(np.isfinite(l_cur), l_cur, 0.5 * (l_lo + l_hi))  # nan slopes
     result = np.empty_like(target)
     active = np.arange(target.size)
     for _ in range(max_iter):
@@ -995,7 +1031,7 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
         # ulp(log target), which the tolerances cannot beat
         near = np.abs(f) < 0.5
         f[near] = np.log(gv[near] / target[active][near])
-        with np.errstate(over="ignore", invalid="ignore"):   # inf slopes: bisection below
+        with np.errstate(over="ignore", invalid="ignore"):  # inf slopes: bisection below
             f1 = dg1 / np.maximum(gv, 1e-320)
             f2 = dg2 / np.maximum(gv, 1e-320) - f1 * f1
         above = f > 0
@@ -1007,23 +1043,23 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
             # Halley only while its correction is moderate: on the flat, nearly
             # saturated side of a step-like D the Newton step leaves the bracket
             # and bisection takes over.
-            step = np.where((denom > 0.5) & (denom < 2.0), newton / np.where(denom == 0, 1, denom),
-                            newton)
+            step = np.where((denom > 0.5) & (denom < 2.0), newton / np.where(denom == 0, 1, denom), newton)
         # a vanishing slope (a plateau of D) gives a non-finite step: bisect
         step = np.where(np.isfinite(newton) & np.isfinite(denom), step, np.nan)
         cand = l_cur[active] + step
         # Converged: a step below the resolution of log lam (absolute tol, or a few
         # ulps of log lam), |log(D/target)| at rounding level, or a bracket closed to
         # evaluation noise (where neither the step nor f can reach the tolerances).
-        done = ((np.abs(step) < np.maximum(tol, 4 * _EPS * np.abs(l_cur[active])))
-                | (np.abs(f) < 1e-15)
-                | (l_hi[active] - l_lo[active] < 1e-12))
+        done = (
+            (np.abs(step) < np.maximum(tol, 4 * _EPS * np.abs(l_cur[active])))
+            | (np.abs(f) < 1e-15)
+            | (l_hi[active] - l_lo[active] < 1e-12)
+        )
         # A candidate on a bracket end counts as outside: with D granular at rounding
         # level, the step from each end can land on the other, a 2-cycle that never
         # shrinks the bracket.  (Not for converged rows: f = 0 gives a zero step.)
         on_end = (cand == l_lo[active]) | (cand == l_hi[active])
-        outside = ((cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand)
-                   | (on_end & ~done))
+        outside = (cand < l_lo[active]) | (cand > l_hi[active]) | ~np.isfinite(cand) | (on_end & ~done)
         cand = np.where(outside, 0.5 * (l_lo[active] + l_hi[active]), cand)
         # A converged row keeps its last Halley step (error cubic in the step) when it
         # is small; on a flat stretch of D the step is rounding noise and the
@@ -1034,8 +1070,9 @@ def solve_kl_iter(stats, target, sd, tol=1e-14, max_iter=60):
         active = active[~done]
         if active.size == 0:
             return np.exp(result)
-    raise ConvergenceError(f"lambda solver (kl) did not converge for {active.size} targets",
-                           partial=np.exp(l_cur))
+    raise ConvergenceError(
+        f"lambda solver (kl) did not converge for {active.size} targets", partial=np.exp(l_cur)
+    )
 
 
 # solve_kl_many: node spacing of its grid in log lam, the largest step (in log
@@ -1094,8 +1131,7 @@ def solve_kl_many(stats4_fn, target, sd):
     k = np.searchsorted(lg, lt)
     inside = (k > 0) & (k < lg.size)
     kk = np.clip(k, 1, lg.size - 1)
-    inside &= (good[kk - 1] & good[kk] & (lg[kk] > lg[kk - 1])
-               & (lg[kk - 1] <= lt) & (lt <= lg[kk]))
+    inside &= good[kk - 1] & good[kk] & (lg[kk] > lg[kk - 1]) & (lg[kk - 1] <= lt) & (lt <= lg[kk])
     if not inside.any():
         return lam_out, mean_out, kl_out, ok
     rows = np.flatnonzero(inside)
@@ -1104,12 +1140,17 @@ def solve_kl_many(stats4_fn, target, sd):
     t = (lt[rows] - lg[a]) / H
     # quintic Hermite for the inverse l(y), y = log D: l' = 1/f1, l'' = -f2/f1^3
     d1a, d1b = 1 / f1[a], 1 / f1[b]
-    d2a, d2b = -f2[a] * d1a ** 3, -f2[b] * d1b ** 3
+    d2a, d2b = -f2[a] * d1a**3, -f2[b] * d1b**3
     t2, t3 = t * t, t * t * t
     t4, t5 = t3 * t, t3 * t2
-    l0 = (ell[a] * (1 - 10 * t3 + 15 * t4 - 6 * t5) + ell[b] * (10 * t3 - 15 * t4 + 6 * t5)
-          + H * d1a * (t - 6 * t3 + 8 * t4 - 3 * t5) + H * d1b * (-4 * t3 + 7 * t4 - 3 * t5)
-          + H * H * d2a * 0.5 * (t2 - 3 * t3 + 3 * t4 - t5) + H * H * d2b * 0.5 * (t3 - 2 * t4 + t5))
+    l0 = (
+        ell[a] * (1 - 10 * t3 + 15 * t4 - 6 * t5)
+        + ell[b] * (10 * t3 - 15 * t4 + 6 * t5)
+        + H * d1a * (t - 6 * t3 + 8 * t4 - 3 * t5)
+        + H * d1b * (-4 * t3 + 7 * t4 - 3 * t5)
+        + H * H * d2a * 0.5 * (t2 - 3 * t3 + 3 * t4 - t5)
+        + H * H * d2b * 0.5 * (t3 - 2 * t4 + t5)
+    )
     l_lo, l_hi = ell[a], ell[b]
     l0 = np.clip(l0, l_lo, l_hi)
     for _ in range(_ROUNDS):
@@ -1127,16 +1168,18 @@ def solve_kl_many(stats4_fn, target, sd):
             h = lam1 - lam0
             # Taylor in lam: Lambda' = mean, Lambda'' = var, ...; D' = lam var,
             # D'' = var + lam k3, D''' = 2 k3 + lam k4.
-            t_mean = (var * h, k3 * h * h / 2, k4 * h ** 3 / 6)
-            t_kl = (lam0 * var * h, (var + lam0 * k3) * h * h / 2,
-                    (2 * k3 + lam0 * k4) * h ** 3 / 6)
+            t_mean = (var * h, k3 * h * h / 2, k4 * h**3 / 6)
+            t_kl = (lam0 * var * h, (var + lam0 * k3) * h * h / 2, (2 * k3 + lam0 * k4) * h**3 / 6)
             mean1 = mean + (t_mean[0] + t_mean[1] + t_mean[2])
             kl1 = kl + (t_kl[0] + t_kl[1] + t_kl[2])
-            certified = (good0 & (np.abs(d) <= _MAX_STEP)
-                         & (np.abs(g3 * d ** 3) <= 6e3 * _TAYLOR_TOL * np.abs(g1 * d) + 1e-300)
-                         & (np.abs(t_mean[2]) <= _TAYLOR_TOL * np.sqrt(var))
-                         & (np.abs(t_kl[2]) <= _TAYLOR_TOL * kl1)
-                         & np.isfinite(lam1 + mean1 + kl1))
+            certified = (
+                good0
+                & (np.abs(d) <= _MAX_STEP)
+                & (np.abs(g3 * d**3) <= 6e3 * _TAYLOR_TOL * np.abs(g1 * d) + 1e-300)
+                & (np.abs(t_mean[2]) <= _TAYLOR_TOL * np.sqrt(var))
+                & (np.abs(t_kl[2]) <= _TAYLOR_TOL * kl1)
+                & np.isfinite(lam1 + mean1 + kl1)
+            )
             done = rows[certified]
             lam_out[done] = lam1[certified]
             mean_out[done] = mean1[certified]

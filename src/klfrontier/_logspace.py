@@ -42,6 +42,7 @@ def _chunked(kernel):
     memory costs page faults), so chunks of 2^14 are 2-6x faster at 10^7
     elements.  Results are identical: the kernels are elementwise.
     """
+
     @functools.wraps(kernel)
     def wrapper(*args):
         arrs = [np.asarray(a, dtype=float) for a in args]
@@ -52,7 +53,7 @@ def _chunked(kernel):
         flat = [np.broadcast_to(a, shape).reshape(-1) for a in arrs]
         out = np.empty(size)
         for s in range(0, size, _ELEMENT_CHUNK):
-            out[s:s + _ELEMENT_CHUNK] = kernel(*(f[s:s + _ELEMENT_CHUNK] for f in flat))
+            out[s : s + _ELEMENT_CHUNK] = kernel(*(f[s : s + _ELEMENT_CHUNK] for f in flat))
         return out.reshape(shape)
 
     return wrapper
@@ -151,12 +152,12 @@ def log_cumsum(logx, out=None):
     views = [out[:full].reshape(-1, b)] + ([out[full:].reshape(1, -1)] if full < n else [])
     local = [_cumsum_local(v) for v in views]
     total = np.concatenate([t for _, t, _ in local])
-    carry = np.empty(total.size)                       # log of everything before a block
+    carry = np.empty(total.size)  # log of everything before a block
     carry[0] = -np.inf
     np.logaddexp.accumulate(total[:-1], out=carry[1:])
     start = 0
     for v, (shift, _, wide) in zip(views, local):
-        c = carry[start:start + v.shape[0]]
+        c = carry[start : start + v.shape[0]]
         start += v.shape[0]
         # prefix = e^c + e^shift P = e^s (e^{shift-s} P + e^{c-s}), s = the larger
         sc = np.maximum(shift, c)
@@ -186,11 +187,10 @@ def _cumsum_local(v):
     top = v.max(axis=1)
     shift = np.where(np.isfinite(top), top, 0.0)
     low = v.min(axis=1)
-    for i in np.flatnonzero(np.isneginf(low) & np.isfinite(top)):   # ignore -inf entries
+    for i in np.flatnonzero(np.isneginf(low) & np.isfinite(top)):  # ignore -inf entries
         low[i] = v[i][np.isfinite(v[i])].min()
-    with np.errstate(invalid="ignore"):                  # -inf - -inf: an all-zero block
-        wide = {int(i): np.logaddexp.accumulate(v[i])
-                for i in np.flatnonzero(top - low > _CUMSUM_RANGE)}
+    with np.errstate(invalid="ignore"):  # -inf - -inf: an all-zero block
+        wide = {int(i): np.logaddexp.accumulate(v[i]) for i in np.flatnonzero(top - low > _CUMSUM_RANGE)}
     v -= shift[:, None]
     np.exp(v, out=v)
     np.cumsum(v, axis=1, out=v)
@@ -245,10 +245,10 @@ def log_cdf_levels(logq):
     buf = np.empty(n + 1)
     buf[0] = -np.inf
     logF, logFminus = buf[1:], buf[:-1]
-    log_cumsum(logq, out=logF)                                 # log sum_{k<=j} q_k
+    log_cumsum(logq, out=logF)  # log sum_{k<=j} q_k
     logS = np.empty(n)
     logS[-1] = -np.inf
-    log_cumsum(logq[:0:-1], out=logS[-2::-1])                  # log sum_{k>j} q_k
+    log_cumsum(logq[:0:-1], out=logS[-2::-1])  # log sum_{k>j} q_k
     # where S < 1/2 (a suffix: S decreases), F = 1 - S from the top (rounding can
     # put log S_0 a hair above 0 when q_0 is tiny; that entry has S >= 1/2)
     below = logS < _LOG_HALF
@@ -385,7 +385,7 @@ def total_rest(lp, i):
     top = float(lp[i])
     rest = 0.0
     for s in range(0, lp.size, _ELEMENT_CHUNK):
-        e = np.exp(lp[s:s + _ELEMENT_CHUNK] - top)
+        e = np.exp(lp[s : s + _ELEMENT_CHUNK] - top)
         if s <= i < s + _ELEMENT_CHUNK:
             e[i - s] = 0.0
         rest += float(e.sum())
@@ -406,7 +406,7 @@ def log_total_probs(p):
     i = int(np.argmax(p))
     top = float(p[i])
     with np.errstate(over="ignore"):
-        rest = float(np.sum(p[:i])) + float(np.sum(p[i + 1:]))
+        rest = float(np.sum(p[:i])) + float(np.sum(p[i + 1 :]))
     if not np.isfinite(rest):
         with np.errstate(divide="ignore"):
             return log_total(np.log(p))

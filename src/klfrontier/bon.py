@@ -51,7 +51,7 @@ def _capped(ln):
 
 def _times_n(log_n, x):
     """``N x`` for ``x <= 0`` as ``-exp(log N + log(-x))`` (no overflow of N)."""
-    with np.errstate(divide="ignore", over="ignore"):   # N x = -inf is the right limit
+    with np.errstate(divide="ignore", over="ignore"):  # N x = -inf is the right limit
         return -np.exp(log_n + np.log(-x))
 
 
@@ -67,7 +67,7 @@ def _bon_kl_terms(logq, lnl_f, lnl_c, lev, log_n):
     if 0 < log_n < 1:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             nm1 = np.expm1(log_n)
-            c = -np.exp(lnl_c)                         # -inf at the bottom level
+            c = -np.exp(lnl_c)  # -inf at the bottom level
             t = nm1 * -np.exp(lnl_f) + np.log1p(np.exp(c) * np.expm1(nm1 * c) / np.expm1(c))
         small = np.abs(t) < 0.1
         terms = np.where(small, np.exp(logq) * kl_terms(np.where(small, t, 0.0), 0.0), terms)
@@ -132,15 +132,23 @@ def best_of_n(ref: Reference, n=None, *, log_n=None) -> BestOfNPolicy:
     if ref.is_constant or kl == 0:
         lam_rw = 0.0
     elif lev[-1] == 0.0:
-        lam_rw = np.inf     # all mass on the top level (E_p r may round to r_max too)
+        lam_rw = np.inf  # all mass on the top level (E_p r may round to r_max too)
     elif reward <= ref.mean_reward:
-        lam_rw = 0.0        # N -> 1: the reward gain (~ N - 1) can round below E_p r
+        lam_rw = 0.0  # N -> 1: the reward gain (~ N - 1) can round below E_p r
     else:
         lam_rw = float(solve_lam_for_reward(ref, min(reward, ref.r_max)))
     n_val = float(np.exp(ln)) if ln < 709 else np.inf
-    return BestOfNPolicy(ref=ref, level_logprobs=lev, kl=kl, reward=reward, n=n_val, log_n=ln,
-                         kl_bound=float(log_bon_kl_bound(ln)), lam_same_kl=lam_kl,
-                         lam_same_reward=lam_rw)
+    return BestOfNPolicy(
+        ref=ref,
+        level_logprobs=lev,
+        kl=kl,
+        reward=reward,
+        n=n_val,
+        log_n=ln,
+        kl_bound=float(log_bon_kl_bound(ln)),
+        lam_same_kl=lam_kl,
+        lam_same_reward=lam_rw,
+    )
 
 
 @dataclass
@@ -205,17 +213,17 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
             # that (N near 1, or one dominant level) take the exact path below.
             ok = sums[3] <= _MAX_CANCEL * sums[0]
             kl[fast[ok]], rw[fast[ok]], win[fast[ok]] = sums[:3, ok]
-    one = ln == 0                                     # N = 1 is p, exactly (win rate 1/2)
+    one = ln == 0  # N = 1 is p, exactly (win rate 1/2)
     kl[one], rw[one], win[one] = 0.0, ref.mean_u, 0.5
     rest = np.flatnonzero(~(np.isfinite(kl) & np.isfinite(rw) & np.isfinite(win)))
     if rest.size:
         lnl_f, lnl_c = ref.bon_tail_logs
-        log_neg_logF = lnl_f                  # decreasing in j; -inf at the top
+        log_neg_logF = lnl_f  # decreasing in j; -inf at the top
         j0 = np.zeros(ln.size, dtype=np.intp)
         pos = ln > 0
         # keep j with log N + (N-1) log F_j > -PRUNE  (N-1 = expm1(log N))
-        log_nm1 = ln[pos] + np.log(-np.expm1(-ln[pos]))        # log(N - 1) without overflow
-        thresh = np.log(_PRUNE + ln[pos]) - log_nm1            # prune where log(-log F_j) > thresh
+        log_nm1 = ln[pos] + np.log(-np.expm1(-ln[pos]))  # log(N - 1) without overflow
+        thresh = np.log(_PRUNE + ln[pos]) - log_nm1  # prune where log(-log F_j) > thresh
         j0[pos] = np.searchsorted(-log_neg_logF, -thresh, side="left")
     if win_w is None and rest.size:
         win_w = np.exp(logFm) + 0.5 * np.exp(logq)
@@ -225,12 +233,18 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
         lev = level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)
         d = np.exp(lev)
         # In the sum q h(t) form a level with d = 0 contributes q: add the pruned mass.
-        kl[i] = (np.sum(_bon_kl_terms(logq[sl], lnl_f[sl], lnl_c[sl], lev, x))
-                 + (np.exp(logF[j - 1]) if j > 0 else 0.0))
+        kl[i] = np.sum(_bon_kl_terms(logq[sl], lnl_f[sl], lnl_c[sl], lev, x)) + (
+            np.exp(logF[j - 1]) if j > 0 else 0.0
+        )
         rw[i] = d @ u[sl]
         win[i] = d @ win_w[sl]
-    return BoNCurve(log_n=ln_in, kl=kl, reward=ref.to_reward(rw), win_rate=win,
-                    kl_bound=np.asarray(log_bon_kl_bound(ln_in), dtype=float))
+    return BoNCurve(
+        log_n=ln_in,
+        kl=kl,
+        reward=ref.to_reward(rw),
+        win_rate=win,
+        kl_bound=np.asarray(log_bon_kl_bound(ln_in), dtype=float),
+    )
 
 
 # bon_curve's blocked path: log N range (below: cancellation in sum d log(d/q)
@@ -238,7 +252,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
 # tile size in elements, the cancellation it accepts, the series' range
 # (N C <= 0.1: truncation < 3e-19) and the levels per block.
 _FAST_LOG_N_MIN = 0.1
-_FAST_LOG_N_MAX = 80.0      # N^8 (the series' last column) stays finite
+_FAST_LOG_N_MAX = 80.0  # N^8 (the series' last column) stays finite
 _LOG_HALF = -np.log(2.0)
 _TILE = 1 << 15
 _MAX_CANCEL = 1e3
@@ -282,12 +296,12 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
     j0s = j0[order]
     Ns = N[order][:, None]
     R, L = Ns.shape[0], logF.size
-    rb = max(1, _TILE // _BLOCK_LEVELS)              # rows per tile
+    rb = max(1, _TILE // _BLOCK_LEVELS)  # rows per tile
 
     def work(block_starts):
         # columns: u, w, 1, A, then (series levels only) B, C, C^2, C^4, C^6, C^8
         acc = np.zeros((R, 10))
-        kl_direct = np.zeros(R)      # sum d log(d/q) over levels outside the series
+        kl_direct = np.zeros(R)  # sum d log(d/q) over levels outside the series
         d_direct = np.zeros(R)
         buf_y = np.empty((rb, _BLOCK_LEVELS))
         buf_z = np.empty((rb, _BLOCK_LEVELS + 1))
@@ -295,27 +309,27 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             for s in block_starts:
                 e = min(L, s + _BLOCK_LEVELS)
-                k = int(np.searchsorted(j0s, e - 1, side="right"))   # rows active in [s, e)
+                k = int(np.searchsorted(j0s, e - 1, side="right"))  # rows active in [s, e)
                 m = e - s
                 W = Wb[:, :m]
                 lq, lf, lfm = logq[s:e], logF[s:e], logFm[s:e]
                 W[0] = u[s:e]
                 np.exp(lfm, out=W[1])
-                W[1] += 0.5 * np.exp(lq)                       # w = F^- + q/2
+                W[1] += 0.5 * np.exp(lq)  # w = F^- + q/2
                 W[2] = 1.0
-                np.negative(lf, out=W[3])                      # A = -log F
-                rho = lq - lf                                  # log(q/F) <= 0
+                np.negative(lf, out=W[3])  # A = -log F
+                rho = lq - lf  # log(q/F) <= 0
                 big = np.flatnonzero(rho >= _LOG_HALF)
                 rho[big] = _LOG_HALF
                 np.exp(rho, out=rho)
-                negC = np.log1p(-rho)                          # log(F^-/F) = log(1 - q/F)
+                negC = np.log1p(-rho)  # log(F^-/F) = log(1 - q/F)
                 # B = log(C/q) = log(C/rho) - log F, free of log q's rounding
                 np.log(negC / -rho, out=W[4])
                 W[4] -= lf
-                negC[big] = lfm[big] - lf[big]                 # -inf at the bottom level
+                negC[big] = lfm[big] - lf[big]  # -inf at the bottom level
                 W[4, big] = np.log(-negC[big]) - lq[big]
                 if not negC.max() < -1e-280:
-                    return None                                # a mass lost to underflow
+                    return None  # a mass lost to underflow
                 np.negative(negC, out=W[5])
                 np.multiply(W[5], W[5], out=W[6])
                 np.multiply(W[6], W[6], out=W[7])
@@ -325,19 +339,18 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
                 if cols.size:
                     W[4:, cols] = 0.0
                 # log F over [s - 1, e): G_{j-1} - G_j = -d_j with G = F^N
-                lf_ext = logF[s - 1:e] if s > 0 else np.concatenate([[-np.inf], lf])
+                lf_ext = logF[s - 1 : e] if s > 0 else np.concatenate([[-np.inf], lf])
                 for r0 in range(0, k, rb):
                     r1 = min(k, r0 + rb)
                     Nk = Ns[r0:r1]
-                    y = buf_y[:r1 - r0, :m]
-                    z = buf_z[:r1 - r0, :m + 1]
+                    y = buf_y[: r1 - r0, :m]
+                    z = buf_z[: r1 - r0, : m + 1]
                     np.multiply(Nk, lf_ext, out=z)
-                    np.exp(z, out=z)                           # G = F^N
-                    np.subtract(z[:, :-1], z[:, 1:], out=y)    # -d
+                    np.exp(z, out=z)  # G = F^N
+                    np.subtract(z[:, :-1], z[:, 1:], out=y)  # -d
                     if cols.size:
                         nc = Nk * -negC[cols]
-                        log_e = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)),
-                                         np.log(-np.expm1(-nc)))
+                        log_e = np.where(nc > -_LOG_HALF, np.log1p(-np.exp(-nc)), np.log(-np.expm1(-nc)))
                         dd = y[:, cols]
                         # -d (log(1 - e^{-N C}) - log q); the -N A part is in column 3
                         kl_direct[r0:r1] -= np.einsum("ij,ij->i", dd, log_e - lq[cols])
@@ -356,8 +369,14 @@ def _bon_sums_blocked(N, j0, logq, logF, logFm, u):
     log_n = np.log(n_)
     d_all, d_a = acc[:, 2], acc[:, 3]
     d_series = d_all - d_direct
-    series = n_ * (-acc[:, 5] / 2 + n_ * (acc[:, 6] / 24 + n_ * n_ * (
-        -acc[:, 7] / 2880 + n_ * n_ * (acc[:, 8] / 181440 - n_ * n_ * acc[:, 9] / 9676800))))
+    series = n_ * (
+        -acc[:, 5] / 2
+        + n_
+        * (
+            acc[:, 6] / 24
+            + n_ * n_ * (-acc[:, 7] / 2880 + n_ * n_ * (acc[:, 8] / 181440 - n_ * n_ * acc[:, 9] / 9676800))
+        )
+    )
     # sum d log(d/q) = -N sum d A + log N sum_series d + sum_series d (B + s) + direct,
     # plus sum q - sum d (= 0 up to rounding: the q h(t) form's normalisation)
     kl = (-n_ * d_a + log_n * d_series + acc[:, 4] + series + kl_direct) + (1.0 - d_all)
@@ -414,14 +433,15 @@ def _beirami(l1m, log_eps, ln):
     form cancels to ``O((N-1)^2)`` as N -> 1 (it returned 0 at log N = 1e-12).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_nm1 = ln + np.log(-np.expm1(-ln))                 # log(N - 1), -inf at N = 1
-        y = np.where(ln > 0, _times_n(log_nm1, l1m), 0.0)     # (N - 1) log(1 - eps) <= 0
+        log_nm1 = ln + np.log(-np.expm1(-ln))  # log(N - 1), -inf at N = 1
+        y = np.where(ln > 0, _times_n(log_nm1, l1m), 0.0)  # (N - 1) log(1 - eps) <= 0
         cont = np.exp(l1m) * (kl_terms(y, 0.0) + np.exp(y) * log_bon_kl_bound(ln))
-        t = np.logaddexp(0.0, l1m - log_eps + log1mexp(y))   # log(B / eps) >= 0
-        B = -np.expm1(_times_n(ln, l1m))                      # 1 - (1 - eps)^N
+        t = np.logaddexp(0.0, l1m - log_eps + log1mexp(y))  # log(B / eps) >= 0
+        B = -np.expm1(_times_n(ln, l1m))  # 1 - (1 - eps)^N
         small = t < 0.1
-        atom = np.where(small, np.exp(log_eps) * kl_terms(np.where(small, t, 0.0), 0.0),
-                        B * (t - 1.0) + np.exp(log_eps))      # eps h(t), e^t never formed
+        atom = np.where(
+            small, np.exp(log_eps) * kl_terms(np.where(small, t, 0.0), 0.0), B * (t - 1.0) + np.exp(log_eps)
+        )  # eps h(t), e^t never formed
     return np.asarray(cont + atom, dtype=float)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -21,9 +20,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup, TyperOption
 
-try:                                  # typer >= 0.20 carries its own copy of click
+try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-except ImportError:                   # pragma: no cover - older typer on click
+except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 
@@ -94,10 +93,16 @@ def _print_version(value: bool):
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="Print the version and exit."),
-          debug: bool = typer.Option(False, "--debug", help="On an unexpected error, show the full traceback "
-                                     "(and let expected errors through with theirs).")):
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="On an unexpected error, show the full traceback (and let expected errors through with theirs).",
+    ),
+):
     """Reward-KL geometry of language-model alignment."""
     global _DEBUG
     _DEBUG = debug
@@ -114,8 +119,9 @@ def _one_line(msg) -> str:
 
 def _say_error(msg):
     """One line on stderr; the message is data, never console markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", _one_line(msg)), highlight=False,
-                      soft_wrap=True)
+    err_console.print(
+        Text.assemble(("error:", "bold red"), " ", _one_line(msg)), highlight=False, soft_wrap=True
+    )
 
 
 def _say_note(msg):
@@ -123,7 +129,7 @@ def _say_note(msg):
     err_console.print(Text.assemble(("note:", "cyan"), " ", _one_line(msg)), highlight=False, soft_wrap=True)
 
 
-def _expected(exc) -> Optional[str]:
+def _expected(exc) -> str | None:
     """The one-line message of an expected failure, or None for a bug."""
     from .errors import KlfrontierError
 
@@ -146,8 +152,10 @@ def _expected(exc) -> Optional[str]:
             return exc.args[0]
         return str(exc) or type(exc).__name__
     if isinstance(exc, MemoryError):
-        return ("out of memory: the request needs more memory than this machine has; "
-                "use fewer or smaller values (see the limits in `klfrontier COMMAND --help`)")
+        return (
+            "out of memory: the request needs more memory than this machine has; "
+            "use fewer or smaller values (see the limits in `klfrontier COMMAND --help`)"
+        )
     if isinstance(exc, RecursionError):
         return "input nested too deeply to process"
     return None
@@ -174,8 +182,10 @@ def friendly(fn):
             if msg is not None:
                 _say_error(msg)
                 raise typer.Exit(code=2) from None
-            _say_error(f"unexpected {type(exc).__name__}: {_one_line(exc) or 'no message'} "
-                       "— this is a bug in klfrontier; rerun with --debug for the traceback")
+            _say_error(
+                f"unexpected {type(exc).__name__}: {_one_line(exc) or 'no message'} "
+                "— this is a bug in klfrontier; rerun with --debug for the traceback"
+            )
             raise typer.Exit(code=1) from None
         finally:
             while _LOCKS:
@@ -207,8 +217,10 @@ def _memory(nbytes: float) -> str:
 
 def _too_big(option: str, count: float, limit: int, per_item: float, what: str) -> CLIError:
     """The error for a request past a resource limit, stating the memory it would need."""
-    return CLIError(f"{option}: {count:,.0f} {what} would need about {_memory(count * per_item)} of memory "
-                    f"(about {_memory(per_item)} per {what.rstrip('s')}); the limit is {limit:,}")
+    return CLIError(
+        f"{option}: {count:,.0f} {what} would need about {_memory(count * per_item)} of memory "
+        f"(about {_memory(per_item)} per {what.rstrip('s')}); the limit is {limit:,}"
+    )
 
 
 def parse_floats(text: str, name: str) -> list[float]:
@@ -248,8 +260,14 @@ def _reference(rewards, probs, normalize):
         raise CLIError(str(exc).replace("pass normalize=True", "pass --normalize")) from None
 
 
-def load_reference(source: Optional[str], rewards: Optional[str], probs: Optional[str],
-                   reward_col: str = "reward", prob_col: str = "prob", normalize: bool = False):
+def load_reference(
+    source: str | None,
+    rewards: str | None,
+    probs: str | None,
+    reward_col: str = "reward",
+    prob_col: str = "prob",
+    normalize: bool = False,
+):
     """Build a Reference from inline lists, a CSV/JSON file or a built-in name."""
     if rewards is not None or probs is not None:
         if source is not None:
@@ -267,15 +285,21 @@ def load_reference(source: Optional[str], rewards: Optional[str], probs: Optiona
         r, p = _read_table(path, reward_col, prob_col)
         return _reference(r, p, normalize)
     if source not in available():
-        raise CLIError(f"unknown reference {source!r}: give a CSV/JSON file or one of "
-                       f"{', '.join(available())}")
+        raise CLIError(
+            f"unknown reference {source!r}: give a CSV/JSON file or one of {', '.join(available())}"
+        )
     return load(source).ref
 
 
 #: The reference the single-token commands use without --ref (they say so on stderr).
 DEFAULT_REF = "three-letter"
-RefOpt = typer.Option(None, "--ref", "-r", help="Instance name (see `klfrontier instances`) or a CSV/JSON "
-                      "file with reward and prob columns (default: the built-in 'three-letter').")
+RefOpt = typer.Option(
+    None,
+    "--ref",
+    "-r",
+    help="Instance name (see `klfrontier instances`) or a CSV/JSON "
+    "file with reward and prob columns (default: the built-in 'three-letter').",
+)
 RewardsOpt = typer.Option(None, "--rewards", help="Inline rewards, comma separated.")
 ProbsOpt = typer.Option(None, "--probs", help="Inline probabilities, comma separated.")
 NormOpt = typer.Option(False, "--normalize", help="Rescale probabilities to sum to one.")
@@ -305,7 +329,7 @@ def _fmt(x) -> str:
         return "yes" if x else ""
     if isinstance(x, (float, np.floating)):
         if np.isnan(x):
-            return "—"          # no value (e.g. no interval): never print nan
+            return "—"  # no value (e.g. no interval): never print nan
         if np.isinf(x):
             return "∞" if x > 0 else "−∞"
         if x == int(x) and abs(x) < 1e15:
@@ -316,13 +340,18 @@ def _fmt(x) -> str:
 
 @app.command()
 @friendly
-def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
-             probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
-             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
-             kl: Optional[str] = typer.Option(None, "--kl", help="Budgets (nats), comma separated."),
-             kl_max: Optional[float] = typer.Option(None, help="Largest budget for an even grid (default: -log p(A))."),
-             points: int = typer.Option(11, help="Grid size when --kl is not given (2 to 100,000)."),
-             as_json: bool = JsonOpt):
+def frontier(
+    ref: str | None = RefOpt,
+    rewards: str | None = RewardsOpt,
+    probs: str | None = ProbsOpt,
+    normalize: bool = NormOpt,
+    reward_col: str = RewardColOpt,
+    prob_col: str = ProbColOpt,
+    kl: str | None = typer.Option(None, "--kl", help="Budgets (nats), comma separated."),
+    kl_max: float | None = typer.Option(None, help="Largest budget for an even grid (default: -log p(A))."),
+    points: int = typer.Option(11, help="Grid size when --kl is not given (2 to 100,000)."),
+    as_json: bool = JsonOpt,
+):
     """The reward-KL frontier R*(Δ) of the optimal KL-constrained policy."""
     from . import frontier as _frontier
 
@@ -332,52 +361,89 @@ def frontier(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         raise _too_big("--points", points, MAX_POINTS, _BYTES_PER_POINT, "points")
     kl_values = parse_floats(kl, "--kl") if kl is not None else None
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
-    budgets = (kl_values if kl_values is not None
-               else np.linspace(0.0, kl_max if kl_max is not None else reference.kl_max * 1.05, points))
+    budgets = (
+        kl_values
+        if kl_values is not None
+        else np.linspace(0.0, kl_max if kl_max is not None else reference.kl_max * 1.05, points)
+    )
     fr = _frontier(reference, budgets)
     rows = [[d, u, r, l, s] for d, u, r, l, s in zip(fr.kl, fr.kl_used, fr.reward, fr.lam, fr.saturated)]
-    _print_table(f"Frontier R*(Δ) — {reference!r}", ["KL budget Δ", "KL used", "R*(Δ)", "λ", "saturated"],
-                 rows, as_json, fr.to_dict())
+    _print_table(
+        f"Frontier R*(Δ) — {reference!r}",
+        ["KL budget Δ", "KL used", "R*(Δ)", "λ", "saturated"],
+        rows,
+        as_json,
+        fr.to_dict(),
+    )
 
 
 @app.command()
 @friendly
-def bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
-        probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
-             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
-        n: Optional[str] = typer.Option(None, "--n", help="Values of N (real >= 1), comma separated."),
-        log_n: Optional[str] = typer.Option(None, "--log-n", help="Values of log N instead of N."),
-        as_json: bool = JsonOpt):
+def bon(
+    ref: str | None = RefOpt,
+    rewards: str | None = RewardsOpt,
+    probs: str | None = ProbsOpt,
+    normalize: bool = NormOpt,
+    reward_col: str = RewardColOpt,
+    prob_col: str = ProbColOpt,
+    n: str | None = typer.Option(None, "--n", help="Values of N (real >= 1), comma separated."),
+    log_n: str | None = typer.Option(None, "--log-n", help="Values of log N instead of N."),
+    as_json: bool = JsonOpt,
+):
     """Exact best-of-N: KL (vs the usual log N - (N-1)/N), reward, win rate, and the λ dictionary."""
-    from . import best_of_n, bon_kl_beirami, frontier as _frontier
+    from . import best_of_n, bon_kl_beirami
+    from . import frontier as _frontier
 
     if n is not None and log_n is not None:
         raise CLIError("give --n or --log-n, not both")
     if log_n is not None:
         specs = [{"log_n": v} for v in parse_floats(log_n, "--log-n")]
     else:
-        specs = [{"n": v} for v in (parse_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])]
+        specs = [
+            {"n": v} for v in (parse_floats(n, "--n") if n is not None else [1, 2, 4, 8, 16, 64, 256, 1024])
+        ]
     reference = load_reference(ref, rewards, probs, reward_col, prob_col, normalize=normalize)
     rows, payload = [], []
     for spec in specs:
         b = best_of_n(reference, **spec)
         est = bon_kl_beirami(reference, **spec)
         star = float(_frontier(reference, [b.kl]).reward[0])
-        rows.append([b.n, b.kl, b.kl_bound, est, b.reward, star, b.win_rate, b.lam_same_kl, b.lam_same_reward])
+        rows.append(
+            [b.n, b.kl, b.kl_bound, est, b.reward, star, b.win_rate, b.lam_same_kl, b.lam_same_reward]
+        )
         payload.append({**b.to_dict(), "kl_estimate_beirami": est, "frontier_reward_at_kl": star})
-    _print_table(f"Best-of-N — {reference!r}",
-                 ["N", "KL exact", "log N-(N-1)/N", "Beirami D̂", "reward", "R*(KL)", "win rate",
-                  "λ same KL", "λ same reward"], rows, as_json, {"best_of_n": payload})
+    _print_table(
+        f"Best-of-N — {reference!r}",
+        [
+            "N",
+            "KL exact",
+            "log N-(N-1)/N",
+            "Beirami D̂",
+            "reward",
+            "R*(KL)",
+            "win rate",
+            "λ same KL",
+            "λ same reward",
+        ],
+        rows,
+        as_json,
+        {"best_of_n": payload},
+    )
 
 
 @app.command("soft-bon")
 @friendly
-def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
-             probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
-             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
-             n: str = typer.Option("1,2,4,8,16,64", "--n", help="Values of N, comma separated."),
-             lam: float = typer.Option(1.0, "--lam", help="Inverse temperature λ of the weights e^{λ r}."),
-             as_json: bool = JsonOpt):
+def soft_bon(
+    ref: str | None = RefOpt,
+    rewards: str | None = RewardsOpt,
+    probs: str | None = ProbsOpt,
+    normalize: bool = NormOpt,
+    reward_col: str = RewardColOpt,
+    prob_col: str = ProbColOpt,
+    n: str = typer.Option("1,2,4,8,16,64", "--n", help="Values of N, comma separated."),
+    lam: float = typer.Option(1.0, "--lam", help="Inverse temperature λ of the weights e^{λ r}."),
+    as_json: bool = JsonOpt,
+):
     """Exact soft best-of-N (sampling ∝ e^{λ r} among N draws)."""
     from . import frontier as _frontier
     from .soft_bon import soft_best_of_n
@@ -390,21 +456,33 @@ def soft_bon(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
         star = float(_frontier(reference, [s.kl]).reward[0])
         rows.append([nv, s.kl, s.reward, star, s.win_rate])
         payload.append({**s.to_dict(), "frontier_reward_at_kl": star})
-    _print_table(f"Soft best-of-N, λ = {lam:g} — {reference!r}",
-                 ["N", "KL", "reward", "R*(KL)", "win rate"], rows, as_json, {"soft_best_of_n": payload})
+    _print_table(
+        f"Soft best-of-N, λ = {lam:g} — {reference!r}",
+        ["N", "KL", "reward", "R*(KL)", "win rate"],
+        rows,
+        as_json,
+        {"soft_best_of_n": payload},
+    )
 
 
 @app.command()
 @friendly
-def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt,
-                probs: Optional[str] = ProbsOpt, normalize: bool = NormOpt,
-             reward_col: str = RewardColOpt, prob_col: str = ProbColOpt,
-                delta: str = typer.Option("0.1", "--delta", help="Per-token KL budgets δ, comma separated."),
-                lengths: str = typer.Option("10,100,1000,10000,100000", "--lengths",
-                                            help="Sequence lengths m, comma separated."),
-                as_json: bool = JsonOpt):
+def convergence(
+    ref: str | None = RefOpt,
+    rewards: str | None = RewardsOpt,
+    probs: str | None = ProbsOpt,
+    normalize: bool = NormOpt,
+    reward_col: str = RewardColOpt,
+    prob_col: str = ProbColOpt,
+    delta: str = typer.Option("0.1", "--delta", help="Per-token KL budgets δ, comma separated."),
+    lengths: str = typer.Option(
+        "10,100,1000,10000,100000", "--lengths", help="Sequence lengths m, comma separated."
+    ),
+    as_json: bool = JsonOpt,
+):
     """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (SPEC §6)."""
-    from . import convergence as _convergence, equivalence
+    from . import convergence as _convergence
+    from . import equivalence
     from .jobs import SECOND_ORDER_RULE, shown_predictions
 
     ms = _lengths(lengths)
@@ -419,18 +497,52 @@ def convergence(ref: Optional[str] = RefOpt, rewards: Optional[str] = RewardsOpt
     if as_json:
         from ._json import dumps
 
-        out = [{**t.to_dict(), "prediction_shown": [r["prediction_shown"] for r in t.rows],
-                "prediction_rule": SECOND_ORDER_RULE} for t in tables]
+        out = [
+            {
+                **t.to_dict(),
+                "prediction_shown": [r["prediction_shown"] for r in t.rows],
+                "prediction_rule": SECOND_ORDER_RULE,
+            }
+            for t in tables
+        ]
         sys.stdout.write(dumps({"convergence": out}, indent=2) + "\n")
         return
     for t in tables:
-        rows = [[r["m"], r["reward_per_token"], r["optimal_reward"], r["gap"], r["gap_prediction"],
-                 r["gap_ratio"], r["kl_per_token"], r["kl_to_optimal"], r["kl_to_optimal_prediction"],
-                 r["kl_to_optimal_per_token"], r["method"] + ("" if r["exact"] else " (approx)")]
-                for r in t.rows]
-        _print_table(f"δ = {t.delta:g}, λ_δ = {t.lam:.6g}, R*(δ) = {t.optimal_reward:.10g} — {reference!r}",
-                     ["m", "E[S_m]/m", "R*(δ)", "gap", "predicted", "ratio", "KL(π_N‖p)/m",
-                      "KL(π_N‖φ_Δ)", "predicted", "KL(π_N‖φ_Δ)/m", "engine"], rows, False, {})
+        rows = [
+            [
+                r["m"],
+                r["reward_per_token"],
+                r["optimal_reward"],
+                r["gap"],
+                r["gap_prediction"],
+                r["gap_ratio"],
+                r["kl_per_token"],
+                r["kl_to_optimal"],
+                r["kl_to_optimal_prediction"],
+                r["kl_to_optimal_per_token"],
+                r["method"] + ("" if r["exact"] else " (approx)"),
+            ]
+            for r in t.rows
+        ]
+        _print_table(
+            f"δ = {t.delta:g}, λ_δ = {t.lam:.6g}, R*(δ) = {t.optimal_reward:.10g} — {reference!r}",
+            [
+                "m",
+                "E[S_m]/m",
+                "R*(δ)",
+                "gap",
+                "predicted",
+                "ratio",
+                "KL(π_N‖p)/m",
+                "KL(π_N‖φ_Δ)",
+                "predicted",
+                "KL(π_N‖φ_Δ)/m",
+                "engine",
+            ],
+            rows,
+            False,
+            {},
+        )
     if any(not r["prediction_shown"] for t in tables for r in t.rows):
         _say_note("predictions left blank (—) where they do not hold: " + SECOND_ORDER_RULE)
 
@@ -446,8 +558,10 @@ def _lengths(text: str, option: str = "--lengths") -> list[int]:
     if any(not np.isfinite(m) or m != int(m) or m < 1 for m in ms):
         raise CLIError(f"{option} must be positive integers, got {text!r}")
     if max(ms) > MAX_LENGTH:
-        raise CLIError(f"{option}: m = {max(ms):.3g} is past the limit {MAX_LENGTH:.0e}: beyond it the sums "
-                       "of m rewards and N = e^(mδ) leave the range where double precision counts exactly")
+        raise CLIError(
+            f"{option}: m = {max(ms):.3g} is past the limit {MAX_LENGTH:.0e}: beyond it the sums "
+            "of m rewards and N = e^(mδ) leave the range where double precision counts exactly"
+        )
     return [int(m) for m in ms]
 
 
@@ -459,7 +573,8 @@ def _check_budgets(values, kl_max, option, what):
                 f"{option} {d:g}: {what} must lie strictly between 0 and {kl_max:.4g} nats. "
                 f"{kl_max:.4g} = −log p(top) is the KL of the policy that puts all its probability on the "
                 "highest-reward outcome(s) (p(top) is their probability under the reference): no policy "
-                "spends more KL, so larger budgets buy nothing")
+                "spends more KL, so larger budgets buy nothing"
+            )
 
 
 @app.command("instances")
@@ -471,16 +586,22 @@ def list_instances():
     _print_table("Instances", ["name", "description"], [[k, v] for k, v in available().items()], False, {})
 
 
-def run_job(job, out: Optional[Path], as_json: bool, figure_formats=("png", "svg")):
+def run_job(job, out: Path | None, as_json: bool, figure_formats=("png", "svg")):
     """Print a job's headline table (or its JSON) and write its report (atomically, see
     :func:`klfrontier.report.write_report`; ``--out`` was locked by :func:`check_out_dir`)."""
     from ._json import dumps
     from .report import write_report
 
     if out is not None:
-        index = write_report(out, job.title, job.sections, job.summary, lead=job.lead,
-                             extra_files=getattr(job, "extra_files", None) or None,
-                             figure_formats=figure_formats)
+        index = write_report(
+            out,
+            job.title,
+            job.sections,
+            job.summary,
+            lead=job.lead,
+            extra_files=getattr(job, "extra_files", None) or None,
+            figure_formats=figure_formats,
+        )
     if as_json:
         sys.stdout.write(dumps(job.summary, indent=2) + "\n")
         return
@@ -491,13 +612,16 @@ def run_job(job, out: Optional[Path], as_json: bool, figure_formats=("png", "svg
         table.add_row(Text(str(q)), Text(_fmt(v)), Text(str(note)))
     console.print(table)
     if out is not None:
-        console.print(Text.assemble("report: ", (str(index), "bold"),
-                                    " (figures, tables and summary.json beside it)"), highlight=False)
+        console.print(
+            Text.assemble("report: ", (str(index), "bold"), " (figures, tables and summary.json beside it)"),
+            highlight=False,
+        )
 
 
 def _stage_printer():
     def progress(label):
         err_console.print(Text(f"· {label}…", style="dim"), highlight=False)
+
     return progress
 
 
@@ -507,18 +631,27 @@ DEMO_OUT = "out/demo"
 
 @app.command()
 @friendly
-def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
-                                      help="Reference instance (see `klfrontier instances`)."),
-         reward: Optional[str] = typer.Option(None, "--reward",
-                                              help="Shortcut: 'vader' or 'afinn' picks unigram-<reward>."),
-         top_n: int = typer.Option(50_000, "--top-n", help="Vocabulary size of the unigram instances."),
-         delta: str = typer.Option("0.05,0.2,1.0", "--delta", help="Per-token budgets δ, comma separated."),
-         lengths: str = typer.Option("10,30,100,300,1000,3000,10000", "--lengths",
-                                     help="Sequence lengths m, comma separated."),
-         out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG, SVG), tables "
-                                            f"and summary.json here (default: {DEMO_OUT}; with --json, none "
-                                            "unless given)."),
-         as_json: bool = JsonOpt):
+def demo(
+    instance: str = typer.Option(
+        "unigram-vader", "--instance", "-i", help="Reference instance (see `klfrontier instances`)."
+    ),
+    reward: str | None = typer.Option(
+        None, "--reward", help="Shortcut: 'vader' or 'afinn' picks unigram-<reward>."
+    ),
+    top_n: int = typer.Option(50_000, "--top-n", help="Vocabulary size of the unigram instances."),
+    delta: str = typer.Option("0.05,0.2,1.0", "--delta", help="Per-token budgets δ, comma separated."),
+    lengths: str = typer.Option(
+        "10,30,100,300,1000,3000,10000", "--lengths", help="Sequence lengths m, comma separated."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write index.html, figures (PNG, SVG), tables "
+        f"and summary.json here (default: {DEMO_OUT}; with --json, none "
+        "unless given).",
+    ),
+    as_json: bool = JsonOpt,
+):
     """The main job on a real instance: frontier, best-of-N, rate functions, and BoN → KL-RL as m grows."""
     from .jobs import demo_job
 
@@ -533,8 +666,13 @@ def demo(instance: str = typer.Option("unigram-vader", "--instance", "-i",
     if out is None and not as_json:
         out = Path(DEMO_OUT)
     check_out_dir(out)
-    job = demo_job(instance, top_n=top_n, deltas=tuple(deltas),
-                   lengths=tuple(ms), progress=None if as_json else _stage_printer())
+    job = demo_job(
+        instance,
+        top_n=top_n,
+        deltas=tuple(deltas),
+        lengths=tuple(ms),
+        progress=None if as_json else _stage_printer(),
+    )
     run_job(job, out, as_json)
 
 
@@ -551,15 +689,22 @@ def _check_demo_instance(instance: str, top_n: int, deltas):
         kw["top_n"] = top_n
     ref = load(instance, **kw).ref
     if ref.is_constant:
-        raise CLIError(f"--top-n {top_n}: the {top_n:,} most frequent words all have the same reward "
-                       f"({float(ref.rewards[0]):g}): with one reward level there is nothing to optimise; "
-                       "take more words (e.g. --top-n 1000) so that some carry a sentiment score")
-    _check_budgets(deltas, ref.kl_max, "--delta", f"for {instance}"
-                   + (f" with its {top_n:,} most frequent words" if "top_n" in kw else "")
-                   + ", a per-token KL budget")
+        raise CLIError(
+            f"--top-n {top_n}: the {top_n:,} most frequent words all have the same reward "
+            f"({float(ref.rewards[0]):g}): with one reward level there is nothing to optimise; "
+            "take more words (e.g. --top-n 1000) so that some carry a sentiment score"
+        )
+    _check_budgets(
+        deltas,
+        ref.kl_max,
+        "--delta",
+        f"for {instance}"
+        + (f" with its {top_n:,} most frequent words" if "top_n" in kw else "")
+        + ", a per-token KL budget",
+    )
 
 
-def check_out_dir(out: Optional[Path]):
+def check_out_dir(out: Path | None):
     """Before any work: lock ``--out`` for this command (another run on it fails at once), finish
     or clean up what an interrupted earlier write left, and create it; fail with one line when it
     cannot hold a report.  The lock is released when the command ends (:func:`friendly`)."""
@@ -576,8 +721,10 @@ def check_out_dir(out: Optional[Path]):
     except ValueError as exc:
         raise CLIError(f"--out {exc}") from None
     except OSError as exc:
-        raise CLIError(f"--out {out}: cannot create it or the lock beside it "
-                       f"({exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''})") from None
+        raise CLIError(
+            f"--out {out}: cannot create it or the lock beside it "
+            f"({exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''})"
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise CLIError(f"--out {out}: not writable")
 
@@ -597,8 +744,10 @@ def _check_input_file(path: Path, option: str = ""):
     except OSError as exc:
         raise CLIError(f"{where}{path}: {exc.strerror or exc}") from None
     if path.is_dir() and not (path / "manifest.json").is_file():
-        raise CLIError(f"{where}{path}: is a directory and not a sample store (no manifest.json); "
-                       f"give a JSONL, CSV or Parquet file or a store written by `klfrontier sample`")
+        raise CLIError(
+            f"{where}{path}: is a directory and not a sample store (no manifest.json); "
+            f"give a JSONL, CSV or Parquet file or a store written by `klfrontier sample`"
+        )
 
 
 def _file_provenance(path: Path) -> dict:
@@ -611,39 +760,77 @@ def _file_provenance(path: Path) -> dict:
         total = sum(f.stat().st_size for f in path.glob("*.parquet"))
         info = _file_provenance(manifest)
         return {"path": str(path), "store": True, "bytes": total, "manifest_sha256": info["sha256"]}
-    if not path.is_file():          # a pipe or FIFO was read once already: reopening it would hang
+    if not path.is_file():  # a pipe or FIFO was read once already: reopening it would hang
         return {"path": str(path), "stream": True}
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 @app.command()
 @friendly
-def analyze(samples: Path = typer.Argument(..., help="Base samples from the reference: JSONL, CSV or Parquet, one row per sample."),
-            policy: Optional[list[str]] = typer.Option(None, "--policy", help="NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' (reference) columns. Repeatable; names differing only in numbers (step100, step200) form a path."),
-            gold_col: Optional[str] = typer.Option(None, "--gold-col", help="Column of a gold reward: select with --reward-col, measure this."),
-            prompt_col: str = typer.Option("prompt_id", help="Column holding the prompt id."),
-            reward_col: str = typer.Option("reward", help="Column holding the reward (the proxy when --gold-col is given)."),
-            logprob_col: str = typer.Option("logprob", help="Column holding log-probabilities (policy files: under the policy)."),
-            ref_logprob_col: str = typer.Option("ref_logprob", help="Column holding log p under the reference (policy files)."),
-            text_col: str = typer.Option("text", help="Column holding the text (optional, not kept)."),
-            fmt: Optional[str] = typer.Option(None, "--format", help="jsonl, csv or parquet (default: from the suffix)."),
-            strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of skipping it."),
-            n: Optional[str] = typer.Option(None, "--n", help="Best-of-N sizes (integers), comma separated."),
-            kl: Optional[str] = typer.Option(None, "--kl", help="Average KL budgets for the frontier, comma separated."),
-            lam: Optional[str] = typer.Option(None, "--lam", help="Inverse temperatures λ of the tilted policy, comma separated."),
-            n_boot: int = typer.Option(1000, "--n-boot", help="Prompt-bootstrap replications (used from 30 prompts on)."),
-            interval: str = typer.Option("auto", "--interval", help="auto, t, bootstrap or none."),
-            seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-            tables: str = typer.Option("parquet", "--tables", help="Format of the per-prompt table beside the report: parquet or csv."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Write index.html, figures (PNG; SVG with --svg), tables (CSV) and summary.json here."),
-            svg: bool = typer.Option(False, "--svg/--no-svg", help="Also write every figure as SVG beside its PNG."),
-            max_record_bytes: int = typer.Option(16 << 20, "--max-record-bytes", help="Longest record (JSONL line, CSV record) read; a longer one is a bad row, never held in memory."),
-            as_json: bool = JsonOpt):
+def analyze(
+    samples: Path = typer.Argument(
+        ..., help="Base samples from the reference: JSONL, CSV or Parquet, one row per sample."
+    ),
+    policy: list[str] | None = typer.Option(
+        None,
+        "--policy",
+        help="NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' (reference) columns. Repeatable; names differing only in numbers (step100, step200) form a path.",
+    ),
+    gold_col: str | None = typer.Option(
+        None, "--gold-col", help="Column of a gold reward: select with --reward-col, measure this."
+    ),
+    prompt_col: str = typer.Option("prompt_id", help="Column holding the prompt id."),
+    reward_col: str = typer.Option(
+        "reward", help="Column holding the reward (the proxy when --gold-col is given)."
+    ),
+    logprob_col: str = typer.Option(
+        "logprob", help="Column holding log-probabilities (policy files: under the policy)."
+    ),
+    ref_logprob_col: str = typer.Option(
+        "ref_logprob", help="Column holding log p under the reference (policy files)."
+    ),
+    text_col: str = typer.Option("text", help="Column holding the text (optional, not kept)."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="jsonl, csv or parquet (default: from the suffix)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of skipping it."),
+    n: str | None = typer.Option(None, "--n", help="Best-of-N sizes (integers), comma separated."),
+    kl: str | None = typer.Option(None, "--kl", help="Average KL budgets for the frontier, comma separated."),
+    lam: str | None = typer.Option(
+        None, "--lam", help="Inverse temperatures λ of the tilted policy, comma separated."
+    ),
+    n_boot: int = typer.Option(
+        1000, "--n-boot", help="Prompt-bootstrap replications (used from 30 prompts on)."
+    ),
+    interval: str = typer.Option("auto", "--interval", help="auto, t, bootstrap or none."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    tables: str = typer.Option(
+        "parquet", "--tables", help="Format of the per-prompt table beside the report: parquet or csv."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write index.html, figures (PNG; SVG with --svg), tables (CSV) and summary.json here.",
+    ),
+    svg: bool = typer.Option(False, "--svg/--no-svg", help="Also write every figure as SVG beside its PNG."),
+    max_record_bytes: int = typer.Option(
+        16 << 20,
+        "--max-record-bytes",
+        help="Longest record (JSONL line, CSV record) read; a longer one is a bad row, never held in memory.",
+    ),
+    as_json: bool = JsonOpt,
+):
     """Best-of-N, the average-KL optimum, aligned policies and proxy-vs-gold, from your own samples."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     from rich.markup import escape
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .io import read_samples
     from .jobs import analyze_job
@@ -651,10 +838,12 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
     if n_boot < 0:
         raise CLIError(f"--n-boot must be >= 0 (0: no bootstrap), got {n_boot}")
     if n_boot > MAX_N_BOOT:
-        raise CLIError(f"--n-boot {n_boot:,}: the bootstrap keeps every replication of every reported "
-                       f"statistic, 8 bytes each: {_memory(8 * n_boot)} per statistic and about "
-                       f"{_memory(8 * n_boot * _BOOT_STATISTICS)} for a default report's ~{_BOOT_STATISTICS} "
-                       f"statistics; the limit is {MAX_N_BOOT:,} (1000 is plenty for 95% intervals)")
+        raise CLIError(
+            f"--n-boot {n_boot:,}: the bootstrap keeps every replication of every reported "
+            f"statistic, 8 bytes each: {_memory(8 * n_boot)} per statistic and about "
+            f"{_memory(8 * n_boot * _BOOT_STATISTICS)} for a default report's ~{_BOOT_STATISTICS} "
+            f"statistics; the limit is {MAX_N_BOOT:,} (1000 is plenty for 95% intervals)"
+        )
     if interval not in ("auto", "t", "bootstrap", "none"):
         raise CLIError(f"--interval must be auto, t, bootstrap or none, got {interval!r}")
     if tables not in ("parquet", "csv"):
@@ -679,31 +868,56 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
         pol_files[name] = Path(file)
     check_out_dir(out)
     # the base samples' log-probabilities are not used by the analysis: not read (memory)
-    base_cols = {"prompt_id": prompt_col, "reward": reward_col, "logprob": None, "text": text_col,
-                 "ref_logprob": None}
+    base_cols = {
+        "prompt_id": prompt_col,
+        "reward": reward_col,
+        "logprob": None,
+        "text": text_col,
+        "ref_logprob": None,
+    }
     if gold_col is not None:
         base_cols["gold"] = gold_col
     pol_cols = dict(base_cols, logprob=logprob_col, ref_logprob=ref_logprob_col)
     stages = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True,
-                  disable=as_json or not err_console.is_terminal) as bar:
-        def reader(label):          # a task description is console markup: escape the user's names
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    ) as bar:
+
+        def reader(label):  # a task description is console markup: escape the user's names
             task = bar.add_task(escape(label), total=None)
             return task, (lambda rows: bar.update(task, completed=rows))
 
         task, cb = reader(f"reading {samples.name}")
-        data = read_samples(samples, columns=base_cols, strict=strict, format=fmt, progress=cb,
-                            max_record_bytes=max_record_bytes)
+        data = read_samples(
+            samples,
+            columns=base_cols,
+            strict=strict,
+            format=fmt,
+            progress=cb,
+            max_record_bytes=max_record_bytes,
+        )
         bar.update(task, visible=False)
         pol_data = {}
         for name, file in pol_files.items():
             task, cb = reader(f"reading policy {name}")
-            pol_data[name] = read_samples(file, columns=pol_cols, strict=strict, format=fmt, progress=cb,
-                                          max_record_bytes=max_record_bytes)
+            pol_data[name] = read_samples(
+                file,
+                columns=pol_cols,
+                strict=strict,
+                format=fmt,
+                progress=cb,
+                max_record_bytes=max_record_bytes,
+            )
             bar.update(task, visible=False)
         _release_arrow_memory()
-        if out is not None:          # the report draws figures: import matplotlib while computing
+        if out is not None:  # the report draws figures: import matplotlib while computing
             from . import empirical  # noqa: F401  (the analysis's own imports come first)
             from .plots import preload
 
@@ -714,14 +928,29 @@ def analyze(samples: Path = typer.Argument(..., help="Base samples from the refe
                 stages[stage] = bar.add_task(escape(stage), total=total)
             bar.update(stages[stage], completed=done, total=total)
 
-        provenance = {"command": "klfrontier analyze", "options": options, "seed": seed,
-                      "files": [_file_provenance(samples)] + [dict(_file_provenance(f), policy=k)
-                                                             for k, f in pol_files.items()],
-                      "rows": {"base": data.n_samples, **{k: v.n_samples for k, v in pol_data.items()}}}
-        job = analyze_job(data, policies=pol_data or None, gold_col=gold_col, n_values=n_values,
-                          kl_values=kl_values, lam_values=lam_values, n_boot=n_boot, seed=seed,
-                          interval=interval, columns=base_cols, progress=progress, provenance=provenance,
-                          table_format=tables)
+        provenance = {
+            "command": "klfrontier analyze",
+            "options": options,
+            "seed": seed,
+            "files": [_file_provenance(samples)]
+            + [dict(_file_provenance(f), policy=k) for k, f in pol_files.items()],
+            "rows": {"base": data.n_samples, **{k: v.n_samples for k, v in pol_data.items()}},
+        }
+        job = analyze_job(
+            data,
+            policies=pol_data or None,
+            gold_col=gold_col,
+            n_values=n_values,
+            kl_values=kl_values,
+            lam_values=lam_values,
+            n_boot=n_boot,
+            seed=seed,
+            interval=interval,
+            columns=base_cols,
+            progress=progress,
+            provenance=provenance,
+            table_format=tables,
+        )
     for label, d in [("base", data)] + list(pol_data.items()):
         if d.n_bad_rows and not as_json:
             f, line, reason = d.bad_rows[0]
@@ -749,8 +978,9 @@ def _release_arrow_memory():
 def _say_warning(msg):
     from rich.text import Text
 
-    err_console.print(Text.assemble(("warning:", "yellow"), " ", _one_line(msg)), highlight=False,
-                      soft_wrap=True)
+    err_console.print(
+        Text.assemble(("warning:", "yellow"), " ", _one_line(msg)), highlight=False, soft_wrap=True
+    )
 
 
 #: `samples`: most rows (--prompts × --n) and words per sample; memory per row and per word,
@@ -762,12 +992,14 @@ _SAMPLE_ROW_BYTES, _SAMPLE_WORD_BYTES = 250, 15
 
 @app.command("samples")
 @friendly
-def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .csv or .parquet)."),
-                 instance: str = typer.Option("unigram-vader", "--instance", "-i", help="Word-level instance."),
-                 prompts: int = typer.Option(40, "--prompts", help="Number of prompts."),
-                 n: int = typer.Option(64, "--n", help="Samples per prompt."),
-                 length: int = typer.Option(12, "--length", help="Words per sample."),
-                 seed: int = typer.Option(0, "--seed", help="Seed of the draws.")):
+def make_samples(
+    out: Path = typer.Argument(..., help="File to write (.jsonl, .csv or .parquet)."),
+    instance: str = typer.Option("unigram-vader", "--instance", "-i", help="Word-level instance."),
+    prompts: int = typer.Option(40, "--prompts", help="Number of prompts."),
+    n: int = typer.Option(64, "--n", help="Samples per prompt."),
+    length: int = typer.Option(12, "--length", help="Words per sample."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draws."),
+):
     """Write a sample file drawn from a real unigram instance (to try `klfrontier analyze`)."""
     from .instances.samples import unigram_samples
     from .io import write_samples
@@ -793,8 +1025,12 @@ def make_samples(out: Path = typer.Argument(..., help="File to write (.jsonl, .c
         write_samples(out, data)
     except OSError as exc:
         raise CLIError(f"{out}: cannot write it ({exc.strerror or exc})") from None
-    console.print(Text.assemble(f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to ",
-                                (str(out), "bold")), highlight=False)
+    console.print(
+        Text.assemble(
+            f"wrote {data.n_samples:,} samples for {data.n_prompts} prompts to ", (str(out), "bold")
+        ),
+        highlight=False,
+    )
 
 
 from . import cli_lm  # noqa: E402,F401  (registers the lm commands)

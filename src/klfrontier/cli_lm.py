@@ -15,7 +15,7 @@ import numpy as np
 import typer
 
 from ._atomic import sha256_file
-from .cli import CLIError, friendly, app, console, err_console
+from .cli import CLIError, app, console, err_console, friendly
 
 __all__ = ["read_prompts", "best_of_selection"]
 
@@ -129,7 +129,7 @@ def best_of_selection(table, *, n, seed):
         cand = np.asarray([i for i in rows if idx[i] < n])
         if cand.size < n:
             raise ValueError(f"--best-of {n}: prompt {pid!r} has only {cand.size} samples")
-        cand = cand[np.argsort(idx[cand], kind="stable")]          # sample order, whatever the rows'
+        cand = cand[np.argsort(idx[cand], kind="stable")]  # sample order, whatever the rows'
         best = reward[cand].max()
         tied = cand[reward[cand] == best]
         pick = tied[np.random.default_rng([int(seed), position]).integers(tied.size)]
@@ -137,7 +137,6 @@ def best_of_selection(table, *, n, seed):
         rec.update(n_candidates=int(n), n_tied=int(tied.size))
         out.append(rec)
     return out
-
 
 
 def _model_spec(model: str) -> str:
@@ -163,22 +162,50 @@ def _write_selected(store, out: Path, *, best_of: int, seed: int):
 
 @_command("sample")
 @friendly
-def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
-           prompts: Path = typer.Option(..., "--prompts", help="Prompt file: one prompt per line, or JSONL (.jsonl) with 'prompt' and optional 'prompt_id'."),
-           n: int = typer.Option(64, "--n", help="Samples per prompt."),
-           max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Most tokens per sample (an EOS token ends it earlier)."),
-           reward: str = typer.Option("vader", "--reward", help="vader, afinn, token-vader, token-afinn or a local classifier directory."),
-           gold_reward: str | None = typer.Option(None, "--gold-reward", help="A second reward stored as 'gold' (same choices)."),
-           tilt: float | None = typer.Option(None, "--tilt", help="λ: sample from p(y) e^{λ v(y)} token by token; needs a token-linear --reward."),
-           temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the reference."),
-           top_k: int | None = typer.Option(None, "--top-k", help="Top-k truncation of the reference."),
-           top_p: float | None = typer.Option(None, "--top-p", help="Top-p (nucleus) truncation of the reference."),
-           seed: int = typer.Option(0, "--seed", help="Seed; batch k is drawn from (seed, k) alone."),
-           batch_prompts: int = typer.Option(8, "--batch-prompts", help="Prompts per batch (the unit of a shard and of resuming)."),
-           best_of: int | None = typer.Option(None, "--best-of", help="Also write selected.jsonl: each prompt's highest-reward sample among its first N."),
-           shard: str | None = typer.Option(None, "--shard", help="K/M: compute only the batches with index % M == K, so M processes can fill one store."),
-           out: Path = typer.Option(..., "--out", help="The store directory (created, or resumed when it exists)."),
-           threads: int | None = typer.Option(None, "--threads", help="torch threads (default: one per core).")):
+def sample(
+    model: str = typer.Option(
+        "smollm2",
+        "--model",
+        help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory.",
+    ),
+    prompts: Path = typer.Option(
+        ...,
+        "--prompts",
+        help="Prompt file: one prompt per line, or JSONL (.jsonl) with 'prompt' and optional 'prompt_id'.",
+    ),
+    n: int = typer.Option(64, "--n", help="Samples per prompt."),
+    max_new_tokens: int = typer.Option(
+        48, "--max-new-tokens", help="Most tokens per sample (an EOS token ends it earlier)."
+    ),
+    reward: str = typer.Option(
+        "vader", "--reward", help="vader, afinn, token-vader, token-afinn or a local classifier directory."
+    ),
+    gold_reward: str | None = typer.Option(
+        None, "--gold-reward", help="A second reward stored as 'gold' (same choices)."
+    ),
+    tilt: float | None = typer.Option(
+        None, "--tilt", help="λ: sample from p(y) e^{λ v(y)} token by token; needs a token-linear --reward."
+    ),
+    temperature: float = typer.Option(1.0, "--temperature", help="Temperature of the reference."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Top-k truncation of the reference."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Top-p (nucleus) truncation of the reference."),
+    seed: int = typer.Option(0, "--seed", help="Seed; batch k is drawn from (seed, k) alone."),
+    batch_prompts: int = typer.Option(
+        8, "--batch-prompts", help="Prompts per batch (the unit of a shard and of resuming)."
+    ),
+    best_of: int | None = typer.Option(
+        None,
+        "--best-of",
+        help="Also write selected.jsonl: each prompt's highest-reward sample among its first N.",
+    ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="K/M: compute only the batches with index % M == K, so M processes can fill one store.",
+    ),
+    out: Path = typer.Option(..., "--out", help="The store directory (created, or resumed when it exists)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: one per core)."),
+):
     """Sample a language model into a resumable store (Parquet shards + manifest).
 
     Prompts go in fixed consecutive batches of --batch-prompts; each batch is
@@ -207,10 +234,21 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
         raise CLIError(f"--shard: {exc}") from None
     texts = read_prompts(prompts)
     total = -(-len(texts) // batch_prompts)
-    params = {"model": _model_spec(model), "prompts_sha256": sha256_file(prompts), "n_prompts": len(texts),
-              "n": n, "max_new_tokens": max_new_tokens, "seed": seed, "batch_prompts": batch_prompts,
-              "temperature": temperature, "top_k": top_k, "top_p": top_p, "tilt": tilt,
-              "reward": reward, "gold_reward": gold_reward}
+    params = {
+        "model": _model_spec(model),
+        "prompts_sha256": sha256_file(prompts),
+        "n_prompts": len(texts),
+        "n": n,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "batch_prompts": batch_prompts,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "tilt": tilt,
+        "reward": reward,
+        "gold_reward": gold_reward,
+    }
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a directory")
     try:
@@ -222,14 +260,30 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
         todo = [b for b in range(total) if b % m == k and b not in done]
         stats = {"tokens": 0, "batches": 0, "seconds": 0.0}
         if todo:
-            _sample_into(store, texts, todo, model=model, n=n, max_new_tokens=max_new_tokens,
-                         reward=reward, gold_reward=gold_reward, tilt=tilt, temperature=temperature,
-                         top_k=top_k, top_p=top_p, seed=seed, batch_prompts=batch_prompts,
-                         threads=threads, stats=stats)
+            _sample_into(
+                store,
+                texts,
+                todo,
+                model=model,
+                n=n,
+                max_new_tokens=max_new_tokens,
+                reward=reward,
+                gold_reward=gold_reward,
+                tilt=tilt,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                seed=seed,
+                batch_prompts=batch_prompts,
+                threads=threads,
+                stats=stats,
+            )
         done = store.done_batches()
         rate = stats["tokens"] / stats["seconds"] if stats["tokens"] else 0.0
-        line = (f"{out}: {len(done)} of {total} batches committed"
-                f" ({stats['batches']} by this run, {stats['tokens']:,} tokens, {rate:,.0f} tokens/s)")
+        line = (
+            f"{out}: {len(done)} of {total} batches committed"
+            f" ({stats['batches']} by this run, {stats['tokens']:,} tokens, {rate:,.0f} tokens/s)"
+        )
         if len(done) < total:
             line += f"; {total - len(done)} left to the other shards"
         elif best_of is not None:
@@ -238,8 +292,25 @@ def sample(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smol
         console.print(Text(line), highlight=False)
 
 
-def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_reward, tilt,
-                 temperature, top_k, top_p, seed, batch_prompts, threads, stats):
+def _sample_into(
+    store,
+    texts,
+    todo,
+    *,
+    model,
+    n,
+    max_new_tokens,
+    reward,
+    gold_reward,
+    tilt,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    batch_prompts,
+    threads,
+    stats,
+):
     """Sample the batches ``todo`` and commit each one as soon as it is drawn."""
     from rich.progress import (
         BarColumn,
@@ -252,12 +323,12 @@ def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_r
 
     from . import lm, rewards
 
-    try:    # transformers' "Loading weights" bars would garble ours and pipes' logs
+    try:  # transformers' "Loading weights" bars would garble ours and pipes' logs
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     except ImportError:
-        pass      # lm.load_model raises the ImportError naming the extra
+        pass  # lm.load_model raises the ImportError naming the extra
     lm_ = lm.load_model(model)
     rw = rewards.get(reward, tokenizer=lm_.tokenizer)
     gold = None if gold_reward is None else rewards.get(gold_reward, tokenizer=lm_.tokenizer)
@@ -267,12 +338,20 @@ def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_r
             raise CLIError(f"--tilt needs a token-linear --reward, and {reward!r} is not one")
         tilt_arg = (tilt, rw.values)
     ids = list(texts)
-    n_rows = sum(len(ids[b * batch_prompts:(b + 1) * batch_prompts]) for b in todo) * n
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+    n_rows = sum(len(ids[b * batch_prompts : (b + 1) * batch_prompts]) for b in todo) * n
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as bar:
         task = bar.add_task(f"sampling {len(todo)} batches", total=n_rows, rate="")
-        t0 = time.perf_counter()       # after loading: tokens/s measures sampling
+        t0 = time.perf_counter()  # after loading: tokens/s measures sampling
 
         def progress(stage, done, total):
             # "tokens": generated so far in this run; "samples": samples finished (the bar and ETA)
@@ -282,13 +361,23 @@ def _sample_into(store, texts, todo, *, model, n, max_new_tokens, reward, gold_r
             elif stage == "samples":
                 bar.update(task, completed=done)
 
-        for part in lm.sample_batches(lm_, texts, n=n, max_new_tokens=max_new_tokens, seed=seed,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, tilt=tilt_arg,
-                                      batch_prompts=batch_prompts, batches=todo, progress=progress,
-                                      threads=threads):
+        for part in lm.sample_batches(
+            lm_,
+            texts,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            tilt=tilt_arg,
+            batch_prompts=batch_prompts,
+            batches=todo,
+            progress=progress,
+            threads=threads,
+        ):
             (b,) = set(part.batch_index.tolist())
-            store.append(b, part, reward=part.rewards(rw),
-                         gold=None if gold is None else part.rewards(gold))
+            store.append(b, part, reward=part.rewards(rw), gold=None if gold is None else part.rewards(gold))
             stats["tokens"] += part.n_generated_tokens
             stats["batches"] += 1
             stats["seconds"] = time.perf_counter() - t0
@@ -306,17 +395,39 @@ _LM_DEMO = _lm_demo_defaults()
 
 @_command("lm-demo")
 @friendly
-def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory."),
-            prompts: Path | None = typer.Option(None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."),
-            n: int = typer.Option(_LM_DEMO["n"], "--n", help="Base samples per prompt (the frontier, best-of-N, soft best-of-N)."),
-            tilt_n: int = typer.Option(_LM_DEMO["tilt_n"], "--tilt-n", help="Samples per prompt of each token tilt."),
-            max_new_tokens: int = typer.Option(_LM_DEMO["max_new_tokens"], "--max-new-tokens", help="Most tokens per sample."),
-            lams: str = typer.Option(",".join(f"{x:g}" for x in _LM_DEMO["lams"]), "--lams", help="Token tilts λ > 0, comma separated."),
-            lexicon: str = typer.Option(_LM_DEMO["lexicon"], "--lexicon", help="Lexicon of the token-linear reward: vader or afinn."),
-            seed: int = typer.Option(_LM_DEMO["seed"], "--seed", help="Seed of the samples and of the bootstrap."),
-            threads: int | None = typer.Option(_LM_DEMO["threads"], "--threads", help="torch threads while sampling (1: steadiest on a shared machine)."),
-            out: Path = typer.Option(Path("out/lm-demo"), "--out", help="Write index.html, figures, tables and summary.json here."),
-            as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table.")):
+def lm_demo(
+    model: str = typer.Option(
+        "smollm2",
+        "--model",
+        help="'smollm2' (SmolLM2-135M-Instruct, bundled) or a local transformers model directory.",
+    ),
+    prompts: Path | None = typer.Option(
+        None, "--prompts", help="Prompt file (as for `klfrontier sample`); default: the 32 built-in prompts."
+    ),
+    n: int = typer.Option(
+        _LM_DEMO["n"], "--n", help="Base samples per prompt (the frontier, best-of-N, soft best-of-N)."
+    ),
+    tilt_n: int = typer.Option(_LM_DEMO["tilt_n"], "--tilt-n", help="Samples per prompt of each token tilt."),
+    max_new_tokens: int = typer.Option(
+        _LM_DEMO["max_new_tokens"], "--max-new-tokens", help="Most tokens per sample."
+    ),
+    lams: str = typer.Option(
+        ",".join(f"{x:g}" for x in _LM_DEMO["lams"]), "--lams", help="Token tilts λ > 0, comma separated."
+    ),
+    lexicon: str = typer.Option(
+        _LM_DEMO["lexicon"], "--lexicon", help="Lexicon of the token-linear reward: vader or afinn."
+    ),
+    seed: int = typer.Option(_LM_DEMO["seed"], "--seed", help="Seed of the samples and of the bootstrap."),
+    threads: int | None = typer.Option(
+        _LM_DEMO["threads"],
+        "--threads",
+        help="torch threads while sampling (1: steadiest on a shared machine).",
+    ),
+    out: Path = typer.Option(
+        Path("out/lm-demo"), "--out", help="Write index.html, figures, tables and summary.json here."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+):
     """Best-of-N, soft best-of-N and token tilts on a real LM against the optimum: the myopia gap.
 
     Draws --n base samples per prompt and --tilt-n samples per prompt from
@@ -340,20 +451,34 @@ def lm_demo(model: str = typer.Option("smollm2", "--model", help="'smollm2' (Smo
     if seed < 0:
         raise CLIError(f"--seed must be >= 0, got {seed}")
     lam_list = parse_floats(lams, "--lams")
-    if not lam_list or any(not np.isfinite(x) or x <= 0 for x in lam_list) or len(set(lam_list)) < len(lam_list):
+    if (
+        not lam_list
+        or any(not np.isfinite(x) or x <= 0 for x in lam_list)
+        or len(set(lam_list)) < len(lam_list)
+    ):
         raise CLIError(f"--lams must be distinct numbers > 0, got {lams!r}")
     texts = None if prompts is None else read_prompts(prompts)
     spec = _model_spec(model)
     check_out_dir(out)
-    try:    # transformers' own loading bars would garble ours
+    try:  # transformers' own loading bars would garble ours
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     except ImportError:
-        pass      # lm.load_model raises the ImportError naming the extra
+        pass  # lm.load_model raises the ImportError naming the extra
     with _stage_bars() as progress:
-        job = lm_demo_job(spec, texts, n=n, tilt_n=tilt_n, max_new_tokens=max_new_tokens, lams=lam_list,
-                          lexicon=lexicon, seed=seed, threads=threads, progress=progress)
+        job = lm_demo_job(
+            spec,
+            texts,
+            n=n,
+            tilt_n=tilt_n,
+            max_new_tokens=max_new_tokens,
+            lams=lam_list,
+            lexicon=lexicon,
+            seed=seed,
+            threads=threads,
+            progress=progress,
+        )
     run_job(job, out, as_json)
 
 
@@ -370,9 +495,15 @@ class _stage_bars:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
-                            disable=not err_console.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+        )
         self.tasks = {}
         self.bar.__enter__()
         return self

@@ -32,8 +32,7 @@ def _check(a, b, axis, names=("a", "b")):
         raise ValueError(f"axis {axis} is out of range for shapes {out[0].shape} and {out[1].shape}")
     lengths = [((1,) * (nd - x.ndim) + x.shape)[axis] for x in out]
     if lengths[0] != lengths[1]:
-        raise ValueError(f"a and b have different lengths along axis {axis} "
-                         f"({lengths[0]} and {lengths[1]})")
+        raise ValueError(f"a and b have different lengths along axis {axis} ({lengths[0]} and {lengths[1]})")
     return out
 
 

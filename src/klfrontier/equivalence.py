@@ -76,14 +76,19 @@ class Equivalence:
     _ref: Reference = field(repr=False)
     _lam_u: float = field(repr=False)
     _var_u: float = field(repr=False)
-    _dbot: float = field(repr=False)      # x*_u + 1, accurately
+    _dbot: float = field(repr=False)  # x*_u + 1, accurately
 
     def to_dict(self):
         """Public fields as a plain dict (``lattice`` as a list or ``None``)."""
-        return {"delta": self.delta, "lam": self.lam, "x_star": self.x_star,
-                "frontier_reward": self.frontier_reward, "sigma2": self.sigma2,
-                "lattice": None if self.lattice is None else list(self.lattice),
-                "I0_at_x_star": self.I0_at_x_star}
+        return {
+            "delta": self.delta,
+            "lam": self.lam,
+            "x_star": self.x_star,
+            "frontier_reward": self.frontier_reward,
+            "sigma2": self.sigma2,
+            "lattice": None if self.lattice is None else list(self.lattice),
+            "I0_at_x_star": self.I0_at_x_star,
+        }
 
     # ------------------------------------------------------------- helpers
     @property
@@ -101,7 +106,7 @@ class Equivalence:
     @cached_property
     def _mean_entropy(self):
         """Phase average of the discretised-Gumbel entropy (independent of m)."""
-        f = (np.arange(64) + 0.5) / 64           # periodic: midpoint rule is spectral
+        f = (np.arange(64) + 0.5) / 64  # periodic: midpoint rule is spectral
         return float(np.mean([discrete_gumbel(x, self.beta)[1] for x in f]))
 
     def _check_m(self, m, need_int):
@@ -128,7 +133,7 @@ class Equivalence:
         kind, form = self._form(form)
         ma = self._check_m(m, kind == "lattice" and form != "averaged")
         flat = ma.ravel()
-        gl = np.empty(flat.size)          # λ m gap
+        gl = np.empty(flat.size)  # λ m gap
         kl = np.empty(flat.size)
         for i, mi in enumerate(flat):
             gl[i], kl[i] = self._predict_one(float(mi), kind, form)
@@ -208,7 +213,7 @@ class Equivalence:
         [0.009657, 0.009329, 0.009099]
         """
         ma, gl, _ = self._predict(length, form)
-        with np.errstate(over="ignore", divide="ignore"):    # inf only where the gap passes float max
+        with np.errstate(over="ignore", divide="ignore"):  # inf only where the gap passes float max
             return float_or_array(gl / (ma * self.lam))
 
     def kl_to_optimal_prediction(self, length, *, form="leading"):
@@ -256,12 +261,12 @@ def discrete_gumbel(f, beta):
     ``k`` runs over ``[-4/β - 2, 42/β + 2]`` (tails below 1e-18).
     """
     k = np.arange(-np.ceil(4 / beta) - 2, np.ceil(42 / beta) + 3)
-    with np.errstate(over="ignore"):          # a = inf far below: P(floor = k) = 0
+    with np.errstate(over="ignore"):  # a = inf far below: P(floor = k) = 0
         a = np.exp(-beta * (k - f))
         a1 = np.exp(-beta * (k + 1 - f))
         logd = -a1 + log1mexp(-a * -np.expm1(-beta))
     d = np.exp(logd)
-    with np.errstate(invalid="ignore"):       # d = 0 where logd = -inf: 0 · -inf is masked out
+    with np.errstate(invalid="ignore"):  # d = 0 where logd = -inf: 0 · -inf is masked out
         ent = -float(np.sum(np.where(d > 0, d * logd, 0.0)))
     return float(d @ k), ent
 
@@ -274,7 +279,7 @@ def _lattice_saddlepoint(eq, m, ell_lat):
     beta = eq.beta
     lam_u = eq._lam_u
     logphi_lam = level_logphi(ref.level_law, lam_u)[0]
-    kstar = m * eq._dbot / h                  # m x* in lattice index units (from r_min)
+    kstar = m * eq._dbot / h  # m x* in lattice index units (from r_min)
     z = kstar - ell_lat / beta
     lo_pad = np.ceil(8 / beta) + 2
     kmax = m * n_span
@@ -285,8 +290,8 @@ def _lattice_saddlepoint(eq, m, ell_lat):
         k = np.arange(k0, k1 + 1, dtype=float)
         x_u = -1.0 + h * k / m
         logT = np.zeros(k.size)
-        logp = np.empty(k.size)                # log P_p(S = s), local limit
-        logg = np.empty(k.size)                # log P_{φ_λ}(S = s)
+        logp = np.empty(k.size)  # log P_p(S = s), local limit
+        logg = np.empty(k.size)  # log P_{φ_λ}(S = s)
         inner = (k > 0) & (k < kmax)
         if inner.any():
             (i0, il), t, var = interior_rates(ref.level_law, x_u[inner], (0.0, lam_u))
@@ -296,7 +301,7 @@ def _lattice_saddlepoint(eq, m, ell_lat):
             with np.errstate(divide="ignore"):
                 tail = np.where(t > 0, logp[inner] - log1mexp(-t * h), 0.0)
             logT[inner] = np.minimum(tail, 0.0)
-        if k[-1] == kmax:                      # S = m r_max: exact
+        if k[-1] == kmax:  # S = m r_max: exact
             logT[-1] = m * ref.level_logq[-1]
             logg[-1] = m * logphi_lam[-1]
         if k[0] == 0:
@@ -348,7 +353,7 @@ def _continuous_saddlepoint(eq, m):
         with np.errstate(divide="ignore", invalid="ignore"):
             logT = -m * D - np.log(t) - 0.5 * np.log(2 * np.pi * m * st.var)
         logT = np.where(t > 0, np.minimum(logT, 0.0), 0.0)
-        A = -np.exp(log_n + log_neg_log1mexp(logT))   # log P(max < s)
+        A = -np.exp(log_n + log_neg_log1mexp(logT))  # log P(max < s)
         vals = (np.exp(A) if below else -np.expm1(A)) * m * st.var
         return float(np.sum(w * vals)), vals[0], vals[-1]
 
@@ -427,6 +432,16 @@ def equivalence(ref: Reference, delta, *, lattice=None) -> Equivalence:
     var_u = float(st.var[0])
     x_star = ref.to_reward(x_u)
     i0 = float(rate_function(ref, x_star))
-    return Equivalence(delta=d, lam=lam, x_star=x_star, frontier_reward=x_star,
-                       sigma2=to_reward_power(var_u, ref.reward_scale, 2), lattice=lat, I0_at_x_star=i0,
-                       _ref=ref, _lam_u=lam_u, _var_u=var_u, _dbot=float(st.dbot[0]))
+    return Equivalence(
+        delta=d,
+        lam=lam,
+        x_star=x_star,
+        frontier_reward=x_star,
+        sigma2=to_reward_power(var_u, ref.reward_scale, 2),
+        lattice=lat,
+        I0_at_x_star=i0,
+        _ref=ref,
+        _lam_u=lam_u,
+        _var_u=var_u,
+        _dbot=float(st.dbot[0]),
+    )

@@ -42,10 +42,17 @@ def _excerpt(inst, seq):
     return " ".join(words[:_WORDS_SHOWN]) + more
 
 
-def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELTAS,
-                    bon_length: int = BIGRAM_BON_LENGTH, conv_lengths=BIGRAM_CONV_LENGTHS,
-                    conv_deltas=None, seed: int = 0,
-                    progress: Callable[[str], None] | None = None) -> JobResult:
+def bigram_demo_job(
+    *,
+    min_count: int = 2,
+    length: int = 200,
+    deltas=BIGRAM_DELTAS,
+    bon_length: int = BIGRAM_BON_LENGTH,
+    conv_lengths=BIGRAM_CONV_LENGTHS,
+    conv_deltas=None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> JobResult:
     """The bigram-VADER Markov instance: optimal chains, samples, frontier vs BoN, convergence.
 
     Parameters
@@ -89,27 +96,74 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     rows1 = []
     for d in deltas:
         o, e, me = opts[d], eqs[d], mem[d]
-        rows1.append([d, m * d, o.lam, o.reward_per_token, o.kl_per_token, e.lam, e.x_star,
-                      me.lam, me.x_star, o.reward_per_token - me.x_star])
-    summary["optimal_chains"] = [dict(zip(["delta", "kl_total", "lam_m", "reward_per_token",
-                                           "kl_per_token", "lam_stationary", "reward_stationary",
-                                           "lam_memoryless", "reward_memoryless",
-                                           "exact_minus_memoryless"], r)) for r in rows1]
+        rows1.append(
+            [
+                d,
+                m * d,
+                o.lam,
+                o.reward_per_token,
+                o.kl_per_token,
+                e.lam,
+                e.x_star,
+                me.lam,
+                me.x_star,
+                o.reward_per_token - me.x_star,
+            ]
+        )
+    summary["optimal_chains"] = [
+        dict(
+            zip(
+                [
+                    "delta",
+                    "kl_total",
+                    "lam_m",
+                    "reward_per_token",
+                    "kl_per_token",
+                    "lam_stationary",
+                    "reward_stationary",
+                    "lam_memoryless",
+                    "reward_memoryless",
+                    "exact_minus_memoryless",
+                ],
+                r,
+            )
+        )
+        for r in rows1
+    ]
     pos = {d: opts[d].position_rewards() for d in deltas}
     summary["position_rewards"] = {str(d): pos[d] for d in deltas}
-    sections.append(Section(
-        "1 · The exact optimal aligned chain of a bigram model",
-        f"{inst.description} The optimal policy at total budget Δ = mδ (m = {m}) tilts the whole "
-        "sequence, φ ∝ p·e^{λ S_m}; it is again a Markov chain, with transition probabilities "
-        "that depend on the position (a backward recursion over the sequence). Its reward per "
-        "token tends to that of the stationary optimal chain (the Doob transform of "
-        "P(y, y′)e^{λ r(y′)}), whose λ solves λΛ′(λ) − Λ(λ) = δ with Λ the log Perron root. The "
-        "memoryless theory would instead tilt the unigram (stationary) law of the same words.",
-        [], [("Optimal chains", ["δ", "Δ = mδ", "λ (exact, m)", "reward/token", "KL/token",
-                                 "λ (stationary)", "reward/token (stationary)", "λ (memoryless)",
-                                 "reward/token (memoryless)", "exact − memoryless"], rows1,
-              f"Exact over all {inst.size:,}^{m} sequences (backward recursion, sparse + rank-one "
-              "transitions).")]))
+    sections.append(
+        Section(
+            "1 · The exact optimal aligned chain of a bigram model",
+            f"{inst.description} The optimal policy at total budget Δ = mδ (m = {m}) tilts the whole "
+            "sequence, φ ∝ p·e^{λ S_m}; it is again a Markov chain, with transition probabilities "
+            "that depend on the position (a backward recursion over the sequence). Its reward per "
+            "token tends to that of the stationary optimal chain (the Doob transform of "
+            "P(y, y′)e^{λ r(y′)}), whose λ solves λΛ′(λ) − Λ(λ) = δ with Λ the log Perron root. The "
+            "memoryless theory would instead tilt the unigram (stationary) law of the same words.",
+            [],
+            [
+                (
+                    "Optimal chains",
+                    [
+                        "δ",
+                        "Δ = mδ",
+                        "λ (exact, m)",
+                        "reward/token",
+                        "KL/token",
+                        "λ (stationary)",
+                        "reward/token (stationary)",
+                        "λ (memoryless)",
+                        "reward/token (memoryless)",
+                        "exact − memoryless",
+                    ],
+                    rows1,
+                    f"Exact over all {inst.size:,}^{m} sequences (backward recursion, sparse + rank-one "
+                    "transitions).",
+                )
+            ],
+        )
+    )
 
     # 2 · sentences ---------------------------------------------------------------------
     report_stage(progress, "sampling sentences")
@@ -124,12 +178,16 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
         for t, r in zip(texts, rewards):
             rows2.append([label, r, t])
     summary["samples"] = samples
-    sections.append(Section(
-        "2 · Sentences from the optimal chains and from the base model",
-        f"Sequences of m = {m} tokens drawn exactly from each policy (seed {seed}); the first "
-        f"{_WORDS_SHOWN} words are shown, '.' marks the sentence end token. The reward is VADER "
-        "valence per token.", [],
-        [("Samples", ["policy", "reward/token of the sample", "text"], rows2)]))
+    sections.append(
+        Section(
+            "2 · Sentences from the optimal chains and from the base model",
+            f"Sequences of m = {m} tokens drawn exactly from each policy (seed {seed}); the first "
+            f"{_WORDS_SHOWN} words are shown, '.' marks the sentence end token. The reward is VADER "
+            "valence per token.",
+            [],
+            [("Samples", ["policy", "reward/token of the sample", "text"], rows2)],
+        )
+    )
 
     # 3 · frontier against best-of-N ----------------------------------------------------
     report_stage(progress, "frontiers and exact best-of-N")
@@ -147,97 +205,255 @@ def bigram_demo_job(*, min_count: int = 2, length: int = 200, deltas=BIGRAM_DELT
     bons = [mk_b.best_of_n(log_n=ln) for ln in BIGRAM_LOG_N]
     mem_b = [Memoryless(ref, length=bon_length).best_of_n(log_n=ln) for ln in BIGRAM_LOG_N]
     fig = frontier_figure(
-        grid, fr_m.reward / m,
-        points={f"best-of-N, m = {bon_length} (exact)": ([b.kl_per_token for b in bons],
-                                                        [b.reward_per_token for b in bons]),
-                f"memoryless BoN theory, m = {bon_length}": ([b.kl_per_token for b in mem_b],
-                                                            [b.reward_per_token for b in mem_b])},
-        curves={f"optimum, m = {bon_length}": (grid, fr_b.reward / bon_length),
-                "stationary optimum (Doob), m → ∞": (stat_kl, stat),
-                "memoryless theory (unigram law)": (grid, fr_u.reward)},
+        grid,
+        fr_m.reward / m,
+        points={
+            f"best-of-N, m = {bon_length} (exact)": (
+                [b.kl_per_token for b in bons],
+                [b.reward_per_token for b in bons],
+            ),
+            f"memoryless BoN theory, m = {bon_length}": (
+                [b.kl_per_token for b in mem_b],
+                [b.reward_per_token for b in mem_b],
+            ),
+        },
+        curves={
+            f"optimum, m = {bon_length}": (grid, fr_b.reward / bon_length),
+            "stationary optimum (Doob), m → ∞": (stat_kl, stat),
+            "memoryless theory (unigram law)": (grid, fr_u.reward),
+        },
         title=f"Bigram-VADER: reward–KL per token (optimum at m = {m})",
-        reward_label="expected reward per token")
-    rows3 = [[ln, b.n, b.kl_per_token, b.kl_bound / bon_length, b.reward_per_token,
-              b.optimal_reward / bon_length, b.reward_gap_per_token, b.kl_to_optimal, mb.reward_per_token]
-             for ln, b, mb in zip(BIGRAM_LOG_N, bons, mem_b)]
-    summary["frontier"] = {"delta": grid, "reward_m": fr_m.reward / m,
-                           "reward_bon_length": fr_b.reward / bon_length,
-                           "reward_memoryless": fr_u.reward,
-                           "stationary": {"kl_rate": stat_kl, "reward_rate": stat}}
+        reward_label="expected reward per token",
+    )
+    rows3 = [
+        [
+            ln,
+            b.n,
+            b.kl_per_token,
+            b.kl_bound / bon_length,
+            b.reward_per_token,
+            b.optimal_reward / bon_length,
+            b.reward_gap_per_token,
+            b.kl_to_optimal,
+            mb.reward_per_token,
+        ]
+        for ln, b, mb in zip(BIGRAM_LOG_N, bons, mem_b)
+    ]
+    summary["frontier"] = {
+        "delta": grid,
+        "reward_m": fr_m.reward / m,
+        "reward_bon_length": fr_b.reward / bon_length,
+        "reward_memoryless": fr_u.reward,
+        "stationary": {"kl_rate": stat_kl, "reward_rate": stat},
+    }
     summary["best_of_n"] = [b.to_dict() for b in bons]
-    sections.append(Section(
-        "3 · The frontier against best-of-N",
-        f"Best-of-N over whole sequences of m = {bon_length} tokens, exact: the law of the total "
-        "reward S_m comes from a dynamic program over (state, reward level) under tilted path "
-        "measures, and best-of-N depends on a sequence only through S_m. Its KL to the optimal "
-        "policy of the same KL uses the identity KL(π‖φ) = KL(π‖p) − λ E_π S + log Z. The "
-        "memoryless points are what the paper's theory predicts for best-of-N from the unigram law.",
-        [("bigram_frontier", fig, "Per-token frontier of the exact optimum (m = 200, m = 20), the "
-                                  "stationary optimum, the memoryless theory, and exact best-of-N.")],
-        [("Best-of-N", ["log N", "N", "KL/token", "(log N − (N−1)/N)/m", "reward/token",
-                        "optimal reward/token at log N", "gap/token", "KL(π_N‖φ) total",
-                        "memoryless BoN reward/token"], rows3)]))
+    sections.append(
+        Section(
+            "3 · The frontier against best-of-N",
+            f"Best-of-N over whole sequences of m = {bon_length} tokens, exact: the law of the total "
+            "reward S_m comes from a dynamic program over (state, reward level) under tilted path "
+            "measures, and best-of-N depends on a sequence only through S_m. Its KL to the optimal "
+            "policy of the same KL uses the identity KL(π‖φ) = KL(π‖p) − λ E_π S + log Z. The "
+            "memoryless points are what the paper's theory predicts for best-of-N from the unigram law.",
+            [
+                (
+                    "bigram_frontier",
+                    fig,
+                    "Per-token frontier of the exact optimum (m = 200, m = 20), the "
+                    "stationary optimum, the memoryless theory, and exact best-of-N.",
+                )
+            ],
+            [
+                (
+                    "Best-of-N",
+                    [
+                        "log N",
+                        "N",
+                        "KL/token",
+                        "(log N − (N−1)/N)/m",
+                        "reward/token",
+                        "optimal reward/token at log N",
+                        "gap/token",
+                        "KL(π_N‖φ) total",
+                        "memoryless BoN reward/token",
+                    ],
+                    rows3,
+                )
+            ],
+        )
+    )
 
     # 4 · convergence -------------------------------------------------------------------
     report_stage(progress, "convergence table (exact best-of-N as m grows)")
     tabs = {d: convergence(mk, d, lengths=list(conv_lengths)) for d in conv_deltas}
-    series = {d: {"gap": [r["gap"] for r in t.rows], "gap_pred": [r["gap_prediction"] for r in t.rows],
-                  "kl_opt": [r["kl_to_optimal_per_token"] for r in t.rows],
-                  "kl_opt_pred": [r["kl_to_optimal_prediction"] / r["m"] for r in t.rows]}
-              for d, t in tabs.items()}
-    fig_c = convergence_figure(np.array(conv_lengths, dtype=float), series,
-                               title="Bigram: best-of-N with N = e^(mδ) → the optimal chain with budget mδ")
-    rows4 = [[d, r["m"], r["reward_per_token"], r["optimal_reward"], r["stationary_reward"], r["gap"],
-              r["gap_prediction"], r["kl_per_token"], r["kl_to_optimal"], r["kl_to_optimal_prediction"],
-              r["seconds"]] for d, t in tabs.items() for r in t.rows]
+    series = {
+        d: {
+            "gap": [r["gap"] for r in t.rows],
+            "gap_pred": [r["gap_prediction"] for r in t.rows],
+            "kl_opt": [r["kl_to_optimal_per_token"] for r in t.rows],
+            "kl_opt_pred": [r["kl_to_optimal_prediction"] / r["m"] for r in t.rows],
+        }
+        for d, t in tabs.items()
+    }
+    fig_c = convergence_figure(
+        np.array(conv_lengths, dtype=float),
+        series,
+        title="Bigram: best-of-N with N = e^(mδ) → the optimal chain with budget mδ",
+    )
+    rows4 = [
+        [
+            d,
+            r["m"],
+            r["reward_per_token"],
+            r["optimal_reward"],
+            r["stationary_reward"],
+            r["gap"],
+            r["gap_prediction"],
+            r["kl_per_token"],
+            r["kl_to_optimal"],
+            r["kl_to_optimal_prediction"],
+            r["seconds"],
+        ]
+        for d, t in tabs.items()
+        for r in t.rows
+    ]
     summary["convergence"] = {str(d): t.to_dict() for d, t in tabs.items()}
-    sections.append(Section(
-        "4 · Convergence: best-of-N becomes the optimal chain",
-        "Exact rows. The gap is measured against the exact optimum at the same m and total budget "
-        "mδ; the prediction is the second-order term of the memoryless theory applied to the law "
-        "of S_m with the finite-m tilt (λ_m, Var S_m) in its lattice (discretised Gumbel) form.",
-        [("bigram_convergence", fig_c, "Reward gap and KL to the optimal chain per token against m "
-                                       "(log axes); dashed: second-order predictions.")],
-        [("Convergence table", ["δ", "m", "BoN reward/token", "optimal reward/token (m)",
-                                "stationary reward/token", "gap", "predicted gap", "KL(BoN‖p)/m",
-                                "KL(BoN‖φ)", "predicted", "seconds"], rows4)]))
+    sections.append(
+        Section(
+            "4 · Convergence: best-of-N becomes the optimal chain",
+            "Exact rows. The gap is measured against the exact optimum at the same m and total budget "
+            "mδ; the prediction is the second-order term of the memoryless theory applied to the law "
+            "of S_m with the finite-m tilt (λ_m, Var S_m) in its lattice (discretised Gumbel) form.",
+            [
+                (
+                    "bigram_convergence",
+                    fig_c,
+                    "Reward gap and KL to the optimal chain per token against m "
+                    "(log axes); dashed: second-order predictions.",
+                )
+            ],
+            [
+                (
+                    "Convergence table",
+                    [
+                        "δ",
+                        "m",
+                        "BoN reward/token",
+                        "optimal reward/token (m)",
+                        "stationary reward/token",
+                        "gap",
+                        "predicted gap",
+                        "KL(BoN‖p)/m",
+                        "KL(BoN‖φ)",
+                        "predicted",
+                        "seconds",
+                    ],
+                    rows4,
+                )
+            ],
+        )
+    )
 
     # 5 · memoryless theory vs the truth -----------------------------------------------
     rows5 = []
     for d in deltas:
         e, me = eqs[d], mem[d]
         err = me.x_star - e.x_star
-        rows5.append([d, me.x_star, e.x_star, err, err / (e.x_star - ref.mean_reward),
-                      me.lam, e.lam, me.sigma2, e.sigma2])
-    summary["memoryless_vs_markov"] = [dict(zip(["delta", "memoryless_reward", "markov_reward", "error",
-                                                 "relative_error_of_gain", "lam_memoryless", "lam_markov",
-                                                 "sigma2_memoryless", "sigma2_markov"], r)) for r in rows5]
+        rows5.append(
+            [
+                d,
+                me.x_star,
+                e.x_star,
+                err,
+                err / (e.x_star - ref.mean_reward),
+                me.lam,
+                e.lam,
+                me.sigma2,
+                e.sigma2,
+            ]
+        )
+    summary["memoryless_vs_markov"] = [
+        dict(
+            zip(
+                [
+                    "delta",
+                    "memoryless_reward",
+                    "markov_reward",
+                    "error",
+                    "relative_error_of_gain",
+                    "lam_memoryless",
+                    "lam_markov",
+                    "sigma2_memoryless",
+                    "sigma2_markov",
+                ],
+                r,
+            )
+        )
+        for r in rows5
+    ]
     worst = max(rows5, key=lambda r: abs(r[4]))
-    sections.append(Section(
-        "5 · How wrong is the memoryless theory on a model with memory?",
-        "The paper's theory for a memoryless model, applied to the unigram (stationary) law of the "
-        "same words with the same reward, against the exact Markov values at the same per-token "
-        "budget δ (stationary, m → ∞). The reward gain over the base model is what alignment buys; "
-        f"the memoryless theory misstates it by up to {100 * abs(worst[4]):.1f}% (δ = {worst[0]:g}). "
-        "The variance σ² = Λ″(λ) — which sets the second-order terms — differs more, because the "
-        "bigram's rewards are correlated along the sequence.", [],
-        [("Memoryless vs Markov", ["δ", "R*(δ) memoryless", "R*(δ) Markov", "difference",
-                                   "difference / Markov gain", "λ memoryless", "λ Markov",
-                                   "σ² memoryless", "σ² Markov"], rows5)]))
+    sections.append(
+        Section(
+            "5 · How wrong is the memoryless theory on a model with memory?",
+            "The paper's theory for a memoryless model, applied to the unigram (stationary) law of the "
+            "same words with the same reward, against the exact Markov values at the same per-token "
+            "budget δ (stationary, m → ∞). The reward gain over the base model is what alignment buys; "
+            f"the memoryless theory misstates it by up to {100 * abs(worst[4]):.1f}% (δ = {worst[0]:g}). "
+            "The variance σ² = Λ″(λ) — which sets the second-order terms — differs more, because the "
+            "bigram's rewards are correlated along the sequence.",
+            [],
+            [
+                (
+                    "Memoryless vs Markov",
+                    [
+                        "δ",
+                        "R*(δ) memoryless",
+                        "R*(δ) Markov",
+                        "difference",
+                        "difference / Markov gain",
+                        "λ memoryless",
+                        "λ Markov",
+                        "σ² memoryless",
+                        "σ² Markov",
+                    ],
+                    rows5,
+                )
+            ],
+        )
+    )
 
-    headline = [("instance", inst.name, f"K = {inst.size:,} states, m = {m}, lattice h = {inst.lattice}"),
-                ("base reward per token", ref.mean_reward, "stationary mean VADER valence")]
+    headline = [
+        ("instance", inst.name, f"K = {inst.size:,} states, m = {m}, lattice h = {inst.lattice}"),
+        ("base reward per token", ref.mean_reward, "stationary mean VADER valence"),
+    ]
     for d in deltas:
         o = opts[d]
-        headline.append((f"δ = {d:g}: optimal reward/token (m = {m})", o.reward_per_token,
-                         f"stationary {eqs[d].x_star:.4f}, memoryless theory {mem[d].x_star:.4f}"))
+        headline.append(
+            (
+                f"δ = {d:g}: optimal reward/token (m = {m})",
+                o.reward_per_token,
+                f"stationary {eqs[d].x_star:.4f}, memoryless theory {mem[d].x_star:.4f}",
+            )
+        )
     for d, t in tabs.items():
         r = t.rows[-1]
-        headline.append((f"δ = {d:g}: BoN gap/token at m = {r['m']}", r["gap"],
-                         f"predicted {r['gap_prediction']:.3g}; KL(BoN‖φ) = {r['kl_to_optimal']:.3f} nats"))
+        headline.append(
+            (
+                f"δ = {d:g}: BoN gap/token at m = {r['m']}",
+                r["gap"],
+                f"predicted {r['gap_prediction']:.3g}; KL(BoN‖φ) = {r['kl_to_optimal']:.3f} nats",
+            )
+        )
     headline.append(("memoryless theory: worst error of the gain", worst[4], f"at δ = {worst[0]:g}"))
     summary["headline"] = [{"quantity": q, "value": v, "note": n} for q, v, n in headline]
-    lead = (f"{inst.description} A model with memory: the optimal aligned policy, best-of-N and their "
-            "asymptotic equivalence, computed exactly.")
-    return JobResult(title=f"klfrontier demo — {inst.name}", lead=lead, sections=sections,
-                     headline=headline, summary=summary)
+    lead = (
+        f"{inst.description} A model with memory: the optimal aligned policy, best-of-N and their "
+        "asymptotic equivalence, computed exactly."
+    )
+    return JobResult(
+        title=f"klfrontier demo — {inst.name}",
+        lead=lead,
+        sections=sections,
+        headline=headline,
+        summary=summary,
+    )

@@ -55,8 +55,17 @@ import numpy as np
 from ._engine import solve_mean, tilted_mean_var
 from .errors import NotOnLatticeError
 
-__all__ = ["RTOL", "MAX_STEPS", "Lattice", "LatticeFit", "NotOnLatticeError", "detect_lattice",
-           "find_lattice", "check_span", "resolve_lattice"]
+__all__ = [
+    "RTOL",
+    "MAX_STEPS",
+    "Lattice",
+    "LatticeFit",
+    "NotOnLatticeError",
+    "detect_lattice",
+    "find_lattice",
+    "check_span",
+    "resolve_lattice",
+]
 
 #: Tolerance on ``|v - a - k h|`` relative to the values' extent (see module notes).
 RTOL = 1e-12
@@ -93,7 +102,7 @@ def _levels(values):
         raise ValueError("values is empty")
     if not np.isfinite(v).all():
         raise ValueError("values must be finite")
-    if v.size == 1 or bool(np.all(v[1:] > v[:-1])):     # already levels (a Reference's)
+    if v.size == 1 or bool(np.all(v[1:] > v[:-1])):  # already levels (a Reference's)
         return v, None
     lev, inv = np.unique(v, return_inverse=True)
     return lev, inv.ravel()
@@ -112,7 +121,7 @@ def _fit(lev, inv, k):
     ``k`` are the integer grid coordinates of the sorted levels, any origin.
     """
     kk = (k - k[0]).astype(np.int64)
-    g = max(int(np.gcd.reduce(kk)), 1)              # 0 for a single value
+    g = max(int(np.gcd.reduce(kk)), 1)  # 0 for a single value
     ks = kk // g
     return ks if inv is None else ks[inv], g
 
@@ -165,13 +174,13 @@ def find_lattice(values, *, rtol=RTOL, max_steps=MAX_STEPS):
     if lev.size == 1:
         return None
     a = float(lev[0])
-    half = lev[-1] / 2 - a / 2                       # half range, free of overflow
-    d = (lev / 2 - a / 2) / half                     # offsets in range units, d[-1] = 1
+    half = lev[-1] / 2 - a / 2  # half range, free of overflow
+    d = (lev / 2 - a / 2) / half  # offsets in range units, d[-1] = 1
     gmin = float(np.diff(d).min())
     kmax = int(np.floor(max_steps * gmin + 1e-9))
     block = max(1, _BLOCK // d.size)
     for k0 in range(1, kmax + 1, block):
-        n = np.rint(np.arange(k0, min(kmax, k0 + block - 1) + 1) / gmin)    # steps across
+        n = np.rint(np.arange(k0, min(kmax, k0 + block - 1) + 1) / gmin)  # steps across
         idx = np.rint(d[None, :] * n[:, None])
         ok = (np.abs(d[None, :] - idx / n[:, None]) <= rtol).all(axis=1) & (n <= max_steps)
         if ok.any():
@@ -247,21 +256,26 @@ def check_span(values, h, *, origin=None, rtol=RTOL, name="h"):
         raise ValueError(f"origin must be finite, got {origin!r}")
     where = "min(values)" if origin is None else repr(o)
     half_ext = max(float(lev[-1]), o) / 2 - min(float(lev[0]), o) / 2
-    steps = half_ext / h * 2.0                       # grid steps across the extent
+    steps = half_ext / h * 2.0  # grid steps across the extent
     if steps * rtol > 1.0 / _MIN_STEP_IN_TOLS:
-        raise NotOnLatticeError(f"{name}={h!r}: {steps:.3g} steps of {h!r} span the values; "
-                           f"a tolerance of {rtol:g} of the range cannot resolve them")
-    x = (lev / 2 - o / 2) / h * 2.0                  # grid coordinates, free of overflow
+        raise NotOnLatticeError(
+            f"{name}={h!r}: {steps:.3g} steps of {h!r} span the values; "
+            f"a tolerance of {rtol:g} of the range cannot resolve them"
+        )
+    x = (lev / 2 - o / 2) / h * 2.0  # grid coordinates, free of overflow
     k = np.rint(x)
     off = float(np.abs(x - k).max())
     if off > rtol * steps:
-        raise NotOnLatticeError(f"{name}={h!r}: the values do not lie on {where} + {h!r} Z "
-                           f"(a value is {off:.3g} steps off the grid)")
+        raise NotOnLatticeError(
+            f"{name}={h!r}: the values do not lie on {where} + {h!r} Z "
+            f"(a value is {off:.3g} steps off the grid)"
+        )
     same = np.flatnonzero(np.diff(k) == 0)
     if same.size:
         i = int(same[0])
-        raise NotOnLatticeError(f"{name}={h!r}: the distinct values {lev[i]!r} and {lev[i + 1]!r} "
-                           "fall on the same grid point")
+        raise NotOnLatticeError(
+            f"{name}={h!r}: the distinct values {lev[i]!r} and {lev[i + 1]!r} fall on the same grid point"
+        )
     ks, g = _fit(lev, inv, k)
     return LatticeFit(a=float(lev[0]), h=h * g, ks=ks)
 
@@ -371,8 +385,14 @@ class Lattice:
         L = float(self.span)
         if ((x <= 0) | (x >= L)).any():
             raise ValueError("tilted mean must lie strictly inside (0, L)")
-        return solve_mean(lambda th, _rows: self.stats(th)[1:], x, tol=tol, max_iter=max_iter,
-                          strict=False, name="lattice tilt")
+        return solve_mean(
+            lambda th, _rows: self.stats(th)[1:],
+            x,
+            tol=tol,
+            max_iter=max_iter,
+            strict=False,
+            name="lattice tilt",
+        )
 
     def log_tail(self, length, t, *, upper=True, lam=0.0):
         """Chernoff bound on ``log P_λ(T_m >= t)`` (``upper``) or ``log P_λ(T_m <= t)``, ``m = length``.

@@ -106,21 +106,34 @@ class Optimality:
             eps2 = max(self.reward_gap, 0.0)
         eps1, eps2 = float(eps1), float(eps2)
         for name, v in (("eps1", eps1), ("eps2", eps2)):
-            if not v >= 0:   # also rejects NaN
+            if not v >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         return eps1 + _times(self.lam, eps2)
 
     def to_dict(self) -> dict:
         """The headline numbers as plain Python (every field except ``optimal``)."""
-        keys = ("kl", "reward", "frontier_reward", "reward_gap", "lam", "saturated",
-                "kl_optimal", "kl_to_optimal", "kl_to_optimal_identity", "identity_residual")
+        keys = (
+            "kl",
+            "reward",
+            "frontier_reward",
+            "reward_gap",
+            "lam",
+            "saturated",
+            "kl_optimal",
+            "kl_to_optimal",
+            "kl_to_optimal_identity",
+            "identity_residual",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def __repr__(self):
-        return (f"Optimality(kl={self.kl:.6g}, reward={self.reward:.6g}, "
-                f"frontier_reward={self.frontier_reward:.6g}, reward_gap={self.reward_gap:.6g}, "
-                f"lam={self.lam:.6g}, kl_to_optimal={self.kl_to_optimal:.6g}"
-                + (", saturated" if self.saturated else "") + ")")
+        return (
+            f"Optimality(kl={self.kl:.6g}, reward={self.reward:.6g}, "
+            f"frontier_reward={self.frontier_reward:.6g}, reward_gap={self.reward_gap:.6g}, "
+            f"lam={self.lam:.6g}, kl_to_optimal={self.kl_to_optimal:.6g}"
+            + (", saturated" if self.saturated else "")
+            + ")"
+        )
 
 
 def _times(lam, x):
@@ -133,8 +146,7 @@ def _policy_logprobs(ref: Reference, policy, policy_logprobs):
     one_of(policy=policy, policy_logprobs=policy_logprobs)
     if isinstance(policy, Policy):
         if policy.ref.size != ref.size:
-            raise ValueError(f"policy is a Policy on {policy.ref.size} outcomes, "
-                             f"ref has {ref.size}")
+            raise ValueError(f"policy is a Policy on {policy.ref.size} outcomes, ref has {ref.size}")
         policy_logprobs, policy = policy.logprobs, None
     name = "policy" if policy is not None else "policy_logprobs"
     try:
@@ -165,7 +177,8 @@ def _policy_logprobs(ref: Reference, policy, policy_logprobs):
     if off.any():
         raise ValueError(
             f"{name} is not absolutely continuous w.r.t. p: positive mass on outcomes "
-            f"with p(y) = 0 (indices {np.flatnonzero(off)[:10].tolist()})")
+            f"with p(y) = 0 (indices {np.flatnonzero(off)[:10].tolist()})"
+        )
     # Differences from 1 within SUM_TOL are rounding; remove them exactly so
     # that the non-negative KL form sum b h(log(a/b)) applies.
     return lp - total
@@ -245,7 +258,7 @@ def optimality(ref: Reference, policy=None, *, policy_logprobs=None) -> Optimali
     if ref.is_constant:
         gap_u = 0.0
     elif saturated:
-        gap_u = 0.0 - mean_u                  # r_max sits at u = 0
+        gap_u = 0.0 - mean_u  # r_max sits at u = 0
     else:
         gap_u = opt_mean_u - mean_u
     lam_u = ref.lam_to_u(lam) if np.isfinite(lam) else np.inf
@@ -269,4 +282,3 @@ def optimality(ref: Reference, policy=None, *, policy_logprobs=None) -> Optimali
         kl_to_optimal_identity=float(identity),
         identity_residual=float(residual),
     )
-

@@ -24,8 +24,14 @@ __all__ = [
     "preload",
 ]
 
-_COLORS = {"frontier": "#1f3b73", "bon": "#d1495b", "soft": "#edae49", "tilted": "#00798c",
-           "pred": "#444444", "band": "#1f3b73"}
+_COLORS = {
+    "frontier": "#1f3b73",
+    "bon": "#d1495b",
+    "soft": "#edae49",
+    "tilted": "#00798c",
+    "pred": "#444444",
+    "band": "#1f3b73",
+}
 
 
 _PRELOAD = []
@@ -46,7 +52,7 @@ def preload():
     def run():
         try:
             _figure_classes(wait=False)
-        except ImportError:        # reported by the drawing call itself
+        except ImportError:  # reported by the drawing call itself
             pass
 
     thread = threading.Thread(target=run, name="klfrontier-import-matplotlib", daemon=True)
@@ -129,8 +135,9 @@ def _band(ax, x, lo, hi, **kw):
     ok = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
     if not ok.any():
         return None
-    return ax.fill_between(np.where(ok, x, 0.0), np.where(ok, lo, 0.0), np.where(ok, hi, 0.0),
-                           where=ok, interpolate=False, **kw)
+    return ax.fill_between(
+        np.where(ok, x, 0.0), np.where(ok, lo, 0.0), np.where(ok, hi, 0.0), where=ok, interpolate=False, **kw
+    )
 
 
 def _scalar(spec, key, where):
@@ -144,9 +151,21 @@ def _scalar(spec, key, where):
     return float(a[0])
 
 
-def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_kl=None,
-                    title="Reward–KL frontier", reward_label="expected reward", policies=None,
-                    paths=None, curves=None, frontier_label="optimal KL-RL  R*(Δ)"):
+def frontier_figure(
+    kl,
+    reward,
+    *,
+    points=None,
+    bands=None,
+    kl_max=None,
+    trust_kl=None,
+    title="Reward–KL frontier",
+    reward_label="expected reward",
+    policies=None,
+    paths=None,
+    curves=None,
+    frontier_label="optimal KL-RL  R*(Δ)",
+):
     """Frontier ``R*(Δ)`` with method points, policies and optional confidence bands.
 
     Parameters
@@ -193,14 +212,17 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
     pol = {}
     for name, spec in (policies or {}).items():
         if not hasattr(spec, "get"):
-            raise ValueError(f"policies[{name!r}] must be a dict with keys kl, reward, kl_lo, kl_hi, "
-                             f"reward_lo, reward_hi")
+            raise ValueError(
+                f"policies[{name!r}] must be a dict with keys kl, reward, kl_lo, kl_hi, reward_lo, reward_hi"
+            )
         if spec.get("kl") is None or spec.get("reward") is None:
             raise ValueError(f"policies[{name!r}] needs the keys 'kl' and 'reward'")
-        pol[name] = {k: _scalar(spec, k, f"policies[{name!r}]")
-                     for k in ("kl", "kl_lo", "kl_hi", "reward", "reward_lo", "reward_hi")}
+        pol[name] = {
+            k: _scalar(spec, k, f"policies[{name!r}]")
+            for k in ("kl", "kl_lo", "kl_hi", "reward", "reward_lo", "reward_hi")
+        }
     path_list = []
-    for path in (paths or []):
+    for path in paths or []:
         if isinstance(path, str) or not hasattr(path, "__iter__"):
             raise ValueError(f"paths must be a list of lists of policy names, got the element {path!r}")
         path = list(path)
@@ -223,9 +245,19 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
         for a, b in zip(path, path[1:]):
             xy0, xy1 = (pol[a]["kl"], pol[a]["reward"]), (pol[b]["kl"], pol[b]["reward"])
             if np.isfinite(xy0 + xy1).all():
-                ax.annotate("", xy=xy1, xytext=xy0, zorder=4,
-                            arrowprops={"arrowstyle": "-|>", "color": "#555555", "lw": 1.0,
-                                        "shrinkA": 5, "shrinkB": 5})
+                ax.annotate(
+                    "",
+                    xy=xy1,
+                    xytext=xy0,
+                    zorder=4,
+                    arrowprops={
+                        "arrowstyle": "-|>",
+                        "color": "#555555",
+                        "lw": 1.0,
+                        "shrinkA": 5,
+                        "shrinkB": 5,
+                    },
+                )
     for i, (name, v) in enumerate(pol.items()):
         x, y, c = v["kl"], v["reward"], f"C{(i + 3) % 10}"
         if not (np.isfinite(x) and np.isfinite(y)):
@@ -234,8 +266,9 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
             ax.plot([v["kl_lo"], v["kl_hi"]], [y, y], color=c, lw=1.2, marker="|", ms=7, zorder=5)
         if np.isfinite(v["reward_lo"]) and np.isfinite(v["reward_hi"]):
             ax.plot([x, x], [v["reward_lo"], v["reward_hi"]], color=c, lw=1.2, marker="_", ms=7, zorder=5)
-        ax.plot([x], [y], ls="none", marker="o", ms=7, color=c, mec="black", mew=0.7, zorder=6,
-                label=_label(name))
+        ax.plot(
+            [x], [y], ls="none", marker="o", ms=7, color=c, mec="black", mew=0.7, zorder=6, label=_label(name)
+        )
         ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8, color=c)
     if kl_max is not None and np.isfinite(kl_max) and kl_max <= np.max(kl) * 1.05:
         ax.axvline(kl_max, ls=":", color="grey", label="saturation  −log p(argmax)")
@@ -249,15 +282,23 @@ def frontier_figure(kl, reward, *, points=None, bands=None, kl_max=None, trust_k
     return _finish(fig)
 
 
-def bon_kl_figure(n, kl_exact, kl_bound, kl_estimate=None, *, kl_max=None,
-                  title="Best-of-N: exact KL vs log N − (N−1)/N"):
+def bon_kl_figure(
+    n, kl_exact, kl_bound, kl_estimate=None, *, kl_max=None, title="Best-of-N: exact KL vs log N − (N−1)/N"
+):
     """Exact BoN KL against the usual formula (and the Beirami estimate) over N."""
     fig, ax = _new()
     ax.plot(n, kl_bound, ls="--", color=_COLORS["pred"], label="log N − (N−1)/N (usual formula)")
     ax.plot(n, kl_exact, marker="o", ms=4, color=_COLORS["bon"], label="exact KL (ties counted)")
     if kl_estimate is not None:
-        ax.plot(n, kl_estimate, marker="^", ms=4, lw=1, color=_COLORS["soft"],
-                label="Beirami et al. estimate (exact mean)")
+        ax.plot(
+            n,
+            kl_estimate,
+            marker="^",
+            ms=4,
+            lw=1,
+            color=_COLORS["soft"],
+            label="Beirami et al. estimate (exact mean)",
+        )
     if kl_max is not None:
         ax.axhline(kl_max, ls=":", color="grey", label="−log p(argmax) (limit as N → ∞)")
     ax.set_xscale("log")
@@ -269,8 +310,16 @@ def bon_kl_figure(n, kl_exact, kl_bound, kl_estimate=None, *, kl_max=None,
     return _finish(fig)
 
 
-def rate_function_figure(x, i0, i_lam=None, *, markers=None, zoom=None,
-                         title="Large-deviation rate functions", reward_label="per-token reward x"):
+def rate_function_figure(
+    x,
+    i0,
+    i_lam=None,
+    *,
+    markers=None,
+    zoom=None,
+    title="Large-deviation rate functions",
+    reward_label="per-token reward x",
+):
     """``I_0(x)`` and ``I_λ(x)`` (dict λ -> values) on a common x grid.
 
     ``markers``: dict label -> (x, y) points, e.g. ``(R*(δ), δ)``; ``zoom``:
@@ -286,12 +335,14 @@ def rate_function_figure(x, i0, i_lam=None, *, markers=None, zoom=None,
         for j, (label, (mx, my)) in enumerate((markers or {}).items()):
             ax.plot([mx], [my], "k*", ms=9, zorder=5)
             if k == len(axes) - 1:
-                ax.annotate(label, (mx, my), textcoords="offset points", xytext=(8, -4 - 10 * (j % 2)),
-                            fontsize=8)
+                ax.annotate(
+                    label, (mx, my), textcoords="offset points", xytext=(8, -4 - 10 * (j % 2)), fontsize=8
+                )
         ax.set_xlabel(reward_label)
         ax.grid(alpha=0.3)
-    finite = np.concatenate([np.asarray(i0)[np.isfinite(i0)]] +
-                            [np.asarray(v)[np.isfinite(v)] for v in (i_lam or {}).values()])
+    finite = np.concatenate(
+        [np.asarray(i0)[np.isfinite(i0)]] + [np.asarray(v)[np.isfinite(v)] for v in (i_lam or {}).values()]
+    )
     if finite.size:
         axes[0].set_ylim(0, np.percentile(finite, 98) * 1.1 + 1e-12)
     axes[0].set_ylabel("rate  [nats per token]")
@@ -310,8 +361,14 @@ def scgf_figure(t, direct, renyi, *, lam=0.0, title="Scaled cumulant generating 
     """The SCGF ``Λ(λ+t) − Λ(λ)`` and its Rényi cross-entropy form (should coincide)."""
     fig, ax = _new()
     ax.plot(t, direct, color=_COLORS["frontier"], lw=2.5, label="Λ(λ+t) − Λ(λ)")
-    ax.plot(t, renyi, ls="--", color=_COLORS["bon"], lw=1.5,
-            label="t log Z_r − t H₁₊ₜ(φ_λ; q_r)  (Rényi cross entropy)")
+    ax.plot(
+        t,
+        renyi,
+        ls="--",
+        color=_COLORS["bon"],
+        lw=1.5,
+        label="t log Z_r − t H₁₊ₜ(φ_λ; q_r)  (Rényi cross entropy)",
+    )
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("t")
     ax.set_ylabel("(1/m) log E exp(t S_m)  [nats per token]")
@@ -348,13 +405,20 @@ def convergence_figure(lengths, series, *, title="Best-of-N with N = exp(mδ) �
     for i, (delta, s) in enumerate(series.items()):
         c = f"C{i}"
         a1.plot(lengths, s["gap"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
-        a1.plot(lengths, _positive(s["gap_pred"]), "--", color=c, lw=1,
-                label=f"δ = {delta:g}: 2nd-order prediction")
+        a1.plot(
+            lengths,
+            _positive(s["gap_pred"]),
+            "--",
+            color=c,
+            lw=1,
+            label=f"δ = {delta:g}: 2nd-order prediction",
+        )
         a2.plot(lengths, s["kl_opt"], "o-", color=c, ms=4, label=f"δ = {delta:g}: exact")
-        a2.plot(lengths, _positive(s["kl_opt_pred"]), "--", color=c, lw=1,
-                label=f"δ = {delta:g}: prediction")
-    for ax, ylab in ((a1, "R*(δ) − E[S_m]/m  [reward per token]"),
-                     (a2, "KL(π_N ‖ φ_Δ) / m  [nats per token]")):
+        a2.plot(lengths, _positive(s["kl_opt_pred"]), "--", color=c, lw=1, label=f"δ = {delta:g}: prediction")
+    for ax, ylab in (
+        (a1, "R*(δ) − E[S_m]/m  [reward per token]"),
+        (a2, "KL(π_N ‖ φ_Δ) / m  [nats per token]"),
+    ):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sequence length m (tokens)")
@@ -367,9 +431,22 @@ def convergence_figure(lengths, series, *, title="Best-of-N with N = exp(mδ) �
     return _finish(fig)
 
 
-def empirical_figure(n, plug_in, unbiased, *, lo=None, hi=None, kl=None, tilted_reward=None,
-                     tilted_lo=None, tilted_hi=None, trust_n=None, trust_kl=None, trusted=None,
-                     title="Best-of-N and tilting from samples"):
+def empirical_figure(
+    n,
+    plug_in,
+    unbiased,
+    *,
+    lo=None,
+    hi=None,
+    kl=None,
+    tilted_reward=None,
+    tilted_lo=None,
+    tilted_hi=None,
+    trust_n=None,
+    trust_kl=None,
+    trusted=None,
+    title="Best-of-N and tilting from samples",
+):
     """Empirical BoN curve (plug-in vs unbiased, CI band) and the tilted frontier from samples.
 
     Parameters
@@ -390,11 +467,15 @@ def empirical_figure(n, plug_in, unbiased, *, lo=None, hi=None, kl=None, tilted_
     if trusted is not None:
         trusted = np.asarray(trusted)
         if trusted.shape != n.shape or trusted.dtype != bool:
-            raise ValueError(f"trusted must be a boolean array with one entry per n ({n.shape}), "
-                             f"got dtype {trusted.dtype} and shape {trusted.shape}")
+            raise ValueError(
+                f"trusted must be a boolean array with one entry per n ({n.shape}), "
+                f"got dtype {trusted.dtype} and shape {trusted.shape}"
+            )
     fig, (a1, a2) = _new(ncols=2, width=5.6)
-    series = ((plug_in, "o", "-", _COLORS["bon"], "plug-in (exact on p̂)"),
-              (unbiased, "s", "--", _COLORS["tilted"], "unbiased without replacement"))
+    series = (
+        (plug_in, "o", "-", _COLORS["bon"], "plug-in (exact on p̂)"),
+        (unbiased, "s", "--", _COLORS["tilted"], "unbiased without replacement"),
+    )
     for k, (y, m, ls, c, label) in enumerate(series):
         y = np.asarray(y, dtype=float)
         if trusted is None:
@@ -402,8 +483,17 @@ def empirical_figure(n, plug_in, unbiased, *, lo=None, hi=None, kl=None, tilted_
             continue
         a1.plot(n, y, marker=m, ls=ls, ms=3, color=c, label=label, markevery=trusted.tolist())
         if not trusted.all():
-            a1.plot(n[~trusted], y[~trusted], marker=m, ls="none", ms=4, mfc="none", mec="grey", mew=1,
-                    label="not trusted (hollow)" if k == 0 else None)
+            a1.plot(
+                n[~trusted],
+                y[~trusted],
+                marker=m,
+                ls="none",
+                ms=4,
+                mfc="none",
+                mec="grey",
+                mew=1,
+                label="not trusted (hollow)" if k == 0 else None,
+            )
     if lo is not None and hi is not None:
         _band(a1, n, lo, hi, alpha=0.2, color=_COLORS["bon"], label="95% bootstrap CI")
     if trust_n is not None:
@@ -431,8 +521,9 @@ def empirical_figure(n, plug_in, unbiased, *, lo=None, hi=None, kl=None, tilted_
     return _finish(fig)
 
 
-def overoptimization_figure(series, *, title="Reward-model over-optimisation",
-                            proxy_label="proxy reward", gold_label="gold reward"):
+def overoptimization_figure(
+    series, *, title="Reward-model over-optimisation", proxy_label="proxy reward", gold_label="gold reward"
+):
     """Proxy and gold reward against KL, side by side: the over-optimisation curve.
 
     Parameters
@@ -492,11 +583,23 @@ def overoptimization_figure(series, *, title="Reward-model over-optimisation",
         ok = np.flatnonzero(np.isfinite(d["kl"]) & np.isfinite(d["gold"]))
         if ok.size:
             j = ok[np.argmax(d["gold"][ok])]
-            a2.plot([d["kl"][j]], [d["gold"][j]], ls="none", marker="*", ms=13, color=f"C{i % 10}",
-                    mec="black", mew=0.6, zorder=5, label=None if starred else "largest gold reward")
+            a2.plot(
+                [d["kl"][j]],
+                [d["gold"][j]],
+                ls="none",
+                marker="*",
+                ms=13,
+                color=f"C{i % 10}",
+                mec="black",
+                mew=0.6,
+                zorder=5,
+                label=None if starred else "largest gold reward",
+            )
             starred = True
-    for ax, ylab, sub in ((a1, proxy_label, "proxy reward: what the policy optimises"),
-                          (a2, gold_label, "gold reward: what it is judged by")):
+    for ax, ylab, sub in (
+        (a1, proxy_label, "proxy reward: what the policy optimises"),
+        (a2, gold_label, "gold reward: what it is judged by"),
+    ):
         ax.set_xlabel("KL(policy ‖ reference)  [nats]")
         ax.set_ylabel(ylab)
         ax.set_title(sub, fontsize=10)
@@ -524,13 +627,20 @@ def save_figure(fig, path, dpi=130, *, svg=False, png=True):
             fig.savefig(path, dpi=dpi)
     finally:
         plt = sys.modules.get("matplotlib.pyplot")
-        if plt is not None:          # a figure made through pyplot is registered there: release it
+        if plt is not None:  # a figure made through pyplot is registered there: release it
             plt.close(fig)
     return path
 
 
-def gold_figure(kl_series, *, gold_frontier=None, kl_max=None, title="Proxy versus gold reward against KL",
-                proxy_label="proxy reward (selects)", gold_label="gold reward (judges)"):
+def gold_figure(
+    kl_series,
+    *,
+    gold_frontier=None,
+    kl_max=None,
+    title="Proxy versus gold reward against KL",
+    proxy_label="proxy reward (selects)",
+    gold_label="gold reward (judges)",
+):
     """Policies that select with a proxy reward: proxy (left) and gold (right) reward against KL.
 
     Parameters
@@ -554,15 +664,24 @@ def gold_figure(kl_series, *, gold_frontier=None, kl_max=None, title="Proxy vers
     markers = ["", "o", "s", "^", "D", "v"]
     palette = [_COLORS["tilted"], _COLORS["bon"], _COLORS["soft"], "C4", "C5", "C6"]
     for i, (name, (kl, proxy, gold)) in enumerate(kl_series.items()):
-        style = dict(color=palette[i % 6], marker=markers[i % 6], ms=4,
-                     lw=2.0 if i == 0 else 1.0, label=str(name))
+        style = dict(
+            color=palette[i % 6], marker=markers[i % 6], ms=4, lw=2.0 if i == 0 else 1.0, label=str(name)
+        )
         a1.plot(kl, proxy, **style)
         a2.plot(kl, gold, **style)
     if gold_frontier is not None:
-        a2.plot(gold_frontier[0], gold_frontier[1], ls="--", lw=1.2, color=_COLORS["pred"],
-                label="best gold at this KL (tilting by gold)")
-    for ax, ylab, sub in ((a1, proxy_label, "proxy reward: what the policy optimises"),
-                          (a2, gold_label, "gold reward: what we wanted")):
+        a2.plot(
+            gold_frontier[0],
+            gold_frontier[1],
+            ls="--",
+            lw=1.2,
+            color=_COLORS["pred"],
+            label="best gold at this KL (tilting by gold)",
+        )
+    for ax, ylab, sub in (
+        (a1, proxy_label, "proxy reward: what the policy optimises"),
+        (a2, gold_label, "gold reward: what we wanted"),
+    ):
         if kl_max is not None and np.isfinite(kl_max):
             ax.axvline(kl_max, ls=":", color="grey", label="proxy saturates: −log p(argmax)")
         ax.set_xlabel("KL(policy ‖ reference)  [nats]")

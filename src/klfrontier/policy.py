@@ -16,8 +16,15 @@ import numpy as np
 from ._logspace import kl_terms, level_expect
 from .reference import Reference, check_reference
 
-__all__ = ["Policy", "TiltedPolicy", "BestOfNPolicy", "SoftBestOfNPolicy",
-           "level_expect", "level_kl", "level_win_rate"]
+__all__ = [
+    "Policy",
+    "TiltedPolicy",
+    "BestOfNPolicy",
+    "SoftBestOfNPolicy",
+    "level_expect",
+    "level_kl",
+    "level_win_rate",
+]
 
 
 def level_kl(ref: Reference, level_logprobs) -> float:
@@ -95,10 +102,12 @@ class Policy:
         check_reference(self.ref)
         lev = np.asarray(self.level_logprobs, dtype=float)
         if lev.shape != (self.ref.n_levels,):
-            raise ValueError(f"level_logprobs must have shape ({self.ref.n_levels},) like "
-                             f"ref.level_values, got {lev.shape}")
+            raise ValueError(
+                f"level_logprobs must have shape ({self.ref.n_levels},) like "
+                f"ref.level_values, got {lev.shape}"
+            )
         if lev.flags.writeable:
-            lev = lev.view()                   # a read-only view: no copy of an (L,) law
+            lev = lev.view()  # a read-only view: no copy of an (L,) law
             lev.flags.writeable = False
         object.__setattr__(self, "level_logprobs", lev)
         object.__setattr__(self, "kl", float(self.kl))
@@ -203,16 +212,16 @@ class Policy:
         >>> sorted(kf.best_of_n(ref, n=2).to_dict())
         ['kl', 'kl_bound', 'lam_same_kl', 'lam_same_reward', 'log_n', 'method', 'n', 'reward', 'win_rate']
         """
-        out = {"method": self.method, "kl": self.kl, "reward": self.reward,
-               "win_rate": self.win_rate}
+        out = {"method": self.method, "kl": self.kl, "reward": self.reward, "win_rate": self.win_rate}
         if self.ref.gold is not None:
             out["gold"] = self.gold
         out.update({k: _plain(v) for k, v in self._parameters().items()})
         return out
 
     def __repr__(self):
-        extra = "".join(f", {k}={v:.6g}" if isinstance(v, float) else f", {k}={v}"
-                        for k, v in self._parameters().items())
+        extra = "".join(
+            f", {k}={v:.6g}" if isinstance(v, float) else f", {k}={v}" for k, v in self._parameters().items()
+        )
         return f"{type(self).__name__}(kl={self.kl:.6g}, reward={self.reward:.6g}{extra})"
 
 

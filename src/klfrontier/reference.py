@@ -50,9 +50,7 @@ def _check_masses(p, name):
 def _normalised(lp, total, name, normalize, own):
     """``lp - total`` after the sum check (in place when ``own``: ``lp`` is ours)."""
     if not normalize and abs(np.expm1(total)) > SUM_TOL:
-        raise ValueError(
-            f"{name} sum to {np.exp(total):.12g}, not 1; pass normalize=True to rescale"
-        )
+        raise ValueError(f"{name} sum to {np.exp(total):.12g}, not 1; pass normalize=True to rescale")
     if own:
         lp -= total
     else:
@@ -72,8 +70,8 @@ def _compact(a, keep):
     """
     w = 0
     for s in range(0, a.size, _CHUNK):
-        piece = a[s:s + _CHUNK][keep[s:s + _CHUNK]]
-        a[w:w + piece.size] = piece
+        piece = a[s : s + _CHUNK][keep[s : s + _CHUNK]]
+        a[w : w + piece.size] = piece
         w += piece.size
     return a[:w]
 
@@ -162,7 +160,7 @@ class Reference:
             with np.errstate(divide="ignore"):
                 lp = np.log(p)
             name, own = "probs", True
-            total = log_total_probs(p)         # from p itself: no rounding of log p
+            total = log_total_probs(p)  # from p itself: no rounding of log p
         else:
             lp = _as_1d(logprobs, "logprobs")
             name, own = "logprobs", False
@@ -174,17 +172,21 @@ class Reference:
                 raise ValueError("logprobs: every outcome has probability zero")
             total = log_total(lp)
         if lp.shape != r.shape:
-            raise ValueError(
-                f"rewards and {name} have different lengths ({r.size} and {lp.size})"
-            )
+            raise ValueError(f"rewards and {name} have different lengths ({r.size} and {lp.size})")
         if isinstance(rewards, np.ndarray) and np.may_share_memory(r, rewards):
-            r = r.copy()                       # the caller's array: ours must not change with it
+            r = r.copy()  # the caller's array: ours must not change with it
         self.rewards = r
         self.logprobs = _normalised(lp, total, name, normalize, own)
         self._build_levels()
         # the reference owns its state: every array it hands out is read-only
-        for a in (self.rewards, self.logprobs, self.level_values, self.level_logq,
-                  self.level_u, self.level_index):
+        for a in (
+            self.rewards,
+            self.logprobs,
+            self.level_values,
+            self.level_logq,
+            self.level_u,
+            self.level_index,
+        ):
             a.flags.writeable = False
 
     # ------------------------------------------------------------------ build
@@ -259,14 +261,14 @@ class Reference:
             target = support[order]
         base = 0
         for s in range(0, n, _CHUNK):
-            seg = np.cumsum(new[s:s + _CHUNK], dtype=np.intp)
+            seg = np.cumsum(new[s : s + _CHUNK], dtype=np.intp)
             seg += base - 1
-            self.level_index[target[s:s + _CHUNK]] = seg
+            self.level_index[target[s : s + _CHUNK]] = seg
             base = int(seg[-1]) + 1
         v = self.level_values
         # u = (v - v_top) / (v_top - v_bottom) computed without overflow (in place:
         # v / 2 - v_top / 2, then divided by the half range), in the dead permutation.
-        buf = order.view(np.float64)[:v.size] if order.dtype.itemsize == 8 else None
+        buf = order.view(np.float64)[: v.size] if order.dtype.itemsize == 8 else None
         half = np.multiply(v, 0.5, out=buf)
         half -= v[-1] / 2
         self._half_range = float(-half[0])
@@ -333,7 +335,7 @@ class Reference:
         """
         if self.n_levels == 1:
             return 0.0
-        log_below = log_total(self.level_logq[:-1])        # log P(r < r_max)
+        log_below = log_total(self.level_logq[:-1])  # log P(r < r_max)
         if log_below < -np.log(2.0):
             return float(log1mexp(log_below))
         return float(self.level_logq[-1])
@@ -351,8 +353,12 @@ class Reference:
     @cached_property
     def mean_u(self) -> float:
         """Mean of the standardised reward under ``p`` (chunked: no level-sized temporary)."""
-        return float(sum(np.exp(self.level_logq[s:s + _CHUNK]) @ self.level_u[s:s + _CHUNK]
-                         for s in range(0, self.n_levels, _CHUNK)))
+        return float(
+            sum(
+                np.exp(self.level_logq[s : s + _CHUNK]) @ self.level_u[s : s + _CHUNK]
+                for s in range(0, self.n_levels, _CHUNK)
+            )
+        )
 
     @cached_property
     def level_law(self):
@@ -456,7 +462,7 @@ class Reference:
         idx = self.level_index
         lp = self.logprobs
         on = idx >= 0
-        if not on.all():                       # p(y) = 0: no level, no weight
+        if not on.all():  # p(y) = 0: no level, no weight
             idx, lp, x = idx[on], lp[on], x[on]
         n_lev = self.n_levels
         w = np.exp(lp - self.level_logq[idx])
@@ -468,7 +474,7 @@ class Reference:
         scale = np.ldexp(1.0, np.frexp(np.maximum(-lo, hi))[1] - 1)
         xs = x / scale[idx]
         c = np.empty(n_lev)
-        c[idx] = xs                            # one member's value per level
+        c[idx] = xs  # one member's value per level
         weight = np.bincount(idx, weights=w, minlength=n_lev)
         m = c + np.bincount(idx, weights=w * (xs - c[idx]), minlength=n_lev) / weight
         m += np.bincount(idx, weights=w * (xs - m[idx]), minlength=n_lev) / weight
@@ -532,7 +538,7 @@ class Reference:
         if self._half_range == 0:
             out = np.where(lam_u == 0, 0.0, np.inf)
         else:
-            with np.errstate(over="ignore"):    # huge lam_u on a tiny range: inf
+            with np.errstate(over="ignore"):  # huge lam_u on a tiny range: inf
                 out = (lam_u / 2.0) / self._half_range
         return float(out) if np.ndim(out) == 0 else out
 
@@ -545,11 +551,11 @@ class Reference:
         # eps |log q|, 1.5e-13 relative at q = 1e-300).  Chunked: the gathers and
         # temporaries stay in cache (0.8 s -> 0.3 s at K = 10^7).
         for s in range(0, self.size, _CHUNK):
-            idx = self.level_index[s:s + _CHUNK]
-            o = out[s:s + _CHUNK]
-            np.subtract(self.logprobs[s:s + _CHUNK], self.level_logq[idx], out=o)
+            idx = self.level_index[s : s + _CHUNK]
+            o = out[s : s + _CHUNK]
+            np.subtract(self.logprobs[s : s + _CHUNK], self.level_logq[idx], out=o)
             o += level_logprobs[idx]
-            o[idx < 0] = -np.inf                  # p(y) = 0: never generated
+            o[idx < 0] = -np.inf  # p(y) = 0: never generated
         return out
 
     def sample(self, size, *, seed=None):

@@ -29,8 +29,19 @@ from ._atomic import fsync_dir, sha256_file, write_csv
 from ._json import dumps, jsonable
 from .errors import KlfrontierError
 
-__all__ = ["Section", "write_report", "to_jsonable", "to_json", "check_report", "prepare_report_dir",
-           "ReportLock", "ReportBusyError", "new_run_id", "lock_path", "MANIFEST"]
+__all__ = [
+    "Section",
+    "write_report",
+    "to_jsonable",
+    "to_json",
+    "check_report",
+    "prepare_report_dir",
+    "ReportLock",
+    "ReportBusyError",
+    "new_run_id",
+    "lock_path",
+    "MANIFEST",
+]
 
 #: Sub-folder of a report holding one CSV per table.
 TABLES_DIR = "tables"
@@ -108,16 +119,24 @@ def _slug(text, max_len=60):
 
 def _unpack_table(table):
     if not isinstance(table, (tuple, list)) or len(table) not in (3, 4):
-        raise ValueError("sections: a table must be (caption, columns, rows) or (caption, columns, rows, note), "
-                         f"got {type(table).__name__} of length {len(table) if hasattr(table, '__len__') else '?'}")
+        raise ValueError(
+            "sections: a table must be (caption, columns, rows) or (caption, columns, rows, note), "
+            f"got {type(table).__name__} of length {len(table) if hasattr(table, '__len__') else '?'}"
+        )
     caption, columns, rows = table[:3]
     note = table[3] if len(table) == 4 else ""
     return str(caption), list(columns), [list(r) for r in rows], "" if note is None else str(note)
 
 
 def _check_stem(stem, taken):
-    if (not isinstance(stem, str) or not stem or stem.startswith(".") or "/" in stem or "\\" in stem
-            or stem != stem.strip()):
+    if (
+        not isinstance(stem, str)
+        or not stem
+        or stem.startswith(".")
+        or "/" in stem
+        or "\\" in stem
+        or stem != stem.strip()
+    ):
         raise ValueError(f"sections: figure stem {stem!r} is not a plain file name")
     if stem in taken:
         raise ValueError(f"sections: figure stem {stem!r} is used twice")
@@ -162,7 +181,7 @@ def new_run_id() -> str:
 
 
 # ------------------------------------------------------------------------------ the folder lock
-_HELD: dict = {}          # lock-file path -> [fd, depth]: the locks this process holds
+_HELD: dict = {}  # lock-file path -> [fd, depth]: the locks this process holds
 
 
 def lock_path(out_dir) -> Path:
@@ -199,7 +218,7 @@ class ReportLock:
         entry[1] -= 1
         if entry[1] == 0:
             del _HELD[self._key]
-            os.close(entry[0])          # closing the descriptor releases the flock
+            os.close(entry[0])  # closing the descriptor releases the flock
 
     def __enter__(self):
         return self
@@ -211,7 +230,7 @@ class ReportLock:
 def _acquire(path, out):
     try:
         import fcntl
-    except ImportError:                 # pragma: no cover - not POSIX: no lock
+    except ImportError:  # pragma: no cover - not POSIX: no lock
         return os.open(os.devnull, os.O_RDONLY)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -222,8 +241,10 @@ def _acquire(path, out):
         finally:
             os.close(fd)
         who = f" (process {holder})" if holder.isdigit() else ""
-        raise ReportBusyError(f"{out}: another klfrontier run{who} is writing a report there "
-                              f"(lock {path.name} held); wait for it to finish or write elsewhere") from None
+        raise ReportBusyError(
+            f"{out}: another klfrontier run{who} is writing a report there "
+            f"(lock {path.name} held); wait for it to finish or write elsewhere"
+        ) from None
     except BaseException:
         os.close(fd)
         raise
@@ -255,12 +276,16 @@ def prepare_report_dir(out_dir) -> ReportLock:
     """
     out = _resolve(out_dir)
     if out == Path(out.anchor) or os.path.ismount(out):
-        raise ValueError(f"{out}: is a mount point; give a folder inside it "
-                         "(a report is written beside its folder, then swapped in)")
+        raise ValueError(
+            f"{out}: is a mount point; give a folder inside it "
+            "(a report is written beside its folder, then swapped in)"
+        )
     cwd = Path(os.path.realpath(os.getcwd()))
     if cwd == out or out in cwd.parents:
-        raise ValueError(f"{out}: holds the current directory; a report replaces its folder whole, "
-                         "so give a folder that does not contain where you are")
+        raise ValueError(
+            f"{out}: holds the current directory; a report replaces its folder whole, "
+            "so give a folder that does not contain where you are"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = ReportLock(out)
     try:
@@ -269,8 +294,12 @@ def prepare_report_dir(out_dir) -> ReportLock:
             raise ValueError(f"{out}: exists and is not a directory")
         out.mkdir(exist_ok=True)
         if not os.access(out.parent, os.W_OK | os.X_OK):
-            raise PermissionError(13, "the folder that holds it is not writable (the new report is "
-                                  "written beside it, then swapped in)", str(out))
+            raise PermissionError(
+                13,
+                "the folder that holds it is not writable (the new report is "
+                "written beside it, then swapped in)",
+                str(out),
+            )
     except BaseException:
         lock.release()
         raise
@@ -353,14 +382,14 @@ def _swap_in(tmp, out, run_id):
         return
     if _exchange(tmp, out):
         fsync_dir(out.parent)
-        shutil.rmtree(tmp)        # now the old report
+        shutil.rmtree(tmp)  # now the old report
         return
     old = out.parent / f".{out.name}.old-{run_id}"
     os.rename(out, old)
     try:
         os.rename(tmp, out)
     except BaseException:
-        os.rename(old, out)       # an error (not a kill) between the renames: the old report goes back
+        os.rename(old, out)  # an error (not a kill) between the renames: the old report goes back
         raise
     fsync_dir(out.parent)
     shutil.rmtree(old)
@@ -390,7 +419,7 @@ def _carry_user_files(old, new):
         dirs.sort()
         for name in list(dirs):
             src = Path(root) / name
-            if src.is_symlink():          # a link to a folder is carried as a link
+            if src.is_symlink():  # a link to a folder is carried as a link
                 dirs.remove(name)
                 files.append(name)
             else:
@@ -453,23 +482,36 @@ def check_report(out_dir) -> dict:
         except OSError:
             raise ValueError(f"{path}: listed in the manifest of run {rid} but missing") from None
         if size == 0 or size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
-            raise ValueError(f"{path}: not the file run {rid} wrote "
-                             f"(size {size}, expected {meta.get('bytes')})")
+            raise ValueError(
+                f"{path}: not the file run {rid} wrote (size {size}, expected {meta.get('bytes')})"
+            )
     if "summary.json" in manifest.get("files", {}):
         got = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("run_id")
         if got != rid:
             raise ValueError(f"{out / 'summary.json'}: run id {got!r}, manifest {rid!r}")
     if "index.html" in manifest.get("files", {}):
-        m = re.search(r"<meta name='klfrontier-run-id' content='([^']*)'>",
-                      (out / "index.html").read_text(encoding="utf-8"))
+        m = re.search(
+            r"<meta name='klfrontier-run-id' content='([^']*)'>",
+            (out / "index.html").read_text(encoding="utf-8"),
+        )
         if m is None or m.group(1) != rid:
             raise ValueError(f"{out / 'index.html'}: run id {m and m.group(1)!r}, manifest {rid!r}")
     return manifest
 
 
 # ------------------------------------------------------------------------------ the report
-def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extra_files=None,
-                 figure_formats=FIGURE_FORMATS, run_id=None):
+def write_report(
+    out_dir,
+    title,
+    sections,
+    summary,
+    *,
+    lead="",
+    embed=True,
+    extra_files=None,
+    figure_formats=FIGURE_FORMATS,
+    run_id=None,
+):
     """Write a report (``index.html``, figures, table CSVs, ``summary.json``, extra files) into
     ``out_dir``, atomically: a reader sees the old complete report or the new one, never a mix.
 
@@ -554,8 +596,9 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
         raise ValueError(f"run_id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 64)")
     formats = tuple(figure_formats)
     if not formats or len(set(formats)) < len(formats) or not set(formats) <= set(FIGURE_FORMATS):
-        raise ValueError(f"figure_formats must be a non-empty selection of {FIGURE_FORMATS}, "
-                         f"got {figure_formats!r}")
+        raise ValueError(
+            f"figure_formats must be a non-empty selection of {FIGURE_FORMATS}, got {figure_formats!r}"
+        )
     if not isinstance(summary, dict):
         raise ValueError(f"summary must be a dict, got {type(summary).__name__}")
     if "run_id" in summary:
@@ -577,9 +620,11 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
             tables.append((caption, columns, rows, note, slug))
         plan.append((sec, tables))
     extras = []
-    reserved = ({"index.html", "summary.json", MANIFEST}
-                | {f"{st}.{ext}" for st in stems for ext in FIGURE_FORMATS}
-                | {f"{TABLES_DIR}/{sl}.csv" for sl in slugs})
+    reserved = (
+        {"index.html", "summary.json", MANIFEST}
+        | {f"{st}.{ext}" for st in stems for ext in FIGURE_FORMATS}
+        | {f"{TABLES_DIR}/{sl}.csv" for sl in slugs}
+    )
     for name, writer in (extra_files or {}).items():
         rel = _extra_rel(name)
         if rel in reserved:
@@ -593,16 +638,23 @@ def write_report(out_dir, title, sections, summary, *, lead="", embed=True, extr
         tmp = out.parent / f".{out.name}.new-{rid}"
         tmp.mkdir()
         try:
-            written = _write_into(tmp, rid, title, lead, plan, extras, summary_text, slugs, embed, formats,
-                                  save_figure)
+            written = _write_into(
+                tmp, rid, title, lead, plan, extras, summary_text, slugs, embed, formats, save_figure
+            )
             _carry_user_files(out, tmp)
             _fsync_tree(tmp)
-            files = {rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
-                     for rel in sorted(written)}
-            manifest = {"format": MANIFEST_FORMAT, "run_id": rid,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "title": str(title), "files": files}
-            with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:    # last: marks the folder complete
+            files = {
+                rel: {"bytes": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
+                for rel in sorted(written)
+            }
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "run_id": rid,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "title": str(title),
+                "files": files,
+            }
+            with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:  # last: marks the folder complete
                 fh.write(dumps(manifest, indent=2))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -626,11 +678,13 @@ def _write_into(tmp, rid, title, lead, plan, extras, summary_text, slugs, embed,
     written = set()
     if slugs:
         (tmp / TABLES_DIR).mkdir()
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
-             f"<meta name='klfrontier-run-id' content='{rid}'>"
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<meta name='klfrontier-run-id' content='{rid}'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if lead:
         parts.append(f"<p class='lead'>{html.escape(lead)}</p>")
     for sec, tables in plan:
@@ -647,20 +701,28 @@ def _write_into(tmp, rid, title, lead, plan, extras, summary_text, slugs, embed,
             hrefs = {ext: html.escape(quote(f.name), quote=True) for ext, f in files.items()}
             first = formats[0] if "png" not in formats else "png"
             mime = {"png": "image/png", "svg": "image/svg+xml"}[first]
-            src = (f"data:{mime};base64," + base64.b64encode(files[first].read_bytes()).decode("ascii")
-                   if embed else hrefs[first])
-            links = "".join(f"<a href='{hrefs[ext]}'>{ext.upper()}</a>"
-                            for ext in FIGURE_FORMATS if ext in hrefs)
-            parts.append(f"<figure><img src='{src}' alt='{html.escape(caption)}' data-file='{hrefs[first]}'>"
-                         f"<figcaption>{html.escape(caption)}{links}</figcaption></figure>")
+            src = (
+                f"data:{mime};base64," + base64.b64encode(files[first].read_bytes()).decode("ascii")
+                if embed
+                else hrefs[first]
+            )
+            links = "".join(
+                f"<a href='{hrefs[ext]}'>{ext.upper()}</a>" for ext in FIGURE_FORMATS if ext in hrefs
+            )
+            parts.append(
+                f"<figure><img src='{src}' alt='{html.escape(caption)}' data-file='{hrefs[first]}'>"
+                f"<figcaption>{html.escape(caption)}{links}</figcaption></figure>"
+            )
         for caption, columns, rows, note, slug in tables:
             href = f"{TABLES_DIR}/{slug}.csv"
             write_csv(tmp / TABLES_DIR / f"{slug}.csv", columns, rows)
             written.add(href)
             head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
             body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-            parts.append(f"<div class='wide'><table><caption>{html.escape(caption)}<a class='csv' href='{href}'>"
-                         f"CSV</a></caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+            parts.append(
+                f"<div class='wide'><table><caption>{html.escape(caption)}<a class='csv' href='{href}'>"
+                f"CSV</a></caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+            )
             if note:
                 parts.append(f"<p class='note'>{html.escape(note)}</p>")
     links = []
@@ -674,9 +736,12 @@ def _write_into(tmp, rid, title, lead, plan, extras, summary_text, slugs, embed,
         links.append(f"<a href='{html.escape(quote(rel), quote=True)}'>{html.escape(rel)}</a>")
     if links:
         parts.append("<p class='files'>Also in this folder: " + " · ".join(links) + "</p>")
-    parts.append("<footer>Generated by klfrontier (run " + rid + "). Every number on this page is in "
-                 "summary.json" + ("; every table is also a CSV file in tables/." if slugs else ".")
-                 + "</footer></body></html>")
+    parts.append(
+        "<footer>Generated by klfrontier (run " + rid + "). Every number on this page is in "
+        "summary.json"
+        + ("; every table is also a CSV file in tables/." if slugs else ".")
+        + "</footer></body></html>"
+    )
     (tmp / "summary.json").write_text(summary_text, encoding="utf-8")
     (tmp / "index.html").write_text("\n".join(parts), encoding="utf-8")
     return written | {"summary.json", "index.html"}

@@ -38,8 +38,20 @@ import numpy as np
 from .instances.unigram import REWARDS as LEXICONS
 from .instances.unigram import check_reward, lexicon_scores, read_lexicon
 
-__all__ = ["LEXICONS", "WORD_PATTERN", "words", "Lexicon", "TokenLinear", "Classifier",
-           "CallableReward", "lexicon", "token_linear", "classifier", "from_callable", "get"]
+__all__ = [
+    "LEXICONS",
+    "WORD_PATTERN",
+    "words",
+    "Lexicon",
+    "TokenLinear",
+    "Classifier",
+    "CallableReward",
+    "lexicon",
+    "token_linear",
+    "classifier",
+    "from_callable",
+    "get",
+]
 
 #: A word: a run of letters or digits (Unicode ``[^\W_]``), possibly joined by
 #: inner apostrophes (``don't``, ``o'clock``), matched on the lower-cased,
@@ -94,8 +106,7 @@ def _normalise(text: str) -> str:
 def _texts(texts, name="texts") -> list:
     """``texts`` as a list of str, or a ValueError naming ``name``."""
     if isinstance(texts, (str, bytes)):
-        raise ValueError(f"{name} must be a sequence of strings, not a single string "
-                         f"(wrap it in a list)")
+        raise ValueError(f"{name} must be a sequence of strings, not a single string (wrap it in a list)")
     try:
         out = list(texts)
     except TypeError:
@@ -112,14 +123,16 @@ def _checked(values, n, what):
         out = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} must return real numbers: {exc}") from None
-    if out.ndim == 2 and 1 in out.shape:           # (n, 1) or (1, n): one value per text
+    if out.ndim == 2 and 1 in out.shape:  # (n, 1) or (1, n): one value per text
         out = out.reshape(-1)
     if out.shape != (n,):
         raise ValueError(f"{what} returned {out.size} values (shape {out.shape}) for {n} texts")
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
-        raise ValueError(f"{what} returned a non-finite value ({float(out[bad[0]])}) for text {bad[0]}"
-                         + (f" and {bad.size - 1} others" if bad.size > 1 else ""))
+        raise ValueError(
+            f"{what} returned a non-finite value ({float(out[bad[0]])}) for text {bad[0]}"
+            + (f" and {bad.size - 1} others" if bad.size > 1 else "")
+        )
     return out
 
 
@@ -158,8 +171,10 @@ class Lexicon:
         self.name = check_reward(name, lang, "name")
         self.lang = lang
         self.valences, label = _valences(self.name, lang)
-        self.description = (f"sum over the words of the text (lower-cased, punctuation stripped) "
-                            f"of the {label}; 0 for words without an entry")
+        self.description = (
+            f"sum over the words of the text (lower-cased, punctuation stripped) "
+            f"of the {label}; 0 for words without an entry"
+        )
 
     def valence(self, word) -> float:
         """The valence of one word (0 without an entry), looked up lower-cased."""
@@ -228,7 +243,7 @@ def lexicon(name="vader", *, lang="en") -> Lexicon:
 
 
 # -------------------------------------------------------------------------------- token-linear
-_MARKERS = "\u0120\u2581"        # "Ġ" (byte-level BPE space) and "▁" (sentencepiece space)
+_MARKERS = "\u0120\u2581"  # "Ġ" (byte-level BPE space) and "▁" (sentencepiece space)
 
 
 def _special_ids(tokenizer) -> set:
@@ -244,7 +259,7 @@ def _token_texts(tokenizer, size: int) -> list:
     ids = [[i] for i in range(size)]
     try:
         out = tokenizer.batch_decode(ids, **kw)
-    except Exception:                # a hole in the ids: decode one by one and keep the rest
+    except Exception:  # a hole in the ids: decode one by one and keep the rest
         out = []
         for i in ids:
             try:
@@ -265,8 +280,7 @@ def _marked(tokenizer, texts) -> list:
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(texts))))
     except Exception:
         pieces = [None] * len(texts)
-    return [(isinstance(p, str) and p[:1] in _MARKERS) or t[:1].isspace()
-            for p, t in zip(pieces, texts)]
+    return [(isinstance(p, str) and p[:1] in _MARKERS) or t[:1].isspace() for p, t in zip(pieces, texts)]
 
 
 def _token_word(text: str):
@@ -300,8 +314,10 @@ class TokenLinear:
 
     def __init__(self, tokenizer, name="vader", *, lang="en", marked_only=None):
         if tokenizer is None or not all(hasattr(tokenizer, a) for a in ("decode", "__len__")):
-            raise ValueError(f"tokenizer must be a transformers tokenizer (with decode and len), "
-                             f"got {type(tokenizer).__name__}")
+            raise ValueError(
+                f"tokenizer must be a transformers tokenizer (with decode and len), "
+                f"got {type(tokenizer).__name__}"
+            )
         if marked_only is not None and not isinstance(marked_only, bool):
             raise ValueError(f"marked_only must be None, True or False, got {marked_only!r}")
         lex = Lexicon(name, lang=lang)
@@ -316,18 +332,21 @@ class TokenLinear:
         share = sum(marked[i] for i in ordinary) / max(len(ordinary), 1)
         self.uses_markers = share >= _MARKER_SHARE
         self.marked_only = self.uses_markers if marked_only is None else marked_only
-        spelled = [None if i in special or (self.marked_only and not marked[i]) else _token_word(t)
-                   for i, t in enumerate(texts)]
-        values = np.array([0.0 if w is None else lex.valences.get(w, 0.0) for w in spelled],
-                          dtype=np.float64)
+        spelled = [
+            None if i in special or (self.marked_only and not marked[i]) else _token_word(t)
+            for i, t in enumerate(texts)
+        ]
+        values = np.array([0.0 if w is None else lex.valences.get(w, 0.0) for w in spelled], dtype=np.float64)
         values.flags.writeable = False
         self.values = values
         self.token_words = tuple(spelled)
         which = "word-initial tokens (with a space marker)" if self.marked_only else "tokens"
-        self.description = (f"token-linear {self.name}: sum over the generated {which} of the "
-                            f"{self.name} valence of the whole word each spells (0 for "
-                            f"sub-word pieces and special tokens); {int(np.count_nonzero(values))} "
-                            f"of {size} tokens scored")
+        self.description = (
+            f"token-linear {self.name}: sum over the generated {which} of the "
+            f"{self.name} valence of the whole word each spells (0 for "
+            f"sub-word pieces and special tokens); {int(np.count_nonzero(values))} "
+            f"of {size} tokens scored"
+        )
 
     def of_ids(self, token_ids) -> np.ndarray:
         """``r(y) = Σ_t v(y_t)`` for each token-id sequence: the reward, exactly.
@@ -351,16 +370,18 @@ class TokenLinear:
             A sequence that is not 1-D integers, or a negative id.
         """
         if isinstance(token_ids, (str, bytes)) or not hasattr(token_ids, "__iter__"):
-            raise ValueError(f"token_ids must be a sequence of token-id sequences, "
-                             f"got {type(token_ids).__name__}")
+            raise ValueError(
+                f"token_ids must be a sequence of token-id sequences, got {type(token_ids).__name__}"
+            )
         rows = []
         for k, seq in enumerate(token_ids):
             a = np.asarray(seq)
             if a.size == 0:
                 a = a.reshape(0).astype(np.int64)
             if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-                raise ValueError(f"token_ids[{k}] must be a 1-D sequence of integer ids, "
-                                 f"got {a.dtype} of shape {a.shape}")
+                raise ValueError(
+                    f"token_ids[{k}] must be a 1-D sequence of integer ids, got {a.dtype} of shape {a.shape}"
+                )
             if a.size and a.min() < 0:
                 raise ValueError(f"token_ids[{k}] holds a negative id ({int(a.min())})")
             rows.append(a.astype(np.int64, copy=False))
@@ -389,8 +410,10 @@ class TokenLinear:
         return self.of_ids(enc)
 
     def __repr__(self):
-        return (f"rewards.token_linear(<{type(self.tokenizer).__name__}, {self.values.size} tokens>, "
-                f"{self.name!r}, lang={self.lang!r})")
+        return (
+            f"rewards.token_linear(<{type(self.tokenizer).__name__}, {self.values.size} tokens>, "
+            f"{self.name!r}, lang={self.lang!r})"
+        )
 
 
 def token_linear(tokenizer, name="vader", *, lang="en", marked_only=None) -> TokenLinear:
@@ -502,21 +525,33 @@ class Classifier:
     description : str
     """
 
-    def __init__(self, path, label=None, transform="logit", *, batch_size=32, max_length=None,
-                 device="cpu", trust_remote_code=False):
+    def __init__(
+        self,
+        path,
+        label=None,
+        transform="logit",
+        *,
+        batch_size=32,
+        max_length=None,
+        device="cpu",
+        trust_remote_code=False,
+    ):
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"path must be a local model directory, got {type(path).__name__}")
         folder = Path(path).expanduser()
         if not (folder / "config.json").is_file():
-            raise ValueError(f"path must be a local transformers model directory with a "
-                             f"config.json; {str(path)!r} is not")
+            raise ValueError(
+                f"path must be a local transformers model directory with a config.json; {str(path)!r} is not"
+            )
         if not (isinstance(transform, str) and transform in _TRANSFORMS or callable(transform)):
-            raise ValueError(f"transform must be 'logit', 'prob' or a callable on the logits, "
-                             f"got {transform!r}")
+            raise ValueError(
+                f"transform must be 'logit', 'prob' or a callable on the logits, got {transform!r}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, Integral)
-                                       or max_length < 1):
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, Integral) or max_length < 1
+        ):
             raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
         from .lm.model import import_lm
 
@@ -529,8 +564,10 @@ class Classifier:
         if self.tokenizer.pad_token is None:
             # decoder-only classifiers (GPT-2 style) ship without a pad token: pad with EOS
             if self.tokenizer.eos_token is None:
-                raise ValueError(f"path: the tokenizer in {str(path)!r} has neither a pad nor an "
-                                 f"eos token, so texts cannot be batched")
+                raise ValueError(
+                    f"path: the tokenizer in {str(path)!r} has neither a pad nor an "
+                    f"eos token, so texts cannot be batched"
+                )
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -549,11 +586,16 @@ class Classifier:
         self.max_length = int(max_length)
         self.path = folder
         self._torch = torch
-        what = (transform if isinstance(transform, str)
-                else getattr(transform, "__name__", "a function") + " of the logits")
+        what = (
+            transform
+            if isinstance(transform, str)
+            else getattr(transform, "__name__", "a function") + " of the logits"
+        )
         kind = {"logit": "log-odds", "prob": "probability"}.get(what, what)
-        self.description = (f"classifier {folder.name}: {kind} of label "
-                            f"{self.labels[self.label]!r} (index {self.label} of {n_labels})")
+        self.description = (
+            f"classifier {folder.name}: {kind} of label "
+            f"{self.labels[self.label]!r} (index {self.label} of {n_labels})"
+        )
 
     def _label_index(self, label):
         labels, n = self.labels, len(self.labels)
@@ -563,8 +605,10 @@ class Classifier:
             hits = [i for i, s in enumerate(labels) if s.lower() == "positive"]
             if len(hits) == 1:
                 return hits[0]
-            raise ValueError(f"label must be given (a name or an index): the model's labels are "
-                             f"{list(labels)} and none is 'positive'")
+            raise ValueError(
+                f"label must be given (a name or an index): the model's labels are "
+                f"{list(labels)} and none is 'positive'"
+            )
         if isinstance(label, bool):
             raise ValueError(f"label must be a label name or an index, got {label!r}")
         if isinstance(label, Integral):
@@ -588,11 +632,12 @@ class Classifier:
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start:start + self.batch_size]
-                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                     return_tensors="pt").to(device)
+                chunk = texts[start : start + self.batch_size]
+                enc = self.tokenizer(
+                    chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                ).to(device)
                 logits = self.model(**enc).logits
-                out[start:start + len(chunk)] = logits.to(torch.float64).cpu().numpy()
+                out[start : start + len(chunk)] = logits.to(torch.float64).cpu().numpy()
         return out
 
     def __call__(self, texts) -> np.ndarray:
@@ -601,7 +646,7 @@ class Classifier:
         if callable(self.transform):
             return _checked(self.transform(z), len(texts), "transform")
         k = self.label
-        if z.shape[1] == 1:          # one output: the logit of a sigmoid
+        if z.shape[1] == 1:  # one output: the logit of a sigmoid
             value = z[:, 0]
             if self.transform == "prob":
                 value = np.exp(-np.logaddexp(0.0, -value))
@@ -613,12 +658,22 @@ class Classifier:
         return _checked(value, len(texts), "classifier")
 
     def __repr__(self):
-        return (f"rewards.classifier({str(self.path)!r}, label={self.labels[self.label]!r}, "
-                f"transform={self.transform!r})")
+        return (
+            f"rewards.classifier({str(self.path)!r}, label={self.labels[self.label]!r}, "
+            f"transform={self.transform!r})"
+        )
 
 
-def classifier(path, label=None, transform="logit", *, batch_size=32, max_length=None, device="cpu",
-               trust_remote_code=False) -> Classifier:
+def classifier(
+    path,
+    label=None,
+    transform="logit",
+    *,
+    batch_size=32,
+    max_length=None,
+    device="cpu",
+    trust_remote_code=False,
+) -> Classifier:
     """A local sequence-classification model as a reward: the log-odds (or probability) of a label.
 
     Parameters
@@ -676,8 +731,15 @@ def classifier(path, label=None, transform="logit", *, batch_size=32, max_length
     a length-1 float64 array (see ``tests/test_rewards.py`` for a runnable
     example on a tiny randomly initialised model).
     """
-    return Classifier(path, label, transform, batch_size=batch_size, max_length=max_length,
-                      device=device, trust_remote_code=trust_remote_code)
+    return Classifier(
+        path,
+        label,
+        transform,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 # ----------------------------------------------------------------------------------- callables
@@ -686,8 +748,9 @@ class CallableReward:
 
     def __init__(self, fn, *, name=None):
         if not callable(fn):
-            raise ValueError(f"fn must be callable (list of texts -> one number per text), "
-                             f"got {type(fn).__name__}")
+            raise ValueError(
+                f"fn must be callable (list of texts -> one number per text), got {type(fn).__name__}"
+            )
         if name is not None and not isinstance(name, str):
             raise ValueError(f"name must be a str or None, got {type(name).__name__}")
         self.fn = fn
@@ -781,17 +844,19 @@ def get(spec, tokenizer=None):
         key = spec.strip().lower()
         if key in LEXICONS:
             return lexicon(key)
-        if key.startswith("token-") and key[len("token-"):] in LEXICONS:
+        if key.startswith("token-") and key[len("token-") :] in LEXICONS:
             if tokenizer is None:
                 raise ValueError(f"tokenizer is required for the token-linear reward {spec!r}")
-            return token_linear(tokenizer, key[len("token-"):])
+            return token_linear(tokenizer, key[len("token-") :])
     if isinstance(spec, (str, os.PathLike)):
         if Path(spec).expanduser().is_dir():
             return classifier(spec)
         names = ", ".join([*LEXICONS, *(f"token-{n}" for n in LEXICONS)])
-        raise ValueError(f"spec must be one of {names}, a local classifier directory or a "
-                         f"callable; got {str(spec)!r}")
+        raise ValueError(
+            f"spec must be one of {names}, a local classifier directory or a callable; got {str(spec)!r}"
+        )
     if callable(spec):
         return from_callable(spec)
-    raise ValueError(f"spec must be a reward name, a local classifier directory or a callable, "
-                     f"got {type(spec).__name__}")
+    raise ValueError(
+        f"spec must be a reward name, a local classifier directory or a callable, got {type(spec).__name__}"
+    )

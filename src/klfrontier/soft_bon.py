@@ -50,17 +50,17 @@ __all__ = ["soft_best_of_n"]
 #: |sum pi - 1| above which the quadrature is declared failed.
 SUM_TOL = 1e-8
 
-_H = 0.2                      # trapezoid step in x = log s
-_LOG_EPS = math.log(0.1)      # z = s w < 0.1: handled by series
-_T_HI = 4.0                   # log z > 4: e^{-z} < 2e-24, dropped
-_LEFT = 40.0                  # x_lo = -log(1 + (N-1) E w) - 40: left tail < e^-40
-_NSER = 13                    # series terms m = 0..12: 0.1^13 / 13! < 2e-23
-_BLOCK = 2**19                # elements per work block
-_SMALL_A = 2.0                # a = lam (r_max - r_min) up to this: deviation form
-_REFINE_TOL = 1e-12           # non-integer N: per-level log change that stops refinement
-_MAX_GRIDS = 128              # at most h / 128
-_REFINE_FAIL = 1e-10          # ... and ConvergenceError if it still moves more than this
-_MAX_NODES = 2_000_000        # grid size refused beyond this (a > ~4e5)
+_H = 0.2  # trapezoid step in x = log s
+_LOG_EPS = math.log(0.1)  # z = s w < 0.1: handled by series
+_T_HI = 4.0  # log z > 4: e^{-z} < 2e-24, dropped
+_LEFT = 40.0  # x_lo = -log(1 + (N-1) E w) - 40: left tail < e^-40
+_NSER = 13  # series terms m = 0..12: 0.1^13 / 13! < 2e-23
+_BLOCK = 2**19  # elements per work block
+_SMALL_A = 2.0  # a = lam (r_max - r_min) up to this: deviation form
+_REFINE_TOL = 1e-12  # non-integer N: per-level log change that stops refinement
+_MAX_GRIDS = 128  # at most h / 128
+_REFINE_FAIL = 1e-10  # ... and ConvergenceError if it still moves more than this
+_MAX_NODES = 2_000_000  # grid size refused beyond this (a > ~4e5)
 _LOG_FACT = np.array([math.lgamma(m + 1.0) for m in range(_NSER + 1)])
 
 
@@ -85,8 +85,10 @@ def _check_n(n, log_n):
     with np.errstate(over="ignore"):
         n_val = math.exp(ln) if ln < 709.0 else float(np.exp(ln))
     if np.isinf(n_val) and np.isfinite(ln):
-        raise ValueError(f"log_n = {ln:g} is too large: soft best-of-N needs N as a finite "
-                         f"float (log_n <= 709) or log_n = inf")
+        raise ValueError(
+            f"log_n = {ln:g} is too large: soft best-of-N needs N as a finite "
+            f"float (log_n <= 709) or log_n = inf"
+        )
     return n_val, ln
 
 
@@ -155,7 +157,7 @@ def _log_m(x, ell, logq, log_nm1):
     """
     Q, L = x.size, ell.size
     z_dead = 95.0 + max(log_nm1, 0.0) + max(-float(logq[0]), 0.0)
-    lo = np.searchsorted(ell, _LOG_EPS - x, side="left")        # first z >= eps
+    lo = np.searchsorted(ell, _LOG_EPS - x, side="left")  # first z >= eps
     hi = np.searchsorted(ell, math.log(z_dead) - x, side="right")  # first z > z_dead
     # node groups spanning <= 1 in x share one frozen / direct / dead split, so
     # direct terms have z >= eps/e and 1 - e^{-z} loses < 4e-15 relatively.
@@ -191,7 +193,7 @@ def _log_m(x, ell, logq, log_nm1):
         ia, ib = int(cstart[c]), int(cend[c]) + 1
         j0, j1 = int(lo_c[c]), int(hi_c[c])
         xs = x[ia:ib]
-        sI = np.exp(xs + ell[j0])                       # z at level j0 (<= eps)
+        sI = np.exp(xs + ell[j0])  # z at level j0 (<= eps)
         per = max(1, _BLOCK // (ib - ia))
         dsum = np.zeros(ib - ia)
         for b0 in range(j0, j1, per):
@@ -224,7 +226,7 @@ def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
     h = _H
     # the node count is checked in floating point before any cast to an index:
     # lam (r_max - r_min) beyond ~1e18 does not fit an intp
-    q_nodes = (_T_HI - float(ell[0]) - x_lo) / h + 2.0     # may be inf: compared as a float
+    q_nodes = (_T_HI - float(ell[0]) - x_lo) / h + 2.0  # may be inf: compared as a float
     if not q_nodes <= _MAX_NODES:
         raise ValueError(
             f"lam is too large for the exact quadrature ({q_nodes:.6g} nodes for lam*(r_max-r_min) = "
@@ -232,7 +234,7 @@ def _soft_bon_log_ratio(ell, logq, n, offset=0.0):
             f"integer n and lam times every gap between neighbouring reward levels above "
             f"~40 + log n(n-1)); lam=inf gives best-of-N"
         )
-    i0 = np.ceil((_LOG_EPS - ell - x_lo) / h).astype(np.intp)   # first direct node
+    i0 = np.ceil((_LOG_EPS - ell - x_lo) / h).astype(np.intp)  # first direct node
     i1 = np.floor((_T_HI - ell - x_lo) / h).astype(np.intp) + 1  # last direct node
     Q = int(i1.max()) + 1
     x = x_lo + h * np.arange(Q)
@@ -292,8 +294,8 @@ def _soft_bon_small_a(ell, logq, n, offset=0.0):
     q = np.exp(logq)
     w = np.exp(ell)
     em = np.expm1(ell)
-    m1m1 = _dot(q, em)                         # m_1 - 1
-    delta = em - m1m1                            # w_j - m_1
+    m1m1 = _dot(q, em)  # m_1 - 1
+    delta = em - m1m1  # w_j - m_1
     m1 = 1.0 + m1m1
     b = w + nm1 * m1
     log_g0 = -np.log1p(-nm1 * delta / (n * w))
@@ -319,7 +321,7 @@ def _soft_bon_small_a(ell, logq, n, offset=0.0):
             mu.append(_dot(q, dk) / math.factorial(k))
             dk = dk * delta
         acc = np.zeros(n_ser)
-        for c in reversed(mu):                   # Horner in -s, from s^2 up
+        for c in reversed(mu):  # Horner in -s, from s^2 up
             acc = acc * sl + c
         gsum[:n_ser] = acc * sl * sl
     if n_ser < x.size:
@@ -328,7 +330,7 @@ def _soft_bon_small_a(ell, logq, n, offset=0.0):
         for j0 in range(0, L, per):
             j1 = min(j0 + per, L)
             gsum[n_ser:] += _mv(np.expm1(np.multiply.outer(sd, -delta[j0:j1])), q[j0:j1])
-    F = h * s * np.expm1(nm1 * np.log1p(gsum))   # >= 0
+    F = h * s * np.expm1(nm1 * np.log1p(gsum))  # >= 0
 
     # I_j = sum_i F_i e^{-s_i b_j}: nodes with s b_max < 0.1 by the series
     # sum_m (-b_j)^m P_m / m!,  P_m = sum_{i < i0} F_i s_i^m.
@@ -336,8 +338,8 @@ def _soft_bon_small_a(ell, logq, n, offset=0.0):
     I = np.zeros(L)
     if i0:
         sp = s[:i0]
-        coef = [_dot(F[:i0], sp ** m) / math.factorial(m) for m in range(_NSER)]
-        for c in reversed(coef):                 # Horner in -b_j
+        coef = [_dot(F[:i0], sp**m) / math.factorial(m) for m in range(_NSER)]
+        for c in reversed(coef):  # Horner in -b_j
             I = I * -b + c
     sd, Fd = s[i0:], F[i0:]
     per = max(1, _BLOCK // max(sd.size, 1))
@@ -372,7 +374,7 @@ def _soft_bon_near_one(ell, logq, n, offset=0.0):
     if Q > _MAX_NODES:
         raise ValueError(f"lam is too large for the exact quadrature ({Q} nodes)")
     x = x_lo + h * np.arange(Q)
-    F = h * np.exp(x) * np.expm1(nm1 * _log_m(x, ell, logq, log_nm1))      # <= 0
+    F = h * np.exp(x) * np.expm1(nm1 * _log_m(x, ell, logq, log_nm1))  # <= 0
     L = ell.size
     J = np.empty(L)
     per = max(1, _BLOCK // Q)
@@ -416,8 +418,10 @@ def _trapezoid(engine, ell, logq, n):
         # of expm1 (a logaddexp would round a t ~ 1e-9 to eps absolutely: 1e-7 relative)
         t_log = np.logaddexp(t + math.log(grids), logsumexp(new, axis=0)) - math.log(2 * grids)
         near = (np.abs(t) < 1.0) & np.all(np.abs(new) < 1.0, axis=0)
-        t_lin = np.log1p((grids * np.expm1(np.where(near, t, 0.0))
-                          + np.expm1(np.where(near, new, 0.0)).sum(axis=0)) / (2 * grids))
+        t_lin = np.log1p(
+            (grids * np.expm1(np.where(near, t, 0.0)) + np.expm1(np.where(near, new, 0.0)).sum(axis=0))
+            / (2 * grids)
+        )
         t_new = np.where(near, t_lin, t_log)
         err = float(np.max(np.abs(t_new - t) / (1.0 + np.abs(t_new))))
         t, grids = t_new, 2 * grids
@@ -445,11 +449,11 @@ def _bon_limit_certified(ref, lam_u, n):
     """
     if not float(n).is_integer() or ref.n_levels < 2:
         return False
-    gaps = lam_u * np.diff(ref.level_u)                  # lam (v_{j+1} - v_j) >= 0
+    gaps = lam_u * np.diff(ref.level_u)  # lam (v_{j+1} - v_j) >= 0
     log_nm1 = math.log(n - 1.0)
     logF = ref.level_log_cdf[0]
-    below = log_nm1 - gaps                                # level j+1: a lower draw kept
-    above = math.log(n) + log_nm1 - gaps - (n - 1.0) * logF[:-1]   # level j: a higher top
+    below = log_nm1 - gaps  # level j+1: a lower draw kept
+    above = math.log(n) + log_nm1 - gaps - (n - 1.0) * logF[:-1]  # level j: a higher top
     # both terms can hit one level: each below e^-40 / 2
     return bool(max(below.max(), above.max()) <= _LOG_BON_CERT - math.log(2.0))
 
@@ -462,8 +466,9 @@ def _make_policy(ref, lev, n, log_n, lam, sum_error, log_ratio=None):
         # lev - log q when pi is within 1e-8 of p.
         kl = _dot(np.exp(ref.level_logq), kl_terms(log_ratio, 0.0))
     reward = ref.to_reward(_dot(np.exp(lev), ref.level_u))
-    return SoftBestOfNPolicy(ref=ref, level_logprobs=lev, kl=kl, reward=reward, n=n,
-                             log_n=log_n, lam=lam, sum_error=sum_error)
+    return SoftBestOfNPolicy(
+        ref=ref, level_logprobs=lev, kl=kl, reward=reward, n=n, log_n=log_n, lam=lam, sum_error=sum_error
+    )
 
 
 def soft_best_of_n(ref: Reference, n=None, *, log_n=None, lam) -> SoftBestOfNPolicy:
@@ -556,8 +561,13 @@ def soft_best_of_n(ref: Reference, n=None, *, log_n=None, lam) -> SoftBestOfNPol
         return _make_policy(ref, lev, n_val, ln, lam_val, 0.0)
     ell = lam_u * ref.level_u
     logq = ref.level_logq
-    engine = (_soft_bon_small_a if lam_u <= _SMALL_A
-              else _soft_bon_near_one if n_val - 1.0 <= _NEAR_ONE else _soft_bon_log_ratio)
+    engine = (
+        _soft_bon_small_a
+        if lam_u <= _SMALL_A
+        else _soft_bon_near_one
+        if n_val - 1.0 <= _NEAR_ONE
+        else _soft_bon_log_ratio
+    )
     t, refine_error, n_grids = _trapezoid(engine, ell, logq, n_val)
     # sum_j q_j (pi_j/q_j - 1), summed from expm1 terms: exact to ~1e-16.
     excess = _dot(np.exp(logq), np.expm1(t))

@@ -26,8 +26,7 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # tested by simulating a missing hypothesis
     raise ImportError(
-        "klfrontier.testing needs Hypothesis, which comes with the dev extra: "
-        'pip install "klfrontier[dev]"'
+        'klfrontier.testing needs Hypothesis, which comes with the dev extra: pip install "klfrontier[dev]"'
     ) from exc
 
 from ._logspace import logsumexp
@@ -49,7 +48,7 @@ def _weights(min_size, max_size, *, allow_zero=False):
     """Lists of positive weights, mixing uniform and log-uniform draws."""
     w = st.one_of(
         st.floats(MIN_WEIGHT, 1.0, allow_subnormal=False),
-        st.floats(np.log10(MIN_WEIGHT), 0.0, allow_subnormal=False).map(lambda e: 10.0 ** e),
+        st.floats(np.log10(MIN_WEIGHT), 0.0, allow_subnormal=False).map(lambda e: 10.0**e),
     )
     if allow_zero:
         w = st.one_of(st.just(0.0), w)
@@ -106,7 +105,7 @@ def reward_vectors(draw, size, *, ties=True):
     r = (x + shift) * scale
     r[np.abs(r) < _FLUSH] = 0.0
     if not ties:
-        assume(np.unique(r).size == size)   # scaling may merge neighbours
+        assume(np.unique(r).size == size)  # scaling may merge neighbours
     return r
 
 
@@ -169,7 +168,7 @@ def policies_on(draw, ref: Reference):
         return phi
     if kind == "perturb":
         f = draw(st.lists(st.floats(0.25, 4.0), min_size=support.size, max_size=support.size))
-        logw = ref.logprobs[support] + np.log(f)     # log space: p may be tiny
+        logw = ref.logprobs[support] + np.log(f)  # log space: p may be tiny
         phi[support] = np.exp(logw - logsumexp(logw))
         return phi
     w = np.asarray(draw(_weights(support.size, support.size, allow_zero=True)))

@@ -133,9 +133,19 @@ def _solve_lam_for_gain(law, gap):
 
     start = np.log(gap / max(law.cumulants[2], 1e-300))
     ftol = np.maximum(1e-15, 8 * _EPS / gap)
-    ell = _engine.solve_mean(stats, np.zeros(gap.size), t0=np.minimum(start, 700.0), lo=-np.inf,
-                             hi=700.0, tol=1e-14, ftol=ftol, btol=1e-12, cap=True, max_iter=200,
-                             name="lambda (reward)")
+    ell = _engine.solve_mean(
+        stats,
+        np.zeros(gap.size),
+        t0=np.minimum(start, 700.0),
+        lo=-np.inf,
+        hi=700.0,
+        tol=1e-14,
+        ftol=ftol,
+        btol=1e-12,
+        cap=True,
+        max_iter=200,
+        name="lambda (reward)",
+    )
     return np.exp(ell)
 
 
@@ -185,7 +195,7 @@ def solve_lam_for_reward(ref: Reference, reward):
     if ref.is_constant:
         out = np.zeros(flat.size)
     else:
-        x = ref.to_u(flat)                 # standardised target (no overflow near float max)
+        x = ref.to_u(flat)  # standardised target (no overflow near float max)
         gap = x - ref.mean_u
         if np.any(gap < -1e-12 * max(1.0, abs(ref.mean_u))) or np.any(x > 1e-15):
             raise ValueError("reward must lie in [E_p r, r_max] for lam >= 0")
@@ -203,8 +213,15 @@ def solve_lam_for_reward(ref: Reference, reward):
 def _saturated_policy(ref: Reference, kl_budget):
     lev = np.full(ref.n_levels, -np.inf)
     lev[-1] = 0.0
-    return TiltedPolicy(ref=ref, level_logprobs=lev, kl=ref.kl_max, reward=ref.r_max,
-                        lam=np.inf, saturated=True, kl_budget=kl_budget)
+    return TiltedPolicy(
+        ref=ref,
+        level_logprobs=lev,
+        kl=ref.kl_max,
+        reward=ref.r_max,
+        lam=np.inf,
+        saturated=True,
+        kl_budget=kl_budget,
+    )
 
 
 def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> TiltedPolicy:
@@ -260,8 +277,15 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> TiltedPolicy:
         lam_val = val
         budget = None
     if ref.is_constant or lam_val == 0:
-        return TiltedPolicy(ref=ref, level_logprobs=ref.level_logq, kl=0.0,
-                            reward=ref.mean_reward, reward_gain=0.0, lam=0.0, kl_budget=budget)
+        return TiltedPolicy(
+            ref=ref,
+            level_logprobs=ref.level_logq,
+            kl=0.0,
+            reward=ref.mean_reward,
+            reward_gain=0.0,
+            lam=0.0,
+            kl_budget=budget,
+        )
     lam_u = ref.lam_to_u(lam_val)
     if not np.isfinite(lam_u) or lam_u > 1e300:
         return _saturated_policy(ref, budget)
@@ -281,9 +305,16 @@ def tilted(ref: Reference, *, kl=None, beta=None, lam=None) -> TiltedPolicy:
     else:
         reward = 2.0 * (ref.mean_reward / 2 + float(st.gain[0]) * ref.half_range)
     reward = min(max(reward, ref.r_min), ref.r_max)
-    return TiltedPolicy(ref=ref, level_logprobs=lev, kl=float(st.kl[0]), reward=reward,
-                        reward_gain=gain, lam=lam_val, kl_budget=budget,
-                        regularized_value=regularized_value)
+    return TiltedPolicy(
+        ref=ref,
+        level_logprobs=lev,
+        kl=float(st.kl[0]),
+        reward=reward,
+        reward_gain=gain,
+        lam=lam_val,
+        kl_budget=budget,
+        regularized_value=regularized_value,
+    )
 
 
 @dataclass
@@ -358,8 +389,9 @@ def frontier(ref: Reference, kl) -> Frontier:
         if mid.any():
             law = ref.level_law
             # many budgets: one exact pass per budget, statistics returned by the solver
-            lam_u, mean_u, kl_u = _engine.solve_kl(_stats_fn(law), budgets[mid], sd=law.sd,
-                                                   stats4_fn=lambda lm: _engine.stats4(law, lm))
+            lam_u, mean_u, kl_u = _engine.solve_kl(
+                _stats_fn(law), budgets[mid], sd=law.sd, stats4_fn=lambda lm: _engine.stats4(law, lm)
+            )
             lam[mid] = ref.lam_from_u(lam_u)
             reward[mid] = ref.to_reward(mean_u)
             used[mid] = kl_u

@@ -41,14 +41,13 @@ CASES = {
     "top_near_one": ([0.0, 1.0], [1e-100, 1.0]),
     "huge_rewards": ([-1e300, 3e299, 1e300, 1e300], [0.25, 0.25, 0.3, 0.2]),
     "tiny_rewards": ([1e-300, 2e-300, 3.5e-300], [0.3, 0.3, 0.4]),
-    "random7": ([0.3, -1.2, 2.2, 0.7, 2.2, -0.1, 1.9],
-                [0.11, 0.2, 0.03, 0.26, 0.05, 0.3, 0.05]),
+    "random7": ([0.3, -1.2, 2.2, 0.7, 2.2, -0.1, 1.9], [0.11, 0.2, 0.03, 0.26, 0.05, 0.3, 0.05]),
 }
 
 # KL budgets: absolute small ones (continuity at 0) and fractions of -log p(A)
 ABS_BUDGETS = ["1e-14", "1e-8", "1e-4"]
 FRACTIONS = ["0.01", "0.1", "0.5", "0.9", "0.999", "0.999999", "0.9999999999"]
-LAMBDAS = ["0.1", "1", "10"]           # in units of 1/(r_max - r_min)
+LAMBDAS = ["0.1", "1", "10"]  # in units of 1/(r_max - r_min)
 NS = ["1", "1.5", "2", "2.5", "4", "7", "100", "1e6"]
 LOG_NS = ["1e-10", "50", "700", "1e6"]
 
@@ -58,10 +57,10 @@ def tilt_rows(r, p, klmax, scale):
     budgets = [mp.mpf(b) for b in ABS_BUDGETS if mp.mpf(b) < klmax / 2]
     budgets += [mp.mpf(f) * klmax for f in FRACTIONS]
     for d in budgets:
-        d = mp.mpf(float(d))     # the float budget the test passes
+        d = mp.mpf(float(d))  # the float budget the test passes
         lam = O.lam_for_kl(r, p, d)
         kl, rew, L, var, _ = O.tilt_all(r, p, lam)
-        cond = kl / (lam ** 2 * var)             # d log lam / d log D
+        cond = kl / (lam**2 * var)  # d log lam / d log D
         rows.append({"kl": s(d), "lam": s(lam), "reward": s(rew), "cgf": s(L), "cond": s(cond)})
     return rows
 
@@ -71,8 +70,9 @@ def lam_rows(r, p, scale):
     for lu in LAMBDAS:
         lam = mp.mpf(float(mp.mpf(lu) / scale))
         kl, rew, L, var, _ = O.tilt_all(r, p, lam)
-        rows.append({"lam": s(lam), "kl": s(kl), "reward": s(rew), "cgf": s(L),
-                     "regularized_value": s(L / lam)})
+        rows.append(
+            {"lam": s(lam), "kl": s(kl), "reward": s(rew), "cgf": s(L), "regularized_value": s(L / lam)}
+        )
         # negative t for the CGF only
         rows[-1]["cgf_neg"] = s(O.cgf(r, p, -lam))
     return rows
@@ -84,9 +84,15 @@ def bon_rows(r, p, klmax):
     for kind, x in specs:
         ln = mp.log(mp.mpf(float(x))) if kind == "n" else mp.mpf(float(x))
         kl, rew, win, d = O.bon(r, p, log_n=ln)
-        row = {kind: x, "kl": s(kl), "reward": s(rew), "win_rate": s(win),
-               "levels": [s(v) for v in d], "bound": s(O.bon_kl_bound(log_n=ln)),
-               "estimate": s(O.beirami_expectation(r, p, log_n=ln))}
+        row = {
+            kind: x,
+            "kl": s(kl),
+            "reward": s(rew),
+            "win_rate": s(win),
+            "levels": [s(v) for v in d],
+            "bound": s(O.bon_kl_bound(log_n=ln)),
+            "estimate": s(O.beirami_expectation(r, p, log_n=ln)),
+        }
         if mp.mpf("1e-100") < kl < klmax * mp.mpf("0.999"):
             row["lam_same_kl"] = s(O.lam_for_kl(r, p, kl))
         mean = O.tilt_all(r, p, 0)[1]
@@ -100,13 +106,15 @@ def bon_rows(r, p, klmax):
 def main():
     out = {"dps": O.DPS, "cases": {}}
     for name, (r, p) in CASES.items():
-        with mp.workdps(O._start_dps(p)):     # q_top = 1 - 1e-100 must not round to 1
+        with mp.workdps(O._start_dps(p)):  # q_top = 1 - 1e-100 must not round to 1
             vs, qs = O.levels(r, p)
             klmax = -mp.log(qs[-1])
         scale = max(vs) - min(vs)
         print(name, file=sys.stderr)
         out["cases"][name] = {
-            "rewards": r, "probs": p, "kl_max": s(klmax),
+            "rewards": r,
+            "probs": p,
+            "kl_max": s(klmax),
             "tilt": tilt_rows(r, p, klmax, scale),
             "lam": lam_rows(r, p, scale),
             "bon": bon_rows(r, p, klmax),
@@ -115,8 +123,9 @@ def main():
     est = []
     for eps in ["1", "0.9999999999999999", "0.9", "0.5", "0.1", "1e-3", "1e-10", "1e-300"]:
         for ln in ["0", "1e-12", "1e-4", "0.9162907318741551", "3", "40", "700", "1e6"]:
-            est.append({"eps": eps, "log_n": ln,
-                        "value": s(O.beirami(mp.mpf(float(eps)), log_n=mp.mpf(float(ln))))})
+            est.append(
+                {"eps": eps, "log_n": ln, "value": s(O.beirami(mp.mpf(float(eps)), log_n=mp.mpf(float(ln))))}
+            )
     out["beirami"] = est
     path = Path(__file__).resolve().parent / "tables.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

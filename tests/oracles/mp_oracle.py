@@ -62,8 +62,10 @@ def _autoprec(fn, start, *args):
         prec *= 2
         with mp.workdps(prec):
             cur = fn(*args)
-            ok = all(abs(a - b) <= mp.mpf(10) ** (-(DPS + 5)) * abs(b) + floor
-                     for a, b in zip(_flat(prev), _flat(cur)))
+            ok = all(
+                abs(a - b) <= mp.mpf(10) ** (-(DPS + 5)) * abs(b) + floor
+                for a, b in zip(_flat(prev), _flat(cur))
+            )
         if ok:
             return cur
         if prec > 40000:
@@ -169,12 +171,13 @@ def _solve_log(g, dlog_g, target):
 def lam_for_kl(rewards, probs, delta):
     """``lam`` with ``KL(phi_lam || p) = delta`` (``0 < delta < -log p(A)``)."""
     with mp.workdps(DPS + 15):
+
         def g(lam):
             return tilt_all(rewards, probs, lam)[0]
 
-        def dlog(lam):               # d log D / d log lam = lam^2 Var / D
+        def dlog(lam):  # d log D / d log lam = lam^2 Var / D
             kl, _, _, var, _ = tilt_all(rewards, probs, lam)
-            return lam ** 2 * var / kl
+            return lam**2 * var / kl
 
         return _solve_log(g, dlog, mp.mpf(delta))
 
@@ -187,7 +190,7 @@ def lam_for_reward(rewards, probs, reward):
         def g(lam):
             return tilt_all(rewards, probs, lam)[1] - mean
 
-        def dlog(lam):               # d log(m - mean) / d log lam = lam Var / (m - mean)
+        def dlog(lam):  # d log(m - mean) / d log lam = lam Var / (m - mean)
             _, rew, _, var, _ = tilt_all(rewards, probs, lam)
             return lam * var / (rew - mean)
 
@@ -211,7 +214,7 @@ def _pow(x, n):
     """``x^n`` for ``0 <= x <= 1``; values below ``e^-1e5`` are returned as 0
     (mpmath would spend minutes on the exponent of ``e^{-e^{10^6}}``)."""
     if x == 0 or x == 1:
-        return x ** 1
+        return x**1
     e = n * mp.log(x)
     return mp.exp(e) if e > -1e5 else mp.mpf(0)
 
@@ -224,7 +227,7 @@ def _bon(rewards, probs, log_n):
         Fm.append(acc)
         acc += q
         F.append(acc)
-    F[-1] = mp.mpf(1)      # the top level's CDF is 1 exactly
+    F[-1] = mp.mpf(1)  # the top level's CDF is 1 exactly
     d = [_pow(f, n) - _pow(fm, n) for f, fm in zip(F, Fm)] if log_n != 0 else list(qs)
     kl = mp.fsum(x * mp.log(x / q) for x, q in zip(d, qs) if x != 0)
     rew = mp.fsum(x * v for x, v in zip(d, vs))
@@ -265,7 +268,7 @@ def beirami(eps, n=None, log_n=None):
     """``D_hat(eps)`` of Beirami et al. (arXiv 2401.01879), SPEC §3."""
     if log_n is None:
         log_n = mp.log(mp.mpf(n))
-    eps = mp.mpf(eps)          # (at the caller's precision: 1 - eps may be 1e-200)
+    eps = mp.mpf(eps)  # (at the caller's precision: 1 - eps may be 1e-200)
     start = _start_dps([eps, 1 - eps]) + _n_digits(log_n)
     return _autoprec(_beirami, start, eps, log_n)[0]
 

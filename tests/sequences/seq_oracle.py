@@ -57,7 +57,7 @@ def count_law(values, probs, m):
         pairs = sorted((mp.fsum(n * v for n, v in zip(key, vals)), p) for key, p in cur.items())
         out = []
         for s, p in pairs:
-            if out and abs(s - out[-1][0]) < mp.mpf(10) ** -12:   # float grids: ties off by ulps
+            if out and abs(s - out[-1][0]) < mp.mpf(10) ** -12:  # float grids: ties off by ulps
                 out[-1][1] += p
             else:
                 out.append([s, p])

@@ -11,7 +11,7 @@ from klfrontier import Reference
 from klfrontier.sequences import Memoryless, convergence
 from klfrontier.tilt import solve_lam_for_kl, tilt_stats
 
-SQRT2 = 2 ** 0.5
+SQRT2 = 2**0.5
 THREE = Reference([0.0, 1.0, SQRT2], probs=[0.5, 0.3, 0.2])
 BERN = Reference([0.0, 1.0], probs=[0.7, 0.3])
 LENGTHS = [10, 100, 1000, 10_000, 100_000]
@@ -43,13 +43,13 @@ def _check_limits(tab, delta):
     klm = np.array([r["kl_per_token"] for r in rows])
     klo = np.array([r["kl_to_optimal_per_token"] for r in rows])
     assert all(r["exact"] for r in rows)
-    assert (gaps > 0).all() and (np.diff(gaps) < 0).all()        # E[S]/m -> R*(delta) from below
+    assert (gaps > 0).all() and (np.diff(gaps) < 0).all()  # E[S]/m -> R*(delta) from below
     assert gaps[-1] < gaps[0] / 100
-    assert (klm < delta).all() and (np.diff(klm) > 0).all()       # KL/m -> delta from below
+    assert (klm < delta).all() and (np.diff(klm) > 0).all()  # KL/m -> delta from below
     assert delta - klm[-1] < 2e-4
-    assert (np.diff(klo) < 0).all() and klo[-1] < 1e-4            # KL(pi_N || phi)/m -> 0
+    assert (np.diff(klo) < 0).all() and klo[-1] < 1e-4  # KL(pi_N || phi)/m -> 0
     totals = np.array([r["kl_to_optimal"] for r in rows])
-    assert (np.diff(totals) > 0).all()                            # ... while the total grows ~ ½ log m
+    assert (np.diff(totals) > 0).all()  # ... while the total grows ~ ½ log m
 
 
 def test_equivalence_bernoulli_exact_to_1e5():
@@ -98,6 +98,6 @@ def test_convergence_errors():
     with pytest.raises(ValueError, match="delta"):
         convergence(BERN, 0.0)
     with pytest.raises(ValueError, match="delta"):
-        convergence(BERN, 5.0)            # beyond -log p(A): no equivalence
+        convergence(BERN, 5.0)  # beyond -log p(A): no equivalence
     with pytest.raises(ValueError, match="lengths"):
         convergence(BERN, 0.1, lengths=[0])

@@ -45,7 +45,7 @@ def test_detect_rejects_irrational(irr):
 
 def test_given_span_and_errors():
     ref = Reference([0.0, 0.2, 0.6], probs=[0.2, 0.3, 0.5])
-    lat = detect_lattice(ref, lattice=0.1)              # finer than needed: the maximal span is returned
+    lat = detect_lattice(ref, lattice=0.1)  # finer than needed: the maximal span is returned
     assert lat.ks.tolist() == [0, 1, 3] and lat.h == pytest.approx(0.2)
     assert detect_lattice(ref, lattice=False) is None
     with pytest.raises(ValueError, match="lattice"):
@@ -99,7 +99,7 @@ def test_fft_law_matches_mpmath(case, m):
     assert t.tolist() == pos
     rel, ab = _rel_log_err(law.logpmf, [float(want[i]) for i in pos])
     assert rel.max() <= REQ
-    assert ab.max() <= 1e-11          # measured ~1e-13
+    assert ab.max() <= 1e-11  # measured ~1e-13
 
 
 @pytest.mark.parametrize("m", [2, 5, 9])
@@ -128,12 +128,13 @@ def test_fft_law_matches_dp_81_levels(ref81, m):
     assert np.allclose(law.values, dp.values, rtol=0, atol=1e-9)
     rel, ab = _rel_log_err(law.logpmf, dp.logpmf)
     assert rel.max() <= REQ
-    assert ab.max() <= 1e-9           # measured ~6e-12 at m = 200
+    assert ab.max() <= 1e-9  # measured ~6e-12 at m = 200
     assert law.error_estimate <= 1e-9
     # logsf summed from the top, consistent with the pmf
     assert law.logsf[-1] == -np.inf
-    np.testing.assert_allclose(law.logsf[:-1], np.logaddexp.accumulate(law.logpmf[::-1])[::-1][1:],
-                               rtol=1e-13, atol=1e-14)    # S to 1e-14 relative where log S ~ 0
+    np.testing.assert_allclose(
+        law.logsf[:-1], np.logaddexp.accumulate(law.logpmf[::-1])[::-1][1:], rtol=1e-13, atol=1e-14
+    )  # S to 1e-14 relative where log S ~ 0
 
 
 def test_deep_tails_to_minus_1e5():
@@ -151,7 +152,7 @@ def test_deep_tails_to_minus_1e5():
     assert dp.logpmf.min() < -9.9e4
     rel, ab = _rel_log_err(law.logpmf, dp.logpmf)
     assert rel.max() <= REQ
-    assert rel.max() <= 1e-12          # relative error of the log: measured ~1e-15
+    assert rel.max() <= 1e-12  # relative error of the log: measured ~1e-15
 
 
 @pytest.mark.parametrize("m", [1000, 100_000])
@@ -159,8 +160,7 @@ def test_binomial_closed_form_large_m(m):
     p = 0.3
     law = reward_law(Reference([0.0, 1.0], probs=[1 - p, p]), m)
     t = law.values
-    want = (gammaln(m + 1) - gammaln(t + 1) - gammaln(m - t + 1)
-            + t * np.log(p) + (m - t) * np.log1p(-p))
+    want = gammaln(m + 1) - gammaln(t + 1) - gammaln(m - t + 1) + t * np.log(p) + (m - t) * np.log1p(-p)
     sel = want >= -1e5
     rel = np.abs(law.logpmf - want)[sel] / np.maximum(1, np.abs(want[sel]))
     assert rel.max() <= REQ
@@ -180,7 +180,7 @@ def test_trinomial_lattice_equals_type_enumeration():
 def test_engine_windows_are_short_and_trusted(ref81):
     eng = LatticeEngine(detect_lattice(ref81), 10_000)
     blk = eng.block(0.02)
-    assert blk.n < 10_000 * 80 / 5          # a window, not the whole support
+    assert blk.n < 10_000 * 80 / 5  # a window, not the whole support
     t, lp, score = eng.law(blk.o + blk.n // 2 - 100, blk.o + blk.n // 2 + 100)
     assert (score >= -eng.tau).all()
 

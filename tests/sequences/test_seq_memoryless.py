@@ -5,13 +5,13 @@ from __future__ import annotations
 import mpmath as mp
 import numpy as np
 import pytest
-
 import seq_oracle as orc
+
 from klfrontier import Reference, best_of_n, tilted
 from klfrontier.sequences import Memoryless, reward_law
 from klfrontier.tilt import solve_lam_for_kl
 
-SQRT2 = 2 ** 0.5
+SQRT2 = 2**0.5
 THREE = Reference([0.0, 1.0, SQRT2], probs=[0.5, 0.3, 0.2])
 BERN = Reference([0.0, 1.0], probs=[0.7, 0.3])
 
@@ -53,8 +53,8 @@ def test_reward_law_errors():
 def test_saddlepoint_law_is_labelled_approximate():
     law = reward_law(THREE, 50, method="saddlepoint", grid=501)
     assert not law.exact and law.method == "saddlepoint" and np.isnan(law.error_estimate)
-    assert abs(np.logaddexp.reduce(law.logpmf)) < 1e-12        # renormalised grid masses
-    assert abs(law.info["log_norm"]) < 1.0 / 50      # Daniels: O(1/m) normalisation error
+    assert abs(np.logaddexp.reduce(law.logpmf)) < 1e-12  # renormalised grid masses
+    assert abs(law.info["log_norm"]) < 1.0 / 50  # Daniels: O(1/m) normalisation error
 
 
 # ------------------------------------------------------------ tilted policy
@@ -116,8 +116,14 @@ def test_huge_n_binomial_against_mpmath():
     """m = 2000, N = e^2000: BoN lives where P(S > s) ~ e^-2000 (far below 1e-308)."""
     m, p, log_n = 2000, 0.3, 2000.0
     with mp.workdps(50):
-        lq = [mp.loggamma(m + 1) - mp.loggamma(t + 1) - mp.loggamma(m - t + 1)
-              + t * mp.log(mp.mpf(p)) + (m - t) * mp.log(1 - mp.mpf(p)) for t in range(m + 1)]
+        lq = [
+            mp.loggamma(m + 1)
+            - mp.loggamma(t + 1)
+            - mp.loggamma(m - t + 1)
+            + t * mp.log(mp.mpf(p))
+            + (m - t) * mp.log(1 - mp.mpf(p))
+            for t in range(m + 1)
+        ]
     lam = orc.lam_for_kl([0.0, 1.0], [1 - p, p], 1.0)
     rew, kl, klo = orc.sequence_bon(list(range(m + 1)), lq, log_n, lam)
     b = Memoryless(BERN, m).best_of_n(log_n=log_n)
@@ -135,17 +141,22 @@ def test_window_matches_full_law_and_library_bon():
     full = best_of_n(law.as_reference(), log_n=log_n)
     assert b.reward == pytest.approx(full.reward, rel=1e-12)
     assert b.kl == pytest.approx(full.kl, rel=1e-10)
-    assert b.details["window_size"] < law.size / 2        # only the window was needed
+    assert b.details["window_size"] < law.size / 2  # only the window was needed
     lam = float(solve_lam_for_kl(ref, log_n / m))
     assert b.lam == pytest.approx(lam, rel=1e-14)
     # SPEC §2 identity, on the full law
-    kl_id = full.kl - lam * full.reward + m * float(np.log(np.exp(lam * ref.level_values) @ np.exp(ref.level_logq)))
+    kl_id = (
+        full.kl
+        - lam * full.reward
+        + m * float(np.log(np.exp(lam * ref.level_values) @ np.exp(ref.level_logq)))
+    )
     assert b.kl_to_optimal == pytest.approx(kl_id, rel=1e-8)
 
 
 def test_types_window_matches_full_types():
-    m = 1500           # 1.1e6 types: full enumeration still possible
+    m = 1500  # 1.1e6 types: full enumeration still possible
     from klfrontier.sequences.memoryless import sequence_bon
+
     full, _ = sequence_bon(THREE, m, 0.1 * m, "types", max_types=4_000_000)
     win, _ = sequence_bon(THREE, m, 0.1 * m, "types", max_types=1000)
     assert full.details["window"] is False and win.details["window"] is not False
@@ -158,7 +169,7 @@ def test_bon_edge_cases():
     seq = Memoryless(THREE, 20)
     one = seq.best_of_n(n=1)
     assert one.kl == 0 and one.reward == pytest.approx(20 * THREE.mean_reward)
-    assert seq.best_of_n(n=np.e ** 2).reward == pytest.approx(seq.best_of_n(log_n=2.0).reward, rel=1e-14)
+    assert seq.best_of_n(n=np.e**2).reward == pytest.approx(seq.best_of_n(log_n=2.0).reward, rel=1e-14)
     # saturated budget: the optimum is p(.|A)^m; BoN is not, so KL to it is infinite
     big = seq.best_of_n(log_n=20 * 3.0)
     assert big.kl_to_optimal == np.inf and big.lam == np.inf
@@ -210,7 +221,7 @@ def test_small_n_window_against_full_law(log_n):
     m = 10_000
     b = Memoryless(BERN, m).best_of_n(log_n=log_n)
     full = best_of_n(reward_law(BERN, m).as_reference(), log_n=log_n)
-    assert b.details["window"][0] > 0                        # a window, not the whole support
+    assert b.details["window"][0] > 0  # a window, not the whole support
     assert b.reward == pytest.approx(full.reward, rel=1e-11)
     assert b.kl == pytest.approx(full.kl, rel=1e-9)
     assert b.kl_to_optimal == pytest.approx(b.details["kl_to_optimal_identity"], rel=1e-6, abs=1e-10)

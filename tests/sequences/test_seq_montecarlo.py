@@ -10,7 +10,7 @@ from klfrontier import Reference
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo
 from klfrontier.sequences.montecarlo import _log_winner_survival
 
-SQRT2 = 2 ** 0.5
+SQRT2 = 2**0.5
 THREE = Reference([0.0, 1.0, SQRT2], probs=[0.5, 0.3, 0.2])
 BERN = Reference([0.0, 1.0], probs=[0.7, 0.3])
 
@@ -30,13 +30,16 @@ def test_winner_survival_formula(log_n, e):
     assert float(_log_winner_survival(log_n, np.array([e]))[0]) == pytest.approx(float(want), rel=1e-14)
 
 
-@pytest.mark.parametrize("ref,m,log_n", [
-    (BERN, 100, 10.0),
-    (THREE, 60, 6.0),                   # types engine
-    (_ref81(), 2000, 200.0),            # lattice FFT, 81 levels
-    (BERN, 10_000, 1000.0),             # N = e^1000: tails far below 1e-308
-    (THREE, 10_000, 1000.0),            # windowed types
-])
+@pytest.mark.parametrize(
+    "ref,m,log_n",
+    [
+        (BERN, 100, 10.0),
+        (THREE, 60, 6.0),  # types engine
+        (_ref81(), 2000, 200.0),  # lattice FFT, 81 levels
+        (BERN, 10_000, 1000.0),  # N = e^1000: tails far below 1e-308
+        (THREE, 10_000, 1000.0),  # windowed types
+    ],
+)
 def test_order_statistic_sampler_agrees_with_exact(ref, m, log_n):
     exact = Memoryless(ref, m).best_of_n(log_n=log_n)
     mc = bon_monte_carlo(ref, m, log_n=log_n, size=40_000, seed=12345)

@@ -10,7 +10,7 @@ from klfrontier import Reference
 from klfrontier.sequences import Memoryless, reward_law
 from klfrontier.sequences.saddlepoint import saddlepoint_logdensity, saddlepoint_logsf
 
-THREE = Reference([0.0, 1.0, 2 ** 0.5], probs=[0.5, 0.3, 0.2])
+THREE = Reference([0.0, 1.0, 2**0.5], probs=[0.5, 0.3, 0.2])
 
 
 @pytest.mark.parametrize("m,tol", [(50, 0.25), (200, 0.06), (1000, 0.02)])
@@ -34,10 +34,10 @@ def test_daniels_density_on_binomial():
     m, p = 400, 0.3
     ref = Reference([0.0, 1.0], probs=[1 - p, p])
     t = np.arange(40, 361)
-    su = t - m * 1.0                           # standardised: u = r - 1
+    su = t - m * 1.0  # standardised: u = r - 1
     exact = gammaln(m + 1) - gammaln(t + 1) - gammaln(m - t + 1) + t * np.log(p) + (m - t) * np.log1p(-p)
     err = np.abs(np.expm1(saddlepoint_logdensity(ref, m, su) - exact))
-    assert err.max() < 1.0 / m               # measured ~2e-4
+    assert err.max() < 1.0 / m  # measured ~2e-4
 
 
 def test_bon_error_shrinks_with_m():

@@ -6,14 +6,14 @@ from math import comb
 
 import numpy as np
 import pytest
-
 import seq_oracle as orc
+
 from klfrontier import Reference
 from klfrontier.sequences import reward_law
 from klfrontier.sequences.types import compositions, types_count, types_law, types_window
 from klfrontier.tilt import solve_lam_for_kl, tilt_stats
 
-SQRT2 = 2 ** 0.5
+SQRT2 = 2**0.5
 
 
 @pytest.mark.parametrize("m,K", [(1, 1), (0, 3), (4, 3), (7, 4), (12, 2)])
@@ -24,11 +24,14 @@ def test_compositions(m, K):
     assert len({tuple(r) for r in c.tolist()}) == c.shape[0]
 
 
-@pytest.mark.parametrize("values,probs,m", [
-    ([0.0, 1.0, SQRT2], [0.5, 0.3, 0.2], 7),
-    ([0.0, 1.0, 2.0, SQRT2], [0.4, 0.3, 0.2, 0.1], 6),     # partial lattice: tied sums merge
-    ([-1.0, np.pi, np.e], [1e-100, 0.5, 0.5 - 1e-100], 5),   # a tiny mass
-])
+@pytest.mark.parametrize(
+    "values,probs,m",
+    [
+        ([0.0, 1.0, SQRT2], [0.5, 0.3, 0.2], 7),
+        ([0.0, 1.0, 2.0, SQRT2], [0.4, 0.3, 0.2, 0.1], 6),  # partial lattice: tied sums merge
+        ([-1.0, np.pi, np.e], [1e-100, 0.5, 0.5 - 1e-100], 5),  # a tiny mass
+    ],
+)
 def test_types_law_matches_mpmath(values, probs, m):
     ref = Reference(values, probs=probs)
     law = reward_law(ref, m)
@@ -44,11 +47,12 @@ def test_types_law_matches_mpmath(values, probs, m):
 def test_types_law_sums_to_one_and_tails():
     ref = Reference([0.0, 1.0, SQRT2], probs=[0.5, 0.3, 0.2])
     law = reward_law(ref, 200)
-    assert law.size == types_count(200, 3)        # non-lattice: every type its own sum
+    assert law.size == types_count(200, 3)  # non-lattice: every type its own sum
     assert abs(np.logaddexp.reduce(law.logpmf)) < 1e-12
     assert np.all(np.diff(law.values) > 0)
-    np.testing.assert_allclose(law.logsf[:-1], np.logaddexp.accumulate(law.logpmf[::-1])[::-1][1:],
-                               rtol=1e-12, atol=1e-13)     # S to 1e-13 where log S ~ 0
+    np.testing.assert_allclose(
+        law.logsf[:-1], np.logaddexp.accumulate(law.logpmf[::-1])[::-1][1:], rtol=1e-12, atol=1e-13
+    )  # S to 1e-13 where log S ~ 0
 
 
 def test_types_refuses_huge_enumeration():
@@ -57,10 +61,13 @@ def test_types_refuses_huge_enumeration():
         types_law(ref, 10_000, max_types=1000)
 
 
-@pytest.mark.parametrize("values,probs,m", [
-    ([0.0, 1.0, SQRT2, 0.3], [0.4, 0.3, 0.2, 0.1], 120),
-    ([0.0, 1.0, SQRT2], [0.5, 0.3, 0.2], 1200),
-])
+@pytest.mark.parametrize(
+    "values,probs,m",
+    [
+        ([0.0, 1.0, SQRT2, 0.3], [0.4, 0.3, 0.2, 0.1], 120),
+        ([0.0, 1.0, SQRT2], [0.5, 0.3, 0.2], 1200),
+    ],
+)
 def test_window_equals_full_enumeration(values, probs, m):
     """Windowed enumeration returns exactly the full law's values inside the window."""
     ref = Reference(values, probs=probs)

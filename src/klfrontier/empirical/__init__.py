@@ -9,5 +9,13 @@
 from .analysis import TRUST_RULE, Analysis, Table, analyze
 from .single import kl_trust_limit, tilted_gain_cov, unbiased_bon_gold, unbiased_bon_reward
 
-__all__ = ["analyze", "Analysis", "Table", "TRUST_RULE", "unbiased_bon_reward", "unbiased_bon_gold",
-           "tilted_gain_cov", "kl_trust_limit"]
+__all__ = [
+    "analyze",
+    "Analysis",
+    "Table",
+    "TRUST_RULE",
+    "unbiased_bon_reward",
+    "unbiased_bon_gold",
+    "tilted_gain_cov",
+    "kl_trust_limit",
+]

@@ -32,7 +32,8 @@ TRUST_RULE = (
     "single prompt, only the mean reward's interval (within-prompt jackknife) is trusted: for maxima and "
     "tilts the coverage study found 64–89%; (4) the tilt's KL interval is trusted only from the prompt "
     "bootstrap (30 prompts and more): over fewer prompts its right-skewed per-prompt values made the "
-    "Student-t interval cover 87%.")
+    "Student-t interval cover 87%."
+)
 
 # Best-of-N KL intervals are trusted for N <= n_x / KL_N_RATIO and where at most MAX_UNSEEN of
 # a prompt's samples are singletons (coverage study).
@@ -50,11 +51,25 @@ _KHAT_ROWS = 512
 _GRID = np.geomspace(1e-4, 1e4, 49)
 # Rewards whose largest magnitude lies outside [1/_SCALE_LIMIT, _SCALE_LIMIT] are analysed in
 # units of a power of two, where squares, variances and e^{lam r} stay finite.
-_SCALE_LIMIT = 2.0 ** 100
+_SCALE_LIMIT = 2.0**100
 # Reward-valued columns of the result tables (scaled back by `reward_scale`); "lam" is scaled inversely.
-_REWARD_COLUMNS = frozenset({"reward", "reward_lo", "reward_hi", "reward_plugin", "reward_debiased", "gain",
-                             "beta", "optimal_reward", "optimal_reward_debiased", "gap", "gap_lo",
-                             "gap_hi", "mean_reward"})
+_REWARD_COLUMNS = frozenset(
+    {
+        "reward",
+        "reward_lo",
+        "reward_hi",
+        "reward_plugin",
+        "reward_debiased",
+        "gain",
+        "beta",
+        "optimal_reward",
+        "optimal_reward_debiased",
+        "gap",
+        "gap_lo",
+        "gap_hi",
+        "mean_reward",
+    }
+)
 
 
 def reward_scale(top):
@@ -77,7 +92,7 @@ def reward_scale(top):
 
 def _unscale(table, scale):
     """Reward-valued columns of ``table`` times ``scale``, ``lam`` divided by it (in place)."""
-    with np.errstate(over="ignore"):       # beyond the float range: inf is the value
+    with np.errstate(over="ignore"):  # beyond the float range: inf is the value
         for key, v in table.data.items():
             if key in _REWARD_COLUMNS or (key.startswith("bon") and key.endswith("_reward")):
                 table.data[key] = v * scale
@@ -131,7 +146,7 @@ class Table:
         """The table as a :class:`pandas.DataFrame` (pandas is optional)."""
         try:
             import pandas as pd
-        except ImportError as exc:   # pragma: no cover - depends on the environment
+        except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("to_pandas needs pandas: pip install pandas") from exc
         return pd.DataFrame({k: v for k, v in self.data.items()})
 
@@ -173,8 +188,12 @@ class Analysis:
 
     def tables(self) -> dict:
         """Every aggregate table by name (``policy:NAME`` for policies)."""
-        out = {"bon": self.bon, "tilt": self.tilt, "frontier": self.frontier,
-               "frontier_equal": self.frontier_equal}
+        out = {
+            "bon": self.bon,
+            "tilt": self.tilt,
+            "frontier": self.frontier,
+            "frontier_equal": self.frontier_equal,
+        }
         out.update({f"policy:{k}": v for k, v in self.policies.items()})
         return out
 
@@ -194,12 +213,18 @@ class Analysis:
         """Strict-JSON-ready aggregate results (the per-prompt table is left out: it can be large)."""
         from .._json import jsonable
 
-        return {"bon": self.bon.to_dict(), "tilt": self.tilt.to_dict(),
-                "frontier": self.frontier.to_dict(), "frontier_equal": self.frontier_equal.to_dict(),
-                "policies": {k: v.to_dict() for k, v in self.policies.items()},
-                "methods": dict(self.methods), "trust_rule": TRUST_RULE,
-                "excluded_prompts": [[str(p), int(n)] for p, n in self.excluded[:100]],
-                "n_excluded_prompts": len(self.excluded), "info": jsonable(self.info)}
+        return {
+            "bon": self.bon.to_dict(),
+            "tilt": self.tilt.to_dict(),
+            "frontier": self.frontier.to_dict(),
+            "frontier_equal": self.frontier_equal.to_dict(),
+            "policies": {k: v.to_dict() for k, v in self.policies.items()},
+            "methods": dict(self.methods),
+            "trust_rule": TRUST_RULE,
+            "excluded_prompts": [[str(p), int(n)] for p, n in self.excluded[:100]],
+            "n_excluded_prompts": len(self.excluded),
+            "info": jsonable(self.info),
+        }
 
     def write_tables(self, directory, format="csv"):
         """Write every table (and the per-prompt table) as CSV or Parquet into ``directory``.
@@ -245,20 +270,25 @@ def _as_sampleset(obj, *, columns, gold_col, what, policy=False):
         s = read_samples(obj, columns=cols)
     elif isinstance(obj, dict):
         s = SampleSet.from_dict(obj)
-    elif hasattr(obj, "column_names") and hasattr(obj, "column"):          # pyarrow Table
-        s = _from_frame({c: obj.column(c).to_numpy(zero_copy_only=False) for c in obj.column_names},
-                        cols, what)
-    elif hasattr(obj, "columns") and hasattr(obj, "__getitem__"):            # pandas / polars
+    elif hasattr(obj, "column_names") and hasattr(obj, "column"):  # pyarrow Table
+        s = _from_frame(
+            {c: obj.column(c).to_numpy(zero_copy_only=False) for c in obj.column_names}, cols, what
+        )
+    elif hasattr(obj, "columns") and hasattr(obj, "__getitem__"):  # pandas / polars
         s = _from_frame({str(c): np.asarray(obj[c]) for c in obj.columns}, cols, what)
     else:
-        raise ValueError(f"{what} must be a path, a SampleSet, a DataFrame, a pyarrow Table or a "
-                         f"mapping prompt_id -> rewards, got {type(obj).__name__}")
+        raise ValueError(
+            f"{what} must be a path, a SampleSet, a DataFrame, a pyarrow Table or a "
+            f"mapping prompt_id -> rewards, got {type(obj).__name__}"
+        )
     if gold_col is not None and not getattr(s, "has_gold", False):
         raise ValueError(f"{what}: gold_col={gold_col!r} was given but the samples carry no gold reward")
     if policy:
         if s.logprobs is None or getattr(s, "ref_logprobs", None) is None:
-            raise ValueError(f"{what}: a policy needs the columns 'logprob' (log pi of each sample) "
-                             f"and 'ref_logprob' (log p under the reference)")
+            raise ValueError(
+                f"{what}: a policy needs the columns 'logprob' (log pi of each sample) "
+                f"and 'ref_logprob' (log p under the reference)"
+            )
     return s
 
 
@@ -278,8 +308,9 @@ def _from_frame(frame, cols, what):
         v = col(role, required=(role == "gold" and "gold" in cols))
         if v is not None:
             kwargs[key] = np.asarray(v, dtype=float)
-    return SampleSet.from_columns([str(p) for p in col("prompt_id", True)],
-                                  np.asarray(col("reward", True), dtype=float), **kwargs)
+    return SampleSet.from_columns(
+        [str(p) for p in col("prompt_id", True)], np.asarray(col("reward", True), dtype=float), **kwargs
+    )
 
 
 # ----------------------------------------------------------------------------- per-prompt layer
@@ -301,13 +332,13 @@ class _Prompts:
         self.ns = ns
         P, M = self.P, ns.size
         self.mean = np.empty(P)
-        self.singletons = np.empty(P)       # Good–Turing: the unseen mass is about n_1 / n
-        z = lambda *shape: np.full(shape, np.nan)   # noqa: E731
+        self.singletons = np.empty(P)  # Good–Turing: the unseen mass is about n_1 / n
+        z = lambda *shape: np.full(shape, np.nan)  # noqa: E731
         self.bon = {k: z(P, M) for k in ("reward", "plugin", "kl", "kl_bias", "kl_jkvar", "win")}
         if self.has_gold:
             self.bon.update(gold=z(P, M), gold_plugin=z(P, M))
         self.tilt = None
-        self.groups = []          # (n, rows into the kept order, sorted rewards, gold or None)
+        self.groups = []  # (n, rows into the kept order, sorted rewards, gold or None)
         by_n = {}
         for j, i in enumerate(keep):
             by_n.setdefault(int(counts[i]), []).append((j, i))
@@ -325,14 +356,16 @@ class _Prompts:
                 r.sort(axis=1)
             self.groups.append((n, rows, r, g))
         # rows are sorted: the largest magnitude is in the first or the last column
-        top = max([max(float(r[:, -1].max()), -float(r[:, 0].min())) for _, _, r, _ in self.groups]
-                  + [float(other_max)])
+        top = max(
+            [max(float(r[:, -1].max()), -float(r[:, 0].min())) for _, _, r, _ in self.groups]
+            + [float(other_max)]
+        )
         self.scale = reward_scale(top)
         done = 0
         var_sum = 0.0
         for n, rows, r, g in self.groups:
             if self.scale != 1.0:
-                r /= self.scale            # a power of two: exact
+                r /= self.scale  # a power of two: exact
             self.mean[rows] = r.mean(axis=1)
             var_sum += np.var(r, axis=1).sum()
             self._bon_group(n, rows, r, g)
@@ -348,14 +381,14 @@ class _Prompts:
 
     def _bon_group(self, n, rows, r, g):
         ok = self.ns <= n
-        if not ok.any():                  # no BoN size fits: only the Good–Turing share
+        if not ok.any():  # no BoN size fits: only the Good–Turing share
             for sl in self._chunks(n, rows):
                 a, b = _k.tie_bounds(r[sl])
                 self.singletons[rows[sl]] = np.sum(a == b, axis=1) / n
             return
         ns = self.ns[ok]
         cols = np.flatnonzero(ok)
-        W = np.stack([_k.unbiased_weights(n, int(N)) for N in ns], axis=1)     # (n, M_ok)
+        W = np.stack([_k.unbiased_weights(n, int(N)) for N in ns], axis=1)  # (n, M_ok)
 
         def one(sl):
             rr = r[sl]
@@ -365,8 +398,9 @@ class _Prompts:
             top = rr[:, -1:]
             self.bon["reward"][idx] = top + (rr - top) @ W
             # the corrected KL is only trusted for N <= n / KL_N_RATIO: jackknife those (and N = 1)
-            out = _k.bon_plugin(rr, ns, gold=None if g is None else g[sl],
-                                jackknife=lambda N: N * KL_N_RATIO <= n or N == 1)
+            out = _k.bon_plugin(
+                rr, ns, gold=None if g is None else g[sl], jackknife=lambda N: N * KL_N_RATIO <= n or N == 1
+            )
             self.bon["plugin"][idx] = out["reward"]
             self.bon["kl"][idx] = out["kl"]
             self.bon["kl_bias"][idx] = out["kl_bias"]
@@ -376,7 +410,7 @@ class _Prompts:
                 self.bon["gold"][idx] = _k.tie_mean(g[sl], a, b) @ W
                 self.bon["gold_plugin"][idx] = out["gold"]
 
-        for _ in self._map(one, list(self._chunks(n, rows))):     # chunks write disjoint rows
+        for _ in self._map(one, list(self._chunks(n, rows))):  # chunks write disjoint rows
             pass
 
     def _map(self, fn, jobs):
@@ -418,12 +452,17 @@ class _Prompts:
 
         def one(job):
             n, rows, r, g, sl = job
-            out = _k.tilt_rows(r[sl], lams[rows[sl]] if per_row else lams,
-                               gold=None if g is None else g[sl], jackknife=jackknife, variances=variances)
+            out = _k.tilt_rows(
+                r[sl],
+                lams[rows[sl]] if per_row else lams,
+                gold=None if g is None else g[sl],
+                jackknife=jackknife,
+                variances=variances,
+            )
             return rows[sl], {k: v for k, v in out.items() if keep is None or k in keep}
 
         res = {}
-        for rows, out in self._map(one, jobs):       # filled as the chunks arrive
+        for rows, out in self._map(one, jobs):  # filled as the chunks arrive
             for key, v in out.items():
                 if key not in res:
                     res[key] = np.full((self.P, G), np.nan)
@@ -431,11 +470,12 @@ class _Prompts:
         if want_khat:
             fit = np.ones((self.P, G), dtype=bool)
             if trust is not None:
-                fit = ((res["kl"] <= np.log(self.n.astype(float))[:, None] - trust[0])
-                       & (res["ess"] >= trust[1]))
+                fit = (res["kl"] <= np.log(self.n.astype(float))[:, None] - trust[0]) & (
+                    res["ess"] >= trust[1]
+                )
                 if column_rule:
                     fit &= ((~fit).sum(axis=0) <= 0.05 * self.P)[None, :]
-            khat = np.where(np.broadcast_to(lams, (self.P, G)) == 0.0, -np.inf, np.nan)   # as tilt_khat
+            khat = np.where(np.broadcast_to(lams, (self.P, G)) == 0.0, -np.inf, np.nan)  # as tilt_khat
             # The trust rule fails a column when more than 5% of its prompts are bad.  Once a
             # column has more bad prompts than 5% of all prompts (failing the gate above, or with
             # khat above the threshold, among prompts whose tilt is finite and so counted by the
@@ -449,8 +489,9 @@ class _Prompts:
                 bad = (~fit & counted).sum(axis=0)
                 kmax = _k.khat_threshold(self.n)[:, None]
             live = np.ones(G, dtype=bool)
-            blocks = [(rows, r, sl) for n, rows, r, _ in self.groups
-                      for sl in self._chunks(n, rows, _KHAT_ROWS * n)]
+            blocks = [
+                (rows, r, sl) for n, rows, r, _ in self.groups for sl in self._chunks(n, rows, _KHAT_ROWS * n)
+            ]
 
             def fit_one(block):
                 rows, r, sl = block
@@ -463,7 +504,7 @@ class _Prompts:
                     live = bad <= 0.05 * self.P
                     if not live.any():
                         break
-                for x in self._map(fit_one, blocks[b0:b0 + self.threads]):   # disjoint rows
+                for x in self._map(fit_one, blocks[b0 : b0 + self.threads]):  # disjoint rows
                     if early:
                         bad += (fit[x] & counted[x] & ~(khat[x] <= kmax[x])).sum(axis=0)
             res["khat"] = khat
@@ -483,17 +524,17 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
     B, H = K.shape
     Kb = budgets.size
     Km = np.maximum.accumulate(K, axis=1)
-    j = np.empty((B, Kb), dtype=np.int64)                              # first node >= budget
-    for i, b in enumerate(budgets):                                    # (no (B, H, Kb) temporary)
+    j = np.empty((B, Kb), dtype=np.int64)  # first node >= budget
+    for i, b in enumerate(budgets):  # (no (B, H, Kb) temporary)
         j[:, i] = np.sum(Km < b, axis=1)
     jj = np.clip(j, 1, H - 1)
     b_idx = np.arange(B)[:, None]
-    h = (u[jj] - u[jj - 1])
+    h = u[jj] - u[jj - 1]
     k0, k1 = Km[b_idx, jj - 1], Km[b_idx, jj]
     d0, d1 = dK[b_idx, jj - 1] * h, dK[b_idx, jj] * h
     target = np.broadcast_to(budgets, (B, Kb))
     lo, hi = np.zeros((B, Kb)), np.ones((B, Kb))
-    work = [np.empty((B, Kb)) for _ in range(5)]     # reused by every step: no fresh temporaries
+    work = [np.empty((B, Kb)) for _ in range(5)]  # reused by every step: no fresh temporaries
 
     def herm(t, y0, y1, m0, m1):
         # (2t³ − 3t² + 1) y0 + (t³ − 2t² + t) m0 + (−2t³ + 3t²) y1 + (t³ − t²) m1, term by term
@@ -520,7 +561,7 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
 
     mid = np.empty((B, Kb))
     below = np.empty((B, Kb), dtype=bool)
-    for _ in range(48):                       # bisection on the cubic: 2^-48 of a grid step
+    for _ in range(48):  # bisection on the cubic: 2^-48 of a grid step
         np.add(lo, hi, out=mid)
         mid *= 0.5
         np.less(herm(mid, k0, k1, d0, d1), target, out=below)
@@ -619,8 +660,11 @@ def _t_interval(values, mask, conf):
         se = sd / np.sqrt(cnt)
         tq = _t_quantile(0.5 + conf / 2, np.maximum(cnt - 1, 1))
     ok = cnt >= 2
-    return np.where(ok, mean - tq * se, np.nan), np.where(ok, mean + tq * se, np.nan), \
-        np.where(ok, se, np.nan)
+    return (
+        np.where(ok, mean - tq * se, np.nan),
+        np.where(ok, mean + tq * se, np.nan),
+        np.where(ok, se, np.nan),
+    )
 
 
 # ----------------------------------------------------------------------------- grids
@@ -640,9 +684,24 @@ def _check_grid(x, name, *, integer=False, positive=False):
 
 
 # ----------------------------------------------------------------------------- the analysis
-def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None, lam_values=None,
-            n_boot=1000, seed=0, confidence=0.95, interval="auto", columns=None, progress=None,
-            trust_margin=1.0, min_ess=10.0, threads=None) -> Analysis:
+def analyze(
+    base,
+    *,
+    policies=None,
+    gold_col=None,
+    n_values=None,
+    kl_values=None,
+    lam_values=None,
+    n_boot=1000,
+    seed=0,
+    confidence=0.95,
+    interval="auto",
+    columns=None,
+    progress=None,
+    trust_margin=1.0,
+    min_ess=10.0,
+    threads=None,
+) -> Analysis:
     """Best-of-N, the tilted policy, the average-KL optimum and aligned policies, from samples.
 
     Parameters
@@ -718,8 +777,9 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if n_boot < 0:
         raise ValueError("n_boot must be >= 0")
     if n_boot > 100_000:
-        raise ValueError(f"n_boot must be at most 100000 (got {n_boot}); 1000-10000 is plenty for 95% "
-                         f"intervals")
+        raise ValueError(
+            f"n_boot must be at most 100000 (got {n_boot}); 1000-10000 is plenty for 95% intervals"
+        )
     for name, v in (("trust_margin", trust_margin), ("min_ess", min_ess)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a finite number >= 0")
@@ -739,29 +799,39 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     for name, obj in (policies or {}).items():
         pcols = dict(columns or {})
         pcols.pop("logprob", None)
-        pol_sets[str(name)] = _as_sampleset(obj, columns=pcols, gold_col=gold_col,
-                                            what=f"policy {name!r}", policy=True)
+        pol_sets[str(name)] = _as_sampleset(
+            obj, columns=pcols, gold_col=gold_col, what=f"policy {name!r}", policy=True
+        )
 
     counts = s.counts
     n_max = int(counts.max())
-    ns = _check_grid(2 ** np.arange(int(np.floor(np.log2(max(n_max, 1)))) + 1)
-                     if n_values is None else n_values, "n_values", integer=True)
-    pol_top = max((max(float(r.max()), -float(r.min())) for ps in pol_sets.values() for r in ps.rewards
-                   if r.size), default=0.0)
+    ns = _check_grid(
+        2 ** np.arange(int(np.floor(np.log2(max(n_max, 1)))) + 1) if n_values is None else n_values,
+        "n_values",
+        integer=True,
+    )
+    pol_top = max(
+        (max(float(r.max()), -float(r.min())) for ps in pol_sets.values() for r in ps.rewards if r.size),
+        default=0.0,
+    )
     pr = _Prompts(s, ns, tick, threads, other_max=pol_top)
     P = pr.P
     sd = pr.sd_pool if pr.sd_pool > 0 else 1.0
-    lams = _check_grid(np.concatenate([[0.0], np.geomspace(0.05, 20.0, 12) / sd])
-                       if lam_values is None else lam_values, "lam_values")
+    lams = _check_grid(
+        np.concatenate([[0.0], np.geomspace(0.05, 20.0, 12) / sd]) if lam_values is None else lam_values,
+        "lam_values",
+    )
     if lam_values is not None:
-        lams = lams * pr.scale          # the user's lam in the units of the analysis
+        lams = lams * pr.scale  # the user's lam in the units of the analysis
     n_med = float(np.median(pr.n))
-    budgets = _check_grid(np.linspace(0.0, np.log(n_med), 21) if kl_values is None else kl_values,
-                          "kl_values")
+    budgets = _check_grid(
+        np.linspace(0.0, np.log(n_med), 21) if kl_values is None else kl_values, "kl_values"
+    )
     method = interval
     if method == "auto":
-        method = "jackknife" if P == 1 else ("t" if (P < MIN_PROMPTS_BOOTSTRAP or n_boot == 0)
-                                             else "bootstrap")
+        method = (
+            "jackknife" if P == 1 else ("t" if (P < MIN_PROMPTS_BOOTSTRAP or n_boot == 0) else "bootstrap")
+        )
     elif P == 1 and method in ("t", "bootstrap"):
         method = "jackknife"
     if method == "bootstrap" and n_boot == 0:
@@ -781,8 +851,9 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if budgets.size:
         # two Newton steps from the Hermite start (~1e-5): the first on plain evaluations, the
         # second on the evaluations (with jackknife) that the intervals use
-        st = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0), jackknife=False,
-                        columns=("reward", "kl", "var"))
+        st = pr.tilt_at(
+            np.where(np.isfinite(f_lam), f_lam, 0.0), jackknife=False, columns=("reward", "kl", "var")
+        )
         f_lam, f_rew = _newton_step(st, budgets, f_lam, f_rew)
         del st
         fl = pr.tilt_at(np.where(np.isfinite(f_lam), f_lam, 0.0), trust=gate)
@@ -800,11 +871,18 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     # the true values (bias O(1/n^2)); the plug-in means are reported beside them.
     cols = _Columns(P)
     logn = np.log(pr.n.astype(float))
-    k_max = _k.khat_threshold(pr.n)[:, None]      # PSIS: weights' tail too heavy above it
+    k_max = _k.khat_threshold(pr.n)[:, None]  # PSIS: weights' tail too heavy above it
     elig_n = ns[None, :] <= pr.n[:, None]
     bon_ok = elig_n & (pr.bon["kl"] <= logn[:, None] - trust_margin)
-    cols.add("base_reward", pr.mean[:, None], np.ones((P, 1), bool), np.ones((P, 1), bool),
-             None, _jk_mean_var(pr), single=True)
+    cols.add(
+        "base_reward",
+        pr.mean[:, None],
+        np.ones((P, 1), bool),
+        np.ones((P, 1), bool),
+        None,
+        _jk_mean_var(pr),
+        single=True,
+    )
     u_var = _u_jackknife_var(pr) if method == "jackknife" else None
     cols.add("bon_reward", pr.bon["reward"], elig_n, bon_ok, None, u_var, single=(ns == 1))
     cols.add("bon_reward_plugin", pr.bon["plugin"], elig_n, bon_ok, None, None)
@@ -812,16 +890,17 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     # samples have seen the law's levels: Good–Turing's unseen-mass estimate n_1/n_x (the share of
     # rewards seen once) at most MAX_UNSEEN.  Without ties every reward is a level of its own, the
     # plug-in KL is the same biased number for every prompt, and no correction is reliable.
-    kl_ok = bon_ok & (((ns[None, :] * KL_N_RATIO <= pr.n[:, None])
-                       & (pr.singletons[:, None] <= MAX_UNSEEN)) | (ns[None, :] == 1))
+    kl_ok = bon_ok & (
+        ((ns[None, :] * KL_N_RATIO <= pr.n[:, None]) & (pr.singletons[:, None] <= MAX_UNSEEN))
+        | (ns[None, :] == 1)
+    )
     cols.add("bon_kl", pr.bon["kl"], elig_n, kl_ok, pr.bon["kl_bias"], pr.bon["kl_jkvar"])
     cols.add("bon_win", pr.bon["win"], elig_n, bon_ok, None, None)
     if pr.has_gold:
         cols.add("bon_gold", pr.bon["gold"], elig_n, bon_ok, None, None)
         cols.add("bon_gold_plugin", pr.bon["gold_plugin"], elig_n, bon_ok, None, None)
     if lams.size:
-        t_ok = ((tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess)
-                & (tl["khat"] <= k_max))
+        t_ok = (tl["kl"] <= logn[:, None] - trust_margin) & (tl["ess"] >= min_ess) & (tl["khat"] <= k_max)
         t_all = np.ones_like(t_ok)
         cols.add("tilt_reward", tl["reward"], t_all, t_ok, tl["reward_bias"], tl.get("reward_jkvar"))
         # the per-prompt tilt KL is right-skewed: a t interval over < 30 prompts covered 87%
@@ -837,16 +916,29 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
             live = np.isfinite(lam_b) & (lam_b > 0)
             # psi_x: prompt x's share of R*_avg to first order in the shared lam
             psi = np.where(live, fl["reward"] - (fl["kl"] - budgets[None, :]) / lam_b, fl["reward"])
-            f_corr = np.where(live, fl["reward_bias"] - fl["kl_bias"] / lam_b,
-                              np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0))
-        f_ok = ((fl["kl"] <= logn[:, None] - trust_margin) & (fl["ess"] >= min_ess)
-                & (fl["khat"] <= k_max) & np.isfinite(lam_b))
+            f_corr = np.where(
+                live,
+                fl["reward_bias"] - fl["kl_bias"] / lam_b,
+                np.where(np.isfinite(lam_b), fl["reward_bias"], 0.0),
+            )
+        f_ok = (
+            (fl["kl"] <= logn[:, None] - trust_margin)
+            & (fl["ess"] >= min_ess)
+            & (fl["khat"] <= k_max)
+            & np.isfinite(lam_b)
+        )
         cols.add("frontier", psi, np.ones_like(f_ok), f_ok, f_corr, fl.get("frontier_var"))
         del fl, psi, f_ok
     for name, pv in pol.items():
         for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
-            cols.add(f"policy:{name}:{key}", pv[key][:, None], pv["mask"][:, None], pv["ok"][:, None],
-                     pv.get(key + "_bias"), pv.get(key + "_var"))
+            cols.add(
+                f"policy:{name}:{key}",
+                pv[key][:, None],
+                pv["mask"][:, None],
+                pv["ok"][:, None],
+                pv.get(key + "_bias"),
+                pv.get(key + "_var"),
+            )
 
     # ---- intervals ----------------------------------------------------------------------
     conf = float(confidence)
@@ -866,11 +958,13 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         tq = _t_quantile(0.5 + conf / 2, max(int(pr.n[0]) - 1, 1))
         lo = np.where(ok, point - tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
         hi = np.where(ok, point + tq * np.sqrt(np.where(ok, v, 0.0)), np.nan)
-        desc = (f"within-prompt jackknife, Student-t with n − 1 = {int(pr.n[0]) - 1} d.o.f. "
-                f"(one prompt: no prompt-level spread to resample)")
+        desc = (
+            f"within-prompt jackknife, Student-t with n − 1 = {int(pr.n[0]) - 1} d.o.f. "
+            f"(one prompt: no prompt-level spread to resample)"
+        )
     elif method == "t":
         lo, hi, _ = _t_interval(cols.values, cols.mask, conf)
-        if budgets.size:      # centre the linearised interval on the exact solve
+        if budgets.size:  # centre the linearised interval on the exact solve
             sl = cols.slices["frontier"]
             half = 0.5 * (hi[sl] - lo[sl])
             lo[sl], hi[sl] = point[sl] - half, point[sl] + half
@@ -896,10 +990,13 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     kv, kl_, kh_, kt_ = pick("bon_kl")
     # the correction is computed only where it can be trusted (N <= n_x / KL_N_RATIO)
     corrected = np.all(np.isfinite(pr.bon["kl_bias"]) | ~elig_n, axis=0)
-    bon_data.update(kl=plug("bon_kl"), kl_debiased=np.where(corrected, np.maximum(kv, 0.0), np.nan),
-                    kl_lo=np.where(corrected, np.maximum(kl_, 0.0), np.nan),
-                    kl_hi=np.where(corrected, kh_, np.nan),
-                    kl_bound=np.log(ns) - (ns - 1.0) / ns)
+    bon_data.update(
+        kl=plug("bon_kl"),
+        kl_debiased=np.where(corrected, np.maximum(kv, 0.0), np.nan),
+        kl_lo=np.where(corrected, np.maximum(kl_, 0.0), np.nan),
+        kl_hi=np.where(corrected, kh_, np.nan),
+        kl_bound=np.log(ns) - (ns - 1.0) / ns,
+    )
     bon_data["win_rate"] = pick("bon_win")[0]
     if pr.has_gold:
         gv, gl, gh, _ = pick("bon_gold")
@@ -914,11 +1011,21 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     if lams.size:
         v, l_, h_, t_ = pick("tilt_reward")
         kv, kl_, kh_, kt_ = pick("tilt_kl")
-        tilt_data.update(kl=plug("tilt_kl"), kl_debiased=np.maximum(kv, 0.0), kl_lo=np.maximum(kl_, 0.0),
-                         kl_hi=kh_, reward=plug("tilt_reward"), reward_debiased=v, reward_lo=l_,
-                         reward_hi=h_, gain=plug("tilt_reward") - point[cols.slices["base_reward"]][0],
-                         ess=tilt_ess, reward_trusted=t_, kl_trusted=kt_,
-                         trusted=t_ & kt_)
+        tilt_data.update(
+            kl=plug("tilt_kl"),
+            kl_debiased=np.maximum(kv, 0.0),
+            kl_lo=np.maximum(kl_, 0.0),
+            kl_hi=kh_,
+            reward=plug("tilt_reward"),
+            reward_debiased=v,
+            reward_lo=l_,
+            reward_hi=h_,
+            gain=plug("tilt_reward") - point[cols.slices["base_reward"]][0],
+            ess=tilt_ess,
+            reward_trusted=t_,
+            kl_trusted=kt_,
+            trusted=t_ & kt_,
+        )
         if pr.has_gold:
             gv, gl, gh, _ = pick("tilt_gold")
             tilt_data.update(gold=plug("tilt_gold"), gold_debiased=gv, gold_lo=gl, gold_hi=gh)
@@ -929,9 +1036,16 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         v, l_, h_, t_ = pick("frontier")
         with np.errstate(divide="ignore"):
             beta = 1.0 / f_lam
-        f_data.update(reward=plug("frontier"), reward_debiased=v, reward_lo=l_, reward_hi=h_,
-                      lam=f_lam, beta=beta,
-                      saturated=f_sat, trusted=t_ & ~f_sat)
+        f_data.update(
+            reward=plug("frontier"),
+            reward_debiased=v,
+            reward_lo=l_,
+            reward_hi=h_,
+            lam=f_lam,
+            beta=beta,
+            saturated=f_sat,
+            trusted=t_ & ~f_sat,
+        )
     frontier = Table(f_data)
     eq_rew = _equal_budget(pr, fr, budgets) if budgets.size else np.zeros(0)
     frontier_equal = Table({"kl": budgets, "reward": eq_rew})
@@ -941,23 +1055,25 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
         row = {}
         for key in ("kl", "reward", "kl_to_optimal", "gap") + (("gold",) if "gold" in pv else ()):
             v, l_, h_, t_ = pick(f"policy:{name}:{key}")
-            if key == "kl_to_optimal" and pv["saturated"]:     # the optimum is p_hat(. | top)
+            if key == "kl_to_optimal" and pv["saturated"]:  # the optimum is p_hat(. | top)
                 v = l_ = h_ = np.array([np.inf])
                 t_ = np.array([False])
                 row["kl_to_optimal_plugin"] = np.array([np.inf])
-            elif key == "kl_to_optimal":       # a KL: negative values are sampling noise
+            elif key == "kl_to_optimal":  # a KL: negative values are sampling noise
                 row["kl_to_optimal_plugin"] = plug(f"policy:{name}:{key}")
                 v, l_ = np.maximum(v, 0.0), np.maximum(l_, 0.0)
                 h_ = np.maximum(h_, 0.0)
             row.update({key: v, key + "_lo": l_, key + "_hi": h_})
             row[key + "_trusted"] = t_
-        row.update(optimal_reward=np.array([pv["optimal_reward"]]),
-                   optimal_reward_debiased=np.array([pv["optimal_reward_debiased"]]),
-                   lam=np.array([pv["lam"]]),
-                   bon_n_same_kl=np.array([_bon_n_same_kl(pr, pv["mask"], float(row["kl"][0]))]),
-                   prompts=np.array([int(pv["mask"].sum())]),
-                   saturated=np.array([pv["saturated"]]),
-                   trusted=row["kl_trusted"] & row["reward_trusted"] & row["kl_to_optimal_trusted"])
+        row.update(
+            optimal_reward=np.array([pv["optimal_reward"]]),
+            optimal_reward_debiased=np.array([pv["optimal_reward_debiased"]]),
+            lam=np.array([pv["lam"]]),
+            bon_n_same_kl=np.array([_bon_n_same_kl(pr, pv["mask"], float(row["kl"][0]))]),
+            prompts=np.array([int(pv["mask"].sum())]),
+            saturated=np.array([pv["saturated"]]),
+            trusted=row["kl_trusted"] & row["reward_trusted"] & row["kl_to_optimal_trusted"],
+        )
         pol_tables[name] = Table(row)
 
     per = {"prompt": np.array(pr.ids, dtype=object), "n": pr.n, "mean_reward": pr.mean}
@@ -967,30 +1083,58 @@ def analyze(base, *, policies=None, gold_col=None, n_values=None, kl_values=None
     per_prompt = Table(per)
 
     methods = {k: desc for k in ("bon", "tilt", "frontier")}
-    corrected = ("; intervals are for the true values, built on jackknife-corrected per-prompt "
-                 "estimates (columns *_debiased); plug-in values are shown beside them")
+    corrected = (
+        "; intervals are for the true values, built on jackknife-corrected per-prompt "
+        "estimates (columns *_debiased); plug-in values are shown beside them"
+    )
     methods["tilt"] = desc + corrected
-    methods["bon"] = desc + ("; the KL interval is for the true KL, built on jackknife-corrected "
-                             "per-prompt plug-in KLs (kl_debiased)")
-    methods["frontier"] = desc + corrected + ("; linearisation psi_x = R_x(λ) − (KL_x(λ) − Δ)/λ"
-                                              if method in ("t", "jackknife")
-                                              else "; λ re-solved in every replication")
+    methods["bon"] = desc + (
+        "; the KL interval is for the true KL, built on jackknife-corrected "
+        "per-prompt plug-in KLs (kl_debiased)"
+    )
+    methods["frontier"] = (
+        desc
+        + corrected
+        + (
+            "; linearisation psi_x = R_x(λ) − (KL_x(λ) − Δ)/λ"
+            if method in ("t", "jackknife")
+            else "; λ re-solved in every replication"
+        )
+    )
     for name in pol_tables:
         methods[f"policy:{name}"] = desc
     if method == "jackknife":
-        methods["bon"] += ("; plug-in BoN reward, win rate and gold columns have no within-prompt "
-                           "interval")
-    info = {"prompts": P, "samples": int(pr.n.sum()), "n_min": int(pr.n.min()),
-            "n_median": n_med, "n_max": int(pr.n.max()), "interval": method, "n_boot": n_boot,
-            "seed": seed, "confidence": conf, "trust_margin": trust_margin, "min_ess": min_ess,
-            "reward_sd": pr.sd_pool * pr.scale, "gold": bool(pr.has_gold),
-            "kl_trust_limit_median": float(np.log(n_med) - trust_margin)}
-    if pr.scale != 1.0:             # back from the units of the analysis
+        methods["bon"] += "; plug-in BoN reward, win rate and gold columns have no within-prompt interval"
+    info = {
+        "prompts": P,
+        "samples": int(pr.n.sum()),
+        "n_min": int(pr.n.min()),
+        "n_median": n_med,
+        "n_max": int(pr.n.max()),
+        "interval": method,
+        "n_boot": n_boot,
+        "seed": seed,
+        "confidence": conf,
+        "trust_margin": trust_margin,
+        "min_ess": min_ess,
+        "reward_sd": pr.sd_pool * pr.scale,
+        "gold": bool(pr.has_gold),
+        "kl_trust_limit_median": float(np.log(n_med) - trust_margin),
+    }
+    if pr.scale != 1.0:  # back from the units of the analysis
         for tab in (bon, tilt, frontier, frontier_equal, per_prompt, *pol_tables.values()):
             _unscale(tab, pr.scale)
-    return Analysis(bon=bon, tilt=tilt, frontier=frontier, frontier_equal=frontier_equal,
-                    policies=pol_tables, per_prompt=per_prompt, methods=methods,
-                    excluded=pr.excluded, info=info)
+    return Analysis(
+        bon=bon,
+        tilt=tilt,
+        frontier=frontier,
+        frontier_equal=frontier_equal,
+        policies=pol_tables,
+        per_prompt=per_prompt,
+        methods=methods,
+        excluded=pr.excluded,
+        info=info,
+    )
 
 
 def _newton_step(st, budgets, lam, rew):
@@ -1006,7 +1150,7 @@ def _newton_step(st, budgets, lam, rew):
     with np.errstate(divide="ignore", invalid="ignore"):
         step = (budgets - K) / (lam * V)
     ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam)
-    with np.errstate(invalid="ignore", over="ignore"):     # values where not ok are not used
+    with np.errstate(invalid="ignore", over="ignore"):  # values where not ok are not used
         rew = np.where(live, np.where(ok, R + V * step, R), rew)
         lam = np.where(ok, lam + step, lam)
     return lam, rew
@@ -1017,7 +1161,7 @@ def _equal_budget(pr, fr, budgets, steps=1):
     lam = fr.lam[None, :]
     ustar = np.empty((pr.P, budgets.size))
     rstar = np.empty((pr.P, budgets.size))
-    step = max(1, (1 << 20) // (fr.lam.size + budgets.size))       # prompts at once: bounded temporaries
+    step = max(1, (1 << 20) // (fr.lam.size + budgets.size))  # prompts at once: bounded temporaries
     for s0 in range(0, pr.P, step):
         blk = slice(s0, s0 + step)
         V = fr.V[blk]
@@ -1031,12 +1175,12 @@ def _equal_budget(pr, fr, budgets, steps=1):
     # a prompt with one reward level has nothing to tilt: KL 0 at any lam (k_top = 0: saturated)
     sat = np.isposinf(ustar) | (b >= fr.k_top[:, None])
     live = ~sat & (b > 0) & np.isfinite(lam_x) & (lam_x > 0)
-    for _ in range(steps):          # Newton on exact evaluations, one lam per (prompt, budget)
+    for _ in range(steps):  # Newton on exact evaluations, one lam per (prompt, budget)
         st = pr.tilt_at(np.where(live, lam_x, 0.0), jackknife=False, columns=("reward", "kl", "var"))
         with np.errstate(divide="ignore", invalid="ignore"):
             step = (b - st["kl"]) / (lam_x * st["var"])
         ok = live & np.isfinite(step) & (np.abs(step) < 0.5 * lam_x)
-        with np.errstate(invalid="ignore", over="ignore"):     # values where not ok are not used
+        with np.errstate(invalid="ignore", over="ignore"):  # values where not ok are not used
             rstar = np.where(live, np.where(ok, st["reward"] + st["var"] * step, st["reward"]), rstar)
             lam_x = np.where(ok, lam_x + step, lam_x)
     rstar = np.where(sat, fr.r_top[:, None], rstar)
@@ -1062,7 +1206,7 @@ def _bon_n_same_kl(pr, mask, kl):
 
     hi = np.log(float(min(n for n, _ in rows)))
     if mean_kl(hi) < 0:
-        return math.inf          # beyond what best-of-N on these samples can reach
+        return math.inf  # beyond what best-of-N on these samples can reach
     return float(np.exp(brentq(mean_kl, 0.0, hi, xtol=1e-10)))
 
 
@@ -1097,11 +1241,12 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     samples = {}
     unknown = [p for p in ps.prompts if p not in pr.index]
     if unknown:
-        raise ValueError(f"policy {name!r}: prompt {unknown[0]!r} is not among the base prompts "
-                         f"({len(unknown)} unknown)")
+        raise ValueError(
+            f"policy {name!r}: prompt {unknown[0]!r} is not among the base prompts ({len(unknown)} unknown)"
+        )
     for p_id, r, lp, rlp in zip(ps.prompts, ps.rewards, ps.logprobs, ps.ref_logprobs):
         x = pr.index[p_id]
-        r = r / pr.scale                # the units of the analysis (a power of two: exact)
+        r = r / pr.scale  # the units of the analysis (a power of two: exact)
         mask[x] = True
         lr = lp - rlp
         kl[x] = lr.mean()
@@ -1123,7 +1268,7 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     st = None
     cols = ("logmgf", "kl", "ess", "frontier_var", "reward", "var", "reward_bias", "kl_bias", "khat")
     if np.isfinite(lam_v) and lam_v > 0:
-        for _ in range(3):      # Newton on exact evaluations over the policy's prompts
+        for _ in range(3):  # Newton on exact evaluations over the policy's prompts
             st = pr.tilt_at(np.array([lam_v]), jackknife=False, columns=("kl", "reward", "var"))
             K, R, V = (st[c][mask, 0].mean() for c in ("kl", "reward", "var"))
             step = (kl_pol - K) / (lam_v * V) if V > 0 else 0.0
@@ -1132,20 +1277,24 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
                 break
             opt_reward = R + V * step
             lam_v += step
-        st = pr.tilt_at(np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess),
-                        column_rule=False)      # trust is over the policy's prompts only
+        st = pr.tilt_at(
+            np.array([lam_v]), jackknife=True, columns=cols, trust=(trust_margin, min_ess), column_rule=False
+        )  # trust is over the policy's prompts only
     saturated = bool(np.isinf(lam_v))
     lam_use = lam_v if np.isfinite(lam_v) else 0.0
     lmgf = st["logmgf"][:, 0] if st is not None else np.zeros(P)
     d = np.where(mask, kl - lam_use * rew + lmgf, 0.0)
     # Λ = λR − KL on the base samples: its jackknife bias is λ b_R − b_KL
-    d_bias = (np.where(mask, lam_use * st["reward_bias"][:, 0] - st["kl_bias"][:, 0], 0.0)
-              if st is not None else np.zeros(P))
+    d_bias = (
+        np.where(mask, lam_use * st["reward_bias"][:, 0] - st["kl_bias"][:, 0], 0.0)
+        if st is not None
+        else np.zeros(P)
+    )
     d_var = np.full(P, np.nan)
     for x, (r, lr) in samples.items():
         if r.size >= 2:
             # pi's samples and the base samples are independent: the variances add
-            base_var = lam_use ** 2 * st["frontier_var"][x, 0] if st is not None else 0.0
+            base_var = lam_use**2 * st["frontier_var"][x, 0] if st is not None else 0.0
             d_var[x] = np.var(lr - lam_use * r, ddof=1) / r.size + base_var
     opt_corr = 0.0
     if st is not None:
@@ -1153,8 +1302,12 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
     logn = np.log(pr.n.astype(float))
     ok = np.ones(P, dtype=bool)
     if st is not None:
-        ok = ((st["kl"][:, 0] <= logn - trust_margin) & (st["ess"][:, 0] >= min_ess)
-              & (st["khat"][:, 0] <= _k.khat_threshold(pr.n)) & np.isfinite(d_bias))
+        ok = (
+            (st["kl"][:, 0] <= logn - trust_margin)
+            & (st["ess"][:, 0] >= min_ess)
+            & (st["khat"][:, 0] <= _k.khat_threshold(pr.n))
+            & np.isfinite(d_bias)
+        )
     # gap_x = R*_x - r_x: prompt x's share of R*_avg(KL_pi) - E_pi r to first order in the shared
     # lam (psi_x with the policy's own per-prompt KL as budget; its mean is the exact solve's gap)
     gap = np.zeros(P)
@@ -1168,10 +1321,10 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
         for x, (r, lr) in samples.items():
             if r.size >= 2:
                 gap_var[x] = np.var(lr / lam_use - r, ddof=1) / r.size + st["frontier_var"][x, 0]
-    elif saturated:     # the optimum at that KL is r_max of each prompt's samples
+    elif saturated:  # the optimum at that KL is r_max of each prompt's samples
         gap = np.where(mask, fr.r_top - rew, 0.0)
         gap_var = rew_var.copy()
-    else:               # lam = 0 (KL 0): the optimum at that KL is the base mean
+    else:  # lam = 0 (KL 0): the optimum at that KL is the base mean
         gap = np.where(mask, pr.mean - rew, 0.0)
         gap_var = rew_var + _jk_mean_var(pr)[:, 0]
     if saturated:
@@ -1179,11 +1332,24 @@ def _policy_prompt_values(name, ps, pr, fr, trust_margin, min_ess):
         # log n - log #top): no estimate of the optimum there is trusted, and the optimal policy
         # p_hat(. | top) is at infinite KL from a policy that also reaches lower rewards
         ok = np.zeros(P, dtype=bool)
-    out = {"mask": mask, "saturated": saturated, "kl": kl, "reward": rew, "kl_to_optimal": d, "kl_var": kl_var,
-           "gap": gap, "gap_bias": gap_bias, "gap_var": gap_var,
-           "reward_var": rew_var, "kl_to_optimal_var": d_var, "kl_to_optimal_bias": d_bias,
-           "ok": ok & mask, "optimal_reward": opt_reward, "optimal_reward_debiased": opt_reward - opt_corr,
-           "lam": lam_v}
+    out = {
+        "mask": mask,
+        "saturated": saturated,
+        "kl": kl,
+        "reward": rew,
+        "kl_to_optimal": d,
+        "kl_var": kl_var,
+        "gap": gap,
+        "gap_bias": gap_bias,
+        "gap_var": gap_var,
+        "reward_var": rew_var,
+        "kl_to_optimal_var": d_var,
+        "kl_to_optimal_bias": d_bias,
+        "ok": ok & mask,
+        "optimal_reward": opt_reward,
+        "optimal_reward_debiased": opt_reward - opt_corr,
+        "lam": lam_v,
+    }
     if gold is not None:
         out["gold"] = gold
     return out
@@ -1214,11 +1380,17 @@ class _Columns:
             ok = ok & defined
             corr = np.where(defined, corr, 0.0)
         # (P, S) arrays are kept only where they carry information: memory at 10^5 prompts
-        self.parts.append(dict(values=raw if corr is None else raw - corr, corr=corr,
-                               mask=np.asarray(mask, bool) & np.isfinite(raw), ok=ok,
-                               jkvar=None if jkvar is None else np.asarray(jkvar, float).reshape(self.P, S),
-                               single=np.broadcast_to(np.asarray(single, bool), (S,)),
-                               t_ok=np.broadcast_to(np.asarray(t_ok, bool), (S,))))
+        self.parts.append(
+            dict(
+                values=raw if corr is None else raw - corr,
+                corr=corr,
+                mask=np.asarray(mask, bool) & np.isfinite(raw),
+                ok=ok,
+                jkvar=None if jkvar is None else np.asarray(jkvar, float).reshape(self.P, S),
+                single=np.broadcast_to(np.asarray(single, bool), (S,)),
+                t_ok=np.broadcast_to(np.asarray(t_ok, bool), (S,)),
+            )
+        )
         self.slices[name] = slice(self.size, self.size + S)
         self.size += S
 
@@ -1251,12 +1423,14 @@ class _Columns:
     def point(self, raw=False):
         """Means over the prompts each column averages (corrected, or the plug-in ``raw`` ones)."""
         key = "raw" if raw else "values"
-        return self._each(lambda p: np.where(p["mask"], self._part(p, key), 0.0).sum(axis=0)
-                          / p["mask"].sum(axis=0))
+        return self._each(
+            lambda p: np.where(p["mask"], self._part(p, key), 0.0).sum(axis=0) / p["mask"].sum(axis=0)
+        )
 
     def mean_correction(self, sl):
-        return self._each(lambda p: np.where(p["mask"], self._part(p, "corr"), 0.0).sum(axis=0)
-                          / p["mask"].sum(axis=0))[sl]
+        return self._each(
+            lambda p: np.where(p["mask"], self._part(p, "corr"), 0.0).sum(axis=0) / p["mask"].sum(axis=0)
+        )[sl]
 
     def jkvar(self):
         """Within-prompt variance of the (single) prompt's estimate."""
@@ -1273,9 +1447,9 @@ class _Columns:
         cnt = self._each(lambda p: p["mask"].sum(axis=0))
         share_ok = (cnt > 0) & (bad <= 0.05 * cnt)
         out = share_ok & np.isfinite(se)
-        if method == "jackknife":      # one prompt: only the mean's interval covers (coverage study)
+        if method == "jackknife":  # one prompt: only the mean's interval covers (coverage study)
             out &= np.concatenate([p["single"] for p in self.parts])
-        if method == "t":              # a few prompts: right-skewed per-prompt values undercover
+        if method == "t":  # a few prompts: right-skewed per-prompt values undercover
             out &= np.concatenate([p["t_ok"] for p in self.parts])
         return out
 
@@ -1307,9 +1481,15 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
         return o
 
     bca = P <= MAX_PROMPTS_BCA
-    res = _rs.prompt_bootstrap(statistic, P, n_resamples=n_boot, confidence=conf,
-                               seed=seed, method="BCa" if bca else "percentile",
-                               progress=lambda d, t: tick("bootstrap over prompts", d, t))
+    res = _rs.prompt_bootstrap(
+        statistic,
+        P,
+        n_resamples=n_boot,
+        confidence=conf,
+        seed=seed,
+        method="BCa" if bca else "percentile",
+        progress=lambda d, t: tick("bootstrap over prompts", d, t),
+    )
     lo, hi = res.low, res.high
     # BCa is undefined where the replications do not vary (e.g. N = 1 plug-in KL): percentile there
     with warnings.catch_warnings():
@@ -1318,7 +1498,9 @@ def _bootstrap(cols, fr, budgets, f_corr, P, n_boot, conf, seed, tick):
     bad = ~np.isfinite(lo) | ~np.isfinite(hi)
     lo = np.where(bad, plo, lo)
     hi = np.where(bad, phi, hi)
-    desc = (f"prompt bootstrap ({'BCa' if bca else 'percentile'}, {n_boot} replications over {P} "
-            f"prompts; scipy.stats.bootstrap's resamples and BCa on prompt weights): each prompt's "
-            f"estimate computed once, prompts resampled")
+    desc = (
+        f"prompt bootstrap ({'BCa' if bca else 'percentile'}, {n_boot} replications over {P} "
+        f"prompts; scipy.stats.bootstrap's resamples and BCa on prompt weights): each prompt's "
+        f"estimate computed once, prompts resampled"
+    )
     return lo, hi, desc

@@ -26,8 +26,18 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaln, gammaln
 
-__all__ = ["log_choose", "tie_bounds", "unbiased_weights", "bon_plugin", "tilt_rows",
-           "unbiased_jackknife", "tie_mean", "pareto_khat", "tilt_khat", "khat_threshold"]
+__all__ = [
+    "log_choose",
+    "tie_bounds",
+    "unbiased_weights",
+    "bon_plugin",
+    "tilt_rows",
+    "unbiased_jackknife",
+    "tie_mean",
+    "pareto_khat",
+    "tilt_khat",
+    "khat_threshold",
+]
 
 # Elements of a (rows x n x grid) work array processed at once.
 _BLOCK = 1 << 21
@@ -65,7 +75,7 @@ def unbiased_weights(n, big_n):
     """
     logw = log_choose(np.arange(n), big_n - 1) - log_choose(np.array([n]), big_n)[0]
     w = np.exp(logw)
-    return w / w.sum()     # the hockey-stick identity makes the sum exactly one
+    return w / w.sum()  # the hockey-stick identity makes the sum exactly one
 
 
 def tie_bounds(r):
@@ -145,7 +155,7 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
     a, b = tie_bounds(r)
     k = (b - a + 1).astype(float)
     c_hi = (b + 1).astype(float)
-    last = (np.arange(n)[None, :] == b)              # one element stands for its group
+    last = np.arange(n)[None, :] == b  # one element stands for its group
     out = {key: np.empty((B, ns.size)) for key in ("reward", "kl", "win_rate")}
     if gold is not None:
         out["gold"] = np.empty((B, ns.size))
@@ -167,10 +177,11 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
 
         def pick(t):
             return t
+
     for m, big_n in enumerate(ns):
         log_nb = np.log(big_n)
-        with np.errstate(divide="ignore", invalid="ignore"):     # table cells with k = 0 or k > c
-            logd = _bon_group_logd(cc, kk, n, log_nb)           # a group's mass
+        with np.errstate(divide="ignore", invalid="ignore"):  # table cells with k = 0 or k > c
+            logd = _bon_group_logd(cc, kk, n, log_nb)  # a group's mass
             d = np.exp(logd)
             omega = pick(d / kk)
             term = np.where(last, pick(np.where(d > 0, d * (logd + np.log(n) - np.log(kk)), 0.0)), 0.0)
@@ -182,8 +193,9 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
         kl = np.zeros(B) if big_n == 1 else np.maximum(term.sum(axis=1), 0.0)
         out["kl"][:, m] = kl
         if jackknife is True or (jackknife and jackknife(big_n)):
-            out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(cc, kk, pick, a, b, last, n,
-                                                                            log_nb, kl)
+            out["kl_bias"][:, m], out["kl_jkvar"][:, m] = _bon_kl_jackknife(
+                cc, kk, pick, a, b, last, n, log_nb, kl
+            )
         elif jackknife:
             out["kl_bias"][:, m] = out["kl_jkvar"][:, m] = np.nan
     return out
@@ -208,7 +220,7 @@ def _bon_kl_jackknife(c_hi, k, pick, a, b, last, n, log_nb, kl):
     # groups below h keep their counts, groups above lose one sample from the cumulative count
     below = np.where(last, pick(_kl_term(c_hi, k, m1, log_nb)), 0.0)
     above = np.where(last, pick(_kl_term(c_hi - 1.0, k, m1, log_nb)), 0.0)
-    mid = pick(_kl_term(c_hi - 1.0, k - 1.0, m1, log_nb))     # group h itself, one sample fewer
+    mid = pick(_kl_term(c_hi - 1.0, k - 1.0, m1, log_nb))  # group h itself, one sample fewer
     pre = np.zeros((B, n + 1))
     np.cumsum(below, axis=1, out=pre[:, 1:])
     suf = np.zeros((B, n + 1))
@@ -216,7 +228,7 @@ def _bon_kl_jackknife(c_hi, k, pick, a, b, last, n, log_nb, kl):
     # sum over groups strictly below (positions < a) and strictly above (positions > b)
     s_below = np.take_along_axis(pre, a, axis=1)
     s_above = np.take_along_axis(suf, (n - 1 - b), axis=1)
-    loo = s_below + mid + s_above            # KL without one sample of this element's group
+    loo = s_below + mid + s_above  # KL without one sample of this element's group
     mu = loo.mean(axis=1)
     return m1 * (mu - kl), m1 / n * np.sum((loo - mu[:, None]) ** 2, axis=1)
 
@@ -231,12 +243,12 @@ def unbiased_jackknife(r, big_n):
     """
     B, n = r.shape
     lc = log_choose(np.arange(n), big_n - 1) - log_choose(np.array([n - 1]), big_n)[0]
-    c = np.exp(lc)                                  # c[k] = C(k, N-1)/C(n-1, N), k = 0..n-1
+    c = np.exp(lc)  # c[k] = C(k, N-1)/C(n-1, N), k = 0..n-1
     top = r[:, -1:]
-    x = r - top                                     # weights sum to one: centre for accuracy
-    wa = x * c[None, :]                             # rank unchanged (0-based i: c(i))
+    x = r - top  # weights sum to one: centre for accuracy
+    wa = x * c[None, :]  # rank unchanged (0-based i: c(i))
     wb = np.zeros_like(x)
-    wb[:, 1:] = x[:, 1:] * c[None, :-1]             # rank lowered by one: c(i-1)
+    wb[:, 1:] = x[:, 1:] * c[None, :-1]  # rank lowered by one: c(i-1)
     pre = np.zeros((B, n + 1))
     np.cumsum(wa, axis=1, out=pre[:, 1:])
     suf = np.zeros((B, n + 1))
@@ -301,7 +313,9 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     if gold is not None:
         keys.append("gold")
     if jackknife:
-        keys += ["reward_bias", "kl_bias"] + (["reward_jkvar", "kl_jkvar", "frontier_var"] if variances else [])
+        keys += ["reward_bias", "kl_bias"] + (
+            ["reward_jkvar", "kl_jkvar", "frontier_var"] if variances else []
+        )
         if gold is not None:
             keys += ["gold_bias"] + (["gold_jkvar"] if variances else [])
     out = {key: np.empty((B, G)) for key in keys}
@@ -318,16 +332,16 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
         return np.einsum("ij,ij->i", a, b)
 
     for g in range(G):
-        lam = lam_cols[:, g:g + 1]                       # (B, 1): one lam per row
+        lam = lam_cols[:, g : g + 1]  # (B, 1): one lam per row
         zero = lam == 0.0
         with np.errstate(divide="ignore"):
-            c = np.maximum(0.0, dmax - 50.0 / lam)       # no overflow in e^{lam (d - c)}
+            c = np.maximum(0.0, dmax - 50.0 / lam)  # no overflow in e^{lam (d - c)}
         shifted = bool(c.any())
         if shifted:
             np.subtract(d, c, out=x)
-            x *= lam                                     # x = lam (d - c)
+            x *= lam  # x = lam (d - c)
         else:
-            np.multiply(d, lam, out=x)                   # c = 0: the same numbers, one pass
+            np.multiply(d, lam, out=x)  # c = 0: the same numbers, one pass
         # where every |x| is small the KL is O(x^2): keep expm1's relative accuracy there
         is_small = (lam * span)[:, 0] < 0.05
         small = np.flatnonzero(is_small)
@@ -359,11 +373,11 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 s0m[~(s0m > 0)] = np.nan
             np.multiply(w, d, out=gain_l)
             np.subtract(s1, gain_l, out=gain_l)
-            gain_l /= s0m                               # R_(-i) - rbar (any fixed centring works)
+            gain_l /= s0m  # R_(-i) - rbar (any fixed centring works)
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(s0m, n - 1.0, out=kl_l)
-                np.log(kl_l, out=kl_l)                  # log mean w without i (NaN where s0m is)
-                if small.size:                          # O(x^2) KLs: log1p keeps their digits
+                np.log(kl_l, out=kl_l)  # log mean w without i (NaN where s0m is)
+                if small.size:  # O(x^2) KLs: log1p keeps their digits
                     kl_l[small] = np.log1p((se[small, None] - e[small]) / (n - 1.0))
             # kl_(-i) = lam (gain_(-i) - c) - log mean w_(-i), 0 at lam = 0 (x is free again)
             if shifted:
@@ -420,12 +434,12 @@ def tilt_khat(r, lams, fit):
     lams = np.asarray(lams, dtype=float)
     lam_cols = np.broadcast_to(lams if lams.ndim == 2 else lams[None, :], (B, lams.shape[-1]))
     M = int(np.ceil(min(0.2 * n, 3.0 * np.sqrt(n))))
-    tail = r[:, -(M + 1):]
+    tail = r[:, -(M + 1) :]
     out = np.where(lam_cols == 0.0, -np.inf, np.nan)
     for g in range(lam_cols.shape[1]):
         rows = np.flatnonzero(fit[:, g] & (lam_cols[:, g] != 0.0))
         if rows.size:
-            out[rows, g] = pareto_khat(lam_cols[rows, g:g + 1] * tail[rows], n=n)
+            out[rows, g] = pareto_khat(lam_cols[rows, g : g + 1] * tail[rows], n=n)
     return out
 
 
@@ -484,7 +498,7 @@ def pareto_khat(logw, n=None):
     if M < 5 or n < M + 1:
         return np.full(B, np.nan)
     top = logw[:, -M:]
-    cut = logw[:, -M - 1:-M]
+    cut = logw[:, -M - 1 : -M]
     # exceedances e^{lw} - e^{cut}, scaled by e^{-max} (the shape is scale-free)
     mx = top[:, -1:]
     y = np.exp(top - mx) - np.exp(cut - mx)
@@ -501,7 +515,7 @@ def pareto_khat(logw, n=None):
         yq = np.where(tied, np.min(np.where(y > 0, y, np.inf), axis=1), yq)
     with np.errstate(divide="ignore", invalid="ignore"):
         b = (1.0 - np.sqrt(m_est / (j - 0.5)))[None, :] / (3.0 * yq[:, None]) + 1.0 / y[:, -1:]
-        k = np.log1p(-b[:, :, None] * y[:, None, :]).mean(axis=2)            # (rows, m)
+        k = np.log1p(-b[:, :, None] * y[:, None, :]).mean(axis=2)  # (rows, m)
         ll = M * (np.log(-b / k) - k - 1.0)
         ll = np.where(np.isfinite(ll), ll, -np.inf)
         w = np.exp(ll - ll.max(axis=1, keepdims=True))

@@ -110,7 +110,7 @@ def prompt_bootstrap(statistic, P, *, n_resamples, confidence, seed, method="BCa
         done += b
         if progress is not None:
             progress(done, n_resamples)
-    dist = np.concatenate(reps, axis=0).T                     # (S, B)
+    dist = np.concatenate(reps, axis=0).T  # (S, B)
     S, B = dist.shape
     alpha = (1.0 - confidence) / 2.0
     z = float(ndtri(alpha))
@@ -128,13 +128,13 @@ def prompt_bootstrap(statistic, P, *, n_resamples, confidence, seed, method="BCa
             jack[rows] = statistic(c)
         U = (P - 1.0) * (jack.mean(axis=0) - jack)
         with np.errstate(invalid="ignore", divide="ignore"):
-            a_hat = (np.sum(U ** 3, axis=0) / P ** 3) / 6.0 / (np.sum(U ** 2, axis=0) / P ** 2) ** 1.5
+            a_hat = (np.sum(U**3, axis=0) / P**3) / 6.0 / (np.sum(U**2, axis=0) / P**2) ** 1.5
             n1, n2 = z0 + z, z0 - z
             q_lo = ndtr(z0 + n1 / (1.0 - a_hat * n1))
             q_hi = ndtr(z0 + n2 / (1.0 - a_hat * n2))
     else:
         q_lo, q_hi = np.full(S, alpha), np.full(S, 1.0 - alpha)
-    srt = np.sort(dist, axis=1)              # NaN replications sort last; quantiles through them are NaN
+    srt = np.sort(dist, axis=1)  # NaN replications sort last; quantiles through them are NaN
     nan_rows = np.isnan(dist).any(axis=1)
     low = np.where(np.isnan(q_lo) | nan_rows, np.nan, _linear_quantile(srt, np.nan_to_num(q_lo)))
     high = np.where(np.isnan(q_hi) | nan_rows, np.nan, _linear_quantile(srt, np.nan_to_num(q_hi)))

@@ -161,9 +161,7 @@ def load(name: str, **kwargs) -> Instance:
     try:
         build = _REGISTRY[name][0]
     except (KeyError, TypeError):
-        raise UnknownInstanceError(
-            f"unknown instance {name!r}; available: {', '.join(_REGISTRY)}"
-        ) from None
+        raise UnknownInstanceError(f"unknown instance {name!r}; available: {', '.join(_REGISTRY)}") from None
     try:
         inspect.signature(build).bind(**kwargs)
     except TypeError as exc:

@@ -73,9 +73,7 @@ class Instance:
 
     def __post_init__(self):
         if len(self.words) != self.ref.size:
-            raise ValueError(
-                f"words has {len(self.words)} entries but ref has {self.ref.size} outcomes"
-            )
+            raise ValueError(f"words has {len(self.words)} entries but ref has {self.ref.size} outcomes")
 
     @property
     def size(self) -> int:

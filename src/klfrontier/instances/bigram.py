@@ -78,7 +78,9 @@ def _corpus_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the bigram instance reads gensim's test corpus; install the data extra: {DATA_EXTRA}")
+        raise ImportError(
+            f"the bigram instance reads gensim's test corpus; install the data extra: {DATA_EXTRA}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_CORPUS)
     if not path.is_file():
         raise FileNotFoundError(f"gensim is installed but {path} is missing; reinstall it ({DATA_EXTRA})")
@@ -139,8 +141,12 @@ class BigramInstance(Instance):
 
     def to_dict(self) -> dict:
         """:meth:`Instance.to_dict` of the stationary law, plus the chain's facts."""
-        return {**super().to_dict(), "length": self.markov.length,
-                "transition": self.markov.transition_kind, **self.meta}
+        return {
+            **super().to_dict(),
+            "length": self.markov.length,
+            "transition": self.markov.transition_kind,
+            **self.meta,
+        }
 
     def __repr__(self):
         return f"BigramInstance({self.name!r}, K={self.size}, length={self.markov.length})"
@@ -153,7 +159,7 @@ def _counts(min_count: int, vocab_size):
     freq = Counter(t for d in docs for t in d if t != END)
     vocab = sorted((w for w, c in freq.items() if c >= min_count), key=lambda w: (-freq[w], w))
     if vocab_size is not None:
-        vocab = sorted(freq, key=lambda w: (-freq[w], w))[:vocab_size - 2]
+        vocab = sorted(freq, key=lambda w: (-freq[w], w))[: vocab_size - 2]
     words = [END, UNK] + vocab
     index = {w: i for i, w in enumerate(words)}
     rows, cols = [], []
@@ -166,9 +172,17 @@ def _counts(min_count: int, vocab_size):
     C.sum_duplicates()
     n_tokens = sum(len(d) for d in docs)
     n_sent = sum(d.count(END) for d in docs)
-    return words, C, {"documents": len(docs), "tokens": n_tokens, "sentences": n_sent,
-                      "distinct_words": len(freq),
-                      "unk_tokens": int(sum(c for w, c in freq.items() if w not in index))}
+    return (
+        words,
+        C,
+        {
+            "documents": len(docs),
+            "tokens": n_tokens,
+            "sentences": n_sent,
+            "distinct_words": len(freq),
+            "unk_tokens": int(sum(c for w, c in freq.items() if w not in index)),
+        },
+    )
 
 
 def _kneser_ney(C, discount):
@@ -185,8 +199,9 @@ def _kneser_ney(C, discount):
     return BackoffTransition(S, weight, cont)
 
 
-def bigram_vader(min_count: int = 2, *, length: int = 200, discount: float = DISCOUNT,
-                 vocab_size: int | None = None) -> BigramInstance:
+def bigram_vader(
+    min_count: int = 2, *, length: int = 200, discount: float = DISCOUNT, vocab_size: int | None = None
+) -> BigramInstance:
     """The bigram model of gensim's Lee corpus with the VADER valence reward.
 
     Parameters
@@ -235,17 +250,30 @@ def bigram_vader(min_count: int = 2, *, length: int = 200, discount: float = DIS
     mk = Markov(start, P, rewards, length=length)
     pi = mk.perron(0.0).stationary
     ref = Reference(rewards, probs=pi / pi.sum())
-    meta = {**facts, "min_count": None if vocab_size else int(min_count), "discount": d, "K": len(words),
-            "nnz_sparse": int(P.sparse.nnz), "bigram_types": int(C.nnz),
-            "words_with_reward": matched, **lex_meta}
+    meta = {
+        **facts,
+        "min_count": None if vocab_size else int(min_count),
+        "discount": d,
+        "K": len(words),
+        "nnz_sparse": int(P.sparse.nnz),
+        "bigram_types": int(C.nnz),
+        "words_with_reward": matched,
+        **lex_meta,
+    }
     return BigramInstance(
-        markov=mk, words=list(words), ref=ref, name="bigram-vader",
-        description=(f"Bigram model of gensim's Lee news corpus ({facts['documents']} articles, "
-                     f"{facts['tokens']:,} tokens): the {len(words) - 2:,} "
-                     + (f"words seen at least {min_count} times" if vocab_size is None
-                        else "most frequent words")
-                     + " plus <unk> and the sentence end </s>; interpolated "
-                     f"Kneser–Ney smoothing (D = {d:g}); reward = {label}, 0 for the "
-                     f"{len(words) - matched} states without an entry."),
+        markov=mk,
+        words=list(words),
+        ref=ref,
+        name="bigram-vader",
+        description=(
+            f"Bigram model of gensim's Lee news corpus ({facts['documents']} articles, "
+            f"{facts['tokens']:,} tokens): the {len(words) - 2:,} "
+            + (f"words seen at least {min_count} times" if vocab_size is None else "most frequent words")
+            + " plus <unk> and the sentence end </s>; interpolated "
+            f"Kneser–Ney smoothing (D = {d:g}); reward = {label}, 0 for the "
+            f"{len(words) - matched} states without an entry."
+        ),
         source={"gensim": dist_version("gensim"), "vaderSentiment": dist_version("vaderSentiment")},
-        lattice=lattice, meta=meta)
+        lattice=lattice,
+        meta=meta,
+    )

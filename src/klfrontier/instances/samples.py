@@ -14,8 +14,16 @@ import numpy as np
 __all__ = ["unigram_samples"]
 
 
-def unigram_samples(instance="unigram-vader", *, n_prompts=40, n_samples=64, length=12,
-                    top_n=50_000, lam_range=(0.0, 1.0), seed=0):
+def unigram_samples(
+    instance="unigram-vader",
+    *,
+    n_prompts=40,
+    n_samples=64,
+    length=12,
+    top_n=50_000,
+    lam_range=(0.0, 1.0),
+    seed=0,
+):
     """Draw a :class:`~klfrontier.io.SampleSet` of word sequences from a unigram instance.
 
     Parameters
@@ -69,4 +77,6 @@ def unigram_samples(instance="unigram-vader", *, n_prompts=40, n_samples=64, len
         texts.extend(" ".join(words[row]) for row in idx)
         pids.extend([f"prompt-{p:03d}"] * n_samples)
     # sums of grid values: round off the float noise (e.g. 4.1999999999 -> 4.2)
-    return SampleSet.from_columns(pids, np.round(np.concatenate(rewards), 10), np.concatenate(logprobs), texts)
+    return SampleSet.from_columns(
+        pids, np.round(np.concatenate(rewards), 10), np.concatenate(logprobs), texts
+    )

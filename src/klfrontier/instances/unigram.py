@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 from numbers import Integral
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_lexicon(reward: str, lang: str):
     """Parse a lexicon file into ``{key: score}`` plus bookkeeping counts.
 
@@ -90,8 +90,7 @@ def read_lexicon(reward: str, lang: str):
     path = _package_dir(spec["package"]) / spec["files"][lang]
     if not path.is_file():
         raise FileNotFoundError(
-            f"{spec['package']} is installed but its lexicon {path} is missing; "
-            f"reinstall it ({DATA_EXTRA})"
+            f"{spec['package']} is installed but its lexicon {path} is missing; reinstall it ({DATA_EXTRA})"
         )
     lex: dict[str, float] = {}
     with path.open(encoding="utf-8") as fh:
@@ -142,9 +141,7 @@ def _vocabulary(lang: str, top_n):
     limit = top_n if top_n is not None else len(bucket_of)
     words = wordfreq.top_n_list(lang, limit)
     if top_n is not None and len(words) < top_n:
-        raise ValueError(
-            f"top_n={top_n} exceeds the {len(words)} words of wordfreq's {lang!r} list"
-        )
+        raise ValueError(f"top_n={top_n} exceeds the {len(words)} words of wordfreq's {lang!r} list")
     cb = np.fromiter((bucket_of[w] for w in words), dtype=np.int64, count=len(words))
     logp = cb * (-math.log(10.0) / 100.0)
     logp.flags.writeable = False
@@ -169,8 +166,7 @@ def check_reward(reward, lang, name="reward"):
     files = _LEXICONS[reward]["files"]
     if not isinstance(lang, str) or lang not in files:
         raise ValueError(
-            f"lang {lang!r} is not available for {name} {reward!r} "
-            f"(available: {', '.join(files)})"
+            f"lang {lang!r} is not available for {name} {reward!r} (available: {', '.join(files)})"
         )
     return reward
 
@@ -280,8 +276,9 @@ def unigram_sentiment(top_n: int | None = 50_000, reward: str = "vader", lang: s
     )
 
 
-def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: str = "afinn",
-                       lang: str = "en") -> Instance:
+def unigram_proxy_gold(
+    top_n: int | None = 50_000, proxy: str = "vader", gold: str = "afinn", lang: str = "en"
+) -> Instance:
     """Two lexicons on the same words: one selects (the proxy reward), the other judges (gold).
 
     The law ``p`` and the proxy reward ``r`` are those of
@@ -335,7 +332,7 @@ def unigram_proxy_gold(top_n: int | None = 50_000, proxy: str = "vader", gold: s
     proxy = check_reward(proxy, lang, "proxy")
     gold = check_reward(gold, lang, "gold")
     base = unigram_sentiment(top_n=top_n, reward=proxy, lang=lang)
-    _, logp, _ = _vocabulary(lang, top_n)              # cached: the law base was built from
+    _, logp, _ = _vocabulary(lang, top_n)  # cached: the law base was built from
     g, g_lattice, g_matched, g_meta, g_label = lexicon_scores(gold, lang, base.words)
     # the same arguments as unigram_sentiment's Reference: the same law, bit for bit
     ref = Reference(base.ref.rewards, logprobs=np.array(logp), normalize=True, gold=g)

@@ -19,18 +19,20 @@ def _arrow_text(arr):
     if pa.types.is_dictionary(t):
         values, bad_values = _arrow_text(arr.dictionary)
         idx = arr.indices
-        bad = bad_values[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)] | \
-            np.asarray(idx.is_null().to_numpy(zero_copy_only=False))
+        bad = bad_values[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)] | np.asarray(
+            idx.is_null().to_numpy(zero_copy_only=False)
+        )
         return pa.DictionaryArray.from_arrays(idx, values), bad
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         target = pa.string() if pa.types.is_binary(t) else pa.large_string()
         try:
             s = arr.cast(target)
-        except pa.ArrowInvalid:              # some cell is not UTF-8: find which
+        except pa.ArrowInvalid:  # some cell is not UTF-8: find which
             cells = arr.to_pylist()
             ok = [c is None or _valid_utf8(c) for c in cells]
-            s = pa.array([c.decode() if c is not None and k else None
-                          for c, k in zip(cells, ok)], type=target)
+            s = pa.array(
+                [c.decode() if c is not None and k else None for c, k in zip(cells, ok)], type=target
+            )
             return s, np.asarray(s.is_null().to_numpy(zero_copy_only=False))
     elif pa.types.is_string(t) or pa.types.is_large_string(t):
         s = arr
@@ -67,15 +69,19 @@ def arrow_numbers(arr, role):
     import pyarrow.compute as pc
 
     t = arr.type
-    if pa.types.is_dictionary(t):              # e.g. Parquet string rewards, dictionary-encoded
+    if pa.types.is_dictionary(t):  # e.g. Parquet string rewards, dictionary-encoded
         v, b = arrow_numbers(arr.dictionary, role)
         idx = arr.indices
         take = pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)
         null = np.asarray(idx.is_null().to_numpy(zero_copy_only=False))
         vals = np.where(null, np.nan, v[take]) if len(v) else np.full(len(arr), np.nan)
         return vals, (b[take] if len(v) else True) | null
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t) \
-            or pa.types.is_large_string(t):
+    if (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+    ):
         try:
             if pa.types.is_binary(t) or pa.types.is_large_binary(t):
                 arr = arr.cast(pa.string() if pa.types.is_binary(t) else pa.large_string())
@@ -131,22 +137,26 @@ def arrow_batch(batch, cols, acc, max_record=None):
     try:
         pid, bad = _arrow_prompt_ids(batch.column(names.index(cols["prompt_id"])))
     except TypeError as exc:
-        raise SampleFileError(acc.file, None, f"column {cols['prompt_id']!r} has type {exc}; "
-                                              "expected strings or integers") from None
+        raise SampleFileError(
+            acc.file, None, f"column {cols['prompt_id']!r} has type {exc}; expected strings or integers"
+        ) from None
     vals = {}
     for role in ["reward", *used_roles(acc.use)]:
         try:
             v, b = arrow_numbers(batch.column(names.index(cols[role])), role)
         except TypeError as exc:
-            raise SampleFileError(acc.file, None, f"column {cols[role]!r} has type {exc}; "
-                                                  "expected numbers") from None
+            raise SampleFileError(
+                acc.file, None, f"column {cols[role]!r} has type {exc}; expected numbers"
+            ) from None
         vals[role] = v
         bad = bad | b
     tcol = None
     if acc.keep_text and cols["text"] is not None and cols["text"] in names:
         tcol, tbad = _arrow_text(batch.column(names.index(cols["text"])))
-        bad = bad | (tbad & ~np.asarray(batch.column(names.index(cols["text"])).is_null()
-                                        .to_numpy(zero_copy_only=False)))
+        bad = bad | (
+            tbad
+            & ~np.asarray(batch.column(names.index(cols["text"])).is_null().to_numpy(zero_copy_only=False))
+        )
     if max_record is not None:
         size = np.zeros(batch.num_rows, dtype=np.int64)
         for col in (pid, tcol):
@@ -163,8 +173,12 @@ def arrow_batch(batch, cols, acc, max_record=None):
             texts = [None] * int(good.sum())
     if good.any():
         keep = pa.array(good)
-        acc.add_rows(pid.filter(keep), vals["reward"][good],
-                     {role: vals[role][good] for role in used_roles(acc.use)}, texts)
+        acc.add_rows(
+            pid.filter(keep),
+            vals["reward"][good],
+            {role: vals[role][good] for role in used_roles(acc.use)},
+            texts,
+        )
     return bad
 
 

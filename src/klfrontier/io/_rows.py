@@ -45,8 +45,14 @@ LOG_PROBS = ("logprob", "ref_logprob")
 
 _FORMATS = ("jsonl", "csv", "parquet")
 
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
-             ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 class SampleFileError(KlfrontierError, ValueError):
@@ -75,6 +81,7 @@ def import_pyarrow():
             'reading or writing this format needs pyarrow: pip install "klfrontier[data]"'
         ) from exc
     import pyarrow as pa
+
     return pa
 
 
@@ -107,7 +114,7 @@ def _utf8(value, name):
 def number_cell(value, name):
     """The one rule for numeric cells: a real number or a string that parses as one."""
     kind = type(value)
-    if kind is str:                                   # the common cases first (speed)
+    if kind is str:  # the common cases first (speed)
         if not value or value.isspace():
             raise BadRow(f"missing {name}")
         if not value.isascii():
@@ -124,11 +131,11 @@ def number_cell(value, name):
         if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal, str)):
             raise BadRow(f"{name} is not a number: {_show(value)}")
         if isinstance(value, str):
-            return number_cell(str(value), name)          # a str subclass: as its string
+            return number_cell(str(value), name)  # a str subclass: as its string
         try:
             x = float(value)
         except (ValueError, OverflowError):
-            x = math.inf if value > 0 else -math.inf   # an integer beyond float range
+            x = math.inf if value > 0 else -math.inf  # an integer beyond float range
     if not math.isfinite(x):
         raise BadRow(f"{name} is not finite: {_show(value)}")
     return x
@@ -141,7 +148,7 @@ def _show(value, limit=40):
 
 def _prompt_id(value):
     if type(value) is str and value and value.isascii():
-        return value                                  # the common case first (speed)
+        return value  # the common case first (speed)
     if value is None or (isinstance(value, str) and value == ""):
         raise BadRow("missing prompt_id")
     if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
@@ -166,8 +173,7 @@ def check_row(pid, reward, extra):
         if role in extra:
             x = values[role] = number_cell(extra[role], role)
             if x > 0 and role in LOG_PROBS:
-                raise BadRow(f"{role} is positive ({_show(extra[role])}); "
-                           "a log-probability must be <= 0")
+                raise BadRow(f"{role} is positive ({_show(extra[role])}); a log-probability must be <= 0")
     return p, r, values
 
 
@@ -212,8 +218,7 @@ def json_depth(raw):
 
 def too_deep(raw):
     """Whether a JSON line nests deeper than MAX_JSON_DEPTH (a cheap count first)."""
-    return (raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
-            and json_depth(raw) > MAX_JSON_DEPTH)
+    return raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and json_depth(raw) > MAX_JSON_DEPTH
 
 
 class JsonObject(dict):
@@ -245,7 +250,7 @@ def json_loads(raw):
         return json.loads(raw.decode("utf-8", "surrogateescape"), object_pairs_hook=json_object)
     except json.JSONDecodeError as exc:
         raise BadRow(f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:      # e.g. an integer of 5000 digits
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of 5000 digits
         raise BadRow(f"malformed JSON: {exc}") from None
 
 
@@ -259,9 +264,11 @@ def detect_format(path, fmt):
         name = name[:-3]
     ext = os.path.splitext(name)[1]
     if ext not in _SUFFIXES:
-        raise ValueError(f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
-                         f"name it (format= in Python, --format on the command line): "
-                         f"one of {', '.join(_FORMATS)}")
+        raise ValueError(
+            f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
+            f"name it (format= in Python, --format on the command line): "
+            f"one of {', '.join(_FORMATS)}"
+        )
     return _SUFFIXES[ext]
 
 
@@ -290,10 +297,14 @@ def resolve_columns(columns, *, reading):
 
 
 def check_max_record(max_record_bytes):
-    if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, (int, np.integer)) \
-            or max_record_bytes < _MIN_RECORD_BYTES:
-        raise ValueError(f"max_record_bytes must be an integer >= {_MIN_RECORD_BYTES}, "
-                         f"got {max_record_bytes!r}")
+    if (
+        isinstance(max_record_bytes, bool)
+        or not isinstance(max_record_bytes, (int, np.integer))
+        or max_record_bytes < _MIN_RECORD_BYTES
+    ):
+        raise ValueError(
+            f"max_record_bytes must be an integer >= {_MIN_RECORD_BYTES}, got {max_record_bytes!r}"
+        )
     return int(max_record_bytes)
 
 
@@ -318,8 +329,8 @@ class Accumulator:
     def __init__(self, file, *, strict, keep_text, progress):
         self.file, self.strict, self.keep_text, self.progress = file, strict, keep_text, progress
         self.arrow = have_pyarrow()
-        self.table: dict = {}                 # without pyarrow: id -> code
-        self.ids = None                       # with pyarrow: the ids seen, a string array
+        self.table: dict = {}  # without pyarrow: id -> code
+        self.ids = None  # with pyarrow: the ids seen, a string array
         self.pending, self.n_pending = [], 0  # chunks whose codes wait for unification
         self.codes, self.rewards, self.texts = [], [], []
         self.values = {role: [] for role in OPTIONAL_NUMBERS}
@@ -348,13 +359,16 @@ class Accumulator:
             return
         enc = pc.dictionary_encode(pa.concat_arrays(self.pending))
         self.pending, self.n_pending = [], 0
-        union = enc.dictionary                    # distinct ids of those rows, in order of first use
+        union = enc.dictionary  # distinct ids of those rows, in order of first use
         if self.ids is None:
             lut = np.arange(len(union), dtype=np.int64)
             self.ids = union
         else:
-            lut = pc.fill_null(pc.index_in(union, value_set=self.ids), -1).to_numpy(
-                zero_copy_only=False).astype(np.int64)
+            lut = (
+                pc.fill_null(pc.index_in(union, value_set=self.ids), -1)
+                .to_numpy(zero_copy_only=False)
+                .astype(np.int64)
+            )
             new = lut < 0
             k = int(new.sum())
             if k:
@@ -378,8 +392,9 @@ class Accumulator:
             if self.n_pending >= _UNIFY_ROWS:
                 self._unify()
         else:
-            codes = np.fromiter((self.table.setdefault(p, len(self.table)) for p in pids),
-                                dtype=np.int64, count=len(pids))
+            codes = np.fromiter(
+                (self.table.setdefault(p, len(self.table)) for p in pids), dtype=np.int64, count=len(pids)
+            )
             self.codes.append(codes.astype(np.int32 if len(self.table) < 2**31 else np.int64))
         self.rewards.append(np.asarray(rewards, dtype=float))
         for role in used_roles(self.use):
@@ -397,11 +412,10 @@ class Accumulator:
             import pyarrow as pa
 
             self._unify()
-            pa.default_memory_pool().release_unused()     # what reading left in arrow's pool
+            pa.default_memory_pool().release_unused()  # what reading left in arrow's pool
         if not self.n_ids:
             first = f"; first: line {self.bad[0][1]}: {self.bad[0][2]}" if self.bad else ""
-            raise SampleFileError(self.file, None,
-                                  f"no valid rows ({self.n_bad} bad rows{first})")
+            raise SampleFileError(self.file, None, f"no valid rows ({self.n_bad} bad rows{first})")
         # concatenate column by column, dropping the chunks as we go (peak memory)
         codes = np.concatenate(self.codes)
         self.codes = None
@@ -417,6 +431,14 @@ class Accumulator:
         prompts = self.ids.to_pylist() if self.arrow else list(self.table)
         self.ids = None
         # every value passed the row rule: the per-prompt checks of SampleSet are not repeated
-        return SampleSet._checked(prompts, r, logprobs=g["logprob"], texts=t, bad_rows=list(self.bad),
-                                  n_bad_rows=self.n_bad, source=self.file, gold=g["gold"],
-                                  ref_logprobs=g["ref_logprob"])
+        return SampleSet._checked(
+            prompts,
+            r,
+            logprobs=g["logprob"],
+            texts=t,
+            bad_rows=list(self.bad),
+            n_bad_rows=self.n_bad,
+            source=self.file,
+            gold=g["gold"],
+            ref_logprobs=g["ref_logprob"],
+        )

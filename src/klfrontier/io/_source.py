@@ -28,8 +28,9 @@ def _os_error(file, exc):
     """One clear line for an operating-system error on ``file``."""
     if isinstance(exc, FileNotFoundError):
         if os.path.islink(file):
-            return SampleFileError(file, None, f"is a symbolic link to {os.readlink(file)!r}, "
-                                               "which does not exist")
+            return SampleFileError(
+                file, None, f"is a symbolic link to {os.readlink(file)!r}, which does not exist"
+            )
         return FileNotFoundError(errno.ENOENT, "no such file", file)
     if exc.errno == errno.ELOOP:
         return SampleFileError(file, None, "symbolic link loop (too many levels of symbolic links)")
@@ -82,7 +83,7 @@ class Source:
         except OSError as exc:
             raise _os_error(self.file, exc) from None
         self._f = gzip.GzipFile(fileobj=self._raw, mode="rb") if is_gz(self.file) else self._raw
-        self.offset = 0            # bytes of decoded input read so far
+        self.offset = 0  # bytes of decoded input read so far
         self.error = None
         self.closed = False
         self._first = True
@@ -127,7 +128,7 @@ class Source:
             raise self.error
         n = _READ_BYTES if n is None or n < 0 else max(int(n), 1)
         parts, got = [], 0
-        while got < n:                       # pipes and gzip return short reads
+        while got < n:  # pipes and gzip return short reads
             data = self._read1(n - got)
             if not data:
                 break
@@ -147,8 +148,10 @@ class Source:
                 self.offset = 3
         nul = data.find(b"\x00")
         if nul >= 0:
-            self._fail(f"NUL byte at byte {self.offset + nul}: not UTF-8 text "
-                       "(a binary file, or UTF-16/UTF-32 text?)")
+            self._fail(
+                f"NUL byte at byte {self.offset + nul}: not UTF-8 text "
+                "(a binary file, or UTF-16/UTF-32 text?)"
+            )
         self.offset += len(data)
         return data
 
@@ -174,16 +177,16 @@ def line_blocks(src, max_record):
         data = src.read(size)
         if not data:
             break
-        if skipping:                       # the rest of an over-long line
+        if skipping:  # the rest of an over-long line
             nl = data.find(b"\n")
             if nl < 0:
                 continue
-            skipping, data = False, data[nl + 1:]
+            skipping, data = False, data[nl + 1 :]
             if not data:
                 continue
         buf = tail + data if tail else data
         cut = buf.rfind(b"\n")
-        if cut < 0:                        # no line ends in here (a final "\r" may end one)
+        if cut < 0:  # no line ends in here (a final "\r" may end one)
             if len(buf) - buf.endswith(b"\r") > max_record:
                 yield None
                 tail, skipping = b"", True
@@ -192,12 +195,12 @@ def line_blocks(src, max_record):
             continue
         start = 0
         first = buf.find(b"\n") if tail else 0
-        if first - (buf[first - 1:first] == b"\r") > max_record:   # joined to the last read's tail
+        if first - (buf[first - 1 : first] == b"\r") > max_record:  # joined to the last read's tail
             yield None
             start = first + 1
         if start <= cut:
-            yield buf[start:cut + 1]
-        tail = buf[cut + 1:]
+            yield buf[start : cut + 1]
+        tail = buf[cut + 1 :]
     if tail:
         yield tail
 
@@ -212,7 +215,7 @@ class _Long:
     __slots__ = ("quotes", "open")
 
     def __init__(self, quotes, open):
-        self.quotes, self.open = quotes, open     # open: the rest of the line is still to skip
+        self.quotes, self.open = quotes, open  # open: the rest of the line is still to skip
 
 
 def _first_eol(data):
@@ -239,9 +242,9 @@ class CsvLines:
         self.src, self.max = src, max_record
         self.size = min(_READ_BYTES, max_record)
         self.pending, self.pos = [], 0
-        self.tail = self.carry = b""       # an unfinished line; read bytes not yet split
-        self.eof = self.eat_lf = False     # eat_lf: drop a "\n" that follows a skipped "\r"
-        self.line = 0                      # physical lines consumed
+        self.tail = self.carry = b""  # an unfinished line; read bytes not yet split
+        self.eof = self.eat_lf = False  # eat_lf: drop a "\n" that follows a skipped "\r"
+        self.line = 0  # physical lines consumed
         self.record_start = 1
         self.record_bytes = self.record_quotes = 0
 
@@ -280,14 +283,18 @@ class CsvLines:
             lines = buf.splitlines(keepends=True)
             self.tail = b""
             if lines and (not lines[-1].endswith((b"\n", b"\r")) or lines[-1].endswith(b"\r")):
-                self.tail = lines.pop()        # unfinished, or a "\r" that a "\n" may follow
+                self.tail = lines.pop()  # unfinished, or a "\r" that a "\n" may follow
             if len(self.tail) - self.tail.endswith(b"\r") > self.max:
                 ended = self.tail.endswith(b"\r")
                 lines.append(_Long(self.tail.count(b'"'), open=not ended))
                 self.eat_lf, self.tail = ended, b""
-            if joined and lines and not isinstance(lines[0], _Long) \
-                    and len(lines[0].rstrip(b"\r\n")) > self.max:
-                lines[0] = _Long(lines[0].count(b'"'), open=False)   # joined to the last tail
+            if (
+                joined
+                and lines
+                and not isinstance(lines[0], _Long)
+                and len(lines[0].rstrip(b"\r\n")) > self.max
+            ):
+                lines[0] = _Long(lines[0].count(b'"'), open=False)  # joined to the last tail
             self.pending = lines
 
     def _finish(self, long):
@@ -302,12 +309,12 @@ class CsvLines:
                 long.quotes += data.count(b'"')
                 continue
             long.quotes += data[:k].count(b'"')
-            if data[k:k + 1] == b"\r":
+            if data[k : k + 1] == b"\r":
                 if k + 1 == len(data):
                     self.eat_lf = True
-                elif data[k + 1:k + 2] == b"\n":
+                elif data[k + 1 : k + 2] == b"\n":
                     k += 1
-            self.carry, long.open = data[k + 1:], False
+            self.carry, long.open = data[k + 1 :], False
 
     def _next_raw(self):
         if self.pos == len(self.pending):

@@ -28,8 +28,12 @@ def _csv_header(file, header, cols, keep_text):
         where[role] = header.index(cols[role]) if cols[role] in header else None
     for role, i in where.items():
         if i is not None and (role != "text" or keep_text) and header.count(header[i]) > 1:
-            raise SampleFileError(file, 1, f"column {header[i]!r} appears {header.count(header[i])} "
-                                           "times in the header: which one is meant is ambiguous")
+            raise SampleFileError(
+                file,
+                1,
+                f"column {header[i]!r} appears {header.count(header[i])} "
+                "times in the header: which one is meant is ambiguous",
+            )
     return where
 
 
@@ -92,7 +96,7 @@ def read_csv_arrow(file, cols, acc, chunk_rows, max_record):
 
     with Source(file) as src, csv_field_limit():
         header, lines, _ = csv_start(file, src, max_record)
-        sample = [x for x in lines.pending[lines.pos:] if x is not None][:4096]
+        sample = [x for x in lines.pending[lines.pos :] if x is not None][:4096]
     # the mean length of the rows after the header sizes the blocks
     per_row = max(1.0, sum(map(len, sample)) / len(sample)) if sample else 64.0
     where = _csv_header(file, header, cols, acc.keep_text)
@@ -112,17 +116,20 @@ def read_csv_arrow(file, cols, acc, chunk_rows, max_record):
                 src,
                 read_options=pcsv.ReadOptions(block_size=block, use_threads=True),
                 parse_options=pcsv.ParseOptions(newlines_in_values=True),
-                convert_options=pcsv.ConvertOptions(include_columns=want,
-                                                    column_types={c: pa.binary() for c in want},
-                                                    strings_can_be_null=False,
-                                                    quoted_strings_can_be_null=False))
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=want,
+                    column_types={c: pa.binary() for c in want},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
             for batch in reader:
                 if arrow_batch(batch, cols, run).any():
                     raise NotClean
                 run.tick(batch.num_rows)
     except SampleFileError:
         raise
-    except Exception:                      # NotClean, ArrowInvalid (e.g. a record too long)
+    except Exception:  # NotClean, ArrowInvalid (e.g. a record too long)
         if src.error is not None:
             raise src.error from None
         with Source(file) as again:

@@ -45,13 +45,18 @@ def _json_row(obj, cols, acc, line):
         if g_name not in obj:
             # a line that is valid but for gold shows the file has no gold column
             check_row(pid, reward, {role: obj.get(cols[role]) for role in used_roles(acc.use)})
-            raise SampleFileError(acc.file, line, f"missing column {g_name!r} (keys of the "
-                                                  f"first valid line: {sorted(obj)})")
+            raise SampleFileError(
+                acc.file, line, f"missing column {g_name!r} (keys of the first valid line: {sorted(obj)})"
+            )
         acc.use["gold"] = True
     keep_text = acc.keep_text and cols["text"] is not None
     if type(obj) is JsonObject:
-        read = [cols["prompt_id"], cols["reward"], *(cols[role] for role in used_roles(acc.use)),
-                *([cols["text"]] if keep_text else [])]
+        read = [
+            cols["prompt_id"],
+            cols["reward"],
+            *(cols[role] for role in used_roles(acc.use)),
+            *([cols["text"]] if keep_text else []),
+        ]
         twice = [name for name in read if name in obj.repeated]
         if twice:
             raise BadRow(f"key {twice[0]!r} given twice: which value is meant is ambiguous")
@@ -88,9 +93,12 @@ def _jsonl_chunk_python(lines, first_line, cols, acc):
         vals.append(v)
         texts.append(text)
     if pids:
-        acc.add_rows(pids, np.array(rs),
-                     {role: np.array([v[role] for v in vals], dtype=float) for role in used_roles(acc.use)},
-                     texts)
+        acc.add_rows(
+            pids,
+            np.array(rs),
+            {role: np.array([v[role] for v in vals], dtype=float) for role in used_roles(acc.use)},
+            texts,
+        )
 
 
 def _one_row_per_line(block, ends, rows):
@@ -106,7 +114,7 @@ def _one_row_per_line(block, ends, rows):
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return False
     if b"\xef\xbb\xbf" in block:
-        return False                  # pyarrow skips a byte-order mark that starts a line
+        return False  # pyarrow skips a byte-order mark that starts a line
     a = np.frombuffer(block, dtype=np.uint8)
     starts = np.concatenate(([0], ends + 1))
     starts = starts[starts < len(a)]
@@ -114,7 +122,7 @@ def _one_row_per_line(block, ends, rows):
     blank = 0
     for s in starts[(first == 0x0A) | (first == 0x0D) | (first == 0x20) | (first == 0x09)]:
         end = block.find(b"\n", int(s))
-        blank += not block[int(s):end if end >= 0 else len(block)].strip(b" \t\r")
+        blank += not block[int(s) : end if end >= 0 else len(block)].strip(b" \t\r")
     return rows == len(starts) - blank
 
 
@@ -125,7 +133,7 @@ def _nested_too_deep(block, rows):
     MAX_JSON_DEPTH or more, no line can reach that depth.
     """
     a = np.frombuffer(block, dtype=np.uint8)
-    if np.count_nonzero((a | 0x20) == 0x7B) - rows < MAX_JSON_DEPTH:     # "{" and "["
+    if np.count_nonzero((a | 0x20) == 0x7B) - rows < MAX_JSON_DEPTH:  # "{" and "["
         return False
     return any(too_deep(line) for line in block.split(b"\n"))
 
@@ -139,10 +147,11 @@ def _arrow_json(block, schema):
     size = min(len(block) + 1, 1 << 20)
     while True:
         try:
-            return pj.read_json(_stdio.BytesIO(block),
-                                read_options=pj.ReadOptions(block_size=size, use_threads=True),
-                                parse_options=pj.ParseOptions(explicit_schema=schema,
-                                                              unexpected_field_behavior="ignore"))
+            return pj.read_json(
+                _stdio.BytesIO(block),
+                read_options=pj.ReadOptions(block_size=size, use_threads=True),
+                parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+            )
         except pa.ArrowInvalid as exc:
             if "straddl" not in str(exc) or size > len(block):
                 raise
@@ -177,7 +186,7 @@ def _jsonl_chunk_arrow(block, ends, cols, acc):
         try:
             table = _arrow_json(block, pa.schema(fields))
             break
-        except Exception:            # ArrowInvalid, and UnicodeDecodeError for bad UTF-8
+        except Exception:  # ArrowInvalid, and UnicodeDecodeError for bad UTF-8
             continue
     if table is None:
         return False
@@ -186,26 +195,29 @@ def _jsonl_chunk_arrow(block, ends, cols, acc):
         return False
     try:
         pid = table.column(cols["prompt_id"]).combine_chunks().cast(pa.string())
-        pid.validate(full=True)       # valid UTF-8
+        pid.validate(full=True)  # valid UTF-8
         if pid.null_count or pc.any(pc.equal(pid, "")).as_py():
             return False
         r = table.column(cols["reward"]).to_numpy()
-        if table.column(cols["reward"]).null_count or not np.isfinite(r).all() \
-                or _negative_zero(r):
+        if table.column(cols["reward"]).null_count or not np.isfinite(r).all() or _negative_zero(r):
             return False
         use = dict(acc.use)
         for role in OPTIONAL_NUMBERS:
             if cols[role] is None:
                 use[role] = False
-            elif use[role] is None:     # the first valid line decides (all lines here are)
+            elif use[role] is None:  # the first valid line decides (all lines here are)
                 # a requested gold is used; a line without it sends the chunk to the exact path
                 use[role] = role == "gold" or table.column(cols[role])[0].is_valid
         vals = {}
         for role in used_roles(use):
             col = table.column(cols[role])
             v = vals[role] = col.to_numpy(zero_copy_only=False)
-            if col.null_count or not np.isfinite(v).all() or (role in LOG_PROBS and (v > 0).any()) \
-                    or _negative_zero(v):
+            if (
+                col.null_count
+                or not np.isfinite(v).all()
+                or (role in LOG_PROBS and (v > 0).any())
+                or _negative_zero(v)
+            ):
                 return False
         texts = None
         if acc.keep_text:
@@ -231,7 +243,7 @@ def _row_chunks(block, chunk_rows):
     """``(k, piece, n, ends)``: pieces of a block of whole lines holding at most ``chunk_rows``
     lines each, ``k`` the piece's first line (from 0), ``ends`` its ``\\n`` positions."""
     ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 0x0A)
-    n = len(ends) + (not block.endswith(b"\n"))        # the file's last line may lack "\n"
+    n = len(ends) + (not block.endswith(b"\n"))  # the file's last line may lack "\n"
     if n <= chunk_rows:
         yield 0, block, n, ends
         return
@@ -240,7 +252,7 @@ def _row_chunks(block, chunk_rows):
     for k in range(0, n, chunk_rows):
         m = min(chunk_rows, n - k)
         stop = int(stops[k + m - 1])
-        yield k, block[start:stop], m, ends[k:k + m] - start
+        yield k, block[start:stop], m, ends[k : k + m] - start
         start = stop
 
 

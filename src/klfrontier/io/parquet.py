@@ -31,16 +31,21 @@ def read_parquet(file, cols, acc, chunk_rows, max_record):
     for role in ("prompt_id", "reward", "gold"):
         if cols[role] is not None and cols[role] not in names:
             raise SampleFileError(file, None, f"missing column {cols[role]!r} (columns: {names})")
-    decide_from_names(acc.use, {role: cols[role] if cols[role] in names else None
-                                 for role in OPTIONAL_NUMBERS})
+    decide_from_names(
+        acc.use, {role: cols[role] if cols[role] in names else None for role in OPTIONAL_NUMBERS}
+    )
     want = [cols["prompt_id"], cols["reward"], *(cols[role] for role in used_roles(acc.use))]
     if acc.keep_text and cols["text"] is not None and cols["text"] in names:
         want.append(cols["text"])
     want = list(dict.fromkeys(want))
     for name in want:
         if names.count(name) > 1:
-            raise SampleFileError(file, None, f"column {name!r} appears {names.count(name)} times "
-                                              "in the schema: which one is meant is ambiguous")
+            raise SampleFileError(
+                file,
+                None,
+                f"column {name!r} appears {names.count(name)} times "
+                "in the schema: which one is meant is ambiguous",
+            )
     row0 = 0
     try:
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=want):
@@ -50,8 +55,11 @@ def read_parquet(file, cols, acc, chunk_rows, max_record):
                 for i in np.flatnonzero(bad):
                     cell = {c: raw_cell(cells[c][i].as_py()) for c in want}
                     try:
-                        check_row(cell[cols["prompt_id"]], cell[cols["reward"]],
-                                   {role: cell[cols[role]] for role in used_roles(acc.use)})
+                        check_row(
+                            cell[cols["prompt_id"]],
+                            cell[cols["reward"]],
+                            {role: cell[cols[role]] for role in used_roles(acc.use)},
+                        )
                         if cols["text"] in cell and acc.keep_text:
                             check_text(cell[cols["text"]])
                         reason = too_long_reason(max_record)

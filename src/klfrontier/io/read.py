@@ -23,9 +23,18 @@ from .samples import SampleSet
 __all__ = ["read_samples"]
 
 
-def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65536,
-                 progress=None, keep_text=False, engine="auto",
-                 max_record_bytes=MAX_RECORD_BYTES) -> SampleSet:
+def read_samples(
+    path,
+    *,
+    columns=None,
+    strict=False,
+    format=None,
+    chunk_rows=65536,
+    progress=None,
+    keep_text=False,
+    engine="auto",
+    max_record_bytes=MAX_RECORD_BYTES,
+) -> SampleSet:
     """Read a sample file (JSONL, CSV or Parquet), streaming it in chunks.
 
     Parameters
@@ -133,12 +142,13 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
     False
     """
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "manifest.json")):
-        resolve_columns(columns, reading=True)         # the same argument checks as for files
+        resolve_columns(columns, reading=True)  # the same argument checks as for files
         from ..lm.store import SampleStore
 
         # as for a file, gold is read only on request
-        data = SampleStore(path, create=False).read(columns={"gold": None, **(columns or {})},
-                                                    keep_text=keep_text)
+        data = SampleStore(path, create=False).read(
+            columns={"gold": None, **(columns or {})}, keep_text=keep_text
+        )
         if progress is not None:
             progress(data.n_samples)
         return data
@@ -171,7 +181,8 @@ def read_samples(path, *, columns=None, strict=False, format=None, chunk_rows=65
             read_csv_python(src, cols, acc, chunk_rows, max_record)
         return acc.finish()
     if not regular:
-        raise SampleFileError(file, None, "Parquet is read by seeking: give a regular file, "
-                                          "not a pipe or FIFO")
+        raise SampleFileError(
+            file, None, "Parquet is read by seeking: give a regular file, not a pipe or FIFO"
+        )
     read_parquet(file, cols, acc, chunk_rows, max_record)
     return acc.finish()

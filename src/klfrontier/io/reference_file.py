@@ -27,8 +27,15 @@ from ._source import CSV_BLOCK, Source, check_input, csv_field_limit, csv_rows, 
 __all__ = ["read_reference"]
 
 
-def read_reference(path, *, reward_col="reward", prob_col="prob", format=None, engine="auto",
-                   max_record_bytes=MAX_RECORD_BYTES):
+def read_reference(
+    path,
+    *,
+    reward_col="reward",
+    prob_col="prob",
+    format=None,
+    engine="auto",
+    max_record_bytes=MAX_RECORD_BYTES,
+):
     """Read a reference distribution (outcome rewards and probabilities) from a CSV or JSON file.
 
     Parameters
@@ -121,15 +128,23 @@ def _ref_layout(file, header, reward_col, prob_col):
     if reward_col in names and prob_col in names:
         for col in (reward_col, prob_col):
             if names.count(col) > 1:
-                raise SampleFileError(file, 1, f"column {col!r} appears {names.count(col)} times "
-                                               "in the header: which one is meant is ambiguous")
+                raise SampleFileError(
+                    file,
+                    1,
+                    f"column {col!r} appears {names.count(col)} times "
+                    "in the header: which one is meant is ambiguous",
+                )
         return names.index(reward_col), names.index(prob_col), len(names), True
     try:
         [float(x) for x in header]
     except ValueError:
-        raise SampleFileError(file, 1, f"CSV header must contain {reward_col!r} and {prob_col!r} "
-                                       f"(found {names}), or give two headerless columns "
-                                       "reward,prob") from None
+        raise SampleFileError(
+            file,
+            1,
+            f"CSV header must contain {reward_col!r} and {prob_col!r} "
+            f"(found {names}), or give two headerless columns "
+            "reward,prob",
+        ) from None
     if len(header) != 2:
         raise SampleFileError(file, 1, "a headerless CSV needs exactly two columns (reward, prob)")
     return 0, 1, 2, False
@@ -184,14 +199,20 @@ def _read_reference_csv_arrow(file, reward_col, prob_col, max_record):
         with src:
             reader = pcsv.open_csv(
                 src,
-                read_options=pcsv.ReadOptions(block_size=min(CSV_BLOCK, max_record // 2),
-                                              use_threads=True, column_names=names,
-                                              skip_rows=1 if has_header else 0),
+                read_options=pcsv.ReadOptions(
+                    block_size=min(CSV_BLOCK, max_record // 2),
+                    use_threads=True,
+                    column_names=names,
+                    skip_rows=1 if has_header else 0,
+                ),
                 parse_options=pcsv.ParseOptions(newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(
                     include_columns=[names[ir], names[ip]],
                     column_types={names[ir]: pa.binary(), names[ip]: pa.binary()},
-                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
             for batch in reader:
                 r, rbad = arrow_numbers(batch.column(names[ir]), "reward")
                 p, pbad = arrow_numbers(batch.column(names[ip]), "prob")
@@ -201,7 +222,7 @@ def _read_reference_csv_arrow(file, reward_col, prob_col, max_record):
                 probs.append(p)
     except SampleFileError:
         raise
-    except Exception:                      # NotClean, ArrowInvalid: let the exact reader say why
+    except Exception:  # NotClean, ArrowInvalid: let the exact reader say why
         if src.error is not None:
             raise src.error from None
         return _read_reference_csv_python(file, reward_col, prob_col, max_record)
@@ -209,7 +230,7 @@ def _read_reference_csv_arrow(file, reward_col, prob_col, max_record):
         raise SampleFileError(file, None, "no rows")
     pa.default_memory_pool().release_unused()
     r = np.concatenate(rewards)
-    del rewards                     # one column's chunks at a time: the peak is 3 columns, not 4
+    del rewards  # one column's chunks at a time: the peak is 3 columns, not 4
     return r, np.concatenate(probs)
 
 
@@ -217,8 +238,11 @@ def _read_reference_json(file, reward_col, prob_col, max_record):
     with Source(file) as src:
         raw = src.read(max_record + 1)
     if len(raw) > max_record:
-        raise SampleFileError(file, None, f"JSON reference file larger than {max_record} bytes "
-                                          "(max_record_bytes): give a CSV file instead")
+        raise SampleFileError(
+            file,
+            None,
+            f"JSON reference file larger than {max_record} bytes (max_record_bytes): give a CSV file instead",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -245,8 +269,9 @@ def _read_reference_json(file, reward_col, prob_col, max_record):
         if type(obj) is JsonObject:
             twice = [k for k in (reward_col, prob_col) if k in obj.repeated]
             if twice:
-                raise SampleFileError(file, None, f"{where}key {twice[0]!r} given twice: "
-                                                  "which value is meant is ambiguous")
+                raise SampleFileError(
+                    file, None, f"{where}key {twice[0]!r} given twice: which value is meant is ambiguous"
+                )
 
     if isinstance(data, dict):
         repeated(data, "")
@@ -256,8 +281,11 @@ def _read_reference_json(file, reward_col, prob_col, max_record):
         if not isinstance(r, list) or not isinstance(p, list):
             raise SampleFileError(file, None, f"{reward_col!r} and {prob_col!r} must be lists")
         if len(r) != len(p):
-            raise SampleFileError(file, None, f"{reward_col!r} has {len(r)} values and "
-                                              f"{prob_col!r} {len(p)}: give one per outcome")
+            raise SampleFileError(
+                file,
+                None,
+                f"{reward_col!r} has {len(r)} values and {prob_col!r} {len(p)}: give one per outcome",
+            )
         pairs = list(zip(r, p))
     elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
         pairs = []
@@ -270,8 +298,9 @@ def _read_reference_json(file, reward_col, prob_col, max_record):
     elif isinstance(data, list) and data and all(isinstance(x, list) and len(x) == 2 for x in data):
         pairs = data
     else:
-        raise SampleFileError(file, None, "expected an object of two lists, a list of records or "
-                                          "of [reward, prob] pairs")
+        raise SampleFileError(
+            file, None, "expected an object of two lists, a list of records or of [reward, prob] pairs"
+        )
     if not pairs:
         raise SampleFileError(file, None, "no outcomes")
     return numbers(pairs, "reward"), numbers(pairs, "prob")

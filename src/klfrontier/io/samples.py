@@ -21,10 +21,19 @@ def _check_group(pid, rewards, extras):
         raise ValueError(f"rewards of prompt {pid!r} must be a non-empty 1-D array")
     if not np.isfinite(r).all():
         raise ValueError(f"rewards of prompt {pid!r} contain NaN or inf")
-    out = [None if values is None else
-           _per_sample(values, r.shape, nonpositive, subject=f"{name} of prompt {pid!r}", verb="contain",
-                       mismatch=f"{name} of prompt {pid!r} do not match its rewards in length")
-           for name, values, nonpositive in extras]
+    out = [
+        None
+        if values is None
+        else _per_sample(
+            values,
+            r.shape,
+            nonpositive,
+            subject=f"{name} of prompt {pid!r}",
+            verb="contain",
+            mismatch=f"{name} of prompt {pid!r} do not match its rewards in length",
+        )
+        for name, values, nonpositive in extras
+    ]
     return r, out
 
 
@@ -96,8 +105,19 @@ class SampleSet:
     _EXTRAS = (("gold", False), ("logprobs", True), ("ref_logprobs", True))
 
     @classmethod
-    def _checked(cls, prompts, rewards, *, logprobs=None, texts=None, bad_rows=(), n_bad_rows=0,
-                 source=None, gold=None, ref_logprobs=None):
+    def _checked(
+        cls,
+        prompts,
+        rewards,
+        *,
+        logprobs=None,
+        texts=None,
+        bad_rows=(),
+        n_bad_rows=0,
+        source=None,
+        gold=None,
+        ref_logprobs=None,
+    ):
         """Build from values already validated (by the readers' row rule): no checks repeated."""
         self = cls.__new__(cls)
         self.prompts, self.rewards, self.logprobs, self.texts = prompts, rewards, logprobs, texts
@@ -115,8 +135,13 @@ class SampleSet:
             extra = getattr(self, name)
             if extra is not None and len(extra) != len(self.prompts):
                 raise ValueError(f"{name} must have one entry per prompt")
-        per_prompt = [[(name, None if getattr(self, name) is None else getattr(self, name)[i], neg)
-                       for name, neg in self._EXTRAS] for i in range(len(self.prompts))]
+        per_prompt = [
+            [
+                (name, None if getattr(self, name) is None else getattr(self, name)[i], neg)
+                for name, neg in self._EXTRAS
+            ]
+            for i in range(len(self.prompts))
+        ]
         checked = [_check_group(p, r, ex) for p, r, ex in zip(self.prompts, self.rewards, per_prompt)]
         self.rewards = [c[0] for c in checked]
         for k, (name, _) in enumerate(self._EXTRAS):
@@ -152,16 +177,24 @@ class SampleSet:
         for v in values:
             unknown = set(v) - {"reward", *optional}
             if unknown or "reward" not in v:
-                raise ValueError("each prompt's mapping needs 'reward' and may have "
-                                 + ", ".join(repr(k) for k in optional))
+                raise ValueError(
+                    "each prompt's mapping needs 'reward' and may have "
+                    + ", ".join(repr(k) for k in optional)
+                )
         opt = {}
         for key in optional:
             have = sum(key in v for v in values)
             if have and have != len(values):
                 raise ValueError(f"give '{key}' for every prompt or for none")
             opt[key] = [v[key] for v in values] if have else None
-        return cls(list(mapping), [v["reward"] for v in values], logprobs=opt["logprob"],
-                   texts=opt["text"], gold=opt["gold"], ref_logprobs=opt["ref_logprob"])
+        return cls(
+            list(mapping),
+            [v["reward"] for v in values],
+            logprobs=opt["logprob"],
+            texts=opt["text"],
+            gold=opt["gold"],
+            ref_logprobs=opt["ref_logprob"],
+        )
 
     @classmethod
     def from_columns(cls, prompt_id, reward, logprob=None, text=None, gold=None, ref_logprob=None):
@@ -180,17 +213,30 @@ class SampleSet:
         if r.ndim != 1 or r.size != len(pids):
             raise ValueError("prompt_id and reward must be 1-D and of equal length")
         codes, prompts = encode_ids(pids)
-        flat = {name: None if values is None else
-                _per_sample(values, r.shape, nonpositive, subject=name, verb="contains",
-                            mismatch=f"{name} must have the length of reward",
-                            positive_note="; a log-probability must be <= 0")
-                for name, values, nonpositive in (("gold", gold, False), ("logprob", logprob, True),
-                                                  ("ref_logprob", ref_logprob, True))}
+        flat = {
+            name: None
+            if values is None
+            else _per_sample(
+                values,
+                r.shape,
+                nonpositive,
+                subject=name,
+                verb="contains",
+                mismatch=f"{name} must have the length of reward",
+                positive_note="; a log-probability must be <= 0",
+            )
+            for name, values, nonpositive in (
+                ("gold", gold, False),
+                ("logprob", logprob, True),
+                ("ref_logprob", ref_logprob, True),
+            )
+        }
         txt = None if text is None else list(text)
         if txt is not None and len(txt) != r.size:
             raise ValueError("text must have the length of reward")
         (r_g, g_g, lp_g, ref_g), t_g = group_by_code(
-            codes, len(prompts), [r, flat["gold"], flat["logprob"], flat["ref_logprob"]], txt)
+            codes, len(prompts), [r, flat["gold"], flat["logprob"], flat["ref_logprob"]], txt
+        )
         return cls(prompts, r_g, logprobs=lp_g, texts=t_g, gold=g_g, ref_logprobs=ref_g)
 
     # ---------------------------------------------------------------- views
@@ -243,10 +289,15 @@ class SampleSet:
     def columns(self) -> dict:
         """Flat per-sample columns ``prompt_id``, ``reward`` (+ ``gold``, ``logprob``,
         ``ref_logprob``, ``text``: those present), keyed by role name."""
-        out = {"prompt_id": [p for p, r in zip(self.prompts, self.rewards) for _ in range(r.size)],
-               "reward": np.concatenate(self.rewards)}
-        for role, values in (("gold", self.gold), ("logprob", self.logprobs),
-                             ("ref_logprob", self.ref_logprobs)):
+        out = {
+            "prompt_id": [p for p, r in zip(self.prompts, self.rewards) for _ in range(r.size)],
+            "reward": np.concatenate(self.rewards),
+        }
+        for role, values in (
+            ("gold", self.gold),
+            ("logprob", self.logprobs),
+            ("ref_logprob", self.ref_logprobs),
+        ):
             if values is not None:
                 out[role] = np.concatenate(values)
         if self.texts is not None:
@@ -262,8 +313,7 @@ class SampleSet:
 def encode_ids(pids):
     """Integer codes (order of first appearance) for a list of prompt ids."""
     table: dict = {}
-    codes = np.fromiter((table.setdefault(p, len(table)) for p in pids), dtype=np.int64,
-                        count=len(pids))
+    codes = np.fromiter((table.setdefault(p, len(table)) for p in pids), dtype=np.int64, count=len(pids))
     return codes, list(table)
 
 

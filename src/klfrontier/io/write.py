@@ -79,8 +79,14 @@ def write_samples(path, samples, *, format=None, columns=None) -> None:
         pa = import_pyarrow()
         import pyarrow.parquet as pq
 
-        types = {"prompt_id": pa.string(), "reward": pa.float64(), "gold": pa.float64(),
-                 "logprob": pa.float64(), "ref_logprob": pa.float64(), "text": pa.string()}
+        types = {
+            "prompt_id": pa.string(),
+            "reward": pa.float64(),
+            "gold": pa.float64(),
+            "logprob": pa.float64(),
+            "ref_logprob": pa.float64(),
+            "text": pa.string(),
+        }
         table = pa.table({n: pa.array(c, type=types[r]) for n, r, c in zip(names, roles, cells)})
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)

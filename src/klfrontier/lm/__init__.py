@@ -19,8 +19,19 @@ from .sampling import Samples, batch_seed, n_batches, sample, sample_batches, sc
 # the crash-safe sample store (store.py)
 from .store import SampleStore
 
-__all__ = ["LM", "load_model", "Samples", "sample", "sample_batches", "score", "n_batches", "batch_seed",
-           "TokenTiltProcessor", "tilt_log_softmax", "SampleStore"]
+__all__ = [
+    "LM",
+    "load_model",
+    "Samples",
+    "sample",
+    "sample_batches",
+    "score",
+    "n_batches",
+    "batch_seed",
+    "TokenTiltProcessor",
+    "tilt_log_softmax",
+    "SampleStore",
+]
 
 
 def __getattr__(name):

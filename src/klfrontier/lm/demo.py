@@ -34,9 +34,19 @@ import numpy as np
 __all__ = ["lm_demo_job", "builtin_prompts", "DEFAULTS"]
 
 #: Default sizes: under 10 minutes end to end on a 2-core CPU (model load included).
-DEFAULTS = {"n": 32, "tilt_n": 12, "max_new_tokens": 24, "lams": (0.25, 0.5, 0.75), "threads": 1,
-            "soft_lams": (0.5, 2.0), "seed": 0, "lexicon": "vader", "batch_prompts": 8,
-            "n_boot": 1000, "examples": 3}
+DEFAULTS = {
+    "n": 32,
+    "tilt_n": 12,
+    "max_new_tokens": 24,
+    "lams": (0.25, 0.5, 0.75),
+    "threads": 1,
+    "soft_lams": (0.5, 2.0),
+    "seed": 0,
+    "lexicon": "vader",
+    "batch_prompts": 8,
+    "n_boot": 1000,
+    "examples": 3,
+}
 
 _PROMPTS_FILE = "prompts.txt"
 
@@ -83,14 +93,19 @@ def _policy_names(lams) -> list:
 
 
 def _check_args(n, tilt_n, max_new_tokens, lams, soft_lams, lexicon, seed, threads, examples):
-    for value, name, low in ((n, "n", 2), (tilt_n, "tilt_n", 2), (max_new_tokens, "max_new_tokens", 1),
-                             (examples, "examples", 0)):
+    for value, name, low in (
+        (n, "n", 2),
+        (tilt_n, "tilt_n", 2),
+        (max_new_tokens, "max_new_tokens", 1),
+        (examples, "examples", 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+    ):
         raise ValueError(f"threads must be None or an integer >= 1, got {threads!r}")
     if lexicon not in ("vader", "afinn"):
         raise ValueError(f"lexicon must be 'vader' or 'afinn', got {lexicon!r}")
@@ -140,18 +155,37 @@ def _example_rows(prompts, base, base_r, tilts, tilt_r, names, count):
         sets = [("base (reference)", base, base_r)] + [(nm, t, r) for nm, t, r in zip(names, tilts, tilt_r)]
         for label, smp, rw in sets:
             i = smp.prompt_id.index(pid)
-            rows.append({"prompt_id": pid, "prompt": prompts[pid], "policy": label,
-                         "reward": float(rw[i]), "tokens": int(smp.n_tokens[i]),
-                         "finished": bool(smp.finished[i]), "text": smp.text[i]})
+            rows.append(
+                {
+                    "prompt_id": pid,
+                    "prompt": prompts[pid],
+                    "policy": label,
+                    "reward": float(rw[i]),
+                    "tokens": int(smp.n_tokens[i]),
+                    "finished": bool(smp.finished[i]),
+                    "text": smp.text[i],
+                }
+            )
     return rows
 
 
-def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAULTS["tilt_n"],
-                max_new_tokens=DEFAULTS["max_new_tokens"], lams=DEFAULTS["lams"],
-                soft_lams=DEFAULTS["soft_lams"], lexicon=DEFAULTS["lexicon"], seed=DEFAULTS["seed"],
-                threads=DEFAULTS["threads"], batch_prompts=DEFAULTS["batch_prompts"],
-                n_boot=DEFAULTS["n_boot"], examples=DEFAULTS["examples"],
-                progress: Callable[[str, int, int], None] | None = None):
+def lm_demo_job(
+    model="smollm2",
+    prompts=None,
+    *,
+    n=DEFAULTS["n"],
+    tilt_n=DEFAULTS["tilt_n"],
+    max_new_tokens=DEFAULTS["max_new_tokens"],
+    lams=DEFAULTS["lams"],
+    soft_lams=DEFAULTS["soft_lams"],
+    lexicon=DEFAULTS["lexicon"],
+    seed=DEFAULTS["seed"],
+    threads=DEFAULTS["threads"],
+    batch_prompts=DEFAULTS["batch_prompts"],
+    n_boot=DEFAULTS["n_boot"],
+    examples=DEFAULTS["examples"],
+    progress: Callable[[str, int, int], None] | None = None,
+):
     """Frontier, best-of-N, soft best-of-N and token tilts on a language model; the myopia gap.
 
     Parameters
@@ -213,15 +247,19 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     >>> [(r["lam"], r["gap"], r["gap_lo"], r["gap_hi"]) for r in job.summary["myopia"]]  # doctest: +SKIP
     """
     from .. import __version__, rewards
-    from ..jobs import JobResult, ci_note, analyze_job
+    from ..jobs import JobResult, analyze_job, ci_note
     from ..report import Section
     from .model import LM, load_model
     from .sampling import sample
 
-    lams, soft_lams = _check_args(n, tilt_n, max_new_tokens, lams, soft_lams, lexicon, seed, threads,
-                                examples)
-    prompts = builtin_prompts() if prompts is None else (
-        dict(prompts) if isinstance(prompts, dict) else {str(i): p for i, p in enumerate(prompts)})
+    lams, soft_lams = _check_args(
+        n, tilt_n, max_new_tokens, lams, soft_lams, lexicon, seed, threads, examples
+    )
+    prompts = (
+        builtin_prompts()
+        if prompts is None
+        else (dict(prompts) if isinstance(prompts, dict) else {str(i): p for i, p in enumerate(prompts)})
+    )
     if len(prompts) < 2:
         raise ValueError(f"prompts must hold at least 2 prompts, got {len(prompts)}")
     names = _policy_names(lams)
@@ -249,8 +287,9 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
                 tick(stage, done, total)
 
         t = time.perf_counter()
-        out = sample(lm_, prompts, n=count, seed=_stream_seed(seed, stream), tilt=tilt,
-                     progress=forward, **common)
+        out = sample(
+            lm_, prompts, n=count, seed=_stream_seed(seed, stream), tilt=tilt, progress=forward, **common
+        )
         timings[stage] = time.perf_counter() - t
         return out
 
@@ -265,16 +304,35 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     t0 = time.perf_counter()
     base_set = base.to_sampleset(base_r)
     pol_sets = {nm: t.to_sampleset(r) for nm, t, r in zip(names, tilts, tilt_r)}
-    settings = {"model": lm_.name, "chat_template": bool(lm_.chat), "reference": base.reference_description,
-                "reward": f"token-linear {lexicon.upper()}: r(y) = Σ_t v(y_t) (rewards.token_linear)",
-                "prompts": len(prompts), "n": int(n), "tilt_n": int(tilt_n),
-                "max_new_tokens": int(max_new_tokens), "lams": lams, "soft_lams": soft_lams,
-                "seed": int(seed), "threads": threads, "temperature": 1.0,
-                "batch_prompts": int(batch_prompts), "n_boot": int(n_boot),
-                "stream_seeds": {"base": _stream_seed(seed, 0),
-                                 **{nm: _stream_seed(seed, k + 1) for k, nm in enumerate(names)}}}
-    job = analyze_job(base_set, policies=pol_sets, seed=int(seed), n_boot=n_boot, table_format="csv",
-                      provenance={"command": "lm-demo", **settings})
+    settings = {
+        "model": lm_.name,
+        "chat_template": bool(lm_.chat),
+        "reference": base.reference_description,
+        "reward": f"token-linear {lexicon.upper()}: r(y) = Σ_t v(y_t) (rewards.token_linear)",
+        "prompts": len(prompts),
+        "n": int(n),
+        "tilt_n": int(tilt_n),
+        "max_new_tokens": int(max_new_tokens),
+        "lams": lams,
+        "soft_lams": soft_lams,
+        "seed": int(seed),
+        "threads": threads,
+        "temperature": 1.0,
+        "batch_prompts": int(batch_prompts),
+        "n_boot": int(n_boot),
+        "stream_seeds": {
+            "base": _stream_seed(seed, 0),
+            **{nm: _stream_seed(seed, k + 1) for k, nm in enumerate(names)},
+        },
+    }
+    job = analyze_job(
+        base_set,
+        policies=pol_sets,
+        seed=int(seed),
+        n_boot=n_boot,
+        table_format="csv",
+        provenance={"command": "lm-demo", **settings},
+    )
     an = job.summary["analysis"]
     timings["analysis"] = time.perf_counter() - t0
     tick("analysis", 1, 1)
@@ -294,77 +352,154 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     myopia = []
     for nm, lam, smp in zip(names, lams, tilts):
         t = {k: _num(v[0]) for k, v in an["policies"][nm].items()}
-        myopia.append({"policy": nm, "lam": lam, "samples_per_prompt": int(tilt_n),
-                       "kl": t["kl"], "kl_lo": t["kl_lo"], "kl_hi": t["kl_hi"],
-                       "kl_steps": float(np.mean(smp.kl_steps)),
-                       "reward": t["reward"], "reward_lo": t["reward_lo"], "reward_hi": t["reward_hi"],
-                       "optimal_reward": t["optimal_reward_debiased"], "optimal_lam": t["lam"],
-                       "gap": t["gap"], "gap_lo": t["gap_lo"], "gap_hi": t["gap_hi"],
-                       "gap_trusted": bool(t["gap_trusted"]), "trusted": bool(t["trusted"]),
-                       "within_kl_trust_limit": bool(t["kl"] <= trust_kl),
-                       "saturated": not np.isfinite(t["lam"]),
-                       "bon_n_same_kl": t["bon_n_same_kl"]})
+        myopia.append(
+            {
+                "policy": nm,
+                "lam": lam,
+                "samples_per_prompt": int(tilt_n),
+                "kl": t["kl"],
+                "kl_lo": t["kl_lo"],
+                "kl_hi": t["kl_hi"],
+                "kl_steps": float(np.mean(smp.kl_steps)),
+                "reward": t["reward"],
+                "reward_lo": t["reward_lo"],
+                "reward_hi": t["reward_hi"],
+                "optimal_reward": t["optimal_reward_debiased"],
+                "optimal_lam": t["lam"],
+                "gap": t["gap"],
+                "gap_lo": t["gap_lo"],
+                "gap_hi": t["gap_hi"],
+                "gap_trusted": bool(t["gap_trusted"]),
+                "trusted": bool(t["trusted"]),
+                "within_kl_trust_limit": bool(t["kl"] <= trust_kl),
+                "saturated": not np.isfinite(t["lam"]),
+                "bon_n_same_kl": t["bon_n_same_kl"],
+            }
+        )
         r = myopia[-1]
         # analyze's flag does not look at the KL itself (an optimum beyond the base samples'
         # reach, "saturated", is flagged trusted there): the myopia gap also needs the policy's
         # KL inside the base samples' trust limit
         r["myopia_trusted"] = r["gap_trusted"] and r["within_kl_trust_limit"] and not r["saturated"]
     fig = _figure(an, myopia, {lam: soft[lam] for lam in soft_lams}, model_name=lm_.name, lexicon=lexicon)
-    m_rows = [[r["lam"], r["samples_per_prompt"], r["kl"], r["kl_lo"], r["kl_hi"], r["kl_steps"],
-               r["reward"], r["optimal_reward"], r["gap"], r["gap_lo"], r["gap_hi"], r["gap_trusted"],
-               r["within_kl_trust_limit"], r["saturated"], r["myopia_trusted"]] for r in myopia]
-    s_rows = [[lam, nv, k, rwd, k <= trust_kl] for lam in soft_lams
-              for nv, k, rwd in zip(soft[lam]["n"], soft[lam]["kl"], soft[lam]["reward"])]
+    m_rows = [
+        [
+            r["lam"],
+            r["samples_per_prompt"],
+            r["kl"],
+            r["kl_lo"],
+            r["kl_hi"],
+            r["kl_steps"],
+            r["reward"],
+            r["optimal_reward"],
+            r["gap"],
+            r["gap_lo"],
+            r["gap_hi"],
+            r["gap_trusted"],
+            r["within_kl_trust_limit"],
+            r["saturated"],
+            r["myopia_trusted"],
+        ]
+        for r in myopia
+    ]
+    s_rows = [
+        [lam, nv, k, rwd, k <= trust_kl]
+        for lam in soft_lams
+        for nv, k, rwd in zip(soft[lam]["n"], soft[lam]["kl"], soft[lam]["reward"])
+    ]
     ex_rows = _example_rows(prompts, base, base_r, tilts, tilt_r, names, examples)
     sections = [
-        Section("1 · The experiment",
-                f"Reference: {base.reference_description}. Reward: the token-linear {lexicon.upper()} "
-                "reward r(y) = Σ_t v(y_t), v(token) the lexicon valence of the whole word the token "
-                "spells (0 for other tokens) — the paper's linear reward on a real tokenizer. "
-                f"{n} base samples per prompt give the frontier, best-of-N and soft best-of-N; each token "
-                f"tilt π_λ(y_t | x, y_<t) ∝ p(y_t | x, y_<t) e^(λ v(y_t)) draws {tilt_n} samples per "
-                "prompt with their exact log-probabilities under the tilt and the reference.",
-                [], [("Settings", ["setting", "value"], [[k, _setting(v)] for k, v in settings.items()]),
-                     ("Timings (seconds)", ["stage", "seconds"],
-                      [[k, v] for k, v in timings.items()])]),
-        Section("2 · Myopia: token tilting against the sequence-level optimum",
-                "For a memoryless model and a linear reward, tilting every token by e^(λ v) IS the "
-                "optimal KL-constrained policy. A language model has memory: each token changes the "
-                "law of the next, and the token tilt ignores what its choice does to later tokens. "
-                "The myopia gap is R*_avg(KL_π) − E_π r: the optimal reward at the tilt's own KL "
-                "(estimated from the base samples; docs/analyze.md) minus the tilt's reward. "
-                "KL_π is the mean of log π − log p over the tilt's samples; 'Σ per-step KL' is the "
-                "exact KL between the next-token laws summed along each trajectory, another unbiased "
-                "estimate of the same KL. Soft best-of-N points are exact laws on each prompt's "
-                f"empirical law, averaged over prompts (plug-in, like best-of-N). Right of the "
-                f"dash-dot line (KL > log n − 1 = {trust_kl:.2f} nats) the base samples cannot tell "
-                "the optimum." + ("" if any(r["myopia_trusted"] for r in myopia) else
-                                  "\n\nNo gap here is marked trusted. With few base samples per prompt "
-                                  "the trust rule's Pareto-k̂ test of the tilt weights rejects many "
-                                  "prompts even for small tilts (docs/lm.md §3); the intervals are "
-                                  "shown, and more base samples (--n) are the remedy."),
-                [("lm_frontier", fig,
-                  f"Reward against KL. Solid: the average-KL optimum (jackknife-corrected) with its {pct} "
-                  "band — what the gap is measured against; dashed: the same optimum on the empirical "
-                  "laws themselves, the ceiling of the best-of-N and soft best-of-N plug-in points "
-                  f"(markers); labelled points: token tilts with {pct} intervals in KL and reward.")],
-                [("Myopia gap per λ", ["λ", "samples/prompt", "KL", "lo", "hi", "Σ per-step KL", "reward",
-                                       "optimal reward at that KL", "gap", "lo", "hi",
-                                       "gap trusted (analyze)", "KL ≤ trust limit", "optimum saturated",
-                                       "myopia gap trusted"], m_rows,
-                  "Intervals: " + an["methods"][f"policy:{names[0]}"] + ". 'gap trusted (analyze)': "
-                  "analyze's trust rule for the gap (the Analysis: Best-of-N section below states it); "
-                  "'myopia gap trusted' also asks the tilt's KL to lie within the trust limit and the "
-                  "optimum at that KL not to be saturated (beyond the largest reward the base samples "
-                  "hold, where the estimated optimum stops rising and the gap is meaningless)."),
-                 ("Soft best-of-N (plug-in)", ["λ", "N", "KL", "reward", "within the KL trust limit"],
-                  s_rows)]),
-        Section("3 · Sample texts",
-                f"The first sample of the first {examples} prompts under the reference and each token "
-                "tilt, with its token-linear reward.", [],
-                [("Samples", ["prompt", "policy", "reward", "tokens", "ended with EOS", "text"],
-                  [[r["prompt"], r["policy"], r["reward"], r["tokens"], r["finished"], r["text"]]
-                   for r in ex_rows])]),
+        Section(
+            "1 · The experiment",
+            f"Reference: {base.reference_description}. Reward: the token-linear {lexicon.upper()} "
+            "reward r(y) = Σ_t v(y_t), v(token) the lexicon valence of the whole word the token "
+            "spells (0 for other tokens) — the paper's linear reward on a real tokenizer. "
+            f"{n} base samples per prompt give the frontier, best-of-N and soft best-of-N; each token "
+            f"tilt π_λ(y_t | x, y_<t) ∝ p(y_t | x, y_<t) e^(λ v(y_t)) draws {tilt_n} samples per "
+            "prompt with their exact log-probabilities under the tilt and the reference.",
+            [],
+            [
+                ("Settings", ["setting", "value"], [[k, _setting(v)] for k, v in settings.items()]),
+                ("Timings (seconds)", ["stage", "seconds"], [[k, v] for k, v in timings.items()]),
+            ],
+        ),
+        Section(
+            "2 · Myopia: token tilting against the sequence-level optimum",
+            "For a memoryless model and a linear reward, tilting every token by e^(λ v) IS the "
+            "optimal KL-constrained policy. A language model has memory: each token changes the "
+            "law of the next, and the token tilt ignores what its choice does to later tokens. "
+            "The myopia gap is R*_avg(KL_π) − E_π r: the optimal reward at the tilt's own KL "
+            "(estimated from the base samples; docs/analyze.md) minus the tilt's reward. "
+            "KL_π is the mean of log π − log p over the tilt's samples; 'Σ per-step KL' is the "
+            "exact KL between the next-token laws summed along each trajectory, another unbiased "
+            "estimate of the same KL. Soft best-of-N points are exact laws on each prompt's "
+            f"empirical law, averaged over prompts (plug-in, like best-of-N). Right of the "
+            f"dash-dot line (KL > log n − 1 = {trust_kl:.2f} nats) the base samples cannot tell "
+            "the optimum."
+            + (
+                ""
+                if any(r["myopia_trusted"] for r in myopia)
+                else "\n\nNo gap here is marked trusted. With few base samples per prompt "
+                "the trust rule's Pareto-k̂ test of the tilt weights rejects many "
+                "prompts even for small tilts (docs/lm.md §3); the intervals are "
+                "shown, and more base samples (--n) are the remedy."
+            ),
+            [
+                (
+                    "lm_frontier",
+                    fig,
+                    f"Reward against KL. Solid: the average-KL optimum (jackknife-corrected) with its {pct} "
+                    "band — what the gap is measured against; dashed: the same optimum on the empirical "
+                    "laws themselves, the ceiling of the best-of-N and soft best-of-N plug-in points "
+                    f"(markers); labelled points: token tilts with {pct} intervals in KL and reward.",
+                )
+            ],
+            [
+                (
+                    "Myopia gap per λ",
+                    [
+                        "λ",
+                        "samples/prompt",
+                        "KL",
+                        "lo",
+                        "hi",
+                        "Σ per-step KL",
+                        "reward",
+                        "optimal reward at that KL",
+                        "gap",
+                        "lo",
+                        "hi",
+                        "gap trusted (analyze)",
+                        "KL ≤ trust limit",
+                        "optimum saturated",
+                        "myopia gap trusted",
+                    ],
+                    m_rows,
+                    "Intervals: " + an["methods"][f"policy:{names[0]}"] + ". 'gap trusted (analyze)': "
+                    "analyze's trust rule for the gap (the Analysis: Best-of-N section below states it); "
+                    "'myopia gap trusted' also asks the tilt's KL to lie within the trust limit and the "
+                    "optimum at that KL not to be saturated (beyond the largest reward the base samples "
+                    "hold, where the estimated optimum stops rising and the gap is meaningless).",
+                ),
+                ("Soft best-of-N (plug-in)", ["λ", "N", "KL", "reward", "within the KL trust limit"], s_rows),
+            ],
+        ),
+        Section(
+            "3 · Sample texts",
+            f"The first sample of the first {examples} prompts under the reference and each token "
+            "tilt, with its token-linear reward.",
+            [],
+            [
+                (
+                    "Samples",
+                    ["prompt", "policy", "reward", "tokens", "ended with EOS", "text"],
+                    [
+                        [r["prompt"], r["policy"], r["reward"], r["tokens"], r["finished"], r["text"]]
+                        for r in ex_rows
+                    ],
+                )
+            ],
+        ),
     ]
     for k, sec in enumerate(job.sections, start=len(sections) + 1):
         sec.heading = re.sub(r"^\d+ · ", f"{k} · Analysis: ", sec.heading)
@@ -374,31 +509,59 @@ def lm_demo_job(model="smollm2", prompts=None, *, n=DEFAULTS["n"], tilt_n=DEFAUL
     sections[0].tables[1] = ("Timings (seconds)", ["stage", "seconds"], [[k, v] for k, v in timings.items()])
     tick("figures and tables", 1, 1)
 
-    summary = {"klfrontier_version": __version__, "settings": settings, "timings": timings,
-               "myopia": myopia,
-               "soft_best_of_n": {f"{lam:g}": soft[lam] for lam in soft_lams},
-               "examples": ex_rows, "analysis": an, "provenance": job.summary["provenance"]}
-    headline: list = [("model", lm_.name, f"{len(prompts)} prompts × {n} base samples, ≤ {max_new_tokens} "
-                                    f"new tokens; tilts: {tilt_n} samples per prompt")]
+    summary = {
+        "klfrontier_version": __version__,
+        "settings": settings,
+        "timings": timings,
+        "myopia": myopia,
+        "soft_best_of_n": {f"{lam:g}": soft[lam] for lam in soft_lams},
+        "examples": ex_rows,
+        "analysis": an,
+        "provenance": job.summary["provenance"],
+    }
+    headline: list = [
+        (
+            "model",
+            lm_.name,
+            f"{len(prompts)} prompts × {n} base samples, ≤ {max_new_tokens} "
+            f"new tokens; tilts: {tilt_n} samples per prompt",
+        )
+    ]
     for r in myopia:
-        headline.append((f"myopia gap, λ = {r['lam']:g}", r["gap"],
-                         f"at KL {r['kl']:.3g} nats (reward {r['reward']:.3g} vs optimal "
-                         f"{r['optimal_reward']:.3g}); "
-                         + ci_note(r["gap_lo"], r["gap_hi"], r["myopia_trusted"], pct)
-                         + ("" if r["within_kl_trust_limit"] and not r["saturated"]
-                            else "; KL beyond the base samples' reach")))
+        headline.append(
+            (
+                f"myopia gap, λ = {r['lam']:g}",
+                r["gap"],
+                f"at KL {r['kl']:.3g} nats (reward {r['reward']:.3g} vs optimal "
+                f"{r['optimal_reward']:.3g}); "
+                + ci_note(r["gap_lo"], r["gap_hi"], r["myopia_trusted"], pct)
+                + (
+                    ""
+                    if r["within_kl_trust_limit"] and not r["saturated"]
+                    else "; KL beyond the base samples' reach"
+                ),
+            )
+        )
     headline.append(("KL trust limit", trust_kl, "log(median base samples per prompt) − 1"))
     headline.append(("wall time (s)", timings["total"], "model load included"))
-    lead = ("Best-of-N, soft best-of-N and token-level tilting on a real language model, against the "
-            "optimal KL-constrained policy estimated from base samples. The headline number is the "
-            "myopia gap: how far tilting each token falls below the sequence-level optimum at the "
-            "same KL on a model with memory.")
+    lead = (
+        "Best-of-N, soft best-of-N and token-level tilting on a real language model, against the "
+        "optimal KL-constrained policy estimated from base samples. The headline number is the "
+        "myopia gap: how far tilting each token falls below the sequence-level optimum at the "
+        "same KL on a model with memory."
+    )
     extra = dict(job.extra_files)
     extra["samples/base.csv"] = _sample_writer(base, base_r)
     for nm, smp, r in zip(names, tilts, tilt_r):
         extra[f"samples/{_file_stem(nm)}.csv"] = _sample_writer(smp, r)
-    return JobResult(title=f"klfrontier lm-demo — {lm_.name}", lead=lead, sections=sections,
-                     headline=headline, summary=summary, extra_files=extra)
+    return JobResult(
+        title=f"klfrontier lm-demo — {lm_.name}",
+        lead=lead,
+        sections=sections,
+        headline=headline,
+        summary=summary,
+        extra_files=extra,
+    )
 
 
 def _file_stem(name):
@@ -408,13 +571,21 @@ def _file_stem(name):
 
 def _sample_writer(smp, reward):
     """A writer of one sample file (CSV): a base file or, with ``logprob``, a policy file for analyze."""
+
     def write(path):
         from .._atomic import write_table
 
-        cols = {"prompt_id": np.asarray(smp.prompt_id, dtype=object), "sample_index": smp.sample_index,
-                "reward": reward, "logprob": smp.logprob, "ref_logprob": smp.ref_logprob,
-                "kl_steps": smp.kl_steps, "n_tokens": smp.n_tokens, "finished": smp.finished,
-                "text": np.asarray(smp.text, dtype=object)}
+        cols = {
+            "prompt_id": np.asarray(smp.prompt_id, dtype=object),
+            "sample_index": smp.sample_index,
+            "reward": reward,
+            "logprob": smp.logprob,
+            "ref_logprob": smp.ref_logprob,
+            "kl_steps": smp.kl_steps,
+            "n_tokens": smp.n_tokens,
+            "finished": smp.finished,
+            "text": np.asarray(smp.text, dtype=object),
+        }
         write_table(path, cols, format="csv")
 
     return write
@@ -436,15 +607,23 @@ def _figure(an, myopia, soft, *, model_name, lexicon):
     points = {f"best-of-N (plug-in), N = {ns}": (_arr(bon["kl"]), _arr(bon["reward_plugin"]))}
     for lam, pts in soft.items():
         points[f"soft best-of-N (plug-in), λ = {float(lam):g}"] = (_arr(pts["kl"]), _arr(pts["reward"]))
-    pol_points = {f"tilt λ = {r['lam']:g}": {k: r[k] for k in ("kl", "kl_lo", "kl_hi", "reward", "reward_lo",
-                                                             "reward_hi")} for r in myopia}
+    pol_points = {
+        f"tilt λ = {r['lam']:g}": {
+            k: r[k] for k in ("kl", "kl_lo", "kl_hi", "reward", "reward_lo", "reward_hi")
+        }
+        for r in myopia
+    }
     return frontier_figure(
-        f_kl, f_rew, points=points,
+        f_kl,
+        f_rew,
+        points=points,
         bands={"optimum": (f_kl[good], f_lo[good], f_hi[good])} if good.any() else None,
-        trust_kl=an["info"]["kl_trust_limit_median"], policies=pol_points,
+        trust_kl=an["info"]["kl_trust_limit_median"],
+        policies=pol_points,
         curves={"optimum on the samples themselves (plug-in)": (f_kl, f_plug)},
         title=f"{model_name}: token tilts against the sequence-level optimum",
-        reward_label=f"expected token-linear {lexicon.upper()} reward")
+        reward_label=f"expected token-linear {lexicon.upper()} reward",
+    )
 
 
 def _num(v):

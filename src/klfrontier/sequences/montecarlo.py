@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._logspace import log1mexp
-from ..reference import Reference, check_reference
 from .._validate import log_n_from
+from ..reference import Reference, check_reference
 from .memoryless import check_length, sequence_bon
 
 __all__ = ["MonteCarloResult", "bon_monte_carlo", "naive_bon_monte_carlo"]
@@ -68,13 +68,23 @@ class MonteCarloResult:
 
 def _log_winner_survival(log_n, e):
     """``log(-expm1(log U / N))`` with ``log U = -e``, ``e ~ Exp(1)``, from ``log N``."""
-    ly = np.log(e) - log_n                 # log(-log U / N)
+    ly = np.log(e) - log_n  # log(-log U / N)
     # -expm1(-y) = y (1 - y/2 + ...): for y < e^-40 log(-expm1(-y)) = log y to 1e-18
     return np.where(ly < -40.0, ly, log1mexp(-np.exp(np.minimum(ly, 700.0))))
 
 
-def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_000, seed=None,
-                    method="auto", lattice=None, return_samples=False) -> MonteCarloResult:
+def bon_monte_carlo(
+    ref: Reference,
+    length: int,
+    n=None,
+    *,
+    log_n=None,
+    size=10_000,
+    seed=None,
+    method="auto",
+    lattice=None,
+    return_samples=False,
+) -> MonteCarloResult:
     """Sequence-level BoN reward by the order-statistic trick.
 
     Parameters
@@ -120,11 +130,12 @@ def bon_monte_carlo(ref: Reference, length: int, n=None, *, log_n=None, size=10_
         raise ValueError("size must be >= 2")
     gen = np.random.default_rng(seed)
     exact, w = sequence_bon(ref, m, ln, method, lattice)
-    if w is None:                                  # constant reward or N = 1
+    if w is None:  # constant reward or N = 1
         if ref.is_constant:
             s = np.full(size, exact.reward)
         else:
             from .memoryless import reward_law
+
             law = reward_law(ref, m, lattice=lattice)
             idx = gen.choice(law.size, size=size, p=np.exp(law.logpmf) / np.exp(law.logpmf).sum())
             s = law.values[idx]
@@ -155,12 +166,22 @@ def _result(m, ln, s, outside, method, keep):
     scale = big if big > 1e150 else 1.0
     mean = float((s / scale).mean()) * scale
     se = float((s / scale).std(ddof=1) / np.sqrt(s.size)) * scale
-    return MonteCarloResult(m, ln, int(s.size), mean, se, (mean - _Z95 * se, mean + _Z95 * se),
-                            outside, method, s if keep else None)
+    return MonteCarloResult(
+        m,
+        ln,
+        int(s.size),
+        mean,
+        se,
+        (mean - _Z95 * se, mean + _Z95 * se),
+        outside,
+        method,
+        s if keep else None,
+    )
 
 
-def naive_bon_monte_carlo(ref: Reference, length: int, n: int, *, size=100, seed=None,
-                          max_seconds=None, chunk_tokens=2**22) -> MonteCarloResult:
+def naive_bon_monte_carlo(
+    ref: Reference, length: int, n: int, *, size=100, seed=None, max_seconds=None, chunk_tokens=2**22
+) -> MonteCarloResult:
     """Baseline: draw ``N`` sequences of ``m`` tokens per BoN draw and keep the best sum.
 
     Costs ``N m`` token draws per BoN draw (``N`` must be an integer).

@@ -99,11 +99,12 @@ def saddlepoint_logsf(ref: Reference, m: int, su):
     # near the mean: Φ̄(w) - φ(w) ρ/6 (the w -> 0 limit of Lugannani–Rice)
     if near.any():
         from scipy.special import ndtr
+
         p = ndtr(-w[near]) - np.exp(logphi_w[near]) * rho[near] / 6.0
         out[near] = np.log(p)
     far = ~near
     if far.any():
-        lt = logphi_w[far] + _log_lr_bracket(w[far], v[far])   # log of the small tail
+        lt = logphi_w[far] + _log_lr_bracket(w[far], v[far])  # log of the small tail
         up = w[far] > 0
         res = np.where(up, lt, log1mexp(np.minimum(lt, 0.0)))
         out[far] = res

@@ -169,8 +169,9 @@ def _count_box(m, p, E):
     return max(0, lo), min(m, hi), sd
 
 
-def types_window(ref: Reference, m: int, lam_u: float, lo: float, hi: float, *,
-                 E=70.0, max_types=20_000_000) -> TypesWindow:
+def types_window(
+    ref: Reference, m: int, lam_u: float, lo: float, hi: float, *, E=70.0, max_types=20_000_000
+) -> TypesWindow:
     """Types with sum ``Σu`` in ``[lo, hi]`` that are typical under ``φ_λ``.
 
     Parameters
@@ -255,5 +256,4 @@ def types_window(ref: Reference, m: int, lam_u: float, lo: float, hi: float, *,
     logp = _log_multinomial(n, m, logq)
     su, logp = _group(su, logp, _tol(m, K)) if su.size else (su, logp)
     log_missing = np.log(2 * (K - 1)) - E - lam_u * lo + m * cgf
-    return TypesWindow(su=su, logpmf=logp, lo=lo, hi=hi, log_missing=float(log_missing),
-                       count=int(total))
+    return TypesWindow(su=su, logpmf=logp, lo=lo, hi=hi, log_missing=float(log_missing), count=int(total))
