@@ -127,7 +127,7 @@ def _exact_soft_bon_kl(r, p, n, lam):
 
     ts = []
     for wj in w:
-        f = lambda x: mp.e**x * mp.e ** (-(mp.e**x) * wj) * mp.expm1((N - 1) * log_m(mp.e**x))  # noqa: E731
+        f = lambda x, wj=wj: mp.e**x * mp.e ** (-(mp.e**x) * wj) * mp.expm1((N - 1) * log_m(mp.e**x))  # noqa: E731
         ts.append(mp.log(N) + mp.log1p(wj * mp.quad(f, mp.linspace(-60, 60, 61))))
     return mp.fsum(qj * (mp.e**t * (t - 1) + 1) for qj, t in zip(q, ts))
 

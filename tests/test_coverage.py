@@ -70,7 +70,7 @@ def test_quantile_truth_matches_brute_force(law):
     K = 64
     prompts, _ = bc.make_prompts(law, 3, np.random.SeedSequence(5), K=K)
     truth, info = bc.cell_truth(prompts, 16)
-    for j, N in enumerate(bc.n_grid(16)):  # bon_curve (the truth's engine) = best_of_n
+    for N in bc.n_grid(16):  # bon_curve (the truth's engine) = best_of_n
         pol = [kf.best_of_n(p.ref, n=N) for p in prompts]
         assert truth[("bon_reward", N)] == pytest.approx(np.mean([q.reward for q in pol]), rel=1e-12)
         assert truth[("bon_kl", N)] == pytest.approx(np.mean([q.kl for q in pol]), rel=1e-12)
@@ -89,7 +89,7 @@ def test_quantile_truth_matches_brute_force(law):
     # the frontier: an independent brentq on lam (not log lam) with direct sums
     for d in bc.KL_BUDGETS:
         lam = optimize.brentq(
-            lambda t: np.mean([brute_tilt(v, probs, t)[1] for v in vals]) - d,
+            lambda t, d=d: np.mean([brute_tilt(v, probs, t)[1] for v in vals]) - d,
             1e-9,
             50.0,
             xtol=1e-14,

@@ -236,7 +236,7 @@ def test_analyze_point_estimates_match_the_exact_engines():
         if D == 0:
             assert R == pytest.approx(np.mean([r.mean_reward for r in refs]), rel=1e-13)
             continue
-        want = brentq(lambda x: mean_kl(x) - D, 1e-9, 100.0, xtol=1e-15)
+        want = brentq(lambda x, D=D: mean_kl(x) - D, 1e-9, 100.0, xtol=1e-15)
         assert lam == pytest.approx(want, rel=1e-8)
         assert R == pytest.approx(np.mean([tilted(r, lam=want).reward for r in refs]), rel=1e-10)
     eq = [np.mean([frontier(r, [D]).reward[0] for r in refs]) for D in budgets]

@@ -87,7 +87,7 @@ def test_available_lists_all_names_with_descriptions():
         "three-letter",
         "bernoulli",
     }
-    for name, desc in names.items():
+    for desc in names.values():
         assert isinstance(desc, str) and desc and "\n" not in desc
     assert "klfrontier[data]" in names["unigram-vader"]
     assert "klfrontier[data]" in names["unigram-vader-afinn"]

@@ -20,9 +20,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from klfrontier import lm
-from klfrontier.lm import sampling as lm_sampling
-from klfrontier.lm.tilt import TokenTiltProcessor, tilt_log_softmax
+from klfrontier import lm  # noqa: E402 (after the importorskip guards)
+from klfrontier.lm import sampling as lm_sampling  # noqa: E402 (after the importorskip guards)
+from klfrontier.lm.tilt import TokenTiltProcessor, tilt_log_softmax  # noqa: E402 (after the importorskip guards)
 
 V = 64
 PAD, BOS, EOS = 0, 1, 2

@@ -18,9 +18,9 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("vaderSentiment")
 pytest.importorskip("matplotlib")
 
-from klfrontier import lm, rewards
-from klfrontier.lm.demo import builtin_prompts, lm_demo_job
-from klfrontier.report import write_report
+from klfrontier import lm, rewards  # noqa: E402 (after the importorskip guards)
+from klfrontier.lm.demo import builtin_prompts, lm_demo_job  # noqa: E402 (after the importorskip guards)
+from klfrontier.report import write_report  # noqa: E402 (after the importorskip guards)
 
 PAD, BOS, EOS = 0, 1, 2
 WORDS = [

@@ -76,7 +76,7 @@ def _mp_quad_law(ell, logq, n, dps=30):
         law = []
         for wj in w:
             pts = sorted({mp.mpf(0), *map(mp.mpf, range(1, 60, 3)), 1 / wj, 10 / wj, 40 / wj})
-            val = mp.quad(lambda s: mp.exp(-s * wj) * m_of(s) ** (n - 1), pts + [mp.inf])
+            val = mp.quad(lambda s, wj=wj: mp.exp(-s * wj) * m_of(s) ** (n - 1), pts + [mp.inf])
             law.append(n * wj * val)
         tot = mp.fsum(a * b for a, b in zip(law, q))
         return [mp.log(x / tot) + mp.log(a) for x, a in zip(law, q)]
