@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OUT ?= out/demo
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint bench venv clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ lm-demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory lint
+
+# Lint, format and type checks (ruff and mypy, configured in pyproject.toml); `make test` ends with it.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src/klfrontier
 
 # The API reference and docs/*.md as one site, warnings as errors; open docs/_build/html/index.html.
 .PHONY: docs

@@ -164,7 +164,7 @@ class TiltStats:
     var: np.ndarray
     k3: np.ndarray
     kl: np.ndarray
-    gain: np.ndarray = None
+    gain: np.ndarray
 
 
 def centres(lam_u, mu):

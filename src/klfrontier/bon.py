@@ -228,6 +228,7 @@ def bon_curve(ref: Reference, n=None, *, log_n=None) -> BoNCurve:
     if win_w is None and rest.size:
         win_w = np.exp(logFm) + 0.5 * np.exp(logq)
     for i in rest:
+        assert win_w is not None  # set above whenever rest is non-empty
         x, j = ln[i], int(j0[i])
         sl = slice(j, None)
         lev = level_logd(logq[sl], lnl_f[sl], lnl_c[sl], x)

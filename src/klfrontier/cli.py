@@ -23,7 +23,11 @@ from typer.core import TyperGroup, TyperOption
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - older typer on click
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from click.exceptions import (  # type: ignore[assignment]  # same classes, older typer
+        ClickException,
+        NoArgsIsHelpError,
+        UsageError,
+    )
 
 
 class _OneLineErrors(TyperGroup):
@@ -255,7 +259,7 @@ def _reference(rewards, probs, normalize):
     from . import Reference
 
     try:
-        return Reference(rewards, probs=probs, normalize=normalize)
+        return Reference(rewards, probs=probs, normalize=normalize, copy=False)  # the arrays are ours
     except ValueError as exc:
         raise CLIError(str(exc).replace("pass normalize=True", "pass --normalize")) from None
 
@@ -332,7 +336,8 @@ def _fmt(x) -> str:
             return "—"  # no value (e.g. no interval): never print nan
         if np.isinf(x):
             return "∞" if x > 0 else "−∞"
-        if x == int(x) and abs(x) < 1e15:
+        # mypy joins abs(float | np.floating) to object; it is a float either way
+        if x == int(x) and abs(x) < 1e15:  # type: ignore[operator]
             return f"{int(x)}"
         return f"{x:.6g}"
     return str(x)
@@ -606,8 +611,9 @@ def run_job(job, out: Path | None, as_json: bool, figure_formats=("png", "svg"))
         sys.stdout.write(dumps(job.summary, indent=2) + "\n")
         return
     table = Table(title=Text(job.title))
-    for c, j in (("quantity", "left"), ("value", "right"), ("note", "left")):
-        table.add_column(c, justify=j)
+    table.add_column("quantity", justify="left")
+    table.add_column("value", justify="right")
+    table.add_column("note", justify="left")
     for q, v, note in job.headline:
         table.add_row(Text(str(q)), Text(_fmt(v)), Text(str(note)))
     console.print(table)
@@ -774,7 +780,11 @@ def analyze(
     policy: list[str] | None = typer.Option(
         None,
         "--policy",
-        help="NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' (reference) columns. Repeatable; names differing only in numbers (step100, step200) form a path.",
+        help=(
+            "NAME=FILE: samples of an aligned policy with 'logprob' (policy) and 'ref_logprob' "
+            "(reference) columns. Repeatable; names differing only in numbers (step100, step200) "
+            "form a path."
+        ),
     ),
     gold_col: str | None = typer.Option(
         None, "--gold-col", help="Column of a gold reward: select with --reward-col, measure this."
@@ -905,10 +915,10 @@ def analyze(
         )
         bar.update(task, visible=False)
         pol_data = {}
-        for name, file in pol_files.items():
+        for name, pol_path in pol_files.items():
             task, cb = reader(f"reading policy {name}")
             pol_data[name] = read_samples(
-                file,
+                pol_path,
                 columns=pol_cols,
                 strict=strict,
                 format=fmt,

@@ -73,7 +73,7 @@ class Equivalence:
     sigma2: float
     lattice: tuple | None
     I0_at_x_star: float
-    _ref: Reference = field(repr=False)
+    _ref: Reference | None = field(repr=False)  # None for a Markov chain (MarkovEquivalence)
     _lam_u: float = field(repr=False)
     _var_u: float = field(repr=False)
     _dbot: float = field(repr=False)  # x*_u + 1, accurately

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -204,7 +204,7 @@ def demo_job(
     inst = instances.load(instance, **kw)
     ref = inst.ref
     facts = inst.to_dict()
-    summary = {"instance": {"name": inst.name, "description": inst.description, **facts}}
+    summary: dict[str, Any] = {"instance": {"name": inst.name, "description": inst.description, **facts}}
     headline = [
         ("instance", inst.name, f"K = {ref.size:,}, {ref.n_levels} reward levels"),
         ("p(reward = 0)", facts.get("p_reward_zero"), "mass of words without a lexicon entry"),
@@ -1057,9 +1057,9 @@ def analyze_job(
         Section(
             "3 · The optimum: average-KL frontier",
             "R*_avg(Δ) = mean over prompts of R_x(λ), with the one λ that makes the mean KL equal Δ "
-            "(theory §9); 'debiased' subtracts each prompt's jackknife bias, and the interval is for the true "
-            "optimum. Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with unequal "
-            "budgets — have (mean KL, mean reward) on or below it.",
+            "(theory §9); 'debiased' subtracts each prompt's jackknife bias, and the interval is for "
+            "the true optimum. Any per-prompt policies — best-of-N at any N, soft best-of-N, tilts with "
+            "unequal budgets — have (mean KL, mean reward) on or below it.",
             figs,
             [
                 (
@@ -1268,7 +1268,7 @@ def analyze_job(
 
         write_table(path, per.data, format=fmt)
 
-    summary = {
+    summary: dict[str, Any] = {
         "klfrontier_version": __version__,
         "provenance": dict(provenance or {}),
         "input": {

@@ -15,6 +15,7 @@ Builds :class:`~klfrontier.report.Section` objects from public API calls on
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def bigram_demo_job(
     m = mk.length
     deltas = tuple(float(d) for d in deltas)
     conv_deltas = tuple(float(d) for d in (conv_deltas or deltas[-2:]))
-    summary = {"instance": {"description": inst.description, **inst.to_dict()}}
+    summary: dict[str, Any] = {"instance": {"description": inst.description, **inst.to_dict()}}
     sections = []
 
     # 1 · exact optimal chains --------------------------------------------------------

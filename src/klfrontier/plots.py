@@ -8,8 +8,12 @@ own units for reward.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import threading
 
 __all__ = [
     "frontier_figure",
@@ -34,7 +38,7 @@ _COLORS = {
 }
 
 
-_PRELOAD = []
+_PRELOAD: list[threading.Thread] = []
 
 
 def preload():

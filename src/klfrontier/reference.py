@@ -121,6 +121,10 @@ class Reference:
         policies selecting with ``r`` (the *proxy*) are judged by: kept as the
         read-only array ``gold``, and ``Policy.gold`` is ``E_phi g``
         (theory §9 "Proxy vs gold").  It plays no part in any policy's law.
+    copy : bool, default True
+        Copy a float64 ``rewards`` array passed in.  ``False`` hands it over:
+        the reference keeps it (read-only from then on) and saves a ``K``-sized
+        copy, for callers that build a very large array only to pass it here.
 
     Notes
     -----
@@ -149,7 +153,7 @@ class Reference:
     [0.0, 3.0]
     """
 
-    def __init__(self, rewards, probs=None, *, logprobs=None, normalize=False, gold=None):
+    def __init__(self, rewards, probs=None, *, logprobs=None, normalize=False, gold=None, copy=True):
         r = _as_1d(rewards, "rewards")
         if not np.isfinite(r).all():
             raise ValueError("rewards must be finite (found NaN or inf)")
@@ -173,7 +177,7 @@ class Reference:
             total = log_total(lp)
         if lp.shape != r.shape:
             raise ValueError(f"rewards and {name} have different lengths ({r.size} and {lp.size})")
-        if isinstance(rewards, np.ndarray) and np.may_share_memory(r, rewards):
+        if copy and isinstance(rewards, np.ndarray) and np.may_share_memory(r, rewards):
             r = r.copy()  # the caller's array: ours must not change with it
         self.rewards = r
         self.logprobs = _normalised(lp, total, name, normalize, own)
@@ -373,7 +377,7 @@ class Reference:
         return LevelLaw(self.level_logq, self.level_u, self.mean_u)
 
     @cached_property
-    def bon_tail_logs(self):
+    def bon_tail_logs(self) -> tuple[np.ndarray, np.ndarray]:
         """``(log(-log F_j), log(-log(F^-_j / F_j)))`` at the levels: the best-of-N kernel's input.
 
         See ``klfrontier._bon_kernel.tail_logs``; computed once per reference.

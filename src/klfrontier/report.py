@@ -577,8 +577,8 @@ def write_report(
     --------
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()) / "report"
-    >>> sec = Section("Results", "One table.", [], [("Best-of-N", ["N", "reward"], [[1, 0.5], [2, float("inf")]],
-    ...                                                "Intervals: none.")])
+    >>> table = ("Best-of-N", ["N", "reward"], [[1, 0.5], [2, float("inf")]], "Intervals: none.")
+    >>> sec = Section("Results", "One table.", [], [table])
     >>> write_report(d, "Demo", [sec], {"reward": [0.5, float("inf")]}, run_id="r1").name
     'index.html'
     >>> (d / "tables" / "results-best-of-n.csv").read_text().splitlines()

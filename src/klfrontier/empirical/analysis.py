@@ -27,7 +27,8 @@ TRUST_RULE = (
     "estimate of the law's unseen mass — N = 1 excepted), and for a tilt (fixed λ, the frontier's shared "
     "λ, a policy's λ) when that tilt's KL on its samples exceeds log n_x − margin, its effective sample "
     "size (Σw)²/Σw² is below min_ess, the Pareto shape of its weights' tail exceeds "
-    "min(1 − 1/log10 n_x, 0.7) or cannot be estimated (fewer than 25 samples) (the PSIS diagnostic: the reward's tail is too heavy for e^{λr} to be "
+    "min(1 − 1/log10 n_x, 0.7) or cannot be estimated (fewer than 25 samples) (the PSIS diagnostic: "
+    "the reward's tail is too heavy for e^{λr} to be "
     "estimated), or its jackknife correction is undefined; (2) its standard error is defined; (3) with a "
     "single prompt, only the mean reward's interval (within-prompt jackknife) is trusted: for maxima and "
     "tilts the coverage study found 64–89%; (4) the tilt's KL interval is trusted only from the prompt "
@@ -605,7 +606,7 @@ class _Frontier:
         self.r_top = np.empty(prompts.P)
         self.k_top = np.empty(prompts.P)
         self.var0 = np.empty(prompts.P)
-        for n, rows, r, g in prompts.groups:
+        for n, rows, r, _g in prompts.groups:
             top = r[:, -1]
             self.r_top[rows] = top
             self.k_top[rows] = np.log(n) - np.log(np.sum(r == top[:, None], axis=1))
@@ -1200,7 +1201,7 @@ def _bon_n_same_kl(pr, mask, kl):
 
     def mean_kl(log_n):
         acc = 0.0
-        for n, r in rows:
+        for _n, r in rows:
             acc += _k.bon_plugin(r, np.array([np.exp(log_n)]))["kl"][:, 0].sum()
         return acc / total - kl
 

@@ -459,7 +459,9 @@ def khat_threshold(n):
 
 
 def pareto_khat(logw, n=None):
-    """Estimated Pareto shape ``k`` of the upper tail of each row's weights ``e^{logw}`` (rows sorted ascending).
+    """Estimated Pareto shape ``k`` of the upper tail of each row's weights ``e^{logw}``.
+
+    Rows are sorted ascending.
 
     Parameters
     ----------

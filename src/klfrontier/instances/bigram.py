@@ -118,7 +118,8 @@ class BigramInstance(Instance):
         non-zeros, words with a reward).
     """
 
-    markov: Markov = None
+    # always given; the default only satisfies dataclass field order (Instance's defaults)
+    markov: Markov = None  # type: ignore[assignment]
 
     def decode(self, seq) -> str:
         """Text of a state sequence: words joined, ``</s>`` rendered as ``.`` and a line break.
@@ -127,7 +128,8 @@ class BigramInstance(Instance):
         >>> inst.decode([inst.words.index(w) for w in ("the", "police", END, "the")])
         'the police .\\nthe'
         """
-        out, line = [], []
+        out: list[str] = []
+        line: list[str] = []
         for i in np.asarray(seq).ravel():
             w = self.words[int(i)]
             if w == END:

@@ -19,6 +19,7 @@ import math
 from functools import cache, lru_cache
 from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ DATA_EXTRA = 'pip install "klfrontier[data]"'
 
 #: Lexicons: importable package, distribution name (for the version), data file
 #: per language, and the grid ``1/den`` the scores lie on.
-_LEXICONS = {
+_LEXICONS: dict[str, dict[str, Any]] = {
     "vader": {
         "package": "vaderSentiment",
         "dist": "vaderSentiment",

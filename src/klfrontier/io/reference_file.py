@@ -231,7 +231,10 @@ def _read_reference_csv_arrow(file, reward_col, prob_col, max_record):
     pa.default_memory_pool().release_unused()
     r = np.concatenate(rewards)
     del rewards  # one column's chunks at a time: the peak is 3 columns, not 4
-    return r, np.concatenate(probs)
+    p = np.concatenate(probs)
+    del probs
+    pa.default_memory_pool().release_unused()  # the chunks' pooled buffers go back to the system
+    return r, p
 
 
 def _read_reference_json(file, reward_col, prob_col, max_record):

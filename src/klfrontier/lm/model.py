@@ -18,6 +18,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LM", "load_model", "SMOLLM2"]
 
@@ -112,8 +113,8 @@ class LM:
         Width of the model's logits (may exceed ``len(tokenizer)``).
     """
 
-    model: object
-    tokenizer: object
+    model: Any
+    tokenizer: Any
     name: str
     chat: bool
     eos_token_ids: tuple = field(default=())
@@ -279,4 +280,4 @@ def _clear_cache():
         _CACHE.clear()
 
 
-load_model.cache_clear = _clear_cache
+load_model.cache_clear = _clear_cache  # type: ignore[attr-defined]  # function attribute

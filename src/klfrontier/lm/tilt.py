@@ -26,7 +26,7 @@ from .._validate import real_scalar
 try:  # the base class, when transformers is installed; the module imports without it
     from transformers import LogitsProcessor as _Base
 except ImportError:  # pragma: no cover - depends on the environment
-    _Base = object
+    _Base = object  # type: ignore[misc,assignment]  # fallback base without transformers
 
 __all__ = ["TokenTiltProcessor", "tilt_log_softmax"]
 

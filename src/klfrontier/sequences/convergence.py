@@ -77,7 +77,7 @@ class ConvergenceTable:
 
     def to_dict(self) -> dict:
         """Columns as plain lists (JSON-ready)."""
-        out = {
+        out: dict[str, object] = {
             "delta": self.delta,
             "lam": self.lam,
             "optimal_reward": self.optimal_reward,
@@ -273,5 +273,6 @@ def convergence(
                     "seconds": secs,
                 }
             )
+    assert table is not None  # ms is non-empty
     table.rows = rows
     return table

@@ -410,18 +410,18 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
     log_c = 0.0
     ell_tab = np.empty((m, K)) if store else None
     logE_tab = np.empty((max(m - 1, 0), K)) if store else None
-    if store:
+    if ell_tab is not None:  # store
         ell_tab[m - 1] = 0.0
     for t in range(m - 2, -1, -1):
         B = (tl.rt + Rg) if ch.per_token else Rg
         logE, Rg, Cg = _step_stats(tl, ell, B, Cg)
         lt = tl.s + logE
-        if store:
+        if logE_tab is not None:
             logE_tab[t] = lt
         c = float(lt.max())
         ell = lt - c
         log_c += c
-        if store:
+        if ell_tab is not None:
             ell_tab[t] = ell
     with np.errstate(divide="ignore"):
         x = log_mu + ell + (lam * tl.rt if (ch.per_token and lam != 0) else 0.0)

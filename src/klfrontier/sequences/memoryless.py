@@ -259,7 +259,7 @@ def reward_law(
         )
     lat = detect_lattice(ref, lattice=lattice)
     method = _pick_method(ref, m, method, lat, max_types)
-    info = {}
+    info: dict[str, object] = {}
     err = 0.0
     exact = True
     if method == "lattice-fft":
@@ -307,6 +307,11 @@ def reward_law(
 # ------------------------------------------------------------ tilted policy
 class PerToken:
     """``reward`` and ``kl`` of a length-``length`` sequence policy, per token."""
+
+    # supplied by the dataclass subclasses (annotations only: no fields here)
+    reward: float
+    kl: float
+    length: int
 
     @property
     def reward_per_token(self) -> float:

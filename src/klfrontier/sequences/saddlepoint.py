@@ -62,7 +62,8 @@ def saddlepoint_logdensity(ref: Reference, m: int, su):
     Examples
     --------
     >>> ref = Reference([0.0, 1.0], probs=[0.5, 0.5])
-    >>> round(float(saddlepoint_logdensity(ref, 100, [-50.0])[0]), 6)   # -½ log(2π 25): N(-50, 25) at its mean
+    >>> # -½ log(2π 25): the density of N(-50, 25) at its mean
+    >>> round(float(saddlepoint_logdensity(ref, 100, [-50.0])[0]), 6)
     -2.528376
     """
     t, st = _pieces(ref, m, su)
