@@ -251,3 +251,13 @@ def test_public_entry_points_reject_a_non_reference_by_name():
     for fn, kw in calls:
         with pytest.raises(ValueError, match=r"^ref must be a klfrontier\.Reference, got list$"):
             fn([0.0, 1.0], **kw)
+
+
+def test_copy_false_hands_the_rewards_over():
+    r = np.array([0.0, 2.0, 1.0])
+    kept = Reference(r, probs=[0.25, 0.25, 0.5], copy=False)
+    assert np.shares_memory(kept.rewards, r) and not r.flags.writeable  # no K-sized copy
+    r2 = np.array([0.0, 2.0, 1.0])
+    copied = Reference(r2, probs=[0.25, 0.25, 0.5])
+    assert not np.shares_memory(copied.rewards, r2) and r2.flags.writeable
+    assert kept.mean_reward == copied.mean_reward == 1.0
