@@ -47,7 +47,7 @@ from klfrontier import Reference
 from klfrontier.lattice import detect_lattice
 from klfrontier.sequences import Memoryless, bon_monte_carlo, naive_bon_monte_carlo, reward_law
 from klfrontier.sequences._window import WindowLaw, bon_on_window, tails
-from klfrontier.sequences.lattice import lattice_dp
+from klfrontier.sequences.lattice_engine import lattice_dp
 from klfrontier.tilt import solve_lam_for_kl, tilt_stats
 
 HERE = Path(__file__).resolve().parent

@@ -43,7 +43,7 @@ def commands(path, case_name=""):
         ("frontier", ["frontier", "--ref", path, "--json", "--kl", "0.1"]),
         ("bon", ["bon", "--ref", path, "--json", "--n", "1,4"]),
         ("soft-bon", ["soft-bon", "--ref", path, "--json", "--n", "2"]),
-        # m = 1, 2: longer lengths can take minutes on a non-lattice reference (sequences/lattice.py)
+        # m = 1, 2: longer lengths can take minutes on a non-lattice reference (sequences/lattice_engine.py)
         ("convergence", ["convergence", "--ref", path, "--json", "--lengths", "1,2"]),
     ]
 

@@ -10,7 +10,7 @@ from scipy.special import gammaln
 
 from klfrontier import Reference
 from klfrontier.sequences import detect_lattice, reward_law
-from klfrontier.sequences.lattice import LatticeEngine, _Support, lattice_dp
+from klfrontier.sequences.lattice_engine import LatticeEngine, _Support, lattice_dp
 
 # The requirement: relative error <= 1e-8 in the log-pmf wherever log-pmf >= -1e5.
 REQ = 1e-8

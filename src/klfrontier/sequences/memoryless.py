@@ -29,7 +29,7 @@ from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
-from .lattice import LatticeEngine, lattice_dp
+from .lattice_engine import LatticeEngine, lattice_dp
 from .types import MAX_TYPES, types_count, types_law, types_window
 
 __all__ = ["RewardLaw", "reward_law", "Memoryless", "SequenceTilted", "SequenceBoN"]
