@@ -124,14 +124,11 @@ IDENTITIES = {
 #: fixing (identity or function -> the finding); listed as "known" in the table, not as passing.
 KNOWN = {
     "markov.iid_is_memoryless": (
-        "Markov.tilted keeps KL only absolutely: an i.i.d. chain whose low level has mass 7e-111 "
-        "returns KL -0.0 for a budget of 2.8e-111 (Memoryless: 2.8e-111); reproducer: "
-        "Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=1).tilted(kl=2.8e-111)"
-    ),
-    "Markov.tilted": (
-        "Markov.tilted warns (overflow in square / multiply) for rewards near 1e300 and for rewards "
-        "near 1e-300 (lam ~ 1e300), e.g. Markov([.5, .5], [[.5, .5]] * 2, [0, 1e300], length=2)"
-        ".tilted(kl=0.3): it works in reward units, not standardised ones"
+        "Markov.tilted keeps KL only absolutely in the transition rows: an i.i.d. chain whose low "
+        "level has mass 7e-111 has kl_max 7e-111 at every length >= 2 (the rows' -7e-111 log-mass of "
+        "the top state rounds away in the sweep), so budgets above it saturate; reproducer: "
+        "Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=3).tilted(kl=8.4e-111) "
+        "(length 1, the initial law, is exact)"
     ),
 }
 

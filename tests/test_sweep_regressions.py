@@ -356,3 +356,35 @@ def test_convergence_on_a_fine_lattice_with_few_levels_is_fast_and_exact():
     assert row["reward_per_token"] == pytest.approx(float(reward / 10), rel=1e-11)
     assert row["gap"] == pytest.approx(float(r_star - reward / 10), rel=1e-9)
     assert row["kl_per_token"] == pytest.approx(float(kl / 10), rel=1e-9)
+
+
+# ----------------------------------------------------------- Markov.tilted at the float range's ends
+@pytest.mark.parametrize("rewards", [[0.0, 1e300], [0.0, 1e-300], [-1e300, 1e300], [-3e-300, 7e-300]])
+def test_markov_tilted_far_from_unit_rewards_matches_memoryless_without_warnings(rewards):
+    """Rewards near 1e300 overflowed the sweep's second moments (lam near 1e300 for 1e-300)."""
+    from klfrontier import Markov, Memoryless
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mk = Markov([0.5, 0.5], [[0.5, 0.5]] * 2, rewards, length=2)
+        me = Memoryless(kf.Reference(rewards, probs=[0.5, 0.5]), 2)
+        for kl in (1e-6, 0.3, 1.0):
+            t, s = mk.tilted(kl=kl), me.tilted(kl=kl)
+            assert t.kl == pytest.approx(kl, rel=1e-12)
+            # Markov.tilted forms E S about r_max: owed relative to the range, not to a mean near 0
+            span = 2 * (max(rewards) - min(rewards))
+            assert t.reward == pytest.approx(s.reward, rel=1e-12, abs=1e-10 * span)
+            assert t.lam == pytest.approx(s.lam, rel=1e-6)
+            assert mk.tilted(lam=t.lam).reward == pytest.approx(t.reward, rel=1e-12)
+        assert mk.mean_reward == pytest.approx(sum(rewards), rel=1e-15)
+
+
+def test_markov_tilted_keeps_a_tiny_kl_budget_relative():
+    """An initial law 1, 7e-111 keeps its small mass in log space: KL 2.8e-111 is not lost."""
+    from klfrontier import Markov, Memoryless
+
+    mk = Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=1)
+    me = Memoryless(kf.Reference([-3, 7], probs=[7.04e-111, 1]), 1)
+    assert mk.kl_max == pytest.approx(7.04e-111, rel=1e-12)
+    t, s = mk.tilted(kl=2.8e-111), me.tilted(kl=2.8e-111)
+    assert t.kl == pytest.approx(2.8e-111, rel=1e-12) and t.lam == pytest.approx(s.lam, rel=1e-9)

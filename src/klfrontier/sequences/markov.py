@@ -41,15 +41,17 @@ statistics callback), used in ``log λ`` coordinates for ``D``.
 
 from __future__ import annotations
 
+import copy
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from .._engine import solve_mean
-from .._logspace import log_bon_kl_bound
+from .._logspace import log_bon_kl_bound, log_total_probs, total_rest
 from .._validate import log_n_from, one_of, real_scalar
 from ..equivalence import Equivalence, discrete_gumbel
 from ..lattice import resolve_lattice
@@ -345,6 +347,23 @@ class _Tilt:
         ].toarray()
 
 
+def _unit_chain(ch: _Chain):
+    """``(chain with rewards R / s, s)``: ``s`` a power of two bringing ``max |R|`` to ``[1/2, 1)``.
+
+    Only when ``max |R|`` lies outside ``[2^-64, 2^64]`` (else ``s = 1`` and the chain itself):
+    the sweep's second moments of rewards near ``1e300`` overflow and its ``λ`` near ``1e300``
+    (rewards near ``1e-300``) does too.  Division by a power of two is exact.
+    """
+    big = max(abs(ch.r_min), abs(ch.r_max))
+    if big == 0.0 or 2.0**-64 <= big <= 2.0**64:
+        return ch, 1.0
+    scale = math.ldexp(1.0, math.frexp(big)[1])
+    unit = copy.copy(ch)
+    unit.R = ch.R / scale
+    unit.r_min, unit.r_max = ch.r_min / scale, ch.r_max / scale
+    return unit, scale
+
+
 # ======================================================= backward sweep
 @dataclass
 class _Sweep:
@@ -618,7 +637,20 @@ def _check_initial(initial, K):
         raise ValueError("initial must be finite and non-negative")
     if abs(mu.sum() - 1.0) > _SUM_TOL:
         raise ValueError(f"initial must sum to 1, sums to {float(mu.sum())!r}")
-    return mu / mu.sum()
+    return mu
+
+
+def _log_initial(mu):
+    """Normalised ``log mu`` with the largest entry as ``-log1p(rest)``: full relative accuracy.
+
+    A law ``1, 7e-111`` has log-masses ``log(7e-111) - 7e-111`` and ``-7e-111``, not ``0``
+    (the KL of a policy on it is of the order of the small mass).
+    """
+    with np.errstate(divide="ignore"):
+        lp = np.log(mu) - log_total_probs(mu)
+    i = int(np.argmax(lp))
+    lp[i] = -np.log1p(total_rest(lp, i))
+    return lp
 
 
 def _real(x, name):
@@ -660,9 +692,10 @@ class Markov:
 
     def __init__(self, initial, transition, rewards, *, length, lattice=None):
         self._ch = _Chain(transition, rewards)
-        self.initial = _check_initial(initial, self._ch.K)
-        with np.errstate(divide="ignore"):
-            self._log_mu = np.log(self.initial)
+        self._uch, self._scale = _unit_chain(self._ch)
+        mu = _check_initial(initial, self._ch.K)
+        self._log_mu = _log_initial(mu)
+        self.initial = mu / mu.sum()
         self.length = check_length(length)
         if not self._ch.per_token and self.length < 2:
             raise ValueError("per-transition rewards need length >= 2")
@@ -722,10 +755,21 @@ class Markov:
         return tl
 
     def _sweep(self, lam, store=False):
-        key = (float(lam), store)
-        hit = self._cache.get(key) or (self._cache.get((float(lam), True)) if not store else None)
+        """The sweep at ``λ`` (reward units), computed in the unit chain's units."""
+        sw = self._sweep_u(float(lam) * self._scale, store)
+        if self._scale == 1.0:
+            return sw
+        s = self._scale
+        return replace(
+            sw, lam=float(lam), c=float(sw.c) * s, mean=float(sw.mean) * s, var=float(sw.var) * s * s
+        )
+
+    def _sweep_u(self, lam_u, store=False):
+        """The sweep of the unit chain (rewards ``R / scale``) at ``λ_u = λ scale``."""
+        key = (float(lam_u), store)
+        hit = self._cache.get(key) or (self._cache.get((float(lam_u), True)) if not store else None)
         if hit is None:
-            hit = _sweep(self._ch, self._log_mu, float(lam), self.length, store=store)
+            hit = _sweep(self._uch, self._log_mu, float(lam_u), self.length, store=store)
             if len(self._cache) > 64:
                 for k in [k for k in self._cache if k[0] not in ("max_path", "tilt")]:
                     del self._cache[k]
@@ -825,15 +869,15 @@ class Markov:
     # --------------------------------------------------------- the optimum
     def _lam_for_kl(self, delta):
         """``λ`` with ``D_m(λ) = λ E_λ S - log Z(λ) = Δ`` (``0 < Δ < kl_max``)."""
-        base = self._sweep(0.0)
+        base = self._sweep_u(0.0)  # unit-chain units throughout: lam = lam_u / scale
         lam0 = np.sqrt(2.0 * delta / max(base.var, 1e-300))
         lam0 = min(max(lam0, 1e-300), 1e300)
 
         def mean_var(s):
             out_m, out_v = np.empty(s.size), np.empty(s.size)
             for i, si in enumerate(s):
-                lam = lam0 * np.exp(min(si, 700.0))
-                sw = self._sweep(lam)
+                lam = lam0 * math.exp(min(si, 700.0))
+                sw = self._sweep_u(lam)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     out_m[i] = np.log(sw.kl) if sw.kl > 0 else -np.inf
                     out_v[i] = lam * lam * sw.var / sw.kl if sw.kl > 0 else np.nan
@@ -844,7 +888,7 @@ class Markov:
                 lambda t, _rows: mean_var(t), np.array([np.log(delta)]), tol=1e-14, max_iter=200, strict=False
             )[0]
         )
-        return lam0 * np.exp(s)
+        return lam0 * math.exp(min(s, 700.0)) / self._scale
 
     def tilted(self, *, kl=None, beta=None, lam=None) -> MarkovTilted:
         """The exact optimal policy over whole sequences: budget ``kl = Δ`` (total), or ``lam`` / ``beta``.
