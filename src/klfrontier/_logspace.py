@@ -452,3 +452,20 @@ def level_expect(level_logprobs, level_means) -> float:
     e += np.sum(phi * (ms - e)) / total
     e += np.sum(phi * (ms - e)) / total
     return float(min(max(e, lo / scale), hi / scale) * scale)
+
+
+def unit_exponent(top, far=2.0**64):
+    """``e`` with ``top 2^-e`` in ``[1/2, 1)`` when ``top > 0`` lies outside ``[1/far, far]``, else 0.
+
+    Dividing rewards by ``2^e`` is exact (a power of two), and brings a
+    magnitude near ``1e300`` or ``1e-300`` to order one, where squares and
+    ``λ`` stay in the float range.  ``0`` (no scaling) for ``top`` inside
+    the band, zero, or not finite.
+
+    >>> unit_exponent(3.0), unit_exponent(1e300), unit_exponent(2.0**-70), unit_exponent(0.0)
+    (0, 997, -69, 0)
+    """
+    top = float(top)
+    if not (math.isfinite(top) and top > 0) or 1.0 / far <= top <= far:
+        return 0
+    return math.frexp(top)[1]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._logspace import unit_exponent
 from . import kernels as _k
 from . import resample as _rs
 
@@ -85,10 +86,8 @@ def reward_scale(top):
     >>> reward_scale(7.0), reward_scale(7e300) == 2.0 ** 999, reward_scale(0.0)
     (1.0, True, 1.0)
     """
-    top = float(top)
-    if not (math.isfinite(top) and top > 0) or 1.0 / _SCALE_LIMIT <= top <= _SCALE_LIMIT:
-        return 1.0
-    return math.ldexp(1.0, math.frexp(top)[1] - 1)
+    e = unit_exponent(top, _SCALE_LIMIT)
+    return 1.0 if e == 0 else math.ldexp(1.0, e - 1)
 
 
 def _unscale(table, scale):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._logspace import unit_exponent
 from .._validate import real_scalar
 from ..reference import Reference, check_reference
 from .memoryless import Memoryless
@@ -136,10 +137,7 @@ def _unit_exponent(values, far=2.0**64):
     >>> _unit_exponent(np.array([-1e308, 0.0, 1e308])), _unit_exponent(np.array([0.0, 3.0]))
     (-1024, 0)
     """
-    top = float(np.max(np.abs(values)))
-    if top == 0.0 or 1.0 / far <= top <= far:
-        return 0
-    return -int(np.frexp(top)[1])
+    return -unit_exponent(float(np.max(np.abs(values))), far)
 
 
 def _predictor(ref, delta, lattice):

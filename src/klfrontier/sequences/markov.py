@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from .._engine import solve_mean
-from .._logspace import log_bon_kl_bound, log_total_probs, total_rest
+from .._logspace import log_bon_kl_bound, log_total_probs, total_rest, unit_exponent
 from .._validate import log_n_from, one_of, real_scalar
 from ..equivalence import Equivalence, discrete_gumbel
 from ..lattice import resolve_lattice
@@ -354,10 +354,10 @@ def _unit_chain(ch: _Chain):
     the sweep's second moments of rewards near ``1e300`` overflow and its ``λ`` near ``1e300``
     (rewards near ``1e-300``) does too.  Division by a power of two is exact.
     """
-    big = max(abs(ch.r_min), abs(ch.r_max))
-    if big == 0.0 or 2.0**-64 <= big <= 2.0**64:
+    e = unit_exponent(max(abs(ch.r_min), abs(ch.r_max)))
+    if e == 0:
         return ch, 1.0
-    scale = math.ldexp(1.0, math.frexp(big)[1])
+    scale = math.ldexp(1.0, e)
     unit = copy.copy(ch)
     unit.R = ch.R / scale
     unit.r_min, unit.r_max = ch.r_min / scale, ch.r_max / scale
