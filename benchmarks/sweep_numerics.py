@@ -122,15 +122,7 @@ IDENTITIES = {
 
 #: What the sweep finds in engines outside this change and reports with a reproducer instead of
 #: fixing (identity or function -> the finding); listed as "known" in the table, not as passing.
-KNOWN = {
-    "markov.iid_is_memoryless": (
-        "Markov.tilted keeps KL only absolutely in the transition rows: an i.i.d. chain whose low "
-        "level has mass 7e-111 has kl_max 7e-111 at every length >= 2 (the rows' -7e-111 log-mass of "
-        "the top state rounds away in the sweep), so budgets above it saturate; reproducer: "
-        "Markov([7.04e-111, 1], [[7.04e-111, 1]] * 2, [-3, 7], length=3).tilted(kl=8.4e-111) "
-        "(length 1, the initial law, is exact)"
-    ),
-}
+KNOWN: dict[str, str] = {}  # identity -> a reported finding not yet fixed (none open)
 
 
 class Recorder:

@@ -157,6 +157,71 @@ def test_kl_budget_and_saturation():
     assert mk.tilted(beta=0.5).lam == 2.0
 
 
+def _normalised(P):
+    """mpmath rows of ``P`` divided by their exact sums (what the engine's law is)."""
+    return [[mp.mpf(float(x)) / mp.fsum(mp.mpf(float(y)) for y in row) for x in row] for row in P]
+
+
+def brute_exact(mu, P, m, r):
+    """Like :func:`brute`, on exactly normalised rows and initial law (no float rounding of masses)."""
+    Pn = _normalised(P)
+    mun = _normalised([mu])[0]
+    out = []
+    for path in itertools.product(range(len(mu)), repeat=m):
+        pr = mun[path[0]]
+        for a, b in zip(path[:-1], path[1:]):
+            pr *= Pn[a][b]
+        out.append((path, pr, mp.mpf(sum(r[y] for y in path))))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "backoff"])
+def test_tiny_transition_masses_keep_relative_accuracy(kind):
+    """Row masses like ``1 - 7e-111``: KL, log Z and kl_max of order 1e-110 keep their digits.
+
+    The largest entry of each row rounds to 1 in floats; its log-mass ``-7e-111`` and each
+    row sum ``1 + 7e-111 e^{-10 lam}`` are still formed exactly (largest term apart).
+    """
+    tiny = 7.04e-111
+    r = [-3.0, 7.0]
+    mu = [tiny, 1.0]
+    P = np.array([[tiny, 1.0], [2.5 * tiny, 1.0]])
+    if kind == "dense":
+        T = P
+    elif kind == "sparse":
+        T = sp.csr_matrix(P)
+    else:  # the same rows as a sparse part (the tiny entries) plus a rank-one backoff onto state 1
+        T = BackoffTransition(sp.csr_matrix([[tiny, 0.0], [2.5 * tiny, 0.0]]), [1.0, 1.0], [0.0, 1.0])
+    m = 3
+    with mp.workdps(160):  # masses 1 - 7e-111 need more than 110 digits
+        _tiny_checks(kind, T, mu, P, r, m, tiny)
+
+
+def _tiny_checks(kind, T, mu, P, r, m, tiny):
+    paths = brute_exact(mu, P, m, r) if kind != "backoff" else brute_exact(mu, T.toarray(), m, r)
+    mk = Markov(mu, T, r, length=m)
+    top = max(s for _, _, s in paths)
+    assert rel(mk.kl_max, -mp.log(mp.fsum(pr for _, pr, s in paths if s == top))) < 1e-12
+    for lam in (0.05, 0.7, 3.0):
+        opt = mk.tilted(lam=lam)
+        ex = brute_tilt(paths, lam)
+        assert float(ex["kl"]) < 1e-108
+        assert rel(opt.kl, ex["kl"]) < 1e-10
+        assert rel(opt.log_partition, ex["log_z"]) < 1e-12
+        assert rel(opt.reward, ex["reward"]) < 1e-14
+        assert rel(opt.reward_variance, ex["var"]) < 1e-9
+    # a budget above the old floor (the initial law's share alone) is met, not saturated
+    d = 0.5 * mk.kl_max
+    opt = mk.tilted(kl=d)
+    assert not opt.saturated and rel(opt.kl, d) < 1e-10
+    # the i.i.d. chain is the memoryless model, relatively at this scale
+    iid = Markov([tiny, 1.0], [[tiny, 1.0]] * 2, r, length=m)
+    mem = kf.Memoryless(kf.Reference(r, probs=[tiny, 1.0]), m)
+    assert rel(iid.kl_max, mem.tilted(kl=1e300).kl) < 1e-12
+    a, b = iid.tilted(kl=8.4e-111), mem.tilted(kl=8.4e-111)
+    assert rel(a.kl, b.kl) < 1e-10 and rel(a.lam, b.lam) < 1e-8
+
+
 def test_samples_follow_the_policy():
     mu, P = _chain(4, K=2)
     mk = Markov(mu, P, [0.0, 1.0], length=4)
@@ -528,6 +593,12 @@ def test_errors_name_the_argument():
     mu, P = _chain(13)
     with pytest.raises(ValueError, match="rows must sum to 1"):
         Markov(mu, P * 1.1, [0, 1, 2], length=3)
+    mk = Markov(mu, P, [0, 1, 2], length=3)
+    for kw in ({}, {"lam": 1.0, "kl_rate": 0.1}):
+        with pytest.raises(ValueError, match=r"give exactly one of lam= or kl_rate="):
+            mk.doob(**kw)
+    with pytest.raises(ValueError, match="^t must be finite"):
+        mk.perron(np.inf)
     with pytest.raises(ValueError, match="initial"):
         Markov([0.5, 0.6, 0.1], P, [0, 1, 2], length=3)
     with pytest.raises(ValueError, match="rewards must have shape"):

@@ -388,3 +388,10 @@ def test_markov_tilted_keeps_a_tiny_kl_budget_relative():
     assert mk.kl_max == pytest.approx(7.04e-111, rel=1e-12)
     t, s = mk.tilted(kl=2.8e-111), me.tilted(kl=2.8e-111)
     assert t.kl == pytest.approx(2.8e-111, rel=1e-12) and t.lam == pytest.approx(s.lam, rel=1e-9)
+    # the transition rows too (largest entry 1 - 7e-111 rounds to 1): KL grows with the length
+    for m in (2, 3, 10):
+        mk, me = mk.with_length(m), Memoryless(me.ref, m)
+        assert mk.kl_max == pytest.approx(m * 7.04e-111, rel=1e-12)
+        t, s = mk.tilted(kl=0.9 * m * 7.04e-111), me.tilted(kl=0.9 * m * 7.04e-111)
+        assert not t.saturated and t.kl == pytest.approx(s.kl, rel=1e-10)
+        assert t.lam == pytest.approx(s.lam, rel=1e-8)

@@ -16,9 +16,9 @@ no predecessor).
   rewards from the law of ``S_m``, computed by a dynamic program over
   (state, reward level) under tilted path measures and untilted exactly.
 * :meth:`Markov.perron`, :meth:`Markov.doob`, :meth:`Markov.rate_function`
-  — ``Λ(θ) = log ρ(P_θ)``, ``P_θ(y, y') = P(y, y') e^{θ r}``, its
+  — ``Λ(t) = log ρ(P_t)``, ``P_t(y, y') = P(y, y') e^{t r}``, its
   derivatives from the left/right Perron vectors and the Poisson equation of
-  the Doob transform ``Q(y, y') = P_θ(y, y') v(y') / (ρ v(y))``, and the
+  the Doob transform ``Q(y, y') = P_t(y, y') v(y') / (ρ v(y))``, and the
   Gärtner–Ellis rate function by Legendre transform.
 * :func:`markov_equivalence`, :func:`markov_convergence` — what
   :func:`klfrontier.equivalence` and :func:`klfrontier.convergence` call for
@@ -34,7 +34,7 @@ accuracy ``~ eps (r_max - E r)/(λ Var r)`` per token: full accuracy at
 moderate λ, degrading like ``1/λ`` as ``λ → 0`` (tested to 1e-10 for
 ``λ (r_max - r_min) >= 1e-3``).
 
-The scalar root finder for ``D(λ) = Δ`` and ``Λ'(θ) = x`` is
+The scalar root finder for ``D(λ) = Δ`` and ``Λ'(t) = x`` is
 :func:`klfrontier._engine.solve_mean` (safeguarded Newton on a
 statistics callback), used in ``log λ`` coordinates for ``D``.
 """
@@ -52,7 +52,7 @@ from scipy.special import logsumexp
 
 from .._engine import solve_mean
 from .._logspace import log_bon_kl_bound, log_total_probs, total_rest, unit_exponent
-from .._validate import log_n_from, one_of, real_scalar
+from .._validate import float_or_array, log_n_from, one_of, real_scalar
 from ..equivalence import Equivalence, discrete_gumbel
 from ..lattice import resolve_lattice
 from ..tilt import ConvergenceError, Frontier
@@ -201,6 +201,7 @@ class _Chain:
             self.P = S
             if self.kind == "backoff":
                 self.a = self.a / rows
+        self._top_logs(self.P)
         # rewards
         if sp.issparse(rewards):
             if self.kind == "backoff":
@@ -240,6 +241,70 @@ class _Chain:
             vals = R
         self.r_min, self.r_max = float(vals.min()), float(vals.max())
 
+    def _top_logs(self, S):
+        """Each row's largest entry and its normalised log-mass ``-log1p(rest / top)``.
+
+        ``rest`` is the sum of the row's other entries (with the backoff weight), formed
+        without the top entry, so a row ``7e-111, 1`` has log-masses ``log 7e-111 - 7e-111``
+        and ``-7e-111`` (not ``0``): the KL of a policy on the chain is of the order of the
+        small masses, at every length.  ``top_at`` indexes the dense row, or ``P.data``;
+        ``top_is_a`` marks backoff rows whose largest component is the weight ``a``.
+        """
+        K = self.K
+        ar = np.arange(K)
+        if self.kind == "dense":
+            col = np.argmax(S, axis=1)
+            top = S[ar, col].copy()
+            S[ar, col] = 0.0
+            rest = S.sum(axis=1)
+            S[ar, col] = top
+            self.top_at = col
+            self.top_is_a = None
+        else:
+            data, indptr = S.data, S.indptr
+            nz = np.diff(indptr) > 0
+            top = _row_max(S, data, K)
+            at = np.full(K, -1)
+            hit = np.flatnonzero(data == top[_row_ids(indptr)])
+            first_rows, first = np.unique(_row_ids(indptr)[hit], return_index=True)
+            at[first_rows] = hit[first]
+            top = np.where(nz, top, 0.0)
+            saved = data[at[nz]].copy()
+            data[at[nz]] = 0.0
+            rest = np.asarray(S.sum(axis=1)).ravel()
+            data[at[nz]] = saved
+            self.top_is_a = None
+            if self.kind == "backoff":
+                self.top_is_a = self.a > top
+                rest = rest + np.where(self.top_is_a, top, self.a)
+                top = np.where(self.top_is_a, self.a, top)
+            self.top_at = at
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.log_top = -np.log1p(rest / top)
+
+    def log_dense(self):
+        """``log P`` of a dense chain, each row's largest entry with full relative accuracy."""
+        with np.errstate(divide="ignore"):
+            X = np.log(self.P)
+        X[np.arange(self.K), self.top_at] = self.log_top
+        return X
+
+    def log_data(self):
+        """``log P.data`` of a sparse or backoff chain (largest entries as in :meth:`log_dense`)."""
+        with np.errstate(divide="ignore"):
+            x = np.log(self.P.data)
+        on = self.top_at >= 0
+        if self.top_is_a is not None:
+            on &= ~self.top_is_a
+        x[self.top_at[on]] = self.log_top[on]
+        return x
+
+    def log_a(self):
+        """``log a`` of a backoff chain (rows whose largest component is ``a`` as in :meth:`log_dense`)."""
+        with np.errstate(divide="ignore"):
+            la = np.log(self.a)
+        return np.where(self.top_is_a, self.log_top, la)
+
     def _support(self):
         coo = self.P.tocoo()
         return coo.row, coo.col
@@ -267,56 +332,134 @@ class _Tilt:
     """``T̂ = exp(log P + λ (R - c) - s(row))``: the tilted matrix, rows scaled to max 1.
 
     ``c = r_max`` for ``λ >= 0`` and ``r_min`` otherwise, so ``λ (R - c) <= 0``.
+    Each row's largest term is exactly ``1``: in the dense matrix or ``M.data``
+    (``dom_at``), or, in a backoff row where the rank-one part is larger
+    (``dom_b``), ``ah(y) bh(jb) = 1``.  :meth:`mm_off` multiplies by ``T̂``
+    without those terms, so that a row sum ``1 + 1e-111`` keeps its ``1e-111``.
     """
 
     def __init__(self, ch: _Chain, lam):
         self.ch, self.lam = ch, lam
         self.c = ch.r_max if lam >= 0 else ch.r_min
         K = ch.K
+        ar = np.arange(K)
+        self.dom_b = None
         with np.errstate(divide="ignore"):
             if ch.kind == "dense":
-                X = np.log(ch.P)
+                X = ch.log_dense()
                 Rt = (ch.R[None, :] if ch.per_token else ch.R) - self.c
                 if lam != 0:
-                    X = X + lam * np.where(ch.P > 0, Rt, 0.0)
-                s = X.max(axis=1)
-                self.M = np.exp(X - s[:, None])
+                    X += lam * np.where(ch.P > 0, Rt, 0.0)
+                col = np.argmax(X, axis=1)
+                s = X[ar, col]
+                X -= s[:, None]
+                self.M = np.exp(X, out=X)
                 self.Rt = np.broadcast_to(Rt, (K, K)) if ch.per_token else np.where(ch.P > 0, Rt, 0.0)
+                self.dom_at = col  # the dense column
+                self.dom_col = col
             else:
                 P = ch.P
                 cols = P.indices
+                rows = _row_ids(P.indptr)
                 Rt = (ch.R[cols] if ch.per_token else ch.R) - self.c
-                x = np.log(P.data) + lam * Rt if lam != 0 else np.log(P.data)
+                x = ch.log_data() + lam * Rt if lam != 0 else ch.log_data()
                 s = _row_max(P, x, K)
+                at = np.full(K, -1)
+                hit = np.flatnonzero(x == s[rows])
+                at[rows[hit]] = hit  # any entry at the row max will do (ties: each is 1 in M)
                 if ch.kind == "backoff":
                     rt = ch.R - self.c
-                    lb = np.log(ch.b) + lam * rt
-                    self.lb_max = float(lb.max())
+                    lb = _log_initial(ch.b) + lam * rt
+                    self.jb = int(np.argmax(lb))
+                    self.lb_max = float(lb[self.jb])
                     self.lb = lb - self.lb_max
-                    s = np.maximum(s, np.log(ch.a) + self.lb_max)
-                self.M = sp.csr_matrix(
-                    (np.exp(x - np.repeat(s, np.diff(P.indptr))), cols, P.indptr), shape=(K, K)
-                )
+                    la = ch.log_a() + self.lb_max
+                    self.dom_b = la > s  # ties: the sparse entry is the row's dominant term
+                    s = np.maximum(s, la)
+                    at[self.dom_b] = -1
+                self.M = sp.csr_matrix((np.exp(x - s[rows]), cols, P.indptr), shape=(K, K))
                 self.Rt = Rt
                 if ch.kind == "backoff":
-                    self.ah = np.exp(np.log(ch.a) + self.lb_max - s)  # â(y) b̂(y') with b̂ = e^{lb}
+                    self.ah = np.exp(la - s)  # â(y) b̂(y') with b̂ = e^{lb}
                     self.bh = np.exp(self.lb)
+                self.dom_at = at  # index into M.data (-1: the backoff term)
+                jb = self.jb if self.dom_b is not None else 0
+                self.dom_col = np.where(at >= 0, cols[np.maximum(at, 0)], jb)
         self.s = s
         if not ch.per_token:
             if ch.kind == "dense":
                 self.MR = self.M * self.Rt
                 self.MR2 = self.MR * self.Rt
+                self.rt_dom = self.Rt[ar, self.dom_col]
             else:
                 self.MR = sp.csr_matrix((self.M.data * Rt, cols, ch.P.indptr), shape=(K, K))
                 self.MR2 = sp.csr_matrix((self.M.data * Rt * Rt, cols, ch.P.indptr), shape=(K, K))
+                self.rt_dom = Rt[self.dom_at]
         self.rt = ch.R - self.c if ch.per_token else None
+        # The dominant terms apart (M is 1 there): the dense matrices are zeroed there for each
+        # product and restored (no K x K copy); sparse ones get data copies without them.
+        self._dom_b_rows = None if self.dom_b is None else np.flatnonzero(self.dom_b)
+        mats = [self.M] + ([] if ch.per_token else [self.MR, self.MR2])
+        if ch.kind == "dense":
+            self._off = (ar, self.dom_at)
+            self._restore = [m[self._off].copy() for m in mats]
+            self._off_mats = None
+        else:
+            off = self.dom_at[self.dom_at >= 0]
+            self._off_mats = []
+            for m in mats:
+                data = m.data.copy()
+                data[off] = 0.0
+                self._off_mats.append(sp.csr_matrix((data, m.indices, m.indptr), shape=m.shape))
+        if ch.kind == "backoff":
+            self._bh_off = self.bh.copy()
+            self._bh_off[self.jb] = 0.0
+
+    def mm_off(self, rows):
+        """``[(T̂ - D) @ x for x in rows]`` with ``D`` each row's dominant term (``1`` at ``dom_col``).
+
+        ``rows`` is a ``(c, K)`` array of vectors; returns ``(c, K)``.  With rewards on the
+        transitions (not per token) also ``(MR - D R) @ rows[:2]`` and ``(MR2 - D R²) @ rows[0]``.
+        """
+        ch = self.ch
+        reward_rows = not ch.per_token
+        if ch.kind == "dense":  # one BLAS product per matrix
+            mats = [self.M] + ([self.MR, self.MR2] if reward_rows else [])
+            for m in mats:
+                m[self._off] = 0.0
+            try:
+                Y = (self.M @ rows.T).T.copy()
+                if reward_rows:
+                    extra = ((self.MR @ rows[:2].T).T.copy(), self.MR2 @ rows[0])
+            finally:
+                for m, v in zip(mats, self._restore):
+                    m[self._off] = v
+        else:  # separate matrix-vector products beat a (K, 3) block product here
+            M = self._off_mats
+            Y = np.stack([M[0] @ x for x in rows])
+            if reward_rows:
+                extra = (np.stack([M[1] @ x for x in rows[:2]]), M[2] @ rows[0])
+        if ch.kind == "backoff":
+            # the rank-one part a(y) b(y'): without its b(jb) term in the rows it dominates (ah = 1)
+            dom = self._dom_b_rows
+            u_off = rows @ self._bh_off
+            u = u_off + rows[:, self.jb]
+            kept = Y[:, dom] + u_off[:, None]
+            Y += u[:, None] * self.ah[None, :]
+            Y[:, dom] = kept
+        return (Y, *extra) if reward_rows else Y
 
     def mm(self, X):
         """``T̂ @ X`` for a (K, c) block."""
-        out = self.M @ X
+        out = np.asarray(self.M @ X)
         if self.ch.kind == "backoff":
-            out = out + self.ah[:, None] * (self.bh @ X)[None, :]
-        return np.asarray(out)
+            u = self.bh @ X
+            if out.ndim == 1:
+                out = out + self.ah * u
+            else:
+                for k in range(out.shape[1]):
+                    out[:, k] += self.ah * u[k]
+        return out
 
     def rmm(self, X):
         """``T̂^T @ X``."""
@@ -386,37 +529,70 @@ def _step_stats(tl: _Tilt, ell, B, C):
     ``B`` is the reward-to-go of each next state (per token: including its
     reward), ``C`` its conditional variance.  Returns ``(logE, mean, var)``
     (``logE`` without the row scale ``s``).
+
+    Each row is split into its dominant term (weight ``w_d = e^{ℓ(d)}``, value
+    ``a_d``) and the rest (:meth:`_Tilt.mm_off`, total ``Y0``):
+    ``log E = log1p(expm1(ℓ(d)) + Y0)`` where ``|log E| < 1e-3`` (``log E`` elsewhere:
+    there ``eps`` absolute is ``eps`` relative), the mean is ``a_d + δ`` with
+    ``δ = Σ' w (a - a_d) / E`` and the variance
+    ``(w_d C_d + Σ' w (C + (a - a_d)²)) / E - δ²``, so a rest of relative size
+    ``1e-111`` keeps its digits in all three.
     """
     ch = tl.ch
     w = np.exp(ell)
     kappa = float(w @ B / w.sum())
-    Bc = B - kappa
-    X = np.stack([w, w * Bc, w * (C + Bc * Bc)], axis=1)
-    Y = tl.mm(X)
-    E = Y[:, 0]
+    Bc = B - kappa  # centred: the products below hold no large common offset
+    d = tl.dom_col
+    mean_d = B[d]
+    if ch.per_token:
+        Y0, Y1, Y2 = tl.mm_off(np.stack([w, w * Bc, w * (C + Bc * Bc)]))
+    else:
+        (Y0, Y1, Y2), YR, YR2 = tl.mm_off(np.stack([w, w * Bc, w * (C + Bc * Bc)]))
+        Y1 += YR[0]
+        Y2 += YR2 + 2 * YR[1]
+        mean_d += tl.rt_dom
+    a_d = mean_d - kappa
+    w_d = w[d]
+    E = w_d + Y0
     with np.errstate(divide="ignore", invalid="ignore"):
-        if ch.per_token:
-            m1 = Y[:, 1] / E
-            m2 = Y[:, 2] / E
-        else:
-            YR = np.asarray(tl.MR @ X[:, :2])
-            YR2 = np.asarray(tl.MR2 @ w)
-            m1 = (YR[:, 0] + Y[:, 1]) / E
-            m2 = (YR2 + 2 * YR[:, 1] + Y[:, 2]) / E
         logE = np.log(E)
+        # log E = log(w_d + Y0) to eps absolutely; where it is small, relatively too:
+        # log1p(expm1(ℓ(d)) + Y0) keeps a rest Y0 far below eps when w_d = 1
+        near = np.flatnonzero(np.abs(logE) < 1e-3)
+        if near.size:
+            logE[near] = np.log1p(np.expm1(ell[d[near]]) + Y0[near])
+        dev = Y1 - a_d * Y0  # Σ' w (a - a_d)
+        delta = dev / E
+        # (w_d C_d + Σ' w (C + (a - a_d)²)) / E - δ², with Σ' w (a - a_d)² = Y2 - a_d (Y1 + dev)
+        Y1 += dev
+        Y1 *= a_d
+        Y2 -= Y1
+        Y2 += w_d * C[d]
+        Y2 /= E
+        var = Y2 - delta * delta
+    mean = mean_d + delta
     bad = np.flatnonzero(~(E > _TINY))
     if bad.size:
-        # per-row log-sum-exp for rows whose partition sum underflows
+        # per-row log-sum-exp for rows whose partition sum underflows; the same split at each
+        # row's largest term
         for chunk in np.array_split(bad, max(1, bad.size * ch.K // 2**22)):
             x = tl.log_rows(chunk) + ell[None, :]
-            mx = x.max(axis=1)
-            ww = np.exp(x - mx[:, None])
-            tot = ww.sum(axis=1)
-            a = (tl.rt_rows(chunk) if not ch.per_token else 0.0) + Bc[None, :]
-            m1[chunk] = (ww * a).sum(axis=1) / tot
-            m2[chunk] = (ww * (C[None, :] + a * a)).sum(axis=1) / tot
-            logE[chunk] = mx + np.log(tot)
-    return logE, kappa + m1, np.maximum(m2 - m1 * m1, 0.0)
+            k = np.argmax(x, axis=1)
+            ar = np.arange(chunk.size)
+            mx = x[ar, k]
+            fin = np.isfinite(mx)
+            ww = np.exp(x - np.where(fin, mx, 0.0)[:, None])
+            ww[ar, k] = 0.0
+            rest = ww.sum(axis=1)
+            a = tl.rt_rows(chunk) + B[None, :] if not ch.per_token else np.broadcast_to(B, x.shape)
+            a_k = a[ar, k]
+            dev = a - a_k[:, None]
+            dl = (ww * dev).sum(axis=1) / (1.0 + rest)
+            q = (C[k] + (ww * (C[None, :] + dev * dev)).sum(axis=1)) / (1.0 + rest)
+            mean[chunk] = np.where(fin, a_k + dl, 0.0)
+            var[chunk] = np.where(fin, q - dl * dl, 0.0)
+            logE[chunk] = np.where(fin, mx + np.log1p(rest), -np.inf)
+    return logE, mean, np.maximum(var, 0.0)
 
 
 def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
@@ -444,12 +620,12 @@ def _sweep(ch: _Chain, log_mu, lam, m, *, store=False):
             ell_tab[t] = ell
     with np.errstate(divide="ignore"):
         x = log_mu + ell + (lam * tl.rt if (ch.per_token and lam != 0) else 0.0)
-    lz0 = float(logsumexp(x))
+    k = int(np.argmax(x))
+    lz0 = float(x[k]) + float(np.log1p(total_rest(x, k)))  # the largest term apart: 1 + 1e-111 kept
     logphi1 = x - lz0
     phi1 = np.exp(logphi1)
     A = (tl.rt + Rg) if ch.per_token else Rg
-    kappa = float(phi1 @ A)
-    mean_s = kappa + float(phi1 @ (A - kappa))
+    mean_s = float(A[k]) + float(phi1 @ (A - A[k]))
     var = float(phi1 @ (Cg + (A - mean_s) ** 2))
     log_z = 0.0 if lam == 0 else lz0 + log_c  # λ = 0: Z = Σ p = 1 exactly
     n_terms = m if ch.per_token else m - 1
@@ -558,26 +734,26 @@ class MarkovBoN(SequenceBoN):
 
 @dataclass(eq=False)
 class PerronRoot:
-    """``Λ(θ) = log ρ(P_θ)`` and its derivatives at one ``θ``.
+    """``Λ(t) = log ρ(P_t)`` and its derivatives at one tilt ``t`` (the argument of :meth:`Markov.scgf`).
 
     Attributes
     ----------
-    theta : float
+    t : float
     log_rho : float
-        ``Λ(θ)`` (per step).
+        ``Λ(t)`` (per step).
     derivative : float
-        ``Λ'(θ) = u^T P'_θ v / (ρ u^T v)``: the stationary reward per step of
+        ``Λ'(t) = u^T P'_t v / (ρ u^T v)``: the stationary reward per step of
         the Doob transform.
     variance : float
-        ``Λ''(θ)``: the asymptotic variance per step (Poisson equation).
+        ``Λ''(t)``: the asymptotic variance per step (Poisson equation).
     right, left : (K,) ndarray
-        Perron vectors ``v`` (``P_θ v = ρ v``) and ``u`` (``u^T P_θ = ρ u^T``),
+        Perron vectors ``v`` (``P_t v = ρ v``) and ``u`` (``u^T P_t = ρ u^T``),
         non-negative, ``max v = 1``, ``u^T v = 1``.
     stationary : (K,) ndarray
         ``π = u ⊙ v``: the stationary law of the Doob transform.
     """
 
-    theta: float
+    t: float
     log_rho: float
     derivative: float
     variance: float
@@ -826,7 +1002,7 @@ class Markov:
                 x = np.where(ch.P > 0, (val[None, :] if ch.per_token else val) + V[None, :], -np.inf)
                 Vn = x.max(axis=1)
                 on = x >= Vn[:, None] - tol
-                Gn = logsumexp(np.where(on, np.log(ch.P) + G[None, :], -np.inf), axis=1)
+                Gn = logsumexp(np.where(on, ch.log_dense() + G[None, :], -np.inf), axis=1)
                 return Vn, Gn
             P = ch.P
             cols = P.indices
@@ -838,7 +1014,7 @@ class Markov:
                 Vn = np.where(ch.a > 0, np.maximum(Vn, vb), Vn)
             rows = _row_ids(P.indptr)
             on = xe >= Vn[rows] - tol
-            le = np.where(on, np.log(P.data) + G[cols], -np.inf)
+            le = np.where(on, ch.log_data() + G[cols], -np.inf)
             mx = _row_max(P, le, K)
             fin = np.isfinite(mx)
             tot = np.zeros(K)
@@ -846,9 +1022,9 @@ class Markov:
             Gn = np.where(fin, mx + np.log(np.where(fin, tot, 1.0)), -np.inf)
             if ch.kind == "backoff":
                 onb = xb >= vb - tol
-                gb = float(logsumexp(np.log(ch.b[onb]) + G[onb]))
+                gb = float(logsumexp(_log_initial(ch.b)[onb] + G[onb]))
                 use = (ch.a > 0) & (vb >= Vn - tol)
-                Gn = np.where(use, np.logaddexp(Gn, np.log(np.where(use, ch.a, 1.0)) + gb), Gn)
+                Gn = np.where(use, np.logaddexp(Gn, np.where(use, ch.log_a(), 0.0) + gb), Gn)
             return Vn, Gn
 
     @property
@@ -1518,13 +1694,14 @@ class Markov:
         M = sp.csr_matrix((P.data * np.exp(theta * (ch.R - c)), P.indices, P.indptr), shape=P.shape)
         return (lambda x: M @ x), (lambda x: M.T @ x), M
 
-    def perron(self, theta) -> PerronRoot:
-        """``Λ(θ) = log ρ(P_θ)`` with ``Λ'(θ)``, ``Λ''(θ)`` and the Perron vectors.
+    def perron(self, t) -> PerronRoot:
+        """``Λ(t) = log ρ(P_t)`` with ``Λ'(t)``, ``Λ''(t)`` and the Perron vectors.
 
-        ``P_θ(y, y') = P(y, y') e^{θ r(y')}`` (or ``e^{θ r(y, y')}``).
+        ``P_t(y, y') = P(y, y') e^{t r(y')}`` (or ``e^{t r(y, y')}``); ``Λ`` is
+        the scaled cumulant generating function (:meth:`scgf`).
         Dense eigendecomposition up to 1500 states, ARPACK (``eigs``,
-        largest real part) beyond.  ``Λ'(θ) = u^T P'_θ v / (ρ u^T v)``;
-        ``Λ''(θ)`` is the asymptotic variance of the reward under the Doob
+        largest real part) beyond.  ``Λ'(t) = u^T P'_t v / (ρ u^T v)``;
+        ``Λ''(t)`` is the asymptotic variance of the reward under the Doob
         transform, ``E_π[f̄²] + 2 E_π[f̄(Y_0, Y_1) g(Y_1)]`` with ``g`` the
         solution of the Poisson equation ``(I - Q + 1π^T) g = Q f - π f``.
         For a reducible chain the largest class wins (``u`` or ``v`` vanish
@@ -1534,13 +1711,13 @@ class Markov:
         Examples
         --------
         >>> mk = Markov([0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]], [0.0, 1.0], length=1)
-        >>> pr = mk.perron(1.0)                   # memoryless: log E e^{θ r} = log((1 + e)/2)
+        >>> pr = mk.perron(1.0)                   # memoryless: log E e^{t r} = log((1 + e)/2)
         >>> round(pr.log_rho, 12), round(pr.derivative, 12)
         (0.620114506958, 0.731058578630)
         """
-        theta = _real(theta, "theta")
+        theta = _real(t, "t")
         if not np.isfinite(theta):
-            raise ValueError("theta must be finite")
+            raise ValueError("t must be finite")
         ch = self._ch
         c = ch.r_max if theta >= 0 else ch.r_min
         K = ch.K
@@ -1576,7 +1753,7 @@ class Markov:
         pi = pi / pi.sum()
         deriv, var = self._perron_derivs(theta, c, rho, u, v, pi, matvec, rmatvec)
         return PerronRoot(
-            theta=theta, log_rho=log_rho, derivative=deriv, variance=var, right=v, left=u, stationary=pi
+            t=theta, log_rho=log_rho, derivative=deriv, variance=var, right=v, left=u, stationary=pi
         )
 
     def _doob_edges(self, theta, c, rho, v):
@@ -1637,7 +1814,7 @@ class Markov:
         """
         th = np.atleast_1d(np.asarray(t, dtype=float))
         out = np.array([self.perron(float(x)).log_rho for x in th.ravel()]).reshape(th.shape)
-        return float(out.ravel()[0]) if np.ndim(t) == 0 else out
+        return float_or_array(out.reshape(np.shape(t)))
 
     def _kl_rate(self, lam):
         pr = self.perron(lam)
@@ -1650,8 +1827,7 @@ class Markov:
         ``Λ'(λ)`` and KL rate are the limits of the finite-``m`` optimum's
         per-token reward and KL (irreducible aperiodic chains).
         """
-        if (lam is None) == (kl_rate is None):
-            raise ValueError("give exactly one of lam= or kl_rate=")
+        one_of(lam=lam, kl_rate=kl_rate)
         if kl_rate is not None:
             d = _real(kl_rate, "kl_rate")
             if not d > 0:
@@ -1674,9 +1850,9 @@ class Markov:
         )
 
     def _kl_rate_direct(self, pr):
-        """``Σ π(y) Σ Q(y,y') log(Q/P)`` with ``log(Q/P) = θ r + log v(y') - log v(y) - log ρ`` per edge."""
+        """``Σ π(y) Σ Q(y,y') log(Q/P)`` with ``log(Q/P) = t r + log v(y') - log v(y) - log ρ`` per edge."""
         ch = self._ch
-        theta = pr.theta
+        theta = pr.t
         v = pr.right
         pi = pr.stationary
         c = ch.r_max if theta >= 0 else ch.r_min
@@ -1704,7 +1880,7 @@ class Markov:
 
     def _doob_matrix(self, pr):
         ch = self._ch
-        theta = pr.theta
+        theta = pr.t
         c = ch.r_max if theta >= 0 else ch.r_min
         rho = np.exp(pr.log_rho - theta * c)
         v = pr.right
@@ -1749,9 +1925,9 @@ class Markov:
         return lam0 * np.exp(s)
 
     def rate_function(self, x):
-        """Gärtner–Ellis rate ``I(x) = sup_θ [θ x - Λ(θ)]`` of ``S_m / n_terms`` under ``p``.
+        """Gärtner–Ellis rate ``I(x) = sup_t [t x - Λ(t)]`` of ``S_m / n_terms`` under ``p``.
 
-        ``θ(x)`` solves ``Λ'(θ) = x``; ``+inf`` outside the range of ``Λ'``
+        ``t(x)`` solves ``Λ'(t) = x``; ``+inf`` outside the range of ``Λ'``
         (the extreme cycle means).  Valid as the large-deviation rate for
         irreducible chains (where ``Λ`` is differentiable); for a reducible
         chain it is the convex hull of the classes' rates.
@@ -1788,7 +1964,7 @@ class Markov:
             )
             out[i] = max(th * xi - self.perron(th).log_rho, 0.0)
         out = out.reshape(xa.shape)
-        return float(out.ravel()[0]) if np.ndim(x) == 0 else out
+        return float_or_array(out.reshape(np.shape(x)))
 
     # ------------------------------------------------------ structure
     def structure(self) -> dict:
@@ -1832,7 +2008,7 @@ class MarkovEquivalence(Equivalence):
     """The BoN–RL equivalence for a Markov reference (theory §8): Perron root, Doob chain, predictions.
 
     Same fields as :class:`~klfrontier.equivalence.Equivalence` (``lam``,
-    ``x_star``, ``sigma2`` from ``Λ = log ρ(P_θ)``), plus ``doob`` (the
+    ``x_star``, ``sigma2`` from ``Λ = log ρ(P_t)``), plus ``doob`` (the
     optimal stationary tilted chain) and ``structure``.
 
     Second-order predictions.  Sequence-level BoN depends on ``y^m`` only
@@ -1898,7 +2074,7 @@ class MarkovEquivalence(Equivalence):
         if not np.isfinite(ma).all() or (ma < 1).any() or (np.rint(ma) != ma).any():
             raise ValueError("length must be integers >= 1")
         out = np.array([self._predict_m(int(x), form)[which] for x in ma.ravel()]).reshape(ma.shape)
-        return float(out.ravel()[0]) if np.ndim(m) == 0 else out
+        return float_or_array(out.reshape(np.shape(m)))
 
     def gap_prediction(self, length, *, form="leading"):
         """Predicted per-token gap ``[E_{φ_Δ} S_m - E_{π_N} S_m]/m`` at ``N = e^{mδ}``, ``m = length``.
@@ -1915,7 +2091,7 @@ class MarkovEquivalence(Equivalence):
 def markov_equivalence(mk: Markov, delta, *, lattice=None) -> MarkovEquivalence:
     """:func:`klfrontier.equivalence` for a :class:`Markov` reference.
 
-    ``λ_δ`` solves ``λ Λ'(λ) - Λ(λ) = δ`` with ``Λ = log ρ(P_θ)``;
+    ``λ_δ`` solves ``λ Λ'(λ) - Λ(λ) = δ`` with ``Λ = log ρ(P_t)``;
     ``x*(δ) = Λ'(λ_δ)`` is the optimal stationary reward per step (the Doob
     chain's), ``σ² = Λ''(λ_δ)`` and ``I_0(x*) = δ`` is re-evaluated by the
     Legendre transform (a check).
