@@ -771,6 +771,38 @@ def _file_provenance(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+class _provenance_in_background:
+    """:func:`_file_provenance` of each path on a daemon thread, while the files are read.
+
+    hashlib releases the GIL on large blocks, so the sha256 runs on the second core; a daemon
+    thread never holds up the exit of a run that fails before the result is needed.
+    """
+
+    def __init__(self, paths):
+        import threading
+
+        from ._atomic import sha256_file  # noqa: F401  (imported here, not on the thread)
+
+        self._paths = list(paths)
+        self._out: list = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="klfrontier-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for p in self._paths:
+                self._out.append(_file_provenance(p))
+        except BaseException as exc:  # re-raised on the caller's thread by result()
+            self._error = exc
+
+    def result(self, i):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out[i]
+
+
 @app.command()
 @friendly
 def analyze(
@@ -904,6 +936,7 @@ def analyze(
             task = bar.add_task(escape(label), total=None)
             return task, (lambda rows: bar.update(task, completed=rows))
 
+        hashing = _provenance_in_background([samples, *pol_files.values()])
         task, cb = reader(f"reading {samples.name}")
         data = read_samples(
             samples,
@@ -942,8 +975,8 @@ def analyze(
             "command": "klfrontier analyze",
             "options": options,
             "seed": seed,
-            "files": [_file_provenance(samples)]
-            + [dict(_file_provenance(f), policy=k) for k, f in pol_files.items()],
+            "files": [hashing.result(0)]
+            + [dict(hashing.result(i), policy=k) for i, k in enumerate(pol_files, start=1)],
             "rows": {"base": data.n_samples, **{k: v.n_samples for k, v in pol_data.items()}},
         }
         job = analyze_job(
