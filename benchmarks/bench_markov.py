@@ -1,4 +1,4 @@
-"""Markov engine (SPEC §8): sparse + rank-one transitions against a dense-matrix baseline.
+"""Markov engine (theory §8): sparse + rank-one transitions against a dense-matrix baseline.
 
 Instance: the bigram-VADER model (``klfrontier.instances.bigram_vader``) with
 ``K = 5,000`` states (the 4,998 most frequent words of gensim's Lee corpus,

@@ -1,4 +1,4 @@
-"""Sequence engine (SPEC §6–§7) against the baselines a user would write.
+"""Sequence engine (theory §6–§7) against the baselines a user would write.
 
 Instance: a per-token reward lattice with 81 levels (``-4.0, -3.9, ..., 4.0``,
 random masses, seed 1), length ``m``, per-token budget ``δ = 0.1`` and

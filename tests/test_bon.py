@@ -87,7 +87,7 @@ def test_bon_curve_matches_mpmath(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_dictionary_lambdas_match_mpmath(name):
-    """lam_same_kl / lam_same_reward: same KL / same reward as BoN (SPEC §3).
+    """lam_same_kl / lam_same_reward: same KL / same reward as BoN (theory §3).
 
     Checked forwards against mpmath where lam is well conditioned
     (kappa <= 1e4) and backwards (the tilted policy at that lam has the BoN's

@@ -160,7 +160,7 @@ def _oracle_valid(m, delta, lam, sigma2, span):
 @pytest.mark.parametrize(
     "rewards, probs, delta",
     [
-        ([0.0, 1.0, 2**0.5], [0.5, 0.3, 0.2], 0.1),  # non-lattice (SPEC §6)
+        ([0.0, 1.0, 2**0.5], [0.5, 0.3, 0.2], 0.1),  # non-lattice (theory §6)
         ([0.0, 1.0], [0.7, 0.3], 1.2),  # lattice near saturation (table G): σ² tiny
         ([0.0, 1.0, 2.0], [0.5, 0.3, 0.2], 0.1),  # lattice
     ],

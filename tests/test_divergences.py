@@ -1,4 +1,4 @@
-"""Divergence kernels (SPEC §5) against 50-digit mpmath, limits, broadcasting, errors."""
+"""Divergence kernels (theory §5) against 50-digit mpmath, limits, broadcasting, errors."""
 
 import math
 
@@ -354,7 +354,7 @@ def test_bad_alpha():
         renyi_cross_entropy([0.5, 0.5], [0.9, 0.1], alpha=math.nan)
 
 
-# ------------------------------------------------------- SPEC §5 identity
+# ------------------------------------------------------- theory §5 identity
 @pytest.mark.parametrize("t", [-3.0, -1.0, -0.25, -1e-9, 1e-12, 1e-6, 0.5, 1.0, 2.5])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 40.0])
 def test_cumulant_as_renyi_cross_entropy(t, scale):

@@ -1,4 +1,4 @@
-"""Proxy versus gold (SPEC §9): ``Policy.expect``, ``Reference(gold=)``, ``Reference.level_mean``.
+"""Proxy versus gold (theory §9): ``Policy.expect``, ``Reference(gold=)``, ``Reference.level_mean``.
 
 A policy selects with the proxy reward ``r`` and is judged by a gold score
 ``g``.  Oracles, all in mpmath at 50 digits and sharing no code with
@@ -7,7 +7,7 @@ klfrontier:
 * best-of-N: enumeration of all K^N draws, the winner drawn uniformly among
   the *draws* tied at the top proxy value (so tied outcomes with different
   gold values are weighted by how often each is drawn);
-* best-of-N for real N: the SPEC §3 level law ``F^N - F^-^N`` times the
+* best-of-N for real N: the theory §3 level law ``F^N - F^-^N`` times the
   conditional gold means, both from the outcomes;
 * soft best-of-N: enumeration of all K^N draws, draw i kept with
   probability ``w_i / sum_k w_k``;
@@ -91,7 +91,7 @@ def _bon_brute(case, n):
 
 
 def _bon_levels(case, n):
-    """SPEC §3 level law ``F(v)^N - F^-(v)^N`` times ``E_p[g | r = v]`` (real N)."""
+    """theory §3 level law ``F(v)^N - F^-(v)^N`` times ``E_p[g | r = v]`` (real N)."""
     with mp.workdps(50):
         r, p, g = _mp(case)
         n = mp.mpf(n)
@@ -342,7 +342,7 @@ def test_from_samples_with_gold():
     # weighted samples: the gold mean of the tied level is weighted too
     w = kf.Reference.from_samples(r, weights=[1.0, 1.0, 3.0, 1.0], gold=g)
     assert w.level_gold[1] == pytest.approx(4.0, rel=1e-15)
-    # SPEC §9 from samples: best-of-N chosen by the proxy on the empirical law, by enumeration
+    # theory §9 from samples: best-of-N chosen by the proxy on the empirical law, by enumeration
     b = kf.best_of_n(ref, n=2)
     exact = sum(
         0.25 * 0.25 * (np.mean([g[i] for i in (a, c) if r[i] == max(r[a], r[c])]))

@@ -1,4 +1,4 @@
-"""Tests for klfrontier.instances (SPEC §10).
+"""Tests for klfrontier.instances (theory §10).
 
 The unigram instances need the ``data`` extra (wordfreq, vaderSentiment,
 afinn), which ``make test`` installs.  Those tests are *not* skipped when the
@@ -279,7 +279,7 @@ def test_vader_headline_facts(vader):
     s = vader.to_dict()
     assert s["K"] == 50_000
     assert 0.90 < s["p_reward_zero"] < 0.95  # measured 0.9254 (wordfreq 3.1.1)
-    assert s["p_argmax"] == pytest.approx(1.2186e-6, rel=0.05)  # SPEC §10: ≈1.2e-6
+    assert s["p_argmax"] == pytest.approx(1.2186e-6, rel=0.05)  # theory §10: ≈1.2e-6
     assert s["kl_max"] == pytest.approx(13.62, abs=0.05)
     assert s["r_max"] == 3.4 and s["r_min"] == -3.9
     assert set(s["argmax_words"]) == {"magnificently", "aml"}
@@ -334,7 +334,7 @@ def test_build_time_and_no_vader_module_import():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# ---------------------------------------------------------------- proxy vs gold (SPEC §9)
+# ---------------------------------------------------------------- proxy vs gold (theory §9)
 @needs_data
 def test_proxy_gold_is_the_vader_law_with_afinn_gold(vader, afinn):
     inst = unigram_proxy_gold()

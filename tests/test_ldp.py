@@ -1,4 +1,4 @@
-"""Large deviations, scaled cumulants and the BoN–RL equivalence (SPEC §5–§6).
+"""Large deviations, scaled cumulants and the BoN–RL equivalence (theory §5–§6).
 
 Oracles: mpmath at 50 digits for the rate function, the SCGF and the
 cumulants of S_m (brute-force enumeration of all K^m sequences); for the
@@ -24,7 +24,7 @@ from klfrontier.ldp import cumulants, rate_function, scgf
 mp.mp.dps = 50
 SQRT2 = math.sqrt(2.0)
 P3 = [0.5, 0.3, 0.2]
-R_SPEC = [0.0, 1.0, SQRT2]  # SPEC §6 non-lattice example
+R_SPEC = [0.0, 1.0, SQRT2]  # theory §6 non-lattice example
 
 
 def ref_spec():
@@ -461,7 +461,7 @@ SPEC_RATIOS = {25: 1.20, 50: 1.11, 100: 1.05, 200: 1.03}
 
 
 def test_spec_second_order_claim_non_lattice():
-    """SPEC §6: exact gap / prediction = 1.20, 1.11, 1.05, 1.03 at m = 25..200."""
+    """theory §6: exact gap / prediction = 1.20, 1.11, 1.05, 1.03 at m = 25..200."""
     ref = ref_spec()
     eq = equivalence(ref, 0.1)
     assert eq.lattice is None

@@ -98,7 +98,7 @@ def _mp_cdf(logq):
     output is accurate relative to the sum it is built from: ``log F_j`` from the
     top (``log(1 - S_j)``, ``S_j = sum_{k>j} q_k``) where ``S_j < 1/2`` and from
     the bottom (``log sum_{k<=j} q_k``) otherwise; ``log S_j`` is always the
-    top-down sum (SPEC §3: "summed from the top").
+    top-down sum (theory §3: "summed from the top").
     """
     with mp.workdps(800):  # 1 - 1e-300 must be visible
         q = [mp.exp(mp.mpf(x)) for x in logq]

@@ -1,4 +1,4 @@
-"""Markov references (SPEC §8): exact optimum, best-of-N, Perron root, equivalence, bigram instance.
+"""Markov references (theory §8): exact optimum, best-of-N, Perron root, equivalence, bigram instance.
 
 Oracles: brute-force enumeration of all K^m paths in mpmath (50 digits),
 the memoryless engine (a chain whose rows all equal p), finite differences
@@ -258,7 +258,7 @@ def test_reward_law_and_bon_match_enumeration():
         assert rel(b.kl_to_optimal, klo) < 1e-9
         assert rel(b.optimal_reward, opt.reward) < 1e-14
         assert b.kl <= b.kl_bound + 1e-12
-        # SPEC §2 identity: KL(π||φ) = KL(π||p) - λ E S + log Z
+        # theory §2 identity: KL(π||φ) = KL(π||p) - λ E S + log Z
         assert b.details["kl_to_optimal_identity"] == pytest.approx(b.kl_to_optimal, rel=1e-9)
         assert b.error_bound < 1e-10
 

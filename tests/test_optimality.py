@@ -1,4 +1,4 @@
-"""Near-optimality identity (SPEC §2): reward gap and KL to the optimal policy."""
+"""Near-optimality identity (theory §2): reward gap and KL to the optimal policy."""
 
 import math
 

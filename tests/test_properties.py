@@ -60,7 +60,7 @@ def test_pinsker(ab):
     assert tv <= math.sqrt((max(kl(a, b), 0.0) + slack) / 2) + 4 * EPS
 
 
-# ------------------------------------------------------- SPEC §2 identity
+# ------------------------------------------------------- theory §2 identity
 @given(st.data())
 # found with max_examples=500 (seed 1): phi = a point mass on the single argmax
 # outcome, whose KL rounds 1 ulp below kl_max; R* came out 2e-13 of the scale low

@@ -1,4 +1,4 @@
-"""Exact soft best-of-N (SPEC §4): oracles, limits, accuracy checks, errors.
+"""Exact soft best-of-N (theory §4): oracles, limits, accuracy checks, errors.
 
 Oracles: brute-force enumeration of all K^N draws in mpmath (50 digits),
 closed forms for N = 2 and 3 (sums over pairs / triples of levels), and

@@ -8,7 +8,7 @@ Oracles
   mass ~1 between 1e-200 atoms, rewards of scale 1e300 and 1e-300).
 * Closed forms for K = 10^6 outcomes (a truncated geometric law on a reward
   grid; a two-level law), evaluated with three-term mpmath expressions.
-* Identities of SPEC §2: dR*/dDelta = 1/lam, concavity, the regularised value.
+* Identities of theory §2: dR*/dDelta = 1/lam, concavity, the regularised value.
 
 Tolerances are relative and stated at each assertion.  lambda(Delta) is
 ill-conditioned near saturation (``kappa = d log lam / d log D = D / (lam^2
@@ -376,7 +376,7 @@ def test_regularised_form_maximises_reward_minus_beta_kl():
 
     Checked against 2000 random policies (seeded) and small perturbations of
     the optimum; the identity E_phi r - beta KL(phi||p) = value - beta KL(phi||phi*)
-    is also checked for each random phi (SPEC §2), to 1e-12.
+    is also checked for each random phi (theory §2), to 1e-12.
     """
     rng = np.random.default_rng(11)
     r = np.array([0.3, -1.2, 2.2, 0.7, 2.2, -0.1, 1.9])

@@ -485,7 +485,7 @@ def convergence(
     ),
     as_json: bool = JsonOpt,
 ):
-    """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (SPEC §6)."""
+    """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (theory §6)."""
     from . import convergence as _convergence
     from . import equivalence
     from .jobs import SECOND_ORDER_RULE, shown_predictions

@@ -41,9 +41,10 @@ import numpy as np
 from ._logspace import kl_terms, logsumexp
 from ._validate import log_n_from, real_scalar
 from .bon import best_of_n
+from .errors import ConvergenceError
 from .policy import SoftBestOfNPolicy
 from .reference import Reference, check_reference
-from .tilt import ConvergenceError, tilted
+from .tilt import tilted
 
 __all__ = ["soft_best_of_n"]
 

@@ -1,4 +1,4 @@
-"""mpmath reference implementations of SPEC §2-§3, good to 50 significant digits.
+"""mpmath reference implementations of theory §2-§3, good to 50 significant digits.
 
 Deliberately naive, definition-level formulas (no log-space tricks, no
 shared code with ``klfrontier``) evaluated in arbitrary precision.  Two
@@ -265,7 +265,7 @@ def _beirami(eps, log_n):
 
 
 def beirami(eps, n=None, log_n=None):
-    """``D_hat(eps)`` of Beirami et al. (arXiv 2401.01879), SPEC §3."""
+    """``D_hat(eps)`` of Beirami et al. (arXiv 2401.01879), theory §3."""
     if log_n is None:
         log_n = mp.log(mp.mpf(n))
     eps = mp.mpf(eps)  # (at the caller's precision: 1 - eps may be 1e-200)

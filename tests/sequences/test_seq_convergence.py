@@ -1,4 +1,4 @@
-"""The BoN–RL equivalence, computed exactly up to m = 10^5 (SPEC §6)."""
+"""The BoN–RL equivalence, computed exactly up to m = 10^5 (theory §6)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ LENGTHS = [10, 100, 1000, 10_000, 100_000]
 
 
 def _second_order_gap(ref, delta, m):
-    """SPEC §6 non-lattice prediction, from the per-token λ and σ² alone."""
+    """theory §6 non-lattice prediction, from the per-token λ and σ² alone."""
     lam = float(solve_lam_for_kl(ref, delta))
     lam_u = float(ref.lam_to_u(lam))
     var = float(tilt_stats(ref, [lam_u]).var[0]) * ref.reward_scale**2
@@ -26,7 +26,7 @@ def _second_order_gap(ref, delta, m):
 
 
 def test_spec_second_order_ratios():
-    """SPEC §6: exact gap / prediction = 1.20, 1.11, 1.05, 1.03 at m = 25, 50, 100, 200."""
+    """theory §6: exact gap / prediction = 1.20, 1.11, 1.05, 1.03 at m = 25, 50, 100, 200."""
     ratios = []
     for m in (25, 50, 100, 200):
         b = Memoryless(THREE, m).best_of_n(log_n=0.1 * m)

@@ -144,7 +144,7 @@ def test_window_matches_full_law_and_library_bon():
     assert b.details["window_size"] < law.size / 2  # only the window was needed
     lam = float(solve_lam_for_kl(ref, log_n / m))
     assert b.lam == pytest.approx(lam, rel=1e-14)
-    # SPEC §2 identity, on the full law
+    # theory §2 identity, on the full law
     kl_id = (
         full.kl
         - lam * full.reward

@@ -54,8 +54,9 @@ from .._engine import solve_mean
 from .._logspace import log_bon_kl_bound, log_total_probs, total_rest, unit_exponent
 from .._validate import float_or_array, log_n_from, one_of, real_scalar
 from ..equivalence import Equivalence, discrete_gumbel
+from ..errors import ConvergenceError
 from ..lattice import resolve_lattice
-from ..tilt import ConvergenceError, Frontier
+from ..tilt import Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
 from .convergence import ConvergenceTable
 from .memoryless import PerToken, RewardLaw, SequenceBoN, check_length

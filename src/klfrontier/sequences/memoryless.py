@@ -22,10 +22,10 @@ import numpy as np
 from .._bon_kernel import log_neg_log_cdf
 from .._logspace import log1mexp, log_bon_kl_bound, log_cdf_levels
 from .._validate import log_n_from, one_of, real_scalar
-from ..errors import WindowTooLargeError
+from ..errors import ConvergenceError, WindowTooLargeError
 from ..lattice import Lattice, detect_lattice
 from ..reference import Reference, check_reference
-from ..tilt import ConvergenceError, solve_lam_for_kl, tilt_stats
+from ..tilt import solve_lam_for_kl, tilt_stats
 from ..tilt import tilted as _tilted
 from . import saddlepoint as _sp
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
