@@ -357,6 +357,26 @@ def test_sampleset_validation():
     assert "prompts=2" in repr(s)
 
 
+def test_from_validated_keeps_values_as_given():
+    rewards = [np.array([0.0, 1.0]), np.array([2.0])]
+    gold = [np.array([0.5, 0.25]), np.array([1.0])]
+    s = SampleSet.from_validated(
+        ["a", "b"], rewards, gold=gold, bad_rows=[("f", 3, "why")], n_bad_rows=5, source="f"
+    )
+    assert_same(
+        s,
+        SampleSet.from_dict(
+            {"a": {"reward": [0.0, 1.0], "gold": [0.5, 0.25]}, "b": {"reward": [2.0], "gold": [1.0]}}
+        ),
+    )
+    assert s.rewards[0] is rewards[0] and s.gold[1] is gold[1]  # not copied
+    assert s.bad_rows == [("f", 3, "why")] and s.n_bad_rows == 5 and s.source == "f"
+    assert s.counts.tolist() == [2, 1] and not s.has_logprobs
+    # the caller's row rule is the check: none is repeated here
+    assert np.isnan(SampleSet.from_validated(["a"], [np.array([np.nan])]).rewards[0][0])
+    assert not hasattr(SampleSet, "_checked")
+
+
 def test_io_does_not_import_pyarrow():
     code = "import sys, klfrontier, klfrontier.io, klfrontier.empirical; print('pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,6 +1,8 @@
 """Crash-safe file writes: write a temporary file beside the target, fsync it, rename it over.
 
-A reader sees the old file or the new one, never half of one.
+A reader sees the old file or the new one, never half of one.  The file
+renamed in has the permission bits of the file it replaces, or those a plain
+``open(path, "w")`` would give a new file (``0o666 & ~umask``).
 """
 
 from __future__ import annotations
@@ -9,23 +11,77 @@ import csv
 import hashlib
 import math
 import os
+import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_text", "write_csv", "write_table", "csv_cell", "sha256_file"]
+__all__ = [
+    "atomic_path",
+    "file_mode",
+    "umask",
+    "write_text",
+    "write_csv",
+    "write_table",
+    "csv_cell",
+    "sha256_file",
+]
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the platform shows it (Linux ``/proc``).
+
+    Elsewhere it is read by setting and restoring it, under a lock; meanwhile
+    the mask is ``0o077``, so a file another thread creates in that window is
+    at most more private, never more open.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def file_mode(path) -> int:
+    """Permission bits for a file written to ``path``: those of the file already there
+    (links followed), else those of a new file, ``0o666 & ~umask``.
+
+    >>> file_mode("/nonexistent/dir/f") == 0o666 & ~umask()
+    True
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0o666 & ~umask()
+    return stat.S_IMODE(st.st_mode) & 0o777
 
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success fsync it and rename it to ``path``."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it to ``path``.
+
+    The file renamed in has :func:`file_mode` of ``path`` (``mkstemp`` alone
+    would leave it ``0o600``).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        # set once the writer is done, so it holds for whatever file the writer left at tmp
+        os.chmod(tmp, file_mode(path))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

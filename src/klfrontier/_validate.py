@@ -49,15 +49,20 @@ def prob_array(x, name):
     """``x`` as a non-empty float array of finite, non-negative masses (not renormalised);
     ValueError naming ``name`` otherwise.
 
+    The message says which of NaN (checked first) and inf was found.
+
     >>> prob_array([0.25, 0.75], "p")
     array([0.25, 0.75])
     >>> prob_array([0.5, -0.5], "p")
     Traceback (most recent call last):
     ValueError: p contains negative values
+    >>> prob_array([0.5, np.inf], "p")
+    Traceback (most recent call last):
+    ValueError: p contains inf
     """
     a = _float_array(x, name)
     if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise ValueError(f"{name} contains NaN" if np.isnan(a).any() else f"{name} contains inf")
     if (a < 0).any():
         raise ValueError(f"{name} contains negative values")
     return a

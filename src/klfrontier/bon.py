@@ -20,7 +20,7 @@ import numpy as np
 
 from ._bon_kernel import level_logd
 from ._logspace import kl_terms, log1mexp, log_bon_kl_bound
-from ._validate import log_n_from
+from ._validate import float_or_array, log_n_from
 from .policy import BestOfNPolicy
 from .reference import Reference, check_reference
 from .tilt import solve_lam_for_kl, solve_lam_for_reward
@@ -86,7 +86,7 @@ def bon_kl_bound(n=None, *, log_n=None):
     """
     ln = log_n_from(n, log_n, allow_array=True)
     out = log_bon_kl_bound(ln)
-    return float(out) if np.ndim(out) == 0 else out
+    return float_or_array(out)
 
 
 def best_of_n(ref: Reference, n=None, *, log_n=None) -> BestOfNPolicy:
@@ -420,7 +420,7 @@ def bon_kl_from_eps(eps, n=None, *, log_n=None):
         raise ValueError("eps must lie in (0, 1]")
     with np.errstate(divide="ignore"):
         out = _beirami(np.log1p(-eps), np.log(eps), _capped(ln))
-    return float(out) if out.ndim == 0 else out
+    return float_or_array(out)
 
 
 def _beirami(l1m, log_eps, ln):

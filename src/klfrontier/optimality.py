@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._logspace import kl_terms, log_total, log_total_probs
-from ._validate import one_of
+from ._validate import one_of, prob_array
 from .policy import Policy, TiltedPolicy
 from .reference import SUM_TOL, Reference, check_reference
 from .tilt import tilted
@@ -155,16 +155,13 @@ def _policy_logprobs(ref: Reference, policy, policy_logprobs):
         raise ValueError(f"{name} must be an array of real numbers") from exc
     if x.ndim != 1 or x.size != ref.size:
         raise ValueError(f"{name} must have shape ({ref.size},) like ref, got {x.shape}")
-    if np.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
     if name == "policy":
-        if np.isinf(x).any():
-            raise ValueError("policy contains inf")
-        if (x < 0).any():
-            raise ValueError("policy contains negative values")
+        x = prob_array(x, name)
         with np.errstate(divide="ignore"):
             lp = np.log(x)
     else:
+        if np.isnan(x).any():
+            raise ValueError(f"{name} contains NaN")
         if np.isposinf(x).any():
             raise ValueError("policy_logprobs contains +inf")
         lp = x

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ._logspace import kl_terms, level_expect
+from ._validate import float_or_array
 from .reference import Reference, check_reference
 
 __all__ = [
@@ -43,7 +44,7 @@ def _plain(v):
     """A NumPy scalar as a Python one (``None``, bools and strings unchanged)."""
     if v is None or isinstance(v, (bool, str)):
         return v
-    return float(v) if np.ndim(v) == 0 else v
+    return float_or_array(v)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)

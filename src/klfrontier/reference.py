@@ -9,7 +9,7 @@ import numpy as np
 from ._bon_kernel import tail_logs
 from ._engine import LevelLaw
 from ._logspace import level_expect, log1mexp, log_cdf_levels, log_total, log_total_probs, total_rest
-from ._validate import one_of
+from ._validate import float_or_array, one_of, prob_array
 
 __all__ = ["Reference"]
 
@@ -36,12 +36,7 @@ def _as_1d(x, name):
 
 def _check_masses(p, name):
     """``p`` unchanged if finite, non-negative and not all zero; else a ValueError naming it."""
-    if np.isnan(p).any():
-        raise ValueError(f"{name} contains NaN")
-    if not np.isfinite(p).all():
-        raise ValueError(f"{name} contains inf")
-    if (p < 0).any():
-        raise ValueError(f"{name} contains negative values")
+    p = prob_array(p, name)
     if not (p > 0).any():
         raise ValueError(f"{name}: every outcome has probability zero")
     return p
@@ -519,7 +514,7 @@ class Reference:
             out = np.zeros_like(r)
         else:
             out = (r / 2 - self.level_values[-1] / 2) / self._half_range
-        return float(out) if out.ndim == 0 else out
+        return float_or_array(out)
 
     def to_reward(self, u):
         """Map standardised rewards ``u`` in ``[-1, 0]`` back to reward units."""
@@ -527,14 +522,14 @@ class Reference:
         # r_max + 2 u h as (r_max + u h) + u h: 2 u h alone overflows near float max (sweep_numerics)
         half = u * self._half_range
         out = (self.level_values[-1] + half) + half
-        return float(out) if out.ndim == 0 else out
+        return float_or_array(out)
 
     def lam_to_u(self, lam):
         """Inverse temperature in reward units to standardised units."""
         lam = np.asarray(lam, dtype=float)
         with np.errstate(over="ignore"):
             out = (lam * 2.0) * self._half_range
-        return float(out) if out.ndim == 0 else out
+        return float_or_array(out)
 
     def lam_from_u(self, lam_u):
         """Inverse temperature in standardised units to reward units."""
@@ -544,7 +539,7 @@ class Reference:
         else:
             with np.errstate(over="ignore"):  # huge lam_u on a tiny range: inf
                 out = (lam_u / 2.0) / self._half_range
-        return float(out) if np.ndim(out) == 0 else out
+        return float_or_array(out)
 
     def to_outcomes(self, level_logprobs):
         """Lift a level law to outcomes: ``log p(y) + log(phi_j / q_j)``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._validate import float_or_array
 from . import kernels as _k
 
 __all__ = ["unbiased_bon_reward", "unbiased_bon_gold", "tilted_gain_cov", "kl_trust_limit"]
@@ -33,7 +34,7 @@ def _unbiased(sorted_values, ns):
     for pos, big_n in np.ndenumerate(ns):
         w = _k.unbiased_weights(sorted_values.size, int(big_n))
         out[pos] = top + w @ (sorted_values - top)
-    return float(out) if out.ndim == 0 else out
+    return float_or_array(out)
 
 
 def unbiased_bon_reward(rewards, n):
@@ -130,7 +131,7 @@ def tilted_gain_cov(rewards, lam):
             e = np.expm1(lam_v * (d - c))
             # sum (w - mean w) d: the rounding of the sample mean (a common offset of d) cancels
             gain[pos] = float((e - e.mean()) @ d / (d.size + e.sum()))
-    return float(gain) if gain.ndim == 0 else gain
+    return float_or_array(gain)
 
 
 def kl_trust_limit(n, margin=1.0):

@@ -431,7 +431,7 @@ class Accumulator:
         prompts = self.ids.to_pylist() if self.arrow else list(self.table)
         self.ids = None
         # every value passed the row rule: the per-prompt checks of SampleSet are not repeated
-        return SampleSet._checked(
+        return SampleSet.from_validated(
             prompts,
             r,
             logprobs=g["logprob"],

@@ -105,7 +105,7 @@ class SampleSet:
     _EXTRAS = (("gold", False), ("logprobs", True), ("ref_logprobs", True))
 
     @classmethod
-    def _checked(
+    def from_validated(
         cls,
         prompts,
         rewards,
@@ -118,7 +118,31 @@ class SampleSet:
         gold=None,
         ref_logprobs=None,
     ):
-        """Build from values already validated (by the readers' row rule): no checks repeated."""
+        """Build a sample set from values that are already valid, without checking them again.
+
+        For readers whose row rule already validated every value: prompt
+        ids are distinct strings, each prompt has one non-empty float array
+        of finite rewards (and of finite gold, of log-probabilities
+        ``<= 0``, of texts where given). None of the constructor's checks is
+        repeated and the arrays are kept as given, not copied; any other
+        source belongs in the constructor or :meth:`from_dict`.
+
+        Parameters
+        ----------
+        prompts, rewards, logprobs, texts, bad_rows, n_bad_rows, source, gold, ref_logprobs
+            As the attributes of the same names.
+
+        Returns
+        -------
+        SampleSet
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> s = SampleSet.from_validated(["a"], [np.array([0.0, 1.0])])
+        >>> s.prompts, s.n_samples, s.has_gold
+        (['a'], 2, False)
+        """
         self = cls.__new__(cls)
         self.prompts, self.rewards, self.logprobs, self.texts = prompts, rewards, logprobs, texts
         self.bad_rows, self.n_bad_rows, self.source = list(bad_rows), n_bad_rows, source
