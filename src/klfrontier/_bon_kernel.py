@@ -14,7 +14,10 @@ tails far below ``e^{-745}`` exact) and from ``log F`` elsewhere.
 
 Used by single-token best-of-N (:mod:`klfrontier.bon`), the sequence
 window laws (:mod:`klfrontier.sequences._window`) and the saddle-point
-best-of-N (:mod:`klfrontier.sequences.memoryless`).
+best-of-N (:mod:`klfrontier.sequences.memoryless`).  The empirical
+estimators (:mod:`klfrontier.empirical.kernels`) use
+:func:`count_level_logd`, the same law written on the integer counts of an
+empirical law.
 
 >>> import numpy as np
 >>> logq = np.log([0.5, 0.5])
@@ -29,7 +32,7 @@ import numpy as np
 
 from ._logspace import log1mexp, log_neg_log1mexp
 
-__all__ = ["log_neg_log_cdf", "tail_logs", "level_logd"]
+__all__ = ["log_neg_log_cdf", "tail_logs", "level_logd", "count_level_logd"]
 
 #: Below this log survival, ``-log F`` is formed from the survival side.
 _LOG_HALF = -float(np.log(2.0))
@@ -104,3 +107,42 @@ def level_logd(logq, lnl_f, lnl_c, log_n):
         return np.array(logq, dtype=float)
     with np.errstate(over="ignore"):
         return -np.exp(log_n + lnl_f) + log1mexp(-np.exp(log_n + lnl_c))
+
+
+def count_level_logd(c_hi, k, n, log_n):
+    """Log-law of the best-of-N winner's level on an empirical law: ``log[(c/n)^N - ((c-k)/n)^N]``.
+
+    Parameters
+    ----------
+    c_hi : array_like
+        Cumulative count ``c`` of the level (samples at or below it), ``1 <= c <= n``.
+    k : array_like
+        Samples at the level, ``1 <= k <= c`` (broadcast against ``c_hi``).
+    n : int or float
+        Number of samples.
+    log_n : float
+        ``log N`` (``N = e^{log_n}`` finite; real ``N`` allowed).
+
+    Returns
+    -------
+    ndarray
+        ``N log(c/n) + log(1 - (1 - k/c)^N)``, same shape as ``c_hi`` and ``k``
+        broadcast together.
+
+    Notes
+    -----
+    The level law of :func:`level_logd` with ``F = c/n``, ``F^- = (c-k)/n``
+    and ``q = k/n``, formed on the counts: ``(1 - k/c)^N =
+    exp(N log1p(-k/c))``, so ``-expm1`` keeps the mass exact when
+    ``(c - k)/c`` is close to one, and the bottom level (``k = c``) is
+    ``N log(c/n)`` with no difference formed.  It agrees with :func:`level_logd` up to rounding.
+
+    >>> np.exp(count_level_logd(np.array([1.0, 2.0]), np.array([1.0, 1.0]), 2, np.log(2.0))).tolist()
+    [0.25, 0.75]
+    """
+    with np.errstate(divide="ignore"):
+        big_n = np.exp(log_n)
+        log_f = np.log(c_hi) - np.log(n)
+        # (1 - k/c)^N = exp(N log1p(-k/c)); 0 at the bottom level (k = c)
+        ratio = np.where(c_hi > k, big_n * np.log1p(-k / np.maximum(c_hi, 1)), -np.inf)
+        return big_n * log_f + np.log(-np.expm1(ratio))

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaln, gammaln
 
+from .._bon_kernel import count_level_logd
+
 __all__ = [
     "log_choose",
     "tie_bounds",
@@ -105,16 +107,6 @@ def tie_mean(values, a, b):
     return tot / (b - a + 1)
 
 
-def _bon_group_logd(c_hi, k, n, log_n_big):
-    """``log[(c_hi/n)^N - ((c_hi - k)/n)^N]`` (``k >= 1`` samples in the group, ``c_hi`` at or below it)."""
-    with np.errstate(divide="ignore"):
-        big_n = np.exp(log_n_big)
-        log_f = np.log(c_hi) - np.log(n)
-        # (1 - k/c_hi)^N = exp(N log1p(-k/c_hi)); -expm1 keeps the small-difference case exact
-        ratio = np.where(c_hi > k, big_n * np.log1p(-k / np.maximum(c_hi, 1)), -np.inf)
-        return big_n * log_f + np.log(-np.expm1(ratio))
-
-
 def bon_plugin(r, ns, gold=None, jackknife=False):
     """Plug-in best-of-N on each row's empirical law: reward, KL, win rate (and gold).
 
@@ -138,7 +130,8 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
     Notes
     -----
     A tie group of ``k`` samples whose cumulative count is ``C`` gets BoN mass
-    ``D = (C/n)^N - ((C-k)/n)^N``, shared equally, so
+    ``D = (C/n)^N - ((C-k)/n)^N``
+    (:func:`klfrontier._bon_kernel.count_level_logd`), shared equally, so
     ``KL = sum_groups D log(n D / k)`` and the win rate against ``p_hat`` is
     ``sum_groups D ((C - k) + k/2) / n``.  Removing one sample from group
     ``h`` lowers ``C`` by one for ``h`` and the groups above, which gives all
@@ -181,7 +174,7 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
     for m, big_n in enumerate(ns):
         log_nb = np.log(big_n)
         with np.errstate(divide="ignore", invalid="ignore"):  # table cells with k = 0 or k > c
-            logd = _bon_group_logd(cc, kk, n, log_nb)  # a group's mass
+            logd = count_level_logd(cc, kk, n, log_nb)  # a group's mass
             d = np.exp(logd)
             omega = pick(d / kk)
             term = np.where(last, pick(np.where(d > 0, d * (logd + np.log(n) - np.log(kk)), 0.0)), 0.0)
@@ -204,7 +197,7 @@ def bon_plugin(r, ns, gold=None, jackknife=False):
 def _kl_term(c_hi, k, n, log_nb):
     """``D log(n D / k)`` of a group with ``k`` samples and cumulative count ``c_hi`` out of ``n``."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        logd = _bon_group_logd(c_hi, np.maximum(k, 1.0), n, log_nb)
+        logd = count_level_logd(c_hi, np.maximum(k, 1.0), n, log_nb)
         d = np.exp(logd)
         return np.where((k > 0) & (d > 0), d * (logd + np.log(n) - np.log(np.maximum(k, 1.0))), 0.0)
 
