@@ -153,6 +153,35 @@ def _predictor(ref, delta, lattice):
         return equivalence(ref, delta)
 
 
+def convergence_row(m, b, reward_per_token, optimal_reward, gap, gp, kp, secs, **extra):
+    """One row of a convergence table: best-of-N ``b`` at length ``m`` against the optimum.
+
+    ``reward_per_token``, ``optimal_reward``, ``gap`` are in the caller's reward units; ``gp``
+    and ``kp`` are the predicted gap and KL to the optimum (NaN without predictions); their
+    ratios to the measured values are NaN where a prediction is 0.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "m": m,
+            "log_n": b.log_n,
+            "method": b.method,
+            "exact": b.exact,
+            "reward_per_token": reward_per_token,
+            "optimal_reward": optimal_reward,
+            "gap": gap,
+            "kl_per_token": b.kl_per_token,
+            "kl_to_optimal": b.kl_to_optimal,
+            "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
+            "gap_prediction": gp,
+            "kl_to_optimal_prediction": kp,
+            "gap_ratio": gap / gp if gp else np.nan,
+            "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
+            "error_bound": b.error_bound,
+            "seconds": secs,
+            **extra,
+        }
+
+
 def convergence(
     ref: Reference,
     delta,
@@ -250,27 +279,7 @@ def convergence(
             gp = float(np.ldexp(eq.gap_prediction(m), -e)) if eq is not None else np.nan
             gap = float(np.ldexp(b.reward_gap_per_token, -e))
         kp = float(eq.kl_to_optimal_prediction(m)) if eq is not None else np.nan
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rows.append(
-                {
-                    "m": m,
-                    "log_n": b.log_n,
-                    "method": b.method,
-                    "exact": b.exact,
-                    "reward_per_token": float(np.ldexp(b.reward_per_token, -e)),
-                    "optimal_reward": r_star,
-                    "gap": gap,
-                    "kl_per_token": b.kl_per_token,
-                    "kl_to_optimal": b.kl_to_optimal,
-                    "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
-                    "gap_prediction": gp,
-                    "kl_to_optimal_prediction": kp,
-                    "gap_ratio": gap / gp if gp else np.nan,
-                    "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
-                    "error_bound": b.error_bound,
-                    "seconds": secs,
-                }
-            )
+        rows.append(convergence_row(m, b, float(np.ldexp(b.reward_per_token, -e)), r_star, gap, gp, kp, secs))
     assert table is not None  # ms is non-empty
     table.rows = rows
     return table

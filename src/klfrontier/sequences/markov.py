@@ -58,7 +58,7 @@ from ..errors import ConvergenceError
 from ..lattice import resolve_lattice
 from ..tilt import Frontier
 from ._window import LOG_LOW_ENOUGH, LOG_OUTSIDE, WindowLaw, bon_on_window, tails
-from .convergence import ConvergenceTable
+from .convergence import ConvergenceTable, convergence_row
 from .memoryless import PerToken, RewardLaw, SequenceBoN, check_length
 
 __all__ = [
@@ -2180,27 +2180,18 @@ def markov_convergence(
         else:
             gp = kp = np.nan
         gap = b.reward_gap_per_token
-        with np.errstate(divide="ignore", invalid="ignore"):
-            table.rows.append(
-                {
-                    "m": m,
-                    "log_n": b.log_n,
-                    "method": b.method,
-                    "exact": b.exact,
-                    "reward_per_token": b.reward_per_token,
-                    "optimal_reward": b.optimal_reward / m,
-                    "gap": gap,
-                    "kl_per_token": b.kl_per_token,
-                    "kl_to_optimal": b.kl_to_optimal,
-                    "kl_to_optimal_per_token": b.kl_to_optimal_per_token,
-                    "gap_prediction": gp,
-                    "kl_to_optimal_prediction": kp,
-                    "gap_ratio": gap / gp if gp else np.nan,
-                    "kl_to_optimal_ratio": b.kl_to_optimal / kp if kp else np.nan,
-                    "error_bound": b.error_bound,
-                    "seconds": secs,
-                    "lam_m": b.lam,
-                    "stationary_reward": eq.x_star,
-                }
+        table.rows.append(
+            convergence_row(
+                m,
+                b,
+                b.reward_per_token,
+                b.optimal_reward / m,
+                gap,
+                gp,
+                kp,
+                secs,
+                lam_m=b.lam,
+                stationary_reward=eq.x_star,
             )
+        )
     return table
