@@ -771,7 +771,7 @@ def _file_provenance(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-class _provenance_in_background:
+class _BackgroundProvenance:
     """:func:`_file_provenance` of each path on a daemon thread, while the files are read.
 
     hashlib releases the GIL on large blocks, so the sha256 runs on the second core; a daemon
@@ -936,7 +936,7 @@ def analyze(
             task = bar.add_task(escape(label), total=None)
             return task, (lambda rows: bar.update(task, completed=rows))
 
-        hashing = _provenance_in_background([samples, *pol_files.values()])
+        hashing = _BackgroundProvenance([samples, *pol_files.values()])
         task, cb = reader(f"reading {samples.name}")
         data = read_samples(
             samples,
