@@ -320,3 +320,21 @@ def test_no_module_reads_private_reference_state():
         if path.name == "reference.py":
             continue
         assert "._half_range" not in path.read_text(), path
+
+
+def test_sequence_names_load_on_first_use():
+    """``import klfrontier`` leaves the sequence engines unloaded; their public names still work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, klfrontier as kf; "
+        "assert 'klfrontier.sequences' not in sys.modules, 'sequences loaded eagerly'; "
+        "assert kf.Markov.__name__ == 'Markov' and 'klfrontier.sequences' in sys.modules; "
+        "from klfrontier import convergence, Memoryless; "
+        "assert callable(convergence) and Memoryless.__name__ == 'Memoryless'; "
+        "assert {'Markov', 'convergence', 'reward_law'} <= set(dir(kf))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        kf.nonexistent  # noqa: B018

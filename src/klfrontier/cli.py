@@ -486,9 +486,9 @@ def convergence(
     as_json: bool = JsonOpt,
 ):
     """Exact best-of-N with N = e^{mδ} against KL-RL with budget mδ, as m grows (theory §6)."""
-    from . import convergence as _convergence
     from . import equivalence
     from .jobs import SECOND_ORDER_RULE, shown_predictions
+    from .sequences import convergence as _convergence
 
     ms = _lengths(lengths)
     deltas = parse_floats(delta, "--delta")
