@@ -144,6 +144,16 @@ def _row_ids(indptr):
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
+def _row_argmax(csr, values, row_max, K):
+    """Per-row index into ``values`` (aligned with ``csr.data``) of an entry equal to ``row_max``
+    (any one of tied entries); ``-1`` for empty rows."""
+    rows = _row_ids(csr.indptr)
+    hit = np.flatnonzero(values == row_max[rows])
+    at = np.full(K, -1)
+    at[rows[hit]] = hit
+    return at
+
+
 def _row_max(csr, values, K):
     """Per-row max of ``values`` (aligned with ``csr.data``); ``-inf`` for empty rows."""
     out = np.full(K, -np.inf)
@@ -262,13 +272,10 @@ class _Chain:
             self.top_at = col
             self.top_is_a = None
         else:
-            data, indptr = S.data, S.indptr
-            nz = np.diff(indptr) > 0
+            data = S.data
+            nz = np.diff(S.indptr) > 0
             top = _row_max(S, data, K)
-            at = np.full(K, -1)
-            hit = np.flatnonzero(data == top[_row_ids(indptr)])
-            first_rows, first = np.unique(_row_ids(indptr)[hit], return_index=True)
-            at[first_rows] = hit[first]
+            at = _row_argmax(S, data, top, K)
             top = np.where(nz, top, 0.0)
             saved = data[at[nz]].copy()
             data[at[nz]] = 0.0
@@ -365,9 +372,7 @@ class _Tilt:
                 Rt = (ch.R[cols] if ch.per_token else ch.R) - self.c
                 x = ch.log_data() + lam * Rt if lam != 0 else ch.log_data()
                 s = _row_max(P, x, K)
-                at = np.full(K, -1)
-                hit = np.flatnonzero(x == s[rows])
-                at[rows[hit]] = hit  # any entry at the row max will do (ties: each is 1 in M)
+                at = _row_argmax(P, x, s, K)  # any entry at the row max will do (ties: each is 1 in M)
                 if ch.kind == "backoff":
                     rt = ch.R - self.c
                     lb = _log_initial(ch.b) + lam * rt
