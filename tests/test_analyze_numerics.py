@@ -80,8 +80,8 @@ def test_bon_plugin_table_path_equals_the_direct_path(levels):
             np.testing.assert_array_equal(batch[key][i : i + 1], v, err_msg=key)
 
 
-def test_tilt_rows_batched_equals_row_by_row_across_the_expm1_switch():
-    """Rows on either side of |lam span| = 0.05 (expm1 rows, exp rows) in one batch or alone."""
+def test_tilt_rows_batched_equals_row_by_row_across_the_cap_shift():
+    """Rows with and without the cap shift, and with and without a dominant weight, in one batch or alone."""
     rng = np.random.default_rng(2)
     r = rng.normal(size=(60, 30)) * np.geomspace(1e-3, 10, 60)[:, None]
     lams = np.array([0.0, 1e-3, 0.02, 0.3, 5.0])

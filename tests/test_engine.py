@@ -126,6 +126,39 @@ def test_ties_are_one_level_in_reference_and_huge_values_stay_exact():
         assert _rel(st.gain[i], ex["gain"]) < 1e-13
 
 
+@pytest.mark.parametrize("t", [0.05, 0.5, 3.0, -2.0])
+def test_centred_cgf_keeps_relative_accuracy_past_t_one_tenth(t):
+    """A mean-centred K of 1e-13..1e-10 at |t| > 0.1 (mass 1 - 1e-9 at one level).
+
+    The rule is log1p(sum q expm1 x) wherever that sum is >= -1/2; the old
+    cut-off |t| <= 0.1 sent these rows to logsumexp, which kept 4.7e-6.
+    """
+    u = np.array([-1.0, -0.3, 0.0])
+    logq = np.log([1e-12, 1e-9, 1 - 1e-9 - 1e-12])
+    q = [mp.exp(mp.mpf(a)) for a in logq]
+    mean = mp.fsum(a * mp.mpf(v) for a, v in zip(q, u)) / mp.fsum(q)
+    c = float(mean)
+    k, _ = en.centred_cgf(logq, u, [t], [c])
+    tt, cc = mp.mpf(t), mp.mpf(c)
+    exact = mp.log(mp.fsum(a * mp.exp(tt * (mp.mpf(v) - cc)) for a, v in zip(q, u)) / mp.fsum(q))
+    assert abs(k[0] - exact) <= 1e-13 * abs(exact)
+
+
+def test_log1p_rule_hands_cancelling_sums_to_the_fallback():
+    """A centre at the top with a large t: sum q e^x << 1, so log1p(s) would cancel; logsumexp is used."""
+    u = np.array([-1.0, -0.5, 0.0])
+    logq = np.log([0.5, 0.4999999, 1e-7])
+    k, x = en.centred_cgf(logq, u, [40.0], [0.0])
+    exact = mp.log(mp.fsum(mp.exp(mp.mpf(a) + 40 * mp.mpf(v)) for a, v in zip(logq, u)))
+    assert abs(k[0] - exact) <= 1e-15 * abs(exact)
+    seen = []
+    got = en.log1p_rule(
+        np.array([0.25, -0.75, np.inf]), lambda m: seen.append(m.copy()) or np.array([7.0, 8.0])
+    )
+    assert got[0] == np.log1p(0.25) and got[1:].tolist() == [7.0, 8.0]
+    assert seen[0].tolist() == [False, True, True]
+
+
 def test_batch_kernels_on_a_batch_of_laws_match_mpmath():
     rng = np.random.default_rng(3)
     T, L = 5, 7

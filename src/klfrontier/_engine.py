@@ -16,7 +16,8 @@ Every caller of the library's tilts goes through this module:
   cumulant series, the centred sums and the recentring at the mode) and
   :func:`stats4` (cumulants 1..4 in one pass);
 * :func:`centred_cgf`, :func:`log_tilt` and :func:`end_rows` for batches of
-  tilts (and of laws, ``(T, L)``);
+  tilts (and of laws, ``(T, L)``), with :func:`log1p_rule` the one rule for
+  ``log sum q e^x`` (also the empirical tilts' rule, with :func:`cap_shift`);
 * :func:`solve_kl` (``D(lam) = target``) and :func:`solve_mean`
   (``Lambda'(t) = x``, or any increasing statistic), both taking a
   statistics callback and vectorised over targets.
@@ -55,6 +56,11 @@ __all__ = [
     "cgf_series",
     "cgf_at_mode",
     "centred_cgf",
+    "log1p_rule",
+    "expm1_sums",
+    "cap_shift",
+    "LOG1P_MIN",
+    "X_CAP",
     "log_tilt",
     "tilted_mean_var",
     "mean_from_ends",
@@ -76,6 +82,11 @@ _EPS = float(np.finfo(float).eps)
 # Below this |lam| the cumulant series (truncated after kappa_6) is exact to
 # ~1e-15 and, unlike the direct sums, keeps D ~ lam^2 var / 2 exact.
 SERIES_LAM = 1e-3
+
+# log(1 + s) is taken as log1p(s) down to s = -1/2 (:func:`log1p_rule`).
+LOG1P_MIN = -0.5
+# The largest exponent an empirical tilt forms directly (:func:`cap_shift`).
+X_CAP = 50.0
 
 # Elements of one (rows x levels) tile of the work matrix: small enough to stay
 # in cache, large enough that numpy's per-call overhead does not show.
@@ -504,6 +515,110 @@ def _rows_2d(logq, t):
     return (logq if logq.ndim == 2 else logq[None, :]), t
 
 
+def cap_shift(top, lam):
+    """Shift ``c >= 0`` with ``lam (top - c) <= X_CAP``: ``max(0, top - X_CAP / lam)`` (0 at ``lam = 0``).
+
+    An empirical tilt forms ``e^{lam (d - c)}`` of centred rewards ``d``; the
+    shift keeps every exponent at most ``X_CAP`` (no overflow) and moves it
+    only where an exponent would pass it.
+
+    >>> cap_shift(np.array([1.0, 100.0]), np.array([1.0, 1.0])).tolist()
+    [0.0, 50.0]
+    """
+    with np.errstate(divide="ignore"):
+        return np.maximum(0.0, top - X_CAP / lam)
+
+
+def expm1_sums(x, q=None, out=None):
+    """``e = e^x - 1`` of each row of ``x`` ``(T, L)`` and the row sums ``s = sum_j q_j e_j``.
+
+    Parameters
+    ----------
+    x : (T, L) ndarray
+    q : (L,) or (T, L) ndarray, optional
+        Weights (default ones: ``s`` is the plain row sum).
+    out : (T, L) ndarray, optional
+        Receives ``e``.
+
+    Returns
+    -------
+    e : (T, L) ndarray
+    s : (T,) ndarray
+
+    Notes
+    -----
+    ``exp(x) - 1`` is about twice as fast as ``expm1`` (numpy vectorises
+    ``exp``) and rounds each term by at most ``2 eps (1 + e^x)``; a row keeps
+    it where that bound, summed, is below ``1e-13 |s|``, and is redone with
+    ``expm1`` (rounding relative to each term) elsewhere: rows whose
+    exponents are all small, where ``s`` of order ``x^2`` would lose its
+    digits.  Past overflow ``s`` is inf or NaN (for :func:`log1p_rule`).
+
+    >>> e, s = expm1_sums(np.array([[1e-9, -1e-9], [2.0, 0.0]]))
+    >>> float(s[0]), round(float(s[1]), 12)
+    (1e-18, 6.389056098931)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(x, out=out)
+        e -= 1.0
+        if q is None:
+            s = e.sum(axis=1)
+            mass = float(x.shape[1])
+        else:
+            qq = np.broadcast_to(q, x.shape)
+            s = np.einsum("ij,ij->i", e, qq)
+            mass = qq.sum(axis=1)
+        redo = ~(4.0 * _EPS * (2.0 * mass + np.abs(s)) <= 1e-13 * np.abs(s))
+        if redo.any():  # in place, row by row: a row's result does not depend on the batch
+            np.expm1(x, out=e, where=redo[:, None])
+            s = np.where(redo, e.sum(axis=1) if q is None else np.einsum("ij,ij->i", e, qq), s)
+    return e, s
+
+
+def log1p_rule(s, fallback):
+    """``log(1 + s)`` for sums ``s = sum_j q_j expm1(x_j)``: the one rule of every CGF in the library.
+
+    Parameters
+    ----------
+    s : ndarray
+        Row sums (any shape) of ``q_j expm1(x_j)``, so ``1 + s = sum_j q_j e^{x_j}``.
+    fallback : callable
+        ``fallback(mask)`` returns ``log(1 + s)`` by another route for the
+        entries where ``mask`` is true (typically ``logsumexp(log q + x)``).
+
+    Returns
+    -------
+    ndarray
+
+    Notes
+    -----
+    Where ``s >= LOG1P_MIN = -1/2`` (and finite), ``log1p(s)`` is exact to a
+    few ulp absolutely and, unlike ``log sum q e^x``, keeps its relative
+    accuracy as ``x -> 0``: a row centred at its mean has ``s >= 0`` by
+    Jensen's inequality, so its CGF of order ``t^2 var`` keeps its digits.
+    Below (a centre above the bulk of the law: ``1 + s`` cancels) or where
+    an exponent overflowed, ``fallback``.
+
+    >>> float(log1p_rule(np.array([1e-20]), None)[0])
+    1e-20
+    """
+    s = np.asarray(s, dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = (s >= LOG1P_MIN) & np.isfinite(s)
+        big = s >= 1.0
+        # log(1 + s) is as exact as log1p(s) for s >= 1 and about twice as fast (vectorised log)
+        if big.all():
+            k = np.log(1.0 + s)
+        else:
+            k = np.log1p(np.where(ok, s, 0.0))
+            if big.any():
+                k[big] = np.log(1.0 + s[big])
+    if not ok.all():
+        bad = ~ok
+        k[bad] = fallback(bad)
+    return k
+
+
 def centred_cgf(logq, u, t, c):
     """``K_c(t) = log sum_j q_j e^{x_j}``, ``x_j = t (u_j - c)``, per row ``(t, c)``.
 
@@ -522,8 +637,9 @@ def centred_cgf(logq, u, t, c):
 
     Notes
     -----
-    Rows with ``|t| <= 0.1`` use ``log1p(sum q expm1(x))``, which keeps ``K``
-    accurate as ``t -> 0``; the rest ``logsumexp(log q + x)``.
+    ``K = log1p(sum_j q_j expm1(x_j))`` by :func:`log1p_rule`, which keeps
+    ``K`` accurate as ``t -> 0``; rows the rule rejects (a centre at an end of
+    the law, with ``sum q e^x`` far below 1) take ``logsumexp(log q + x)``.
 
     >>> float(centred_cgf(np.log([0.5, 0.5]), np.array([-1.0, 0.0]), [1e-9], [-0.5])[0][0])
     1.25e-19
@@ -532,13 +648,9 @@ def centred_cgf(logq, u, t, c):
     u = np.asarray(u, dtype=float)
     u2 = u if u.ndim == 2 else u[None, :]
     x = t[:, None] * (u2 - np.atleast_1d(np.asarray(c, dtype=float))[:, None])
-    k = logsumexp(lq + x, axis=1)
-    small = np.abs(t) <= 0.1
-    if small.any():
-        q = np.exp(lq)
-        qs = q[small] if q.shape[0] == t.size else np.broadcast_to(q, (int(small.sum()), q.shape[1]))
-        k[small] = np.log1p(np.einsum("ij,ij->i", np.expm1(x[small]), qs))
-    return k, x
+    _, s = expm1_sums(x, np.exp(lq))  # inf or NaN past overflow: the rule rejects it
+    lq2 = np.broadcast_to(lq, x.shape)
+    return log1p_rule(s, lambda rows: logsumexp(lq2[rows] + x[rows], axis=1)), x
 
 
 def log_tilt(logq, v, t):

@@ -24,9 +24,10 @@ Estimators
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln, gammaln
+from scipy.special import betaln, gammaln, logsumexp
 
 from .._bon_kernel import count_level_logd
+from .._engine import cap_shift, expm1_sums, log1p_rule
 
 __all__ = [
     "log_choose",
@@ -34,6 +35,7 @@ __all__ = [
     "unbiased_weights",
     "bon_plugin",
     "tilt_rows",
+    "exclusive_sums",
     "unbiased_jackknife",
     "tie_mean",
     "pareto_khat",
@@ -250,6 +252,49 @@ def unbiased_jackknife(r, big_n):
     return top + pre[:, j] + suf[:, n - 1 - j]
 
 
+def exclusive_sums(a, total=None, out=None):
+    """``sum_{j != i} a_j`` for every entry of each row of ``a`` ``(B, n)``.
+
+    Parameters
+    ----------
+    a : (B, n) ndarray
+    total : (B, 1) ndarray, optional
+        The rows' totals as the caller formed them (default ``a.sum(axis=1)``).
+    out : (B, n) ndarray, optional
+        Not ``a`` (its entries are read again where the difference is lossy).
+
+    Notes
+    -----
+    ``total - a_i``, except for a row's largest entry where that difference
+    loses more than two bits (``|total| + |a_j| > 4 |total - a_j|``: ``a_j``
+    holds nearly all of the row, as one sample does of a tilt's weights at
+    large ``lam``); there the other entries are summed themselves.  Every
+    other entry's difference is then about ``a_j``, with full accuracy.
+
+    >>> exclusive_sums(np.array([[1e20, 1.0, 2.0]])).tolist()
+    [[3.0, 1e+20, 1e+20]]
+    """
+    a = np.asarray(a, dtype=float)
+    if out is a:
+        raise ValueError("exclusive_sums: out must not be a")
+    B, n = a.shape
+    tot = a.sum(axis=1, keepdims=True) if total is None else total
+    res = np.subtract(tot, a, out=out)
+    if n == 1:
+        res[:] = 0.0
+        return res
+    j = np.abs(a).argmax(axis=1)
+    rows = np.arange(B)
+    with np.errstate(invalid="ignore"):
+        lossy = np.abs(tot[:, 0]) + np.abs(a[rows, j]) > 4.0 * np.abs(res[rows, j])
+    if lossy.any():
+        rr = np.flatnonzero(lossy)
+        others = a[rr]
+        others[np.arange(rr.size), j[rr]] = 0.0
+        res[rr, j[rr]] = others.sum(axis=1)
+    return res
+
+
 def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     """The tilt of each row's empirical law at each ``lam``.
 
@@ -277,16 +322,18 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
 
     Notes
     -----
-    With ``d = r - rbar`` and a shift ``c = max(0, max d - 50/lam)`` (no
-    overflow), ``w = e^{lam (d - c)}`` is formed as ``1 + expm1``:
+    With ``d = r - rbar`` and the shift ``c`` of
+    :func:`klfrontier._engine.cap_shift` (no exponent above 50),
+    ``w = e^{lam (d - c)}`` is formed as ``1 + expm1``:
 
     .. math:: R - \\bar r = \\frac{\\sum w d}{\\sum w},\\quad
               \\Lambda = \\lambda(\\bar r + c) + \\log\\operatorname{mean} w,\\quad
               KL = \\lambda (R - \\bar r - c) - \\log\\operatorname{mean} w,
 
-    where ``log mean w = log1p(mean expm1(.))``: at small ``lam`` both terms
-    of the KL are ``O(lam^2 var)`` and neither is a difference of rounded
-    rewards.
+    where ``log mean w = log1p(mean expm1(.))`` by the engine's one rule
+    (:func:`klfrontier._engine.log1p_rule`, as for every CGF in the library;
+    so are the leave-one-out values): at small ``lam`` both terms of the KL
+    are ``O(lam^2 var)`` and neither is a difference of rounded rewards.
 
     Examples
     --------
@@ -301,7 +348,6 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     rbar = r.mean(axis=1, keepdims=True)
     d = r - rbar
     dmax = d.max(axis=1, keepdims=True)
-    span = dmax - d.min(axis=1, keepdims=True)
     keys = ["reward", "kl", "logmgf", "var", "ess"]
     if gold is not None:
         keys.append("gold")
@@ -327,29 +373,20 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     for g in range(G):
         lam = lam_cols[:, g : g + 1]  # (B, 1): one lam per row
         zero = lam == 0.0
-        with np.errstate(divide="ignore"):
-            c = np.maximum(0.0, dmax - 50.0 / lam)  # no overflow in e^{lam (d - c)}
+        c = cap_shift(dmax, lam)  # no overflow in e^{lam (d - c)}
         shifted = bool(c.any())
         if shifted:
             np.subtract(d, c, out=x)
             x *= lam  # x = lam (d - c)
         else:
             np.multiply(d, lam, out=x)  # c = 0: the same numbers, one pass
-        # where every |x| is small the KL is O(x^2): keep expm1's relative accuracy there
-        is_small = (lam * span)[:, 0] < 0.05
-        small = np.flatnonzero(is_small)
-        if small.size == B:
-            np.expm1(x, out=e)
-        else:
-            np.exp(x, out=e)
-            e -= 1.0
-            if small.size:
-                e[small] = np.expm1(x[small])
-        se = e.sum(axis=1)
+        _, se = expm1_sums(x, out=e)
         s0 = (n + se)[:, None]
         s1 = (dot(e, d) + sd)[:, None]
         gain = np.where(zero, 0.0, s1 / s0)
-        lmw = np.log1p(se / n)[:, None]
+        # log mean w; w = 1 + e with its largest exponent at most X_CAP (log1p everywhere: mean w >= 1
+        # when c = 0 by Jensen, >= e^{X_CAP} / n when shifted; the fallback is for the rule's sake)
+        lmw = log1p_rule(se / n, lambda rows, x=x: logsumexp(x[rows], axis=1) - np.log(n))[:, None]
         kl = np.maximum(lam * (gain - c) - lmw, 0.0)
         out["reward"][:, g] = (rbar + gain)[:, 0]
         out["kl"][:, g] = kl[:, 0]
@@ -360,18 +397,29 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
         if jackknife:
             np.add(e, 1.0, out=w)
-            np.subtract(s0, w, out=s0m)
+            # Sums without sample i: the total minus the own term, except where one sample holds
+            # nearly all of it (large lam): there the difference would keep only the last digits of
+            # the others' share, and exclusive_sums adds the others up instead.
+            exclusive_sums(e, total=se[:, None], out=kl_l)  # sum_{j != i} e_j
+            np.add(kl_l, n - 1.0, out=s0m)  # sum_{j != i} w_j, where that does not cancel (below)
+            kl_l /= n - 1.0
+
+            def fallback(bad):  # mean w without i below 1/2: sum the weights themselves
+                rows = np.flatnonzero(bad.any(axis=1))
+                s0m[rows] = exclusive_sums(w[rows])
+                with np.errstate(divide="ignore"):
+                    return np.log(s0m[rows] / (n - 1.0))[bad[rows]]
+
+            # log mean w without i, by the engine's rule: log1p(kl_l), else log(s0m / (n - 1))
+            kl_l = log1p_rule(kl_l, fallback)
             # a sample holding all the weight leaves nothing to tilt: its leave-one-out is NaN
             if not s0m.min() > 0:
-                s0m[~(s0m > 0)] = np.nan
-            np.multiply(w, d, out=gain_l)
-            np.subtract(s1, gain_l, out=gain_l)
+                bad = ~(s0m > 0)
+                s0m[bad] = np.nan
+                kl_l[bad] = np.nan
+            np.multiply(w, d, out=x)  # (x is free: the exponents are not read again)
+            exclusive_sums(x, total=s1, out=gain_l)
             gain_l /= s0m  # R_(-i) - rbar (any fixed centring works)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                np.divide(s0m, n - 1.0, out=kl_l)
-                np.log(kl_l, out=kl_l)  # log mean w without i (NaN where s0m is)
-                if small.size:  # O(x^2) KLs: log1p keeps their digits
-                    kl_l[small] = np.log1p((se[small, None] - e[small]) / (n - 1.0))
             # kl_(-i) = lam (gain_(-i) - c) - log mean w_(-i), 0 at lam = 0 (x is free again)
             if shifted:
                 kl_loo = np.subtract(gain_l, c, out=x)
@@ -383,8 +431,9 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 kl_loo[zero[:, 0]] = 0.0
             loos = [("reward", gain_l, gain), ("kl", kl_loo, kl)]
             if gold is not None:
-                swg = (w * gold).sum(axis=1, keepdims=True)
-                loos.append(("gold", (swg - w * gold) / s0m, swg / s0))
+                wg = w * gold
+                swg = wg.sum(axis=1, keepdims=True)
+                loos.append(("gold", exclusive_sums(wg, total=swg) / s0m, swg / s0))
             for name, loo, full in loos:
                 mu = loo.mean(axis=1, keepdims=True)
                 out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]

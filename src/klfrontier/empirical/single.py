@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._engine import cap_shift
 from .._validate import float_or_array
 from . import kernels as _k
 
@@ -127,7 +128,7 @@ def tilted_gain_cov(rewards, lam):
     gain = np.zeros(lams.shape)
     for pos, lam_v in np.ndenumerate(lams):
         if lam_v > 0:
-            c = max(0.0, float(d.max()) - 50.0 / lam_v)
+            c = float(cap_shift(float(d.max()), lam_v))
             e = np.expm1(lam_v * (d - c))
             # sum (w - mean w) d: the rounding of the sample mean (a common offset of d) cancels
             gain[pos] = float((e - e.mean()) @ d / (d.size + e.sum()))
