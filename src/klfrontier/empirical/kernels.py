@@ -252,7 +252,7 @@ def unbiased_jackknife(r, big_n):
     return top + pre[:, j] + suf[:, n - 1 - j]
 
 
-def exclusive_sums(a, total=None, out=None):
+def exclusive_sums(a, total=None, out=None, top=None):
     """``sum_{j != i} a_j`` for every entry of each row of ``a`` ``(B, n)``.
 
     Parameters
@@ -262,6 +262,9 @@ def exclusive_sums(a, total=None, out=None):
         The rows' totals as the caller formed them (default ``a.sum(axis=1)``).
     out : (B, n) ndarray, optional
         Not ``a`` (its entries are read again where the difference is lossy).
+    top : (B,) int ndarray, optional
+        Each row's largest entry in magnitude, where the caller knows it
+        (default ``abs(a).argmax(axis=1)``).
 
     Notes
     -----
@@ -283,7 +286,7 @@ def exclusive_sums(a, total=None, out=None):
     if n == 1:
         res[:] = 0.0
         return res
-    j = np.abs(a).argmax(axis=1)
+    j = np.abs(a).argmax(axis=1) if top is None else top
     rows = np.arange(B)
     with np.errstate(invalid="ignore"):
         lossy = np.abs(tot[:, 0]) + np.abs(a[rows, j]) > 4.0 * np.abs(res[rows, j])
@@ -347,7 +350,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     G = lam_cols.shape[1]
     rbar = r.mean(axis=1, keepdims=True)
     d = r - rbar
-    dmax = d.max(axis=1, keepdims=True)
+    top = d.argmax(axis=1)
+    dmax = np.take_along_axis(d, top[:, None], axis=1)
     keys = ["reward", "kl", "logmgf", "var", "ess"]
     if gold is not None:
         keys.append("gold")
@@ -400,7 +404,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             # Sums without sample i: the total minus the own term, except where one sample holds
             # nearly all of it (large lam): there the difference would keep only the last digits of
             # the others' share, and exclusive_sums adds the others up instead.
-            exclusive_sums(e, total=se[:, None], out=kl_l)  # sum_{j != i} e_j
+            # the largest weight is the top reward's: only its difference can cancel
+            exclusive_sums(e, total=se[:, None], out=kl_l, top=top)  # sum_{j != i} e_j
             np.add(kl_l, n - 1.0, out=s0m)  # sum_{j != i} w_j, where that does not cancel (below)
             kl_l /= n - 1.0
 
@@ -418,7 +423,7 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 s0m[bad] = np.nan
                 kl_l[bad] = np.nan
             np.multiply(w, d, out=x)  # (x is free: the exponents are not read again)
-            exclusive_sums(x, total=s1, out=gain_l)
+            exclusive_sums(x, total=s1, out=gain_l, top=top)
             gain_l /= s0m  # R_(-i) - rbar (any fixed centring works)
             # kl_(-i) = lam (gain_(-i) - c) - log mean w_(-i), 0 at lam = 0 (x is free again)
             if shifted:
