@@ -12,6 +12,7 @@ process.  Per run: exit code 0 or 2, no traceback, no warning, and stderr one
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -203,32 +204,44 @@ def run_cli(args, stdin=None, timeout=120):
     return p.returncode, p.stdout.decode(), p.stderr.decode(), time.perf_counter() - t0
 
 
+# A small wrapper that spawns the CLI and reports the CLI's rusage.  The measured process must not be
+# a child of pytest itself: a child spawned with vfork (as subprocess and posix_spawn do) records the
+# high-water RSS of the address space it borrowed, pytest's, when it execs, so ``ru_maxrss`` would be
+# at least pytest's own peak (1066 MiB once, for a CLI run that peaks at 836 MiB).  The wrapper is a
+# fresh ~20 MB interpreter, so the CLI's number is its own.
+_MEASURE_WRAPPER = r"""
+import json, os, sys
+out_path, err_path, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+acts = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, out_path, flags, 0o600),
+        (os.POSIX_SPAWN_OPEN, 2, err_path, flags, 0o600)]
+pid = os.posix_spawnp(cmd[0], cmd, os.environ, file_actions=acts)
+_, status, ru = os.wait4(pid, 0)
+print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "maxrss": ru.ru_maxrss * 1024}))
+"""
+
+
 def run_measured(args, timeout=300):
-    """Like :func:`run_cli`, with the child's peak RSS from ``os.wait4``."""
+    """Like :func:`run_cli`, with the CLI's own peak RSS (``os.wait4`` in a small wrapper process)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([*CLI, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                p.kill()
-                os.wait4(p.pid, 0)
-                raise TimeoutError(args)
-            time.sleep(0.05)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (
-            p.returncode,
-            out.read().decode(),
-            err.read().decode(),
-            usage.ru_maxrss * 1024,
-            time.perf_counter() - t0,
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        cmd = [sys.executable, "-c", _MEASURE_WRAPPER, out, err, *CLI, *args]
+        p = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, start_new_session=True
         )
+        try:
+            report, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the wrapper and the CLI it spawned
+            p.communicate()
+            raise TimeoutError(args) from None
+        res = json.loads(report.decode().strip().splitlines()[-1])
+        with open(out, "rb") as fo, open(err, "rb") as fe:
+            stdout, stderr = fo.read().decode(), fe.read().decode()
+    return res["rc"], stdout, stderr, res["maxrss"], time.perf_counter() - t0
 
 
 def feed_fifo(path, chunks):
