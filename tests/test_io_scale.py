@@ -5,7 +5,8 @@
   ``klfrontier analyze`` in a child process;
 * a 10M-row ``--ref`` CSV through ``klfrontier frontier --ref``.
 
-Each asserts the child's peak RSS (``os.wait4``) under 1 GiB, that every row
+Each asserts the CLI's peak RSS (``os.wait4`` in a small wrapper process, see
+``test_fuzz_inputs.run_measured``) under 1 GiB, that every row
 was read, and prints rows/s.  The files are generated streaming into the
 test's temporary folder (a fixed block of rows written repeatedly) and
 deleted afterwards.  Marked ``slow``; each takes about 1-3 minutes on 2
