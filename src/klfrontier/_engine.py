@@ -34,6 +34,7 @@ The module imports only numpy, scipy, :mod:`klfrontier._logspace` and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -50,6 +51,8 @@ __all__ = [
     "series_stats",
     "stats4",
     "level_cumulants",
+    "moment_cumulants",
+    "series_terms",
     "centres",
     "groups",
     "tilt_sums",
@@ -398,13 +401,9 @@ def series_stats(law: LevelLaw, lam_u) -> TiltStats:
     mu, k = law.mean, law.cumulants
     fact = _FACT
     l = np.asarray(lam_u, dtype=float)
-    ks = range(2, 7)
-    cgf_ = mu * l + sum(k[j] * l**j / fact[j] for j in ks)
-    gain = sum(k[j] * l ** (j - 1) / fact[j - 1] for j in ks)
-    var = sum(k[j] * l ** (j - 2) / fact[j - 2] for j in ks)
+    cgf_, gain, var, kl = series_terms(k, l)
     k3 = sum(k[j] * l ** (j - 3) / fact[j - 3] for j in range(3, 7))
-    kl = sum((j - 1) * k[j] * l**j / fact[j] for j in ks)
-    return TiltStats(lam_u=l, cgf=cgf_, mean=mu + gain, var=var, k3=k3, kl=kl, gain=gain)
+    return TiltStats(lam_u=l, cgf=mu * l + cgf_, mean=mu + gain, var=var, k3=k3, kl=kl, gain=gain)
 
 
 def cgf_series(cumulants, lam):
@@ -437,19 +436,59 @@ def level_cumulants(level_logprobs, u, mean):
         for j in range(2, 7):
             qd *= d
             m[j] += float(np.sum(qd))
-    m1 = m[1]
-    # central moments about the exact mean (mean + m1) from those about ``mean``
-    c2 = m[2] - m1**2
-    c3 = m[3] - 3 * m1 * m[2] + 2 * m1**3
-    c4 = m[4] - 4 * m1 * m[3] + 6 * m1**2 * m[2] - 3 * m1**4
-    c5, c6 = m[5], m[6]  # m1 ~ eps: its corrections there are below rounding
+    return moment_cumulants(m)
+
+
+def moment_cumulants(m):
+    """Cumulants ``kappa_2..kappa_6`` from the moments ``m[1..6]`` about a centre (floats or arrays).
+
+    ``m[1]`` is the mean's offset from the centre; the central moments are
+    ``c_k = sum_j C(k, j) m_{k-j} (-m_1)^j`` (``m_0 = 1``), then
+    ``kappa_4 = c_4 - 3 c_2^2``, ``kappa_5 = c_5 - 10 c_3 c_2``,
+    ``kappa_6 = c_6 - 15 c_4 c_2 - 10 c_3^2 + 30 c_2^3``.  With a centre at
+    the mean up to rounding, ``m_1`` enters at second order only.
+
+    >>> k = moment_cumulants({1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5, 6: 0.5})   # Bernoulli(1/2)
+    >>> [float(k[j]) for j in (2, 4)]
+    [0.25, -0.125]
+    """
+    a = -m[1]
+    mom = {0: 1.0, **{j: m[j] for j in range(1, 7)}}
+    c = {}
+    for k in range(2, 7):
+        # Horner in a: sum_j C(k, j) m_{k-j} a^j
+        acc = math.comb(k, k) * mom[0]
+        for j in range(k - 1, -1, -1):
+            acc = acc * a + math.comb(k, j) * mom[k - j]
+        c[k] = acc
     return {
-        2: c2,
-        3: c3,
-        4: c4 - 3 * c2**2,
-        5: c5 - 10 * c3 * c2,
-        6: c6 - 15 * c4 * c2 - 10 * c3**2 + 30 * c2**3,
+        2: c[2],
+        3: c[3],
+        4: c[4] - 3 * c[2] ** 2,
+        5: c[5] - 10 * c[3] * c[2],
+        6: c[6] - 15 * c[4] * c[2] - 10 * c[3] ** 2 + 30 * c[2] ** 3,
     }
+
+
+def series_terms(k, lam):
+    """``(K, gain, var, kl)`` of a tilt by small ``lam`` from cumulants ``k[2..6]`` (arrays broadcast).
+
+    ``K = Lambda(lam) - mu lam = sum_{j>=2} kappa_j lam^j / j!``, the gain
+    ``Lambda'(lam) - mu``, the variance ``Lambda''(lam)`` and
+    ``D = lam Lambda' - Lambda = sum_j (j - 1) kappa_j lam^j / j!``: no
+    cancellation (truncated after ``kappa_6``: exact to ~1e-15 for
+    ``|lam| span <= SERIES_LAM``).
+
+    >>> [float(v) for v in series_terms({2: 1.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.0}, 1e-3)]
+    [5e-07, 0.001, 1.0, 5e-07]
+    """
+    fact = _FACT
+    ks = range(2, 7)
+    cgf_ = sum(k[j] * lam**j / fact[j] for j in ks)
+    gain = sum(k[j] * lam ** (j - 1) / fact[j - 1] for j in ks)
+    var = sum(k[j] * lam ** (j - 2) / fact[j - 2] for j in ks)
+    kl = sum((j - 1) * k[j] * lam**j / fact[j] for j in ks)
+    return cgf_, gain, var, kl
 
 
 def stats4(law: LevelLaw, lam):

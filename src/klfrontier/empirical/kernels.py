@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import betaln, gammaln, logsumexp
 
 from .._bon_kernel import count_level_logd
-from .._engine import cap_shift, expm1_sums, log1p_rule
+from .._engine import SERIES_LAM, cap_shift, expm1_sums, log1p_rule, moment_cumulants, series_terms
 
 __all__ = [
     "log_choose",
@@ -298,6 +298,16 @@ def exclusive_sums(a, total=None, out=None, top=None):
     return res
 
 
+def _power_sums(d):
+    """``{k: sum_i d_i^k}`` per row, ``k = 1..6``."""
+    acc = d.copy()
+    out = {1: acc.sum(axis=1)}
+    for k in range(2, 7):
+        acc *= d
+        out[k] = acc.sum(axis=1)
+    return out
+
+
 def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     """The tilt of each row's empirical law at each ``lam``.
 
@@ -352,6 +362,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     d = r - rbar
     top = d.argmax(axis=1)
     dmax = np.take_along_axis(d, top[:, None], axis=1)
+    span = dmax[:, 0] - d.min(axis=1)
+    psums = None  # power sums of d, for rows on the series (computed when first needed)
     keys = ["reward", "kl", "logmgf", "var", "ess"]
     if gold is not None:
         keys.append("gold")
@@ -392,10 +404,24 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
         # when c = 0 by Jensen, >= e^{X_CAP} / n when shifted; the fallback is for the rule's sake)
         lmw = log1p_rule(se / n, lambda rows, x=x: logsumexp(x[rows], axis=1) - np.log(n))[:, None]
         kl = np.maximum(lam * (gain - c) - lmw, 0.0)
+        logmgf = lam * (rbar + c) + lmw
+        var = np.maximum((dot(e, d2) + sd2) / s0[:, 0] - gain[:, 0] ** 2, 0.0)
+        # rows with lam span <= SERIES_LAM: the engine's cumulant series (the direct KL, O(lam^2 var),
+        # keeps only eps / (lam sd) of its digits there)
+        ser = np.flatnonzero((lam[:, 0] * span <= SERIES_LAM) & ~zero[:, 0])
+        if ser.size:
+            if psums is None:
+                psums = _power_sums(d)
+            mom = {k: psums[k][ser] / n for k in psums}
+            cg, gain_s, var_s, kl_s = series_terms(moment_cumulants(mom), lam[ser, 0])
+            gain[ser, 0] = mom[1] + gain_s  # R - rbar
+            kl[ser, 0] = np.maximum(kl_s, 0.0)
+            logmgf[ser, 0] = lam[ser, 0] * (rbar[ser, 0] + mom[1]) + cg
+            var[ser] = var_s
         out["reward"][:, g] = (rbar + gain)[:, 0]
         out["kl"][:, g] = kl[:, 0]
-        out["logmgf"][:, g] = (lam * (rbar + c) + lmw)[:, 0]
-        out["var"][:, g] = np.maximum((dot(e, d2) + sd2) / s0[:, 0] - gain[:, 0] ** 2, 0.0)
+        out["logmgf"][:, g] = logmgf[:, 0]
+        out["var"][:, g] = var
         out["ess"][:, g] = s0[:, 0] ** 2 / (n + 2.0 * se + dot(e, e))
         if gold is not None:
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
@@ -434,6 +460,12 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             kl_loo -= kl_l
             if zero.any():
                 kl_loo[zero[:, 0]] = 0.0
+            if ser.size:  # the series without sample i: its power sums less its own powers
+                ds = d[ser]
+                mom = {k: (psums[k][ser, None] - ds**k) / (n - 1.0) for k in psums}
+                _, gl, _, kll = series_terms(moment_cumulants(mom), lam[ser])
+                gain_l[ser] = mom[1] + gl
+                kl_loo[ser] = kll
             loos = [("reward", gain_l, gain), ("kl", kl_loo, kl)]
             if gold is not None:
                 wg = w * gold
@@ -444,6 +476,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]
                 if variances:
                     out[name + "_jkvar"][:, g] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+            if ser.size:  # the sample mean's own leave-one-out shifts average to 0 exactly: drop them
+                out["reward_bias"][ser, g] = (n - 1.0) * (gl.mean(axis=1) - gain_s)
             if not variances:
                 continue
             # the frontier's linearisation (w~ - 1)/lam, w~ = w / mean w; at lam = 0 it is r - rbar
