@@ -484,7 +484,7 @@ def series_terms(k, lam):
     """
     fact = _FACT
     ks = range(2, 7)
-    cgf_ = sum(k[j] * lam**j / fact[j] for j in ks)
+    cgf_ = cgf_series(k, lam)
     gain = sum(k[j] * lam ** (j - 1) / fact[j - 1] for j in ks)
     var = sum(k[j] * lam ** (j - 2) / fact[j - 2] for j in ks)
     kl = sum((j - 1) * k[j] * lam**j / fact[j] for j in ks)
@@ -604,9 +604,10 @@ def expm1_sums(x, q=None, out=None):
             s = e.sum(axis=1)
             mass = float(x.shape[1])
         else:
+            q = np.asarray(q, dtype=float)
             qq = np.broadcast_to(q, x.shape)
             s = np.einsum("ij,ij->i", e, qq)
-            mass = qq.sum(axis=1)
+            mass = q.sum(axis=-1)  # one total for a shared law, one per row otherwise
         redo = ~(4.0 * _EPS * (2.0 * mass + np.abs(s)) <= 1e-13 * np.abs(s))
         if redo.any():  # in place, row by row: a row's result does not depend on the batch
             np.expm1(x, out=e, where=redo[:, None])

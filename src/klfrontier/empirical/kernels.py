@@ -381,7 +381,7 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     # (B, n) work arrays reused for every lam: fresh temporaries per pass cost more than the arithmetic
     x, e = np.empty((B, n)), np.empty((B, n))
     if jackknife:
-        w, s0m, gain_l, kl_l = (np.empty((B, n)) for _ in range(4))
+        w, s0m, gain_l, excl = (np.empty((B, n)) for _ in range(4))
 
     def dot(a, b):
         return np.einsum("ij,ij->i", a, b)
@@ -431,9 +431,9 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             # nearly all of it (large lam): there the difference would keep only the last digits of
             # the others' share, and exclusive_sums adds the others up instead.
             # the largest weight is the top reward's: only its difference can cancel
-            exclusive_sums(e, total=se[:, None], out=kl_l, top=top)  # sum_{j != i} e_j
-            np.add(kl_l, n - 1.0, out=s0m)  # sum_{j != i} w_j, where that does not cancel (below)
-            kl_l /= n - 1.0
+            exclusive_sums(e, total=se[:, None], out=excl, top=top)  # sum_{j != i} e_j
+            np.add(excl, n - 1.0, out=s0m)  # sum_{j != i} w_j, where that does not cancel (below)
+            excl /= n - 1.0
 
             def fallback(bad):  # mean w without i below 1/2: sum the weights themselves
                 rows = np.flatnonzero(bad.any(axis=1))
@@ -441,8 +441,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 with np.errstate(divide="ignore"):
                     return np.log(s0m[rows] / (n - 1.0))[bad[rows]]
 
-            # log mean w without i, by the engine's rule: log1p(kl_l), else log(s0m / (n - 1))
-            kl_l = log1p_rule(kl_l, fallback)
+            # log mean w without i, by the engine's rule: log1p(excl), else log(s0m / (n - 1))
+            kl_l = log1p_rule(excl, fallback)
             # a sample holding all the weight leaves nothing to tilt: its leave-one-out is NaN
             if not s0m.min() > 0:
                 bad = ~(s0m > 0)
