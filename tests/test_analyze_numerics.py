@@ -92,6 +92,73 @@ def test_tilt_rows_batched_equals_row_by_row_across_the_cap_shift():
             np.testing.assert_array_equal(batch[key][i : i + 1], v, err_msg=key)
 
 
+def test_tied_prompts_tilted_on_levels_give_the_numbers_of_their_samples(monkeypatch):
+    """Prompts with many ties are tilted on (level, count) pairs: every table as from the samples."""
+    import klfrontier.empirical.analysis as A
+    from klfrontier.io import SampleSet
+
+    rng = np.random.default_rng(5)
+    data = {}
+    for i in range(60):
+        n = int(rng.integers(8, 80))
+        draw = (rng.integers(0, 3, n), np.round(rng.normal(size=n), 1), rng.normal(size=n))[i % 3]
+        data[f"q{i}"] = draw.astype(float)
+    pr = A._Prompts(SampleSet.from_dict(data), np.array([1, 2]), None)
+    on_levels = sum(counts is not None for _, _, counts, _ in pr._tilt_jobs)
+    assert 0 < on_levels < len(pr._tilt_jobs)  # both kinds of batch
+    kw = dict(n_boot=200, seed=1, lam_values=[0.0, 0.1, 1.0, 5.0, 40.0])
+    res = analyze(data, **kw)
+    monkeypatch.setattr(A, "_TIE_SHARE", -1.0)  # every prompt sample by sample
+    ref = analyze(data, **kw)
+    for name, tab in ref.tables().items():
+        for col in tab.columns:
+            a, b = np.asarray(tab.data[col]), np.asarray(res.tables()[name].data[col])
+            if a.dtype.kind != "f":
+                np.testing.assert_array_equal(b, a, err_msg=f"{name}.{col}")
+            else:
+                np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12, err_msg=f"{name}.{col}")
+
+
+def test_hermite_solve_finds_the_cubic_root_to_rounding():
+    """Newton steps inside a bracket against the cubic itself, flat and non-monotone pieces included."""
+    from klfrontier.empirical.analysis import _hermite_solve
+
+    rng = np.random.default_rng(6)
+    B, H = 300, 12
+    u = np.cumsum(rng.uniform(0.2, 1.0, H))
+    K = np.cumsum(rng.exponential(size=(B, H)) * (rng.random((B, H)) < 0.8), axis=1)  # flat steps too
+    dK = rng.exponential(size=(B, H)) * 2.0  # not K's slope: some cubics overshoot and turn back
+    R, dR = rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    budgets = np.linspace(-0.5, K.max() + 0.5, 23)
+    us, rs = _hermite_solve(u, K, dK, R, dR, budgets)
+
+    def cubic(t, y0, y1, m0, m1):
+        return (
+            (2 * t**3 - 3 * t**2 + 1) * y0
+            + (t**3 - 2 * t**2 + t) * m0
+            + (-2 * t**3 + 3 * t**2) * y1
+            + (t**3 - t**2) * m1
+        )
+
+    Km = np.maximum.accumulate(K, axis=1)
+    for b in range(B):
+        for i, target in enumerate(budgets):
+            j = int(np.sum(Km[b] < target))
+            if j == 0:
+                assert us[b, i] == -np.inf
+                continue
+            if j == H:
+                assert us[b, i] == np.inf
+                continue
+            h = u[j] - u[j - 1]
+            t = (us[b, i] - u[j - 1]) / h
+            assert -1e-12 <= t <= 1 + 1e-12
+            k = cubic(t, Km[b, j - 1], Km[b, j], dK[b, j - 1] * h, dK[b, j] * h)
+            assert abs(k - target) <= 1e-12 * max(1.0, abs(target)), (b, i)
+            r = cubic(t, R[b, j - 1], R[b, j], dR[b, j - 1] * h, dR[b, j] * h)
+            assert abs(rs[b, i] - r) <= 1e-12 * max(1.0, abs(r))
+
+
 def test_khat_early_stop_decides_every_column_as_the_full_fit_does():
     """A column stops fitting k-hat once > 5% of the prompts are bad: its trust is already decided."""
     rng = np.random.default_rng(3)

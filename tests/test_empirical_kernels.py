@@ -200,3 +200,98 @@ def test_moment_cumulants_match_the_level_law_cumulants():
     for j in range(2, 7):
         assert abs(k_rows[j] - exact[j]) <= 1e-12 * abs(exact[j]), j
         assert abs(k_law[j] - exact[j]) <= 1e-12 * abs(exact[j]), j
+
+
+# ----------------------------------------------------------------------------- tied rewards as levels
+def _tied_rows(seed=12, B=40, n=30):
+    """Sorted rows with heavy ties: integers, a 0.5 grid, a constant row, one lone top far above the rest."""
+    rng = np.random.default_rng(seed)
+    r = np.round(rng.normal(size=(B, n)) * rng.uniform(0.3, 4.0, size=(B, 1)) * 2) / 2
+    r[0] = 1.5
+    r[1, :-1], r[1, -1] = 0.0, 9.0
+    r[2, :-2], r[2, -2:] = -1.0, 6.0  # the top level twice: its other copy keeps the weight
+    r[3] = rng.integers(0, 2, size=n)  # 0/1 rewards
+    return np.sort(r, axis=1)
+
+
+def test_tie_levels_write_the_rows_back():
+    r = _tied_rows()
+    levels, counts, distinct = K.tie_levels(r)
+    assert levels.shape == counts.shape == (r.shape[0], int(distinct.max()))
+    for b in range(r.shape[0]):
+        np.testing.assert_array_equal(np.repeat(levels[b], counts[b].astype(int)), r[b])
+        assert distinct[b] == np.unique(r[b]).size == np.count_nonzero(counts[b])
+        assert (levels[b, distinct[b] :] == r[b, 0]).all()  # padding: the smallest reward, count 0
+
+
+def test_exclusive_sums_with_counts_leave_out_one_copy():
+    mp.mp.dps = 40
+    rng = np.random.default_rng(13)
+    a = rng.normal(size=(30, 7))
+    counts = rng.integers(0, 4, size=a.shape).astype(float)
+    counts[:, 0] = np.maximum(counts[:, 0], 1.0)
+    a[::3, 2], counts[::3, 2] = 1e18, 1.0  # one sample holds nearly all of the row
+    a[1::3, 2], counts[1::3, 2] = 1e18, 2.0  # ... and its twin keeps it there
+    got = K.exclusive_sums(a, counts=counts)
+    for b in range(a.shape[0]):
+        tot = mp.fsum(mp.mpf(c) * mp.mpf(v) for c, v in zip(counts[b], a[b]))
+        for i in range(a.shape[1]):
+            want = float(tot - mp.mpf(a[b, i]))
+            scale = float(np.sum(counts[b] * np.abs(a[b])))
+            assert abs(got[b, i] - want) <= 1e-12 * max(abs(want), 1e-300) + 1e-15 * scale, (b, i)
+
+
+@pytest.mark.parametrize("with_mean", [False, True])
+def test_tilt_rows_on_levels_equal_the_rows_written_out(with_mean):
+    """Oracle: the same rows sample by sample (itself checked against mpmath above), jackknife included,
+    from the series (tiny lam) through the cap shift (lam span > 50) to one sample holding the weight."""
+    r = _tied_rows()
+    levels, counts, _ = K.tie_levels(r)
+    lams = np.array([0.0, 1e-7, 1e-4, 0.03, 0.4, 2.0, 9.0, 40.0, 300.0])
+    want = K.tilt_rows(r, lams, jackknife=True, variances=True)
+    got = K.tilt_rows(
+        levels,
+        lams,
+        jackknife=True,
+        variances=True,
+        counts=counts,
+        mean=r.mean(axis=1) if with_mean else None,
+    )
+    assert set(got) == set(want)
+    for key, w in want.items():
+        g = got[key]
+        np.testing.assert_array_equal(np.isfinite(g), np.isfinite(w), err_msg=key)
+        ok = np.isfinite(w)
+        # rewards are O(1): a bias of n differences of O(1) numbers is exact to ~n eps absolutely
+        np.testing.assert_allclose(g[ok], w[ok], rtol=1e-11, atol=1e-12, err_msg=key)
+    if with_mean:  # centred at the caller's means: the reward at lam = 0 is exactly them
+        np.testing.assert_array_equal(got["reward"][:, 0], r.mean(axis=1))
+
+
+def test_tilt_rows_counts_are_checked():
+    r = _tied_rows()[:4]
+    levels, counts, _ = K.tie_levels(r)
+    lam = np.array([1.0])
+    with pytest.raises(ValueError, match="gold"):
+        K.tilt_rows(levels, lam, gold=levels, counts=counts)
+    with pytest.raises(ValueError, match="shape"):
+        K.tilt_rows(levels, lam, counts=counts[:, :-1])
+    bad = counts.copy()
+    bad[0, 0] += 1.0
+    with pytest.raises(ValueError, match="same n"):
+        K.tilt_rows(levels, lam, counts=bad)
+    bad = counts.copy()
+    bad[1, 0] = -bad[1, 0]
+    with pytest.raises(ValueError, match=">= 0"):
+        K.tilt_rows(levels, lam, counts=bad)
+
+
+def test_tilt_rows_on_levels_batched_equals_row_by_row():
+    r = _tied_rows(seed=14)
+    levels, counts, _ = K.tie_levels(r)
+    lams = np.array([0.0, 1e-4, 0.05, 1.0, 30.0])
+    batch = K.tilt_rows(levels, lams, jackknife=True, variances=True, counts=counts)
+    for i in range(r.shape[0]):
+        one = K.tilt_rows(levels[i : i + 1], lams, jackknife=True, variances=True, counts=counts[i : i + 1])
+        for key, v in one.items():
+            np.testing.assert_array_equal(batch[key][i : i + 1], v, err_msg=key)

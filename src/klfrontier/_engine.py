@@ -90,6 +90,8 @@ SERIES_LAM = 1e-3
 LOG1P_MIN = -0.5
 # The largest exponent an empirical tilt forms directly (:func:`cap_shift`).
 X_CAP = 50.0
+#: Exponents of at most this magnitude take ``expm1``, there no dearer than ``exp`` (glibc's fast range).
+EXPM1_FAST = 0.3
 
 # Elements of one (rows x levels) tile of the work matrix: small enough to stay
 # in cache, large enough that numpy's per-call overhead does not show.
@@ -568,7 +570,7 @@ def cap_shift(top, lam):
         return np.maximum(0.0, top - X_CAP / lam)
 
 
-def expm1_sums(x, q=None, out=None):
+def expm1_sums(x, q=None, out=None, bound=None):
     """``e = e^x - 1`` of each row of ``x`` ``(T, L)`` and the row sums ``s = sum_j q_j e_j``.
 
     Parameters
@@ -578,6 +580,9 @@ def expm1_sums(x, q=None, out=None):
         Weights (default ones: ``s`` is the plain row sum).
     out : (T, L) ndarray, optional
         Receives ``e``.
+    bound : (T,) ndarray, optional
+        A bound on each row's largest ``|x_j|``, where the caller knows one
+        (default: the rows' extremes, one pass over ``x``).
 
     Returns
     -------
@@ -586,32 +591,47 @@ def expm1_sums(x, q=None, out=None):
 
     Notes
     -----
-    ``exp(x) - 1`` is about twice as fast as ``expm1`` (numpy vectorises
-    ``exp``) and rounds each term by at most ``2 eps (1 + e^x)``; a row keeps
-    it where that bound, summed, is below ``1e-13 |s|``, and is redone with
-    ``expm1`` (rounding relative to each term) elsewhere: rows whose
-    exponents are all small, where ``s`` of order ``x^2`` would lose its
-    digits.  Past overflow ``s`` is inf or NaN (for :func:`log1p_rule`).
+    Rows whose exponents all lie in ``[-EXPM1_FAST, EXPM1_FAST]`` take
+    ``expm1`` (exact to an ulp of each term, and there as fast as ``exp``).
+    Elsewhere ``exp(x) - 1`` is about twice as fast as ``expm1`` and rounds
+    each term by at most ``2 eps (1 + e^x)``; a row keeps it where that
+    bound, summed, is below ``1e-13 |s|``, and is redone with ``expm1``
+    elsewhere: rows whose exponents are mostly small, where ``s`` of order
+    ``x^2`` would lose its digits.  Each row's form depends on that row
+    only.  Past overflow ``s`` is inf or NaN (for :func:`log1p_rule`).
 
     >>> e, s = expm1_sums(np.array([[1e-9, -1e-9], [2.0, 0.0]]))
     >>> float(s[0]), round(float(s[1]), 12)
     (1e-18, 6.389056098931)
     """
+    if bound is None:
+        with np.errstate(invalid="ignore"):
+            bound = np.maximum(x.max(axis=1, initial=-np.inf), -x.min(axis=1, initial=np.inf))
+    small = bound <= EXPM1_FAST  # (NaN: not small)
+    if q is None:
+        qq = None
+        mass = float(x.shape[1])
+    else:
+        q = np.asarray(q, dtype=float)
+        qq = np.broadcast_to(q, x.shape)
+        mass = q.sum(axis=-1)  # one total for a shared law, one per row otherwise
+
+    def sums(e):
+        return e.sum(axis=1) if qq is None else np.einsum("ij,ij->i", e, qq)
+
     with np.errstate(over="ignore", invalid="ignore"):
+        if small.all():
+            e = np.expm1(x, out=out)
+            return e, sums(e)
         e = np.exp(x, out=out)
         e -= 1.0
-        if q is None:
-            s = e.sum(axis=1)
-            mass = float(x.shape[1])
-        else:
-            q = np.asarray(q, dtype=float)
-            qq = np.broadcast_to(q, x.shape)
-            s = np.einsum("ij,ij->i", e, qq)
-            mass = q.sum(axis=-1)  # one total for a shared law, one per row otherwise
-        redo = ~(4.0 * _EPS * (2.0 * mass + np.abs(s)) <= 1e-13 * np.abs(s))
-        if redo.any():  # in place, row by row: a row's result does not depend on the batch
-            np.expm1(x, out=e, where=redo[:, None])
-            s = np.where(redo, e.sum(axis=1) if q is None else np.einsum("ij,ij->i", e, qq), s)
+        s = sums(e)
+        redo = small | ~(4.0 * _EPS * (2.0 * mass + np.abs(s)) <= 1e-13 * np.abs(s))
+        if redo.any():  # row by row: a row's result does not depend on the batch
+            rows = np.flatnonzero(redo)
+            er = np.expm1(x[rows])
+            e[rows] = er
+            s[rows] = er.sum(axis=1) if qq is None else np.einsum("ij,ij->i", er, qq[rows])
     return e, s
 
 

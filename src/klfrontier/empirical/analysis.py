@@ -47,8 +47,14 @@ MIN_PROMPTS_BOOTSTRAP = 30
 MAX_PROMPTS_BCA = 2000
 # Rows of samples (prompts x samples) processed at once by the per-prompt kernels.
 _CHUNK = 1 << 18
+# A prompt whose samples hold at most this share of distinct rewards is tilted on its levels and
+# their counts (tilt_rows(counts=)): the same numbers, to rounding, on fewer entries.
+_TIE_SHARE = 0.75
 # Prompts per block of the Pareto k-hat fit (the trust rule can stop a column between blocks).
 _KHAT_ROWS = 512
+# A cap on the steps per root of a Hermite cubic: Newton's, guarded by a bracket, converge in
+# about 6 (a step outside the bracket is a bisection instead).
+_HERMITE_STEPS = 64
 # Internal lam grid (times 1/sd) for the average-KL frontier; Hermite interpolation in log lam.
 _GRID = np.geomspace(1e-4, 1e4, 49)
 # Rewards whose largest magnitude lies outside [1/_SCALE_LIMIT, _SCALE_LIMIT] are analysed in
@@ -373,6 +379,37 @@ class _Prompts:
             if progress is not None:
                 progress("per-prompt best-of-N", done, P)
         self.sd_pool = float(np.sqrt(var_sum / P))
+        self._tilt_jobs = self._tie_jobs()
+
+    def _tie_jobs(self):
+        """The batches of :meth:`tilt_at`: ``(rows, rewards or levels, counts or None, gold or None)``.
+
+        Prompts with many tied rewards (at most ``_TIE_SHARE`` of their
+        samples distinct, no gold column) are stored as levels and counts,
+        sorted by their number of levels and batched with little padding;
+        the others as their samples (views into the groups where no prompt
+        of a group is tied).
+        """
+        jobs = []
+        for n, rows, r, g in self.groups:
+            if g is None:
+                distinct = 1 + np.count_nonzero(r[:, 1:] != r[:, :-1], axis=1)
+                tied = distinct <= _TIE_SHARE * n
+            else:
+                tied = np.zeros(rows.size, dtype=bool)
+            if not tied.any():
+                jobs += [
+                    (rows[sl], r[sl], None, None if g is None else g[sl]) for sl in self._chunks(n, rows)
+                ]
+                continue
+            plain = np.flatnonzero(~tied)
+            jobs += [(rows[plain[sl]], r[plain[sl]], None, None) for sl in self._chunks(n, plain)]
+            order = np.flatnonzero(tied)
+            order = order[np.argsort(distinct[order], kind="stable")]
+            for sl in self._chunks(n, order):
+                levels, counts, _ = _k.tie_levels(r[order[sl]])
+                jobs.append((rows[order[sl]], levels, counts, None))
+        return jobs
 
     def _chunks(self, n, rows, size=_CHUNK):
         step = max(1, size // max(n, 1))
@@ -446,23 +483,24 @@ class _Prompts:
         variances = self.P == 1 or (columns is not None and "frontier_var" in columns)
         per_row = lams.ndim == 2
         G = lams.shape[-1]
-        jobs = [(n, rows, r, g, sl) for n, rows, r, g in self.groups for sl in self._chunks(n, rows)]
         want_khat = jackknife and (columns is None or "khat" in columns)
         keep = None if columns is None else set(columns) | ({"kl", "ess"} if want_khat else set())
 
         def one(job):
-            n, rows, r, g, sl = job
+            rows, r, counts, g = job
             out = _k.tilt_rows(
-                r[sl],
-                lams[rows[sl]] if per_row else lams,
-                gold=None if g is None else g[sl],
+                r,
+                lams[rows] if per_row else lams,
+                gold=g,
                 jackknife=jackknife,
                 variances=variances,
+                counts=counts,
+                mean=None if counts is None else self.mean[rows],
             )
-            return rows[sl], {k: v for k, v in out.items() if keep is None or k in keep}
+            return rows, {k: v for k, v in out.items() if keep is None or k in keep}
 
         res = {}
-        for rows, out in self._map(one, jobs):  # filled as the chunks arrive
+        for rows, out in self._map(one, self._tilt_jobs):  # filled as the chunks arrive
             for key, v in out.items():
                 if key not in res:
                     res[key] = np.full((self.P, G), np.nan)
@@ -559,15 +597,45 @@ def _hermite_solve(u, K, dK, R, dR, budgets):
         acc += tmp
         return acc
 
-    mid = np.empty((B, Kb))
-    below = np.empty((B, Kb), dtype=bool)
-    for _ in range(48):  # bisection on the cubic: 2^-48 of a grid step
-        np.add(lo, hi, out=mid)
-        mid *= 0.5
-        np.less(herm(mid, k0, k1, d0, d1), target, out=below)
-        np.copyto(lo, mid, where=below)
-        np.copyto(hi, mid, where=~below)
-    t = 0.5 * (lo + hi)
+    def dherm(t, y0, y1, m0, m1):
+        # d/dt: 6 (t² − t) (y0 − y1) + (3t² − 4t + 1) m0 + (3t² − 2t) m1
+        t2, _, acc, tmp, _ = work
+        np.multiply(t, t, out=t2)
+        np.subtract(t2, t, out=acc)
+        acc *= 6.0
+        acc *= np.subtract(y0, y1, out=tmp)
+        np.multiply(3.0, t2, out=tmp)
+        tmp -= 4.0 * t
+        tmp += 1.0
+        tmp *= m0
+        acc += tmp
+        np.multiply(3.0, t2, out=tmp)
+        tmp -= 2.0 * t
+        tmp *= m1
+        acc += tmp
+        return acc
+
+    # The cubic's root in the bracket [0, 1] (herm(0) = k0 < target <= k1 = herm(1) inside the
+    # grid): Newton steps from the secant's root, each kept inside the bracket, which shrinks to
+    # the current point's side at every step (else a bisection), until a step is below 2^-48.
+    inside = (j > 0) & (j < H)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(inside, np.clip((target - k0) / (k1 - k0), 0.0, 1.0), 0.0)
+    t = np.where(np.isfinite(t), t, 0.5)
+    live = inside.copy()
+    for _ in range(_HERMITE_STEPS):
+        f = herm(t, k0, k1, d0, d1) - target
+        below = f < 0
+        np.copyto(lo, t, where=below)
+        np.copyto(hi, t, where=~below)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tn = t - f / dherm(t, k0, k1, d0, d1)
+        tn = np.where((tn > lo) & (tn < hi), tn, 0.5 * (lo + hi))
+        tn = np.where(live & (f != 0), tn, t)
+        live &= np.abs(tn - t) > 2.0**-48
+        t = tn
+        if not live.any():
+            break
     r0, r1 = R[b_idx, jj - 1], R[b_idx, jj]
     e0, e1 = dR[b_idx, jj - 1] * h, dR[b_idx, jj] * h
     ustar = u[jj - 1] + t * h

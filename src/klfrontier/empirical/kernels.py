@@ -38,6 +38,7 @@ __all__ = [
     "exclusive_sums",
     "unbiased_jackknife",
     "tie_mean",
+    "tie_levels",
     "pareto_khat",
     "tilt_khat",
     "khat_threshold",
@@ -98,6 +99,40 @@ def tie_bounds(r):
     a = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
     b = np.minimum.accumulate(np.where(end, idx, n - 1)[:, ::-1], axis=1)[:, ::-1]
     return a, b
+
+
+def tie_levels(r):
+    """Each sorted row's distinct rewards and how often each occurs, for ``tilt_rows(..., counts=)``.
+
+    Parameters
+    ----------
+    r : (B, n) ndarray
+        Rewards, sorted ascending along each row.
+
+    Returns
+    -------
+    levels, counts : (B, D) ndarray
+        ``D`` is the most distinct rewards of any row.  A row with fewer
+        is padded with its smallest reward at count 0 (no sample).
+    distinct : (B,) int ndarray
+        Distinct rewards per row.
+
+    >>> v, c, k = tie_levels(np.array([[0.0, 1.0, 1.0, 2.0], [3.0, 3.0, 3.0, 3.0]]))
+    >>> v.tolist(), c.tolist(), k.tolist()
+    ([[0.0, 1.0, 2.0], [3.0, 3.0, 3.0]], [[1.0, 2.0, 1.0], [4.0, 0.0, 0.0]], [3, 1])
+    """
+    B, n = r.shape
+    new = np.ones((B, n), dtype=bool)
+    new[:, 1:] = r[:, 1:] != r[:, :-1]
+    lev = np.cumsum(new, axis=1)
+    distinct = lev[:, -1].copy() if n else np.zeros(B, dtype=np.int64)
+    lev -= 1
+    D = int(distinct.max()) if B and n else 0
+    flat = (np.arange(B)[:, None] * D + lev).ravel()
+    counts = np.bincount(flat, minlength=B * D).astype(float).reshape(B, D)
+    levels = np.repeat(r[:, :1], D, axis=1)
+    levels.ravel()[flat[new.ravel()]] = r[new]
+    return levels, counts, distinct
 
 
 def tie_mean(values, a, b):
@@ -252,7 +287,7 @@ def unbiased_jackknife(r, big_n):
     return top + pre[:, j] + suf[:, n - 1 - j]
 
 
-def exclusive_sums(a, total=None, out=None, top=None):
+def exclusive_sums(a, total=None, out=None, top=None, counts=None):
     """``sum_{j != i} a_j`` for every entry of each row of ``a`` ``(B, n)``.
 
     Parameters
@@ -265,14 +300,19 @@ def exclusive_sums(a, total=None, out=None, top=None):
     top : (B,) int ndarray, optional
         Each row's largest entry in magnitude, where the caller knows it
         (default ``abs(a).argmax(axis=1)``).
+    counts : (B, n) ndarray, optional
+        Multiplicities: entry ``j`` stands for ``counts_j`` equal samples, the
+        total is ``sum_j counts_j a_j`` and each entry's result leaves out
+        one copy of itself (``0``: padding, never counted).
 
     Notes
     -----
     ``total - a_i``, except for a row's largest entry where that difference
     loses more than two bits (``|total| + |a_j| > 4 |total - a_j|``: ``a_j``
     holds nearly all of the row, as one sample does of a tilt's weights at
-    large ``lam``); there the other entries are summed themselves.  Every
-    other entry's difference is then about ``a_j``, with full accuracy.
+    large ``lam``); there the other entries (and the other copies of
+    ``a_j``) are summed themselves.  Every other entry's difference is then
+    about ``a_j``, with full accuracy.
 
     >>> exclusive_sums(np.array([[1e20, 1.0, 2.0]])).tolist()
     [[3.0, 1e+20, 1e+20]]
@@ -281,9 +321,12 @@ def exclusive_sums(a, total=None, out=None, top=None):
     if out is a:
         raise ValueError("exclusive_sums: out must not be a")
     B, n = a.shape
-    tot = a.sum(axis=1, keepdims=True) if total is None else total
+    if total is not None:
+        tot = total
+    else:
+        tot = (a.sum(axis=1) if counts is None else np.einsum("ij,ij->i", a, counts))[:, None]
     res = np.subtract(tot, a, out=out)
-    if n == 1:
+    if n == 1 and counts is None:
         res[:] = 0.0
         return res
     j = np.abs(a).argmax(axis=1) if top is None else top
@@ -292,15 +335,21 @@ def exclusive_sums(a, total=None, out=None, top=None):
         lossy = np.abs(tot[:, 0]) + np.abs(a[rows, j]) > 4.0 * np.abs(res[rows, j])
     if lossy.any():
         rr = np.flatnonzero(lossy)
-        others = a[rr]
-        others[np.arange(rr.size), j[rr]] = 0.0
-        res[rr, j[rr]] = others.sum(axis=1)
+        jr = j[rr]
+        if counts is None:
+            others = a[rr]
+            others[np.arange(rr.size), jr] = 0.0
+        else:  # the other entries, each as often as it occurs, and the other copies of a_j
+            cc = counts[rr]
+            cc[np.arange(rr.size), jr] -= 1.0
+            others = a[rr] * cc
+        res[rr, jr] = others.sum(axis=1)
     return res
 
 
-def _power_sums(d):
-    """``{k: sum_i d_i^k}`` per row, ``k = 1..6``."""
-    acc = d.copy()
+def _power_sums(d, counts=None):
+    """``{k: sum_i c_i d_i^k}`` per row, ``k = 1..6`` (``c``: the counts, default ones)."""
+    acc = d.copy() if counts is None else d * counts
     out = {1: acc.sum(axis=1)}
     for k in range(2, 7):
         acc *= d
@@ -308,7 +357,7 @@ def _power_sums(d):
     return out
 
 
-def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
+def tilt_rows(r, lams, gold=None, jackknife=False, variances=True, counts=None, mean=None):
     """The tilt of each row's empirical law at each ``lam``.
 
     Parameters
@@ -325,6 +374,18 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     variances : bool
         With ``jackknife``, also the variances (``*_jkvar``, ``frontier_var``);
         ``False`` returns the biases only.
+    counts : (B, n) ndarray, optional
+        Tied rewards stored once: entry ``j`` of a row stands for
+        ``counts_j`` samples of reward ``r_j`` (``0``: padding, not a
+        sample).  Every row must hold the same number of samples
+        ``sum_j counts_j``; the results (jackknife included) are those of
+        the rows written out sample by sample, to rounding.  Not with
+        ``gold`` (tied rewards need not have tied gold rewards).
+    mean : (B,) ndarray, optional
+        The rows' mean rewards as the caller computed them (with ``counts``,
+        from the rows written out): the tilt is centred there, and the
+        reward at ``lam = 0`` is exactly it.  Default: computed here.
+
     Returns
     -------
     dict of (B, G) arrays
@@ -354,16 +415,34 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
     >>> round(float(t["reward"][0, 0]), 12)       # e/(1+e)
     0.731058578630
     """
-    B, n = r.shape
+    B, L = r.shape
     lams = np.asarray(lams, dtype=float)
     lam_cols = np.broadcast_to(lams if lams.ndim == 2 else lams[None, :], (B, lams.shape[-1]))
     G = lam_cols.shape[1]
-    rbar = r.mean(axis=1, keepdims=True)
+    cnt = None if counts is None else np.asarray(counts, dtype=float)
+    if cnt is None:
+        n = L
+        rbar = r.mean(axis=1, keepdims=True) if mean is None else None
+    else:
+        if gold is not None:
+            raise ValueError("tilt_rows: counts cannot be given with gold")
+        if cnt.shape != r.shape:
+            raise ValueError(f"tilt_rows: counts has shape {cnt.shape}, rewards {r.shape}")
+        tot = cnt.sum(axis=1)
+        n = float(tot[0]) if B else 1.0
+        if not (np.all(tot == n) and np.all(cnt >= 0) and n >= 1):
+            raise ValueError("tilt_rows: every row's counts must be >= 0 and add up to the same n >= 1")
+        rbar = (np.einsum("ij,ij->i", r, cnt) / n)[:, None] if mean is None else None
+    if rbar is None:
+        rbar = np.asarray(mean, dtype=float).reshape(B, 1)
     d = r - rbar
     top = d.argmax(axis=1)
     dmax = np.take_along_axis(d, top[:, None], axis=1)
-    span = dmax[:, 0] - d.min(axis=1)
+    dmin = d.min(axis=1, keepdims=True)
+    span = (dmax - dmin)[:, 0]
     psums = None  # power sums of d, for rows on the series (computed when first needed)
+    # with counts every sum over samples is one over entries weighted by their counts
+    cd = d if cnt is None else cnt * d
     keys = ["reward", "kl", "logmgf", "var", "ess"]
     if gold is not None:
         keys.append("gold")
@@ -375,16 +454,19 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             keys += ["gold_bias"] + (["gold_jkvar"] if variances else [])
     out = {key: np.empty((B, G)) for key in keys}
     # sums of w = 1 + e against d, d^2 and gold are dot products with e plus fixed totals
-    sd, d2 = d.sum(axis=1), d * d
+    sd, d2 = cd.sum(axis=1), cd * d
     sd2 = d2.sum(axis=1)
     sg = None if gold is None else gold.sum(axis=1)
     # (B, n) work arrays reused for every lam: fresh temporaries per pass cost more than the arithmetic
-    x, e = np.empty((B, n)), np.empty((B, n))
+    x, e = np.empty((B, L)), np.empty((B, L))
     if jackknife:
-        w, s0m, gain_l, excl = (np.empty((B, n)) for _ in range(4))
+        w, s0m, gain_l, excl = (np.empty((B, L)) for _ in range(4))
 
     def dot(a, b):
         return np.einsum("ij,ij->i", a, b)
+
+    def wsum(a):  # sum over the samples of per-entry values a (B, L): (B, 1)
+        return (a.sum(axis=1) if cnt is None else dot(a, cnt))[:, None]
 
     for g in range(G):
         lam = lam_cols[:, g : g + 1]  # (B, 1): one lam per row
@@ -396,22 +478,26 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             x *= lam  # x = lam (d - c)
         else:
             np.multiply(d, lam, out=x)  # c = 0: the same numbers, one pass
-        _, se = expm1_sums(x, out=e)
+        _, se = expm1_sums(x, q=cnt, out=e, bound=(lam * np.maximum(dmax - c, c - dmin))[:, 0])
         s0 = (n + se)[:, None]
-        s1 = (dot(e, d) + sd)[:, None]
+        s1 = (dot(e, cd) + sd)[:, None]
         gain = np.where(zero, 0.0, s1 / s0)
         # log mean w; w = 1 + e with its largest exponent at most X_CAP (log1p everywhere: mean w >= 1
         # when c = 0 by Jensen, >= e^{X_CAP} / n when shifted; the fallback is for the rule's sake)
-        lmw = log1p_rule(se / n, lambda rows, x=x: logsumexp(x[rows], axis=1) - np.log(n))[:, None]
+        lmw = log1p_rule(
+            se / n,
+            lambda rows, x=x: logsumexp(x[rows], axis=1, b=None if cnt is None else cnt[rows]) - np.log(n),
+        )[:, None]
         kl = np.maximum(lam * (gain - c) - lmw, 0.0)
         logmgf = lam * (rbar + c) + lmw
         var = np.maximum((dot(e, d2) + sd2) / s0[:, 0] - gain[:, 0] ** 2, 0.0)
+        ee = dot(e, e) if cnt is None else dot(e, np.multiply(e, cnt, out=x))  # (x is free: lmw is formed)
         # rows with lam span <= SERIES_LAM: the engine's cumulant series (the direct KL, O(lam^2 var),
         # keeps only eps / (lam sd) of its digits there)
         ser = np.flatnonzero((lam[:, 0] * span <= SERIES_LAM) & ~zero[:, 0])
         if ser.size:
             if psums is None:
-                psums = _power_sums(d)
+                psums = _power_sums(d, cnt)
             mom = {k: psums[k][ser] / n for k in psums}
             cg, gain_s, var_s, kl_s = series_terms(moment_cumulants(mom), lam[ser, 0])
             gain[ser, 0] = mom[1] + gain_s  # R - rbar
@@ -422,7 +508,7 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
         out["kl"][:, g] = kl[:, 0]
         out["logmgf"][:, g] = logmgf[:, 0]
         out["var"][:, g] = var
-        out["ess"][:, g] = s0[:, 0] ** 2 / (n + 2.0 * se + dot(e, e))
+        out["ess"][:, g] = s0[:, 0] ** 2 / (n + 2.0 * se + ee)
         if gold is not None:
             out["gold"][:, g] = (dot(e, gold) + sg) / s0[:, 0]
         if jackknife:
@@ -431,13 +517,13 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
             # nearly all of it (large lam): there the difference would keep only the last digits of
             # the others' share, and exclusive_sums adds the others up instead.
             # the largest weight is the top reward's: only its difference can cancel
-            exclusive_sums(e, total=se[:, None], out=excl, top=top)  # sum_{j != i} e_j
+            exclusive_sums(e, total=se[:, None], out=excl, top=top, counts=cnt)  # sum_{j != i} e_j
             np.add(excl, n - 1.0, out=s0m)  # sum_{j != i} w_j, where that does not cancel (below)
             excl /= n - 1.0
 
             def fallback(bad):  # mean w without i below 1/2: sum the weights themselves
                 rows = np.flatnonzero(bad.any(axis=1))
-                s0m[rows] = exclusive_sums(w[rows])
+                s0m[rows] = exclusive_sums(w[rows], counts=None if cnt is None else cnt[rows])
                 with np.errstate(divide="ignore"):
                     return np.log(s0m[rows] / (n - 1.0))[bad[rows]]
 
@@ -449,7 +535,7 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 s0m[bad] = np.nan
                 kl_l[bad] = np.nan
             np.multiply(w, d, out=x)  # (x is free: the exponents are not read again)
-            exclusive_sums(x, total=s1, out=gain_l, top=top)
+            exclusive_sums(x, total=s1, out=gain_l, top=top, counts=cnt)
             gain_l /= s0m  # R_(-i) - rbar (any fixed centring works)
             # kl_(-i) = lam (gain_(-i) - c) - log mean w_(-i), 0 at lam = 0 (x is free again)
             if shifted:
@@ -472,19 +558,20 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True):
                 swg = wg.sum(axis=1, keepdims=True)
                 loos.append(("gold", exclusive_sums(wg, total=swg) / s0m, swg / s0))
             for name, loo, full in loos:
-                mu = loo.mean(axis=1, keepdims=True)
+                mu = wsum(loo) / n
                 out[name + "_bias"][:, g] = ((n - 1.0) * (mu - full))[:, 0]
                 if variances:
-                    out[name + "_jkvar"][:, g] = (n - 1.0) / n * np.sum((loo - mu) ** 2, axis=1)
+                    out[name + "_jkvar"][:, g] = (n - 1.0) / n * wsum((loo - mu) ** 2)[:, 0]
             if ser.size:  # the sample mean's own leave-one-out shifts average to 0 exactly: drop them
-                out["reward_bias"][ser, g] = (n - 1.0) * (gl.mean(axis=1) - gain_s)
+                gl_mean = gl.mean(axis=1) if cnt is None else dot(gl, cnt[ser]) / n
+                out["reward_bias"][ser, g] = (n - 1.0) * (gl_mean - gain_s)
             if not variances:
                 continue
             # the frontier's linearisation (w~ - 1)/lam, w~ = w / mean w; at lam = 0 it is r - rbar
             wt = w / s0 * n
             with np.errstate(divide="ignore", invalid="ignore"):
-                fv = np.sum((wt - 1.0) ** 2, axis=1, keepdims=True) / (lam * lam * n * (n - 1.0))
-            fv0 = np.sum(d * d, axis=1, keepdims=True) / (n * (n - 1.0))
+                fv = wsum((wt - 1.0) ** 2) / (lam * lam * n * (n - 1.0))
+            fv0 = sd2[:, None] / (n * (n - 1.0))
             out["frontier_var"][:, g] = np.where(zero, fv0, fv)[:, 0]
     return out
 
