@@ -444,6 +444,22 @@ def test_empirical_figure_untrusted_points_hollow():
         empirical_figure(n, n, n, trusted=np.ones(6))
 
 
+def test_empirical_figure_labels_n_with_plain_numbers_at_its_sizes():
+    """The log N axis is labelled 1, 2, 4, ... at the sizes drawn (no mathtext powers of ten)."""
+    n = np.array([1, 2, 4, 8, 16, 32, 64])
+    fig = empirical_figure(n, np.log(n + 1.0), np.log(n + 0.9))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.get_xticks(), n)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8", "16", "32", "64"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+    many = 2.0 ** np.arange(20)  # too many sizes for a tick each: the log locator's places, plain
+    fig = empirical_figure(many, np.log(many + 1.0), np.log(many + 0.9))
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and not any("$" in t or "^" in t for t in labels) and "1000" in labels
+
+
 def test_suptitle_is_literal():
     fig = empirical_figure([1, 2], [1, 2], [1, 2], title=BAD_MATH)
     fig.canvas.draw()  # parsed as mathtext this would raise
