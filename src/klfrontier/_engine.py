@@ -90,7 +90,7 @@ SERIES_LAM = 1e-3
 LOG1P_MIN = -0.5
 # The largest exponent an empirical tilt forms directly (:func:`cap_shift`).
 X_CAP = 50.0
-#: Exponents of at most this magnitude take ``expm1``, there no dearer than ``exp`` (glibc's fast range).
+# Exponents of at most this magnitude take ``expm1``, there no dearer than ``exp`` (glibc's fast range).
 EXPM1_FAST = 0.3
 
 # Elements of one (rows x levels) tile of the work matrix: small enough to stay
