@@ -495,7 +495,7 @@ class _Prompts:
                 jackknife=jackknife,
                 variances=variances,
                 counts=counts,
-                mean=None if counts is None else self.mean[rows],
+                mean=self.mean[rows],  # the prompts' means: the reward at lam = 0 on either path
             )
             return rows, {k: v for k, v in out.items() if keep is None or k in keep}
 

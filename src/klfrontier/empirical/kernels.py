@@ -420,10 +420,8 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True, counts=None, 
     lam_cols = np.broadcast_to(lams if lams.ndim == 2 else lams[None, :], (B, lams.shape[-1]))
     G = lam_cols.shape[1]
     cnt = None if counts is None else np.asarray(counts, dtype=float)
-    if cnt is None:
-        n = L
-        rbar = r.mean(axis=1, keepdims=True) if mean is None else None
-    else:
+    n = L
+    if cnt is not None:
         if gold is not None:
             raise ValueError("tilt_rows: counts cannot be given with gold")
         if cnt.shape != r.shape:
@@ -432,9 +430,12 @@ def tilt_rows(r, lams, gold=None, jackknife=False, variances=True, counts=None, 
         n = float(tot[0]) if B else 1.0
         if not (np.all(tot == n) and np.all(cnt >= 0) and n >= 1):
             raise ValueError("tilt_rows: every row's counts must be >= 0 and add up to the same n >= 1")
-        rbar = (np.einsum("ij,ij->i", r, cnt) / n)[:, None] if mean is None else None
-    if rbar is None:
+    if mean is not None:
         rbar = np.asarray(mean, dtype=float).reshape(B, 1)
+    elif cnt is None:
+        rbar = r.mean(axis=1, keepdims=True)
+    else:
+        rbar = (np.einsum("ij,ij->i", r, cnt) / n)[:, None]
     d = r - rbar
     top = d.argmax(axis=1)
     dmax = np.take_along_axis(d, top[:, None], axis=1)
